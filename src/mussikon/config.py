@@ -1,0 +1,67 @@
+"""Settings: one object, read from the environment (`MUSSIKON_*`) or a `.env` file.
+
+The defaults run everything embedded (SQLite, in-process bus, notifications logged
+and recorded): no server needed.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with the embedded defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="MUSSIKON_", env_file=".env", extra="ignore")
+
+    store_url: str = Field("sqlite:///./mussikon.db",
+                           description="Event store: sqlite:///PATH, memory://, postgresql://…")
+    broker_url: str = Field("memory://", description="Transport: memory:// or amqp://…")
+    sqlite_synchronous: str = Field("FULL", description="SQLite durability: FULL or NORMAL")
+    postgres_schema: str = Field("mussikon", description="PostgreSQL schema holding the tables")
+    postgres_pool_size: int = Field(10, ge=1, le=200)
+    smtp_url: str = Field("", description="smtp://user:pass@host:port; empty: log and record")
+    mail_from: str = Field("MussikOn <no-reply@mussikon.example>")
+    bus_concurrency: int = Field(8, ge=1, le=1000, description="Handlers running at once, per "
+                                                              "subscription")
+    bus_retry_delays: str = Field("0.05,0.25,1.0", description="Seconds between in-process "
+                                                               "retries, then dead letter")
+    poll_interval: float = Field(0.05, gt=0, description="Catch-up polling: first interval (s)")
+    poll_max_interval: float = Field(1.0, gt=0, description="Catch-up polling: longest interval")
+    payment_gateway: str = Field("sandbox", description="Payment gateway adapter")
+    snapshot_every: int = Field(50, ge=0, description="Snapshot an aggregate every N events")
+
+    @field_validator("bus_retry_delays")
+    @classmethod
+    def _delays_are_numbers(cls, value: str) -> str:
+        try:
+            delays = [float(x) for x in value.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"bus_retry_delays must be comma-separated seconds, got {value!r}")\
+                from None
+        if any(d < 0 for d in delays):
+            raise ValueError("bus_retry_delays must not be negative")
+        return value
+
+    @property
+    def retry_delays(self) -> tuple[float, ...]:
+        """The in-process retry delays, in seconds."""
+        return tuple(float(x) for x in self.bus_retry_delays.split(",") if x.strip())
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by `***`, for logs and errors."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -1,0 +1,1 @@
+"""The pure domain: events, aggregates, commands and their named errors. No I/O here."""

@@ -1,0 +1,92 @@
+"""The transport port: how the store's events reach their subscriptions.
+
+A subscription is a named group of handlers for some event types. Every transport
+gives each subscription every event it subscribes to at least once, acknowledges a
+message only after its handler finished, retries a failing handler with backoff and
+then dead-letters the message with the reason, without holding up other messages.
+Events enter a transport from the store's global order (an outbox), never beside
+the write, so a crash between saving and publishing loses nothing.
+
+Adapters: `memory` (in-process, the embedded default) and `rabbitmq`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mussikon.domain.events import DomainEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One delivery of one event. `message_id` is the event's id, stable across redeliveries."""
+
+    message_id: str
+    event: DomainEvent
+    position: int | None = None
+    attempt: int = 1
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A named consumer of some event types. Its name keys its checkpoint, inbox and dead letters."""
+
+    name: str
+    event_types: frozenset[str]
+    handler: Handler
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message given up on, with why."""
+
+    id: str
+    subscription: str
+    message_id: str
+    event_type: str
+    position: int | None
+    attempts: int
+    exception: str
+    reason: str
+    body: str
+    failed_at: datetime
+
+
+class Transport(abc.ABC):
+    """Moves events from the store's global order to subscriptions."""
+
+    @abc.abstractmethod
+    async def start(self, subscriptions: Sequence[Subscription]) -> None:
+        """Begin delivering to these subscriptions (returns once running)."""
+
+    @abc.abstractmethod
+    def wake(self) -> None:
+        """New events were appended: look now instead of at the next poll."""
+
+    @abc.abstractmethod
+    async def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until every event stored so far was handled or dead-lettered (TimeoutError if not)."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop taking messages, finish those in flight, acknowledge them, disconnect."""
+
+    @abc.abstractmethod
+    async def dead_letters(self) -> list[DeadLetter]:
+        """The dead-lettered messages, oldest first."""
+
+    @abc.abstractmethod
+    async def replay(self, dead_letter_id: str) -> bool:
+        """Deliver a dead letter again; True if it was handled and left the dead-letter queue."""
+
+    @abc.abstractmethod
+    async def purge_dead_letters(self) -> int:
+        """Drop every dead letter; return how many."""

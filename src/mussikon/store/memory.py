@@ -1,0 +1,183 @@
+"""The in-memory event store: for tests and `memory://`. Rows are kept as wire JSON, like the
+real stores, so every event makes the same round trip through the codec."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from mussikon.domain.events import DomainEvent
+from mussikon.domain.instant import epoch_micros, utc_now
+from mussikon.store import (
+    ANY_VERSION,
+    ConcurrencyError,
+    EventStore,
+    RecordedEvent,
+    UndecodableEventError,
+)
+from mussikon.store.documents import (
+    Changes,
+    Document,
+    DocumentStore,
+    decode_document,
+    encode_document,
+)
+from mussikon.wire import EventCodec, WireFormatError
+
+
+@dataclass(slots=True)
+class StoredRow:
+    """One stored event as the real stores keep it."""
+
+    position: int
+    event_id: str
+    stream_id: str
+    version: int
+    event_type: str
+    data: bytes
+    occurred_at: int
+    correlation_id: str | None
+    causation_id: str | None
+    recorded_at: datetime
+
+
+def decode_row(codec: EventCodec, position: int, stream_id: str, version: int, event_type: str,
+               data: bytes | str, correlation_id: str | None, causation_id: str | None,
+               recorded_at: datetime) -> RecordedEvent:
+    """Turn a stored row into a RecordedEvent, or raise UndecodableEventError naming it."""
+    try:
+        event = codec.decode(
+            data, event_type,
+            correlation_id=UUID(correlation_id) if correlation_id else None,
+            causation_id=UUID(causation_id) if causation_id else None,
+        )
+    except (WireFormatError, ValueError) as exc:
+        raise UndecodableEventError(position, stream_id, version, str(exc)) from None
+    return RecordedEvent(position, stream_id, version, event, recorded_at)
+
+
+class InMemoryEventStore(EventStore):
+    """Everything in process memory; lost when the process ends."""
+
+    def __init__(self, codec: EventCodec | None = None) -> None:
+        self.codec = codec or EventCodec()
+        self.rows: list[StoredRow] = []
+        self._streams: dict[str, list[StoredRow]] = {}
+        self._ids: dict[str, StoredRow] = {}
+        self._lock = asyncio.Lock()
+
+    async def append(self, stream_id: str, events: Sequence[DomainEvent],
+                     expected_version: int) -> int:
+        stream = self._streams.get(stream_id, [])
+        if not events:
+            return len(stream)
+        ids = [str(e.id) for e in events]
+        async with self._lock:
+            stream = self._streams.setdefault(stream_id, [])
+            actual = len(stream)
+            if expected_version not in (ANY_VERSION, actual) or any(i in self._ids for i in ids):
+                if all(self._ids.get(i) in stream for i in ids):
+                    return actual  # the same events again: an idempotent retry
+                raise ConcurrencyError(stream_id, expected_version, actual)
+            rows = [self._row(stream_id, actual + n + 1, e) for n, e in enumerate(events)]
+            for row in rows:
+                self.rows.append(row)
+                stream.append(row)
+                self._ids[row.event_id] = row
+            return actual + len(rows)
+
+    def _row(self, stream_id: str, version: int, event: DomainEvent) -> StoredRow:
+        return StoredRow(
+            position=len(self.rows) + 1, event_id=str(event.id), stream_id=stream_id,
+            version=version, event_type=event.event_type, data=self.codec.encode(event),
+            occurred_at=epoch_micros(event.occurred_at),
+            correlation_id=str(event.correlation_id) if event.correlation_id else None,
+            causation_id=str(event.causation_id) if event.causation_id else None,
+            recorded_at=utc_now(),
+        )
+
+    def _decode(self, row: StoredRow) -> RecordedEvent:
+        return decode_row(self.codec, row.position, row.stream_id, row.version, row.event_type,
+                          row.data, row.correlation_id, row.causation_id, row.recorded_at)
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        return [self._decode(r) for r in self._streams.get(stream_id, [])[max(from_version, 1) - 1:]]
+
+    async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[RecordedEvent]:
+        out: list[RecordedEvent] = []
+        for row in self.rows[max(from_position, 1) - 1 : max(from_position, 1) - 1 + limit]:
+            try:
+                out.append(self._decode(row))
+            except UndecodableEventError:
+                if out:
+                    break
+                raise
+        return out
+
+    async def read_by_type(self, event_type: str, since: datetime | None = None,
+                           limit: int = 10_000) -> list[RecordedEvent]:
+        floor = epoch_micros(since) if since else None
+        rows = [r for r in self.rows
+                if r.event_type == event_type and (floor is None or r.occurred_at >= floor)]
+        return [self._decode(r) for r in rows[:limit]]
+
+    async def stream_version(self, stream_id: str) -> int:
+        return len(self._streams.get(stream_id, []))
+
+    async def head_position(self) -> int:
+        return len(self.rows)
+
+    async def close(self) -> None:
+        return None
+
+
+class InMemoryDocumentStore(DocumentStore):
+    """Documents in dicts, stored as JSON so values make the same round trip as in a database."""
+
+    def __init__(self) -> None:
+        self._docs: dict[tuple[str, str], bytes] = {}
+        self._checkpoints: dict[str, int] = {}
+        self._inbox: set[tuple[str, str]] = set()
+
+    async def get(self, collection: str, key: str) -> Document | None:
+        data = self._docs.get((collection, key))
+        return None if data is None else decode_document(data)
+
+    async def scan(self, collection: str, prefix: str = "") -> list[tuple[str, Document]]:
+        return sorted(
+            (k, decode_document(v)) for (c, k), v in self._docs.items()
+            if c == collection and k.startswith(prefix)
+        )
+
+    async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
+                     inbox: tuple[str, str] | None = None) -> bool:
+        if inbox is not None and inbox in self._inbox:
+            return False
+        if checkpoint is not None and checkpoint[1] <= self._checkpoints.get(checkpoint[0], 0):
+            return False
+        encoded = {k: encode_document(v) for k, v in changes.puts.items()}
+        for key in changes.deletes:
+            self._docs.pop(key, None)
+        self._docs.update(encoded)
+        if checkpoint is not None:
+            self._checkpoints[checkpoint[0]] = checkpoint[1]
+        if inbox is not None:
+            self._inbox.add(inbox)
+        return True
+
+    async def checkpoint(self, name: str) -> int:
+        return self._checkpoints.get(name, 0)
+
+    async def checkpoints(self) -> dict[str, int]:
+        return dict(self._checkpoints)
+
+    async def reset_checkpoint(self, name: str, collections: list[str]) -> None:
+        for key in [k for k in self._docs if k[0] in collections]:
+            del self._docs[key]
+        self._checkpoints[name] = 0
+
+    async def has_seen(self, consumer: str, message_id: str) -> bool:
+        return (consumer, message_id) in self._inbox

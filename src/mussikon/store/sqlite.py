@@ -1,0 +1,338 @@
+"""The embedded default: SQLite in WAL mode, one connection driven by one thread.
+
+Every operation runs on that thread in the order it was asked, so one `append` is one
+hop off the event loop and one transaction. SQLite allows one writer at a time; a
+position (the rowid) is taken inside the writer's transaction, so the global order is
+commit order and a reader can never skip an event. `synchronous=FULL` by default: a
+committed event survives a power cut (NORMAL is faster and may lose the last commits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mussikon.domain.events import DomainEvent
+from mussikon.domain.instant import epoch_micros, utc_now
+from mussikon.store import (
+    ANY_VERSION,
+    NO_STREAM,
+    ConcurrencyError,
+    EventStore,
+    RecordedEvent,
+    StoreUnavailable,
+    UndecodableEventError,
+)
+from mussikon.store.documents import (
+    Changes,
+    Document,
+    DocumentStore,
+    decode_document,
+    encode_document,
+)
+from mussikon.store.memory import decode_row
+from mussikon.wire import EventCodec
+
+T = TypeVar("T")
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE events (
+        position       INTEGER PRIMARY KEY,
+        event_id       TEXT    NOT NULL UNIQUE,
+        stream_id      TEXT    NOT NULL,
+        version        INTEGER NOT NULL,
+        event_type     TEXT    NOT NULL,
+        data           TEXT    NOT NULL,
+        occurred_at    INTEGER NOT NULL,
+        correlation_id TEXT,
+        causation_id   TEXT,
+        recorded_at    INTEGER NOT NULL,
+        UNIQUE (stream_id, version)
+    );
+    CREATE INDEX events_by_type ON events (event_type, occurred_at);
+    CREATE TABLE documents (
+        collection TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        body       TEXT NOT NULL,
+        PRIMARY KEY (collection, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE checkpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE inbox (
+        consumer   TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        handled_at INTEGER NOT NULL,
+        PRIMARY KEY (consumer, message_id)
+    ) WITHOUT ROWID;
+    """,
+)
+"""Schema versions, applied in order; `PRAGMA user_version` records how many ran."""
+
+_INSERT = (
+    "INSERT INTO events (event_id, stream_id, version, event_type, data, occurred_at,"
+    " correlation_id, causation_id, recorded_at) VALUES (?,?,?,?,?,?,?,?,?)"
+)
+_COLUMNS = "position, stream_id, version, event_type, data, correlation_id, causation_id, recorded_at"
+
+
+def _from_micros(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1_000_000, UTC)
+
+
+class SqliteDatabase:
+    """One SQLite file: one connection, used only from its own thread."""
+
+    def __init__(self, path: str, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
+        self.path = path
+        self.synchronous = synchronous.upper()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="mussikon-sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self) -> SqliteDatabase:
+        """Connect, switch to WAL and apply pending migrations."""
+        await self.run(lambda _: None)
+        return self
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute("PRAGMA busy_timeout=10000")
+            migrate(conn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from None
+        return conn
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` on the database thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            self._conn = self._connect()
+        return fn(self._conn)
+
+    async def close(self) -> None:
+        """Close the connection and stop the thread."""
+        if self._conn is not None:
+            await self.run(lambda c: c.close())
+            self._conn = None
+        self._executor.shutdown(wait=True)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the schema versions not applied yet; return the schema version."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] < number:
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)
+
+
+class SqliteEventStore(EventStore):
+    """The event store on SQLite."""
+
+    def __init__(self, db: SqliteDatabase, codec: EventCodec | None = None) -> None:
+        self.db = db
+        self.codec = codec or EventCodec()
+
+    async def append(self, stream_id: str, events: Sequence[DomainEvent],
+                     expected_version: int) -> int:
+        if not events:
+            return await self.stream_version(stream_id)
+        encode = self.codec.encode
+        now = epoch_micros(utc_now())
+        rows = [
+            (str(e.id), stream_id, 0, e.event_type, encode(e).decode(), epoch_micros(e.occurred_at),
+             str(e.correlation_id) if e.correlation_id else None,
+             str(e.causation_id) if e.causation_id else None, now)
+            for e in events
+        ]
+        return await self.db.run(lambda c: self._append(c, stream_id, rows, expected_version))
+
+    @staticmethod
+    def _append(conn: sqlite3.Connection, stream_id: str, rows: list[tuple[Any, ...]],
+                expected: int) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if expected == NO_STREAM:
+                actual = 0
+            else:
+                actual = conn.execute(
+                    "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?", (stream_id,)
+                ).fetchone()[0]
+            if expected not in (ANY_VERSION, actual):
+                raise ConcurrencyError(stream_id, expected, actual)
+            conn.executemany(
+                _INSERT, [(r[0], r[1], actual + n, *r[3:]) for n, r in enumerate(rows, start=1)]
+            )
+            conn.execute("COMMIT")
+            return actual + len(rows)
+        except (sqlite3.IntegrityError, ConcurrencyError) as exc:
+            conn.execute("ROLLBACK")
+            return SqliteEventStore._retry_or_conflict(conn, stream_id, rows, expected, exc)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _retry_or_conflict(conn: sqlite3.Connection, stream_id: str, rows: list[tuple[Any, ...]],
+                           expected: int, exc: Exception) -> int:
+        ids = [r[0] for r in rows]
+        found = conn.execute(
+            f"SELECT event_id FROM events WHERE stream_id = ? AND event_id IN"
+            f" ({','.join('?' * len(ids))}) ORDER BY version", (stream_id, *ids),
+        ).fetchall()
+        actual = conn.execute(
+            "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?", (stream_id,)
+        ).fetchone()[0]
+        if [f[0] for f in found] == ids:
+            return int(actual)  # the same events again: an idempotent retry
+        if isinstance(exc, ConcurrencyError):
+            raise exc
+        raise ConcurrencyError(stream_id, expected, actual) from None
+
+    def _decode(self, row: tuple[Any, ...]) -> RecordedEvent:
+        return decode_row(self.codec, row[0], row[1], row[2], row[3], row[4], row[5], row[6],
+                          _from_micros(row[7]))
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        rows = await self.db.run(lambda c: c.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND version >= ? ORDER BY version",
+            (stream_id, from_version)).fetchall())
+        return [self._decode(r) for r in rows]
+
+    async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[RecordedEvent]:
+        rows = await self.db.run(lambda c: c.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?",
+            (from_position, limit)).fetchall())
+        out: list[RecordedEvent] = []
+        for row in rows:
+            try:
+                out.append(self._decode(row))
+            except UndecodableEventError:
+                if out:
+                    break
+                raise
+        return out
+
+    async def read_by_type(self, event_type: str, since: datetime | None = None,
+                           limit: int = 10_000) -> list[RecordedEvent]:
+        floor = epoch_micros(since) if since else -(2**62)
+        rows = await self.db.run(lambda c: c.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE event_type = ? AND occurred_at >= ?"
+            " ORDER BY position LIMIT ?", (event_type, floor, limit)).fetchall())
+        return [self._decode(r) for r in rows]
+
+    async def stream_version(self, stream_id: str) -> int:
+        return int(await self.db.run(lambda c: c.execute(
+            "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?",
+            (stream_id,)).fetchone()[0]))
+
+    async def head_position(self) -> int:
+        return int(await self.db.run(
+            lambda c: c.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]))
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+class SqliteDocumentStore(DocumentStore):
+    """Read models, checkpoints and inboxes in the same SQLite file as the events."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    async def get(self, collection: str, key: str) -> Document | None:
+        row = await self.db.run(lambda c: c.execute(
+            "SELECT body FROM documents WHERE collection = ? AND key = ?",
+            (collection, key)).fetchone())
+        return None if row is None else decode_document(row[0])
+
+    async def scan(self, collection: str, prefix: str = "") -> list[tuple[str, Document]]:
+        rows = await self.db.run(lambda c: c.execute(
+            "SELECT key, body FROM documents WHERE collection = ? AND substr(key, 1, ?) = ?"
+            " ORDER BY key", (collection, len(prefix), prefix)).fetchall())
+        return [(k, decode_document(b)) for k, b in rows]
+
+    async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
+                     inbox: tuple[str, str] | None = None) -> bool:
+        puts = [(c, k, encode_document(d).decode()) for (c, k), d in changes.puts.items()]
+        deletes = list(changes.deletes)
+        now = epoch_micros(utc_now())
+
+        def write(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if inbox is not None and conn.execute(
+                    "INSERT OR IGNORE INTO inbox VALUES (?,?,?)", (*inbox, now)
+                ).rowcount == 0:
+                    conn.execute("ROLLBACK")
+                    return False
+                if checkpoint is not None and conn.execute(
+                    "INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT (name) DO UPDATE"
+                    " SET position = excluded.position WHERE position < excluded.position",
+                    checkpoint,
+                ).rowcount == 0:
+                    conn.execute("ROLLBACK")
+                    return False
+                conn.executemany("DELETE FROM documents WHERE collection = ? AND key = ?", deletes)
+                conn.executemany("INSERT OR REPLACE INTO documents VALUES (?,?,?)", puts)
+                conn.execute("COMMIT")
+                return True
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        return await self.db.run(write)
+
+    async def checkpoint(self, name: str) -> int:
+        row = await self.db.run(lambda c: c.execute(
+            "SELECT position FROM checkpoints WHERE name = ?", (name,)).fetchone())
+        return 0 if row is None else int(row[0])
+
+    async def checkpoints(self) -> dict[str, int]:
+        rows = await self.db.run(lambda c: c.execute("SELECT name, position FROM checkpoints")
+                                 .fetchall())
+        return {n: int(p) for n, p in rows}
+
+    async def reset_checkpoint(self, name: str, collections: list[str]) -> None:
+        def reset(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("DELETE FROM documents WHERE collection = ?",
+                                 [(c,) for c in collections])
+                conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, 0)", (name,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self.db.run(reset)
+
+    async def has_seen(self, consumer: str, message_id: str) -> bool:
+        row = await self.db.run(lambda c: c.execute(
+            "SELECT 1 FROM inbox WHERE consumer = ? AND message_id = ?",
+            (consumer, message_id)).fetchone())
+        return row is not None

@@ -1,0 +1,216 @@
+"""The wire format: event JSON exactly as .NET's System.Text.Json writes the specification's classes.
+
+PascalCase names, GUIDs as lowercase strings, UTC times with up to seven fraction
+digits, decimals as JSON numbers that keep their scale. The body always holds the
+concrete event (the specification loses it by serialising the declared type).
+The same JSON is what the event stores keep, so one codec serves store and broker.
+
+Old schema versions are turned into the current one on read by registered
+upcasters: functions from the body of version N to the body of version N+1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from mussikon.domain.events import ALL_EVENT_TYPES, DomainEvent
+from mussikon.domain.instant import format_dotnet, parse_dotnet
+
+METADATA_FIELDS = frozenset({"correlation_id", "causation_id"})
+"""Fields that travel beside the body (store columns, message headers), never inside it."""
+
+Body = dict[str, Any]
+Upcaster = Callable[[Body], Body]
+
+
+class WireFormatError(ValueError):
+    """A document is not a valid event: names the event type and the field at fault."""
+
+
+class UnknownEventType(WireFormatError):
+    """No event class is registered under this `EventType`."""
+
+
+def pascal_case(name: str) -> str:
+    """`musician_id` → `MusicianId`, as the .NET property is named."""
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
+
+
+def _to_str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError("a string")
+    return v
+
+
+def _to_int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError("an integer")
+    return v
+
+
+def _to_decimal(v: Any) -> Decimal:
+    if isinstance(v, bool) or not isinstance(v, Decimal | int):
+        raise TypeError("a number")
+    return v if isinstance(v, Decimal) else Decimal(v)
+
+
+def _to_uuid(v: Any) -> UUID:
+    if not isinstance(v, str):
+        raise TypeError("a GUID string")
+    return UUID(v)
+
+
+def _to_datetime(v: Any) -> datetime:
+    if not isinstance(v, str):
+        raise TypeError("an ISO 8601 time string")
+    return parse_dotnet(v)
+
+
+def _to_strings(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise TypeError("a list of strings")
+    return tuple(v)
+
+
+def _from_datetime(v: datetime) -> str:
+    return format_dotnet(v)
+
+
+def _identity(v: Any) -> Any:
+    return v
+
+
+def _from_strings(v: tuple[str, ...]) -> list[str]:
+    return list(v)
+
+
+_READERS: dict[Any, Callable[[Any], Any]] = {
+    str: _to_str, int: _to_int, Decimal: _to_decimal, UUID: _to_uuid,
+    datetime: _to_datetime, tuple[str, ...]: _to_strings,
+}
+_WRITERS: dict[Any, Callable[[Any], Any]] = {
+    str: _identity, int: _identity, Decimal: _identity, UUID: str,
+    datetime: _from_datetime, tuple[str, ...]: _from_strings,
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Field:
+    attr: str
+    wire: str
+    read: Callable[[Any], Any]
+    write: Callable[[Any], Any]
+    required: bool
+
+
+class _EventShape:
+    """How one event class maps to its JSON document: own fields first, then the base's."""
+
+    def __init__(self, cls: type[DomainEvent]) -> None:
+        self.cls = cls
+        hints = typing.get_type_hints(cls)
+        base = {f.name for f in dataclasses.fields(DomainEvent)}
+        own, inherited = [], []
+        for f in dataclasses.fields(cls):
+            if f.name in METADATA_FIELDS:
+                continue
+            kind = hints[f.name]
+            spec = _Field(f.name, pascal_case(f.name), _READERS[kind], _WRITERS[kind],
+                          required=f.name not in base)
+            (inherited if f.name in base else own).append(spec)
+        self.fields = (*own, *inherited)
+
+
+class EventCodec:
+    """Turns events into wire JSON and back, by a registry of `EventType` → class."""
+
+    def __init__(self, types: Iterable[type[DomainEvent]] = ALL_EVENT_TYPES,
+                 upcasters: Mapping[tuple[str, int], Upcaster] | None = None) -> None:
+        self._shapes = {cls.__name__: _EventShape(cls) for cls in types}
+        self._upcasters = dict(upcasters or {})
+        self._encoder = msgspec.json.Encoder(decimal_format="number")
+        self._decoder = msgspec.json.Decoder(float_hook=Decimal)
+
+    @property
+    def event_types(self) -> list[str]:
+        """The registered `EventType` names."""
+        return list(self._shapes)
+
+    def register_upcaster(self, event_type: str, from_version: int, upcaster: Upcaster) -> None:
+        """Read bodies of `event_type` at `from_version` through `upcaster` (to version + 1)."""
+        self._upcasters[(event_type, from_version)] = upcaster
+
+    def to_body(self, event: DomainEvent) -> Body:
+        """The event as a JSON-ready dict with the .NET property names."""
+        shape = self._shapes.get(event.event_type)
+        if shape is None:
+            raise UnknownEventType(f"event type {event.event_type!r} is not registered")
+        body = {f.wire: f.write(getattr(event, f.attr)) for f in shape.fields}
+        body["EventType"] = event.event_type
+        return body
+
+    def encode(self, event: DomainEvent) -> bytes:
+        """The event's wire JSON (UTF-8)."""
+        return self._encoder.encode(self.to_body(event))
+
+    def parse(self, data: bytes | str) -> Body:
+        """Parse JSON text; decimals stay exact."""
+        try:
+            body = self._decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise WireFormatError(f"body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise WireFormatError(f"body must be a JSON object, got {type(body).__name__}")
+        return body
+
+    def decode(self, data: bytes | str, event_type: str | None = None, *,
+               correlation_id: UUID | None = None,
+               causation_id: UUID | None = None) -> DomainEvent:
+        """Parse wire JSON into its concrete event. `event_type` (from a header or a column) wins
+        over the body's `EventType`."""
+        return self.from_body(self.parse(data), event_type, correlation_id=correlation_id,
+                              causation_id=causation_id)
+
+    def from_body(self, body: Body, event_type: str | None = None, *,
+                  correlation_id: UUID | None = None,
+                  causation_id: UUID | None = None) -> DomainEvent:
+        """Build the concrete event from a parsed body, upcasting old versions first."""
+        name = event_type or body.get("EventType")
+        if not isinstance(name, str) or not name:
+            raise UnknownEventType("the document names no EventType")
+        shape = self._shapes.get(name)
+        if shape is None:
+            raise UnknownEventType(f"event type {name!r} is not registered")
+        body = self._upcast(name, body)
+        values: dict[str, Any] = {}
+        for f in shape.fields:
+            raw = body.get(f.wire, _MISSING)
+            if raw is _MISSING or raw is None:
+                if f.required:
+                    raise WireFormatError(f"{name}: missing field {f.wire!r}")
+                continue
+            try:
+                values[f.attr] = f.read(raw)
+            except (TypeError, ValueError) as exc:
+                raise WireFormatError(f"{name}: field {f.wire!r} must be {exc}, got {raw!r}") \
+                    from None
+        return shape.cls(**values, correlation_id=correlation_id, causation_id=causation_id)
+
+    def _upcast(self, name: str, body: Body) -> Body:
+        version = body.get("Version", 1)
+        while (upcaster := self._upcasters.get((name, version))) is not None:
+            body = upcaster(dict(body))
+            version += 1
+            body["Version"] = version
+        return body
+
+
+_MISSING = object()
