@@ -84,5 +84,14 @@ class DocumentStore(abc.ABC):
         """Set a checkpoint back to 0 and drop its collections, atomically (for rebuilds)."""
 
     @abc.abstractmethod
+    async def try_lease(self, name: str, owner: str, seconds: float) -> bool:
+        """Take or renew the lease `name` for `owner` for `seconds`; False if another owner holds
+        an unexpired lease. One active relay among several processes uses this."""
+
+    @abc.abstractmethod
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease up if `owner` holds it."""
+
+    @abc.abstractmethod
     async def has_seen(self, consumer: str, message_id: str) -> bool:
         """True if the consumer's inbox holds this message id."""

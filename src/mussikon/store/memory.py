@@ -4,6 +4,7 @@ real stores, so every event makes the same round trip through the codec."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -141,6 +142,7 @@ class InMemoryDocumentStore(DocumentStore):
         self._docs: dict[tuple[str, str], bytes] = {}
         self._checkpoints: dict[str, int] = {}
         self._inbox: set[tuple[str, str]] = set()
+        self._leases: dict[str, tuple[str, float]] = {}
 
     async def get(self, collection: str, key: str) -> Document | None:
         data = self._docs.get((collection, key))
@@ -178,6 +180,18 @@ class InMemoryDocumentStore(DocumentStore):
         for key in [k for k in self._docs if k[0] in collections]:
             del self._docs[key]
         self._checkpoints[name] = 0
+
+    async def try_lease(self, name: str, owner: str, seconds: float) -> bool:
+        now = time.time()
+        holder = self._leases.get(name)
+        if holder is not None and holder[0] != owner and holder[1] > now:
+            return False
+        self._leases[name] = (owner, now + seconds)
+        return True
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        if self._leases.get(name, ("", 0.0))[0] == owner:
+            del self._leases[name]
 
     async def has_seen(self, consumer: str, message_id: str) -> bool:
         return (consumer, message_id) in self._inbox

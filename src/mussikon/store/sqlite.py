@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -69,6 +70,8 @@ MIGRATIONS: tuple[str, ...] = (
         handled_at INTEGER NOT NULL,
         PRIMARY KEY (consumer, message_id)
     ) WITHOUT ROWID;
+    CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL)
+        WITHOUT ROWID;
     """,
 )
 """Schema versions, applied in order; `PRAGMA user_version` records how many ran."""
@@ -330,6 +333,22 @@ class SqliteDocumentStore(DocumentStore):
                 raise
 
         await self.db.run(reset)
+
+    async def try_lease(self, name: str, owner: str, seconds: float) -> bool:
+        def take(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            cursor = conn.execute(
+                "INSERT INTO leases VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
+                " SET owner = excluded.owner, expires = excluded.expires"
+                " WHERE leases.owner = excluded.owner OR leases.expires <= ?",
+                (name, owner, now + seconds, now))
+            return cursor.rowcount == 1
+
+        return await self.db.run(take)
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self.db.run(lambda c: c.execute(
+            "DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner)))
 
     async def has_seen(self, consumer: str, message_id: str) -> bool:
         row = await self.db.run(lambda c: c.execute(
