@@ -123,8 +123,10 @@ class _EventShape:
             if f.name in METADATA_FIELDS:
                 continue
             kind = hints[f.name]
+            has_default = (f.default is not dataclasses.MISSING
+                           or f.default_factory is not dataclasses.MISSING)
             spec = _Field(f.name, pascal_case(f.name), _READERS[kind], _WRITERS[kind],
-                          required=f.name not in base)
+                          required=not has_default)
             (inherited if f.name in base else own).append(spec)
         self.fields = (*own, *inherited)
 

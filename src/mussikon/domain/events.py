@@ -77,6 +77,8 @@ class OrganizerRegisteredEvent(DomainEvent):
     organizer_id: str
     email: str
     name: str
+    payment_source: str = ""
+    """The gateway's token for the organizer's card (never a card number)."""
 
 
 # --- gigs (the specification's "Event") ----------------------------------------------------

@@ -52,8 +52,9 @@ class Organizer(Aggregate):
         super().__init__(aggregate_id)
         self.email = ""
         self.name = ""
+        self.payment_source = ""
 
-    def register(self, *, email: str, name: str) -> None:
+    def register(self, *, email: str, name: str, payment_source: str = "") -> None:
         """Register this organizer. Rules: valid email and a name."""
         if self.exists:
             raise IllegalTransition(f"organizer {self.id} is already registered")
@@ -62,6 +63,7 @@ class Organizer(Aggregate):
                 organizer_id=require_text("organizer id", self.id),
                 email=require_valid_email(email),
                 name=require_text("name", name),
+                payment_source=payment_source.strip(),
             )
         )
 
@@ -69,5 +71,6 @@ class Organizer(Aggregate):
         match event:
             case OrganizerRegisteredEvent():
                 self.email, self.name = event.email, event.name
+                self.payment_source = event.payment_source
             case _:
                 raise TypeError(f"Organizer cannot apply {event.event_type}")
