@@ -7,7 +7,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from mussikon.domain.aggregate import Aggregate
-from mussikon.domain.errors import AlreadyApplied, IllegalTransition, NotFound
+from mussikon.domain.errors import AlreadyApplied, GigMismatch, IllegalTransition, NotFound
 from mussikon.domain.events import (
     ApplicationAcceptedEvent,
     ApplicationRejectedEvent,
@@ -39,7 +39,7 @@ class ApplicationStatus(StrEnum):
 
 
 class Application(Aggregate):
-    """Submitted, then accepted or rejected; an accepted one may still be rejected as compensation."""
+    """Submitted, then accepted or rejected; an accepted one may be rejected as compensation."""
 
     stream_prefix = "application"
 
@@ -74,11 +74,12 @@ class Application(Aggregate):
         )
 
     def accept(self, *, gig: Gig, agreed_fee: Decimal | None = None) -> None:
-        """The gig's organizer accepts, at the proposed fee unless another is agreed (within budget)."""
+        """The gig's organizer accepts, at the proposed fee unless another is agreed (in budget)."""
         if self.status is not ApplicationStatus.SUBMITTED:
             raise IllegalTransition(
                 f"application {self.id} is {self.status.lower()}; only a submitted one is accepted"
             )
+        self.check_gig(gig)
         fee = self.proposed_fee if agreed_fee is None else require_positive_amount("agreed fee",
                                                                                    agreed_fee)
         gig.check_accepts(fee)
@@ -92,10 +93,17 @@ class Application(Aggregate):
             )
         )
 
+    def check_gig(self, gig: Gig) -> None:
+        """`gig` is the one this application was made to (its organizer, budget and date apply)."""
+        if gig.id != self.event_id:
+            raise GigMismatch(f"application {self.id} is for gig {self.event_id}, not {gig.id}")
+
     def reject(self, reason: str) -> None:
         """Turn the application down (from submitted, or from accepted as a compensation)."""
         if self.status not in (ApplicationStatus.SUBMITTED, ApplicationStatus.ACCEPTED):
-            raise IllegalTransition(f"application {self.id} is {self.status.lower()}; cannot reject")
+            raise IllegalTransition(
+                f"application {self.id} is {self.status.lower()}; cannot reject"
+            )
         self._record(
             ApplicationRejectedEvent(
                 application_id=self.id,

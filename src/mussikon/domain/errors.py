@@ -49,6 +49,10 @@ class AmountMismatch(DomainError):
     rule = "amount-as-agreed"
 
 
+class GigMismatch(DomainError):
+    rule = "same-gig-as-the-application"
+
+
 class ContractNotSigned(DomainError):
     rule = "payment-only-for-signed-contract"
 

@@ -253,7 +253,7 @@ class PaymentRequestedEvent(DomainEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PaymentProcessedEvent(DomainEvent):
-    """The gateway answered: `Status` is `Completed`, `Declined` or `Failed` (specification event)."""
+    """The gateway answered: `Status` is `Completed`, `Declined` or `Failed` (seed event)."""
 
     aggregate_type: ClassVar[str] = "payment"
     aggregate_field: ClassVar[str] = "payment_id"

@@ -60,7 +60,9 @@ class Gig(Aggregate):
     def close(self, reason: str) -> None:
         """Stop taking applications. Only an open gig closes."""
         if self.status is not GigStatus.OPEN:
-            raise IllegalTransition(f"gig {self.id} is {self.status.lower()}; only an open gig closes")
+            raise IllegalTransition(
+                f"gig {self.id} is {self.status.lower()}; only an open gig closes"
+            )
         self._record(EventClosedEvent(event_id=self.id, reason=require_text("reason", reason)))
 
     def apply(self, event: DomainEvent) -> None:
