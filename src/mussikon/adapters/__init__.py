@@ -1,0 +1,1 @@
+"""Adapters of the outbound ports: notifications, analytics, payments."""

@@ -1,0 +1,149 @@
+"""The one place that knows the adapters: builds the application from Settings."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from mussikon.adapters.analytics import Analytics, DocumentAnalytics
+from mussikon.adapters.notifications import Notifier, RecordingNotifier, SmtpNotifier
+from mussikon.adapters.payments import PaymentGateway, SandboxGateway
+from mussikon.config import Settings, mask_url
+from mussikon.domain.events import DomainEvent
+from mussikon.handlers import Dependencies, subscriptions
+from mussikon.messaging import Subscription, Transport
+from mussikon.messaging.inbox import idempotent
+from mussikon.projections.availability import Availability
+from mussikon.projections.directory import Directory
+from mussikon.projections.runner import ProjectionRunner
+from mussikon.service.marketplace import Marketplace
+from mussikon.service.repository import Repository
+from mussikon.store import EventStore
+from mussikon.store.documents import DocumentStore
+from mussikon.wire import EventCodec
+
+
+class ConfigurationError(ValueError):
+    """A setting names something that does not exist or cannot be used."""
+
+
+async def open_stores(settings: Settings, codec: EventCodec) -> tuple[EventStore, DocumentStore]:
+    """The event store and document store that `MUSSIKON_STORE_URL` names (one database)."""
+    url = settings.store_url
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore
+
+        return InMemoryEventStore(codec), InMemoryDocumentStore()
+    if scheme == "sqlite":
+        from mussikon.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
+
+        path = url.removeprefix("sqlite://").removeprefix("/") or "mussikon.db"
+        if url.startswith("sqlite:////"):
+            path = "/" + path.lstrip("/")
+        db = await SqliteDatabase(path, settings.sqlite_synchronous).open()
+        return SqliteEventStore(db, codec), SqliteDocumentStore(db)
+    if scheme in ("postgres", "postgresql"):
+        from mussikon.store.postgres import open_postgres
+
+        return await open_postgres(url, settings.postgres_schema, settings.postgres_pool_size,
+                                   codec)
+    raise ConfigurationError(
+        f"MUSSIKON_STORE_URL {mask_url(url)!r}: use sqlite:///PATH, memory:// or postgresql://…")
+
+
+def open_transport(settings: Settings, store: EventStore, documents: DocumentStore,
+                   codec: EventCodec) -> Transport:
+    """The transport that `MUSSIKON_BROKER_URL` names."""
+    url = settings.broker_url
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from mussikon.messaging.memory import InProcessTransport
+
+        return InProcessTransport(store, documents, codec, concurrency=settings.bus_concurrency,
+                                  retry_delays=settings.retry_delays,
+                                  poll_interval=settings.poll_interval,
+                                  poll_max_interval=settings.poll_max_interval)
+    if scheme in ("amqp", "amqps"):
+        from mussikon.messaging.rabbitmq import open_rabbitmq_transport
+
+        return open_rabbitmq_transport(settings, store, documents, codec)
+    raise ConfigurationError(
+        f"MUSSIKON_BROKER_URL {mask_url(url)!r}: use memory:// or amqp://user:pass@host:5672/")
+
+
+@dataclass
+class App:
+    """Everything wired: stores, transport, read models, handlers."""
+
+    settings: Settings
+    codec: EventCodec
+    store: EventStore
+    documents: DocumentStore
+    repository: Repository
+    marketplace: Marketplace
+    projections: ProjectionRunner
+    transport: Transport
+    notifier: Notifier
+    analytics: Analytics
+    gateway: PaymentGateway
+    subscriptions: list[Subscription] = field(default_factory=list)
+    running: bool = False
+
+    async def start(self) -> None:
+        """Run the read models and the handlers in the background."""
+        await self.projections.start()
+        await self.transport.start(self.subscriptions)
+        self.running = True
+
+    async def settle(self, timeout: float = 30.0) -> None:
+        """Wait until every event, including those handlers wrote meanwhile, was handled."""
+        async def quiet() -> None:
+            while True:
+                head = await self.store.head_position()
+                await self.projections.wait_idle(timeout)
+                await self.transport.wait_idle(timeout)
+                if await self.store.head_position() == head:
+                    return
+
+        await asyncio.wait_for(quiet(), timeout)
+
+    def _saved(self, events: list[DomainEvent]) -> None:
+        self.projections.wake()
+        self.transport.wake()
+
+    async def close(self) -> None:
+        """Stop handlers (finishing those in flight) and close connections."""
+        if self.running:
+            await self.transport.stop()
+            await self.projections.stop()
+            self.running = False
+        await self.store.close()
+
+
+async def open_app(settings: Settings | None = None) -> App:
+    """Build the application the settings describe (nothing runs until `start`)."""
+    settings = settings or Settings()
+    codec = EventCodec()
+    store, documents = await open_stores(settings, codec)
+    repository = Repository(store)
+    marketplace = Marketplace(repository)
+    projections = ProjectionRunner(store, documents, [Directory(), Availability()],
+                                   poll_interval=settings.poll_interval,
+                                   poll_max_interval=settings.poll_max_interval)
+    notifier: Notifier = (SmtpNotifier(settings.smtp_url, settings.mail_from, documents)
+                          if settings.smtp_url else RecordingNotifier(documents))
+    analytics = DocumentAnalytics(documents)
+    if settings.payment_gateway != "sandbox":
+        raise ConfigurationError(
+            f"MUSSIKON_PAYMENT_GATEWAY {settings.payment_gateway!r}: only 'sandbox' exists")
+    gateway = SandboxGateway(documents)
+    transport = open_transport(settings, store, documents, codec)
+    app = App(settings, codec, store, documents, repository, marketplace, projections,
+              transport, notifier, analytics, gateway)
+    repository.on_saved = app._saved
+    deps = Dependencies(marketplace, repository, documents, notifier, analytics, gateway,
+                        projections)
+    app.subscriptions = [idempotent(s, documents) for s in subscriptions(deps)]
+    return app

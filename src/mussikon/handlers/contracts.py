@@ -1,0 +1,123 @@
+"""The specification's ContractEventHandler: a contract was signed, a payment was processed."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from mussikon.adapters import analytics
+from mussikon.adapters.analytics import Fact
+from mussikon.adapters.notifications import Notification
+from mussikon.adapters.payments import ChargeRequest
+from mussikon.domain.events import PAYMENT_COMPLETED, ContractSignedEvent, PaymentProcessedEvent
+from mussikon.domain.payment import PaymentStatus
+from mussikon.messaging import Envelope
+from mussikon.projections.directory import CONTRACTS, GIGS, ORGANIZERS, PROFILES
+from mussikon.service.repository import Cause
+from mussikon.store.documents import Document
+
+if TYPE_CHECKING:
+    from mussikon.handlers import Dependencies
+
+__all__ = ["ContractSignedEvent", "PaymentProcessedEvent", "initial_payment_id",
+           "on_contract_signed", "on_payment_processed"]
+
+_PAYMENT_IDS = uuid.UUID("5b0e2f7a-1c3d-4e8f-9a6b-2d4c6e8f0a1b")
+
+
+def initial_payment_id(contract_id: str) -> str:
+    """The id of a contract's initial payment: the same however often the event is handled."""
+    return str(uuid.uuid5(_PAYMENT_IDS, f"{contract_id}/initial"))
+
+
+async def _parties(deps: Dependencies, contract_id: str) -> tuple[Document, Document, Document]:
+    contract = await deps.documents.get(CONTRACTS, contract_id)
+    if contract is None:
+        raise RuntimeError(f"contract {contract_id} is not in the directory")
+    musician = await deps.documents.get(PROFILES, contract["musician_id"])
+    organizer = await deps.documents.get(ORGANIZERS, contract["organizer_id"])
+    if musician is None or organizer is None:
+        raise RuntimeError(f"the parties of contract {contract_id} are not in the directory")
+    return contract, musician, organizer
+
+
+async def on_contract_signed(envelope: Envelope, deps: Dependencies) -> None:
+    """Confirm to both parties, take the initial payment through the gateway, track it."""
+    from mussikon.handlers import react, read_models_at
+
+    event = envelope.event
+    assert isinstance(event, ContractSignedEvent)
+    await read_models_at(envelope, deps, "directory")
+    contract, musician, organizer = await _parties(deps, event.contract_id)
+    gig = await deps.documents.get(GIGS, event.event_id) or {"title": event.event_id}
+    for party in (musician, organizer):
+        await deps.notifier.send(Notification(
+            key=f"contract-confirmation:{event.id}:{party['email']}",
+            kind="contract-confirmation", recipient=party["email"],
+            recipient_name=party["name"], subject=f"Contract signed: {gig['title']}",
+            body=(f"The contract between {musician['name']} and {organizer['name']} for "
+                  f"{gig['title']} on {event.event_date.date()} is signed. Amount: "
+                  f"{event.amount}.\n"),
+            about=event.contract_id))
+    react(envelope, "contracts", f"confirmation sent to {musician['email']} and "
+                                 f"{organizer['email']}")
+
+    cause = Cause.of(event)
+    payment = await deps.marketplace.request_payment(
+        event.contract_id, initial_payment_id(event.contract_id), cause)
+    if payment.status is PaymentStatus.REQUESTED:
+        result = await deps.gateway.charge(ChargeRequest(
+            amount=payment.amount, source=organizer["payment_source"],
+            idempotency_key=payment.idempotency_key,
+            description=f"MussikOn contract {event.contract_id}",
+            metadata={"contract_id": event.contract_id, "payment_id": payment.id}))
+        payment = await deps.marketplace.record_payment_outcome(
+            payment.id, status=result.status, transaction_id=result.transaction_id, cause=cause)
+        detail = f" ({result.decline_code})" if result.decline_code else ""
+        react(envelope, "contracts", f"initial payment of {payment.amount}: "
+                                     f"{result.status}{detail}")
+    await deps.analytics.track(Fact(key=f"{event.id}:contract", kind=analytics.CONTRACT_SIGNED,
+                                    subject_id=event.contract_id, amount=event.amount,
+                                    location=str(gig.get("location", "")),
+                                    genre=str(gig.get("genre", ""))))
+    react(envelope, "contracts", f"contract of {contract['amount']} tracked in analytics")
+
+
+async def on_payment_processed(envelope: Envelope, deps: Dependencies) -> None:
+    """Completed: confirm and mark the contract paid. Otherwise: tell both parties and mark the
+    contract's payment failed."""
+    from mussikon.handlers import react, read_models_at
+
+    event = envelope.event
+    assert isinstance(event, PaymentProcessedEvent)
+    await read_models_at(envelope, deps, "directory")
+    _, musician, organizer = await _parties(deps, event.contract_id)
+    cause = Cause.of(event)
+    completed = event.status == PAYMENT_COMPLETED
+    kind = "payment-confirmation" if completed else "payment-failed"
+    outcome = "received" if completed else event.status.lower()
+    for party in (musician, organizer):
+        await deps.notifier.send(Notification(
+            key=f"{kind}:{event.id}:{party['email']}", kind=kind, recipient=party["email"],
+            recipient_name=party["name"],
+            subject=f"Payment {outcome} for contract {event.contract_id}",
+            body=(f"Payment {event.payment_id} of {event.amount}: {event.status}"
+                  f" (transaction {event.transaction_id}).\n"),
+            about=event.contract_id))
+    react(envelope, "contracts", f"payment {outcome}: {musician['email']} and "
+                                 f"{organizer['email']} told")
+    if completed:
+        await deps.marketplace.mark_contract_paid(
+            event.contract_id, payment_id=event.payment_id,
+            transaction_id=event.transaction_id, cause=cause)
+        await deps.analytics.track(Fact(key=f"{event.id}:payment",
+                                        kind=analytics.PAYMENT_COMPLETED,
+                                        subject_id=event.payment_id, amount=event.amount))
+        react(envelope, "contracts", f"contract {event.contract_id} marked paid")
+        return
+    await deps.marketplace.mark_contract_payment_failed(
+        event.contract_id, payment_id=event.payment_id,
+        reason=f"payment {event.payment_id} {event.status.lower()}", cause=cause)
+    await deps.analytics.track(Fact(key=f"{event.id}:payment", kind=analytics.PAYMENT_FAILED,
+                                    subject_id=event.payment_id, amount=event.amount))
+    react(envelope, "contracts", f"contract {event.contract_id} marked payment failed")

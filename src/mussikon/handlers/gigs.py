@@ -1,0 +1,51 @@
+"""The specification's EventEventHandler: a gig was published."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mussikon.adapters import analytics
+from mussikon.adapters.analytics import Fact
+from mussikon.adapters.notifications import Notification
+from mussikon.domain.events import EventCreatedEvent
+from mussikon.messaging import Envelope
+from mussikon.projections.directory import MATCHING_INDEX, PROFILES, matching_prefix
+from mussikon.store.documents import Document, DocumentStore
+
+if TYPE_CHECKING:
+    from mussikon.handlers import Dependencies
+
+__all__ = ["EventCreatedEvent", "find_matching_musicians", "on_gig_created"]
+
+
+async def find_matching_musicians(documents: DocumentStore, genre: str,
+                                  location: str) -> list[Document]:
+    """Profiles of musicians who play the gig's genre in its location."""
+    index = await documents.scan(MATCHING_INDEX, matching_prefix(genre, location))
+    profiles = [await documents.get(PROFILES, doc["musician_id"]) for _, doc in index]
+    return [p for p in profiles if p is not None]
+
+
+async def on_gig_created(envelope: Envelope, deps: Dependencies) -> None:
+    """Find matching musicians and tell each of them; track the gig."""
+    from mussikon.handlers import react, read_models_at
+
+    event = envelope.event
+    assert isinstance(event, EventCreatedEvent)
+    await read_models_at(envelope, deps, "directory")
+    matches = await find_matching_musicians(deps.documents, event.genre, event.location)
+    react(envelope, "gigs", f"{len(matches)} matching musician(s) for {event.genre} in "
+                            f"{event.location}")
+    for musician in matches:
+        await deps.notifier.send(Notification(
+            key=f"new-gig:{event.id}:{musician['musician_id']}", kind="new-gig",
+            recipient=musician["email"], recipient_name=musician["name"],
+            subject=f"New {event.genre} gig in {event.location}: {event.title}",
+            body=(f"{event.title} on {event.event_date.date()} in {event.location}, "
+                  f"budget {event.budget}. Apply on MussikOn.\n"),
+            about=event.event_id))
+        react(envelope, "gigs", f"notified {musician['email']}")
+    await deps.analytics.track(Fact(key=f"{event.id}:gig", kind=analytics.GIG_CREATED,
+                                    subject_id=event.event_id, genre=event.genre,
+                                    location=event.location, amount=event.budget))
+    react(envelope, "gigs", "gig tracked in analytics")

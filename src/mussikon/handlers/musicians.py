@@ -1,0 +1,98 @@
+"""The specification's MusicianEventHandler: a musician registered, a musician applied."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mussikon.adapters import analytics
+from mussikon.adapters.analytics import Fact
+from mussikon.adapters.notifications import Notification
+from mussikon.domain.errors import IllegalTransition
+from mussikon.domain.events import MusicianApplicationSubmittedEvent, MusicianRegisteredEvent
+from mussikon.domain.gig import Gig
+from mussikon.messaging import Envelope
+from mussikon.projections.availability import BOOKINGS, booking_key
+from mussikon.projections.directory import ORGANIZERS, PROFILES
+from mussikon.service.repository import Cause
+
+if TYPE_CHECKING:
+    from mussikon.handlers import Dependencies
+
+__all__ = ["MusicianApplicationSubmittedEvent", "MusicianRegisteredEvent",
+           "on_application_submitted", "on_musician_registered"]
+
+
+async def on_musician_registered(envelope: Envelope, deps: Dependencies) -> None:
+    """Welcome email, analytics registration, initial profile."""
+    from mussikon.handlers import react, read_models_at
+
+    event = envelope.event
+    assert isinstance(event, MusicianRegisteredEvent)
+    sent = await deps.notifier.send(Notification(
+        key=f"welcome:{event.id}", kind="welcome", recipient=event.email,
+        recipient_name=event.name, subject="Welcome to MussikOn",
+        body=(f"Hello {event.name},\n\nwelcome to MussikOn. Organizers looking for "
+              f"{', '.join(event.genres)} in {event.location} will find you, and we will tell "
+              "you about every new gig that fits.\n"),
+        about=event.musician_id))
+    react(envelope, "musicians", f"welcome email {'sent' if sent else 'already sent'} to "
+                                 f"{event.email}")
+    await deps.analytics.track(Fact(key=f"{event.id}:user", kind=analytics.USER_REGISTERED,
+                                    subject_id=event.musician_id, location=event.location))
+    for genre in event.genres:
+        await deps.analytics.track(Fact(key=f"{event.id}:genre:{genre}", kind="musician-genre",
+                                        subject_id=event.musician_id, genre=genre,
+                                        location=event.location))
+    react(envelope, "musicians", "registration tracked in analytics")
+    await read_models_at(envelope, deps, "directory")
+    profile = await deps.documents.get(PROFILES, event.musician_id)
+    if profile is None:
+        raise RuntimeError(f"profile of musician {event.musician_id} is missing")
+    react(envelope, "musicians", f"initial profile ready: {profile['name']}, "
+                                 f"{'/'.join(profile['genres'])} in {profile['location']}")
+
+
+async def on_application_submitted(envelope: Envelope, deps: Dependencies) -> None:
+    """Notify the organizer, track it, check the musician is free that day."""
+    from mussikon.handlers import react, read_models_at
+
+    event = envelope.event
+    assert isinstance(event, MusicianApplicationSubmittedEvent)
+    gig = await deps.repository.load(Gig, event.event_id)
+    await read_models_at(envelope, deps, "directory", "availability")
+    organizer = await deps.documents.get(ORGANIZERS, gig.organizer_id)
+    musician = await deps.documents.get(PROFILES, event.musician_id)
+    if organizer is None or musician is None:
+        raise RuntimeError(f"organizer {gig.organizer_id} or musician {event.musician_id} "
+                           "is not in the directory")
+    await deps.notifier.send(Notification(
+        key=f"application-received:{event.id}", kind="application-received",
+        recipient=organizer["email"], recipient_name=organizer["name"],
+        subject=f"New application for {gig.title}",
+        body=(f"{musician['name']} applied to play at {gig.title} for {event.proposed_fee}.\n\n"
+              f"{event.message}\n"),
+        about=event.application_id))
+    react(envelope, "musicians", f"organizer {organizer['email']} notified")
+    await deps.analytics.track(Fact(key=f"{event.id}:application",
+                                    kind=analytics.APPLICATION_SUBMITTED,
+                                    subject_id=event.application_id, genre=gig.genre,
+                                    location=gig.location, amount=event.proposed_fee))
+    react(envelope, "musicians", "application tracked in analytics")
+    assert gig.event_date is not None
+    booked = await deps.documents.get(BOOKINGS, booking_key(event.musician_id, gig.event_date))
+    if booked is None:
+        react(envelope, "musicians", f"musician free on {gig.event_date.date()}")
+        return
+    reason = (f"{musician['name']} already has contract {booked['contract_id']} on "
+              f"{gig.event_date.date()}")
+    try:
+        await deps.marketplace.reject_application(event.application_id, reason,
+                                                  Cause.of(event))
+    except IllegalTransition:
+        pass  # already decided (accepted or rejected) by someone else: nothing to undo here
+    await deps.notifier.send(Notification(
+        key=f"application-rejected:{event.id}", kind="application-rejected",
+        recipient=musician["email"], recipient_name=musician["name"],
+        subject=f"Your application for {gig.title}",
+        body=f"We could not take your application: {reason}.\n", about=event.application_id))
+    react(envelope, "musicians", f"musician busy: application rejected ({reason})")

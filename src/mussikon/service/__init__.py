@@ -1,0 +1,1 @@
+"""The service layer: commands on aggregates, saved to the event store."""
