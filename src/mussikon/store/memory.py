@@ -45,18 +45,24 @@ class StoredRow:
     recorded_at: datetime
 
 
+def _uuid(value: str | UUID | None) -> UUID | None:
+    if value is None or isinstance(value, UUID):
+        return value
+    return UUID(value) if value else None
+
+
 def decode_row(codec: EventCodec, position: int, stream_id: str, version: int, event_type: str,
-               data: bytes | str, correlation_id: str | None, causation_id: str | None,
-               recorded_at: datetime) -> RecordedEvent:
+               data: bytes | str, correlation_id: str | UUID | None,
+               causation_id: str | UUID | None, recorded_at: datetime) -> RecordedEvent:
     """Turn a stored row into a RecordedEvent, or raise UndecodableEventError naming it."""
     try:
-        event = codec.decode(
-            data, event_type,
-            correlation_id=UUID(correlation_id) if correlation_id else None,
-            causation_id=UUID(causation_id) if causation_id else None,
-        )
-    except (WireFormatError, ValueError) as exc:
+        event = codec.decode(data, event_type, correlation_id=_uuid(correlation_id),
+                             causation_id=_uuid(causation_id))
+    except WireFormatError as exc:
         raise UndecodableEventError(position, stream_id, version, str(exc)) from None
+    except Exception as exc:  # a bad id column or a failing upcaster: still name the position
+        reason = f"{type(exc).__name__}: {exc}"
+        raise UndecodableEventError(position, stream_id, version, reason) from None
     return RecordedEvent(position, stream_id, version, event, recorded_at)
 
 
@@ -80,15 +86,23 @@ class InMemoryEventStore(EventStore):
             stream = self._streams.setdefault(stream_id, [])
             actual = len(stream)
             if expected_version not in (ANY_VERSION, actual) or any(i in self._ids for i in ids):
-                if all(self._ids.get(i) in stream for i in ids):
+                if self._stored_in_order(stream_id, ids):
                     return actual  # the same events again: an idempotent retry
                 raise ConcurrencyError(stream_id, expected_version, actual)
-            rows = [self._row(stream_id, actual + n + 1, e) for n, e in enumerate(events)]
-            for row in rows:
+            for version, event in enumerate(events, start=actual + 1):
+                row = self._row(stream_id, version, event)
                 self.rows.append(row)
                 stream.append(row)
                 self._ids[row.event_id] = row
-            return actual + len(rows)
+            return actual + len(events)
+
+    def _stored_in_order(self, stream_id: str, ids: list[str]) -> bool:
+        """True if every id is stored in this stream, at consecutive versions in this order."""
+        rows = [self._ids.get(i) for i in ids]
+        if any(r is None or r.stream_id != stream_id for r in rows):
+            return False
+        versions = [r.version for r in rows if r is not None]
+        return versions == list(range(versions[0], versions[0] + len(versions)))
 
     def _row(self, stream_id: str, version: int, event: DomainEvent) -> StoredRow:
         return StoredRow(
@@ -105,7 +119,8 @@ class InMemoryEventStore(EventStore):
                           row.data, row.correlation_id, row.causation_id, row.recorded_at)
 
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
-        return [self._decode(r) for r in self._streams.get(stream_id, [])[max(from_version, 1) - 1:]]
+        rows = self._streams.get(stream_id, [])[max(from_version, 1) - 1:]
+        return [self._decode(r) for r in rows]
 
     async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[RecordedEvent]:
         out: list[RecordedEvent] = []

@@ -80,7 +80,8 @@ _INSERT = (
     "INSERT INTO events (event_id, stream_id, version, event_type, data, occurred_at,"
     " correlation_id, causation_id, recorded_at) VALUES (?,?,?,?,?,?,?,?,?)"
 )
-_COLUMNS = "position, stream_id, version, event_type, data, correlation_id, causation_id, recorded_at"
+_COLUMNS = ("position, stream_id, version, event_type, data, correlation_id, causation_id,"
+            " recorded_at")
 
 
 def _from_micros(value: int) -> datetime:

@@ -1,0 +1,88 @@
+"""Every adapter of the event store and document store ports, opened the same way for the
+contract suites: memory, SQLite on a temporary file, PostgreSQL in a unique schema."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from mussikon.domain.instant import epoch_micros, utc_now
+from mussikon.store import EventStore
+from mussikon.store.documents import DocumentStore
+from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore, StoredRow
+from mussikon.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
+
+ADAPTERS = [
+    pytest.param("memory"),
+    pytest.param("sqlite"),
+]
+"""Parameters of the fixtures that run a contract suite over every adapter."""
+
+RawInsert = Callable[[str, int, str, str], Awaitable[None]]
+
+
+@dataclass
+class StoresUnderTest:
+    """An adapter's two stores, plus what the suite needs to reach below the port."""
+
+    events: EventStore
+    documents: DocumentStore
+    insert_raw: RawInsert
+    """Store a row as-is (stream id, version, event type, data): a way to plant a bad row."""
+    settle: Callable[[], Awaitable[None]]
+    """Wait until every committed event is readable in the global order."""
+
+
+async def _nothing_to_wait_for() -> None:
+    return None
+
+
+@asynccontextmanager
+async def open_stores(kind: str, tmp_path: Path,
+                      request: pytest.FixtureRequest) -> AsyncIterator[StoresUnderTest]:
+    """Fresh, empty stores of one adapter; closed (and dropped) afterwards."""
+    if kind == "memory":
+        async with _memory() as stores:
+            yield stores
+    elif kind == "sqlite":
+        async with _sqlite(tmp_path / "events.db") as stores:
+            yield stores
+    else:
+        raise ValueError(f"unknown adapter {kind!r}")
+
+
+@asynccontextmanager
+async def _memory() -> AsyncIterator[StoresUnderTest]:
+    events = InMemoryEventStore()
+
+    async def insert_raw(stream_id: str, version: int, event_type: str, data: str) -> None:
+        events.rows.append(StoredRow(
+            position=len(events.rows) + 1, event_id=str(uuid4()), stream_id=stream_id,
+            version=version, event_type=event_type, data=data.encode(),
+            occurred_at=epoch_micros(utc_now()), correlation_id=None, causation_id=None,
+            recorded_at=utc_now()))
+
+    yield StoresUnderTest(events, InMemoryDocumentStore(), insert_raw, _nothing_to_wait_for)
+
+
+@asynccontextmanager
+async def _sqlite(path: Path) -> AsyncIterator[StoresUnderTest]:
+    db = await SqliteDatabase(str(path)).open()
+
+    async def insert_raw(stream_id: str, version: int, event_type: str, data: str) -> None:
+        now = epoch_micros(utc_now())
+        await db.run(lambda c: c.execute(
+            "INSERT INTO events (event_id, stream_id, version, event_type, data, occurred_at,"
+            " recorded_at) VALUES (?,?,?,?,?,?,?)",
+            (str(uuid4()), stream_id, version, event_type, data, now, now)))
+
+    try:
+        yield StoresUnderTest(SqliteEventStore(db), SqliteDocumentStore(db), insert_raw,
+                              _nothing_to_wait_for)
+    finally:
+        await db.close()

@@ -1,0 +1,117 @@
+"""The document store contract: every adapter passes these tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from mussikon.store.documents import Changes, Document, DocumentStore
+from tests.contract.store_adapters import ADAPTERS, open_stores
+
+
+@pytest.fixture(params=ADAPTERS)
+async def docs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DocumentStore]:
+    async with open_stores(request.param, tmp_path, request) as opened:
+        yield opened.documents
+
+
+def putting(*items: tuple[str, str, Document]) -> Changes:
+    changes = Changes()
+    for collection, key, doc in items:
+        changes.put(collection, key, doc)
+    return changes
+
+
+async def test_a_document_round_trips_with_exact_values(docs: DocumentStore) -> None:
+    assert await docs.get("profiles", "m-1") is None
+    doc = {"name": "Ana", "fee": Decimal("1500.50"), "genres": ["jazz"], "nested": {"n": 3},
+           "none": None, "ok": True}
+    assert await docs.commit(putting(("profiles", "m-1", doc)))
+    stored = await docs.get("profiles", "m-1")
+    assert stored == doc
+    assert stored is not None and str(stored["fee"]) == "1500.50"
+    assert await docs.get("other", "m-1") is None
+
+
+async def test_scan_returns_a_collections_keys_with_a_prefix_in_key_order(
+        docs: DocumentStore) -> None:
+    keys = ["b-2", "a_1", "a%1", "a-2", "a-10", "B-1", "é-1"]
+    await docs.commit(putting(*(("c", k, {"k": k}) for k in keys), ("d", "a-1", {"k": "x"})))
+    assert [k for k, _ in await docs.scan("c")] == sorted(keys)
+    assert await docs.scan("c", "a-") == [("a-10", {"k": "a-10"}), ("a-2", {"k": "a-2"})]
+    assert [k for k, _ in await docs.scan("c", "a_")] == ["a_1"]  # no wildcard in a prefix
+    assert [k for k, _ in await docs.scan("c", "a%")] == ["a%1"]
+    assert await docs.scan("c", "z") == []
+    assert await docs.scan("empty") == []
+
+
+async def test_a_commit_applies_puts_and_deletes_together(docs: DocumentStore) -> None:
+    await docs.commit(putting(("c", "a", {"v": 1}), ("c", "b", {"v": 1})))
+    changes = Changes()
+    changes.delete("c", "a")
+    changes.put("c", "b", {"v": 2})
+    changes.put("c", "new", {"v": 1})
+    changes.delete("c", "never-there")
+    assert await docs.commit(changes)
+    assert await docs.scan("c") == [("b", {"v": 2}), ("new", {"v": 1})]
+
+
+async def test_a_duplicate_inbox_entry_applies_nothing(docs: DocumentStore) -> None:
+    assert not await docs.has_seen("mailer", "msg-1")
+    assert await docs.commit(putting(("c", "a", {"v": 1})), inbox=("mailer", "msg-1"))
+    assert await docs.has_seen("mailer", "msg-1")
+    assert not await docs.commit(putting(("c", "a", {"v": 2})), inbox=("mailer", "msg-1"))
+    assert await docs.get("c", "a") == {"v": 1}
+    assert not await docs.has_seen("other-consumer", "msg-1")
+    assert await docs.commit(Changes(), inbox=("other-consumer", "msg-1"))
+
+
+async def test_a_checkpoint_only_moves_forward(docs: DocumentStore) -> None:
+    assert await docs.checkpoint("profiles") == 0
+    assert await docs.commit(putting(("c", "a", {"v": 5})), checkpoint=("profiles", 5))
+    assert not await docs.commit(putting(("c", "a", {"v": 55})), checkpoint=("profiles", 5))
+    assert not await docs.commit(putting(("c", "b", {"v": 3})), checkpoint=("profiles", 3))
+    assert await docs.scan("c") == [("a", {"v": 5})]
+    assert await docs.checkpoint("profiles") == 5
+    assert await docs.commit(Changes(), checkpoint=("profiles", 2**40))
+    assert await docs.commit(Changes(), checkpoint=("analytics", 1))
+    assert await docs.checkpoints() == {"profiles": 2**40, "analytics": 1}
+
+
+async def test_a_stale_checkpoint_also_drops_the_inbox_entry(docs: DocumentStore) -> None:
+    await docs.commit(Changes(), checkpoint=("p", 10))
+    assert not await docs.commit(putting(("c", "a", {"v": 1})), checkpoint=("p", 9),
+                                 inbox=("p", "msg-1"))
+    assert not await docs.has_seen("p", "msg-1")
+    assert await docs.get("c", "a") is None
+    assert await docs.commit(putting(("c", "a", {"v": 1})), checkpoint=("p", 11),
+                             inbox=("p", "msg-1"))
+    assert await docs.has_seen("p", "msg-1")
+
+
+async def test_reset_checkpoint_drops_its_collections(docs: DocumentStore) -> None:
+    await docs.commit(putting(("profiles", "a", {}), ("by-genre", "jazz", {}),
+                              ("kept", "x", {})), checkpoint=("profiles", 7))
+    await docs.reset_checkpoint("profiles", ["profiles", "by-genre"])
+    assert await docs.checkpoint("profiles") == 0
+    assert await docs.scan("profiles") == [] and await docs.scan("by-genre") == []
+    assert await docs.scan("kept") == [("x", {})]
+    assert await docs.commit(putting(("profiles", "a", {})), checkpoint=("profiles", 1))
+
+
+async def test_a_lease_belongs_to_one_owner_until_it_expires(docs: DocumentStore) -> None:
+    assert await docs.try_lease("relay", "A", 0.3)
+    assert not await docs.try_lease("relay", "B", 0.3)
+    assert await docs.try_lease("relay", "A", 0.3)  # the holder renews
+    assert await docs.try_lease("other", "B", 0.3)  # leases are independent
+    await docs.release_lease("relay", "B")  # not the holder: no effect
+    assert not await docs.try_lease("relay", "B", 0.3)
+    await docs.release_lease("relay", "A")
+    assert await docs.try_lease("relay", "B", 0.2)
+    assert not await docs.try_lease("relay", "A", 0.2)
+    await asyncio.sleep(0.35)
+    assert await docs.try_lease("relay", "A", 0.2)  # B's lease expired

@@ -1,0 +1,279 @@
+"""The event store contract: every adapter passes these tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from mussikon.domain.events import (
+    DomainEvent,
+    EventCreatedEvent,
+    MusicianRegisteredEvent,
+    PaymentProcessedEvent,
+)
+from mussikon.domain.instant import Instant, ticks_of
+from mussikon.store import (
+    ANY_VERSION,
+    NO_STREAM,
+    ConcurrencyError,
+    RecordedEvent,
+    StoreError,
+    UndecodableEventError,
+)
+from tests.contract.store_adapters import ADAPTERS, StoresUnderTest, open_stores
+
+
+@pytest.fixture(params=ADAPTERS)
+async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoresUnderTest]:
+    async with open_stores(request.param, tmp_path, request) as opened:
+        yield opened
+
+
+def registered(n: int = 0, **extra: Any) -> MusicianRegisteredEvent:
+    return MusicianRegisteredEvent(musician_id=f"m-{n}", email=f"m{n}@example.com",
+                                   name=f"Musician {n}", genres=("jazz", "salsa"),
+                                   location="Bogotá", **extra)
+
+
+def created(n: int = 0, **extra: Any) -> EventCreatedEvent:
+    return EventCreatedEvent(event_id=f"g-{n}", organizer_id="o-1", title=f"Gig {n}",
+                             event_date=datetime(2030, 5, 1, 21, 30, tzinfo=UTC),
+                             location="Medellín", genre="jazz", budget=Decimal("1500.50"),
+                             **extra)
+
+
+def ids(records: list[RecordedEvent]) -> list[Any]:
+    return [r.event.id for r in records]
+
+
+async def read_everything(stores: StoresUnderTest, limit: int = 1000) -> list[RecordedEvent]:
+    await stores.settle()
+    out: list[RecordedEvent] = []
+    position = 1
+    while batch := await stores.events.read_all(position, limit):
+        out.extend(batch)
+        position = batch[-1].position + 1
+    return out
+
+
+# --- append and versions ------------------------------------------------------------------
+
+
+async def test_appends_get_consecutive_versions(stores: StoresUnderTest) -> None:
+    store = stores.events
+    assert await store.append("s", [registered(1), registered(2)], NO_STREAM) == 2
+    assert await store.append("s", [registered(3)], 2) == 3
+    records = await store.read_stream("s")
+    assert [r.version for r in records] == [1, 2, 3]
+    assert [r.stream_id for r in records] == ["s", "s", "s"]
+    assert await store.stream_version("s") == 3
+
+
+async def test_an_unknown_stream_is_empty_at_version_zero(stores: StoresUnderTest) -> None:
+    assert await stores.events.read_stream("nobody") == []
+    assert await stores.events.stream_version("nobody") == 0
+
+
+async def test_read_stream_starts_at_from_version(stores: StoresUnderTest) -> None:
+    events = [registered(n) for n in range(5)]
+    await stores.events.append("s", events, NO_STREAM)
+    records = await stores.events.read_stream("s", from_version=3)
+    assert [r.version for r in records] == [3, 4, 5]
+    assert ids(records) == [e.id for e in events[2:]]
+    assert await stores.events.read_stream("s", from_version=6) == []
+
+
+@pytest.mark.parametrize(("expected", "actual"), [(1, 2), (5, 2), (NO_STREAM, 2)],
+                         ids=["below", "above", "no-stream"])
+async def test_a_wrong_expected_version_names_both_and_writes_nothing(
+        stores: StoresUnderTest, expected: int, actual: int) -> None:
+    await stores.events.append("s", [registered(1), registered(2)], NO_STREAM)
+    late = registered(3)
+    with pytest.raises(ConcurrencyError) as raised:
+        await stores.events.append("s", [late], expected)
+    assert (raised.value.stream_id, raised.value.expected, raised.value.actual) == (
+        "s", expected, actual)
+    assert f"expected version {expected}" in str(raised.value)
+    assert f"at version {actual}" in str(raised.value)
+    assert await stores.events.stream_version("s") == actual
+    assert late.id not in ids(await read_everything(stores))
+
+
+async def test_any_version_appends_at_the_end(stores: StoresUnderTest) -> None:
+    assert await stores.events.append("s", [registered(1)], ANY_VERSION) == 1
+    assert await stores.events.append("s", [registered(2), registered(3)], ANY_VERSION) == 3
+    assert [r.version for r in await stores.events.read_stream("s")] == [1, 2, 3]
+
+
+async def test_a_conflicting_multi_event_append_writes_nothing(stores: StoresUnderTest) -> None:
+    await stores.events.append("s", [registered(1)], NO_STREAM)
+    batch = [registered(n) for n in range(2, 6)]
+    with pytest.raises(ConcurrencyError):
+        await stores.events.append("s", batch, NO_STREAM)
+    assert await stores.events.stream_version("s") == 1
+    everything = ids(await read_everything(stores))
+    assert not {e.id for e in batch} & set(everything)
+
+
+async def test_a_batch_that_fails_halfway_writes_nothing(stores: StoresUnderTest) -> None:
+    elsewhere = registered(1)
+    await stores.events.append("other", [elsewhere], NO_STREAM)
+    fresh = registered(2)
+    with pytest.raises(StoreError):  # the second event's id is already stored in another stream
+        await stores.events.append("s", [fresh, elsewhere], NO_STREAM)
+    assert await stores.events.stream_version("s") == 0
+    assert fresh.id not in ids(await read_everything(stores))
+
+
+async def test_appending_the_same_events_again_is_a_no_op(stores: StoresUnderTest) -> None:
+    batch = [registered(1), registered(2)]
+    assert await stores.events.append("s", batch, NO_STREAM) == 2
+    assert await stores.events.append("s", batch, NO_STREAM) == 2
+    assert await stores.events.append("s", batch, ANY_VERSION) == 2
+    third = registered(3)
+    await stores.events.append("s", [third], 2)
+    # a retry that arrives after someone else wrote still reports the stream's version
+    assert await stores.events.append("s", batch, NO_STREAM) == 3
+    assert ids(await stores.events.read_stream("s")) == [batch[0].id, batch[1].id, third.id]
+    assert len(await read_everything(stores)) == 3
+
+
+async def test_the_same_events_in_another_order_are_not_a_retry(stores: StoresUnderTest) -> None:
+    first, second = registered(1), registered(2)
+    await stores.events.append("s", [first, second], NO_STREAM)
+    with pytest.raises(ConcurrencyError):
+        await stores.events.append("s", [second, first], NO_STREAM)
+
+
+async def test_racing_appends_to_one_stream_have_one_winner(stores: StoresUnderTest) -> None:
+    await stores.events.append("s", [registered(0)], NO_STREAM)
+    results = await asyncio.gather(
+        *(stores.events.append("s", [registered(n)], 1) for n in range(1, 9)),
+        return_exceptions=True)
+    assert results.count(2) == 1
+    losers = [r for r in results if r != 2]
+    assert all(isinstance(r, ConcurrencyError) and r.actual == 2 for r in losers)
+    assert await stores.events.stream_version("s") == 2
+
+
+# --- the global order ---------------------------------------------------------------------
+
+
+async def test_read_all_returns_every_event_once_in_increasing_positions(
+        stores: StoresUnderTest) -> None:
+    assert await stores.events.read_all() == []
+    assert await stores.events.head_position() == 0
+    appended: list[DomainEvent] = []
+    for n in range(4):
+        batch = [registered(10 * n + k) for k in range(n + 1)]
+        await stores.events.append(f"s{n % 2}", batch, ANY_VERSION)
+        appended.extend(batch)
+    everything = await read_everything(stores)
+    assert ids(everything) == [e.id for e in appended]
+    positions = [r.position for r in everything]
+    assert positions == sorted(set(positions)) and positions[0] >= 1
+    assert await stores.events.head_position() == positions[-1]
+
+
+async def test_read_all_pages_by_position_and_limit(stores: StoresUnderTest) -> None:
+    for n in range(7):
+        await stores.events.append(f"s{n}", [registered(n)], NO_STREAM)
+    everything = await read_everything(stores)
+    assert [r.position for r in await read_everything(stores, limit=2)] == [
+        r.position for r in everything]
+    third = everything[2].position
+    page = await stores.events.read_all(third, limit=3)
+    assert [r.position for r in page] == [r.position for r in everything[2:5]]
+    assert await stores.events.read_all(everything[-1].position + 1) == []
+
+
+async def test_read_by_type_filters_by_type_and_time(stores: StoresUnderTest) -> None:
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+    old = registered(1, occurred_at=day - timedelta(days=2))
+    exactly = registered(2, occurred_at=day)
+    later = registered(3, occurred_at=day + timedelta(hours=1))
+    gig = created(1, occurred_at=day + timedelta(hours=2))
+    await stores.events.append("a", [later, old], NO_STREAM)
+    await stores.events.append("b", [gig, exactly], NO_STREAM)
+    await stores.settle()
+    by_type = stores.events.read_by_type
+    assert ids(await by_type("MusicianRegisteredEvent")) == [later.id, old.id, exactly.id]
+    assert ids(await by_type("MusicianRegisteredEvent", since=day)) == [later.id, exactly.id]
+    assert ids(await by_type("MusicianRegisteredEvent", since=day, limit=1)) == [later.id]
+    assert ids(await by_type("EventCreatedEvent", since=day)) == [gig.id]
+    assert await by_type("PaymentProcessedEvent") == []
+
+
+# --- what survives the round trip ---------------------------------------------------------
+
+
+async def test_concrete_types_and_exact_values_survive(stores: StoresUnderTest) -> None:
+    seventh_digit = Instant(2026, 1, 2, 3, 4, 5, 123456, UTC, tick=7)
+    gig = created(1, occurred_at=seventh_digit)
+    payment = PaymentProcessedEvent(payment_id="p-1", contract_id="c-1",
+                                    amount=Decimal("0.10"), status="Completed",
+                                    transaction_id="tx-9")
+    musician = registered(1)
+    await stores.events.append("s", [gig, payment, musician], NO_STREAM)
+    from_stream = [r.event for r in await stores.events.read_stream("s")]
+    from_all = [r.event for r in await read_everything(stores)]
+    for events in (from_stream, from_all):
+        assert events == [gig, payment, musician]
+        assert [type(e) for e in events] == [EventCreatedEvent, PaymentProcessedEvent,
+                                             MusicianRegisteredEvent]
+        read_gig, read_payment = events[0], events[1]
+        assert isinstance(read_gig, EventCreatedEvent)
+        assert isinstance(read_payment, PaymentProcessedEvent)
+        assert str(read_gig.budget) == "1500.50" and str(read_payment.amount) == "0.10"
+        assert read_gig.occurred_at == seventh_digit and ticks_of(read_gig.occurred_at) == 7
+        assert read_gig.event_date == datetime(2030, 5, 1, 21, 30, tzinfo=UTC)
+
+
+async def test_correlation_and_causation_ids_survive(stores: StoresUnderTest) -> None:
+    correlation, causation = uuid4(), uuid4()
+    event = registered(1, correlation_id=correlation, causation_id=causation)
+    plain = registered(2)
+    await stores.events.append("s", [event, plain], NO_STREAM)
+    for records in (await stores.events.read_stream("s"), await read_everything(stores),
+                    await stores.events.read_by_type("MusicianRegisteredEvent")):
+        assert (records[0].event.correlation_id, records[0].event.causation_id) == (
+            correlation, causation)
+        assert (records[1].event.correlation_id, records[1].event.causation_id) == (None, None)
+
+
+async def test_recorded_events_carry_an_aware_recording_time(stores: StoresUnderTest) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    await stores.events.append("s", [registered(1)], NO_STREAM)
+    (record,) = await stores.events.read_stream("s")
+    assert record.recorded_at.tzinfo is not None
+    assert before <= record.recorded_at <= datetime.now(UTC) + timedelta(seconds=5)
+
+
+async def test_an_undecodable_row_names_its_position_and_reading_goes_on(
+        stores: StoresUnderTest) -> None:
+    first, last = registered(1), registered(2)
+    await stores.events.append("good", [first], NO_STREAM)
+    await stores.insert_raw("bad", 1, "NoSuchEvent", '{"EventType": "NoSuchEvent"}')
+    await stores.insert_raw("bad", 2, "MusicianRegisteredEvent", "{not json")
+    await stores.events.append("good", [last], 1)
+    await stores.settle()
+
+    batch = await stores.events.read_all(1)
+    assert ids(batch) == [first.id]  # the batch ends before the bad row
+    with pytest.raises(UndecodableEventError) as unknown:
+        await stores.events.read_all(batch[-1].position + 1)
+    assert unknown.value.stream_id == "bad" and unknown.value.version == 1
+    assert f"position {unknown.value.position}" in str(unknown.value)
+    assert "NoSuchEvent" in str(unknown.value)
+    with pytest.raises(UndecodableEventError) as corrupt:
+        await stores.events.read_all(unknown.value.position + 1)
+    assert corrupt.value.position > unknown.value.position and corrupt.value.version == 2
+    assert ids(await stores.events.read_all(corrupt.value.position + 1)) == [last.id]
+    assert ids(await stores.events.read_stream("good")) == [first.id, last.id]
