@@ -14,6 +14,7 @@ from mussikon.domain.errors import (
     ApplicationNotAccepted,
     IllegalTransition,
     NotAParty,
+    NotFound,
 )
 from mussikon.domain.events import (
     ContractCancelledEvent,
@@ -25,7 +26,7 @@ from mussikon.domain.events import (
     DomainEvent,
 )
 from mussikon.domain.gig import Gig
-from mussikon.domain.rules import require_text
+from mussikon.domain.rules import require_positive_amount, require_text
 
 _CONTRACT_IDS = uuid.UUID("0a7d5c2e-93b1-4f6e-8d20-4c9b1e7a3f55")
 
@@ -52,7 +53,7 @@ _CANCELLABLE = (ContractStatus.DRAFTED, ContractStatus.SIGNED, ContractStatus.PA
 
 
 class Contract(Aggregate):
-    """Drafted → signed by both parties → paid; a failed payment may be retried; cancel before paid."""
+    """Drafted → signed by both parties → paid; a failed payment may be retried; cancel unpaid."""
 
     stream_prefix = "contract"
 
@@ -70,18 +71,22 @@ class Contract(Aggregate):
         self.reason = ""
 
     def draft(self, *, application: Application, gig: Gig, amount: Decimal) -> None:
-        """Draw up the contract. Rules: the application is accepted, the amount is the agreed fee."""
+        """Draw up the contract. Rules: the application is accepted, the amount is the agreed fee
+        (a Decimal: a float is refused), the gig is the application's."""
         if self.exists:
             raise IllegalTransition(f"contract {self.id} is already drafted")
         if application.status is not ApplicationStatus.ACCEPTED:
             raise ApplicationNotAccepted(
                 f"application {application.id} is {application.status.lower()}, not accepted"
             )
+        application.check_gig(gig)
+        if gig.event_date is None:
+            raise NotFound(f"gig {gig.id} does not exist")
+        amount = require_positive_amount("contract amount", amount)
         if amount != application.agreed_fee:
             raise AmountMismatch(
                 f"contract amount {amount} differs from the agreed fee {application.agreed_fee}"
             )
-        assert gig.event_date is not None  # an existing gig has a date
         self._record(
             ContractDraftedEvent(
                 contract_id=self.id,
@@ -118,7 +123,7 @@ class Contract(Aggregate):
             )
 
     def mark_paid(self, *, payment_id: str, transaction_id: str) -> None:
-        """The payment went through. Only a signed contract (or one whose payment failed) is paid."""
+        """The payment went through. Only a signed contract (or one whose payment failed) is."""
         if self.status not in _PAYABLE:
             raise IllegalTransition(f"contract {self.id} is {self.status}; cannot be marked paid")
         self._record(
