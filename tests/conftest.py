@@ -24,7 +24,7 @@ def _reachable(url: str) -> bool:
 
 
 def require_service(name: str, url: str) -> str:
-    """The URL of a service a test needs: skip visibly if it is down, or fail when CI requires it."""
+    """The URL of a service a test needs: skip visibly if it is down, fail if CI requires it."""
     if _reachable(url):
         return url
     message = f"{name} is not reachable at {urlsplit(url).netloc.split('@')[-1]}"

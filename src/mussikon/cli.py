@@ -147,7 +147,7 @@ def events_stream(stream_id: str) -> None:
 
 @events_app.command("by-type")
 def events_by_type(event_type: str,
-                   since: Annotated[str, typer.Option(help="ISO date or time (UTC)")] = "1970-01-01",
+                   since: Annotated[str, typer.Option(help="ISO date or time (UTC)")] = "1970-01-01"
                    ) -> None:
     """Events of one type since a date (the specification's GetEventsByTypeAsync)."""
     async def go() -> None:

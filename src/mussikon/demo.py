@@ -127,16 +127,15 @@ async def run_demo(app: App, console: Console) -> Outcomes:
             out.applications[key] = await m.submit_application(
                 musician_id=out.musicians[who], gig_id=out.gigs[gig], message=message,
                 proposed_fee=fee)
-        for label, attempt in (
-            ("fee over budget", lambda: m.submit_application(
-                musician_id=out.musicians["eva"], gig_id=out.gigs["jazz"], message="Solo",
-                proposed_fee=Decimal("2000"))),
-            ("second application", lambda: m.submit_application(
-                musician_id=out.musicians["ana"], gig_id=out.gigs["jazz"], message="Again",
-                proposed_fee=Decimal("1000"))),
-        ):
+        refusals: list[tuple[str, str, Decimal]] = [
+            ("fee over budget", "eva", Decimal("2000")),
+            ("second application", "ana", Decimal("1000")),
+        ]
+        for label, who, fee in refusals:
             try:
-                await attempt()
+                await m.submit_application(musician_id=out.musicians[who],
+                                           gig_id=out.gigs["jazz"], message="Please",
+                                           proposed_fee=fee)
             except DomainError as exc:
                 out.refused.append(f"{label}: {exc.rule}: {exc}")
         await app.settle()

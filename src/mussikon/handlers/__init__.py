@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 
 from mussikon.adapters.analytics import Analytics
 from mussikon.adapters.notifications import Notifier
 from mussikon.adapters.payments import PaymentGateway
 from mussikon.domain.events import DomainEvent
-from mussikon.messaging import Envelope, Subscription
+from mussikon.messaging import Envelope, Handler, Subscription
 from mussikon.projections.runner import ProjectionRunner
 from mussikon.service.marketplace import Marketplace
 from mussikon.service.repository import Repository
@@ -71,5 +70,13 @@ def subscriptions(deps: Dependencies) -> list[Subscription]:
         ("contracts.on-payment-processed", contracts.PaymentProcessedEvent,
          contracts.on_payment_processed),
     ]
-    return [Subscription(name, frozenset({event.__name__}), partial(handler, deps=deps))
+    return [Subscription(name, frozenset({event.__name__}), bind(handler, deps))
             for name, event, handler in table]
+
+
+def bind(handler: HandlerFn, deps: Dependencies) -> Handler:
+    """The handler with its dependencies, as a transport calls it."""
+    async def handle(envelope: Envelope) -> None:
+        await handler(envelope, deps)
+
+    return handle

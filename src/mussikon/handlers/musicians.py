@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 from mussikon.adapters import analytics
@@ -85,11 +86,9 @@ async def on_application_submitted(envelope: Envelope, deps: Dependencies) -> No
         return
     reason = (f"{musician['name']} already has contract {booked['contract_id']} on "
               f"{gig.event_date.date()}")
-    try:
+    with contextlib.suppress(IllegalTransition):  # already decided: nothing to undo here
         await deps.marketplace.reject_application(event.application_id, reason,
                                                   Cause.of(event))
-    except IllegalTransition:
-        pass  # already decided (accepted or rejected) by someone else: nothing to undo here
     await deps.notifier.send(Notification(
         key=f"application-rejected:{event.id}", kind="application-rejected",
         recipient=musician["email"], recipient_name=musician["name"],

@@ -37,7 +37,7 @@ Handler = Callable[[Envelope], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """A named consumer of some event types. Its name keys its checkpoint, inbox and dead letters."""
+    """A named consumer of some event types; its name keys its checkpoint, inbox, dead letters."""
 
     name: str
     event_types: frozenset[str]
@@ -73,7 +73,7 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def wait_idle(self, timeout: float = 30.0) -> None:
-        """Wait until every event stored so far was handled or dead-lettered (TimeoutError if not)."""
+        """Wait until every event stored so far was handled or dead-lettered (else TimeoutError)."""
 
     @abc.abstractmethod
     async def stop(self) -> None:

@@ -228,4 +228,6 @@ class InProcessTransport(Transport):
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-    return f"{text} (at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno})" if where else text
+    if not where:
+        return text
+    return f"{text} (at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno})"

@@ -51,7 +51,7 @@ class Changes:
 
 
 class DocumentStore(abc.ABC):
-    """JSON documents by (collection, key), with checkpoints and inboxes in the same transactions."""
+    """JSON documents by (collection, key), with checkpoints and inboxes in one transaction."""
 
     @abc.abstractmethod
     async def get(self, collection: str, key: str) -> Document | None:
