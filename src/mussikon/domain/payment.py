@@ -16,7 +16,7 @@ from mussikon.domain.events import (
     PaymentProcessedEvent,
     PaymentRequestedEvent,
 )
-from mussikon.domain.rules import require_text
+from mussikon.domain.rules import require_positive_amount, require_text
 
 
 class PaymentStatus(StrEnum):
@@ -51,6 +51,7 @@ class Payment(Aggregate):
             raise IllegalTransition(f"payment {self.id} was already requested")
         if contract.status not in (ContractStatus.SIGNED, ContractStatus.PAYMENT_FAILED):
             raise ContractNotSigned(f"contract {contract.id} is {contract.status}, not signed")
+        amount = require_positive_amount("payment amount", amount)
         if amount != contract.amount:
             raise AmountMismatch(f"payment {amount} differs from contract amount {contract.amount}")
         self._record(
@@ -63,7 +64,9 @@ class Payment(Aggregate):
     def record_outcome(self, *, status: str, transaction_id: str) -> None:
         """The gateway's answer. Only a requested payment gets one, and only once."""
         if self.status is not PaymentStatus.REQUESTED:
-            raise IllegalTransition(f"payment {self.id} is {self.status}; already processed")
+            raise IllegalTransition(
+                f"payment {self.id} is {self.status}; only a requested payment gets an outcome"
+            )
         if status not in _OUTCOMES:
             raise IllegalTransition(f"unknown payment status {status!r}")
         self._record(
