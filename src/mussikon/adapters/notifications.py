@@ -1,0 +1,293 @@
+"""Notifications: the `Notifier` port, the recording notifier (the embedded default) and an
+SMTP notifier.
+
+Every notification carries an idempotency key built from the event that caused it and its
+recipient, so a redelivered event sends no second message. Both adapters keep what they
+sent in the document store (collection ``notifications``, one document per key), which
+is what `mussikon notifications list` shows.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr, parseaddr
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+import aiosmtplib
+
+from mussikon.config import mask_url
+from mussikon.store.documents import Changes, Document, DocumentStore
+
+logger = logging.getLogger("mussikon.notifications")
+
+COLLECTION = "notifications"
+_SENT = "mussikon.notifications"  # inbox consumer whose entries claim notification keys
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Notification:
+    """One message to one person. `key` is the idempotency key (for example
+    "welcome:<event id>:<recipient>"); `about` names what it concerns (a gig, a contract…)."""
+
+    key: str
+    kind: str
+    recipient: str
+    recipient_name: str
+    subject: str
+    body: str
+    about: str = ""
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __post_init__(self) -> None:
+        for name in ("key", "kind", "recipient", "subject"):
+            if not getattr(self, name):
+                raise ValueError(f"a notification needs a {name}")
+        # These end up in mail headers, where a line break would inject headers. Names and
+        # subjects come from users (a gig title): fold them onto one line; ids must be clean.
+        for name in ("recipient_name", "subject"):
+            object.__setattr__(self, name, " ".join(getattr(self, name).split()))
+        for name in ("key", "kind", "recipient", "about"):
+            if any(c in getattr(self, name) for c in "\r\n"):
+                raise ValueError(f"notification {name} must be one line: {getattr(self, name)!r}")
+        if "@" not in self.recipient or any(c.isspace() for c in self.recipient):
+            raise ValueError(f"notification recipient is not an email address: {self.recipient!r}")
+        if self.created_at.tzinfo is None:
+            raise ValueError("notification created_at must carry its time zone")
+
+
+@dataclass(frozen=True, slots=True)
+class SentNotification:
+    """A notification that went out: when, and through which channel."""
+
+    notification: Notification
+    sent_at: datetime
+    channel: str
+
+
+class NotificationError(Exception):
+    """Sending failed; the notification was not recorded, so retrying it is safe."""
+
+
+class Notifier(abc.ABC):
+    """Sends notifications, each idempotency key at most once."""
+
+    @abc.abstractmethod
+    async def send(self, notification: Notification) -> bool:
+        """Send it and return True; return False, sending nothing, if its key was sent before.
+
+        Raises NotificationError when it could not be sent (retryable).
+        """
+
+    @abc.abstractmethod
+    async def sent(self, limit: int = 100) -> list[SentNotification]:
+        """The last `limit` notifications sent, newest last."""
+
+
+class NotificationLog:
+    """What was sent, in the document store: one document per idempotency key."""
+
+    def __init__(self, documents: DocumentStore) -> None:
+        self.documents = documents
+        self._last_micros = 0
+
+    async def find(self, key: str) -> SentNotification | None:
+        """The record of the notification sent with this key, if any."""
+        doc = await self.documents.get(COLLECTION, key)
+        return None if doc is None else _from_document(doc)
+
+    async def record(self, notification: Notification, channel: str) -> bool:
+        """Record it as sent now; False (recording nothing) if its key is recorded already."""
+        # Strictly increasing within this process, so the list keeps send order even when
+        # two sends fall in the same microsecond.
+        self._last_micros = max(time.time_ns() // 1000, self._last_micros + 1)
+        sent = SentNotification(notification, datetime.now(UTC), channel)
+        changes = Changes()
+        changes.put(COLLECTION, notification.key, _to_document(sent, self._last_micros))
+        # The inbox entry makes the claim atomic, also between processes sharing a database.
+        return await self.documents.commit(changes, inbox=(_SENT, notification.key))
+
+    async def latest(self, limit: int) -> list[SentNotification]:
+        """The last `limit` records, newest last."""
+        if limit <= 0:
+            return []
+        rows = await self.documents.scan(COLLECTION)
+        rows.sort(key=lambda row: (row[1]["sequence"], row[0]))
+        return [_from_document(doc) for _, doc in rows[-limit:]]
+
+
+def _to_document(sent: SentNotification, sequence: int) -> Document:
+    n = sent.notification
+    return {
+        "key": n.key, "kind": n.kind, "recipient": n.recipient,
+        "recipient_name": n.recipient_name, "subject": n.subject, "body": n.body,
+        "about": n.about, "created_at": n.created_at.isoformat(),
+        "sent_at": sent.sent_at.isoformat(), "channel": sent.channel, "sequence": sequence,
+    }
+
+
+def _from_document(doc: Document) -> SentNotification:
+    notification = Notification(
+        key=doc["key"], kind=doc["kind"], recipient=doc["recipient"],
+        recipient_name=doc["recipient_name"], subject=doc["subject"], body=doc["body"],
+        about=doc["about"], created_at=datetime.fromisoformat(doc["created_at"]),
+    )
+    return SentNotification(notification, datetime.fromisoformat(doc["sent_at"]), doc["channel"])
+
+
+class RecordingNotifier(Notifier):
+    """The embedded default: records each notification in the document store and logs it."""
+
+    def __init__(self, documents: DocumentStore) -> None:
+        self.log = NotificationLog(documents)
+
+    async def send(self, notification: Notification) -> bool:
+        if await self.log.find(notification.key) is not None:
+            return False
+        if not await self.log.record(notification, channel="log"):
+            return False  # a concurrent send of the same key recorded it first
+        logger.info("%s notification to %s about %s: %s", notification.kind,
+                    notification.recipient, notification.about or "-", notification.subject)
+        return True
+
+    async def sent(self, limit: int = 100) -> list[SentNotification]:
+        return await self.log.latest(limit)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpServer:
+    """Where and how to submit mail, parsed from smtp://user:pass@host:port[?starttls=1]
+    (smtps:// for implicit TLS; `timeout` in seconds as another query parameter)."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None = field(repr=False)
+    use_tls: bool
+    start_tls: bool | None  # None: upgrade when the server offers STARTTLS
+    timeout: float
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpServer:
+        """Parse the URL; a ValueError names what is wrong, never the password."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps"):
+            raise ValueError(f"SMTP URL scheme must be smtp or smtps, got {parts.scheme!r}")
+        if not parts.hostname:
+            raise ValueError("SMTP URL names no host: use smtp://user:pass@host:port")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        flag = query.get("starttls", "").lower()
+        if flag not in ("", "1", "0", "true", "false", "yes", "no"):
+            raise ValueError(f"SMTP URL for {parts.hostname}: starttls must be 1 or 0")
+        start_tls = None if flag == "" else flag in ("1", "true", "yes")
+        try:
+            port = parts.port
+            timeout = float(query.get("timeout", "10"))
+        except ValueError:
+            raise ValueError(f"SMTP URL for {parts.hostname}: port and timeout must be numbers")\
+                from None
+        use_tls = parts.scheme == "smtps"
+        return cls(
+            host=parts.hostname, port=port or (465 if use_tls else 587 if start_tls else 25),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            use_tls=use_tls, start_tls=False if use_tls else start_tls, timeout=timeout,
+        )
+
+    @property
+    def address(self) -> str:
+        """host:port, for messages."""
+        return f"{self.host}:{self.port}"
+
+    def scrub(self, text: str) -> str:
+        """The text with the password (plain or URL-quoted) replaced by `***`."""
+        if self.password:
+            for secret in {self.password, quote(self.password, safe="")}:
+                text = text.replace(secret, "***")
+        return text
+
+
+def build_email(notification: Notification, mail_from: str) -> EmailMessage:
+    """The notification as an email message from `mail_from`."""
+    n = notification
+    domain = parseaddr(mail_from)[1].rpartition("@")[2] or "mussikon.invalid"
+    message = EmailMessage()
+    message["From"] = mail_from
+    message["To"] = formataddr((n.recipient_name, n.recipient))
+    message["Subject"] = n.subject
+    message["Date"] = format_datetime(n.created_at)
+    # Derived from the key: should a duplicate ever get out (a crash after the server took
+    # the message, before it was recorded), it carries the same Message-ID, by which mail
+    # clients fold duplicates.
+    message["Message-ID"] = f"<{hashlib.sha256(n.key.encode()).hexdigest()[:32]}@{domain}>"
+    message["X-MussikOn-Kind"] = n.kind
+    if n.about:
+        message["X-MussikOn-About"] = n.about
+    message.set_content(n.body)
+    return message
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return f"{exc.code} {exc.message}"
+    return str(exc) or type(exc).__name__
+
+
+class SmtpNotifier(Notifier):
+    """Sends email through an SMTP server with aiosmtplib, each key once."""
+
+    def __init__(self, url: str, mail_from: str, documents: DocumentStore) -> None:
+        if "@" not in mail_from or any(c in mail_from for c in "\r\n"):
+            raise ValueError(f"mail_from must be one email address, got {mail_from!r}")
+        self.server = SmtpServer.from_url(url)
+        self.mail_from = mail_from
+        self.documents = documents
+        self.log = NotificationLog(documents)
+        self._masked_url = mask_url(url)
+
+    def __repr__(self) -> str:
+        return f"SmtpNotifier({self._masked_url!r})"
+
+    async def send(self, notification: Notification) -> bool:
+        if await self.log.find(notification.key) is not None:
+            return False
+        # A lease on the key keeps two workers handling the same redelivered event from
+        # both mailing it; the one that loses retries later and then finds it recorded.
+        lease, owner = f"notification:{notification.key}", uuid.uuid4().hex
+        if not await self.documents.try_lease(lease, owner, self.server.timeout * 2 + 30):
+            raise NotificationError(f"{notification.kind} notification {notification.key!r} is"
+                                    " being sent by another worker; retry later")
+        try:
+            if await self.log.find(notification.key) is not None:
+                return False
+            await self._submit(notification)
+            # Recorded only after the server accepted it: a failure leaves nothing recorded.
+            recorded = await self.log.record(notification, channel=f"smtp {self.server.address}")
+        finally:
+            await self.documents.release_lease(lease, owner)
+        logger.info("%s notification to %s about %s sent through %s", notification.kind,
+                    notification.recipient, notification.about or "-", self.server.address)
+        return recorded
+
+    async def sent(self, limit: int = 100) -> list[SentNotification]:
+        return await self.log.latest(limit)
+
+    async def _submit(self, notification: Notification) -> None:
+        s = self.server
+        try:
+            await aiosmtplib.send(
+                build_email(notification, self.mail_from), hostname=s.host, port=s.port,
+                username=s.username, password=s.password, use_tls=s.use_tls,
+                start_tls=s.start_tls, timeout=s.timeout,
+            )
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            # `from None`: the original exception may carry the credentials in its arguments.
+            raise NotificationError(
+                f"cannot send {notification.kind} notification {notification.key!r} through"
+                f" SMTP server {s.address}: {s.scrub(_describe(exc))}") from None
