@@ -8,8 +8,8 @@ read from the wire is written back exactly as it came.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, SupportsIndex
 
 
 class Instant(datetime):
@@ -35,23 +35,54 @@ class Instant(datetime):
             v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, UTC, tick=tick
         )
 
-    def __reduce__(self) -> Any:  # pickling keeps the tick
-        return (_rebuild, (datetime(*self.timetuple()[:6], self.microsecond, UTC), self.tick))
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        # datetime's own __reduce_ex__ would rebuild a tick-less Instant: pickle and copy keep it.
+        plain = datetime(self.year, self.month, self.day, self.hour, self.minute, self.second,
+                         self.microsecond, self.tzinfo, fold=self.fold)
+        return (_rebuild, (plain, self.tick))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, datetime):
-            return datetime.__eq__(self, other) and self.tick == ticks_of(other)
+            return datetime.__eq__(self, other) is True and self.tick == ticks_of(other)
         return NotImplemented
 
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __lt__(self, other: date) -> bool:
+        if not isinstance(other, datetime):
+            return NotImplemented
+        return datetime.__lt__(self, other) or (
+            datetime.__eq__(self, other) is True and self.tick < ticks_of(other))
+
+    def __le__(self, other: date) -> bool:
+        if not isinstance(other, datetime):
+            return NotImplemented
+        return self.__lt__(other) or self.__eq__(other)
+
+    def __gt__(self, other: date) -> bool:
+        if not isinstance(other, datetime):
+            return NotImplemented
+        return not self.__le__(other)
+
+    def __ge__(self, other: date) -> bool:
+        if not isinstance(other, datetime):
+            return NotImplemented
+        return not self.__lt__(other)
+
     def __hash__(self) -> int:
-        return hash((datetime.__hash__(self), self.tick))
+        # Equal to a plain datetime when the tick is 0, so it must hash like one.
+        plain = datetime.__hash__(self)
+        return plain if self.tick == 0 else hash((plain, self.tick))
 
     def __repr__(self) -> str:
         return f"Instant({format_dotnet(self)!r})"
 
 
 def _rebuild(value: datetime, tick: int) -> Instant:
-    return Instant.of(value, tick)
+    return Instant(value.year, value.month, value.day, value.hour, value.minute, value.second,
+                   value.microsecond, value.tzinfo, fold=value.fold, tick=tick)
 
 
 def ticks_of(value: datetime) -> int:
@@ -99,7 +130,8 @@ def parse_dotnet(text: str) -> datetime:
     except ValueError:
         raise ValueError(f"not an ISO 8601 time: {text!r}") from None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)  # .NET writes Kind=Unspecified without a zone; read as UTC
+        # .NET writes Kind=Unspecified without a zone: read it as UTC.
+        value = value.replace(tzinfo=UTC)
     elif value.utcoffset():
         value = value.astimezone(UTC)
     return Instant.of(value, tick) if tick else value
