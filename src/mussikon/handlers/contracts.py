@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from mussikon.adapters import analytics
+from mussikon.adapters import analytics, templates
 from mussikon.adapters.analytics import Fact
-from mussikon.adapters.notifications import Notification
 from mussikon.adapters.payments import ChargeRequest
 from mussikon.domain.events import PAYMENT_COMPLETED, ContractSignedEvent, PaymentProcessedEvent
 from mussikon.domain.payment import PaymentStatus
@@ -51,14 +50,9 @@ async def on_contract_signed(envelope: Envelope, deps: Dependencies) -> None:
     contract, musician, organizer = await _parties(deps, event.contract_id)
     gig = await deps.documents.get(GIGS, event.event_id) or {"title": event.event_id}
     for party in (musician, organizer):
-        await deps.notifier.send(Notification(
-            key=f"contract-confirmation:{event.id}:{party['email']}",
-            kind="contract-confirmation", recipient=party["email"],
-            recipient_name=party["name"], subject=f"Contract signed: {gig['title']}",
-            body=(f"The contract between {musician['name']} and {organizer['name']} for "
-                  f"{gig['title']} on {event.event_date.date()} is signed. Amount: "
-                  f"{event.amount}.\n"),
-            about=event.contract_id))
+        await deps.notifier.send(templates.contract_confirmation(
+            party["name"], party["email"], event.id, contract_id=event.contract_id,
+            gig_title=str(gig["title"]), amount=event.amount, gig_date=event.event_date))
     react(envelope, "contracts", f"confirmation sent to {musician['email']} and "
                                  f"{organizer['email']}")
 
@@ -94,16 +88,15 @@ async def on_payment_processed(envelope: Envelope, deps: Dependencies) -> None:
     _, musician, organizer = await _parties(deps, event.contract_id)
     cause = Cause.of(event)
     completed = event.status == PAYMENT_COMPLETED
-    kind = "payment-confirmation" if completed else "payment-failed"
     outcome = "received" if completed else event.status.lower()
     for party in (musician, organizer):
-        await deps.notifier.send(Notification(
-            key=f"{kind}:{event.id}:{party['email']}", kind=kind, recipient=party["email"],
-            recipient_name=party["name"],
-            subject=f"Payment {outcome} for contract {event.contract_id}",
-            body=(f"Payment {event.payment_id} of {event.amount}: {event.status}"
-                  f" (transaction {event.transaction_id}).\n"),
-            about=event.contract_id))
+        await deps.notifier.send(
+            templates.payment_confirmation(
+                party["name"], party["email"], event.id, contract_id=event.contract_id,
+                amount=event.amount, transaction_id=event.transaction_id)
+            if completed else templates.payment_failed(
+                party["name"], party["email"], event.id, contract_id=event.contract_id,
+                amount=event.amount, reason=f"the payment was {event.status.lower()}"))
     react(envelope, "contracts", f"payment {outcome}: {musician['email']} and "
                                  f"{organizer['email']} told")
     if completed:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mussikon.adapters import analytics
+from mussikon.adapters import analytics, templates
 from mussikon.adapters.analytics import Fact
-from mussikon.adapters.notifications import Notification
 from mussikon.domain.events import EventCreatedEvent
 from mussikon.messaging import Envelope
 from mussikon.projections.directory import MATCHING_INDEX, PROFILES, matching_prefix
@@ -37,13 +36,10 @@ async def on_gig_created(envelope: Envelope, deps: Dependencies) -> None:
     react(envelope, "gigs", f"{len(matches)} matching musician(s) for {event.genre} in "
                             f"{event.location}")
     for musician in matches:
-        await deps.notifier.send(Notification(
-            key=f"new-gig:{event.id}:{musician['musician_id']}", kind="new-gig",
-            recipient=musician["email"], recipient_name=musician["name"],
-            subject=f"New {event.genre} gig in {event.location}: {event.title}",
-            body=(f"{event.title} on {event.event_date.date()} in {event.location}, "
-                  f"budget {event.budget}. Apply on MussikOn.\n"),
-            about=event.event_id))
+        await deps.notifier.send(templates.new_gig(
+            musician["name"], musician["email"], event.id, gig_id=event.event_id,
+            title=event.title, genre=event.genre, location=event.location,
+            gig_date=event.event_date, budget=event.budget))
         react(envelope, "gigs", f"notified {musician['email']}")
     await deps.analytics.track(Fact(key=f"{event.id}:gig", kind=analytics.GIG_CREATED,
                                     subject_id=event.event_id, genre=event.genre,

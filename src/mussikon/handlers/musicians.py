@@ -5,9 +5,8 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from mussikon.adapters import analytics
+from mussikon.adapters import analytics, templates
 from mussikon.adapters.analytics import Fact
-from mussikon.adapters.notifications import Notification
 from mussikon.domain.errors import IllegalTransition
 from mussikon.domain.events import MusicianApplicationSubmittedEvent, MusicianRegisteredEvent
 from mussikon.domain.gig import Gig
@@ -29,13 +28,8 @@ async def on_musician_registered(envelope: Envelope, deps: Dependencies) -> None
 
     event = envelope.event
     assert isinstance(event, MusicianRegisteredEvent)
-    sent = await deps.notifier.send(Notification(
-        key=f"welcome:{event.id}", kind="welcome", recipient=event.email,
-        recipient_name=event.name, subject="Welcome to MussikOn",
-        body=(f"Hello {event.name},\n\nwelcome to MussikOn. Organizers looking for "
-              f"{', '.join(event.genres)} in {event.location} will find you, and we will tell "
-              "you about every new gig that fits.\n"),
-        about=event.musician_id))
+    sent = await deps.notifier.send(templates.welcome(event.name, event.email, event.id,
+                                                      musician_id=event.musician_id))
     react(envelope, "musicians", f"welcome email {'sent' if sent else 'already sent'} to "
                                  f"{event.email}")
     await deps.analytics.track(Fact(key=f"{event.id}:user", kind=analytics.USER_REGISTERED,
@@ -66,13 +60,10 @@ async def on_application_submitted(envelope: Envelope, deps: Dependencies) -> No
     if organizer is None or musician is None:
         raise RuntimeError(f"organizer {gig.organizer_id} or musician {event.musician_id} "
                            "is not in the directory")
-    await deps.notifier.send(Notification(
-        key=f"application-received:{event.id}", kind="application-received",
-        recipient=organizer["email"], recipient_name=organizer["name"],
-        subject=f"New application for {gig.title}",
-        body=(f"{musician['name']} applied to play at {gig.title} for {event.proposed_fee}.\n\n"
-              f"{event.message}\n"),
-        about=event.application_id))
+    await deps.notifier.send(templates.application_received(
+        organizer["name"], organizer["email"], event.id, application_id=event.application_id,
+        gig_title=gig.title, musician_name=musician["name"], proposed_fee=event.proposed_fee,
+        message=event.message))
     react(envelope, "musicians", f"organizer {organizer['email']} notified")
     await deps.analytics.track(Fact(key=f"{event.id}:application",
                                     kind=analytics.APPLICATION_SUBMITTED,
@@ -89,9 +80,7 @@ async def on_application_submitted(envelope: Envelope, deps: Dependencies) -> No
     with contextlib.suppress(IllegalTransition):  # already decided: nothing to undo here
         await deps.marketplace.reject_application(event.application_id, reason,
                                                   Cause.of(event))
-    await deps.notifier.send(Notification(
-        key=f"application-rejected:{event.id}", kind="application-rejected",
-        recipient=musician["email"], recipient_name=musician["name"],
-        subject=f"Your application for {gig.title}",
-        body=f"We could not take your application: {reason}.\n", about=event.application_id))
+    await deps.notifier.send(templates.application_rejected(
+        musician["name"], musician["email"], event.id, application_id=event.application_id,
+        gig_title=gig.title, reason=reason))
     react(envelope, "musicians", f"musician busy: application rejected ({reason})")
