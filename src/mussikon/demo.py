@@ -75,8 +75,11 @@ def _summary(record: RecordedEvent) -> str:
 async def run_demo(app: App, console: Console) -> Outcomes:
     """Run the scenario; raise DemoFailed if an expected outcome is missing."""
     timeline = Timeline()
-    logging.getLogger("mussikon.reactions").addHandler(timeline)
-    logging.getLogger("mussikon.reactions").setLevel(logging.INFO)
+    reactions = logging.getLogger("mussikon.reactions")
+    level, propagate = reactions.level, reactions.propagate
+    reactions.addHandler(timeline)
+    reactions.setLevel(logging.INFO)
+    reactions.propagate = logging.getLogger().isEnabledFor(logging.INFO)  # the table shows them
     start = await app.store.head_position() + 1
     out = Outcomes()
     m = app.marketplace
@@ -159,7 +162,9 @@ async def run_demo(app: App, console: Console) -> Outcomes:
         console.print("[bold green]All expected outcomes happened.")
         return out
     finally:
-        logging.getLogger("mussikon.reactions").removeHandler(timeline)
+        reactions.removeHandler(timeline)
+        reactions.setLevel(level)
+        reactions.propagate = propagate
 
 
 async def _records_since(app: App, start: int) -> list[RecordedEvent]:
