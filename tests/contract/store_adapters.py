@@ -3,23 +3,27 @@ contract suites: memory, SQLite on a temporary file, PostgreSQL in a unique sche
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import uuid4
 
+import asyncpg
 import pytest
 
 from mussikon.domain.instant import epoch_micros, utc_now
 from mussikon.store import EventStore
 from mussikon.store.documents import DocumentStore
 from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore, StoredRow
+from mussikon.store.postgres import POSITION_BITS, open_postgres
 from mussikon.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
 
 ADAPTERS = [
     pytest.param("memory"),
     pytest.param("sqlite"),
+    pytest.param("postgres", marks=pytest.mark.postgres),
 ]
 """Parameters of the fixtures that run a contract suite over every adapter."""
 
@@ -51,6 +55,10 @@ async def open_stores(kind: str, tmp_path: Path,
             yield stores
     elif kind == "sqlite":
         async with _sqlite(tmp_path / "events.db") as stores:
+            yield stores
+    elif kind == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        async with postgres_stores(url, f"t{uuid4().hex[:12]}") as stores:
             yield stores
     else:
         raise ValueError(f"unknown adapter {kind!r}")
@@ -86,3 +94,35 @@ async def _sqlite(path: Path) -> AsyncIterator[StoresUnderTest]:
                               _nothing_to_wait_for)
     finally:
         await db.close()
+
+
+@asynccontextmanager
+async def postgres_stores(url: str, schema: str,
+                          pool_size: int = 4) -> AsyncIterator[StoresUnderTest]:
+    """PostgreSQL stores in their own schema, dropped afterwards."""
+    events, documents = await open_postgres(url, schema, pool_size=pool_size)
+    admin = await asyncpg.connect(url)
+
+    async def insert_raw(stream_id: str, version: int, event_type: str, data: str) -> None:
+        await admin.execute(
+            f'INSERT INTO "{schema}".events (position, event_id, stream_id, version, event_type,'
+            f" data, occurred_at) VALUES ((pg_current_xact_id()::text::bigint << {POSITION_BITS}),"
+            " gen_random_uuid(), $1, $2, $3, $4, now())", stream_id, version, event_type, data)
+
+    async def settle() -> None:
+        # every transaction that began before now has ended: the global order is complete
+        started = await admin.fetchval(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+        for _ in range(2000):
+            if await admin.fetchval(
+                    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint") >= started:
+                return
+            await asyncio.sleep(0.005)
+        raise TimeoutError("a transaction in the PostgreSQL cluster stays open")
+
+    try:
+        yield StoresUnderTest(events, documents, insert_raw, settle)
+    finally:
+        await events.close()
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.close()

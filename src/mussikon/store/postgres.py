@@ -1,0 +1,511 @@
+"""The production store: PostgreSQL through asyncpg, one connection pool shared by the event
+store and the document store, tables in one schema (default `mussikon`) so tenants and tests
+isolate.
+
+Many writers, one global order, no table lock
+---------------------------------------------
+A global position handed out by a sequence is taken when a writer inserts, but becomes
+visible when it commits, and commits happen in any order. A reader that has returned
+position 11 and only then sees position 10 commit would skip 10 forever; locking the table
+for the whole of every append (what pyeventsourcing does) prevents it by letting one writer
+in at a time.
+
+We order events by the id of the transaction that wrote them and read only below the
+oldest transaction still running. PostgreSQL hands out transaction ids in increasing order
+and `pg_snapshot_xmin(pg_current_snapshot())` is the oldest one still in progress, so
+every transaction with a smaller id has finished for good: its rows are all visible (or
+were rolled back) and no new row can ever appear below that bound. A later read's bound
+is never lower, so rows that become readable later always sort after the ones already
+returned. A writer that took its id first and commits last holds the bound back until it
+commits; it is never passed over.
+
+To keep `read_all(from_position)` a single number that a checkpoint can store, the position
+*is* that order: `position = transaction id × 2^20 + index of the event in its append`
+(one append per transaction, at most 2^20 events in it). Positions therefore increase in
+the global order and no reader can skip one, but they are not consecutive: between two
+neighbours there are numbers no event will ever take. `head_position` is the largest
+position below the bound, so it is consistent with what `read_all` returns.
+
+Writers never wait for each other, except on the same stream, where the unique index on
+(stream_id, version) lets exactly one of them take each version. The price: a transaction
+left open anywhere in the cluster (with a transaction id) holds the global order back,
+never breaks it; `idle_in_transaction_session_timeout` bounds that. Streams are not
+affected: `read_stream` sees every committed event at once.
+
+An append is one statement (one round trip, one implicit transaction, prepared once per
+connection by asyncpg's statement cache): the version check and the insert of every event
+of the batch from arrays. A connection lost mid-way leaves all of it or none of it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from mussikon.config import mask_url
+from mussikon.domain.events import DomainEvent
+from mussikon.store import (
+    ANY_VERSION,
+    ConcurrencyError,
+    EventStore,
+    RecordedEvent,
+    StoreError,
+    StoreUnavailable,
+    UndecodableEventError,
+)
+from mussikon.store.documents import (
+    Changes,
+    Document,
+    DocumentStore,
+    decode_document,
+    encode_document,
+)
+from mussikon.store.memory import decode_row
+from mussikon.wire import EventCodec
+
+DEFAULT_SCHEMA = "mussikon"
+
+POSITION_BITS = 20
+"""Bits of a position below the transaction id: the index of the event in its append."""
+
+MAX_EVENTS_PER_APPEND = 2**POSITION_BITS
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+_READABLE_BOUND = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {POSITION_BITS})"
+"""The first position no reader may see yet: that of the oldest transaction still running."""
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE {s}.events (
+        position       bigint      PRIMARY KEY,
+        event_id       uuid        NOT NULL,
+        stream_id      text        COLLATE "C" NOT NULL,
+        version        integer     NOT NULL,
+        event_type     text        COLLATE "C" NOT NULL,
+        data           text        NOT NULL,
+        occurred_at    timestamptz NOT NULL,
+        correlation_id uuid,
+        causation_id   uuid,
+        recorded_at    timestamptz NOT NULL DEFAULT now(),
+        CONSTRAINT events_event_id UNIQUE (event_id),
+        CONSTRAINT events_stream_version UNIQUE (stream_id, version)
+    );
+    CREATE INDEX events_by_type ON {s}.events (event_type, position);
+    COMMENT ON COLUMN {s}.events.position IS
+        'transaction id * 2^20 + index in the append: the global order (see store/postgres.py)';
+    COMMENT ON COLUMN {s}.events.data IS 'the event JSON exactly as the wire codec wrote it';
+
+    CREATE TABLE {s}.documents (
+        collection text COLLATE "C" NOT NULL,
+        key        text COLLATE "C" NOT NULL,
+        body       text NOT NULL,
+        PRIMARY KEY (collection, key)
+    );
+    CREATE TABLE {s}.checkpoints (
+        name     text PRIMARY KEY,
+        position bigint NOT NULL
+    );
+    CREATE TABLE {s}.inbox (
+        consumer   text NOT NULL,
+        message_id text NOT NULL,
+        handled_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (consumer, message_id)
+    );
+    CREATE TABLE {s}.leases (
+        name    text PRIMARY KEY,
+        owner   text NOT NULL,
+        expires timestamptz NOT NULL
+    );
+
+    -- One round trip for a projection's update: inbox entry, checkpoint move, deletes and
+    -- puts commit together, or (returning false) nothing does.
+    CREATE FUNCTION {s}.commit_documents(
+        p_consumer text, p_message_id text, p_checkpoint text, p_position bigint,
+        p_delete_collections text[], p_delete_keys text[],
+        p_put_collections text[], p_put_keys text[], p_put_bodies text[]
+    ) RETURNS boolean LANGUAGE plpgsql AS $body$
+    BEGIN
+        IF p_consumer IS NOT NULL THEN
+            INSERT INTO {s}.inbox (consumer, message_id) VALUES (p_consumer, p_message_id)
+                ON CONFLICT DO NOTHING;
+            IF NOT FOUND THEN
+                RETURN false;
+            END IF;
+        END IF;
+        IF p_checkpoint IS NOT NULL THEN
+            INSERT INTO {s}.checkpoints AS c (name, position) VALUES (p_checkpoint, p_position)
+                ON CONFLICT (name) DO UPDATE SET position = excluded.position
+                WHERE c.position < excluded.position;
+            IF NOT FOUND THEN
+                -- the inbox entry was written by this very call: take it back
+                DELETE FROM {s}.inbox WHERE consumer = p_consumer AND message_id = p_message_id;
+                RETURN false;
+            END IF;
+        END IF;
+        DELETE FROM {s}.documents d
+            USING unnest(p_delete_collections, p_delete_keys) AS x(collection, key)
+            WHERE d.collection = x.collection AND d.key = x.key;
+        INSERT INTO {s}.documents (collection, key, body)
+            SELECT * FROM unnest(p_put_collections, p_put_keys, p_put_bodies)
+            ON CONFLICT (collection, key) DO UPDATE SET body = excluded.body;
+        RETURN true;
+    END
+    $body$;
+    """,
+)
+"""Schema versions, applied in order; `schema_version` records which ran. `{s}` is the schema."""
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable (ConnectionError is one)
+    TimeoutError,  # connecting took too long
+    asyncpg.PostgresConnectionError,  # class 08: the connection is gone
+    asyncpg.exceptions.AdminShutdownError,  # our backend was terminated, or the server stops
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, disk full
+    asyncpg.exceptions.TransactionRollbackError,  # class 40: deadlock, serialization failure
+)
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, _UNAVAILABLE):
+        return True
+    # asyncpg raises a bare InterfaceError for a connection closed under it; its subclasses
+    # (DataError, …) are our own mistakes, not the server's absence.
+    return type(exc) is asyncpg.InterfaceError
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(mask_url(url))
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+
+
+def _quoted_schema(schema: str) -> str:
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"schema name must match {_SCHEMA_NAME.pattern}, got {schema!r}")
+    return f'"{schema}"'
+
+
+async def create_pool(url: str, pool_size: int = 10,
+                      application_name: str = "mussikon") -> asyncpg.Pool:
+    """A connection pool to `url`; StoreUnavailable (password masked) if it cannot connect."""
+    try:
+        pool = await asyncpg.create_pool(
+            url, min_size=1, max_size=pool_size,
+            server_settings={"application_name": application_name[:63]})
+    except Exception as exc:
+        if _is_unavailable(exc) or isinstance(exc, asyncpg.PostgresError):
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {_where(url)}: {type(exc).__name__}: {exc}"
+            ) from None
+        raise
+    if pool is None:  # only with a custom connection class; ours always returns a pool
+        raise StoreUnavailable(f"cannot connect to PostgreSQL at {_where(url)}")
+    return pool
+
+
+async def migrate(pool_or_url: asyncpg.Pool | str, schema: str = DEFAULT_SCHEMA) -> int:
+    """Create the schema or bring it up to date; return its version.
+
+    Idempotent, and safe when several processes start at once: an advisory lock keyed on
+    the schema name lets one of them migrate while the others wait, then find nothing to do.
+    """
+    quoted = _quoted_schema(schema)
+    if isinstance(pool_or_url, str):
+        pool = await create_pool(pool_or_url, 1, "mussikon-migrate")
+        try:
+            return await migrate(pool, schema)
+        finally:
+            await pool.close()
+    try:
+        async with pool_or_url.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                               f"mussikon-migrate:{schema}")
+            await conn.execute(
+                f"CREATE SCHEMA IF NOT EXISTS {quoted};"
+                f" CREATE TABLE IF NOT EXISTS {quoted}.schema_version ("
+                " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+            current = await conn.fetchval(
+                f"SELECT coalesce(max(version), 0) FROM {quoted}.schema_version")
+            if current > len(MIGRATIONS):
+                raise StoreError(f"schema {schema!r} is at version {current}, newer than this"
+                                 f" program knows ({len(MIGRATIONS)}): upgrade MussikOn")
+            for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+                await conn.execute(script.format(s=quoted))
+                await conn.execute(f"INSERT INTO {quoted}.schema_version (version) VALUES ($1)",
+                                   number)
+    except Exception as exc:
+        if _is_unavailable(exc):
+            raise StoreUnavailable(f"PostgreSQL went away while migrating schema {schema!r}:"
+                                   f" {type(exc).__name__}: {exc}") from None
+        raise
+    return len(MIGRATIONS)
+
+
+class PostgresDatabase:
+    """The pool and the schema both stores use; turns a lost server into StoreUnavailable."""
+
+    def __init__(self, pool: asyncpg.Pool, schema: str = DEFAULT_SCHEMA) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.table_prefix = _quoted_schema(schema)
+
+    @asynccontextmanager
+    async def connection(self, doing: str) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
+        """A pooled connection; errors that mean "the server is gone" become StoreUnavailable
+        saying what was being done (`doing`)."""
+        try:
+            async with self.pool.acquire() as conn:
+                yield conn
+        except Exception as exc:
+            if _is_unavailable(exc):
+                raise StoreUnavailable(
+                    f"PostgreSQL is unavailable ({doing}): {type(exc).__name__}: {exc}"
+                ) from None
+            raise
+
+    async def close(self) -> None:
+        """Close every connection of the pool."""
+        await self.pool.close()
+
+
+def _event_columns(events: Sequence[DomainEvent], codec: EventCodec) -> list[list[Any]]:
+    ids, types, bodies, times, correlations, causations = [], [], [], [], [], []
+    for event in events:
+        ids.append(event.id)
+        types.append(event.event_type)
+        bodies.append(codec.encode(event).decode())
+        times.append(event.occurred_at)
+        correlations.append(event.correlation_id)
+        causations.append(event.causation_id)
+    return [ids, types, bodies, times, correlations, causations]
+
+
+class PostgresEventStore(EventStore):
+    """The event store on PostgreSQL (see the module's docstring for the global order)."""
+
+    def __init__(self, db: PostgresDatabase, codec: EventCodec | None = None) -> None:
+        self.db = db
+        self.codec = codec or EventCodec()
+        t = f"{db.table_prefix}.events"
+        columns = ("position, stream_id, version, event_type, data, correlation_id,"
+                   " causation_id, recorded_at")
+        self._append_sql = f"""
+            WITH head AS (
+                SELECT coalesce(max(version), 0) AS version FROM {t} WHERE stream_id = $1
+            ), appended AS (
+                INSERT INTO {t} (position, event_id, stream_id, version, event_type, data,
+                                 occurred_at, correlation_id, causation_id)
+                SELECT (pg_current_xact_id()::text::bigint << {POSITION_BITS}) + e.n - 1,
+                       e.id, $1, head.version + e.n, e.type, e.data, e.occurred_at,
+                       e.correlation_id, e.causation_id
+                FROM head, unnest($2::uuid[], $3::text[], $4::text[], $5::timestamptz[],
+                                  $6::uuid[], $7::uuid[])
+                    WITH ORDINALITY AS e(id, type, data, occurred_at, correlation_id,
+                                         causation_id, n)
+                WHERE $8::integer = {ANY_VERSION} OR head.version = $8::integer
+                RETURNING 1
+            )
+            SELECT (SELECT version FROM head) AS actual, (SELECT count(*) FROM appended) AS written
+        """
+        self._stored_ids_sql = f"""
+            SELECT (SELECT coalesce(max(version), 0) FROM {t} WHERE stream_id = $1),
+                   (SELECT coalesce(array_agg(event_id ORDER BY version), '{{}}')
+                      FROM {t} WHERE stream_id = $1 AND event_id = ANY($2::uuid[]))
+        """
+        self._read_stream_sql = (f"SELECT {columns} FROM {t} WHERE stream_id = $1"
+                                 " AND version >= $2 ORDER BY version")
+        self._read_all_sql = (f"SELECT {columns} FROM {t} WHERE position >= $1"
+                              f" AND position < {_READABLE_BOUND} ORDER BY position LIMIT $2")
+        self._read_by_type_sql = (
+            f"SELECT {columns} FROM {t} WHERE event_type = $1"
+            f" AND ($2::timestamptz IS NULL OR occurred_at >= $2) AND position < {_READABLE_BOUND}"
+            " ORDER BY position LIMIT $3")
+        self._version_sql = f"SELECT coalesce(max(version), 0) FROM {t} WHERE stream_id = $1"
+        self._head_sql = (f"SELECT coalesce(max(position), 0) FROM {t}"
+                          f" WHERE position < {_READABLE_BOUND}")
+
+    async def append(self, stream_id: str, events: Sequence[DomainEvent],
+                     expected_version: int) -> int:
+        if not events:
+            return await self.stream_version(stream_id)
+        if len(events) > MAX_EVENTS_PER_APPEND:
+            raise ValueError(f"at most {MAX_EVENTS_PER_APPEND} events per append")
+        columns = _event_columns(events, self.codec)
+        doing = (f"appending to stream {stream_id!r}; the append is all or nothing, and"
+                 " retrying it with the same events is safe")
+        async with self.db.connection(doing) as conn:
+            # ANY_VERSION loses a race for the next version only to a writer that got further;
+            # each retry starts from a newer head, so this ends.
+            while True:
+                try:
+                    row = await conn.fetchrow(self._append_sql, stream_id, *columns,
+                                              expected_version)
+                except asyncpg.UniqueViolationError as exc:
+                    if (expected_version == ANY_VERSION
+                            and exc.constraint_name == "events_stream_version"):
+                        continue
+                    return await self._retry_or_conflict(conn, stream_id, columns[0],
+                                                         expected_version)
+                assert row is not None
+                if row["written"]:
+                    return int(row["actual"]) + len(events)
+                return await self._retry_or_conflict(conn, stream_id, columns[0],
+                                                     expected_version)
+
+    async def _retry_or_conflict(self, conn: asyncpg.pool.PoolConnectionProxy, stream_id: str,
+                                 ids: list[Any], expected: int) -> int:
+        """After a refused append: the same events already stored here in this order are an
+        idempotent retry (return the version); anything else is a conflict."""
+        row = await conn.fetchrow(self._stored_ids_sql, stream_id, ids)
+        assert row is not None  # a SELECT without FROM returns one row
+        actual, found = row
+        if list(found) == ids:
+            return int(actual)
+        raise ConcurrencyError(stream_id, expected, int(actual))
+
+    def _decode(self, row: asyncpg.Record) -> RecordedEvent:
+        return decode_row(self.codec, row[0], row[1], row[2], row[3], row[4], row[5], row[6],
+                          row[7])
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        async with self.db.connection(f"reading stream {stream_id!r}") as conn:
+            rows = await conn.fetch(self._read_stream_sql, stream_id, from_version)
+        return [self._decode(r) for r in rows]
+
+    async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[RecordedEvent]:
+        async with self.db.connection("reading the global order") as conn:
+            rows = await conn.fetch(self._read_all_sql, from_position, limit)
+        out: list[RecordedEvent] = []
+        for row in rows:
+            try:
+                out.append(self._decode(row))
+            except UndecodableEventError:
+                if out:
+                    break
+                raise
+        return out
+
+    async def read_by_type(self, event_type: str, since: datetime | None = None,
+                           limit: int = 10_000) -> list[RecordedEvent]:
+        async with self.db.connection(f"reading events of type {event_type!r}") as conn:
+            rows = await conn.fetch(self._read_by_type_sql, event_type, since, limit)
+        return [self._decode(r) for r in rows]
+
+    async def stream_version(self, stream_id: str) -> int:
+        async with self.db.connection(f"reading the version of stream {stream_id!r}") as conn:
+            return int(await conn.fetchval(self._version_sql, stream_id))
+
+    async def head_position(self) -> int:
+        async with self.db.connection("reading the head of the global order") as conn:
+            return int(await conn.fetchval(self._head_sql))
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+class PostgresDocumentStore(DocumentStore):
+    """Read models, checkpoints, inboxes and leases in the event store's schema.
+
+    Lease times come from the database's clock, so processes on hosts whose clocks differ
+    still agree on when a lease expires."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+        s = db.table_prefix
+        self._get_sql = f"SELECT body FROM {s}.documents WHERE collection = $1 AND key = $2"
+        self._scan_sql = (f"SELECT key, body FROM {s}.documents WHERE collection = $1"
+                          " AND starts_with(key, $2) ORDER BY key")
+        self._commit_sql = f"SELECT {s}.commit_documents($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        self._checkpoint_sql = f"SELECT position FROM {s}.checkpoints WHERE name = $1"
+        self._checkpoints_sql = f"SELECT name, position FROM {s}.checkpoints"
+        self._drop_collections_sql = f"DELETE FROM {s}.documents WHERE collection = ANY($1)"
+        self._zero_checkpoint_sql = (
+            f"INSERT INTO {s}.checkpoints (name, position) VALUES ($1, 0)"
+            " ON CONFLICT (name) DO UPDATE SET position = 0")
+        self._lease_sql = f"""
+            INSERT INTO {s}.leases AS l (name, owner, expires)
+                VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))
+            ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires = excluded.expires
+                WHERE l.owner = excluded.owner OR l.expires <= clock_timestamp()
+            RETURNING true
+        """
+        self._release_sql = f"DELETE FROM {s}.leases WHERE name = $1 AND owner = $2"
+        self._seen_sql = f"SELECT 1 FROM {s}.inbox WHERE consumer = $1 AND message_id = $2"
+
+    async def get(self, collection: str, key: str) -> Document | None:
+        async with self.db.connection(f"reading document {collection}/{key}") as conn:
+            body = await conn.fetchval(self._get_sql, collection, key)
+        return None if body is None else decode_document(body)
+
+    async def scan(self, collection: str, prefix: str = "") -> list[tuple[str, Document]]:
+        async with self.db.connection(f"scanning collection {collection!r}") as conn:
+            rows = await conn.fetch(self._scan_sql, collection, prefix)
+        return [(key, decode_document(body)) for key, body in rows]
+
+    async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
+                     inbox: tuple[str, str] | None = None) -> bool:
+        deletes = list(changes.deletes)
+        puts = [(c, k, encode_document(doc).decode()) for (c, k), doc in changes.puts.items()]
+        consumer, message_id = inbox if inbox is not None else (None, None)
+        name, position = checkpoint if checkpoint is not None else (None, None)
+        async with self.db.connection("committing documents") as conn:
+            applied = await conn.fetchval(
+                self._commit_sql, consumer, message_id, name, position,
+                [c for c, _ in deletes], [k for _, k in deletes],
+                [c for c, _, _ in puts], [k for _, k, _ in puts], [b for _, _, b in puts])
+        return bool(applied)
+
+    async def checkpoint(self, name: str) -> int:
+        async with self.db.connection(f"reading checkpoint {name!r}") as conn:
+            position = await conn.fetchval(self._checkpoint_sql, name)
+        return 0 if position is None else int(position)
+
+    async def checkpoints(self) -> dict[str, int]:
+        async with self.db.connection("reading checkpoints") as conn:
+            rows = await conn.fetch(self._checkpoints_sql)
+        return {name: int(position) for name, position in rows}
+
+    async def reset_checkpoint(self, name: str, collections: list[str]) -> None:
+        async with self.db.connection(f"resetting checkpoint {name!r}") as conn, \
+                conn.transaction():
+            await conn.execute(self._drop_collections_sql, collections)
+            await conn.execute(self._zero_checkpoint_sql, name)
+
+    async def try_lease(self, name: str, owner: str, seconds: float) -> bool:
+        async with self.db.connection(f"taking lease {name!r}") as conn:
+            return bool(await conn.fetchval(self._lease_sql, name, owner, float(seconds)))
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        async with self.db.connection(f"releasing lease {name!r}") as conn:
+            await conn.execute(self._release_sql, name, owner)
+
+    async def has_seen(self, consumer: str, message_id: str) -> bool:
+        async with self.db.connection(f"reading inbox of {consumer!r}") as conn:
+            return await conn.fetchval(self._seen_sql, consumer, message_id) is not None
+
+
+async def open_postgres(url: str, schema: str = DEFAULT_SCHEMA, pool_size: int = 10,
+                        codec: EventCodec | None = None
+                        ) -> tuple[PostgresEventStore, PostgresDocumentStore]:
+    """Connect, migrate the schema, and return both stores over one pool.
+
+    Connections are named `mussikon:<schema>` (pg_stat_activity's application_name).
+    Closing the event store closes the pool.
+    """
+    _quoted_schema(schema)
+    pool = await create_pool(url, pool_size, f"mussikon:{schema}")
+    try:
+        await migrate(pool, schema)
+    except BaseException:
+        await pool.close()
+        raise
+    db = PostgresDatabase(pool, schema)
+    return PostgresEventStore(db, codec), PostgresDocumentStore(db)
