@@ -1,4 +1,4 @@
-"""The wire format: event JSON exactly as .NET's System.Text.Json writes the specification's classes.
+"""The wire format: event JSON exactly as .NET's System.Text.Json writes the seed's classes.
 
 PascalCase names, GUIDs as lowercase strings, UTC times with up to seven fraction
 digits, decimals as JSON numbers that keep their scale. The body always holds the
@@ -27,6 +27,10 @@ from mussikon.domain.instant import format_dotnet, parse_dotnet
 METADATA_FIELDS = frozenset({"correlation_id", "causation_id"})
 """Fields that travel beside the body (store columns, message headers), never inside it."""
 
+_REQUIRED_ON_READ = frozenset({"id", "occurred_at"})
+"""Defaulted when an event is made, but a document must carry them: inventing them on read
+would make the same document a different event each time it is read."""
+
 Body = dict[str, Any]
 Upcaster = Callable[[Body], Body]
 
@@ -44,39 +48,49 @@ def pascal_case(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
 
 
+class _Expected(Exception):
+    """A reader's refusal: says what the field must be (the codec adds the field and the value)."""
+
+
 def _to_str(v: Any) -> str:
     if not isinstance(v, str):
-        raise TypeError("a string")
+        raise _Expected("a string")
     return v
 
 
 def _to_int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError("an integer")
+        raise _Expected("an integer")
     return v
 
 
 def _to_decimal(v: Any) -> Decimal:
     if isinstance(v, bool) or not isinstance(v, Decimal | int):
-        raise TypeError("a number")
+        raise _Expected("a JSON number")
     return v if isinstance(v, Decimal) else Decimal(v)
 
 
 def _to_uuid(v: Any) -> UUID:
-    if not isinstance(v, str):
-        raise TypeError("a GUID string")
-    return UUID(v)
+    if isinstance(v, str):
+        try:
+            return UUID(v)
+        except ValueError:
+            pass
+    raise _Expected("a GUID string such as 3f2c8a51-7d4e-4b9a-9f1e-2a6b8c0d4e11")
 
 
 def _to_datetime(v: Any) -> datetime:
-    if not isinstance(v, str):
-        raise TypeError("an ISO 8601 time string")
-    return parse_dotnet(v)
+    if isinstance(v, str):
+        try:
+            return parse_dotnet(v)
+        except ValueError:
+            pass
+    raise _Expected("an ISO 8601 time string such as 2026-11-27T21:53:28.1234567Z")
 
 
 def _to_strings(v: Any) -> tuple[str, ...]:
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise TypeError("a list of strings")
+        raise _Expected("a list of strings")
     return tuple(v)
 
 
@@ -118,7 +132,8 @@ class _EventShape:
         self.cls = cls
         hints = typing.get_type_hints(cls)
         base = {f.name for f in dataclasses.fields(DomainEvent)}
-        own, inherited = [], []
+        own: list[_Field] = []
+        inherited: list[_Field] = []
         for f in dataclasses.fields(cls):
             if f.name in METADATA_FIELDS:
                 continue
@@ -126,7 +141,7 @@ class _EventShape:
             has_default = (f.default is not dataclasses.MISSING
                            or f.default_factory is not dataclasses.MISSING)
             spec = _Field(f.name, pascal_case(f.name), _READERS[kind], _WRITERS[kind],
-                          required=not has_default)
+                          required=not has_default or f.name in _REQUIRED_ON_READ)
             (inherited if f.name in base else own).append(spec)
         self.fields = (*own, *inherited)
 
@@ -155,8 +170,11 @@ class EventCodec:
         shape = self._shapes.get(event.event_type)
         if shape is None:
             raise UnknownEventType(f"event type {event.event_type!r} is not registered")
-        body = {f.wire: f.write(getattr(event, f.attr)) for f in shape.fields}
-        body["EventType"] = event.event_type
+        body: Body = {}
+        for f in shape.fields:
+            if f.wire == "Version":  # .NET declares EventType between OccurredAt and Version
+                body["EventType"] = event.event_type
+            body[f.wire] = f.write(getattr(event, f.attr))
         return body
 
     def encode(self, event: DomainEvent) -> bytes:
@@ -170,7 +188,7 @@ class EventCodec:
         except msgspec.DecodeError as exc:
             raise WireFormatError(f"body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
-            raise WireFormatError(f"body must be a JSON object, got {type(body).__name__}")
+            raise WireFormatError(f"body must be a JSON object, got {_json_kind(body)}")
         return body
 
     def decode(self, data: bytes | str, event_type: str | None = None, *,
@@ -197,11 +215,12 @@ class EventCodec:
             raw = body.get(f.wire, _MISSING)
             if raw is _MISSING or raw is None:
                 if f.required:
-                    raise WireFormatError(f"{name}: missing field {f.wire!r}")
+                    state = "is missing" if raw is _MISSING else "is null"
+                    raise WireFormatError(f"{name}: required field {f.wire!r} {state}")
                 continue
             try:
                 values[f.attr] = f.read(raw)
-            except (TypeError, ValueError) as exc:
+            except _Expected as exc:
                 raise WireFormatError(f"{name}: field {f.wire!r} must be {exc}, got {raw!r}") \
                     from None
         return shape.cls(**values, correlation_id=correlation_id, causation_id=causation_id)
@@ -216,3 +235,16 @@ class EventCodec:
 
 
 _MISSING = object()
+
+
+def _json_kind(value: Any) -> str:
+    """What a parsed JSON value is, in JSON's words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | Decimal):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
