@@ -1,0 +1,153 @@
+"""One AMQP connection kept open: reconnected with backoff after a broker or network loss.
+
+aiormq has no automatic recovery, so this does it: a supervisor waits for the connection
+to close, connects again, and calls every `on_connected` callback (declare the topology,
+resume consuming) before users see the new connection. Channels belong to a connection;
+users open theirs from `connection()` and open new ones after a loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import aiormq
+from aiormq.abc import AbstractConnection
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError
+
+from mussikon.config import mask_url
+
+log = logging.getLogger("mussikon.rabbitmq")
+
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError,
+)
+"""What a lost connection or a closed channel raises: the operation can be tried again later."""
+
+OnConnected = Callable[[AbstractConnection], Awaitable[None]]
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker could not be reached (the message names the URL without its password)."""
+
+
+class BrokerConnection:
+    """A connection to RabbitMQ that comes back after it is lost."""
+
+    def __init__(self, url: str, *, reconnect_delays: Sequence[float] = (0.1, 0.5, 1.0, 2.0, 5.0),
+                 name: str = "mussikon") -> None:
+        self.url = url
+        self.reconnect_delays = tuple(reconnect_delays)
+        self.name = name
+        self._listeners: list[OnConnected] = []
+        self._current: AbstractConnection | None = None
+        self._ready = asyncio.Event()
+        self._closing = False
+        self._supervisor: asyncio.Task[None] | None = None
+        self.reconnections = 0
+        """How many times the connection came back after a loss (for tests and status)."""
+
+    def on_connected(self, callback: OnConnected) -> None:
+        """Run `callback` on every new connection, in registration order, before it is handed
+        out. An exception from it drops that connection and tries again."""
+        self._listeners.append(callback)
+
+    async def open(self) -> None:
+        """Connect once (BrokerUnavailable if that fails), then keep the connection up."""
+        try:
+            self._current = await self._connect()
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise BrokerUnavailable(
+                f"RabbitMQ is not reachable at {mask_url(self.url)}: {exc}") from None
+        self._ready.set()
+        self._supervisor = asyncio.create_task(self._supervise(), name="rabbitmq-connection")
+
+    @property
+    def is_connected(self) -> bool:
+        """True while a connection is open and set up."""
+        return self._ready.is_set() and self._current is not None \
+            and not self._current.is_closed
+
+    @property
+    def is_closed(self) -> bool:
+        """True once `close()` was called."""
+        return self._closing
+
+    async def connection(self) -> AbstractConnection:
+        """The open connection, waiting while it is being re-established."""
+        while True:
+            await self._ready.wait()
+            current = self._current
+            if self._closing:
+                raise BrokerUnavailable("the broker connection is closed")
+            if current is not None and not current.is_closed:
+                return current
+            # Closed but the supervisor has not noticed yet: give it a turn.
+            await asyncio.sleep(0.01)
+
+    def drop(self, reason: str) -> None:
+        """Close the current connection so that it is re-established (after a channel-level
+        failure that leaves the connection in an unknown state)."""
+        current = self._current
+        if current is not None and not current.is_closed:
+            log.warning("dropping the RabbitMQ connection to recover: %s", reason)
+            asyncio.create_task(current.close())  # noqa: RUF006 - the supervisor awaits closure
+
+    async def close(self) -> None:
+        """Close the connection for good."""
+        self._closing = True
+        self._ready.set()  # wake waiters so they see the transport is closing
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        if self._current is not None and not self._current.is_closed:
+            with contextlib.suppress(*BROKER_ERRORS):
+                await self._current.close()
+
+    async def _connect(self) -> AbstractConnection:
+        connection = await aiormq.connect(self.url, client_properties={"connection_name":
+                                                                        self.name})
+        try:
+            for listener in self._listeners:
+                await listener(connection)
+        except BaseException:
+            with contextlib.suppress(*BROKER_ERRORS):
+                await connection.close()
+            raise
+        return connection
+
+    async def _supervise(self) -> None:
+        while True:
+            current = self._current
+            assert current is not None
+            # asyncio.wait rather than await: the future holds the reason for the closing (an
+            # exception, or a cancellation) and only the fact matters here.
+            await asyncio.wait({current.closing})
+            if self.is_closed:
+                return
+            self._ready.clear()
+            log.warning("RabbitMQ connection lost; reconnecting to %s", mask_url(self.url))
+            self._current = await self._reconnect()
+            self.reconnections += 1
+            self._ready.set()
+            log.info("RabbitMQ connection re-established")
+
+    async def _reconnect(self) -> AbstractConnection:
+        attempt = 0
+        while True:
+            delay = self.reconnect_delays[min(attempt, len(self.reconnect_delays) - 1)]
+            await asyncio.sleep(delay)
+            attempt += 1
+            try:
+                return await self._connect()
+            except BROKER_ERRORS as exc:
+                log.warning("reconnecting to RabbitMQ failed (attempt %d): %s", attempt, exc)
+            except Exception:
+                # A setup callback failed for another reason (a bug, a broker refusing the
+                # topology): keep trying, loudly, rather than leave the process deaf.
+                log.exception("setting up the RabbitMQ connection failed (attempt %d)", attempt)

@@ -1,0 +1,189 @@
+"""The outbox relay: publishes the store's global order to the events exchange.
+
+The store is the outbox. The relay reads events after its checkpoint, publishes a batch
+with publisher confirms (many in flight at once), and moves the checkpoint only when the
+broker has confirmed the whole batch. A crash re-publishes at most the unconfirmed batch;
+every message's id is its event's id, so consumers recognise the repeats.
+
+One relay is active among all the processes sharing a store: the holder of a lease in
+the document store, renewed while it works. The others stand by and take over when the
+lease expires or is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+from aiormq.abc import AbstractChannel
+
+from mussikon.messaging.rabbitmq.connection import BROKER_ERRORS, BrokerConnection
+from mussikon.messaging.rabbitmq.properties import event_properties
+from mussikon.messaging.rabbitmq.topology import Topology
+from mussikon.store import EventStore, RecordedEvent, StoreError, UndecodableEventError
+from mussikon.store.documents import Changes, DocumentStore
+from mussikon.wire import EventCodec
+
+log = logging.getLogger("mussikon.rabbitmq.relay")
+
+_RETRYABLE: tuple[type[BaseException], ...] = (*BROKER_ERRORS, StoreError)
+
+UNDECODABLE = "relay-undecodable"
+"""Collection where the relay records stored events it could not read, keyed by position."""
+
+
+class OutboxRelay:
+    """Moves events from the store to RabbitMQ, in order, each confirmed before it counts."""
+
+    def __init__(self, store: EventStore, documents: DocumentStore, codec: EventCodec,
+                 topology: Topology, broker: BrokerConnection, *, name: str = "relay",
+                 batch_size: int = 500, lease_seconds: float = 10.0,
+                 poll_interval: float = 0.05, poll_max_interval: float = 1.0,
+                 publish_timeout: float = 30.0, owner: str | None = None) -> None:
+        self.store, self.documents, self.codec = store, documents, codec
+        self.topology, self.broker = topology, broker
+        self.name = name
+        self.batch_size = batch_size
+        self.lease_seconds = lease_seconds
+        self.poll_interval, self.poll_max_interval = poll_interval, poll_max_interval
+        self.publish_timeout = publish_timeout
+        self.owner = owner or uuid.uuid4().hex
+        self.published = 0
+        """Messages this relay had confirmed by the broker (repeats included)."""
+        self._woken = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._channel: AbstractChannel | None = None
+        self._lease_renewed_at: float | None = None
+
+    @property
+    def is_active(self) -> bool:
+        """True while this relay holds the lease (the others are standing by)."""
+        return self._lease_renewed_at is not None
+
+    async def position(self) -> int:
+        """The store position up to which every event was published and confirmed."""
+        return await self.documents.checkpoint(self.name)
+
+    def start(self) -> None:
+        """Run in the background until `stop()`."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"relay:{self.name}")
+
+    def wake(self) -> None:
+        """Look for new events now rather than at the next poll."""
+        self._woken.set()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Finish the batch in flight (or give it up after `timeout`) and release the lease."""
+        self._stopping = True
+        self._woken.set()
+        if self._task is not None:
+            done, _ = await asyncio.wait({self._task}, timeout=timeout)
+            if not done:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            self._task = None
+        await self._release()
+        if self._channel is not None and not self._channel.is_closed:
+            with contextlib.suppress(*BROKER_ERRORS):
+                await self._channel.close()
+
+    async def _run(self) -> None:
+        idle_delay = self.poll_interval
+        failures = 0
+        while not self._stopping:
+            try:
+                if not await self._hold_lease():
+                    # Standing by: the active relay's lease is checked a few times per term.
+                    await self._sleep(self.lease_seconds / 3)
+                    continue
+                published = await self.publish_batch()
+                failures = 0
+            except _RETRYABLE as exc:
+                failures += 1
+                log.warning("relay %s: %s; trying again", self.name, exc or type(exc).__name__)
+                await self._sleep(min(0.1 * 2 ** failures, 5.0))
+                continue
+            if published:
+                idle_delay = self.poll_interval
+                continue
+            await self._sleep(idle_delay)
+            idle_delay = min(idle_delay * 2, self.poll_max_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._woken.wait(), seconds)
+        self._woken.clear()
+
+    async def _hold_lease(self) -> bool:
+        now = time.monotonic()
+        if self._lease_renewed_at is not None and now - self._lease_renewed_at < \
+                self.lease_seconds / 3:
+            return True
+        if await self.documents.try_lease(self.name, self.owner, self.lease_seconds):
+            if self._lease_renewed_at is None:
+                log.info("relay %s: active (owner %s)", self.name, self.owner)
+            self._lease_renewed_at = now
+            return True
+        self._lease_renewed_at = None
+        return False
+
+    async def _release(self) -> None:
+        if self._lease_renewed_at is not None:
+            self._lease_renewed_at = None
+            with contextlib.suppress(StoreError):
+                await self.documents.release_lease(self.name, self.owner)
+
+    async def publish_batch(self) -> int:
+        """Publish the next batch after the checkpoint and move the checkpoint past it.
+
+        Returns how many events were published (0: nothing new). Raises a broker error
+        if any message was not confirmed; the checkpoint then stays where it was.
+        """
+        start = await self.documents.checkpoint(self.name) + 1
+        try:
+            records = await self.store.read_all(start, self.batch_size)
+        except UndecodableEventError as exc:
+            await self._skip_undecodable(exc)
+            return 1
+        if not records:
+            return 0
+        channel = await self._publishing_channel()
+        await asyncio.gather(*(self._publish(channel, record) for record in records))
+        self.published += len(records)
+        await self.documents.commit(Changes(), checkpoint=(self.name, records[-1].position))
+        return len(records)
+
+    async def _publish(self, channel: AbstractChannel, record: RecordedEvent) -> None:
+        event = record.event
+        await channel.basic_publish(
+            self.codec.encode(event),
+            exchange=self.topology.events_exchange,
+            routing_key=self.topology.routing_key(event.event_type),
+            properties=event_properties(event, record.position),
+            # Unroutable means the topology is missing a queue: an error, not a silent drop.
+            mandatory=True,
+            timeout=self.publish_timeout,
+        )
+
+    async def _publishing_channel(self) -> AbstractChannel:
+        if self._channel is None or self._channel.is_closed:
+            connection = await self.broker.connection()
+            self._channel = await connection.channel(publisher_confirms=True,
+                                                     on_return_raises=True)
+        return self._channel
+
+    async def _skip_undecodable(self, exc: UndecodableEventError) -> None:
+        # No body to publish: record it where an operator can see it, and go on, so one bad
+        # row does not stop every event after it from being published.
+        log.error("relay %s: skipping unreadable event: %s", self.name, exc)
+        changes = Changes()
+        changes.put(UNDECODABLE, str(exc.position),
+                    {"position": exc.position, "stream_id": exc.stream_id,
+                     "version": exc.version, "reason": exc.reason})
+        await self.documents.commit(changes, checkpoint=(self.name, exc.position))

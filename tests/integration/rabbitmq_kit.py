@@ -1,0 +1,243 @@
+"""What the RabbitMQ transport tests share: sample events, a per-test broker namespace that
+cleans up after itself, a TCP proxy that cuts connections, and pika playing the .NET service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import shutil
+import subprocess
+import typing
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiormq
+import pika
+
+from mussikon.domain.events import ALL_EVENT_TYPES, DomainEvent
+from mussikon.domain.instant import utc_now
+from mussikon.messaging import Envelope, Handler, Subscription
+from mussikon.messaging.inbox import idempotent
+from mussikon.messaging.rabbitmq import RabbitMqTransport, Topology
+from mussikon.store import EventStore
+from mussikon.store.documents import DocumentStore
+from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.wire import EventCodec
+
+FAST = {"retry_delays": (0.01,), "delayed_retry_delays": (0.2, 0.4), "lease_seconds": 1.5,
+        "poll_interval": 0.02, "poll_max_interval": 0.2}
+"""Transport options that keep the tests quick: short retries, short lease, quick polling."""
+
+_SAMPLES: dict[Any, Callable[[int], Any]] = {
+    str: lambda n: f"value-{n}",
+    int: lambda n: n,
+    Decimal: lambda n: Decimal(f"{n}.50"),
+    uuid.UUID: lambda n: uuid.uuid4(),
+    datetime: lambda n: utc_now(),
+    tuple[str, ...]: lambda n: ("jazz", "bolero"),
+}
+
+
+def sample_event(cls: type[DomainEvent], n: int = 1, **values: Any) -> DomainEvent:
+    """An event of any type, its own fields filled with plausible values."""
+    hints = typing.get_type_hints(cls)
+    base = {f.name for f in dataclasses.fields(DomainEvent)}
+    for f in dataclasses.fields(cls):
+        if f.name not in base and f.name not in values:
+            values[f.name] = _SAMPLES[hints[f.name]](n)
+    return cls(**values)
+
+
+def every_event_type() -> list[type[DomainEvent]]:
+    """The event types the default codec routes."""
+    return list(ALL_EVENT_TYPES)
+
+
+async def append(store: EventStore, events: Iterable[DomainEvent]) -> None:
+    """Append each event to its own stream (appended after whatever the stream holds)."""
+    for event in events:
+        version = await store.stream_version(event.stream_id)
+        await store.append(event.stream_id, [event], version)
+
+
+class Recorder:
+    """A subscription handler that records what it handled and can be told to fail."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.handled: list[Envelope] = []
+        self.effects: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self.fail_for: set[str] = set()
+        self.delay = delay
+
+    async def __call__(self, envelope: Envelope) -> None:
+        self.calls[envelope.message_id] += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if envelope.message_id in self.fail_for:
+            raise ValueError(f"cannot handle {envelope.event.event_type}")
+        self.handled.append(envelope)
+        self.effects[envelope.message_id] += 1
+
+    def subscription(self, name: str, event_types: Iterable[str],
+                     documents: DocumentStore | None = None) -> Subscription:
+        """This recorder as a subscription; made idempotent when given a document store."""
+        handler: Handler = self
+        subscription = Subscription(name, frozenset(event_types), handler)
+        return idempotent(subscription, documents) if documents is not None else subscription
+
+
+class BrokerNamespace:
+    """One test's slice of the broker: a unique prefix, the transports it started, and the
+    exchanges and queues they declared, all removed at the end."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url, self.prefix = url, prefix
+        self.codec = EventCodec()
+        self.transports: list[RabbitMqTransport] = []
+        self._topologies: dict[tuple[str, tuple[float, ...]], Topology] = {}
+
+    def transport(self, store: EventStore | None = None, documents: DocumentStore | None = None,
+                  url: str | None = None, **options: Any) -> RabbitMqTransport:
+        """A transport in this namespace (not started); stopped and cleaned up at the end."""
+        settings = {**FAST, "prefix": self.prefix, "connection_name": f"test-{self.prefix}",
+                    **options}
+        transport = RabbitMqTransport(url or self.url, store or InMemoryEventStore(self.codec),
+                                      documents or InMemoryDocumentStore(), self.codec,
+                                      **settings)
+        self.transports.append(transport)
+        topology = transport.topology
+        self._topologies[(topology.queue_type, tuple(s.delay for s in topology.retry_stages))] \
+            = topology
+        return transport
+
+    async def channel(self) -> aiormq.abc.AbstractChannel:
+        """A raw channel on a connection of its own (closed by `cleanup`)."""
+        self._raw = getattr(self, "_raw", None) or await aiormq.connect(self.url)
+        return await self._raw.channel()
+
+    async def cleanup(self) -> None:
+        """Stop every transport, then delete every exchange and queue of the namespace."""
+        for transport in self.transports:
+            with contextlib.suppress(Exception):
+                await transport.stop()
+        channel = await self.channel()
+        for topology in self._topologies.values():
+            await topology.delete(channel)
+        await self._raw.close()
+
+
+def pika_channel(url: str) -> tuple[pika.BlockingConnection, Any]:
+    """A blocking pika connection and channel: the independent client playing .NET."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    return connection, connection.channel()
+
+
+def dotnet_publish(url: str, exchange: str, routing_key: str, body: bytes,
+                   event_type: str) -> str:
+    """Publish as the specification's `RabbitMQService.PublishEventAsync` does; return the
+    message id (a new GUID, unrelated to the event's id)."""
+    message_id = str(uuid.uuid4())
+    connection, channel = pika_channel(url)
+    try:
+        channel.confirm_delivery()
+        channel.basic_publish(exchange, routing_key, body, pika.BasicProperties(
+            delivery_mode=2, message_id=message_id,
+            timestamp=int(utc_now().timestamp()),
+            headers={"EventType": event_type, "Version": "1.0"}))
+    finally:
+        connection.close()
+    return message_id
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Wait until `check()` is true (AssertionError after `timeout` seconds)."""
+    async def poll() -> None:
+        while not await check():  # noqa: ASYNC110 - the condition lives elsewhere: polled
+            await asyncio.sleep(0.02)
+
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"condition not met within {timeout} s") from None
+
+
+class TcpProxy:
+    """A TCP proxy in front of the broker whose connections the test can cut, as a network
+    failure would: the client sees its socket die, the broker sees the peer vanish."""
+
+    def __init__(self, target_url: str) -> None:
+        parts = urlsplit(target_url)
+        self.target_url = target_url
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 5672
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.StreamWriter] = set()
+        self.cuts = 0
+
+    async def start(self) -> str:
+        """Listen on a free port; return the broker URL that goes through the proxy."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        parts = urlsplit(self.target_url)
+        netloc = parts.netloc.rsplit("@", 1)
+        host = f"127.0.0.1:{port}"
+        return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2
+                                         else host))
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        except OSError:
+            writer.close()
+            return
+        self._pipes |= {writer, up_writer}
+        await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer),
+                             return_exceptions=True)
+        self._pipes -= {writer, up_writer}
+
+    def cut(self) -> None:
+        """Abort every connection through the proxy (new ones are accepted)."""
+        self.cuts += 1
+        for writer in list(self._pipes):
+            writer.transport.abort()
+
+    async def close(self) -> None:
+        """Stop listening and cut what is left."""
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.transport.abort()
+
+
+def close_broker_connections(name: str) -> int:
+    """Close, from the broker's side, every connection named `name` (rabbitmqctl); returns
+    how many, or -1 if rabbitmqctl is not usable here."""
+    if shutil.which("rabbitmqctl") is None:
+        return -1
+    listing = subprocess.run(["rabbitmqctl", "list_connections", "-q", "pid",
+                              "client_properties"], capture_output=True, text=True, check=False)
+    if listing.returncode != 0:
+        return -1
+    closed = 0
+    for line in listing.stdout.splitlines():
+        if f'<<"{name}">>' in line:
+            pid = line.split("\t", 1)[0]
+            subprocess.run(["rabbitmqctl", "close_connection", pid, "closed by a test"],
+                           capture_output=True, check=False)
+            closed += 1
+    return closed
