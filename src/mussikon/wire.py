@@ -146,13 +146,25 @@ class _EventShape:
         self.fields = (*own, *inherited)
 
 
+def organizer_registered_v1_to_v2(body: Body) -> Body:
+    """OrganizerRegisteredEvent 2 added the organizer's payment source; before, there was none."""
+    body.setdefault("PaymentSource", "")
+    return body
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("OrganizerRegisteredEvent", 1): organizer_registered_v1_to_v2,
+}
+"""Every schema change of an event, as a step from version N to N+1."""
+
+
 class EventCodec:
     """Turns events into wire JSON and back, by a registry of `EventType` → class."""
 
     def __init__(self, types: Iterable[type[DomainEvent]] = ALL_EVENT_TYPES,
                  upcasters: Mapping[tuple[str, int], Upcaster] | None = None) -> None:
         self._shapes = {cls.__name__: _EventShape(cls) for cls in types}
-        self._upcasters = dict(upcasters or {})
+        self._upcasters = dict(UPCASTERS if upcasters is None else upcasters)
         self._encoder = msgspec.json.Encoder(decimal_format="number")
         self._decoder = msgspec.json.Decoder(float_hook=Decimal)
 

@@ -66,7 +66,7 @@ def musician_registered(musician_id: str = MUSICIAN_ID) -> MusicianRegisteredEve
 
 def organizer_registered(organizer_id: str = ORGANIZER_ID) -> OrganizerRegisteredEvent:
     return OrganizerRegisteredEvent(organizer_id=organizer_id, email="eventos@example.org",
-                                    name="Casa de Teatro")
+                                    name="Casa de Teatro", payment_source="tok_visa")
 
 
 def gig_created(gig_id: str = GIG_ID, budget: Decimal = BUDGET) -> EventCreatedEvent:

@@ -74,10 +74,12 @@ class OrganizerRegisteredEvent(DomainEvent):
     aggregate_type: ClassVar[str] = "organizer"
     aggregate_field: ClassVar[str] = "organizer_id"
 
+    version: int = 2
+    """Version 2 added `PaymentSource`; version 1 documents are upcast on read (wire.py)."""
     organizer_id: str
     email: str
     name: str
-    payment_source: str = ""
+    payment_source: str
     """The gateway's token for the organizer's card (never a card number)."""
 
 
