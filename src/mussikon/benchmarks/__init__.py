@@ -1,0 +1,1 @@
+"""Benchmarks: our figures beside the peers', measured in the same run (`mussikon bench …`)."""

@@ -1,0 +1,170 @@
+"""The pyeventsourcing peer (the `eventsourcing` package): the same workloads, written its way.
+
+Its aggregates mirror ours field for field (a musician's registration, a gig created then
+closed, a contract whose payments keep failing), so both sides store events of the same
+size. Runs in this process, synchronously, right before or after ours.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from mussikon.benchmarks.store_workloads import BATCH, GIG_DATE, LONG_STREAM, Timing, timed_sync
+
+NAME = "pyeventsourcing"
+
+
+def available() -> bool:
+    """True if the bench extra (`eventsourcing`) is installed."""
+    try:
+        import eventsourcing.application  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@contextmanager
+def sqlite_synchronous(level: str) -> Iterator[None]:
+    """Make every SQLite connection eventsourcing opens use `PRAGMA synchronous=level`.
+
+    eventsourcing leaves SQLite's default (FULL); the comparison must be at one setting.
+    """
+    from eventsourcing.sqlite import SQLiteConnectionPool
+
+    original = SQLiteConnectionPool._create_connection
+
+    def create(pool: Any) -> Any:
+        connection = original(pool)
+        raw: sqlite3.Connection = connection._sqlite_conn
+        raw.execute(f"PRAGMA synchronous={level}")
+        return connection
+
+    SQLiteConnectionPool._create_connection = create  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        SQLiteConnectionPool._create_connection = original  # type: ignore[method-assign]
+
+
+class EsPeer:
+    """One eventsourcing `Application` and the workloads run against it."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        from eventsourcing.application import Application
+        from eventsourcing.domain import Aggregate, event
+
+        class Musician(Aggregate):
+            @event("Registered")
+            def __init__(self, email: str, name: str, genres: list[str], location: str) -> None:
+                self.email, self.name, self.genres, self.location = email, name, genres, location
+
+        class Gig(Aggregate):
+            @event("Created")
+            def __init__(self, organizer_id: str, title: str, event_date: datetime,
+                         location: str, genre: str, budget: Decimal) -> None:
+                self.organizer_id, self.title, self.event_date = organizer_id, title, event_date
+                self.location, self.genre, self.budget = location, genre, budget
+                self.status = "Open"
+
+            @event("Closed")
+            def close(self, reason: str) -> None:
+                self.status, self.reason = "Closed", reason
+
+        class Contract(Aggregate):
+            @event("Drafted")
+            def __init__(self, application_id: str, musician_id: str, organizer_id: str,
+                         event_id: str, amount: Decimal, event_date: datetime) -> None:
+                self.application_id, self.musician_id = application_id, musician_id
+                self.organizer_id, self.event_id = organizer_id, event_id
+                self.amount, self.event_date = amount, event_date
+                self.status, self.payment_id, self.reason = "Drafted", "", ""
+
+            @event("PaymentFailed")
+            def payment_failed(self, payment_id: str, reason: str) -> None:
+                self.status, self.payment_id, self.reason = "PaymentFailed", payment_id, reason
+
+        self.Musician, self.Gig, self.Contract = Musician, Gig, Contract
+        self.app = Application[UUID](env=dict(env))
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.app.close()
+
+    def _contract(self, count: int) -> Any:
+        contract: Any = self.Contract(application_id="app-1", musician_id="mus-1",
+                                 organizer_id="org-1", event_id="gig-1",
+                                 amount=Decimal("1200.50"), event_date=GIG_DATE)
+        for version in range(2, count + 1):
+            contract.payment_failed(payment_id=f"pay-{version}", reason="card declined")
+        return contract
+
+    def append_new_streams(self, n: int) -> Timing:
+        """n new aggregates, one event each, one save each."""
+        def run() -> int:
+            for _ in range(n):
+                self.app.save(self.Musician(email="ana@example.com", name="Ana Peña",
+                                            genres=["jazz", "salsa"], location="Santo Domingo"))
+            return n
+        return timed_sync(run)
+
+    def prepare_gigs(self, n: int) -> list[UUID]:
+        """n gigs of one event each (not timed)."""
+        ids = []
+        for _ in range(n):
+            gig: Any = self.Gig(organizer_id="org-1", title="Jazz night", event_date=GIG_DATE,
+                           location="Santo Domingo", genre="jazz", budget=Decimal("1500.00"))
+            self.app.save(gig)
+            ids.append(gig.id)
+        return ids
+
+    def get_and_append(self, gig_ids: list[UUID]) -> Timing:
+        """For each gig: get it from the repository, close it, save it."""
+        def run() -> int:
+            for gig_id in gig_ids:
+                gig: Any = self.app.repository.get(gig_id)
+                gig.close(reason="booked")
+                self.app.save(gig)
+            return len(gig_ids)
+        return timed_sync(run)
+
+    def append_batches(self, batches: int) -> Timing:
+        """Saves of one new aggregate with 100 events each."""
+        def run() -> int:
+            for _ in range(batches):
+                self.app.save(self._contract(BATCH))
+            return batches * BATCH
+        return timed_sync(run)
+
+    def prepare_long_stream(self) -> UUID:
+        """One aggregate of 1,000 events, saved 100 at a time (not timed)."""
+        contract: Any = self.Contract(application_id="app-1", musician_id="mus-1",
+                                 organizer_id="org-1", event_id="gig-1",
+                                 amount=Decimal("1200.50"), event_date=GIG_DATE)
+        for version in range(2, LONG_STREAM + 1):
+            contract.payment_failed(payment_id=f"pay-{version}", reason="card declined")
+            if version % BATCH == 0:
+                self.app.save(contract)
+        self.app.save(contract)
+        contract_id: UUID = contract.id
+        return contract_id
+
+    def load_long_stream(self, contract_id: UUID, loads: int) -> Timing:
+        """Reconstruct the 1,000-event aggregate from its events, `loads` times."""
+        def run() -> int:
+            for _ in range(loads):
+                contract: Any = self.app.repository.get(contract_id)
+                if contract.version != LONG_STREAM:
+                    raise AssertionError(f"loaded {contract.version} events, not {LONG_STREAM}")
+            return loads * LONG_STREAM
+        return timed_sync(run)
+
+
+def sqlite_env(path: str) -> dict[str, str]:
+    """The environment that points eventsourcing at a SQLite file."""
+    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path}

@@ -1,0 +1,241 @@
+"""`mussikon bench store --backend sqlite`: our SQLite event store beside its peers, in one run.
+
+Contenders, each on its own fresh database file in WAL mode at the same `synchronous`:
+
+- ours: `SqliteEventStore`, through the async port, building aggregates and events,
+  encoding them, rebuilding aggregates on reads;
+- `raw-sqlite3`: plain `sqlite3` inserts of the very rows our store writes (encoded
+  beforehand) into the same table, one transaction per append: the ceiling;
+- `pyeventsourcing`: the `eventsourcing` package on SQLite, the same workloads its way.
+
+Every round runs each workload for each contender back to back, in an order that turns
+round by round; a contender's figure is its best round (the one least disturbed by
+whatever else the machine was doing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mussikon.benchmarks import store_workloads as w
+from mussikon.benchmarks.peer_eventsourcing import (
+    EsPeer,
+    available,
+    sqlite_env,
+    sqlite_synchronous,
+)
+from mussikon.benchmarks.report import Report, Result
+from mussikon.domain.contract import Contract
+from mussikon.domain.events import DomainEvent
+from mussikon.domain.instant import epoch_micros, utc_now
+from mussikon.store.sqlite import SqliteDatabase, SqliteEventStore, migrate
+from mussikon.wire import EventCodec
+
+OURS = "ours"
+RAW = "raw-sqlite3"
+ES = "pyeventsourcing"
+
+TARGETS: dict[str, dict[str, float]] = {
+    w.APPEND_NEW_STREAM: {RAW: 0.8, ES: 1.3},
+    w.APPEND_EXISTING_STREAM: {ES: 2.0},
+    w.APPEND_BATCH_100: {RAW: 0.8, ES: 2.5},
+    w.READ_STREAM_1000: {ES: 3.0},
+}
+"""Issue 2's targets: the least ours/peer ratio wanted."""
+
+_INSERT = (
+    "INSERT INTO events (event_id, stream_id, version, event_type, data, occurred_at,"
+    " correlation_id, causation_id, recorded_at) VALUES (?,?,?,?,?,?,?,?,?)"
+)
+
+Row = tuple[Any, ...]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What to run: sizes, durability, rounds, and where the database files go."""
+
+    events: int = 1000
+    synchronous: str = "FULL"
+    rounds: int = 3
+    directory: str | None = None
+    peers: bool = True
+
+
+class RawSqlite:
+    """The ceiling: our rows, our table, plain `sqlite3`, nothing else."""
+
+    def __init__(self, path: str, synchronous: str) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute(f"PRAGMA synchronous={synchronous}")
+        migrate(self.conn)
+        self.codec = EventCodec()
+
+    def rows(self, stream_id: str, events: list[DomainEvent]) -> list[Row]:
+        """The rows our store writes for these events (encoded before the clock starts)."""
+        now = epoch_micros(utc_now())
+        return [(str(e.id), stream_id, version, e.event_type, self.codec.encode(e).decode(),
+                 epoch_micros(e.occurred_at), None, None, now)
+                for version, e in enumerate(events, start=1)]
+
+    def insert(self, batches: list[list[Row]]) -> w.Timing:
+        """Each batch in one transaction: a lone row as one autocommit INSERT (SQLite makes it
+        its own transaction), more rows as BEGIN IMMEDIATE, executemany, COMMIT."""
+        conn = self.conn
+
+        def run() -> int:
+            n = 0
+            for rows in batches:
+                if len(rows) == 1:
+                    conn.execute(_INSERT, rows[0])
+                else:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.executemany(_INSERT, rows)
+                    conn.execute("COMMIT")
+                n += len(rows)
+            return n
+        return w.timed_sync(run)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Contenders:
+    """The three databases, opened once and used by every round."""
+
+    def __init__(self, directory: Path, options: Options) -> None:
+        self.options = options
+        self.directory = directory
+        self.db = SqliteDatabase(str(directory / "ours.db"), options.synchronous)
+        self.ours = SqliteEventStore(self.db)
+        self.raw: RawSqlite | None = None
+        self.es: EsPeer | None = None
+        if options.peers:
+            self.raw = RawSqlite(str(directory / "raw.db"), options.synchronous)
+            if available():
+                with sqlite_synchronous(options.synchronous):
+                    self.es = EsPeer(sqlite_env(str(directory / "es.db")))
+
+    async def close(self) -> None:
+        await self.ours.close()
+        if self.raw is not None:
+            self.raw.close()
+        if self.es is not None:
+            self.es.close()
+
+    def _es_synchronous(self) -> Any:
+        return sqlite_synchronous(self.options.synchronous)
+
+    # One method per workload: {contender: Timing}, contenders in the given order.
+
+    async def append_new_stream(self, order: list[str], n: int) -> dict[str, w.Timing]:
+        out: dict[str, w.Timing] = {}
+        for who in order:
+            if who == OURS:
+                out[who] = await w.append_new_streams(self.ours, n)
+            elif who == RAW and self.raw is not None:
+                raw = self.raw
+                musicians = (w.register_musician(w.new_id()) for _ in range(n))
+                out[who] = raw.insert([raw.rows(m.stream_id, m.pending) for m in musicians])
+            elif who == ES and self.es is not None:
+                with self._es_synchronous():
+                    out[who] = self.es.append_new_streams(n)
+        return out
+
+    async def append_existing_stream(self, order: list[str], n: int) -> dict[str, w.Timing]:
+        out: dict[str, w.Timing] = {}
+        for who in order:
+            if who == OURS:
+                gig_ids = await w.prepare_gigs(self.ours, n)
+                out[who] = await w.get_and_append(self.ours, gig_ids)
+            elif who == ES and self.es is not None:
+                with self._es_synchronous():
+                    es_ids = self.es.prepare_gigs(n)
+                    out[who] = self.es.get_and_append(es_ids)
+        return out
+
+    async def append_batch_100(self, order: list[str], batches: int) -> dict[str, w.Timing]:
+        out: dict[str, w.Timing] = {}
+        for who in order:
+            if who == OURS:
+                out[who] = await w.append_batches(self.ours, batches)
+            elif who == RAW and self.raw is not None:
+                raw = self.raw
+                histories = ((Contract.stream_id_for(c), w.contract_history(c, w.BATCH))
+                             for c in (w.new_id() for _ in range(batches)))
+                out[who] = raw.insert([raw.rows(stream, events) for stream, events in histories])
+            elif who == ES and self.es is not None:
+                with self._es_synchronous():
+                    out[who] = self.es.append_batches(batches)
+        return out
+
+    async def read_stream_1000(self, order: list[str], loads: int) -> dict[str, w.Timing]:
+        out: dict[str, w.Timing] = {}
+        for who in order:
+            if who == OURS:
+                contract_id = await w.prepare_long_stream(self.ours)
+                out[who] = await w.load_long_stream(self.ours, contract_id, loads)
+            elif who == ES and self.es is not None:
+                with self._es_synchronous():
+                    es_id = self.es.prepare_long_stream()
+                    out[who] = self.es.load_long_stream(es_id, loads)
+        return out
+
+
+async def measure(directory: Path, options: Options, progress: Progress | None = None) -> Report:
+    """Run every workload for every contender, `options.rounds` times; best round each."""
+    sizes = w.Sizes(options.events)
+    contenders = Contenders(directory, options)
+    best: dict[str, dict[str, float]] = {name: {} for name in w.WORKLOADS}
+    runs: list[tuple[str, Callable[[list[str]], Any]]] = [
+        (w.APPEND_NEW_STREAM, lambda o: contenders.append_new_stream(o, sizes.single)),
+        (w.APPEND_EXISTING_STREAM, lambda o: contenders.append_existing_stream(o, sizes.single)),
+        (w.APPEND_BATCH_100, lambda o: contenders.append_batch_100(o, sizes.batches)),
+        (w.READ_STREAM_1000, lambda o: contenders.read_stream_1000(o, sizes.loads)),
+    ]
+    names = [OURS, RAW, ES]
+    try:
+        for round_no in range(options.rounds):
+            order = names[round_no % 3:] + names[: round_no % 3]
+            for workload, run in runs:
+                timings: dict[str, w.Timing] = await run(order)
+                for who, (n, seconds) in timings.items():
+                    rate = n / seconds
+                    best[workload][who] = max(best[workload].get(who, 0.0), rate)
+                if progress is not None:
+                    progress(f"round {round_no + 1}/{options.rounds} {workload}: " + ", ".join(
+                        f"{who} {n / s:,.0f}" for who, (n, s) in timings.items()))
+    finally:
+        await contenders.close()
+    results = [
+        Result(workload=name, unit=w.UNIT, ours=figures.get(OURS, 0.0),
+               peers={p: figures[p] for p in (RAW, ES) if p in figures},
+               targets={p: t for p, t in TARGETS[name].items() if p in figures})
+        for name, figures in best.items()
+    ]
+    settings = {"synchronous": options.synchronous, "journal_mode": "WAL",
+                "events": str(options.events), "rounds": str(options.rounds),
+                "figure": "best round"}
+    if options.peers and contenders.es is None:
+        settings["pyeventsourcing"] = "not installed (pip install -e '.[bench]')"
+    return Report("store-sqlite", results, settings)
+
+
+def run(options: Options, progress: Progress | None = None) -> Report:
+    """Measure, from synchronous code, in `options.directory` or a temporary one (removed)."""
+    directory = Path(options.directory or tempfile.mkdtemp(prefix="mussikon-bench-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        return asyncio.run(measure(directory, options, progress))
+    finally:
+        if options.directory is None:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,97 @@
+"""The benchmark machinery: the JSON shape, the table, the CLI. Not a timed test: the figures
+themselves are not checked, only that every workload and peer is measured and reported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from mussikon.benchmarks import store_sqlite
+from mussikon.benchmarks.cli import bench_app
+from mussikon.benchmarks.peer_eventsourcing import available
+from mussikon.benchmarks.report import Report, Result, from_json
+
+
+def test_the_json_shape_is_the_one_of_the_design() -> None:
+    report = Report("store-sqlite", [
+        Result("append-new-stream", "events/s", 3000.04,
+               {"raw-sqlite3": 3500, "pyeventsourcing": 2000}, targets={"raw-sqlite3": 0.8}),
+    ], settings={"synchronous": "FULL"})
+
+    document = json.loads(report.dumps())
+
+    assert document == {"benchmark": "store-sqlite", "results": [
+        {"workload": "append-new-stream", "unit": "events/s", "ours": 3000.0,
+         "peers": {"raw-sqlite3": 3500.0, "pyeventsourcing": 2000.0}}]}
+    assert from_json(document).to_json() == document
+
+
+def test_a_ratio_says_how_many_times_better_ours_is_for_throughput_and_latency() -> None:
+    throughput = Result("w", "events/s", 300.0, {"peer": 100.0}, targets={"peer": 2.5})
+    latency = Result("w-p99", "ms", 2.0, {"peer": 8.0}, targets={"peer": 5.0})
+
+    assert throughput.advantage("peer") == 3.0 and throughput.meets_targets()
+    assert latency.advantage("peer") == 4.0 and not latency.meets_targets()
+    assert throughput.advantage("absent") is None
+
+
+def test_the_table_shows_ours_each_peer_and_the_ratios() -> None:
+    report = Report("store-sqlite", [
+        Result("append-batch-100", "events/s", 30000.0, {"raw-sqlite3": 40000.0,
+                                                        "pyeventsourcing": 10000.0},
+               targets={"raw-sqlite3": 0.8, "pyeventsourcing": 2.5}),
+    ], settings={"synchronous": "FULL"})
+    console = Console(width=200, record=True)
+
+    report.render(console)
+
+    text = console.export_text()
+    assert "append-batch-100" in text and "30,000" in text and "40,000" in text
+    assert "0.75× <0.8" in text and "3.00× ≥2.5" in text and "synchronous=FULL" in text
+
+
+def test_the_sqlite_store_benchmark_measures_every_workload_beside_its_peers(
+        tmp_path: Path) -> None:
+    if not available():
+        pytest.skip("the bench extra (eventsourcing) is not installed")
+    report = store_sqlite.run(store_sqlite.Options(events=10, rounds=1, synchronous="NORMAL",
+                                                   directory=str(tmp_path)))
+
+    figures = {r.workload: r for r in report.results}
+    assert list(figures) == ["append-new-stream", "append-existing-stream", "append-batch-100",
+                             "read-stream-1000"]
+    assert set(figures["append-new-stream"].peers) == {"raw-sqlite3", "pyeventsourcing"}
+    assert set(figures["append-existing-stream"].peers) == {"pyeventsourcing"}
+    assert set(figures["append-batch-100"].peers) == {"raw-sqlite3", "pyeventsourcing"}
+    assert set(figures["read-stream-1000"].peers) == {"pyeventsourcing"}
+    assert all(r.ours > 0 and all(v > 0 for v in r.peers.values()) for r in report.results)
+    assert report.settings["synchronous"] == "NORMAL"
+
+
+def test_the_cli_prints_one_json_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, object] = {}
+
+    def fake(options: store_sqlite.Options, progress: object = None) -> Report:
+        seen["options"] = options
+        return Report("store-sqlite", [Result("append-new-stream", "events/s", 1.0)])
+
+    monkeypatch.setattr(store_sqlite, "run", fake)
+    result = CliRunner().invoke(bench_app, ["store", "--backend", "sqlite", "--json",
+                                            "--synchronous", "NORMAL", "--events", "20",
+                                            "--rounds", "1"])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["benchmark"] == "store-sqlite"
+    assert seen["options"] == store_sqlite.Options(events=20, synchronous="NORMAL", rounds=1)
+
+
+def test_a_backend_not_implemented_says_so_in_one_line() -> None:
+    result = CliRunner().invoke(bench_app, ["store", "--backend", "postgres"])
+
+    assert result.exit_code == 2
+    assert "not implemented yet" in result.output
+    assert "Traceback" not in result.output
