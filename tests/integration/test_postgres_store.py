@@ -1,0 +1,222 @@
+"""The PostgreSQL store under what only a server brings: many writers committing out of
+order, races on one stream, connections dropped mid-append, concurrent migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+import pytest
+
+from mussikon.domain.events import MusicianRegisteredEvent
+from mussikon.store import (
+    ANY_VERSION,
+    NO_STREAM,
+    ConcurrencyError,
+    RecordedEvent,
+    StoreError,
+    StoreUnavailable,
+)
+from mussikon.store.postgres import PostgresEventStore, migrate, open_postgres
+
+pytestmark = pytest.mark.postgres
+
+
+@dataclass
+class Server:
+    """Stores in a fresh schema, and a connection of our own to reach behind them."""
+
+    url: str
+    schema: str
+    events: PostgresEventStore
+    admin: asyncpg.Connection
+
+    async def delay_commits(self, min_seconds: float, max_seconds: float) -> None:
+        """Make every append sleep inside its transaction, after taking its position."""
+        s = f'"{self.schema}"'
+        await self.admin.execute(f"""
+            CREATE FUNCTION {s}.delay_commit() RETURNS trigger LANGUAGE plpgsql AS $body$
+            BEGIN
+                PERFORM pg_sleep({min_seconds} + random() * {max_seconds - min_seconds});
+                RETURN NULL;
+            END $body$;
+            CREATE TRIGGER delay_commit AFTER INSERT ON {s}.events
+                FOR EACH STATEMENT EXECUTE FUNCTION {s}.delay_commit();
+        """)
+
+    async def settle(self) -> None:
+        """Wait until every transaction that began before now has ended."""
+        started = await self.admin.fetchval(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+        for _ in range(2000):
+            if await self.admin.fetchval(
+                    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint") >= started:
+                return
+            await asyncio.sleep(0.005)
+        raise TimeoutError("a transaction in the PostgreSQL cluster stays open")
+
+    async def commit_at_once(self) -> None:
+        await self.admin.execute(f'DROP TRIGGER delay_commit ON "{self.schema}".events')
+
+    async def terminate_our_connections(self) -> int:
+        return int(await self.admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = $1", f"mussikon:{self.schema}"))
+
+
+@pytest.fixture
+async def server(postgres_url: str, unique_name: str) -> AsyncIterator[Server]:
+    events, _ = await open_postgres(postgres_url, unique_name, pool_size=24)
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        yield Server(postgres_url, unique_name, events, admin)
+    finally:
+        await events.close()
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{unique_name}" CASCADE')
+        await admin.close()
+
+
+def registered(tag: str) -> MusicianRegisteredEvent:
+    return MusicianRegisteredEvent(musician_id=tag, email=f"{tag}@example.com", name=tag,
+                                   genres=("jazz",), location="Cali")
+
+
+async def test_sixteen_writers_committing_out_of_order_never_make_a_reader_skip(
+        server: Server) -> None:
+    await server.delay_commits(0.0, 0.03)
+    store = server.events
+    rng = random.Random(7)
+    completed: list[UUID] = []  # event ids in the order their appends returned
+    writers_done = asyncio.Event()
+
+    async def writer(w: int) -> None:
+        versions = [0, 0, 0]
+        for n in range(10):
+            s = n % 3
+            batch = [registered(f"w{w}-{n}-{k}") for k in range(rng.randint(1, 3))]
+            versions[s] = await store.append(f"w{w}-s{s}", batch, versions[s])
+            completed.extend(e.id for e in batch)
+
+    seen: list[RecordedEvent] = []
+
+    async def subscriber() -> None:
+        position = 1
+        while True:
+            batch = await store.read_all(position, limit=40)
+            seen.extend(batch)
+            if batch:
+                position = batch[-1].position + 1
+            elif writers_done.is_set():
+                return  # caught up after everything was committed and readable
+            else:
+                await asyncio.sleep(0.002)
+
+    async def all_writers() -> None:
+        await asyncio.gather(*(writer(w) for w in range(16)))
+        await server.settle()
+        writers_done.set()
+
+    await asyncio.wait_for(asyncio.gather(all_writers(), subscriber()), timeout=60)
+
+    seen_ids = [r.event.id for r in seen]
+    assert len(seen_ids) == len(set(seen_ids)), "an event was delivered twice"
+    assert set(seen_ids) == set(completed), "an event was skipped"
+    positions = [r.position for r in seen]
+    assert positions == sorted(positions)
+    for stream in {r.stream_id for r in seen}:
+        versions = [r.version for r in seen if r.stream_id == stream]
+        assert versions == list(range(1, len(versions) + 1)), stream
+    # the hazard did happen: some append took an earlier position and returned later
+    position_of = {r.event.id: r.position for r in seen}
+    finished = [position_of[i] for i in completed]
+    assert any(a > b for a, b in itertools.pairwise(finished))
+    assert await store.read_all(positions[-1] + 1) == []
+    assert await store.head_position() == positions[-1]
+
+
+async def test_twenty_racing_writers_one_wins_each_version(server: Server) -> None:
+    await server.delay_commits(0.0, 0.01)
+    store = server.events
+    await store.append("race", [registered("first")], NO_STREAM)
+    for version in range(1, 4):
+        results = await asyncio.gather(
+            *(store.append("race", [registered(f"{version}-{n}")], version) for n in range(20)),
+            return_exceptions=True)
+        assert results.count(version + 1) == 1
+        losers = [r for r in results if r != version + 1]
+        assert len(losers) == 19
+        assert all(isinstance(r, ConcurrencyError) and (r.expected, r.actual) == (
+            version, version + 1) for r in losers), losers
+    assert [r.version for r in await store.read_stream("race")] == [1, 2, 3, 4]
+
+
+async def test_racing_writers_at_any_version_all_get_in(server: Server) -> None:
+    store = server.events
+    results = await asyncio.gather(
+        *(store.append("many", [registered(f"any-{n}")], ANY_VERSION) for n in range(20)))
+    assert sorted(results) == list(range(1, 21))
+    assert [r.version for r in await store.read_stream("many")] == list(range(1, 21))
+
+
+async def test_dropped_connections_fail_appends_cleanly_and_the_store_reconnects(
+        server: Server) -> None:
+    store = server.events
+    await server.delay_commits(2.0, 2.0)
+    batches = {f"cut-{n}": [registered(f"cut-{n}-{k}") for k in range(3)] for n in range(6)}
+    in_flight = [asyncio.create_task(store.append(s, b, NO_STREAM)) for s, b in batches.items()]
+    await asyncio.sleep(0.5)  # every append is inside its transaction, waiting to commit
+    assert await server.terminate_our_connections() >= len(batches)
+    results = await asyncio.gather(*in_flight, return_exceptions=True)
+
+    assert all(isinstance(r, StoreUnavailable) for r in results), results
+    assert "retrying it with the same events is safe" in str(results[0])
+    await server.commit_at_once()
+    for stream in batches:  # nothing half-written
+        assert await store.stream_version(stream) == 0
+    for stream, batch in batches.items():  # the pool reconnects; the retries go through
+        assert await store.append(stream, batch, NO_STREAM) == 3
+    assert await store.append("after", [registered("after")], NO_STREAM) == 1
+    everything = await store.read_all(limit=100)
+    assert len(everything) == 3 * len(batches) + 1
+    assert len({r.event.id for r in everything}) == len(everything)
+
+
+async def test_concurrent_migrations_agree_and_a_rerun_changes_nothing(
+        postgres_url: str, unique_name: str) -> None:
+    try:
+        versions = await asyncio.gather(*(migrate(postgres_url, unique_name) for _ in range(4)))
+        assert len(set(versions)) == 1 and versions[0] >= 1
+        assert await migrate(postgres_url, unique_name) == versions[0]
+        events, _ = await open_postgres(postgres_url, unique_name, pool_size=2)
+        await events.append("s", [registered("m")], NO_STREAM)
+        assert await migrate(postgres_url, unique_name) == versions[0]
+        assert await events.stream_version("s") == 1
+        await events.close()
+    finally:
+        admin = await asyncpg.connect(postgres_url)
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{unique_name}" CASCADE')
+        await admin.close()
+
+
+async def test_a_schema_newer_than_the_program_is_refused(server: Server) -> None:
+    await server.admin.execute(
+        f'INSERT INTO "{server.schema}".schema_version (version) VALUES (999)')
+    with pytest.raises(StoreError, match="newer than this program"):
+        await migrate(server.url, server.schema)
+
+
+async def test_an_unreachable_server_is_unavailable_and_the_password_stays_secret() -> None:
+    with pytest.raises(StoreUnavailable) as raised:
+        await open_postgres("postgresql://mussikon:s3cret@127.0.0.1:1/test", "x")
+    assert "127.0.0.1:1" in str(raised.value)
+    assert "s3cret" not in str(raised.value)
+
+
+async def test_a_schema_name_must_be_an_identifier(postgres_url: str) -> None:
+    with pytest.raises(ValueError, match="schema name"):
+        await open_postgres(postgres_url, 'x"; DROP TABLE y; --')
