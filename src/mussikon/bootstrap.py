@@ -19,6 +19,7 @@ from mussikon.projections.directory import Directory
 from mussikon.projections.runner import ProjectionRunner
 from mussikon.service.marketplace import Marketplace
 from mussikon.service.repository import Repository
+from mussikon.service.snapshots import Snapshots
 from mussikon.store import EventStore
 from mussikon.store.documents import DocumentStore
 from mussikon.wire import EventCodec
@@ -127,7 +128,7 @@ async def open_app(settings: Settings | None = None) -> App:
     settings = settings or Settings()
     codec = EventCodec()
     store, documents = await open_stores(settings, codec)
-    repository = Repository(store)
+    repository = Repository(store, snapshots=Snapshots(documents, settings.snapshot_every))
     marketplace = Marketplace(repository)
     projections = ProjectionRunner(store, documents, [Directory(), Availability()],
                                    poll_interval=settings.poll_interval,

@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from mussikon.domain.aggregate import Aggregate
 from mussikon.domain.events import DomainEvent
+from mussikon.service.snapshots import Snapshots
 from mussikon.store import ConcurrencyError, EventStore
 
 A = TypeVar("A", bound=Aggregate)
@@ -41,14 +42,23 @@ class Repository:
     """Aggregates in, aggregates out. `on_saved` is told after each successful append."""
 
     def __init__(self, store: EventStore,
-                 on_saved: Callable[[list[DomainEvent]], None] | None = None) -> None:
+                 on_saved: Callable[[list[DomainEvent]], None] | None = None,
+                 snapshots: Snapshots | None = None) -> None:
         self.store = store
         self.on_saved = on_saved
+        self.snapshots = snapshots
 
     async def load(self, cls: type[A], aggregate_id: str) -> A:
-        """The aggregate rebuilt from its stream (a new, empty one if the stream is empty)."""
-        records = await self.store.read_stream(cls.stream_id_for(aggregate_id))
-        return cls.rebuild(aggregate_id, (r.event for r in records))
+        """The aggregate rebuilt from its newest snapshot and the events after it (a new,
+        empty one if the stream is empty)."""
+        aggregate = await self.snapshots.load(cls, aggregate_id) if self.snapshots else None
+        if aggregate is None:
+            aggregate = cls(aggregate_id)
+        records = await self.store.read_stream(aggregate.stream_id, aggregate.version + 1)
+        for record in records:
+            aggregate.apply(record.event)
+            aggregate.version += 1
+        return aggregate
 
     async def save(self, aggregate: Aggregate, cause: Cause) -> list[DomainEvent]:
         """Append the aggregate's pending events at its version; ConcurrencyError if it moved."""
@@ -64,9 +74,12 @@ class Repository:
             )
             for n, event in enumerate(aggregate.pending, start=1)
         ]
-        await self.store.append(aggregate.stream_id, events, aggregate.version)
+        before = aggregate.version
+        await self.store.append(aggregate.stream_id, events, before)
         aggregate.pending = events
         saved = aggregate.mark_saved()
+        if self.snapshots is not None and self.snapshots.due(before, aggregate.version):
+            await self.snapshots.save(aggregate)
         if self.on_saved is not None:
             self.on_saved(saved)
         return saved
