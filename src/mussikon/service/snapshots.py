@@ -8,6 +8,7 @@ written (another code version), it is ignored and the stream is read from the st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -39,11 +40,15 @@ def _encode(value: Any) -> Any:
     raise TypeError(f"cannot snapshot a {type(value).__name__}")
 
 
+_TAGGED: dict[str, Callable[[Any], Any]] = {
+    "$decimal": Decimal, "$time": parse_dotnet, "$set": set, "$tuple": tuple,
+}
+
+
 def _decode(value: Any, like: Any) -> Any:
     if isinstance(value, dict):
         tag, inner = next(iter(value.items()))
-        return {"$decimal": Decimal, "$time": parse_dotnet, "$set": set,
-                "$tuple": tuple}[tag](inner)
+        return _TAGGED[tag](inner)
     if isinstance(like, Enum):
         return type(like)(value)
     return value
