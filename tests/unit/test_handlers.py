@@ -11,7 +11,12 @@ import pytest
 
 from mussikon.adapters.analytics import DocumentAnalytics
 from mussikon.adapters.notifications import Notification, Notifier, SentNotification
-from mussikon.adapters.payments import ChargeRequest, ChargeResult, PaymentGateway
+from mussikon.adapters.payments import (
+    ChargeRequest,
+    ChargeResult,
+    ChargeStatus,
+    PaymentGateway,
+)
 from mussikon.domain.application import Application, ApplicationStatus
 from mussikon.domain.contract import Contract, ContractStatus
 from mussikon.domain.events import ContractSignedEvent, DomainEvent
@@ -55,7 +60,8 @@ class FakeGateway(PaymentGateway):
     async def charge(self, request: ChargeRequest) -> ChargeResult:
         self.calls += 1
         self.charges.setdefault(request.idempotency_key, request)
-        status = "Declined" if request.source == "tok_chargeDeclined" else "Completed"
+        status: ChargeStatus = ("Declined" if request.source == "tok_chargeDeclined"
+                                else "Completed")
         return ChargeResult(status=status, transaction_id=f"txn_{request.idempotency_key[-6:]}",
                             decline_code="card_declined" if status == "Declined" else "")
 

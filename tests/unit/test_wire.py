@@ -220,7 +220,8 @@ def sample(cls: type[DomainEvent]) -> DomainEvent:
             values[f.name] = ("Jazz", "Son")
         else:
             raise AssertionError(f"no sample for {cls.__name__}.{f.name}: {kind}")
-    version = next(f.default for f in dataclasses.fields(cls) if f.name == "version")
+    version = next(int(f.default) for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                   if f.name == "version")
     return cls(id=UUID(int=len(values)), version=version,
                occurred_at=Instant(2026, 11, 27, 21, 53, 28, 123456, UTC, tick=7), **values)
 
