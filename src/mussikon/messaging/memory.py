@@ -59,13 +59,19 @@ class _Reader:
     async def run(self) -> None:
         delay = self.t.poll_interval
         while not self.t.stopping:
-            batch = await self._read_batch()
-            for record in batch:
-                self.next_position = record.position + 1
-                if record.event.event_type in self.sub.event_types:
-                    await self.slots.acquire()
-                    self.in_flight[record.position] = asyncio.create_task(self._deliver(record))
-            await self._save_checkpoint()
+            try:
+                batch = await self._read_batch()
+                for record in batch:
+                    if record.event.event_type in self.sub.event_types:
+                        await self.slots.acquire()
+                        self.in_flight[record.position] = asyncio.create_task(
+                            self._deliver(record))
+                    self.next_position = record.position + 1
+                await self._save_checkpoint()
+            except Exception:
+                # The store is unreachable or failed: keep the position, try again later.
+                log.exception("subscription %s cannot read the store; retrying", self.sub.name)
+                batch = []
             if batch:
                 delay = self.t.poll_interval
                 continue
