@@ -1,0 +1,82 @@
+"""SqliteDatabase's two paths: statements on the event loop's thread, and the worker thread
+that waits when another connection holds the file's write lock."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from mussikon.domain.events import MusicianRegisteredEvent
+from mussikon.store import ANY_VERSION, NO_STREAM, ConcurrencyError
+from mussikon.store.sqlite import SqliteDatabase, SqliteEventStore
+
+
+def registered(musician_id: str = "m-1") -> MusicianRegisteredEvent:
+    return MusicianRegisteredEvent(musician_id=musician_id, email="ana@example.com",
+                                   name="Ana", genres=("jazz",), location="Santo Domingo")
+
+
+@pytest.mark.parametrize("inline", [True, False])
+async def test_both_paths_store_and_read_the_same(tmp_path: Path, inline: bool) -> None:
+    db = await SqliteDatabase(str(tmp_path / "e.db"), inline=inline).open()
+    store = SqliteEventStore(db)
+    try:
+        first, second, third = registered(), registered(), registered()
+        assert await store.append("s", [first], NO_STREAM) == 1
+        assert await store.append("s", [second], 1) == 2
+        assert await store.append("s", [third], ANY_VERSION) == 3
+        assert await store.append("s", [second], 1) == 3  # a retry
+        with pytest.raises(ConcurrencyError) as caught:
+            await store.append("s", [registered()], 1)
+        assert (caught.value.expected, caught.value.actual) == (1, 3)
+        assert [r.event for r in await store.read_stream("s")] == [first, second, third]
+    finally:
+        await db.close()
+
+
+async def test_a_locked_file_is_waited_for_off_the_event_loop(tmp_path: Path) -> None:
+    path = str(tmp_path / "e.db")
+    db = await SqliteDatabase(path).open()
+    store = SqliteEventStore(db)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticking = asyncio.create_task(ticker())
+    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+    try:
+        assert await store.append("s", [registered()], NO_STREAM) == 1
+        assert await store.append("s", [registered(), registered()], 1) == 3
+        assert ticks >= 10  # the loop went on while the append waited for the lock
+        assert len(await store.read_stream("s")) == 3
+    finally:
+        ticking.cancel()
+        other.close()
+        await db.close()
+
+
+async def test_a_task_running_many_operations_lets_the_others_run(tmp_path: Path) -> None:
+    db = await SqliteDatabase(str(tmp_path / "e.db"), synchronous="OFF").open()
+    store = SqliteEventStore(db)
+    other_ran = asyncio.Event()
+
+    async def other() -> None:
+        other_ran.set()
+
+    task = asyncio.create_task(other())
+    try:
+        await store.stream_version("s")
+        assert other_ran.is_set()
+        await task
+    finally:
+        await db.close()
