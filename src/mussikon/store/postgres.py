@@ -32,17 +32,17 @@ left open anywhere in the cluster (with a transaction id) holds the global order
 never breaks it; `idle_in_transaction_session_timeout` bounds that. Streams are not
 affected: `read_stream` sees every committed event at once.
 
-An append is one statement (one round trip, one implicit transaction, prepared once per
-connection by asyncpg's statement cache): the version check and the insert of every event
-of the batch from arrays. A connection lost mid-way leaves all of it or none of it.
+An append is one INSERT (one round trip, one implicit transaction, prepared once per
+connection by asyncpg's statement cache) that checks the expected version itself; a batch
+is inserted from arrays, unnested. A connection lost mid-way leaves all of it or none.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import datetime
+from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,6 +67,7 @@ from mussikon.store.documents import (
     encode_document,
 )
 from mussikon.store.memory import decode_row
+from mussikon.store.postgres_pool import Connection, ConnectionPool
 from mussikon.wire import EventCodec
 
 DEFAULT_SCHEMA = "mussikon"
@@ -193,25 +194,54 @@ def _quoted_schema(schema: str) -> str:
     return f'"{schema}"'
 
 
-async def create_pool(url: str, pool_size: int = 10,
-                      application_name: str = "mussikon") -> asyncpg.Pool:
-    """A connection pool to `url`; StoreUnavailable (password masked) if it cannot connect."""
-    try:
-        pool = await asyncpg.create_pool(
-            url, min_size=1, max_size=pool_size,
-            server_settings={"application_name": application_name[:63]})
-    except Exception as exc:
-        if _is_unavailable(exc) or isinstance(exc, asyncpg.PostgresError):
-            raise StoreUnavailable(
-                f"cannot connect to PostgreSQL at {_where(url)}: {type(exc).__name__}: {exc}"
-            ) from None
-        raise
-    if pool is None:  # only with a custom connection class; ours always returns a pool
-        raise StoreUnavailable(f"cannot connect to PostgreSQL at {_where(url)}")
-    return pool
+def create_pool(url: str, pool_size: int = 10,
+                application_name: str = "mussikon") -> ConnectionPool:
+    """A pool of up to `pool_size` connections to `url`, opened when first needed, named
+    `application_name` in pg_stat_activity."""
+    settings = {"application_name": application_name[:63]}
+
+    async def connect() -> Connection:
+        return await asyncpg.connect(url, server_settings=settings)
+
+    return ConnectionPool(connect, pool_size, where=_where(url))
 
 
-async def migrate(pool_or_url: asyncpg.Pool | str, schema: str = DEFAULT_SCHEMA) -> int:
+def _unavailable(pool: ConnectionPool, doing: str, exc: BaseException) -> StoreUnavailable:
+    # asyncpg's messages name host and port at most, never the password
+    return StoreUnavailable(f"PostgreSQL at {pool.where} is unavailable ({doing}):"
+                            f" {type(exc).__name__}: {exc}")
+
+
+class _Using:
+    """`async with`: a pooled connection; errors that mean "the server is gone" come out as
+    StoreUnavailable saying what was being done. A class, as it is on every operation's path.
+    """
+
+    __slots__ = ("_conn", "_doing", "_pool")
+
+    def __init__(self, pool: ConnectionPool, doing: str) -> None:
+        self._pool, self._doing = pool, doing
+        self._conn: Connection | None = None
+
+    async def __aenter__(self) -> Connection:
+        try:
+            self._conn = await self._pool.take()
+        except Exception as exc:
+            if _is_unavailable(exc):
+                raise _unavailable(self._pool, self._doing, exc) from None
+            raise
+        return self._conn
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            self._pool.give_back(conn, reusable=exc is None or isinstance(exc, Exception))
+        if exc is not None and _is_unavailable(exc):
+            raise _unavailable(self._pool, self._doing, exc) from None
+
+
+async def migrate(pool_or_url: ConnectionPool | str, schema: str = DEFAULT_SCHEMA) -> int:
     """Create the schema or bring it up to date; return its version.
 
     Idempotent, and safe when several processes start at once: an advisory lock keyed on
@@ -219,57 +249,42 @@ async def migrate(pool_or_url: asyncpg.Pool | str, schema: str = DEFAULT_SCHEMA)
     """
     quoted = _quoted_schema(schema)
     if isinstance(pool_or_url, str):
-        pool = await create_pool(pool_or_url, 1, "mussikon-migrate")
+        pool = create_pool(pool_or_url, 1, "mussikon-migrate")
         try:
             return await migrate(pool, schema)
         finally:
             await pool.close()
-    try:
-        async with pool_or_url.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                               f"mussikon-migrate:{schema}")
-            await conn.execute(
-                f"CREATE SCHEMA IF NOT EXISTS {quoted};"
-                f" CREATE TABLE IF NOT EXISTS {quoted}.schema_version ("
-                " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
-            current = await conn.fetchval(
-                f"SELECT coalesce(max(version), 0) FROM {quoted}.schema_version")
-            if current > len(MIGRATIONS):
-                raise StoreError(f"schema {schema!r} is at version {current}, newer than this"
-                                 f" program knows ({len(MIGRATIONS)}): upgrade MussikOn")
-            for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
-                await conn.execute(script.format(s=quoted))
-                await conn.execute(f"INSERT INTO {quoted}.schema_version (version) VALUES ($1)",
-                                   number)
-    except Exception as exc:
-        if _is_unavailable(exc):
-            raise StoreUnavailable(f"PostgreSQL went away while migrating schema {schema!r}:"
-                                   f" {type(exc).__name__}: {exc}") from None
-        raise
+    async with _Using(pool_or_url, f"migrating schema {schema!r}") as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                           f"mussikon-migrate:{schema}")
+        await conn.execute(
+            f"CREATE SCHEMA IF NOT EXISTS {quoted};"
+            f" CREATE TABLE IF NOT EXISTS {quoted}.schema_version ("
+            " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        current = await conn.fetchval(
+            f"SELECT coalesce(max(version), 0) FROM {quoted}.schema_version")
+        if current > len(MIGRATIONS):
+            raise StoreError(f"schema {schema!r} is at version {current}, newer than this"
+                             f" program knows ({len(MIGRATIONS)}): upgrade MussikOn")
+        for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            await conn.execute(script.format(s=quoted))
+            await conn.execute(f"INSERT INTO {quoted}.schema_version (version) VALUES ($1)",
+                               number)
     return len(MIGRATIONS)
 
 
 class PostgresDatabase:
-    """The pool and the schema both stores use; turns a lost server into StoreUnavailable."""
+    """The pool and the schema both stores use."""
 
-    def __init__(self, pool: asyncpg.Pool, schema: str = DEFAULT_SCHEMA) -> None:
+    def __init__(self, pool: ConnectionPool, schema: str = DEFAULT_SCHEMA) -> None:
         self.pool = pool
         self.schema = schema
         self.table_prefix = _quoted_schema(schema)
 
-    @asynccontextmanager
-    async def connection(self, doing: str) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
-        """A pooled connection; errors that mean "the server is gone" become StoreUnavailable
-        saying what was being done (`doing`)."""
-        try:
-            async with self.pool.acquire() as conn:
-                yield conn
-        except Exception as exc:
-            if _is_unavailable(exc):
-                raise StoreUnavailable(
-                    f"PostgreSQL is unavailable ({doing}): {type(exc).__name__}: {exc}"
-                ) from None
-            raise
+    def connection(self, doing: str) -> _Using:
+        """`async with db.connection("reading x") as conn`: a pooled connection; a lost
+        server comes out as StoreUnavailable saying what was being done."""
+        return _Using(self.pool, doing)
 
     async def close(self) -> None:
         """Close every connection of the pool."""
@@ -297,24 +312,27 @@ class PostgresEventStore(EventStore):
         t = f"{db.table_prefix}.events"
         columns = ("position, stream_id, version, event_type, data, correlation_id,"
                    " causation_id, recorded_at")
-        self._append_sql = f"""
-            WITH head AS (
-                SELECT coalesce(max(version), 0) AS version FROM {t} WHERE stream_id = $1
-            ), appended AS (
-                INSERT INTO {t} (position, event_id, stream_id, version, event_type, data,
-                                 occurred_at, correlation_id, causation_id)
-                SELECT (pg_current_xact_id()::text::bigint << {POSITION_BITS}) + e.n - 1,
-                       e.id, $1, head.version + e.n, e.type, e.data, e.occurred_at,
-                       e.correlation_id, e.causation_id
-                FROM head, unnest($2::uuid[], $3::text[], $4::text[], $5::timestamptz[],
-                                  $6::uuid[], $7::uuid[])
-                    WITH ORDINALITY AS e(id, type, data, occurred_at, correlation_id,
-                                         causation_id, n)
-                WHERE $8::integer = {ANY_VERSION} OR head.version = $8::integer
-                RETURNING 1
-            )
-            SELECT (SELECT version FROM head) AS actual, (SELECT count(*) FROM appended) AS written
-        """
+        insert = (f"INSERT INTO {t} (position, event_id, stream_id, version, event_type, data,"
+                  " occurred_at, correlation_id, causation_id)")
+        this_transaction = f"(pg_current_xact_id()::text::bigint << {POSITION_BITS})"
+        batch = ("unnest($2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::uuid[],"
+                 " $7::uuid[]) WITH ORDINALITY"
+                 " AS e(id, type, data, occurred_at, correlation_id, causation_id, n)")
+        # At a known version the new one is expected + 1 (+ 2 …): the unique index refuses it
+        # if the stream is further on, and EXISTS if it is not that far yet.
+        at_expected = (f"WHERE $8::integer = 0 OR EXISTS"
+                       f" (SELECT FROM {t} WHERE stream_id = $1 AND version = $8::integer)")
+        self._append_one_sql = (
+            f"{insert} SELECT {this_transaction}, $2, $1, $8::integer + 1, $3, $4, $5, $6, $7"
+            f" {at_expected}")
+        self._append_batch_sql = (
+            f"{insert} SELECT {this_transaction} + e.n - 1, e.id, $1, $8::integer + e.n, e.type,"
+            f" e.data, e.occurred_at, e.correlation_id, e.causation_id FROM {batch} {at_expected}")
+        self._append_at_end_sql = (
+            f"{insert} SELECT {this_transaction} + e.n - 1, e.id, $1, head.version + e.n, e.type,"
+            f" e.data, e.occurred_at, e.correlation_id, e.causation_id"
+            f" FROM (SELECT coalesce(max(version), 0) AS version FROM {t} WHERE stream_id = $1)"
+            f" AS head, {batch} RETURNING version")
         self._stored_ids_sql = f"""
             SELECT (SELECT coalesce(max(version), 0) FROM {t} WHERE stream_id = $1),
                    (SELECT coalesce(array_agg(event_id ORDER BY version), '{{}}')
@@ -338,32 +356,46 @@ class PostgresEventStore(EventStore):
             return await self.stream_version(stream_id)
         if len(events) > MAX_EVENTS_PER_APPEND:
             raise ValueError(f"at most {MAX_EVENTS_PER_APPEND} events per append")
-        columns = _event_columns(events, self.codec)
         doing = (f"appending to stream {stream_id!r}; the append is all or nothing, and"
                  " retrying it with the same events is safe")
         async with self.db.connection(doing) as conn:
-            # ANY_VERSION loses a race for the next version only to a writer that got further;
-            # each retry starts from a newer head, so this ends.
-            while True:
-                try:
-                    row = await conn.fetchrow(self._append_sql, stream_id, *columns,
-                                              expected_version)
-                except asyncpg.UniqueViolationError as exc:
-                    if (expected_version == ANY_VERSION
-                            and exc.constraint_name == "events_stream_version"):
-                        continue
-                    return await self._retry_or_conflict(conn, stream_id, columns[0],
-                                                         expected_version)
-                assert row is not None
-                if row["written"]:
-                    return int(row["actual"]) + len(events)
-                return await self._retry_or_conflict(conn, stream_id, columns[0],
-                                                     expected_version)
+            if expected_version == ANY_VERSION:
+                return await self._append_at_end(conn, stream_id, events)
+            try:
+                if len(events) == 1:
+                    e = events[0]
+                    status = await conn.execute(
+                        self._append_one_sql, stream_id, e.id, e.event_type,
+                        self.codec.encode(e).decode(), e.occurred_at, e.correlation_id,
+                        e.causation_id, expected_version)
+                else:
+                    status = await conn.execute(self._append_batch_sql, stream_id,
+                                                *_event_columns(events, self.codec),
+                                                expected_version)
+            except asyncpg.UniqueViolationError:
+                status = "INSERT 0 0"
+            if status != "INSERT 0 0":
+                return expected_version + len(events)
+            return await self._retry_or_conflict(conn, stream_id, events, expected_version)
 
-    async def _retry_or_conflict(self, conn: asyncpg.pool.PoolConnectionProxy, stream_id: str,
-                                 ids: list[Any], expected: int) -> int:
+    async def _append_at_end(self, conn: Connection, stream_id: str,
+                             events: Sequence[DomainEvent]) -> int:
+        columns = _event_columns(events, self.codec)
+        # Losing the race for the next version means another writer got further: each try
+        # starts from a newer head, so this ends.
+        while True:
+            try:
+                rows = await conn.fetch(self._append_at_end_sql, stream_id, *columns)
+                return max(int(r[0]) for r in rows)
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name != "events_stream_version":
+                    return await self._retry_or_conflict(conn, stream_id, events, ANY_VERSION)
+
+    async def _retry_or_conflict(self, conn: Connection, stream_id: str,
+                                 events: Sequence[DomainEvent], expected: int) -> int:
         """After a refused append: the same events already stored here in this order are an
         idempotent retry (return the version); anything else is a conflict."""
+        ids = [e.id for e in events]
         row = await conn.fetchrow(self._stored_ids_sql, stream_id, ids)
         assert row is not None  # a SELECT without FROM returns one row
         actual, found = row
@@ -501,7 +533,7 @@ async def open_postgres(url: str, schema: str = DEFAULT_SCHEMA, pool_size: int =
     Closing the event store closes the pool.
     """
     _quoted_schema(schema)
-    pool = await create_pool(url, pool_size, f"mussikon:{schema}")
+    pool = create_pool(url, pool_size, f"mussikon:{schema}")
     try:
         await migrate(pool, schema)
     except BaseException:
