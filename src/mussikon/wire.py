@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -81,6 +81,18 @@ def _to_uuid(v: Any) -> UUID:
 
 def _to_datetime(v: Any) -> datetime:
     if isinstance(v, str):
+        # The common case, a UTC time with at most six fraction digits: what parse_dotnet
+        # does for it is `datetime.fromisoformat` (found equal for every such string).
+        if v[-1:] == "Z":
+            dot = v.find(".")
+            if dot == -1 or len(v) - dot <= 8:
+                try:
+                    value = _fromisoformat(v)
+                except ValueError:
+                    pass
+                else:
+                    if value.tzinfo is UTC:
+                        return value
         try:
             return parse_dotnet(v)
         except ValueError:
@@ -95,6 +107,11 @@ def _to_strings(v: Any) -> tuple[str, ...]:
 
 
 def _from_datetime(v: datetime) -> str:
+    if v.__class__ is datetime and v.tzinfo is UTC:
+        # format_dotnet's output for a plain UTC datetime, from the C isoformat: drop the
+        # "+00:00", trim the fraction's trailing zeros (isoformat omits a zero fraction).
+        text = v.isoformat()[:-6]
+        return (text.rstrip("0") if v.microsecond else text) + "Z"
     return format_dotnet(v)
 
 
@@ -144,6 +161,59 @@ class _EventShape:
                           required=not has_default or f.name in _REQUIRED_ON_READ)
             (inherited if f.name in base else own).append(spec)
         self.fields = (*own, *inherited)
+        self.write = _compile_writer(cls.__name__, self.fields)
+        self.read = _compile_reader(cls, self.fields)
+
+
+def _compile_writer(event_type: str, fields: tuple[_Field, ...]
+                    ) -> Callable[[DomainEvent], Body]:
+    """`to_body` for one event class, as one dict display (no loop, no calls for the fields
+    written as they are). Keys in the order the .NET class declares them: own fields, then
+    the base's, with `EventType` between `OccurredAt` and `Version`."""
+    env: dict[str, Any] = {}
+    items: list[str] = []
+    for n, f in enumerate(fields):
+        if f.wire == "Version":
+            items.append(f"{'EventType'!r}: {event_type!r}")
+        value = f"e.{f.attr}"
+        if f.write is not _identity:
+            env[f"w{n}"] = f.write
+            value = f"w{n}({value})"
+        items.append(f"{f.wire!r}: {value}")
+    source = f"def write(e):\n    return {{{', '.join(items)}}}\n"
+    exec(source, env)  # built from field names and pascal_case, never from data
+    write: Callable[[DomainEvent], Body] = env["write"]
+    return write
+
+
+_FALLBACK: Any = object()
+"""What a compiled reader returns for anything but a well-formed document: the general
+reader then decides (and names the field at fault)."""
+
+
+def _compile_reader(cls: type[DomainEvent], fields: tuple[_Field, ...]
+                    ) -> Callable[[Body, UUID | None, UUID | None], DomainEvent]:
+    """`from_body` for one event class when every field is present and of its type (no
+    upcasting): strings and integers checked inline, the other readers called once each,
+    the event built with one call. Anything else returns `_FALLBACK`."""
+    env: dict[str, Any] = {"cls": cls, "Expected": _Expected, "FALLBACK": _FALLBACK}
+    lines = ["def read(body, correlation_id, causation_id):", "    get = body.get", "    try:"]
+    for n, f in enumerate(fields):
+        lines.append(f"        x{n} = get({f.wire!r})")
+        if f.read is _to_str or f.read is _to_int:
+            kind = "str" if f.read is _to_str else "int"
+            lines.append(f"        if x{n}.__class__ is not {kind}: return FALLBACK")
+        else:
+            env[f"r{n}"] = f.read
+            lines += [f"        if x{n} is None: return FALLBACK",
+                      f"        x{n} = r{n}(x{n})"]
+    lines += ["    except Expected:", "        return FALLBACK"]
+    arguments = [f"{f.attr}=x{n}" for n, f in enumerate(fields)]
+    lines.append(f"    return cls({', '.join(arguments)}, correlation_id=correlation_id,"
+                 " causation_id=causation_id)")
+    exec("\n".join(lines) + "\n", env)  # built from field names, never from data
+    read: Callable[[Body, UUID | None, UUID | None], DomainEvent] = env["read"]
+    return read
 
 
 def organizer_registered_v1_to_v2(body: Body) -> Body:
@@ -182,12 +252,7 @@ class EventCodec:
         shape = self._shapes.get(event.event_type)
         if shape is None:
             raise UnknownEventType(f"event type {event.event_type!r} is not registered")
-        body: Body = {}
-        for f in shape.fields:
-            if f.wire == "Version":  # .NET declares EventType between OccurredAt and Version
-                body["EventType"] = event.event_type
-            body[f.wire] = f.write(getattr(event, f.attr))
-        return body
+        return shape.write(event)  # .NET's order: EventType between OccurredAt and Version
 
     def encode(self, event: DomainEvent) -> bytes:
         """The event's wire JSON (UTF-8)."""
@@ -221,6 +286,10 @@ class EventCodec:
         shape = self._shapes.get(name)
         if shape is None:
             raise UnknownEventType(f"event type {name!r} is not registered")
+        if (name, body.get("Version", 1)) not in self._upcasters:
+            event = shape.read(body, correlation_id, causation_id)
+            if event is not _FALLBACK:
+                return event
         body = self._upcast(name, body)
         values: dict[str, Any] = {}
         for f in shape.fields:
@@ -247,6 +316,7 @@ class EventCodec:
 
 
 _MISSING = object()
+_fromisoformat = datetime.fromisoformat
 
 
 def _json_kind(value: Any) -> str:

@@ -1,0 +1,172 @@
+"""The codec's fast paths give exactly what the general ones give.
+
+The compiled writer and reader of each event class, and the shortcuts for UTC times, are
+checked against straightforward reference versions over every event type and many inputs,
+including the ones that must fall back to the general path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import typing
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from mussikon.domain.events import ALL_EVENT_TYPES, DomainEvent
+from mussikon.domain.instant import Instant, format_dotnet, parse_dotnet, ticks_of
+from mussikon.wire import (
+    _FALLBACK,
+    METADATA_FIELDS,
+    EventCodec,
+    WireFormatError,
+    _from_datetime,
+    _to_datetime,
+)
+
+
+def reference_to_body(codec: EventCodec, event: DomainEvent) -> dict[str, Any]:
+    """to_body as a plain loop over the fields."""
+    body: dict[str, Any] = {}
+    for f in codec._shapes[event.event_type].fields:
+        if f.wire == "Version":
+            body["EventType"] = event.event_type
+        body[f.wire] = f.write(getattr(event, f.attr))
+    return body
+
+
+def reference_from_body(codec: EventCodec, body: dict[str, Any],
+                        correlation_id: UUID | None = None) -> DomainEvent:
+    """from_body as a plain loop over the fields (upcasting first)."""
+    name = body["EventType"]
+    shape = codec._shapes[name]
+    body = codec._upcast(name, body)
+    values: dict[str, Any] = {}
+    for f in shape.fields:
+        raw = body.get(f.wire)
+        if raw is None:
+            if f.required:
+                raise WireFormatError(f"{name}: required field {f.wire!r} is missing or null")
+            continue
+        try:
+            values[f.attr] = f.read(raw)
+        except Exception as exc:
+            raise WireFormatError(f"{name}: field {f.wire!r} must be {exc}") from None
+    return shape.cls(**values, correlation_id=correlation_id, causation_id=None)
+
+
+def sample(cls: type[DomainEvent], seed: int) -> DomainEvent:
+    rng = random.Random(seed)
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in METADATA_FIELDS or f.name in ("id", "occurred_at", "version"):
+            continue
+        kind = hints[f.name]
+        if kind is str:
+            values[f.name] = rng.choice(["", "x", "Ana Peña", "línea\n\"dos\"", "🎷"])
+        elif kind is Decimal:
+            values[f.name] = Decimal(rng.choice(["0.10", "1500", "1200.50", "-3.0", "1E+2"]))
+        elif kind is datetime:
+            values[f.name] = random_time(rng)
+        elif kind == tuple[str, ...]:
+            values[f.name] = tuple(rng.choice(["jazz", "salsa", "merengue"])
+                                   for _ in range(rng.randint(0, 3)))
+        elif kind is int:
+            values[f.name] = rng.randint(-5, 5)
+        else:
+            raise AssertionError(f"no sample for {kind}")
+    return cls(id=UUID(int=rng.getrandbits(128)), occurred_at=random_time(rng),
+               version=rng.randint(1, 3), **values)
+
+
+def random_time(rng: random.Random) -> datetime:
+    moment = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(
+        days=rng.randint(-400_000, 3000), microseconds=rng.choice(
+            [0, 1, 10, 100_000, 123_456, 999_999, rng.randint(0, 10**6 - 1)]))
+    kind = rng.randint(0, 3)
+    if kind == 1:
+        return Instant.of(moment, tick=rng.randint(0, 9))
+    if kind == 2:
+        return moment.astimezone(timezone(timedelta(hours=rng.randint(-12, 12))))
+    return moment
+
+
+@pytest.mark.parametrize("cls", ALL_EVENT_TYPES, ids=lambda cls: cls.__name__)
+def test_the_compiled_writer_and_reader_match_the_general_ones(cls: type[DomainEvent]) -> None:
+    codec = EventCodec()
+    for seed in range(40):
+        event = sample(cls, seed)
+        body = codec.to_body(event)
+        assert list(body.items()) == list(reference_to_body(codec, event).items())
+
+        parsed = codec.parse(codec.encode(event))
+        correlation = UUID(int=seed)
+        read = codec.from_body(parsed, correlation_id=correlation)
+        general = reference_from_body(codec, parsed, correlation)
+        assert read == general
+        assert ticks_of(read.occurred_at) == ticks_of(general.occurred_at)
+        assert read.correlation_id == correlation
+        if (cls.__name__, event.version) not in codec._upcasters:
+            assert codec._shapes[cls.__name__].read(parsed, None, None) == event
+
+
+@pytest.mark.parametrize("change", [
+    {"Id": None}, {"Id": "{12345678-1234-5678-1234-567812345678}"}, {"Id": 7},
+    {"OccurredAt": "2026-11-27T21:53:28.1234567Z"}, {"OccurredAt": "2026-11-27T21:53:28+01:00"},
+    {"OccurredAt": "2026-11-27T21:53:28"}, {"OccurredAt": "nonsense"}, {"Version": True},
+    {"Version": None}, {"MusicianId": 5}, {"Genres": ["jazz", 1]},
+])
+def test_documents_off_the_fast_path_read_as_the_general_path_reads_them(
+        change: dict[str, Any]) -> None:
+    codec = EventCodec()
+    event = sample(ALL_EVENT_TYPES[0], 1)
+    body = {**codec.to_body(event), **change}
+
+    try:
+        expected: Any = reference_from_body(codec, dict(body))
+    except WireFormatError:
+        assert codec._shapes[event.event_type].read(body, None, None) is _FALLBACK
+        with pytest.raises(WireFormatError, match=r"MusicianRegisteredEvent: .*field"):
+            codec.decode(codec._encoder.encode(body))
+    else:
+        read = codec.decode(codec._encoder.encode(body))
+        assert read == expected
+        assert ticks_of(read.occurred_at) == ticks_of(expected.occurred_at)
+
+
+TIMES = [
+    "2026-11-27T21:53:28Z", "2026-11-27T21:53:28.1Z", "2026-11-27T21:53:28.123456Z",
+    "2026-11-27T21:53:28.1234567Z", "2026-11-27T21:53:28.12345678Z", "2026-11-27T21:53:28.000000Z",
+    "2026-11-27T21:53:28.Z", "2026-11-27T21:53:28.12a4Z", "2026-11-27T21:53Z",
+    "2026-11-27T21:53:28.5+00:00", "2026-11-27T21:53:28-04:00", "2026-11-27T21:53:28",
+    "2026-11-27", "20261127T215328Z", "20261127T215328.1234567Z", "2026-W48-5T21:53:28.1Z",
+    "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.9999999Z", "2026-11-27 21:53:28.1Z",
+    "2026-11-27T21:53:28,123Z", "Z", "", ".Z", "2026-02-30T00:00:00Z", "2026-11-27T24:00:00Z",
+]
+
+
+@pytest.mark.parametrize("text", TIMES)
+def test_reading_a_time_matches_parse_dotnet(text: str) -> None:
+    try:
+        expected = parse_dotnet(text)
+    except ValueError:
+        with pytest.raises(Exception, match="ISO 8601"):
+            _to_datetime(text)
+        return
+    value = _to_datetime(text)
+    assert (type(value), value, ticks_of(value), value.tzinfo) == \
+        (type(expected), expected, ticks_of(expected), expected.tzinfo)
+
+
+def test_writing_a_time_matches_format_dotnet() -> None:
+    rng = random.Random(7)
+    for _ in range(5000):
+        moment = random_time(rng)
+        assert _from_datetime(moment) == format_dotnet(moment)
+    with pytest.raises(ValueError, match="naive"):
+        _from_datetime(datetime(2026, 1, 1))
