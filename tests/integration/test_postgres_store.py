@@ -186,6 +186,28 @@ async def test_dropped_connections_fail_appends_cleanly_and_the_store_reconnects
     assert len({r.event.id for r in everything}) == len(everything)
 
 
+async def test_a_cancelled_append_is_whole_or_absent_and_frees_its_connection(
+        server: Server) -> None:
+    store, _ = await open_postgres(server.url, server.schema, pool_size=1)
+    try:
+        await server.delay_commits(0.5, 0.5)
+        batch = [registered(f"cancelled-{k}") for k in range(3)]
+        append = asyncio.create_task(store.append("cancelled", batch, NO_STREAM))
+        await asyncio.sleep(0.2)
+        append.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await append
+        await server.commit_at_once()
+        # the only connection was given up, not leaked: the pool opens another one
+        later = await asyncio.wait_for(store.append("later", [registered("l")], NO_STREAM), 5)
+        assert later == 1
+        await asyncio.sleep(0.5)  # let the interrupted statement end on the server
+        assert await store.stream_version("cancelled") in (0, 3)
+        assert await store.append("cancelled", batch, NO_STREAM) == 3  # retrying is safe
+    finally:
+        await store.close()
+
+
 async def test_concurrent_migrations_agree_and_a_rerun_changes_nothing(
         postgres_url: str, unique_name: str) -> None:
     try:
@@ -215,6 +237,13 @@ async def test_an_unreachable_server_is_unavailable_and_the_password_stays_secre
         await open_postgres("postgresql://mussikon:s3cret@127.0.0.1:1/test", "x")
     assert "127.0.0.1:1" in str(raised.value)
     assert "s3cret" not in str(raised.value)
+
+
+async def test_a_missing_database_is_a_clear_store_error(postgres_url: str) -> None:
+    with pytest.raises(StoreError, match="refused the connection") as raised:
+        await open_postgres(postgres_url.rsplit("/", 1)[0] + "/no_such_database_here", "x")
+    assert not isinstance(raised.value, StoreUnavailable)
+    assert "no_such_database_here" in str(raised.value)
 
 
 async def test_a_schema_name_must_be_an_identifier(postgres_url: str) -> None:

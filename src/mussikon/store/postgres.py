@@ -77,6 +77,9 @@ POSITION_BITS = 20
 
 MAX_EVENTS_PER_APPEND = 2**POSITION_BITS
 
+CONNECT_TIMEOUT = 10.0
+"""Seconds to wait for a new connection before StoreUnavailable."""
+
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 _READABLE_BOUND = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {POSITION_BITS})"
@@ -201,7 +204,7 @@ def create_pool(url: str, pool_size: int = 10,
     settings = {"application_name": application_name[:63]}
 
     async def connect() -> Connection:
-        return await asyncpg.connect(url, server_settings=settings)
+        return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT, server_settings=settings)
 
     return ConnectionPool(connect, pool_size, where=_where(url))
 
@@ -229,6 +232,9 @@ class _Using:
         except Exception as exc:
             if _is_unavailable(exc):
                 raise _unavailable(self._pool, self._doing, exc) from None
+            if isinstance(exc, asyncpg.PostgresError):  # refused: no such database, bad login
+                raise StoreError(f"PostgreSQL at {self._pool.where} refused the connection"
+                                 f" ({self._doing}): {type(exc).__name__}: {exc}") from None
             raise
         return self._conn
 
