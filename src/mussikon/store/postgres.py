@@ -23,8 +23,14 @@ To keep `read_all(from_position)` a single number that a checkpoint can store, t
 *is* that order: `position = transaction id × 2^20 + index of the event in its append`
 (one append per transaction, at most 2^20 events in it). Positions therefore increase in
 the global order and no reader can skip one, but they are not consecutive: between two
-neighbours there are numbers no event will ever take. `head_position` is the largest
-position below the bound, so it is consistent with what `read_all` returns.
+neighbours there are numbers no event will ever take, so `head_position() - checkpoint`
+is not a count of events behind. `head_position` is the largest position below the bound,
+consistent with what `read_all` returns. The transaction id is the 64-bit `xid8` (it
+never wraps around); a position fits a bigint until 2^43 transactions.
+
+The other known answer, numbering events after they commit, needs a sequencer that writes
+every event a second time and leaves fresh events without a position; this one costs a
+writer nothing.
 
 Writers never wait for each other, except on the same stream, where the unique index on
 (stream_id, version) lets exactly one of them take each version. The price: a transaction
