@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from mussikon.adapters.analytics import Analytics, DocumentAnalytics
 from mussikon.adapters.notifications import Notifier, RecordingNotifier, SmtpNotifier
 from mussikon.adapters.payments import PaymentGateway, SandboxGateway
+from mussikon.clock import Clock, SystemClock
 from mussikon.config import Settings, mask_url
 from mussikon.domain.events import DomainEvent
 from mussikon.handlers import Dependencies, subscriptions
@@ -17,6 +18,7 @@ from mussikon.messaging.inbox import idempotent
 from mussikon.projections.availability import Availability
 from mussikon.projections.directory import Directory
 from mussikon.projections.runner import ProjectionRunner
+from mussikon.sagas.runtime import SagaRuntime, open_sagas
 from mussikon.service.marketplace import Marketplace
 from mussikon.service.repository import Repository
 from mussikon.service.snapshots import Snapshots
@@ -89,6 +91,8 @@ class App:
     notifier: Notifier
     analytics: Analytics
     gateway: PaymentGateway
+    clock: Clock = field(default_factory=SystemClock)
+    sagas: SagaRuntime | None = None
     subscriptions: list[Subscription] = field(default_factory=list)
     running: bool = False
 
@@ -96,6 +100,8 @@ class App:
         """Run the read models and the handlers in the background."""
         await self.projections.start()
         await self.transport.start(self.subscriptions)
+        if self.sagas is not None:
+            await self.sagas.start()
         self.running = True
 
     async def settle(self, timeout: float = 30.0) -> None:
@@ -105,6 +111,8 @@ class App:
                 head = await self.store.head_position()
                 await self.projections.wait_idle(timeout)
                 await self.transport.wait_idle(timeout)
+                if self.sagas is not None:
+                    await self.sagas.wait_idle(timeout)
                 if await self.store.head_position() == head:
                     return
 
@@ -117,19 +125,23 @@ class App:
     async def close(self) -> None:
         """Stop handlers (finishing those in flight) and close connections."""
         if self.running:
+            if self.sagas is not None:
+                await self.sagas.stop()
             await self.transport.stop()
             await self.projections.stop()
             self.running = False
         await self.store.close()
 
 
-async def open_app(settings: Settings | None = None) -> App:
-    """Build the application the settings describe (nothing runs until `start`)."""
+async def open_app(settings: Settings | None = None, clock: Clock | None = None) -> App:
+    """Build the application the settings describe (nothing runs until `start`); `clock` is
+    the system clock unless given."""
     settings = settings or Settings()
+    clock = clock or SystemClock()
     codec = EventCodec()
     store, documents = await open_stores(settings, codec)
     repository = Repository(store, snapshots=Snapshots(documents, settings.snapshot_every))
-    marketplace = Marketplace(repository)
+    marketplace = Marketplace(repository, clock.now)
     projections = ProjectionRunner(store, documents, [Directory(), Availability()],
                                    poll_interval=settings.poll_interval,
                                    poll_max_interval=settings.poll_max_interval)
@@ -142,9 +154,13 @@ async def open_app(settings: Settings | None = None) -> App:
     gateway = SandboxGateway(documents)
     transport = open_transport(settings, store, documents, codec)
     app = App(settings, codec, store, documents, repository, marketplace, projections,
-              transport, notifier, analytics, gateway)
+              transport, notifier, analytics, gateway, clock)
     repository.on_saved = app._saved
     deps = Dependencies(marketplace, repository, documents, notifier, analytics, gateway,
                         projections)
     app.subscriptions = [idempotent(s, documents) for s in subscriptions(deps)]
+    app.sagas = open_sagas(settings, documents=documents, marketplace=marketplace,
+                           repository=repository, notifier=notifier, gateway=gateway, clock=clock)
+    # Not wrapped in the inbox: a saga records the messages it handled in its own state.
+    app.subscriptions += app.sagas.subscriptions()
     return app

@@ -18,8 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from mussikon.bootstrap import App, ConfigurationError, open_app
+from mussikon.clock import Clock, OffsetClock
 from mussikon.config import Settings, mask_url
 from mussikon.domain.errors import DomainError
+from mussikon.sagas.cli import sagas_app
 from mussikon.store import StoreError
 
 T = TypeVar("T")
@@ -36,6 +38,7 @@ app.add_typer(notifications_app, name="notifications")
 app.add_typer(projections_app, name="projections")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(db_app, name="db")
+app.add_typer(sagas_app, name="sagas")
 
 console = Console()
 
@@ -64,11 +67,12 @@ async def _call(coro_fn: Callable[[], Awaitable[T]]) -> T:
 
 
 @asynccontextmanager
-async def opened(settings: Settings | None = None) -> AsyncIterator[App]:
+async def opened(settings: Settings | None = None,
+                 clock: Clock | None = None) -> AsyncIterator[App]:
     """The application for one command, closed afterwards."""
     settings = settings or Settings()
     try:
-        application = await open_app(settings)
+        application = await open_app(settings, clock)
     except OSError as exc:
         raise CommandFailed(f"cannot reach the store {mask_url(settings.store_url)}: "
                             f"{exc.strerror or exc}") from None
@@ -109,7 +113,8 @@ def demo(fresh: Annotated[bool, typer.Option("--fresh", help="Start from an empt
         _remove_sqlite_file(settings.store_url)
 
     async def go() -> None:
-        async with opened(settings) as application:
+        # A clock the demo moves forward, to show payment retries and deadlines in seconds.
+        async with opened(settings, OffsetClock()) as application:
             try:
                 await run_demo(application, Console(quiet=True) if quiet else console)
             except DemoFailed as exc:

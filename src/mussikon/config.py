@@ -6,6 +6,7 @@ and recorded): no server needed.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
@@ -33,6 +34,14 @@ class Settings(BaseSettings):
     poll_max_interval: float = Field(1.0, gt=0, description="Catch-up polling: longest interval")
     payment_gateway: str = Field("sandbox", description="Payment gateway adapter")
     snapshot_every: int = Field(50, ge=0, description="Snapshot an aggregate every N events")
+    saga_signature_timeout: timedelta = Field(
+        timedelta(hours=48), gt=timedelta(0),
+        description="Booking saga: time both parties have to sign (seconds or ISO 8601, PT48H)")
+    saga_payment_retries: int = Field(2, ge=0, le=20, description="Booking saga: retries of a "
+                                                                   "declined initial payment")
+    saga_payment_retry_delay: timedelta = Field(
+        timedelta(hours=1), gt=timedelta(0),
+        description="Booking saga: wait before retrying a declined payment")
 
     @field_validator("bus_retry_delays")
     @classmethod
@@ -44,6 +53,17 @@ class Settings(BaseSettings):
                 from None
         if any(d < 0 for d in delays):
             raise ValueError("bus_retry_delays must not be negative")
+        return value
+
+    @field_validator("saga_signature_timeout", "saga_payment_retry_delay", mode="before")
+    @classmethod
+    def _seconds_as_text(cls, value: object) -> object:
+        # The environment gives text: "30" means seconds, as a number would.
+        if isinstance(value, str):
+            try:
+                return timedelta(seconds=float(value))
+            except ValueError:
+                return value
         return value
 
     @property

@@ -19,7 +19,13 @@ from mussikon.adapters.payments import (
 )
 from mussikon.domain.application import Application, ApplicationStatus
 from mussikon.domain.contract import Contract, ContractStatus
-from mussikon.domain.events import ContractSignedEvent, DomainEvent
+from mussikon.domain.events import (
+    PAYMENT_COMPLETED,
+    PAYMENT_DECLINED,
+    ContractSignedEvent,
+    DomainEvent,
+    PaymentProcessedEvent,
+)
 from mussikon.handlers import Dependencies, subscriptions
 from mussikon.messaging import Envelope
 from mussikon.projections.availability import Availability
@@ -98,6 +104,12 @@ class World:
                 self.handled_up_to = record.position
             done.extend(batch)
         return done
+
+    async def pay(self, contract_id: str, status: str) -> None:
+        """Record a payment of the contract with the gateway's answer, as the booking saga does."""
+        payment = await self.marketplace.request_payment(contract_id, "pay-1")
+        await self.marketplace.record_payment_outcome(payment.id, status=status,
+                                                      transaction_id="txn_test")
 
     async def last(self, event_type: type[DomainEvent]) -> RecordedEvent:
         records = await self.store.read_by_type(event_type.__name__)
@@ -187,23 +199,35 @@ async def test_an_application_for_a_day_the_musician_is_booked_is_rejected(
     assert "application-rejected" in world.notifier.kinds_to("ana@x.example")
 
 
-async def test_a_signed_contract_is_confirmed_paid_once_and_marked_paid(world: World) -> None:
+async def test_a_signed_contract_is_confirmed_once_and_tracked_but_not_charged_here(
+        world: World) -> None:
     organizer, musician, contract_id = await world.booked_contract()
     await world.marketplace.sign_contract(contract_id, musician)
     await world.marketplace.sign_contract(contract_id, organizer)
     await world.handle_new()
     signed = await world.last(ContractSignedEvent)
     await world.handle(signed)  # a redelivery
-    assert len(world.gateway.charges) == 1
-    [charge] = world.gateway.charges.values()
-    assert charge.amount == Decimal("1200.50")
-    assert charge.source == "tok_visa"
+    assert world.gateway.calls == 0  # the booking saga takes the initial payment
+    for party in ("ana@x.example", "org@casa.example"):
+        assert world.notifier.kinds_to(party).count("contract-confirmation") == 1
+    summary = await world.deps.analytics.summary()
+    assert summary.by_kind["contract-signed"] == 1
+    assert summary.contracted == Decimal("1200.50")
+
+
+async def test_a_completed_payment_is_confirmed_once_and_marks_the_contract_paid(
+        world: World) -> None:
+    organizer, musician, contract_id = await world.booked_contract()
+    await world.marketplace.sign_contract(contract_id, musician)
+    await world.marketplace.sign_contract(contract_id, organizer)
+    await world.pay(contract_id, PAYMENT_COMPLETED)
+    await world.handle_new()
+    await world.handle(await world.last(PaymentProcessedEvent))  # a redelivery
     contract = await world.repository.load(Contract, contract_id)
     assert contract.status is ContractStatus.PAID
+    assert contract.payment_id == "pay-1"
     for party in ("ana@x.example", "org@casa.example"):
-        kinds = world.notifier.kinds_to(party)
-        assert kinds.count("contract-confirmation") == 1
-        assert kinds.count("payment-confirmation") == 1
+        assert world.notifier.kinds_to(party).count("payment-confirmation") == 1
     assert (await world.deps.analytics.summary()).revenue == Decimal("1200.50")
 
 
@@ -212,6 +236,7 @@ async def test_a_declined_payment_tells_both_parties_and_marks_the_contract(
     organizer, musician, contract_id = await world.booked_contract("tok_chargeDeclined")
     await world.marketplace.sign_contract(contract_id, musician)
     await world.marketplace.sign_contract(contract_id, organizer)
+    await world.pay(contract_id, PAYMENT_DECLINED)
     await world.handle_new()
     contract = await world.repository.load(Contract, contract_id)
     assert contract.status is ContractStatus.PAYMENT_FAILED
@@ -221,3 +246,18 @@ async def test_a_declined_payment_tells_both_parties_and_marks_the_contract(
     summary = await world.deps.analytics.summary()
     assert summary.by_kind["payment-failed"] == 1
     assert summary.revenue == 0
+
+
+async def test_a_declined_payment_of_a_contract_cancelled_meanwhile_is_still_announced(
+        world: World) -> None:
+    organizer, musician, contract_id = await world.booked_contract("tok_chargeDeclined")
+    await world.marketplace.sign_contract(contract_id, musician)
+    await world.marketplace.sign_contract(contract_id, organizer)
+    await world.pay(contract_id, PAYMENT_DECLINED)
+    # The booking saga gave up and cancelled before this handler ran.
+    await world.marketplace.cancel_contract(contract_id, "the payment was declined 3 times")
+    await world.handle_new()
+    contract = await world.repository.load(Contract, contract_id)
+    assert contract.status is ContractStatus.CANCELLED
+    for party in ("ana@x.example", "org@casa.example"):
+        assert world.notifier.kinds_to(party).count("payment-failed") == 1

@@ -1,15 +1,20 @@
-"""The specification's ContractEventHandler: a contract was signed, a payment was processed."""
+"""The specification's ContractEventHandler: a contract was signed, a payment was processed.
+
+The initial payment the specification takes here (`ProcessInitialPaymentAsync`) is taken by
+the booking saga (`mussikon.sagas.booking`), which also retries a declined one: a single
+owner charges each attempt once, and a charge that cannot be made fails the booking with
+compensation instead of dead-lettering this handler.
+"""
 
 from __future__ import annotations
 
-import uuid
+import contextlib
 from typing import TYPE_CHECKING
 
 from mussikon.adapters import analytics, templates
 from mussikon.adapters.analytics import Fact
-from mussikon.adapters.payments import ChargeRequest
+from mussikon.domain.errors import IllegalTransition
 from mussikon.domain.events import PAYMENT_COMPLETED, ContractSignedEvent, PaymentProcessedEvent
-from mussikon.domain.payment import PaymentStatus
 from mussikon.messaging import Envelope
 from mussikon.projections.directory import CONTRACTS, GIGS, ORGANIZERS, PROFILES
 from mussikon.service.repository import Cause
@@ -18,15 +23,8 @@ from mussikon.store.documents import Document
 if TYPE_CHECKING:
     from mussikon.handlers import Dependencies
 
-__all__ = ["ContractSignedEvent", "PaymentProcessedEvent", "initial_payment_id",
-           "on_contract_signed", "on_payment_processed"]
-
-_PAYMENT_IDS = uuid.UUID("5b0e2f7a-1c3d-4e8f-9a6b-2d4c6e8f0a1b")
-
-
-def initial_payment_id(contract_id: str) -> str:
-    """The id of a contract's initial payment: the same however often the event is handled."""
-    return str(uuid.uuid5(_PAYMENT_IDS, f"{contract_id}/initial"))
+__all__ = ["ContractSignedEvent", "PaymentProcessedEvent", "on_contract_signed",
+           "on_payment_processed"]
 
 
 async def _parties(deps: Dependencies, contract_id: str) -> tuple[Document, Document, Document]:
@@ -41,7 +39,7 @@ async def _parties(deps: Dependencies, contract_id: str) -> tuple[Document, Docu
 
 
 async def on_contract_signed(envelope: Envelope, deps: Dependencies) -> None:
-    """Confirm to both parties, take the initial payment through the gateway, track it."""
+    """Confirm to both parties and track it (the booking saga takes the initial payment)."""
     from mussikon.handlers import react, read_models_at
 
     event = envelope.event
@@ -55,21 +53,6 @@ async def on_contract_signed(envelope: Envelope, deps: Dependencies) -> None:
             gig_title=str(gig["title"]), amount=event.amount, gig_date=event.event_date))
     react(envelope, "contracts", f"confirmation sent to {musician['email']} and "
                                  f"{organizer['email']}")
-
-    cause = Cause.of(event)
-    payment = await deps.marketplace.request_payment(
-        event.contract_id, initial_payment_id(event.contract_id), cause)
-    if payment.status is PaymentStatus.REQUESTED:
-        result = await deps.gateway.charge(ChargeRequest(
-            amount=payment.amount, source=organizer["payment_source"],
-            idempotency_key=payment.idempotency_key,
-            description=f"MussikOn contract {event.contract_id}",
-            metadata={"contract_id": event.contract_id, "payment_id": payment.id}))
-        payment = await deps.marketplace.record_payment_outcome(
-            payment.id, status=result.status, transaction_id=result.transaction_id, cause=cause)
-        detail = f" ({result.decline_code})" if result.decline_code else ""
-        react(envelope, "contracts", f"initial payment of {payment.amount}: "
-                                     f"{result.status}{detail}")
     await deps.analytics.track(Fact(key=f"{event.id}:contract", kind=analytics.CONTRACT_SIGNED,
                                     subject_id=event.contract_id, amount=event.amount,
                                     location=str(gig.get("location", "")),
@@ -108,9 +91,12 @@ async def on_payment_processed(envelope: Envelope, deps: Dependencies) -> None:
                                         subject_id=event.payment_id, amount=event.amount))
         react(envelope, "contracts", f"contract {event.contract_id} marked paid")
         return
-    await deps.marketplace.mark_contract_payment_failed(
-        event.contract_id, payment_id=event.payment_id,
-        reason=f"payment {event.payment_id} {event.status.lower()}", cause=cause)
+    # After its last retry the booking saga cancels the contract, possibly before this runs:
+    # a cancelled contract has nothing left to mark.
+    with contextlib.suppress(IllegalTransition):
+        await deps.marketplace.mark_contract_payment_failed(
+            event.contract_id, payment_id=event.payment_id,
+            reason=f"payment {event.payment_id} {event.status.lower()}", cause=cause)
     await deps.analytics.track(Fact(key=f"{event.id}:payment", kind=analytics.PAYMENT_FAILED,
                                     subject_id=event.payment_id, amount=event.amount))
     react(envelope, "contracts", f"contract {event.contract_id} marked payment failed")
