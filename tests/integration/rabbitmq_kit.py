@@ -30,8 +30,8 @@ from mussikon.store.documents import DocumentStore
 from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore
 from mussikon.wire import EventCodec
 
-FAST = {"retry_delays": (0.01,), "delayed_retry_delays": (0.2, 0.4), "lease_seconds": 1.5,
-        "poll_interval": 0.02, "poll_max_interval": 0.2}
+FAST: dict[str, Any] = {"retry_delays": (0.01,), "delayed_retry_delays": (0.2, 0.4),
+                        "lease_seconds": 1.5, "poll_interval": 0.02, "poll_max_interval": 0.2}
 """Transport options that keep the tests quick: short retries, short lease, quick polling."""
 
 _SAMPLES: dict[Any, Callable[[int], Any]] = {
@@ -235,7 +235,7 @@ def close_broker_connections(name: str) -> int:
         return -1
     closed = 0
     for line in listing.stdout.splitlines():
-        if f'<<"{name}">>' in line:
+        if f'"connection_name","{name}"' in line:
             pid = line.split("\t", 1)[0]
             subprocess.run(["rabbitmqctl", "close_connection", pid, "closed by a test"],
                            capture_output=True, check=False)

@@ -1,0 +1,239 @@
+"""Recovery on RabbitMQ: connections lost under load, a relay dying between publishing and
+saving its position, a worker killed mid-handler, two relays sharing one lease, a graceful
+stop. Nothing is lost and no effect happens twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mussikon.domain.events import MusicianRegisteredEvent
+from mussikon.store.documents import Changes
+from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
+from tests.integration.rabbitmq_kit import (
+    BrokerNamespace,
+    Recorder,
+    TcpProxy,
+    append,
+    close_broker_connections,
+    eventually,
+    sample_event,
+)
+from tests.integration.rabbitmq_worker import EFFECTS, effect_writer
+
+pytestmark = pytest.mark.rabbitmq
+
+MUSICIANS = ["MusicianRegisteredEvent"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def broker(rabbitmq_url: str, unique_name: str) -> AsyncIterator[BrokerNamespace]:
+    namespace = BrokerNamespace(rabbitmq_url, f"{unique_name}.")
+    yield namespace
+    await namespace.cleanup()
+
+
+@pytest.fixture
+async def proxy(rabbitmq_url: str) -> AsyncIterator[TcpProxy]:
+    tcp = TcpProxy(rabbitmq_url)
+    yield tcp
+    await tcp.close()
+
+
+async def test_network_loss_under_load_loses_nothing_and_duplicates_no_effect(
+        broker: BrokerNamespace, proxy: TcpProxy) -> None:
+    store, documents = InMemoryEventStore(broker.codec), InMemoryDocumentStore()
+    recorder = Recorder(delay=0.002)
+    url = await proxy.start()
+    transport = broker.transport(store, documents, url=url, relay_batch_size=50, prefetch=20)
+    await transport.start([recorder.subscription("welcome", MUSICIANS, documents)])
+    events = [sample_event(MusicianRegisteredEvent, n) for n in range(300)]
+    await append(store, events)
+    transport.wake()
+    for cut_after in (60, 180):
+        async def progressed(count: int = cut_after) -> bool:
+            return len(recorder.handled) >= count
+
+        await eventually(progressed)
+        proxy.cut()  # both the relay's and the consumer's connections die mid-stream
+    await transport.wait_idle(30)
+    assert transport.broker.reconnections >= 2
+    assert set(recorder.effects) == {str(e.id) for e in events}
+    assert max(recorder.effects.values()) == 1
+
+
+async def test_connections_closed_by_the_broker_are_reopened(broker: BrokerNamespace) -> None:
+    store, documents = InMemoryEventStore(broker.codec), InMemoryDocumentStore()
+    recorder = Recorder(delay=0.002)
+    transport = broker.transport(store, documents)
+    await transport.start([recorder.subscription("welcome", MUSICIANS, documents)])
+    events = [sample_event(MusicianRegisteredEvent, n) for n in range(100)]
+    await append(store, events[:50])
+    transport.wake()
+
+    async def some_handled() -> bool:
+        return len(recorder.handled) >= 10
+
+    await eventually(some_handled)
+    closed = await asyncio.to_thread(close_broker_connections, f"test-{broker.prefix}")
+    if closed < 0:
+        pytest.skip("rabbitmqctl is not usable here")
+    assert closed >= 1
+    await append(store, events[50:])
+    transport.wake()
+    await transport.wait_idle(30)
+    assert transport.broker.reconnections >= 1
+    assert set(recorder.effects) == {str(e.id) for e in events}
+    assert max(recorder.effects.values()) == 1
+
+
+class StallingCheckpoints(InMemoryDocumentStore):
+    """A document store on which the relay's checkpoint write hangs while `stall` is set: the
+    relay has published and had its batch confirmed, and dies before saving its position."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stall = True
+        self.stalled = asyncio.Event()
+
+    async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
+                     inbox: tuple[str, str] | None = None) -> bool:
+        if checkpoint is not None and checkpoint[0] == "relay" and self.stall:
+            self.stalled.set()
+            await asyncio.Event().wait()
+        return await super().commit(changes, checkpoint=checkpoint, inbox=inbox)
+
+
+async def test_a_relay_dying_before_saving_its_position_republishes_only_the_unsaved_batch(
+        broker: BrokerNamespace) -> None:
+    store, documents = InMemoryEventStore(broker.codec), StallingCheckpoints()
+    first_recorder = Recorder()
+    subscription = first_recorder.subscription("welcome", MUSICIANS, documents)
+    saved = [sample_event(MusicianRegisteredEvent, n) for n in range(5)]
+    unsaved = [sample_event(MusicianRegisteredEvent, n) for n in range(5, 25)]
+    await append(store, saved)
+    documents.stall = False
+    await documents.commit(Changes(), checkpoint=("relay", len(saved)))  # published earlier
+    documents.stall = True
+    await append(store, unsaved)
+
+    first = broker.transport(store, documents)
+    await first.start([subscription])
+    await asyncio.wait_for(documents.stalled.wait(), 10)
+    assert first.relay is not None
+    await first.relay.stop(timeout=0.05)  # the relay dies between confirm and checkpoint
+    assert await documents.checkpoint("relay") == len(saved)
+
+    async def handled_once() -> bool:
+        return len(first_recorder.handled) == len(unsaved)
+
+    await eventually(handled_once)
+    await first.stop()
+
+    documents.stall = False
+    second = broker.transport(store, documents)
+    await second.start([subscription])
+    await second.wait_idle(15)
+    assert second.relay is not None and second.consumer is not None
+    assert second.relay.published == len(unsaved)  # the unconfirmed batch, nothing before it
+    assert second.consumer.delivered == len(unsaved)  # the repeats did arrive …
+    assert set(first_recorder.effects) == {str(e.id) for e in unsaved}
+    assert max(first_recorder.effects.values()) == 1  # … and the inbox made them no-ops
+    assert await documents.checkpoint("relay") == len(saved) + len(unsaved)
+
+
+async def test_two_relays_with_one_lease_publish_each_event_once(
+        broker: BrokerNamespace) -> None:
+    store, documents = InMemoryEventStore(broker.codec), InMemoryDocumentStore()
+    one = broker.transport(store, documents)
+    two = broker.transport(store, documents)
+    await one.start([])
+    await two.start([])
+    await append(store, [sample_event(MusicianRegisteredEvent, n) for n in range(10)])
+    one.wake()
+    two.wake()
+
+    async def published(count: int) -> bool:
+        return await documents.checkpoint("relay") == count
+
+    await eventually(lambda: published(10))
+    assert one.relay is not None and two.relay is not None
+    counts = sorted([one.relay.published, two.relay.published])
+    assert counts == [0, 10]
+    active, standby = (one, two) if one.relay.published else (two, one)
+    assert standby.relay is not None and not standby.relay.is_active
+
+    await active.stop()  # releases the lease: the standby takes over
+    await append(store, [sample_event(MusicianRegisteredEvent, n) for n in range(10, 15)])
+    standby.wake()
+    await eventually(lambda: published(15))
+    assert standby.relay.published == 5
+    channel = await broker.channel()
+    queue = standby.topology.queue("MusicianRegisteredEvent")
+    assert (await channel.queue_declare(queue, passive=True)).message_count == 15
+
+
+async def test_stop_finishes_the_handlers_running_and_hands_back_the_rest(
+        broker: BrokerNamespace) -> None:
+    store, documents = InMemoryEventStore(broker.codec), InMemoryDocumentStore()
+    recorder = Recorder(delay=0.3)
+    events = [sample_event(MusicianRegisteredEvent, n) for n in range(6)]
+    first = broker.transport(store, documents, concurrency=2, prefetch=10)
+    await first.start([recorder.subscription("slow", MUSICIANS)])  # no inbox: counts are raw
+    await append(store, events)
+    first.wake()
+
+    async def started() -> bool:
+        return sum(recorder.calls.values()) >= 2
+
+    await eventually(started)
+    await first.stop()
+    finished = set(recorder.effects)
+    assert len(finished) == 2  # the two running finished; the other four were not started
+
+    second = broker.transport(store, documents, relay=False)
+    await second.start([recorder.subscription("slow", MUSICIANS)])
+    await second.wait_idle(15)
+    assert set(recorder.effects) == {str(e.id) for e in events}
+    assert max(recorder.effects.values()) == 1  # the finished ones were acknowledged
+
+
+async def test_a_worker_killed_mid_handler_has_its_message_redelivered_with_one_effect(
+        broker: BrokerNamespace, tmp_path: Path) -> None:
+    path = str(tmp_path / "worker.db")
+    db = await SqliteDatabase(path).open()
+    store, documents = SqliteEventStore(db), SqliteDocumentStore(db)
+    events = [sample_event(MusicianRegisteredEvent, n) for n in range(5)]
+    await append(store, events)
+    victim = str(events[2].id)
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.integration.rabbitmq_worker", path, broker.url,
+        broker.prefix, victim,
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert worker.stdout is not None
+        line = await asyncio.wait_for(worker.stdout.readline(), 20)
+        assert line.decode().strip() == f"handling {victim}"
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        await worker.wait()
+    assert await documents.get(EFFECTS, victim) is None
+
+    survivor = broker.transport(store, documents)
+    await survivor.start([effect_writer(documents)])
+    await survivor.wait_idle(20)
+    effects = await documents.scan(EFFECTS)
+    assert sorted(key for key, _ in effects) == sorted(str(e.id) for e in events)
+    for event in events:
+        assert await documents.has_seen("welcome", str(event.id))
+    await survivor.stop()
+    await db.close()
