@@ -72,7 +72,8 @@ def store(
         help="SQLite durability, the same for ours and the peers.")] = Synchronous.FULL,
     events: Annotated[int, typer.Option(
         min=10, help="Events per single-event workload (batches: 5×, loads: events/50).")] = 1000,
-    rounds: Annotated[int, typer.Option(min=1, help="Rounds; each figure is the best.")] = 3,
+    rounds: Annotated[int, typer.Option(
+        min=1, help="Rounds each workload is cut into; contenders take turns in each.")] = 10,
 ) -> None:
     """Event store throughput: appends to new streams, get-and-append, batches of 100, and
     loading a 1,000-event stream, in events/s, beside the raw driver and pyeventsourcing."""

@@ -8,9 +8,10 @@ Contenders, each on its own fresh database file in WAL mode at the same `synchro
   beforehand) into the same table, one transaction per append: the ceiling;
 - `pyeventsourcing`: the `eventsourcing` package on SQLite, the same workloads its way.
 
-Every round runs each workload for each contender back to back, in an order that turns
-round by round; a contender's figure is its best round (the one least disturbed by
-whatever else the machine was doing).
+Each workload runs in rounds; in each round every contender runs its share right after
+the others, in an order that turns round by round, and a contender's figure is its
+events over its time summed over the rounds: on a shared machine, every contender meets
+the same disturbances.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class Options:
 
     events: int = 1000
     synchronous: str = "FULL"
-    rounds: int = 3
+    rounds: int = 10
     directory: str | None = None
     peers: bool = True
 
@@ -119,6 +120,8 @@ class Contenders:
         self.ours = SqliteEventStore(self.db)
         self.raw: RawSqlite | None = None
         self.es: EsPeer | None = None
+        self._long: str | None = None
+        self._es_long: Any = None
         if options.peers:
             self.raw = RawSqlite(str(directory / "raw.db"), options.synchronous)
             if available():
@@ -182,49 +185,59 @@ class Contenders:
         out: dict[str, w.Timing] = {}
         for who in order:
             if who == OURS:
-                contract_id = await w.prepare_long_stream(self.ours)
-                out[who] = await w.load_long_stream(self.ours, contract_id, loads)
+                if self._long is None:
+                    self._long = await w.prepare_long_stream(self.ours)
+                out[who] = await w.load_long_stream(self.ours, self._long, loads)
             elif who == ES and self.es is not None:
                 with self._es_synchronous():
-                    es_id = self.es.prepare_long_stream()
-                    out[who] = self.es.load_long_stream(es_id, loads)
+                    if self._es_long is None:
+                        self._es_long = self.es.prepare_long_stream()
+                    out[who] = self.es.load_long_stream(self._es_long, loads)
         return out
 
 
 async def measure(directory: Path, options: Options, progress: Progress | None = None) -> Report:
-    """Run every workload for every contender, `options.rounds` times; best round each."""
+    """Run every workload in `options.rounds` rounds; in each round every contender runs its
+    share, one right after the other, in an order that turns round by round. A contender's
+    figure is its events over its time summed over the rounds, so every contender meets the
+    same disturbances on a shared machine."""
     sizes = w.Sizes(options.events)
     contenders = Contenders(directory, options)
-    best: dict[str, dict[str, float]] = {name: {} for name in w.WORKLOADS}
+    rounds = options.rounds
+
+    def share(total: int) -> int:
+        return max(1, round(total / rounds))
+
     runs: list[tuple[str, Callable[[list[str]], Any]]] = [
-        (w.APPEND_NEW_STREAM, lambda o: contenders.append_new_stream(o, sizes.single)),
-        (w.APPEND_EXISTING_STREAM, lambda o: contenders.append_existing_stream(o, sizes.single)),
-        (w.APPEND_BATCH_100, lambda o: contenders.append_batch_100(o, sizes.batches)),
-        (w.READ_STREAM_1000, lambda o: contenders.read_stream_1000(o, sizes.loads)),
+        (w.APPEND_NEW_STREAM, lambda o: contenders.append_new_stream(o, share(sizes.single))),
+        (w.APPEND_EXISTING_STREAM,
+         lambda o: contenders.append_existing_stream(o, share(sizes.single))),
+        (w.APPEND_BATCH_100, lambda o: contenders.append_batch_100(o, share(sizes.batches))),
+        (w.READ_STREAM_1000, lambda o: contenders.read_stream_1000(o, share(sizes.loads))),
     ]
     names = [OURS, RAW, ES]
+    totals: dict[str, dict[str, tuple[int, float]]] = {name: {} for name in w.WORKLOADS}
     try:
-        for round_no in range(options.rounds):
-            order = names[round_no % 3:] + names[: round_no % 3]
-            for workload, run in runs:
+        for workload, run in runs:
+            for round_no in range(rounds):
+                order = names[round_no % 3:] + names[: round_no % 3]
                 timings: dict[str, w.Timing] = await run(order)
                 for who, (n, seconds) in timings.items():
-                    rate = n / seconds
-                    best[workload][who] = max(best[workload].get(who, 0.0), rate)
-                if progress is not None:
-                    progress(f"round {round_no + 1}/{options.rounds} {workload}: " + ", ".join(
-                        f"{who} {n / s:,.0f}" for who, (n, s) in timings.items()))
+                    done, spent = totals[workload].get(who, (0, 0.0))
+                    totals[workload][who] = (done + n, spent + seconds)
+            if progress is not None:
+                progress(f"{workload}: " + ", ".join(
+                    f"{who} {n / s:,.0f}" for who, (n, s) in totals[workload].items()))
     finally:
         await contenders.close()
-    results = [
-        Result(workload=name, unit=w.UNIT, ours=figures.get(OURS, 0.0),
-               peers={p: figures[p] for p in (RAW, ES) if p in figures},
-               targets={p: t for p, t in TARGETS[name].items() if p in figures})
-        for name, figures in best.items()
-    ]
+    results = []
+    for name, figures in totals.items():
+        rates = {who: n / s for who, (n, s) in figures.items()}
+        results.append(Result(workload=name, unit=w.UNIT, ours=rates.get(OURS, 0.0),
+                              peers={p: rates[p] for p in (RAW, ES) if p in rates},
+                              targets={p: t for p, t in TARGETS[name].items() if p in rates}))
     settings = {"synchronous": options.synchronous, "journal_mode": "WAL",
-                "events": str(options.events), "rounds": str(options.rounds),
-                "figure": "best round"}
+                "events": str(options.events), "rounds": str(rounds)}
     if options.peers and contenders.es is None:
         settings["pyeventsourcing"] = "not installed (pip install -e '.[bench]')"
     return Report("store-sqlite", results, settings)
