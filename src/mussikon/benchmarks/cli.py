@@ -75,8 +75,11 @@ def store(
     rounds: Annotated[int, typer.Option(
         min=1, help="Rounds each workload is cut into; contenders take turns in each.")] = 10,
 ) -> None:
-    """Event store throughput: appends to new streams, get-and-append, batches of 100, and
-    loading a 1,000-event stream, in events/s, beside the raw driver and pyeventsourcing."""
+    """Event store throughput beside the raw driver and pyeventsourcing, in events/s.
+
+    Workloads: single-event appends to new streams, get-and-append to existing streams,
+    appends of 100 events, loading a 1,000-event stream.
+    """
     err = Console(stderr=True)
     progress = None if as_json else (lambda line: err.print(line, style="dim"))
     try:
