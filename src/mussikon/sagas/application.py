@@ -27,6 +27,12 @@ from mussikon.sagas.services import SagaServices
 from mussikon.sagas.steps import Done, Failed, Outcome, SagaDefinition, Step, StepContext
 
 
+async def _first_submission(services: SagaServices, application: Application) -> str:
+    """The id of the event that submitted the application first ("" if none did)."""
+    records = await services.repository.store.read_stream(application.stream_id, 1)
+    return str(records[0].event.id) if records else ""
+
+
 class Submitted(Step):
     """The application came in. Undone by rejecting it and telling the musician why."""
 
@@ -45,12 +51,15 @@ class Submitted(Step):
         if application.status is ApplicationStatus.ACCEPTED:
             # The organizer took it meanwhile; the booking saga owns it now.
             return "accepted meanwhile by the organizer: left as it is"
-        if application.status is ApplicationStatus.SUBMITTED:
+        ours = await _first_submission(self.s, application) == ctx.text("submitted_event_id")
+        if application.status is ApplicationStatus.SUBMITTED and ours:
             with contextlib.suppress(IllegalTransition):  # decided a moment ago: keep that
                 await self.s.marketplace.reject_application(application_id, ctx.reason,
                                                             ctx.cause)
             application = await self.s.repository.load(Application, application_id)
-        did = f"application {application.status.lower()}"
+        # A repeated submission leaves the musician's first one as it is.
+        did = f"application {application.status.lower()}" if ours else \
+            "the first application stands"
         musician = await self.s.repository.load(Musician, ctx.text("musician_id"))
         if not musician.exists:
             return f"{did}; no registered musician to tell"
@@ -58,7 +67,7 @@ class Submitted(Step):
         sent = await self.s.notifier.send(templates.application_rejected(
             musician.name, musician.email, ctx.text("submitted_event_id"),
             application_id=application_id, gig_title=gig.title or ctx.text("gig_id"),
-            reason=application.reason or ctx.reason))
+            reason=application.reason if ours and application.reason else ctx.reason))
         return f"{did}; {musician.email} {'told' if sent else 'already told'}"
 
 
@@ -80,9 +89,8 @@ class Validate(Step):
         if not gig.exists or gig.event_date is None:
             return Failed(f"gig {gig.id} does not exist")
         application = await repo.load(Application, ctx.text("application_id"))
-        first = await repo.store.read_stream(application.stream_id)
-        if not first or str(first[0].event.id) != ctx.text("submitted_event_id"):
-            return Failed(f"musician {musician.name} has already applied to gig {gig.title}")
+        if await _first_submission(self.s, application) != ctx.text("submitted_event_id"):
+            return Failed(f"{musician.name} has already applied to {gig.title}")
         facts: dict[str, Any] = {"gig_title": gig.title, "gig_date": gig.event_date.isoformat(),
                                  "organizer_id": gig.organizer_id,
                                  "musician_name": musician.name}
