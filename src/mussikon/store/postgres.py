@@ -72,9 +72,8 @@ from mussikon.store.documents import (
     decode_document,
     encode_document,
 )
-from mussikon.store.memory import decode_row
 from mussikon.store.postgres_pool import Connection, ConnectionPool
-from mussikon.wire import EventCodec
+from mussikon.wire import EventCodec, WireFormatError
 
 DEFAULT_SCHEMA = "mussikon"
 
@@ -415,33 +414,41 @@ class PostgresEventStore(EventStore):
             return int(actual)
         raise ConcurrencyError(stream_id, expected, int(actual))
 
-    def _decode(self, row: asyncpg.Record) -> RecordedEvent:
-        return decode_row(self.codec, row[0], row[1], row[2], row[3], row[4], row[5], row[6],
-                          row[7])
+    def _records(self, rows: list[asyncpg.Record], *, stop_at_bad: bool = False
+                 ) -> list[RecordedEvent]:
+        """Rows into recorded events; a bad row raises UndecodableEventError or, with
+        `stop_at_bad`, ends a list that is not empty before it."""
+        decode = self.codec.decode
+        out: list[RecordedEvent] = []
+        append = out.append
+        for position, stream_id, version, event_type, data, correlation, causation, at in rows:
+            try:
+                event = decode(data, event_type, correlation_id=correlation,
+                               causation_id=causation)
+            except Exception as exc:  # WireFormatError, or an upcaster's own failure
+                if stop_at_bad and out:
+                    break
+                reason = str(exc) if isinstance(exc, WireFormatError) else \
+                    f"{type(exc).__name__}: {exc}"
+                raise UndecodableEventError(position, stream_id, version, reason) from None
+            append(RecordedEvent(position, stream_id, version, event, at))
+        return out
 
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
         async with self.db.connection(f"reading stream {stream_id!r}") as conn:
             rows = await conn.fetch(self._read_stream_sql, stream_id, from_version)
-        return [self._decode(r) for r in rows]
+        return self._records(rows)
 
     async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[RecordedEvent]:
         async with self.db.connection("reading the global order") as conn:
             rows = await conn.fetch(self._read_all_sql, from_position, limit)
-        out: list[RecordedEvent] = []
-        for row in rows:
-            try:
-                out.append(self._decode(row))
-            except UndecodableEventError:
-                if out:
-                    break
-                raise
-        return out
+        return self._records(rows, stop_at_bad=True)
 
     async def read_by_type(self, event_type: str, since: datetime | None = None,
                            limit: int = 10_000) -> list[RecordedEvent]:
         async with self.db.connection(f"reading events of type {event_type!r}") as conn:
             rows = await conn.fetch(self._read_by_type_sql, event_type, since, limit)
-        return [self._decode(r) for r in rows]
+        return self._records(rows)
 
     async def stream_version(self, stream_id: str) -> int:
         async with self.db.connection(f"reading the version of stream {stream_id!r}") as conn:
