@@ -7,25 +7,41 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from mussikon.bootstrap import open_app
+from mussikon.clock import OffsetClock
 from mussikon.config import Settings
-from mussikon.demo import run_demo
+from mussikon.demo import DemoFailed, run_demo
 from mussikon.projections.directory import CONTRACTS
 
 
 async def test_the_demo_flow_on_memory_reaches_every_expected_outcome() -> None:
-    app = await open_app(Settings(store_url="memory://", poll_interval=0.01))
+    app = await open_app(Settings(store_url="memory://", poll_interval=0.01), OffsetClock())
     try:
         out = await run_demo(app, Console(quiet=True))
         statuses = {k: (await app.documents.get(CONTRACTS, v) or {}).get("status")
                     for k, v in out.contracts.items()}
-        assert statuses == {"ana-jazz": "Paid", "juan-salsa": "PaymentFailed",
-                            "mar-merengue": "Paid"}
+        won, lost = out.double_booking["won"], out.double_booking["lost"]
+        assert {won, lost} == {"ana-jazz", "ana-bolero"}
+        assert statuses == {won: "Paid", lost: None, "juan-salsa": "Cancelled",
+                            "mar-merengue": "Paid", "luis-fiesta": "Cancelled"}
         assert len(out.refused) == 2
         charges = await app.gateway.charges()  # type: ignore[attr-defined]
-        assert len(charges) == 3  # one per signed contract, whatever was redelivered
+        # One per paid contract, and Juan's declined card three times (the initial payment and
+        # two retries), whatever was redelivered; the unsigned contract was never charged.
+        assert sorted(c.status for c in charges) == ["Completed"] * 2 + ["Declined"] * 3
+        assert len({c.idempotency_key for c in charges}) == 5
+    finally:
+        await app.close()
+
+
+async def test_the_demo_needs_a_clock_it_can_move() -> None:
+    app = await open_app(Settings(store_url="memory://"))
+    try:
+        with pytest.raises(DemoFailed, match="AdjustableClock"):
+            await run_demo(app, Console(quiet=True))
     finally:
         await app.close()
 

@@ -6,13 +6,14 @@ import asyncpg
 from rich.console import Console
 
 from mussikon.bootstrap import open_app
+from mussikon.clock import OffsetClock
 from mussikon.config import Settings
 from mussikon.demo import run_demo
 
 
 async def test_the_demo_flow_on_postgresql(postgres_url: str, unique_name: str) -> None:
     app = await open_app(Settings(store_url=postgres_url, postgres_schema=unique_name,
-                                  poll_interval=0.01))
+                                  poll_interval=0.01), OffsetClock())
     try:
         out = await run_demo(app, Console(quiet=True))
         assert len(out.contracts) >= 3
