@@ -307,6 +307,33 @@ async def test_a_step_that_ends_before_its_timeout_cancels_it() -> None:
     assert effects == Effects({"b": 1})
 
 
+class AwaitPingOrGoOn(AwaitPing):
+    """Goes on without the ping once the deadline passes."""
+
+    async def on_timeout(self, ctx: StepContext, name: str) -> Outcome:
+        return Done(note=f"went on at the {name}")
+
+
+async def test_killed_after_a_timeout_fired_the_timeout_fires_again_and_the_work_resumes(
+        ) -> None:
+    effects = Effects()
+    rig = Rig([AwaitPingOrGoOn(), Work("b", effects, crash_once=True), Work("c", effects)])
+    await rig.engine.handle_event(started())
+    rig.clock.advance(timedelta(hours=1))
+    assert await rig.scheduler.fire_due() == 0  # the handler died after the firing committed
+    halfway = await rig.state()
+    assert (halfway.status, halfway.completed) == (SagaStatus.RUNNING, ["await-ping"])
+    assert len(await rig.scheduler.pending()) == 1  # kept until what it led to is done
+    rig.clock.advance(timedelta(minutes=1))
+    assert await rig.scheduler.fire_due() == 1
+    state = await rig.state()
+    assert state.status is SagaStatus.COMPLETED
+    assert await rig.scheduler.pending() == []
+    assert effects == Effects({"b": 2, "c": 1})
+    assert [r for r in await rig.records() if r[0] == "TimeoutFired"] == [
+        ("TimeoutFired", "await-ping")]
+
+
 async def test_a_timeout_scheduled_before_a_restart_fires_after_it() -> None:
     rig = Rig([AwaitPing()])
     await rig.engine.handle_event(started())

@@ -95,8 +95,10 @@ class SagaEngine:
             await self.handle(instance, Trigger(envelope.message_id, event=envelope.event))
 
     async def fire(self, timeout: ScheduledTimeout) -> None:
-        """Deliver a timeout that fell due to its instance."""
+        """Deliver a timeout that fell due to its instance, then drop it: only once everything
+        it led to is committed, so that a crash before then fires it again."""
         await self.handle(timeout.instance, Trigger(timeout.id, timeout=timeout))
+        await self.journal.drop_timeout(timeout.id)
 
     async def handle(self, instance: str, trigger: Trigger) -> SagaState:
         """Handle one message for one instance; return the instance as it was left."""

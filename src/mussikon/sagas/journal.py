@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from mussikon.sagas.state import HistoryEntry, SagaRecord, SagaState, SagaStatus
+from mussikon.sagas.state import HistoryEntry, RecordKind, SagaRecord, SagaState, SagaStatus
 from mussikon.sagas.timeouts import TIMEOUTS, ScheduledTimeout
 from mussikon.sagas.versioned import VersionedDocuments
 from mussikon.store.documents import Changes, DocumentStore
@@ -49,7 +49,12 @@ class SagaJournal:
             entry = HistoryEntry(version, at, record.kind.value, record.step, record.detail,
                                  message_id)
             changes.put(HISTORY, f"{after.saga_id}/{version:08d}/{n:02d}", entry.to_document())
-        for timeout_id in before.timeouts.keys() - after.timeouts.keys():
+        # A timeout that fired stays scheduled until its handler has finished all the work
+        # that followed (the scheduler drops it then): a crash before that fires it again,
+        # which resumes the work. One that ended unfired is dropped now.
+        fired = {r.timeout.id for r in records
+                 if r.kind is RecordKind.TIMEOUT_FIRED and r.timeout is not None}
+        for timeout_id in before.timeouts.keys() - after.timeouts.keys() - fired:
             changes.delete(TIMEOUTS, timeout_id)
         for timeout_id in after.timeouts.keys() - before.timeouts.keys():
             pending = after.timeouts[timeout_id]
@@ -61,6 +66,12 @@ class SagaJournal:
             return False
         after.version = version
         return True
+
+    async def drop_timeout(self, timeout_id: str) -> None:
+        """Forget a timeout whose handling is over."""
+        changes = Changes()
+        changes.delete(TIMEOUTS, timeout_id)
+        await self.documents.commit(changes)
 
     async def history(self, saga_id: str) -> list[HistoryEntry]:
         """Every record of the instance, oldest first."""

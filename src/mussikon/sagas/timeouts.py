@@ -1,10 +1,11 @@
 """Durable timeouts: scheduled messages kept as documents, fired by a loop when the Clock says.
 
-A timeout document is written in the same transaction as the saga state that asked for it,
-and deleted in the same transaction as the state that handled it (or ended the step), so
-a restart finds exactly the timeouts still pending. Firing is at least once: a timeout
+A timeout document is written in the same transaction as the saga state that asked for it.
+It is deleted in the same transaction as the state that ended its step unfired, or, once
+it fired, after its handler finished everything it led to. So a restart finds exactly
+the timeouts still pending or still being handled. Firing is at least once: a timeout
 whose handling failed or was cut off by a crash stays and fires again, and the saga
-engine recognises one it has already handled.
+engine recognises one it has already handled and resumes the work that followed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mussikon.clock import Clock
-from mussikon.store.documents import Changes, Document, DocumentStore
+from mussikon.store.documents import Document, DocumentStore
 
 log = logging.getLogger("mussikon.sagas.timeouts")
 
@@ -101,12 +102,6 @@ class TimeoutScheduler:
                 self._failures.pop(timeout.id, None)
                 fired += 1
             return fired
-
-    async def drop(self, timeout_id: str) -> None:
-        """Forget a timeout nobody waits for any more."""
-        changes = Changes()
-        changes.delete(TIMEOUTS, timeout_id)
-        await self.documents.commit(changes)
 
     async def start(self) -> None:
         """Fire due timeouts in the background until `stop`."""
