@@ -108,6 +108,24 @@ class Report:
             table.add_row(*cells)
         return table
 
+    def markdown(self) -> str:
+        """The table as Markdown (for bench/RESULTS.md): ours, each peer, each ratio."""
+        peers = self.peer_names
+        head = ["workload", "unit", "ours", *peers, *(f"ours ÷ {p}" for p in peers)]
+        lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        for r in self.results:
+            cells = [f"`{r.workload}`", r.unit, _number(r.ours)]
+            cells += [_number(r.peers[p]) if p in r.peers else "—" for p in peers]
+            for p in peers:
+                advantage = r.advantage(p)
+                target = r.targets.get(p)
+                cell = "—" if advantage is None else f"{advantage:.2f}×"
+                if advantage is not None and target is not None:
+                    cell += f" (target {target:g}: {'met' if advantage >= target else 'missed'})"
+                cells.append(cell)
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
     def render(self, console: Console | None = None) -> None:
         """Print the table."""
         (console or Console()).print(self.table())
