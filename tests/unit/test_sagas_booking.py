@@ -213,7 +213,9 @@ async def test_a_contract_that_cannot_be_drafted_releases_the_day_and_keeps_the_
     application = await application_of(world, application_id)
     assert application.reason == "changed my mind"  # the first rejection stands
     assert not (await contract_of(world, contract_id)).exists
-    assert "application-rejected" in world.notifier.kinds_to(MUSICIAN)
+    [notice] = [n for n in world.notifier.outbox if n.kind == "application-rejected"]
+    assert notice.recipient == MUSICIAN
+    assert "changed my mind" in notice.body
 
 
 async def test_two_accepted_applications_for_one_day_give_one_contract_and_one_rejection(

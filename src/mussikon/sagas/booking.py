@@ -121,7 +121,7 @@ class Accepted(Step):
         sent = await self.s.notifier.send(templates.application_rejected(
             musician.name, musician.email, ctx.key("rejection-notice"),
             application_id=application_id, gig_title=ctx.text("gig_title"),
-            reason=ctx.reason))
+            reason=application.reason or ctx.reason))
         return f"{did}; {musician.email} {'told' if sent else 'already told'}"
 
 
