@@ -255,3 +255,23 @@ async def test_two_accepted_applications_for_one_day_give_one_contract_and_one_r
     assert (rejected.status, rejected.reason) == (ApplicationStatus.REJECTED, loser.reason)
     assert world.notifier.kinds_to(MUSICIAN).count("application-rejected") == 1
     assert lost  # both read the day free; one write lost, and that booking read who won
+
+
+async def test_a_contract_cancelled_between_the_charge_and_marking_it_paid_asks_for_a_refund(
+        ) -> None:
+    world = SagaWorld()
+    organizer, musician, _, contract_id = await world.accepted()
+    marketplace = world.marketplace
+    mark_paid = marketplace.mark_contract_paid
+
+    async def cancelled_first(contract: str, **kwargs: Any) -> None:
+        await marketplace.cancel_contract(contract, "called off by the organizer")
+        await mark_paid(contract, **kwargs)
+
+    marketplace.mark_contract_paid = cancelled_first  # type: ignore[method-assign,assignment]
+    await world.sign(contract_id, musician, organizer)
+    saga = await world.saga(f"booking-{contract_id}")
+    assert (saga.status, saga.failed_step) == (SagaStatus.COMPENSATED, "contract-paid")
+    assert saga.reason.endswith(f"transaction {saga.data['transaction_id']} needs a refund")
+    assert saga.compensated == UNDONE
+    assert (await contract_of(world, contract_id)).reason == "called off by the organizer"

@@ -287,9 +287,14 @@ class ContractPaid(Step):
         self.s = services
 
     async def run(self, ctx: StepContext) -> Outcome:
-        await self.s.marketplace.mark_contract_paid(
-            ctx.instance, payment_id=ctx.text("payment_id"),
-            transaction_id=ctx.text("transaction_id"), cause=ctx.cause)
+        try:
+            await self.s.marketplace.mark_contract_paid(
+                ctx.instance, payment_id=ctx.text("payment_id"),
+                transaction_id=ctx.text("transaction_id"), cause=ctx.cause)
+        except IllegalTransition as exc:
+            # Cancelled by someone between the charge and now. The gateway port has no
+            # refunds: the reason names the transaction for the operator who refunds it.
+            return Failed(f"{exc}; transaction {ctx.text('transaction_id')} needs a refund")
         return Done(note=f"contract paid ({ctx.text('transaction_id')})")
 
 
