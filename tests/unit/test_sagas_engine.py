@@ -218,6 +218,20 @@ async def test_killed_between_two_steps_the_redelivered_message_resumes_and_fini
         ("StepCompleted", "a"), ("StepCompleted", "b"), ("StepCompleted", "c")]
 
 
+async def test_a_message_that_resumes_unfinished_work_still_reaches_the_step_awaiting_it(
+        ) -> None:
+    effects = Effects()
+    rig = Rig([Work("a", effects, crash_once=True), AwaitPing(), Work("c", effects)])
+    start, pinged = started(), ping()
+    with pytest.raises(Crash):
+        await rig.engine.handle_event(start)
+    await rig.engine.handle_event(pinged)  # comes before the start is redelivered
+    state = await rig.state()
+    assert state.status is SagaStatus.COMPLETED
+    assert effects == Effects({"a": 2, "c": 1})
+    assert state.handled == [start.message_id, pinged.message_id]
+
+
 async def test_a_crash_while_compensating_resumes_the_remaining_compensations_once() -> None:
     effects = Effects()
 

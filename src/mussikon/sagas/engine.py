@@ -120,7 +120,8 @@ class SagaEngine:
             data = {CORRELATION: str(event.correlation_id or event.id),
                     **self.definition.initial_data(event)}
             state = await self._commit(state, trigger, [
-                SagaRecord(RecordKind.STARTED, detail=f"by {event.event_type}", data=data)])
+                SagaRecord(RecordKind.STARTED, detail=f"by {event.event_type}", data=data)],
+                decided=True)
         state = await self._work(state, trigger)
         if state.has_handled(trigger.message_id) or state.status is not SagaStatus.WAITING:
             return state
@@ -138,7 +139,7 @@ class SagaEngine:
             if answer is None:
                 return state
             outcome = answer
-        state = await self._record(state, trigger, step, outcome, fired)
+        state = await self._record(state, trigger, step, outcome, fired, decided=True)
         return await self._work(state, trigger)
 
     async def _work(self, state: SagaState, trigger: Trigger) -> SagaState:
@@ -161,7 +162,8 @@ class SagaEngine:
                 return state
 
     async def _record(self, state: SagaState, trigger: Trigger, step: Step, outcome: Outcome,
-                      fired: PendingTimeout | None = None) -> SagaState:
+                      fired: PendingTimeout | None = None, *, decided: bool = False
+                      ) -> SagaState:
         records: list[SagaRecord] = []
         if fired is not None:
             records.append(SagaRecord(RecordKind.TIMEOUT_FIRED, step=step.name,
@@ -186,14 +188,17 @@ class SagaEngine:
                         RecordKind.TIMEOUT_SCHEDULED, step=step.name,
                         detail=f"{request.name} at {timeout.due_at.isoformat()}",
                         timeout=timeout))
-        return await self._commit(state, trigger, records)
+        return await self._commit(state, trigger, records, decided=decided)
 
-    async def _commit(self, state: SagaState, trigger: Trigger,
-                      records: list[SagaRecord]) -> SagaState:
+    async def _commit(self, state: SagaState, trigger: Trigger, records: list[SagaRecord], *,
+                      decided: bool = False) -> SagaState:
+        """Commit records written while handling `trigger`; `decided` when they are what the
+        trigger decided (it counts as handled then). Work merely resumed while handling it
+        does not consume it: a waiting step the work leads to still gets the message."""
         at = self.clock.now()
         after = state.copy()
         for record in records:
-            after.apply(record, trigger.message_id, at)
+            after.apply(record, trigger.message_id if decided else "", at)
         if not await self.journal.commit(state, after, records, trigger.message_id, at):
             raise _Lost
         what = describe(records)

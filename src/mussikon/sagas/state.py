@@ -150,7 +150,8 @@ class SagaState:
         return message_id in self.handled
 
     def apply(self, record: SagaRecord, message_id: str, at: datetime) -> None:
-        """Change the state by one record written while handling `message_id`."""
+        """Change the state by one record; `message_id` ("" for none) is the message whose
+        handling decided it, which now counts as handled."""
         match record.kind:
             case RecordKind.STARTED:
                 self.status, self.step, self.started_at = SagaStatus.RUNNING, 0, at
@@ -182,7 +183,7 @@ class SagaState:
             case RecordKind.COMPENSATED:
                 self.status = SagaStatus.COMPENSATED
                 self.timeouts.clear()
-        if message_id not in self.handled:
+        if message_id and message_id not in self.handled:
             self.handled.append(message_id)
         self.updated_at = at
 
