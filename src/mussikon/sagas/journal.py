@@ -5,6 +5,13 @@ The state document holds the ids of the messages the instance has handled, so re
 a decision and recording that its message was handled are the same write; the version
 claim makes that write optimistic (see `versioned`). The history is one document per
 record, keyed so that a prefix scan lists an instance's records in order.
+
+Why documents and not streams in the event store: the store's global order is the public
+log of domain events. Everything in it is published (the RabbitMQ topology gives every
+registered event type a durable queue, which saga records would fill with nobody reading)
+and read by the .NET services; a saga's bookkeeping is this service's private business.
+The documents live in the same database, and one commit holds what a stream append
+would, plus the timeouts.
 """
 
 from __future__ import annotations
