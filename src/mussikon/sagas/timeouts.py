@@ -77,11 +77,14 @@ class TimeoutScheduler:
                     for _, doc in await self.documents.scan(TIMEOUTS)]
         return sorted(timeouts, key=lambda t: (t.due_at, t.id))
 
+    def _ready_at(self, timeout: ScheduledTimeout) -> datetime:
+        """When it may fire: when due, or when the backoff after its last failure ends."""
+        return max(timeout.due_at, self._failures.get(timeout.id, (0, timeout.due_at))[1])
+
     async def ready(self) -> list[ScheduledTimeout]:
         """The timeouts due now and not waiting out a backoff after a failure."""
         now = self.clock.now()
-        return [t for t in await self.pending()
-                if t.due_at <= now and self._failures.get(t.id, (0, now))[1] <= now]
+        return [t for t in await self.pending() if self._ready_at(t) <= now]
 
     async def fire_due(self) -> int:
         """Fire every ready timeout once; return how many were handled without error."""
@@ -125,9 +128,9 @@ class TimeoutScheduler:
                 delay = self.poll_interval
                 continue
             if upcoming:
-                # Sleep no longer than until the next one is due (by this clock's reckoning).
-                until = (upcoming[0].due_at - self.clock.now()).total_seconds()
-                delay = min(max(until, self.poll_interval), delay)
+                # Sleep no longer than until the next one is ready (by this clock's reckoning).
+                until = (min(self._ready_at(t) for t in upcoming) - self.clock.now())
+                delay = min(max(until.total_seconds(), self.poll_interval), delay)
             self._woken.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), delay)
