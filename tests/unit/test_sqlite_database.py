@@ -12,7 +12,8 @@ import pytest
 
 from mussikon.domain.events import MusicianRegisteredEvent
 from mussikon.store import ANY_VERSION, NO_STREAM, ConcurrencyError
-from mussikon.store.sqlite import SqliteDatabase, SqliteEventStore
+from mussikon.store.documents import Changes
+from mussikon.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
 
 
 def registered(musician_id: str = "m-1") -> MusicianRegisteredEvent:
@@ -61,6 +62,32 @@ async def test_a_locked_file_is_waited_for_off_the_event_loop(tmp_path: Path) ->
         assert len(await store.read_stream("s")) == 3
     finally:
         ticking.cancel()
+        other.close()
+        await db.close()
+
+
+async def test_document_writes_wait_for_a_locked_file_too(tmp_path: Path) -> None:
+    path = str(tmp_path / "e.db")
+    db = await SqliteDatabase(path).open()
+    documents = SqliteDocumentStore(db)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    def lock_for_a_moment() -> None:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock …
+        threading.Timer(0.1, lambda: other.execute("COMMIT")).start()  # … for 0.1 s
+
+    try:
+        changes = Changes()
+        changes.put("profiles", "m-1", {"name": "Ana"})
+        lock_for_a_moment()
+        assert await documents.commit(changes, checkpoint=("profiles", 3))
+        lock_for_a_moment()
+        await documents.reset_checkpoint("profiles", ["profiles"])
+        lock_for_a_moment()
+        assert await documents.try_lease("relay", "me", 5.0)
+        assert await documents.checkpoint("profiles") == 0
+        assert await documents.get("profiles", "m-1") is None
+    finally:
         other.close()
         await db.close()
 

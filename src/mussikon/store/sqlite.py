@@ -114,6 +114,16 @@ def _from_micros(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1_000_000, UTC)
 
 
+def _is_busy(exc: BaseException | None) -> bool:
+    """The error is (or arose while handling) SQLITE_BUSY: another connection holds the lock."""
+    while exc is not None:
+        if (isinstance(exc, sqlite3.OperationalError)
+                and getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY):
+            return True
+        exc = exc.__context__
+    return False
+
+
 class SqliteDatabase:
     """One SQLite file: a non-waiting connection used on the event loop, and a waiting one
     on a worker thread for when the file is locked (or for everything, if not `inline`)."""
@@ -177,8 +187,8 @@ class SqliteDatabase:
             assert fast is not None
         try:
             return fn(fast)
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+        except Exception as exc:
+            if not _is_busy(exc):
                 raise
         return await self._in_thread(fn)  # locked: wait for the lock off the event loop
 
@@ -423,7 +433,8 @@ class SqliteDocumentStore(DocumentStore):
                 conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, 0)", (name,))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
 
         await self.db.run(reset)
