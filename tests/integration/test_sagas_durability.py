@@ -21,6 +21,7 @@ from mussikon.clock import FakeClock
 from mussikon.config import Settings
 from mussikon.domain.contract import Contract, ContractStatus, contract_id_for
 from mussikon.messaging.memory import InProcessTransport
+from mussikon.sagas import timeouts
 from mussikon.sagas.runtime import open_sagas
 from mussikon.sagas.state import SagaState, SagaStatus
 
@@ -184,7 +185,9 @@ class StuckOnCancellationNotices(Notifier):
 
 
 async def test_killed_while_compensating_after_a_deadline_the_compensation_resumes_once(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The killed process cannot release its scheduler lease; the next one waits it out.
+    monkeypatch.setattr(timeouts, "LEASE_SECONDS", 0.3)
     path = tmp_path / "sagas.db"
     async with running(path, FakeClock(START)) as first:
         _, _, contract_id = await booked(first)

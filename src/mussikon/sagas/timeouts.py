@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,6 +53,9 @@ Fire = Callable[[ScheduledTimeout], Awaitable[None]]
 
 _MAX_BACKOFF = timedelta(minutes=5)
 
+LEASE_SECONDS = 30.0
+"""How long a scheduler that stopped renewing its lease keeps the others waiting."""
+
 
 class TimeoutScheduler:
     """Fires due timeouts through `fire`, in due order; retries a failing one with backoff.
@@ -70,6 +74,7 @@ class TimeoutScheduler:
         self._woken = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.owner = f"timeouts-{uuid.uuid4()}"
 
     async def pending(self) -> list[ScheduledTimeout]:
         """Every timeout not fired yet, soonest first."""
@@ -87,8 +92,14 @@ class TimeoutScheduler:
         return [t for t in await self.pending() if self._ready_at(t) <= now]
 
     async def fire_due(self) -> int:
-        """Fire every ready timeout once; return how many were handled without error."""
+        """Fire every ready timeout once; return how many were handled without error.
+
+        Among processes sharing the store, the one holding the scheduler lease fires; the
+        others stand by and take over when a holder stops renewing it.
+        """
         async with self._firing:
+            if not await self.documents.try_lease(TIMEOUTS, self.owner, LEASE_SECONDS):
+                return 0
             fired = 0
             for timeout in await self.ready():
                 try:
@@ -157,3 +168,5 @@ class TimeoutScheduler:
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        with contextlib.suppress(Exception):  # a store already closed has no lease to free
+            await self.documents.release_lease(TIMEOUTS, self.owner)
