@@ -7,6 +7,7 @@ size. Runs in this process, synchronously, right before or after ours.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -52,44 +53,52 @@ def sqlite_synchronous(level: str) -> Iterator[None]:
         SQLiteConnectionPool._create_connection = original  # type: ignore[method-assign]
 
 
+@functools.cache
+def _aggregates() -> tuple[Any, Any, Any]:
+    """The peer's aggregate classes, defined once (eventsourcing registers each class by its
+    topic and refuses a second class under the same one)."""
+    from eventsourcing.domain import Aggregate, event
+
+    class Musician(Aggregate):
+        @event("Registered")
+        def __init__(self, email: str, name: str, genres: list[str], location: str) -> None:
+            self.email, self.name, self.genres, self.location = email, name, genres, location
+
+    class Gig(Aggregate):
+        @event("Created")
+        def __init__(self, organizer_id: str, title: str, event_date: datetime,
+                     location: str, genre: str, budget: Decimal) -> None:
+            self.organizer_id, self.title, self.event_date = organizer_id, title, event_date
+            self.location, self.genre, self.budget = location, genre, budget
+            self.status = "Open"
+
+        @event("Closed")
+        def close(self, reason: str) -> None:
+            self.status, self.reason = "Closed", reason
+
+    class Contract(Aggregate):
+        @event("Drafted")
+        def __init__(self, application_id: str, musician_id: str, organizer_id: str,
+                     event_id: str, amount: Decimal, event_date: datetime) -> None:
+            self.application_id, self.musician_id = application_id, musician_id
+            self.organizer_id, self.event_id = organizer_id, event_id
+            self.amount, self.event_date = amount, event_date
+            self.status, self.payment_id, self.reason = "Drafted", "", ""
+
+        @event("PaymentFailed")
+        def payment_failed(self, payment_id: str, reason: str) -> None:
+            self.status, self.payment_id, self.reason = "PaymentFailed", payment_id, reason
+
+    return Musician, Gig, Contract
+
+
 class EsPeer:
     """One eventsourcing `Application` and the workloads run against it."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         from eventsourcing.application import Application
-        from eventsourcing.domain import Aggregate, event
 
-        class Musician(Aggregate):
-            @event("Registered")
-            def __init__(self, email: str, name: str, genres: list[str], location: str) -> None:
-                self.email, self.name, self.genres, self.location = email, name, genres, location
-
-        class Gig(Aggregate):
-            @event("Created")
-            def __init__(self, organizer_id: str, title: str, event_date: datetime,
-                         location: str, genre: str, budget: Decimal) -> None:
-                self.organizer_id, self.title, self.event_date = organizer_id, title, event_date
-                self.location, self.genre, self.budget = location, genre, budget
-                self.status = "Open"
-
-            @event("Closed")
-            def close(self, reason: str) -> None:
-                self.status, self.reason = "Closed", reason
-
-        class Contract(Aggregate):
-            @event("Drafted")
-            def __init__(self, application_id: str, musician_id: str, organizer_id: str,
-                         event_id: str, amount: Decimal, event_date: datetime) -> None:
-                self.application_id, self.musician_id = application_id, musician_id
-                self.organizer_id, self.event_id = organizer_id, event_id
-                self.amount, self.event_date = amount, event_date
-                self.status, self.payment_id, self.reason = "Drafted", "", ""
-
-            @event("PaymentFailed")
-            def payment_failed(self, payment_id: str, reason: str) -> None:
-                self.status, self.payment_id, self.reason = "PaymentFailed", payment_id, reason
-
-        self.Musician, self.Gig, self.Contract = Musician, Gig, Contract
+        self.Musician, self.Gig, self.Contract = _aggregates()
         self.app = Application[UUID](env=dict(env))
 
     def close(self) -> None:
@@ -98,8 +107,8 @@ class EsPeer:
 
     def _contract(self, count: int) -> Any:
         contract: Any = self.Contract(application_id="app-1", musician_id="mus-1",
-                                 organizer_id="org-1", event_id="gig-1",
-                                 amount=Decimal("1200.50"), event_date=GIG_DATE)
+                                      organizer_id="org-1", event_id="gig-1",
+                                      amount=Decimal("1200.50"), event_date=GIG_DATE)
         for version in range(2, count + 1):
             contract.payment_failed(payment_id=f"pay-{version}", reason="card declined")
         return contract
@@ -144,8 +153,8 @@ class EsPeer:
     def prepare_long_stream(self) -> UUID:
         """One aggregate of 1,000 events, saved 100 at a time (not timed)."""
         contract: Any = self.Contract(application_id="app-1", musician_id="mus-1",
-                                 organizer_id="org-1", event_id="gig-1",
-                                 amount=Decimal("1200.50"), event_date=GIG_DATE)
+                                      organizer_id="org-1", event_id="gig-1",
+                                      amount=Decimal("1200.50"), event_date=GIG_DATE)
         for version in range(2, LONG_STREAM + 1):
             contract.payment_failed(payment_id=f"pay-{version}", reason="card declined")
             if version % BATCH == 0:

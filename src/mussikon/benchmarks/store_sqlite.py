@@ -111,22 +111,22 @@ class RawSqlite:
 
 
 class Contenders:
-    """The three databases, opened once and used by every round."""
+    """The three databases of one workload, used by every round."""
 
-    def __init__(self, directory: Path, options: Options) -> None:
+    def __init__(self, directory: Path, options: Options, prefix: str = "") -> None:
         self.options = options
         self.directory = directory
-        self.db = SqliteDatabase(str(directory / "ours.db"), options.synchronous)
+        self.db = SqliteDatabase(str(directory / f"{prefix}ours.db"), options.synchronous)
         self.ours = SqliteEventStore(self.db)
         self.raw: RawSqlite | None = None
         self.es: EsPeer | None = None
         self._long: str | None = None
         self._es_long: Any = None
         if options.peers:
-            self.raw = RawSqlite(str(directory / "raw.db"), options.synchronous)
+            self.raw = RawSqlite(str(directory / f"{prefix}raw.db"), options.synchronous)
             if available():
                 with sqlite_synchronous(options.synchronous):
-                    self.es = EsPeer(sqlite_env(str(directory / "es.db")))
+                    self.es = EsPeer(sqlite_env(str(directory / f"{prefix}es.db")))
 
     async def close(self) -> None:
         await self.ours.close()
@@ -202,34 +202,36 @@ async def measure(directory: Path, options: Options, progress: Progress | None =
     figure is its events over its time summed over the rounds, so every contender meets the
     same disturbances on a shared machine."""
     sizes = w.Sizes(options.events)
-    contenders = Contenders(directory, options)
     rounds = options.rounds
 
     def share(total: int) -> int:
         return max(1, round(total / rounds))
 
-    runs: list[tuple[str, Callable[[list[str]], Any]]] = [
-        (w.APPEND_NEW_STREAM, lambda o: contenders.append_new_stream(o, share(sizes.single))),
-        (w.APPEND_EXISTING_STREAM,
-         lambda o: contenders.append_existing_stream(o, share(sizes.single))),
-        (w.APPEND_BATCH_100, lambda o: contenders.append_batch_100(o, share(sizes.batches))),
-        (w.READ_STREAM_1000, lambda o: contenders.read_stream_1000(o, share(sizes.loads))),
+    runs: list[tuple[str, str, int]] = [
+        (w.APPEND_NEW_STREAM, "append_new_stream", share(sizes.single)),
+        (w.APPEND_EXISTING_STREAM, "append_existing_stream", share(sizes.single)),
+        (w.APPEND_BATCH_100, "append_batch_100", share(sizes.batches)),
+        (w.READ_STREAM_1000, "read_stream_1000", share(sizes.loads)),
     ]
     names = [OURS, RAW, ES]
     totals: dict[str, dict[str, tuple[int, float]]] = {name: {} for name in w.WORKLOADS}
-    try:
-        for workload, run in runs:
+    peers_missing = False
+    for workload, method, size in runs:
+        # Fresh files for every workload: each contender's database holds the same rows.
+        contenders = Contenders(directory, options, prefix=f"{workload}-")
+        peers_missing = options.peers and contenders.es is None
+        try:
             for round_no in range(rounds):
                 order = names[round_no % 3:] + names[: round_no % 3]
-                timings: dict[str, w.Timing] = await run(order)
+                timings: dict[str, w.Timing] = await getattr(contenders, method)(order, size)
                 for who, (n, seconds) in timings.items():
                     done, spent = totals[workload].get(who, (0, 0.0))
                     totals[workload][who] = (done + n, spent + seconds)
-            if progress is not None:
-                progress(f"{workload}: " + ", ".join(
-                    f"{who} {n / s:,.0f}" for who, (n, s) in totals[workload].items()))
-    finally:
-        await contenders.close()
+        finally:
+            await contenders.close()
+        if progress is not None:
+            progress(f"{workload}: " + ", ".join(
+                f"{who} {n / s:,.0f}" for who, (n, s) in totals[workload].items()))
     results = []
     for name, figures in totals.items():
         rates = {who: n / s for who, (n, s) in figures.items()}
@@ -238,7 +240,7 @@ async def measure(directory: Path, options: Options, progress: Progress | None =
                               targets={p: t for p, t in TARGETS[name].items() if p in rates}))
     settings = {"synchronous": options.synchronous, "journal_mode": "WAL",
                 "events": str(options.events), "rounds": str(rounds)}
-    if options.peers and contenders.es is None:
+    if peers_missing:
         settings["pyeventsourcing"] = "not installed (pip install -e '.[bench]')"
     return Report("store-sqlite", results, settings)
 
