@@ -71,7 +71,7 @@ def store(
     synchronous: Annotated[Synchronous, typer.Option(
         help="SQLite durability, the same for ours and the peers.")] = Synchronous.FULL,
     events: Annotated[int, typer.Option(
-        min=10, help="Events per single-event workload (batches: 5×, loads: events/50).")] = 1000,
+        min=10, help="Events per single-event workload (batches: 5×, loads: events/25).")] = 1000,
     rounds: Annotated[int, typer.Option(
         min=1, help="Rounds each workload is cut into; contenders take turns in each.")] = 10,
 ) -> None:

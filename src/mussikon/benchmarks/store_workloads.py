@@ -62,8 +62,8 @@ class Sizes:
 
     @property
     def loads(self) -> int:
-        """Loads of the 1,000-event stream."""
-        return max(5, self.events // 50)
+        """Loads of the 1,000-event stream: `events`/25 (40 by default), at least 5."""
+        return max(5, self.events // 25)
 
 
 Timing = tuple[int, float]
