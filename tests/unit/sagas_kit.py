@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
-from mussikon.adapters.notifications import Notification, Notifier, SentNotification
 from mussikon.adapters.payments import (
     ChargeRequest,
     ChargeResult,
@@ -31,26 +30,7 @@ from mussikon.service.marketplace import Marketplace
 from mussikon.service.repository import Repository
 from mussikon.store.documents import Changes, Document
 from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore
-
-
-class RecordingNotifier(Notifier):
-    """Keeps what it was asked to send; a key sends once, as the port promises."""
-
-    def __init__(self) -> None:
-        self.outbox: list[Notification] = []
-
-    async def send(self, notification: Notification) -> bool:
-        if any(n.key == notification.key for n in self.outbox):
-            return False
-        self.outbox.append(notification)
-        return True
-
-    async def sent(self, limit: int = 100) -> list[SentNotification]:
-        return [SentNotification(n, n.created_at, "fake") for n in self.outbox][-limit:]
-
-    def kinds_to(self, recipient: str) -> list[str]:
-        """The kinds sent to one person, in order."""
-        return [n.kind for n in self.outbox if n.recipient == recipient]
+from tests.fakes import FakeNotifier
 
 
 @dataclass
@@ -102,7 +82,7 @@ class SagaWorld:
         self.documents = YieldingDocumentStore()
         self.repository = Repository(self.store)
         self.marketplace = Marketplace(self.repository, self.clock.now)
-        self.notifier = RecordingNotifier()
+        self.notifier = FakeNotifier()
         self.gateway = ScriptedGateway()
         self.days = MusicianDays(self.documents, self.clock)
         self.services = SagaServices(self.marketplace, self.repository, self.notifier,

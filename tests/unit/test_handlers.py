@@ -10,7 +10,6 @@ from decimal import Decimal
 import pytest
 
 from mussikon.adapters.analytics import DocumentAnalytics
-from mussikon.adapters.notifications import Notification, Notifier, SentNotification
 from mussikon.adapters.payments import (
     ChargeRequest,
     ChargeResult,
@@ -35,25 +34,7 @@ from mussikon.service.marketplace import Marketplace
 from mussikon.service.repository import Repository
 from mussikon.store import RecordedEvent
 from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore
-
-
-class FakeNotifier(Notifier):
-    """Keeps what it was asked to send; a key sends once, as the port promises."""
-
-    def __init__(self) -> None:
-        self.outbox: list[Notification] = []
-
-    async def send(self, notification: Notification) -> bool:
-        if any(n.key == notification.key for n in self.outbox):
-            return False
-        self.outbox.append(notification)
-        return True
-
-    async def sent(self, limit: int = 100) -> list[SentNotification]:
-        return [SentNotification(n, n.created_at, "fake") for n in self.outbox][-limit:]
-
-    def kinds_to(self, recipient: str) -> list[str]:
-        return [n.kind for n in self.outbox if n.recipient == recipient]
+from tests.fakes import FakeNotifier
 
 
 @dataclass
