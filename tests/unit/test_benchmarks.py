@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import asyncpg
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from mussikon.benchmarks import store_sqlite
+from mussikon.benchmarks import store_postgres, store_sqlite
 from mussikon.benchmarks.cli import bench_app
 from mussikon.benchmarks.peer_eventsourcing import available
 from mussikon.benchmarks.report import Report, Result, from_json
@@ -89,9 +90,47 @@ def test_the_cli_prints_one_json_object(monkeypatch: pytest.MonkeyPatch) -> None
     assert seen["options"] == store_sqlite.Options(events=20, synchronous="NORMAL", rounds=1)
 
 
-def test_a_backend_not_implemented_says_so_in_one_line() -> None:
-    result = CliRunner().invoke(bench_app, ["store", "--backend", "postgres"])
+@pytest.mark.postgres
+def test_the_postgres_store_benchmark_measures_every_workload_beside_its_peers(
+        postgres_url: str) -> None:
+    if not available("eventsourcing.postgres"):
+        pytest.skip("the bench extra (eventsourcing, psycopg) is not installed")
+    report = store_postgres.run(store_postgres.Options(events=32, rounds=1, url=postgres_url))
+
+    figures = {r.workload: r for r in report.results}
+    assert list(figures) == ["append-one-writer", "append-16-writers", "append-batch-100",
+                             "read-stream-10000", "read-all", "subscriber-lag-p50",
+                             "subscriber-lag-p99"]
+    for name in ("append-one-writer", "append-16-writers", "append-batch-100"):
+        assert set(figures[name].peers) == {"raw-asyncpg", "pyeventsourcing"}
+    for name in ("read-stream-10000", "read-all"):
+        assert set(figures[name].peers) == {"pyeventsourcing"}
+    assert figures["subscriber-lag-p50"].unit == figures["subscriber-lag-p99"].unit == "ms"
+    assert figures["subscriber-lag-p50"].ours <= figures["subscriber-lag-p99"].ours
+    assert all(r.ours > 0 and all(v > 0 for v in r.peers.values())
+               for r in report.results if r.unit.endswith("/s"))
+    assert report.settings["synchronous_commit"]
+
+
+@pytest.mark.postgres
+async def test_the_postgres_benchmark_drops_every_schema_it_made(postgres_url: str) -> None:
+    options = store_postgres.Options(events=10, rounds=1, url=postgres_url, peers=False)
+    contenders = await store_postgres.Contenders(options, "append-one-writer").open(1)
+    await contenders.close()
+
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        left = await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = ANY($1)",
+                                   list(contenders.schemas.values()))
+    finally:
+        await conn.close()
+    assert left == 0
+
+
+def test_an_unreachable_postgres_says_so_in_one_line() -> None:
+    result = CliRunner().invoke(bench_app, ["store", "--backend", "postgres",
+                                            "--url", "postgresql://nobody:secret@127.0.0.1:1/x"])
 
     assert result.exit_code == 2
-    assert "not implemented yet" in result.output
+    assert "PostgreSQL at" in result.output and "secret" not in result.output
     assert "Traceback" not in result.output

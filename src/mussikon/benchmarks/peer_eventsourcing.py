@@ -9,22 +9,34 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
-from mussikon.benchmarks.store_workloads import BATCH, GIG_DATE, LONG_STREAM, Timing, timed_sync
+from mussikon.benchmarks.store_workloads import (
+    BATCH,
+    GIG_DATE,
+    LONG_STREAM,
+    PAGE,
+    Timing,
+    shares,
+    timed_sync,
+)
 
 NAME = "pyeventsourcing"
 
 
-def available() -> bool:
-    """True if the bench extra (`eventsourcing`) is installed."""
+def available(persistence: str = "eventsourcing.sqlite") -> bool:
+    """True if the bench extra (`eventsourcing`, with `psycopg` for PostgreSQL) is installed."""
     try:
-        import eventsourcing.application  # noqa: F401
+        import eventsourcing.application
+        if persistence == "eventsourcing.postgres":
+            import eventsourcing.postgres  # noqa: F401
     except ImportError:
         return False
     return True
@@ -113,12 +125,38 @@ class EsPeer:
             contract.payment_failed(payment_id=f"pay-{version}", reason="card declined")
         return contract
 
+    def _musician(self) -> Any:
+        return self.Musician(email="ana@example.com", name="Ana Peña", genres=["jazz", "salsa"],
+                             location="Santo Domingo")
+
     def append_new_streams(self, n: int) -> Timing:
         """n new aggregates, one event each, one save each."""
         def run() -> int:
             for _ in range(n):
-                self.app.save(self.Musician(email="ana@example.com", name="Ana Peña",
-                                            genres=["jazz", "salsa"], location="Santo Domingo"))
+                self.app.save(self._musician())
+            return n
+        return timed_sync(run)
+
+    def append_new_streams_threads(self, n: int, threads: int) -> Timing:
+        """n new aggregates saved by `threads` threads at once, one event each, one save each
+        (the application's connection pool needs `threads` connections)."""
+        failures: list[BaseException] = []
+
+        def writer(count: int) -> None:
+            try:
+                for _ in range(count):
+                    self.app.save(self._musician())
+            except BaseException as exc:
+                failures.append(exc)
+
+        def run() -> int:
+            workers = [threading.Thread(target=writer, args=(k,)) for k in shares(n, threads)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            if failures:
+                raise failures[0]
             return n
         return timed_sync(run)
 
@@ -150,12 +188,12 @@ class EsPeer:
             return batches * BATCH
         return timed_sync(run)
 
-    def prepare_long_stream(self) -> UUID:
-        """One aggregate of 1,000 events, saved 100 at a time (not timed)."""
+    def prepare_long_stream(self, length: int = LONG_STREAM) -> UUID:
+        """One aggregate of `length` events, saved 100 at a time (not timed)."""
         contract: Any = self.Contract(application_id="app-1", musician_id="mus-1",
                                       organizer_id="org-1", event_id="gig-1",
                                       amount=Decimal("1200.50"), event_date=GIG_DATE)
-        for version in range(2, LONG_STREAM + 1):
+        for version in range(2, length + 1):
             contract.payment_failed(payment_id=f"pay-{version}", reason="card declined")
             if version % BATCH == 0:
                 self.app.save(contract)
@@ -163,17 +201,62 @@ class EsPeer:
         contract_id: UUID = contract.id
         return contract_id
 
-    def load_long_stream(self, contract_id: UUID, loads: int) -> Timing:
-        """Reconstruct the 1,000-event aggregate from its events, `loads` times."""
+    def load_long_stream(self, contract_id: UUID, loads: int,
+                         length: int = LONG_STREAM) -> Timing:
+        """Reconstruct the `length`-event aggregate from its events, `loads` times."""
         def run() -> int:
             for _ in range(loads):
                 contract: Any = self.app.repository.get(contract_id)
-                if contract.version != LONG_STREAM:
-                    raise AssertionError(f"loaded {contract.version} events, not {LONG_STREAM}")
-            return loads * LONG_STREAM
+                if contract.version != length:
+                    raise AssertionError(f"loaded {contract.version} events, not {length}")
+            return loads * length
+        return timed_sync(run)
+
+    def prepare_global_order(self, streams: int, per_stream: int) -> int:
+        """`streams` aggregates of `per_stream` events each, one save each (not timed)."""
+        for _ in range(streams):
+            self.app.save(self._contract(per_stream))
+        return streams * per_stream
+
+    def read_global_order(self, total: int, reads: int, page: int = PAGE) -> Timing:
+        """Read the whole notification log (`total` events) `reads` times, `page` at a time,
+        turning each notification into its domain event, as a processing application does."""
+        select = self.app.recorder.select_notifications
+        to_event = self.app.mapper.to_domain_event
+
+        def run() -> int:
+            for _ in range(reads):
+                start, seen = 1, 0
+                while seen < total:
+                    batch = select(start, page)
+                    if not batch:
+                        raise AssertionError(f"the log ended after {seen} of {total}")
+                    for notification in batch:
+                        to_event(notification)
+                    seen += len(batch)
+                    start = batch[-1].id + 1
+            return reads * total
         return timed_sync(run)
 
 
 def sqlite_env(path: str) -> dict[str, str]:
     """The environment that points eventsourcing at a SQLite file."""
     return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path}
+
+
+def postgres_env(url: str, schema: str, pool_size: int = 5) -> dict[str, str]:
+    """The environment that points eventsourcing at `url`, its tables in `schema` (which must
+    exist), with a pool of exactly `pool_size` connections."""
+    parts = urlsplit(url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
+        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_USER": unquote(parts.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        "POSTGRES_SCHEMA": schema,
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": "0",
+        "CREATE_TABLE": "y",
+    }

@@ -14,10 +14,11 @@ Streams to extend or to read are written before the clock starts.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -42,6 +43,10 @@ WORKLOADS = (APPEND_NEW_STREAM, APPEND_EXISTING_STREAM, APPEND_BATCH_100, READ_S
 UNIT = "events/s"
 BATCH = 100
 LONG_STREAM = 1000
+PAGE = 1000
+"""Events a reader of the global order asks for at a time."""
+LAG_POLL_INTERVAL = 0.001
+"""Seconds the subscriber of the lag workload sleeps when it finds nothing new."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,12 @@ class Sizes:
 
 
 Timing = tuple[int, float]
+
+
+def shares(total: int, parts: int) -> list[int]:
+    """`total` cut into `parts` nearly equal whole shares (the first ones one larger)."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
 def timed_sync(fn: Callable[[], int]) -> Timing:
@@ -153,6 +164,20 @@ async def append_new_streams(store: EventStore, n: int) -> Timing:
     return await timed(run)
 
 
+async def append_new_streams_concurrently(store: EventStore, n: int, writers: int) -> Timing:
+    """n musicians registered by `writers` tasks at once, each appending its share in turn."""
+    async def writer(count: int) -> None:
+        for _ in range(count):
+            musician = register_musician(new_id())
+            await store.append(musician.stream_id, musician.pending, NO_STREAM)
+            musician.mark_saved()
+
+    async def run() -> int:
+        await asyncio.gather(*(writer(k) for k in shares(n, writers)))
+        return n
+    return await timed(run)
+
+
 async def prepare_gigs(store: EventStore, n: int) -> list[str]:
     """n gig streams of one event each, for get-and-append (not timed)."""
     ids = [new_id() for _ in range(n)]
@@ -187,25 +212,96 @@ async def append_batches(store: EventStore, batches: int) -> Timing:
 
 
 
-async def prepare_long_stream(store: EventStore) -> str:
-    """A contract stream of 1,000 events, written 100 at a time (not timed); its id."""
+async def prepare_long_stream(store: EventStore, length: int = LONG_STREAM) -> str:
+    """A contract stream of `length` events, written 100 at a time (not timed); its id."""
     contract_id = new_id()
     stream = Contract.stream_id_for(contract_id)
-    for start in range(1, LONG_STREAM + 1, BATCH):
-        await store.append(stream, contract_history(contract_id, BATCH, start), start - 1)
+    for start in range(1, length + 1, BATCH):
+        count = min(BATCH, length - start + 1)
+        await store.append(stream, contract_history(contract_id, count, start), start - 1)
     return contract_id
 
 
-async def load_long_stream(store: EventStore, contract_id: str, loads: int) -> Timing:
-    """Read the 1,000-event stream and rebuild the contract from it, `loads` times."""
+async def load_long_stream(store: EventStore, contract_id: str, loads: int,
+                           length: int = LONG_STREAM) -> Timing:
+    """Read the `length`-event stream and rebuild the contract from it, `loads` times."""
     stream = Contract.stream_id_for(contract_id)
 
     async def run() -> int:
         for _ in range(loads):
             contract = Contract.rebuild(contract_id, [r.event for r in
                                                       await store.read_stream(stream)])
-            if contract.version != LONG_STREAM:
-                raise AssertionError(f"loaded {contract.version} events, not {LONG_STREAM}")
-        return loads * LONG_STREAM
+            if contract.version != length:
+                raise AssertionError(f"loaded {contract.version} events, not {length}")
+        return loads * length
     return await timed(run)
+
+
+async def prepare_global_order(store: EventStore, streams: int, per_stream: int) -> int:
+    """`streams` contract streams of `per_stream` events each, one append per stream (not
+    timed); the number of events written."""
+    for _ in range(streams):
+        contract_id = new_id()
+        await store.append(Contract.stream_id_for(contract_id),
+                           contract_history(contract_id, per_stream), NO_STREAM)
+    return streams * per_stream
+
+
+async def read_global_order(store: EventStore, total: int, reads: int,
+                            page: int = PAGE) -> Timing:
+    """Read the whole global order (`total` events) `reads` times, `page` events a call, as a
+    catch-up subscriber does: each call starts after the last position it returned."""
+    async def run() -> int:
+        for _ in range(reads):
+            position, seen = 1, 0
+            while seen < total:
+                batch = await store.read_all(position, page)
+                if not batch:
+                    raise AssertionError(f"the global order ended after {seen} of {total}")
+                seen += len(batch)
+                position = batch[-1].position + 1
+        return reads * total
+    return await timed(run)
+
+
+async def subscriber_lag(store: EventStore, n: int, writers: int,
+                         poll: float = LAG_POLL_INTERVAL, timeout: float = 120.0
+                         ) -> list[float]:
+    """How long after its append returned a catch-up reader sees each event, in ms.
+
+    `writers` tasks register n musicians in all (one append each) while a reader polls
+    `read_all` from the head it found at the start, `page` events at a time, sleeping
+    `poll` seconds whenever it finds nothing new. An event the reader sees before its
+    writer has resumed counts 0 ms.
+    """
+    returned: dict[uuid.UUID, float] = {}
+    seen: dict[uuid.UUID, float] = {}
+    start = await store.head_position() + 1
+    musicians = [[register_musician(new_id()) for _ in range(k)] for k in shares(n, writers)]
+
+    async def writer(batch: Sequence[Musician]) -> None:
+        for musician in batch:
+            await store.append(musician.stream_id, musician.pending, NO_STREAM)
+            returned[musician.pending[0].id] = time.perf_counter()
+
+    async def reader() -> None:
+        position = start
+        while len(seen) < n:
+            batch = await store.read_all(position, PAGE)
+            now = time.perf_counter()
+            if not batch:
+                await asyncio.sleep(poll)
+                continue
+            for record in batch:
+                seen.setdefault(record.event.id, now)
+            position = batch[-1].position + 1
+
+    await asyncio.wait_for(asyncio.gather(reader(), *(writer(m) for m in musicians)), timeout)
+    return [max(0.0, seen[event_id] - at) * 1000 for event_id, at in returned.items()]
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The value below which `fraction` of `values` lie (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
