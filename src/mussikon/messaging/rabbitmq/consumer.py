@@ -8,9 +8,11 @@ default), then it goes to the dead-letter queue with the reason. Only the subscr
 that failed run again. A body that is not a valid event goes to the dead-letter queue at
 once: retrying cannot fix it.
 
-Handlers run in tasks owned by the consumer rather than by the channel, so a lost
-connection does not cut a handler off halfway: it finishes, its acknowledgement fails,
-and the broker redelivers the message, which the subscription's inbox recognises.
+Handlers run in `concurrency` worker tasks owned by the consumer rather than by the
+channel, so a lost connection does not cut a handler off halfway: it finishes, its
+acknowledgement is lost with the channel, and the broker redelivers the message, which
+the subscription's inbox recognises. Messages received on a channel that has closed
+since are not started at all: they come again on the new one.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
+from aiormq.exceptions import PublishError
 from pamqp.commands import Basic
 
 from mussikon.messaging import Envelope, Subscription
+from mussikon.messaging.rabbitmq.acknowledgements import Acknowledgements
 from mussikon.messaging.rabbitmq.connection import BROKER_ERRORS, BrokerConnection
 from mussikon.messaging.rabbitmq.properties import (
     HANDLER_FAILED,
@@ -40,6 +44,14 @@ from mussikon.messaging.rabbitmq.topology import Topology
 from mussikon.wire import EventCodec, WireFormatError
 
 log = logging.getLogger("mussikon.rabbitmq.consumer")
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    acks: Acknowledgements
+    queue: str
+    message: DeliveredMessage
+    tag: int
 
 
 class EventConsumer:
@@ -67,10 +79,12 @@ class EventConsumer:
         """The queues consumed: those of every event type some subscription wants."""
         self.delivered = 0
         """Messages received so far (redeliveries included)."""
-        self._slots = asyncio.Semaphore(concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: asyncio.Queue[_Delivery | None] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+        self._unsettled = 0
         self._running: dict[str, asyncio.Future[None]] = {}
         self._channel: AbstractChannel | None = None
+        self._acks: Acknowledgements | None = None
         self._consumer_tags: list[str] = []
         self._publisher: AbstractChannel | None = None
         self._stopping = False
@@ -78,7 +92,7 @@ class EventConsumer:
     @property
     def in_flight(self) -> int:
         """Messages received and not yet settled (acknowledged, retried or dead-lettered)."""
-        return len(self._tasks)
+        return self._unsettled
 
     async def attach(self, connection: AbstractConnection) -> None:
         """Start consuming on a (new) connection; the broker calls this after every reconnect."""
@@ -90,10 +104,16 @@ class EventConsumer:
         self._publisher = await connection.channel(publisher_confirms=True,
                                                    on_return_raises=True)
         self._channel = channel
+        self._acks = acks = Acknowledgements(channel)
+        if not self._workers:
+            # Handlers run in these tasks, not in the channel's: a lost connection does not
+            # cut a handler off halfway.
+            self._workers = [asyncio.create_task(self._work(), name=f"consumer-{n}")
+                             for n in range(self.concurrency)]
         self._consumer_tags = []
         for queue in self.queues:
             ok = await channel.basic_consume(
-                queue, functools.partial(self._on_message, channel, queue))
+                queue, functools.partial(self._on_message, acks, queue))
             if ok.consumer_tag:
                 self._consumer_tags.append(ok.consumer_tag)
 
@@ -108,40 +128,57 @@ class EventConsumer:
             for tag in self._consumer_tags:
                 with contextlib.suppress(*BROKER_ERRORS):
                     await channel.basic_cancel(tag)
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for _ in self._workers:
+            self._waiting.put_nowait(None)
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        if self._acks is not None:
+            await self._acks.drain()
         for open_channel in (self._channel, self._publisher):
             if open_channel is not None and not open_channel.is_closed:
                 with contextlib.suppress(*BROKER_ERRORS):
                     await open_channel.close()
 
-    async def _on_message(self, channel: AbstractChannel, queue: str,
+    async def _on_message(self, acks: Acknowledgements, queue: str,
                           message: DeliveredMessage) -> None:
-        self.delivered += 1
-        task = asyncio.create_task(self._handle(channel, queue, message))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _handle(self, channel: AbstractChannel, queue: str,
-                      message: DeliveredMessage) -> None:
         tag = message.delivery_tag
-        async with self._slots:
-            if self._stopping:
-                await _settle(channel.basic_reject(tag, requeue=True) if tag else None)
-                return
+        if tag is None:
+            return
+        self.delivered += 1
+        self._unsettled += 1
+        acks.received(tag)
+        self._waiting.put_nowait(_Delivery(acks, queue, message, tag))
+
+    async def _work(self) -> None:
+        while (delivery := await self._waiting.get()) is not None:
             try:
-                await self._process(queue, message)
-            except BROKER_ERRORS as exc:
-                # A retry or a dead letter could not be published: leave the message to be
-                # delivered again rather than acknowledge what was not handed on.
-                log.warning("could not settle a message from %s: %s", queue, exc)
-                await _settle(channel.basic_reject(tag, requeue=True) if tag else None)
-                return
-            except Exception:
-                log.exception("unexpected failure handling a message from %s", queue)
-                await _settle(channel.basic_reject(tag, requeue=True) if tag else None)
-                return
-            await _settle(channel.basic_ack(tag) if tag else None)
+                await self._handle(delivery)
+            finally:
+                self._unsettled -= 1
+
+    async def _handle(self, delivery: _Delivery) -> None:
+        acks, queue, tag = delivery.acks, delivery.queue, delivery.tag
+        if not acks.is_open:
+            return  # its channel is gone: the broker delivers it again on the new one
+        if self._stopping:
+            await acks.reject(tag, requeue=True)
+            return
+        try:
+            await self._process(queue, delivery.message)
+        except BROKER_ERRORS as exc:
+            # A retry or a dead letter could not be published: leave the message to be
+            # delivered again rather than acknowledge what was not handed on.
+            log.warning("could not settle a message from %s: %s", queue, exc)
+            if isinstance(exc, PublishError):
+                # The retry or dead-letter queue is gone: declare the topology again.
+                self.broker.drop(f"a retry or dead letter could not be routed ({exc})")
+            await acks.reject(tag, requeue=True)
+            return
+        except Exception:
+            log.exception("unexpected failure handling a message from %s", queue)
+            await acks.reject(tag, requeue=True)
+            return
+        acks.ack(tag)
 
     async def _process(self, queue: str, message: DeliveredMessage) -> None:
         state = DeliveryState.of(message, queue)
@@ -227,12 +264,3 @@ class EventConsumer:
         await publisher.basic_publish(body, exchange=exchange, routing_key=routing_key,
                                       properties=properties,
                                       mandatory=True, timeout=self.publish_timeout)
-
-
-async def _settle(operation: Awaitable[None] | None) -> None:
-    """Await an ack or a reject, ignoring a channel that closed meanwhile: the broker then
-    redelivers the message by itself."""
-    if operation is None:
-        return
-    with contextlib.suppress(*BROKER_ERRORS):
-        await operation

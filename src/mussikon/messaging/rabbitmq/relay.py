@@ -17,8 +17,10 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 
 from aiormq.abc import AbstractChannel
+from aiormq.exceptions import PublishError
 
 from mussikon.messaging.rabbitmq.connection import BROKER_ERRORS, BrokerConnection
 from mussikon.messaging.rabbitmq.properties import event_properties
@@ -40,15 +42,19 @@ class OutboxRelay:
 
     def __init__(self, store: EventStore, documents: DocumentStore, codec: EventCodec,
                  topology: Topology, broker: BrokerConnection, *, name: str = "relay",
-                 batch_size: int = 500, lease_seconds: float = 10.0,
+                 batch_size: int = 500, batches_in_flight: int = 4,
+                 lease_seconds: float = 10.0,
                  poll_interval: float = 0.05, poll_max_interval: float = 1.0,
-                 publish_timeout: float = 30.0, owner: str | None = None) -> None:
+                 checkpoint_interval: float = 0.25, publish_timeout: float = 30.0,
+                 owner: str | None = None) -> None:
         self.store, self.documents, self.codec = store, documents, codec
         self.topology, self.broker = topology, broker
         self.name = name
         self.batch_size = batch_size
+        self.batches_in_flight = batches_in_flight
         self.lease_seconds = lease_seconds
         self.poll_interval, self.poll_max_interval = poll_interval, poll_max_interval
+        self.checkpoint_interval = checkpoint_interval
         self.publish_timeout = publish_timeout
         self.owner = owner or uuid.uuid4().hex
         self.published = 0
@@ -58,15 +64,24 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._channel: AbstractChannel | None = None
         self._lease_renewed_at: float | None = None
+        self._confirmed = 0
+        self._saved = 0
+        self._saved_at = -checkpoint_interval
 
     @property
     def is_active(self) -> bool:
         """True while this relay holds the lease (the others are standing by)."""
         return self._lease_renewed_at is not None
 
+    @property
+    def confirmed_position(self) -> int:
+        """The position up to which this relay had every event confirmed (maybe not saved yet)."""
+        return self._confirmed
+
     async def position(self) -> int:
-        """The store position up to which every event was published and confirmed."""
-        return await self.documents.checkpoint(self.name)
+        """The store position up to which every event was published and confirmed, by this
+        relay or, as saved in the store, by any."""
+        return max(self._confirmed, await self.documents.checkpoint(self.name))
 
     def start(self) -> None:
         """Run in the background until `stop()`."""
@@ -88,6 +103,8 @@ class OutboxRelay:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
             self._task = None
+        with contextlib.suppress(StoreError, TimeoutError):
+            await asyncio.wait_for(self._save_checkpoint(), timeout)
         await self._release()
         if self._channel is not None and not self._channel.is_closed:
             with contextlib.suppress(*BROKER_ERRORS):
@@ -102,18 +119,42 @@ class OutboxRelay:
                     # Standing by: the active relay's lease is checked a few times per term.
                     await self._sleep(self.lease_seconds / 3)
                     continue
-                published = await self.publish_batch()
+                published = await self.publish_pending()
                 failures = 0
             except _RETRYABLE as exc:
                 failures += 1
+                if isinstance(exc, PublishError):
+                    # Unroutable: a queue of the topology is gone. A new connection declares
+                    # the topology again.
+                    self.broker.drop(f"an event could not be routed ({exc})")
                 log.warning("relay %s: %s; trying again", self.name, exc or type(exc).__name__)
                 await self._sleep(min(0.1 * 2 ** failures, 5.0))
                 continue
             if published:
                 idle_delay = self.poll_interval
                 continue
-            await self._sleep(idle_delay)
+            due = self._checkpoint_due()
+            if due is not None and due <= 0:
+                with contextlib.suppress(StoreError):
+                    await self._save_checkpoint()
+                due = None
+            await self._sleep(idle_delay if due is None else min(idle_delay, due))
             idle_delay = min(idle_delay * 2, self.poll_max_interval)
+
+    def _checkpoint_due(self) -> float | None:
+        """Seconds until the confirmed position should be saved (None: nothing to save)."""
+        if self._confirmed <= self._saved:
+            return None
+        return self._saved_at + self.checkpoint_interval - time.monotonic()
+
+    async def _save_checkpoint(self) -> None:
+        # Saved at most every `checkpoint_interval`, not per batch: under a trickle of events
+        # every batch is one event, and a write per event would double the store's commits.
+        # A crash re-publishes what was confirmed since; consumers recognise the repeats.
+        position = self._confirmed
+        if position > self._saved:
+            await self.documents.commit(Changes(), checkpoint=(self.name, position))
+            self._saved, self._saved_at = position, time.monotonic()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -139,25 +180,56 @@ class OutboxRelay:
             with contextlib.suppress(StoreError):
                 await self.documents.release_lease(self.name, self.owner)
 
-    async def publish_batch(self) -> int:
-        """Publish the next batch after the checkpoint and move the checkpoint past it.
+    async def publish_pending(self) -> int:
+        """Publish every event after the checkpoint, moving the checkpoint batch by batch.
 
-        Returns how many events were published (0: nothing new). Raises a broker error
-        if any message was not confirmed; the checkpoint then stays where it was.
+        Up to `batches_in_flight` batches await their confirms at once, so the broker never
+        waits for the relay; a batch's position is saved only when it and every batch before
+        it are confirmed, and at most every `checkpoint_interval` seconds. Returns how many
+        events were published (0: nothing new). Raises a broker error if a message was not
+        confirmed; the position stays at the last batch confirmed in full.
         """
-        start = await self.documents.checkpoint(self.name) + 1
+        next_position = await self.position() + 1
+        window: deque[tuple[int, int, asyncio.Future[list[None]]]] = deque()
+        published = 0
+        exhausted = False
         try:
-            records = await self.store.read_all(start, self.batch_size)
-        except UndecodableEventError as exc:
-            await self._skip_undecodable(exc)
-            return 1
-        if not records:
-            return 0
-        channel = await self._publishing_channel()
-        await asyncio.gather(*(self._publish(channel, record) for record in records))
-        self.published += len(records)
-        await self.documents.commit(Changes(), checkpoint=(self.name, records[-1].position))
-        return len(records)
+            while True:
+                while not exhausted and len(window) < self.batches_in_flight:
+                    try:
+                        records = await self.store.read_all(next_position, self.batch_size)
+                    except UndecodableEventError as exc:
+                        if window:  # settle what is in flight first
+                            exhausted = True
+                            break
+                        await self._skip_undecodable(exc)
+                        next_position, published = exc.position + 1, published + 1
+                        continue
+                    if not records:
+                        exhausted = True
+                        break
+                    channel = await self._publishing_channel()
+                    confirms = asyncio.gather(*(self._publish(channel, r) for r in records))
+                    window.append((records[-1].position, len(records), confirms))
+                    next_position = records[-1].position + 1
+                if not window:
+                    return published
+                position, count, confirms = window[0]
+                await confirms
+                window.popleft()
+                self.published += count
+                published += count
+                self._confirmed = max(self._confirmed, position)
+                due = self._checkpoint_due()
+                if due is not None and due <= 0:
+                    await self._save_checkpoint()
+                if self._stopping or not await self._hold_lease():
+                    exhausted = True  # finish the batches in flight, start no more
+        finally:
+            for _, _, unconfirmed in window:
+                unconfirmed.cancel()
+                with contextlib.suppress(BaseException):
+                    await unconfirmed
 
     async def _publish(self, channel: AbstractChannel, record: RecordedEvent) -> None:
         event = record.event
@@ -187,3 +259,4 @@ class OutboxRelay:
                     {"position": exc.position, "stream_id": exc.stream_id,
                      "version": exc.version, "reason": exc.reason})
         await self.documents.commit(changes, checkpoint=(self.name, exc.position))
+        self._confirmed = self._saved = max(self._confirmed, exc.position)

@@ -126,7 +126,9 @@ class RabbitMqTransport(Transport):
 
     async def _is_idle(self) -> bool:
         head = await self.store.head_position()
-        if await self.documents.checkpoint(self.relay_name) < head:
+        published = await (self.relay.position() if self.relay is not None
+                           else self.documents.checkpoint(self.relay_name))
+        if published < head:
             return False
         if self.consumer is not None and self.consumer.in_flight:
             return False
