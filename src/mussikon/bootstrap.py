@@ -69,9 +69,14 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
                                   poll_interval=settings.poll_interval,
                                   poll_max_interval=settings.poll_max_interval)
     if scheme in ("amqp", "amqps"):
-        from mussikon.messaging.rabbitmq import open_rabbitmq_transport
+        from mussikon.messaging.rabbitmq import RabbitMqTransport
 
-        return open_rabbitmq_transport(settings, store, documents, codec)
+        return RabbitMqTransport(
+            url, store, documents, codec, prefix=settings.rabbitmq_prefix,
+            queue_type=settings.rabbitmq_queue_type, prefetch=settings.rabbitmq_prefetch,
+            concurrency=settings.bus_concurrency, retry_delays=settings.retry_delays,
+            delayed_retry_delays=settings.delayed_retry_delays,
+            poll_interval=settings.poll_interval, poll_max_interval=settings.poll_max_interval)
     raise ConfigurationError(
         f"MUSSIKON_BROKER_URL {mask_url(url)!r}: use memory:// or amqp://user:pass@host:5672/")
 

@@ -7,6 +7,7 @@ and recorded): no server needed.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
@@ -32,6 +33,13 @@ class Settings(BaseSettings):
                                                                "retries, then dead letter")
     poll_interval: float = Field(0.05, gt=0, description="Catch-up polling: first interval (s)")
     poll_max_interval: float = Field(1.0, gt=0, description="Catch-up polling: longest interval")
+    rabbitmq_prefix: str = Field("", description="Prefix of every exchange and queue name")
+    rabbitmq_queue_type: Literal["quorum", "classic"] = Field(
+        "quorum", description="Queue type: quorum (replicated, poison-safe) or classic")
+    rabbitmq_prefetch: int = Field(100, ge=1, le=65535, description="Unacknowledged messages "
+                                                                   "per consumer")
+    rabbitmq_retry_delays: str = Field("1,10,60", description="Seconds of the delayed retries "
+                                                              "through TTL queues")
     payment_gateway: str = Field("sandbox", description="Payment gateway adapter")
     snapshot_every: int = Field(50, ge=0, description="Snapshot an aggregate every N events")
     saga_signature_timeout: timedelta = Field(
@@ -43,7 +51,7 @@ class Settings(BaseSettings):
         timedelta(hours=1), gt=timedelta(0),
         description="Booking saga: wait before retrying a declined payment")
 
-    @field_validator("bus_retry_delays")
+    @field_validator("bus_retry_delays", "rabbitmq_retry_delays")
     @classmethod
     def _delays_are_numbers(cls, value: str) -> str:
         try:
@@ -70,6 +78,11 @@ class Settings(BaseSettings):
     def retry_delays(self) -> tuple[float, ...]:
         """The in-process retry delays, in seconds."""
         return tuple(float(x) for x in self.bus_retry_delays.split(",") if x.strip())
+
+    @property
+    def delayed_retry_delays(self) -> tuple[float, ...]:
+        """The broker's delayed retry delays, in seconds."""
+        return tuple(float(x) for x in self.rabbitmq_retry_delays.split(",") if x.strip())
 
 
 def mask_url(url: str) -> str:
