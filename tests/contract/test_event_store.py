@@ -277,3 +277,119 @@ async def test_an_undecodable_row_names_its_position_and_reading_goes_on(
     assert corrupt.value.position > unknown.value.position and corrupt.value.version == 2
     assert ids(await stores.events.read_all(corrupt.value.position + 1)) == [last.id]
     assert ids(await stores.events.read_stream("good")) == [first.id, last.id]
+
+
+# --- several streams at once --------------------------------------------------------------
+
+
+async def test_append_streams_writes_every_stream_and_returns_their_versions(
+        stores: StoresUnderTest) -> None:
+    store = stores.events
+    await store.append("old", [registered(0)], NO_STREAM)
+    await store.append("any", [registered(1), registered(2)], NO_STREAM)
+    new = [registered(3), registered(4)]
+    old, anywhere = [registered(5)], [registered(6), registered(7)]
+
+    versions = await store.append_streams([("new", new, NO_STREAM), ("old", old, 1),
+                                           ("any", anywhere, ANY_VERSION), ("idle", [], 0)])
+
+    assert versions == [2, 2, 4, 0]
+    assert ids(await store.read_stream("new")) == [e.id for e in new]
+    assert [r.version for r in await store.read_stream("old")] == [1, 2]
+    assert [r.version for r in await store.read_stream("any")] == [1, 2, 3, 4]
+    assert ids(await store.read_stream("any", 3)) == [e.id for e in anywhere]
+    assert await store.stream_version("idle") == 0
+    everything = await read_everything(stores)
+    assert ids(everything)[3:] == [e.id for e in (*new, *old, *anywhere)]  # in batch order
+
+
+async def test_many_new_streams_in_one_call(stores: StoresUnderTest) -> None:
+    batch = [(f"m-{n}", [registered(n)], NO_STREAM) for n in range(100)]
+
+    assert await stores.events.append_streams(batch) == [1] * 100
+
+    everything = await read_everything(stores)
+    assert [r.stream_id for r in everything] == [f"m-{n}" for n in range(100)]
+    assert [r.version for r in everything] == [1] * 100
+
+
+@pytest.mark.parametrize("wrong", ["below", "above", "exists"])
+async def test_one_stream_at_the_wrong_version_writes_nothing_anywhere(
+        stores: StoresUnderTest, wrong: str) -> None:
+    store = stores.events
+    await store.append("s", [registered(1), registered(2)], NO_STREAM)
+    expected = {"below": 1, "above": 3, "exists": NO_STREAM}[wrong]
+    fine, late = registered(3), registered(4)
+
+    with pytest.raises(ConcurrencyError) as raised:
+        await store.append_streams([("fine", [fine], NO_STREAM), ("s", [late], expected)])
+
+    assert (raised.value.stream_id, raised.value.expected, raised.value.actual) == (
+        "s", expected, 2)
+    assert await store.stream_version("fine") == 0 and await store.stream_version("s") == 2
+    assert not {fine.id, late.id} & set(ids(await read_everything(stores)))
+
+
+async def test_an_event_stored_in_another_stream_fails_the_whole_batch(
+        stores: StoresUnderTest) -> None:
+    elsewhere = registered(1)
+    await stores.events.append("other", [elsewhere], NO_STREAM)
+    fresh = registered(2)
+
+    with pytest.raises(StoreError):
+        await stores.events.append_streams([("a", [fresh], NO_STREAM),
+                                            ("b", [elsewhere], NO_STREAM)])
+
+    assert await stores.events.stream_version("a") == 0
+    assert await stores.events.stream_version("b") == 0
+    assert fresh.id not in ids(await read_everything(stores))
+
+
+async def test_appending_the_same_streams_again_is_a_no_op(stores: StoresUnderTest) -> None:
+    batch = [("a", [registered(1), registered(2)], NO_STREAM), ("b", [registered(3)], NO_STREAM)]
+    assert await stores.events.append_streams(batch) == [2, 1]
+    assert await stores.events.append_streams(batch) == [2, 1]
+    await stores.events.append("b", [registered(4)], 1)
+    # a retry that arrives after someone else wrote still reports the streams' versions
+    assert await stores.events.append_streams(batch) == [2, 2]
+    assert len(await read_everything(stores)) == 4
+
+
+async def test_a_batch_half_of_which_is_stored_already_is_a_conflict(
+        stores: StoresUnderTest) -> None:
+    first = registered(1)
+    await stores.events.append("a", [first], NO_STREAM)
+    fresh = registered(2)
+
+    with pytest.raises(ConcurrencyError) as raised:
+        await stores.events.append_streams([("a", [first], NO_STREAM),
+                                            ("b", [fresh], NO_STREAM)])
+
+    assert raised.value.stream_id == "a"
+    assert await stores.events.stream_version("b") == 0
+
+
+async def test_a_stream_named_twice_in_one_batch_is_refused(stores: StoresUnderTest) -> None:
+    with pytest.raises(ValueError, match="'s'"):
+        await stores.events.append_streams([("s", [registered(1)], NO_STREAM),
+                                            ("t", [registered(2)], NO_STREAM),
+                                            ("s", [registered(3)], 1)])
+    assert await stores.events.stream_version("t") == 0
+
+
+async def test_racing_batches_over_one_stream_have_one_winner(stores: StoresUnderTest) -> None:
+    await stores.events.append("shared", [registered(0)], NO_STREAM)
+    results = await asyncio.gather(
+        *(stores.events.append_streams([(f"own-{n}", [registered(10 + n)], NO_STREAM),
+                                        ("shared", [registered(n)], 1)])
+          for n in range(1, 9)),
+        return_exceptions=True)
+
+    winners = [r for r in results if r == [1, 2]]
+    assert len(winners) == 1
+    losers = [r for r in results if r != [1, 2]]
+    assert all(isinstance(r, ConcurrencyError) and r.stream_id == "shared" and r.actual == 2
+               for r in losers)
+    assert await stores.events.stream_version("shared") == 2
+    own = [await stores.events.stream_version(f"own-{n}") for n in range(1, 9)]
+    assert sorted(own) == [0] * 7 + [1]

@@ -130,27 +130,31 @@ class EsPeer:
                              location="Santo Domingo")
 
     def append_new_streams(self, n: int) -> Timing:
-        """n new aggregates, one event each, one save each."""
+        """n new aggregates (made beforehand), one event each, one save each."""
+        made = [self._musician() for _ in range(n)]
+
         def run() -> int:
-            for _ in range(n):
-                self.app.save(self._musician())
+            save = self.app.save
+            for musician in made:
+                save(musician)
             return n
         return timed_sync(run)
 
     def append_new_streams_threads(self, n: int, threads: int) -> Timing:
-        """n new aggregates saved by `threads` threads at once, one event each, one save each
-        (the application's connection pool needs `threads` connections)."""
+        """n new aggregates (made beforehand) saved by `threads` threads at once, one event
+        each, one save each (the application's connection pool needs `threads` connections)."""
         failures: list[BaseException] = []
+        made = [[self._musician() for _ in range(k)] for k in shares(n, threads)]
 
-        def writer(count: int) -> None:
+        def writer(part: list[Any]) -> None:
             try:
-                for _ in range(count):
-                    self.app.save(self._musician())
+                for musician in part:
+                    self.app.save(musician)
             except BaseException as exc:
                 failures.append(exc)
 
         def run() -> int:
-            workers = [threading.Thread(target=writer, args=(k,)) for k in shares(n, threads)]
+            workers = [threading.Thread(target=writer, args=(part,)) for part in made]
             for worker in workers:
                 worker.start()
             for worker in workers:
@@ -181,10 +185,14 @@ class EsPeer:
         return timed_sync(run)
 
     def append_batches(self, batches: int) -> Timing:
-        """Saves of one new aggregate with 100 events each."""
+        """Saves of 100 new aggregates (made beforehand) of one event each, as
+        `../shared/anchors/es_more.py` measures pyeventsourcing's batches."""
+        made = [[self._musician() for _ in range(BATCH)] for _ in range(batches)]
+
         def run() -> int:
-            for _ in range(batches):
-                self.app.save(self._contract(BATCH))
+            save = self.app.save
+            for aggregates in made:
+                save(*aggregates)
             return batches * BATCH
         return timed_sync(run)
 

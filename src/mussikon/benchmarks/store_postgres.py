@@ -28,7 +28,6 @@ import asyncpg
 from mussikon.benchmarks import store_workloads as w
 from mussikon.benchmarks.peer_eventsourcing import EsPeer, available, postgres_env
 from mussikon.benchmarks.report import Report, Result
-from mussikon.domain.contract import Contract
 from mussikon.domain.events import DomainEvent
 from mussikon.store.postgres import PostgresEventStore, open_postgres
 from mussikon.wire import EventCodec
@@ -187,8 +186,14 @@ class RawAsyncpg:
 
 
 def _musician_rows(raw: RawAsyncpg, n: int) -> list[list[Row]]:
-    musicians = (w.register_musician(w.new_id()) for _ in range(n))
-    return [raw.rows(m.stream_id, m.pending) for m in musicians]
+    """n registrations' rows, one list (one transaction) each."""
+    return [raw.rows(stream_id, events) for stream_id, events in w.registrations(n)]
+
+
+def _batches_of_rows(raw: RawAsyncpg, batches: int) -> list[list[Row]]:
+    """`batches` lists (transactions) of 100 registrations' rows."""
+    return [[row for rows in _musician_rows(raw, w.BATCH) for row in rows]
+            for _ in range(batches)]
 
 
 class Contenders:
@@ -263,10 +268,7 @@ class Contenders:
             if who == OURS and self.ours is not None:
                 out[who] = await w.append_batches(self.ours, batches)
             elif who == RAW and self.raw is not None:
-                raw = self.raw
-                histories = ((Contract.stream_id_for(c), w.contract_history(c, w.BATCH))
-                             for c in (w.new_id() for _ in range(batches)))
-                out[who] = await raw.insert([raw.rows(s, events) for s, events in histories])
+                out[who] = await self.raw.insert(_batches_of_rows(self.raw, batches))
             elif who == ES and self.es is not None:
                 out[who] = self.es.append_batches(batches)
         return out

@@ -2,8 +2,8 @@
 
 Contenders, each on its own fresh database file in WAL mode at the same `synchronous`:
 
-- ours: `SqliteEventStore`, through the async port, building aggregates and events,
-  encoding them, rebuilding aggregates on reads;
+- ours: `SqliteEventStore`, through the async port: storing events made beforehand
+  (encoding them), get-and-append and loads rebuilding aggregates;
 - `raw-sqlite3`: plain `sqlite3` inserts of the very rows our store writes (encoded
   beforehand) into the same table, one transaction per append: the ceiling;
 - `pyeventsourcing`: the `eventsourcing` package on SQLite, the same workloads its way.
@@ -33,7 +33,6 @@ from mussikon.benchmarks.peer_eventsourcing import (
     sqlite_synchronous,
 )
 from mussikon.benchmarks.report import Report, Result
-from mussikon.domain.contract import Contract
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.instant import epoch_micros, utc_now
 from mussikon.store.sqlite import SqliteDatabase, SqliteEventStore, migrate
@@ -147,8 +146,8 @@ class Contenders:
                 out[who] = await w.append_new_streams(self.ours, n)
             elif who == RAW and self.raw is not None:
                 raw = self.raw
-                musicians = (w.register_musician(w.new_id()) for _ in range(n))
-                out[who] = raw.insert([raw.rows(m.stream_id, m.pending) for m in musicians])
+                out[who] = raw.insert([raw.rows(stream_id, events)
+                                       for stream_id, events in w.registrations(n)])
             elif who == ES and self.es is not None:
                 with self._es_synchronous():
                     out[who] = self.es.append_new_streams(n)
@@ -173,9 +172,9 @@ class Contenders:
                 out[who] = await w.append_batches(self.ours, batches)
             elif who == RAW and self.raw is not None:
                 raw = self.raw
-                histories = ((Contract.stream_id_for(c), w.contract_history(c, w.BATCH))
-                             for c in (w.new_id() for _ in range(batches)))
-                out[who] = raw.insert([raw.rows(stream, events) for stream, events in histories])
+                out[who] = raw.insert([[row for stream_id, events in w.registrations(w.BATCH)
+                                        for row in raw.rows(stream_id, events)]
+                                       for _ in range(batches)])
             elif who == ES and self.es is not None:
                 with self._es_synchronous():
                     out[who] = self.es.append_batches(batches)

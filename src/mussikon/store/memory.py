@@ -17,7 +17,10 @@ from mussikon.store import (
     ConcurrencyError,
     EventStore,
     RecordedEvent,
+    StreamAppend,
     UndecodableEventError,
+    check_batch,
+    refused_batch,
 )
 from mussikon.store.documents import (
     Changes,
@@ -95,6 +98,32 @@ class InMemoryEventStore(EventStore):
                 stream.append(row)
                 self._ids[row.event_id] = row
             return actual + len(events)
+
+    async def append_streams(self, batch: Sequence[StreamAppend]) -> list[int]:
+        check_batch(batch)
+        async with self._lock:
+            versions = [len(self._streams.get(s, [])) for s, _, _ in batch]
+            fits = all(not events or (expected in (ANY_VERSION, version)
+                                      and not any(str(e.id) in self._ids for e in events))
+                       for (_, events, expected), version in zip(batch, versions, strict=True))
+            if not fits:
+                stored = {str(e.id): (row.stream_id, row.version)
+                          for _, events, _ in batch for e in events
+                          if (row := self._ids.get(str(e.id))) is not None}
+                actual = {s: v for (s, _, _), v in zip(batch, versions, strict=True)}
+                result = refused_batch(batch, actual, stored, last_try=True)
+                assert result is not None  # with last_try it returns or raises
+                return result
+            out = []
+            for (stream_id, events, _), version in zip(batch, versions, strict=True):
+                stream = self._streams.setdefault(stream_id, []) if events else []
+                for v, event in enumerate(events, start=version + 1):
+                    row = self._row(stream_id, v, event)
+                    self.rows.append(row)
+                    stream.append(row)
+                    self._ids[row.event_id] = row
+                out.append(version + len(events))
+            return out
 
     def _stored_in_order(self, stream_id: str, ids: list[str]) -> bool:
         """True if every id is stored in this stream, at consecutive versions in this order."""

@@ -63,7 +63,11 @@ from mussikon.store import (
     RecordedEvent,
     StoreError,
     StoreUnavailable,
+    StreamAppend,
     UndecodableEventError,
+    check_batch,
+    recorded_event,
+    refused_batch,
 )
 from mussikon.store.documents import (
     Changes,
@@ -344,6 +348,30 @@ class PostgresEventStore(EventStore):
             f" e.data, e.occurred_at, e.correlation_id, e.causation_id"
             f" FROM (SELECT coalesce(max(version), 0) AS version FROM {t} WHERE stream_id = $1)"
             f" AS head, {batch} RETURNING version")
+        # Several streams in one statement: a stream's expected version is checked like a
+        # single append's (EXISTS for a known version, the unique index for the next ones),
+        # but all at once, so either every row goes in or none does.
+        streams = (
+            "unnest($1::text[], $2::integer[], $3::integer[], $4::uuid[], $5::text[],"
+            " $6::text[], $7::timestamptz[], $8::uuid[], $9::uuid[]) WITH ORDINALITY"
+            " AS e(stream_id, expected, k, id, type, data, occurred_at, correlation_id,"
+            " causation_id, n)")
+        base = (f"CASE WHEN e.expected >= 0 THEN e.expected ELSE (SELECT coalesce(max(version), 0)"
+                f" FROM {t} WHERE stream_id = e.stream_id) END")
+        self._append_streams_sql = (
+            f"WITH e AS MATERIALIZED (SELECT * FROM {streams})"
+            f" {insert} SELECT {this_transaction} + e.n - 1, e.id, e.stream_id, {base} + e.k,"
+            " e.type, e.data, e.occurred_at, e.correlation_id, e.causation_id FROM e"
+            " WHERE NOT EXISTS (SELECT FROM e AS f WHERE f.k = 1 AND f.expected > 0"
+            f" AND NOT EXISTS (SELECT FROM {t} WHERE stream_id = f.stream_id"
+            " AND version = f.expected))")
+        self._append_streams_at_end_sql = (
+            f"{self._append_streams_sql} RETURNING stream_id, version")
+        self._stream_versions_sql = (
+            f"SELECT s, (SELECT coalesce(max(version), 0) FROM {t} WHERE stream_id = s)"
+            " FROM unnest($1::text[]) WITH ORDINALITY AS u(s, n) ORDER BY n")
+        self._stored_where_sql = (f"SELECT event_id::text, stream_id, version FROM {t}"
+                                  " WHERE event_id = ANY($1::uuid[])")
         self._stored_ids_sql = f"""
             SELECT (SELECT coalesce(max(version), 0) FROM {t} WHERE stream_id = $1),
                    (SELECT coalesce(array_agg(event_id ORDER BY version), '{{}}')
@@ -389,6 +417,68 @@ class PostgresEventStore(EventStore):
                 return expected_version + len(events)
             return await self._retry_or_conflict(conn, stream_id, events, expected_version)
 
+    async def append_streams(self, batch: Sequence[StreamAppend]) -> list[int]:
+        check_batch(batch)
+        encode = self.codec.encode
+        columns: list[list[Any]] = [[], [], [], [], [], [], [], [], []]
+        stream_ids, expected_versions, indexes, ids, types, bodies, times, correlations, \
+            causations = columns
+        at_end = False
+        for stream_id, events, expected in batch:
+            at_end = at_end or expected == ANY_VERSION
+            for k, e in enumerate(events, start=1):
+                stream_ids.append(stream_id)
+                expected_versions.append(expected)
+                indexes.append(k)
+                ids.append(e.id)
+                types.append(e.event_type)
+                bodies.append(encode(e).decode())
+                times.append(e.occurred_at)
+                correlations.append(e.correlation_id)
+                causations.append(e.causation_id)
+        total = len(ids)
+        if total > MAX_EVENTS_PER_APPEND:
+            raise ValueError(f"at most {MAX_EVENTS_PER_APPEND} events per append")
+        doing = (f"appending to {len(batch)} streams; the append is all or nothing, and"
+                 " retrying it with the same events is safe")
+        async with self.db.connection(doing) as conn:
+            if not total:
+                return await self._stream_versions(conn, batch)
+            for attempt in range(3):
+                try:
+                    if at_end:
+                        rows = await conn.fetch(self._append_streams_at_end_sql, *columns)
+                        if len(rows) == total:
+                            heads: dict[str, int] = {}
+                            for stream_id, version in rows:
+                                heads[stream_id] = max(version, heads.get(stream_id, 0))
+                            return [heads.get(s) or await self._version_of(conn, s)
+                                    for s, _, _ in batch]
+                    elif await conn.execute(self._append_streams_sql, *columns) \
+                            == f"INSERT 0 {total}":
+                        return [expected + len(events) if events else
+                                await self._version_of(conn, stream_id)
+                                for stream_id, events, expected in batch]
+                except asyncpg.UniqueViolationError:
+                    pass
+                # Refused: a retry, a conflict, or (ANY_VERSION) another writer got further
+                actual = dict(zip([s for s, _, _ in batch],
+                                  await self._stream_versions(conn, batch), strict=True))
+                stored = {event_id: (stream_id, version) for event_id, stream_id, version in
+                          await conn.fetch(self._stored_where_sql, ids)}
+                result = refused_batch(batch, actual, stored, last_try=attempt == 2)
+                if result is not None:
+                    return result
+            raise AssertionError("unreachable: the last try returns or raises")
+
+    async def _stream_versions(self, conn: Connection, batch: Sequence[StreamAppend]
+                               ) -> list[int]:
+        rows = await conn.fetch(self._stream_versions_sql, [s for s, _, _ in batch])
+        return [int(version) for _, version in rows]
+
+    async def _version_of(self, conn: Connection, stream_id: str) -> int:
+        return int(await conn.fetchval(self._version_sql, stream_id))
+
     async def _append_at_end(self, conn: Connection, stream_id: str,
                              events: Sequence[DomainEvent]) -> int:
         columns = _event_columns(events, self.codec)
@@ -421,6 +511,7 @@ class PostgresEventStore(EventStore):
         decode = self.codec.decode
         out: list[RecordedEvent] = []
         append = out.append
+        make = recorded_event
         for position, stream_id, version, event_type, data, correlation, causation, at in rows:
             try:
                 event = decode(data, event_type, correlation_id=correlation,
@@ -431,7 +522,7 @@ class PostgresEventStore(EventStore):
                 reason = str(exc) if isinstance(exc, WireFormatError) else \
                     f"{type(exc).__name__}: {exc}"
                 raise UndecodableEventError(position, stream_id, version, reason) from None
-            append(RecordedEvent(position, stream_id, version, event, at))
+            append(make(position, stream_id, version, event, at))
         return out
 
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
