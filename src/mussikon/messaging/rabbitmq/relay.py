@@ -18,12 +18,14 @@ import logging
 import time
 import uuid
 from collections import deque
+from typing import Any
 
 from aiormq.abc import AbstractChannel
 from aiormq.exceptions import PublishError
 
 from mussikon.messaging.rabbitmq.connection import BROKER_ERRORS, BrokerConnection
 from mussikon.messaging.rabbitmq.properties import event_properties
+from mussikon.messaging.rabbitmq.publisher import Outgoing, publish_batch
 from mussikon.messaging.rabbitmq.topology import Topology
 from mussikon.store import EventStore, RecordedEvent, StoreError, UndecodableEventError
 from mussikon.store.documents import Changes, DocumentStore
@@ -190,7 +192,7 @@ class OutboxRelay:
         confirmed; the position stays at the last batch confirmed in full.
         """
         next_position = await self.position() + 1
-        window: deque[tuple[int, int, asyncio.Future[list[None]]]] = deque()
+        window: deque[tuple[int, int, asyncio.Future[list[Any]]]] = deque()
         published = 0
         exhausted = False
         try:
@@ -209,13 +211,14 @@ class OutboxRelay:
                         exhausted = True
                         break
                     channel = await self._publishing_channel()
-                    confirms = asyncio.gather(*(self._publish(channel, r) for r in records))
+                    sent = await publish_batch(channel, [self._outgoing(r) for r in records])
+                    confirms = asyncio.gather(*sent)
                     window.append((records[-1].position, len(records), confirms))
                     next_position = records[-1].position + 1
                 if not window:
                     return published
                 position, count, confirms = window[0]
-                await confirms
+                await asyncio.wait_for(asyncio.shield(confirms), self.publish_timeout)
                 window.popleft()
                 self.published += count
                 published += count
@@ -231,17 +234,13 @@ class OutboxRelay:
                 with contextlib.suppress(BaseException):
                     await unconfirmed
 
-    async def _publish(self, channel: AbstractChannel, record: RecordedEvent) -> None:
+    def _outgoing(self, record: RecordedEvent) -> Outgoing:
         event = record.event
-        await channel.basic_publish(
-            self.codec.encode(event),
-            exchange=self.topology.events_exchange,
-            routing_key=self.topology.routing_key(event.event_type),
-            properties=event_properties(event, record.position),
-            # Unroutable means the topology is missing a queue: an error, not a silent drop.
-            mandatory=True,
-            timeout=self.publish_timeout,
-        )
+        # Mandatory: unroutable means the topology is missing a queue, an error rather than a
+        # silent drop.
+        return Outgoing(self.codec.encode(event), self.topology.events_exchange,
+                        self.topology.routing_key(event.event_type),
+                        event_properties(event, record.position), mandatory=True)
 
     async def _publishing_channel(self) -> AbstractChannel:
         if self._channel is None or self._channel.is_closed:
