@@ -72,7 +72,11 @@ def _to_decimal(v: Any) -> Decimal:
 
 def _to_uuid(v: Any) -> UUID:
     if isinstance(v, str):
-        try:
+        try:  # msgspec parses the usual forms (hyphenated or 32 hex digits) in C
+            return _convert(v, UUID)
+        except msgspec.ValidationError:
+            pass
+        try:  # and uuid.UUID the rest it accepts (braces, "urn:uuid:")
             return UUID(v)
         except ValueError:
             pass
@@ -337,6 +341,7 @@ class EventCodec:
 
 
 _MISSING = object()
+_convert = msgspec.convert
 _fromisoformat = datetime.fromisoformat
 
 

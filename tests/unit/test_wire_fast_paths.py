@@ -26,6 +26,7 @@ from mussikon.wire import (
     WireFormatError,
     _from_datetime,
     _to_datetime,
+    _to_uuid,
 )
 
 
@@ -192,3 +193,25 @@ def test_writing_a_time_matches_format_dotnet() -> None:
         assert _from_datetime(moment) == format_dotnet(moment)
     with pytest.raises(ValueError, match="naive"):
         _from_datetime(datetime(2026, 1, 1))
+
+
+GUIDS = [
+    "3f2c8a51-7d4e-4b9a-9f1e-2a6b8c0d4e11", "3F2C8A51-7D4E-4B9A-9F1E-2A6B8C0D4E11",
+    "3f2c8a517d4e4b9a9f1e2a6b8c0d4e11", "{3f2c8a51-7d4e-4b9a-9f1e-2a6b8c0d4e11}",
+    "urn:uuid:3f2c8a51-7d4e-4b9a-9f1e-2a6b8c0d4e11", "3f2c8a51-7d4e-4b9a-9f1e-2a6b8c0d4e1",
+    "3f2c8a51-7d4e-4b9a-9f1e-2a6b8c0d4e1g", "3f2c8a51_7d4e_4b9a_9f1e_2a6b8c0d4e11", "", "x",
+    "00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff",
+]
+
+
+@pytest.mark.parametrize("text", GUIDS)
+def test_reading_a_guid_matches_uuid(text: str) -> None:
+    try:
+        expected = UUID(text)
+    except ValueError:
+        with pytest.raises(Exception, match="GUID"):
+            _to_uuid(text)
+        return
+    value = _to_uuid(text)
+    assert (type(value), value, str(value), value.is_safe) == \
+        (type(expected), expected, str(expected), expected.is_safe)
