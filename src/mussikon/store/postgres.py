@@ -190,9 +190,10 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, _UNAVAILABLE):
         return True
-    # asyncpg raises a bare InterfaceError for a connection closed under it; its subclasses
-    # (DataError, …) are our own mistakes, not the server's absence.
-    return type(exc) is asyncpg.InterfaceError
+    # asyncpg raises a bare InterfaceError for a connection closed under it, and an
+    # InternalClientError for one left mid-protocol by a server that went away; their other
+    # subclasses (DataError, …) are our own mistakes, not the server's absence.
+    return type(exc) in (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
 
 
 def _where(url: str) -> str:
@@ -251,7 +252,9 @@ class _Using:
                         tb: TracebackType | None) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            self._pool.give_back(conn, reusable=exc is None or isinstance(exc, Exception))
+            # A connection the server dropped may not know it yet: never hand it out again.
+            self._pool.give_back(conn, reusable=exc is None or (
+                isinstance(exc, Exception) and not _is_unavailable(exc)))
         if exc is not None and _is_unavailable(exc):
             raise _unavailable(self._pool, self._doing, exc) from None
 
