@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from mussikon.adapters.analytics import Analytics, DocumentAnalytics
+from mussikon.adapters.analytics import Analytics, AnalyticsProjection, ProjectionAnalytics
 from mussikon.adapters.notifications import Notifier, RecordingNotifier, SmtpNotifier
 from mussikon.adapters.payments import PaymentGateway, SandboxGateway
 from mussikon.clock import Clock, SystemClock
@@ -147,12 +147,13 @@ async def open_app(settings: Settings | None = None, clock: Clock | None = None)
     store, documents = await open_stores(settings, codec)
     repository = Repository(store, snapshots=Snapshots(documents, settings.snapshot_every))
     marketplace = Marketplace(repository, clock.now)
-    projections = ProjectionRunner(store, documents, [Directory(), Availability()],
+    read_models = [Directory(), Availability(), AnalyticsProjection()]
+    projections = ProjectionRunner(store, documents, read_models,
                                    poll_interval=settings.poll_interval,
                                    poll_max_interval=settings.poll_max_interval)
     notifier: Notifier = (SmtpNotifier(settings.smtp_url, settings.mail_from, documents)
                           if settings.smtp_url else RecordingNotifier(documents))
-    analytics = DocumentAnalytics(documents)
+    analytics = ProjectionAnalytics(documents)
     if settings.payment_gateway != "sandbox":
         raise ConfigurationError(
             f"MUSSIKON_PAYMENT_GATEWAY {settings.payment_gateway!r}: only 'sandbox' exists")

@@ -21,6 +21,7 @@ from mussikon.clock import FakeClock
 from mussikon.config import Settings
 from mussikon.domain.contract import Contract, ContractStatus, contract_id_for
 from mussikon.messaging.memory import InProcessTransport
+from mussikon.projections import runner
 from mussikon.sagas import timeouts
 from mussikon.sagas.runtime import open_sagas
 from mussikon.sagas.state import SagaState, SagaStatus
@@ -106,7 +107,9 @@ async def saga(app: App, contract_id: str) -> SagaState:
 
 
 async def test_a_worker_killed_between_charging_and_recording_resumes_and_charges_once(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The killed worker cannot release its lease on the read models; the next waits it out.
+    monkeypatch.setattr(runner, "LEASE_SECONDS", 0.3)
     path = tmp_path / "sagas.db"
     first = await open_app(settings_for(path), FakeClock(START))
     stuck = StuckAfterCharging(first.gateway)
@@ -186,8 +189,9 @@ class StuckOnCancellationNotices(Notifier):
 
 async def test_killed_while_compensating_after_a_deadline_the_compensation_resumes_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The killed process cannot release its scheduler lease; the next one waits it out.
+    # The killed process cannot release its leases; the next one waits them out.
     monkeypatch.setattr(timeouts, "LEASE_SECONDS", 0.3)
+    monkeypatch.setattr(runner, "LEASE_SECONDS", 0.3)
     path = tmp_path / "sagas.db"
     async with running(path, FakeClock(START)) as first:
         _, _, contract_id = await booked(first)

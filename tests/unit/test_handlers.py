@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from mussikon.adapters.analytics import DocumentAnalytics
+from mussikon.adapters.analytics import AnalyticsProjection, ProjectionAnalytics
 from mussikon.adapters.payments import (
     ChargeRequest,
     ChargeResult,
@@ -64,9 +64,10 @@ class World:
         self.notifier = FakeNotifier()
         self.gateway = FakeGateway()
         self.projections = ProjectionRunner(self.store, self.documents,
-                                            [Directory(), Availability()])
+                                            [Directory(), Availability(),
+                                             AnalyticsProjection()])
         self.deps = Dependencies(self.marketplace, self.repository, self.documents,
-                                 self.notifier, DocumentAnalytics(self.documents), self.gateway,
+                                 self.notifier, ProjectionAnalytics(self.documents), self.gateway,
                                  self.projections)
         self.handlers = {next(iter(s.event_types)): s for s in subscriptions(self.deps)}
         self.handled_up_to = 0

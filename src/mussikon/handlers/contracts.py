@@ -11,8 +11,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from mussikon.adapters import analytics, templates
-from mussikon.adapters.analytics import Fact
+from mussikon.adapters import templates
 from mussikon.domain.errors import IllegalTransition
 from mussikon.domain.events import PAYMENT_COMPLETED, ContractSignedEvent, PaymentProcessedEvent
 from mussikon.messaging import Envelope
@@ -53,11 +52,8 @@ async def on_contract_signed(envelope: Envelope, deps: Dependencies) -> None:
             gig_title=str(gig["title"]), amount=event.amount, gig_date=event.event_date))
     react(envelope, "contracts", f"confirmation sent to {musician['email']} and "
                                  f"{organizer['email']}")
-    await deps.analytics.track(Fact(key=f"{event.id}:contract", kind=analytics.CONTRACT_SIGNED,
-                                    subject_id=event.contract_id, amount=event.amount,
-                                    location=str(gig.get("location", "")),
-                                    genre=str(gig.get("genre", ""))))
-    react(envelope, "contracts", f"contract of {contract['amount']} tracked in analytics")
+    await read_models_at(envelope, deps, "analytics")
+    react(envelope, "contracts", f"contract of {contract['amount']} counted in analytics")
 
 
 async def on_payment_processed(envelope: Envelope, deps: Dependencies) -> None:
@@ -82,13 +78,12 @@ async def on_payment_processed(envelope: Envelope, deps: Dependencies) -> None:
                 amount=event.amount, reason=f"the payment was {event.status.lower()}"))
     react(envelope, "contracts", f"payment {outcome}: {musician['email']} and "
                                  f"{organizer['email']} told")
+    await read_models_at(envelope, deps, "analytics")
+    react(envelope, "contracts", f"payment of {event.amount} counted in analytics")
     if completed:
         await deps.marketplace.mark_contract_paid(
             event.contract_id, payment_id=event.payment_id,
             transaction_id=event.transaction_id, cause=cause)
-        await deps.analytics.track(Fact(key=f"{event.id}:payment",
-                                        kind=analytics.PAYMENT_COMPLETED,
-                                        subject_id=event.payment_id, amount=event.amount))
         react(envelope, "contracts", f"contract {event.contract_id} marked paid")
         return
     # After its last retry the booking saga cancels the contract, possibly before this runs:
@@ -97,6 +92,4 @@ async def on_payment_processed(envelope: Envelope, deps: Dependencies) -> None:
         await deps.marketplace.mark_contract_payment_failed(
             event.contract_id, payment_id=event.payment_id,
             reason=f"payment {event.payment_id} {event.status.lower()}", cause=cause)
-    await deps.analytics.track(Fact(key=f"{event.id}:payment", kind=analytics.PAYMENT_FAILED,
-                                    subject_id=event.payment_id, amount=event.amount))
     react(envelope, "contracts", f"contract {event.contract_id} marked payment failed")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mussikon.adapters import analytics, templates
-from mussikon.adapters.analytics import Fact
+from mussikon.adapters import templates
 from mussikon.domain.events import EventCreatedEvent
 from mussikon.messaging import Envelope
 from mussikon.projections.directory import MATCHING_INDEX, PROFILES, matching_prefix
@@ -41,7 +40,5 @@ async def on_gig_created(envelope: Envelope, deps: Dependencies) -> None:
             title=event.title, genre=event.genre, location=event.location,
             gig_date=event.event_date, budget=event.budget))
         react(envelope, "gigs", f"notified {musician['email']}")
-    await deps.analytics.track(Fact(key=f"{event.id}:gig", kind=analytics.GIG_CREATED,
-                                    subject_id=event.event_id, genre=event.genre,
-                                    location=event.location, amount=event.budget))
-    react(envelope, "gigs", "gig tracked in analytics")
+    await read_models_at(envelope, deps, "analytics")
+    react(envelope, "gigs", "gig counted in analytics")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from mussikon.adapters import analytics, templates
-from mussikon.adapters.analytics import Fact
+from mussikon.adapters import templates
 from mussikon.domain.errors import IllegalTransition
 from mussikon.domain.events import MusicianApplicationSubmittedEvent, MusicianRegisteredEvent
 from mussikon.domain.gig import Gig
@@ -32,13 +31,8 @@ async def on_musician_registered(envelope: Envelope, deps: Dependencies) -> None
                                                       musician_id=event.musician_id))
     react(envelope, "musicians", f"welcome email {'sent' if sent else 'already sent'} to "
                                  f"{event.email}")
-    await deps.analytics.track(Fact(key=f"{event.id}:user", kind=analytics.USER_REGISTERED,
-                                    subject_id=event.musician_id, location=event.location))
-    for genre in event.genres:
-        await deps.analytics.track(Fact(key=f"{event.id}:genre:{genre}", kind="musician-genre",
-                                        subject_id=event.musician_id, genre=genre,
-                                        location=event.location))
-    react(envelope, "musicians", "registration tracked in analytics")
+    await read_models_at(envelope, deps, "analytics")
+    react(envelope, "musicians", "registration counted in analytics")
     await read_models_at(envelope, deps, "directory")
     profile = await deps.documents.get(PROFILES, event.musician_id)
     if profile is None:
@@ -65,11 +59,8 @@ async def on_application_submitted(envelope: Envelope, deps: Dependencies) -> No
         gig_title=gig.title, musician_name=musician["name"], proposed_fee=event.proposed_fee,
         message=event.message))
     react(envelope, "musicians", f"organizer {organizer['email']} notified")
-    await deps.analytics.track(Fact(key=f"{event.id}:application",
-                                    kind=analytics.APPLICATION_SUBMITTED,
-                                    subject_id=event.application_id, genre=gig.genre,
-                                    location=gig.location, amount=event.proposed_fee))
-    react(envelope, "musicians", "application tracked in analytics")
+    await read_models_at(envelope, deps, "analytics")
+    react(envelope, "musicians", "application counted in analytics")
     assert gig.event_date is not None
     booked = await deps.documents.get(BOOKINGS, booking_key(event.musician_id, gig.event_date))
     if booked is None:

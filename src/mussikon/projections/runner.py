@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -13,6 +14,10 @@ from mussikon.store import EventStore, UndecodableEventError
 from mussikon.store.documents import DocumentStore
 
 log = logging.getLogger("mussikon.projections")
+
+
+LEASE_SECONDS = 10.0
+"""How long a runner that stopped renewing its lease on a projection keeps the others out."""
 
 
 def checkpoint_name(projection: str) -> str:
@@ -47,12 +52,21 @@ class ProjectionRunner:
         self._woken = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self.owner = f"projections-{uuid.uuid4()}"
 
     async def catch_up(self, name: str,
                        progress: Callable[[int, int], None] | None = None) -> int:
-        """Apply every stored event the projection has not seen; return its new position."""
+        """Apply every stored event the projection has not seen; return its new position.
+
+        One runner at a time applies a projection, among every process sharing the store
+        (a lease): two that applied the same events from the same checkpoint would count
+        them twice. A runner without the lease only learns how far the holder got.
+        """
         projection = self.projections[name]
         position = await self.documents.checkpoint(checkpoint_name(name))
+        if not await self.documents.try_lease(checkpoint_name(name), self.owner, LEASE_SECONDS):
+            self.positions[name] = position
+            return position
         while True:
             try:
                 batch = await self.store.read_all(position + 1, self.batch_size)
@@ -78,6 +92,9 @@ class ProjectionRunner:
             self.positions[name] = position
             if progress is not None:
                 progress(position, batch[-1].position)
+            if not await self.documents.try_lease(checkpoint_name(name), self.owner,
+                                                  LEASE_SECONDS):
+                break  # held too long without renewing: another runner has taken over
         self.positions[name] = position
         return position
 
@@ -146,3 +163,6 @@ class ProjectionRunner:
         self.wake()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        for name in self.projections:
+            with contextlib.suppress(Exception):  # a store already closed holds no lease
+                await self.documents.release_lease(checkpoint_name(name), self.owner)
