@@ -283,7 +283,7 @@ async def _print_read_models(app: App, console: Console, out: Outcomes) -> None:
     analytics.add_column("value")
     for kind, count in sorted(summary.by_kind.items()):
         analytics.add_row(kind, str(count))
-    analytics.add_row("gigs+applications by genre", ", ".join(
+    analytics.add_row("by genre (musicians, gigs, applications)", ", ".join(
         f"{g}: {n}" for g, n in summary.by_genre.most_common()))
     analytics.add_row("contracted", str(summary.contracted))
     analytics.add_row("revenue (completed payments)", str(summary.revenue))
