@@ -161,7 +161,7 @@ class EventConsumer:
         if not acks.is_open:
             return  # its channel is gone: the broker delivers it again on the new one
         if self._stopping:
-            await acks.reject(tag, requeue=True)
+            acks.reject(tag, requeue=True)
             return
         try:
             await self._process(queue, delivery.message)
@@ -172,11 +172,11 @@ class EventConsumer:
             if isinstance(exc, PublishError):
                 # The retry or dead-letter queue is gone: declare the topology again.
                 self.broker.drop(f"a retry or dead letter could not be routed ({exc})")
-            await acks.reject(tag, requeue=True)
+            acks.reject(tag, requeue=True)
             return
         except Exception:
             log.exception("unexpected failure handling a message from %s", queue)
-            await acks.reject(tag, requeue=True)
+            acks.reject(tag, requeue=True)
             return
         acks.ack(tag)
 
