@@ -95,6 +95,34 @@ async def test_connections_closed_by_the_broker_are_reopened(broker: BrokerNames
     assert max(recorder.effects.values()) == 1
 
 
+async def test_a_consuming_channel_closed_by_the_broker_is_reopened(
+        broker: BrokerNamespace) -> None:
+    store, documents = InMemoryEventStore(broker.codec), InMemoryDocumentStore()
+    recorder = Recorder()
+    transport = broker.transport(store, documents)
+    await transport.start([recorder.subscription("welcome", MUSICIANS, documents)])
+    first = sample_event(MusicianRegisteredEvent, 1)
+    await append(store, [first])
+    transport.wake()
+    await transport.wait_idle(10)
+    assert transport.consumer is not None
+    channel = transport.consumer._channel
+    assert channel is not None
+    # A channel-level error: the broker closes the channel and leaves the connection open.
+    await channel.basic_ack(10_000)
+
+    async def channel_closed() -> bool:
+        return channel.is_closed
+
+    await eventually(channel_closed)
+    later = sample_event(MusicianRegisteredEvent, 2)
+    await append(store, [later])
+    transport.wake()
+    await transport.wait_idle(15)
+    assert [e.message_id for e in recorder.handled] == [str(first.id), str(later.id)]
+    assert transport.broker.reconnections >= 1
+
+
 class StallingCheckpoints(InMemoryDocumentStore):
     """A document store on which the relay's checkpoint write hangs while `stall` is set: the
     relay has published and had its batch confirmed, and dies before saving its position."""

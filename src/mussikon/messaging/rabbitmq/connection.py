@@ -89,10 +89,13 @@ class BrokerConnection:
             # Closed but the supervisor has not noticed yet: give it a turn.
             await asyncio.sleep(0.01)
 
-    def drop(self, reason: str) -> None:
+    def drop(self, reason: str, connection: AbstractConnection | None = None) -> None:
         """Close the current connection so that it is re-established (after a channel-level
-        failure that leaves the connection in an unknown state)."""
+        failure that leaves the connection in an unknown state). Given `connection`, only if
+        that is still the current one."""
         current = self._current
+        if connection is not None and connection is not current:
+            return
         if current is not None and not current.is_closed:
             log.warning("dropping the RabbitMQ connection to recover: %s", reason)
             asyncio.create_task(current.close())  # noqa: RUF006 - the supervisor awaits closure

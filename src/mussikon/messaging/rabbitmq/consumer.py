@@ -23,6 +23,7 @@ import functools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from aiormq.exceptions import PublishError
@@ -104,6 +105,8 @@ class EventConsumer:
         self._publisher = await connection.channel(publisher_confirms=True,
                                                    on_return_raises=True)
         self._channel = channel
+        channel.closing.add_done_callback(
+            functools.partial(self._on_channel_closed, connection))
         self._acks = acks = Acknowledgements(channel)
         if not self._workers:
             # Handlers run in these tasks, not in the channel's: a lost connection does not
@@ -116,6 +119,15 @@ class EventConsumer:
                 queue, functools.partial(self._on_message, acks, queue))
             if ok.consumer_tag:
                 self._consumer_tags.append(ok.consumer_tag)
+
+    def _on_channel_closed(self, connection: AbstractConnection,
+                           closing: asyncio.Future[Any]) -> None:
+        if self._stopping:
+            return
+        reason = closing.exception() if not closing.cancelled() else None
+        # The broker closes a channel on a channel-level error and leaves the connection
+        # open: nothing would be consumed again. A new connection sets everything up anew.
+        self.broker.drop(f"the consuming channel was closed ({reason})", connection)
 
     async def stop(self) -> None:
         """Stop taking messages, finish the handlers running, settle their messages.
