@@ -168,6 +168,7 @@ class _EventShape:
         self.write = _compile_writer(cls.__name__, self.fields)
         self.native = _compile_writer(cls.__name__, self.fields, native=True)
         self.read = _compile_reader(cls, self.fields)
+        self.read_json = _compile_json_reader(cls, self.fields)
 
 
 _NATIVE = (_identity, str, _from_strings)
@@ -238,6 +239,72 @@ def _compile_reader(cls: type[DomainEvent], fields: tuple[_Field, ...]
     return read
 
 
+_SHADOW_TYPES: dict[Any, Any] = {datetime: str, Decimal: Any}
+"""A field's type in the shadow struct of `_compile_json_reader`, where it is not its own: a
+time stays a string (msgspec would round a seventh fraction digit away), a decimal is left
+to the untyped decoder (which makes a JSON number with a fraction a Decimal by `float_hook`,
+keeps an integer an int, and a string a string, all of which the reader then checks)."""
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            setter: Callable[[Any, Any], None] = klass.__dict__[name].__set__
+            return setter
+    raise AttributeError(f"{cls.__name__} has no slot {name!r}")
+
+
+def _compile_json_reader(cls: type[DomainEvent], fields: tuple[_Field, ...]
+                         ) -> Callable[[bytes | str, UUID | None, UUID | None], DomainEvent]:
+    """`decode` for one event class, from the JSON text, when the document is well formed
+    (no upcasting): msgspec parses it in C into a struct of the class's fields under their
+    wire names, checking strings, integers, GUIDs and lists of strings as the general reader
+    does; times and decimals are checked and made here as the general readers make them in
+    their common case; the event is made without its `__init__` (which sets each field of a
+    frozen class through `object.__setattr__`), its slots set directly. Anything else (a
+    field missing, null or of another type, a GUID or time in a rarer form) returns
+    `_FALLBACK`: the general reader then decides, and names the field at fault."""
+    hints = typing.get_type_hints(cls)
+    shadow = msgspec.defstruct(
+        f"{cls.__name__}Wire", [(f.attr, _SHADOW_TYPES.get(hints[f.attr], hints[f.attr]))
+                                for f in fields],
+        rename={f.attr: f.wire for f in fields})
+    decoder = msgspec.json.Decoder(shadow, float_hook=Decimal)
+    env: dict[str, Any] = {"decode": decoder.decode, "Error": msgspec.MsgspecError,
+                           "new": object.__new__, "cls": cls, "FALLBACK": _FALLBACK,
+                           "fromisoformat": datetime.fromisoformat, "UTC": UTC,
+                           "Decimal": Decimal, "set_c": _slot_setter(cls, "correlation_id"),
+                           "set_k": _slot_setter(cls, "causation_id")}
+    lines = ["def read_json(data, correlation_id, causation_id):",
+             "    try:", "        s = decode(data)", "    except Error:", "        return FALLBACK"]
+    values = []
+    for n, f in enumerate(fields):
+        env[f"set{n}"] = _slot_setter(cls, f.attr)
+        kind = hints[f.attr]
+        if kind is datetime:  # _to_datetime's common case: UTC, at most six fraction digits
+            lines += [f"    x{n} = s.{f.attr}",
+                      f"    if x{n}[-1:] != 'Z' or ((d := x{n}.find('.')) != -1"
+                      f" and len(x{n}) - d > 8):", "        return FALLBACK",
+                      "    try:", f"        x{n} = fromisoformat(x{n})",
+                      "    except ValueError:", "        return FALLBACK",
+                      f"    if x{n}.tzinfo is not UTC:", "        return FALLBACK"]
+            values.append(f"x{n}")
+        elif kind is Decimal:  # _to_decimal: a JSON number, never a string or a boolean
+            lines += [f"    x{n} = s.{f.attr}",
+                      f"    if x{n}.__class__ is not Decimal:",
+                      f"        if x{n}.__class__ is not int:", "            return FALLBACK",
+                      f"        x{n} = Decimal(x{n})"]
+            values.append(f"x{n}")
+        else:
+            values.append(f"s.{f.attr}")
+    lines.append("    e = new(cls)")
+    lines += [f"    set{n}(e, {value})" for n, value in enumerate(values)]
+    lines += ["    set_c(e, correlation_id)", "    set_k(e, causation_id)", "    return e"]
+    exec("\n".join(lines) + "\n", env)  # built from field names, never from data
+    read: Callable[[bytes | str, UUID | None, UUID | None], DomainEvent] = env["read_json"]
+    return read
+
+
 def organizer_registered_v1_to_v2(body: Body) -> Body:
     """OrganizerRegisteredEvent 2 added the organizer's payment source; before, there was none."""
     body.setdefault("PaymentSource", "")
@@ -257,6 +324,7 @@ class EventCodec:
                  upcasters: Mapping[tuple[str, int], Upcaster] | None = None) -> None:
         self._shapes = {cls.__name__: _EventShape(cls) for cls in types}
         self._upcasters = dict(UPCASTERS if upcasters is None else upcasters)
+        self._upcast_types = {name for name, _ in self._upcasters}
         self._encoder = msgspec.json.Encoder(decimal_format="number")
         self._decoder = msgspec.json.Decoder(float_hook=Decimal)
 
@@ -268,6 +336,7 @@ class EventCodec:
     def register_upcaster(self, event_type: str, from_version: int, upcaster: Upcaster) -> None:
         """Read bodies of `event_type` at `from_version` through `upcaster` (to version + 1)."""
         self._upcasters[(event_type, from_version)] = upcaster
+        self._upcast_types.add(event_type)
 
     def to_body(self, event: DomainEvent) -> Body:
         """The event as a JSON-ready dict with the .NET property names."""
@@ -298,6 +367,14 @@ class EventCodec:
                causation_id: UUID | None = None) -> DomainEvent:
         """Parse wire JSON into its concrete event. `event_type` (from a header or a column) wins
         over the body's `EventType`."""
+        if event_type:  # the common case in C, when the type is known before parsing
+            shape = self._shapes.get(event_type)
+            if shape is not None:
+                event = shape.read_json(data, correlation_id, causation_id)
+                if event is not _FALLBACK and (
+                        event_type not in self._upcast_types
+                        or (event_type, event.version) not in self._upcasters):
+                    return event
         return self.from_body(self.parse(data), event_type, correlation_id=correlation_id,
                               causation_id=causation_id)
 
