@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from mussikon.benchmarks import store_postgres, store_sqlite
+from mussikon.benchmarks import bus, store_postgres, store_sqlite
 from mussikon.benchmarks.cli import bench_app
 from mussikon.benchmarks.peer_eventsourcing import available
 from mussikon.benchmarks.report import Report, Result, from_json
@@ -134,3 +134,52 @@ def test_an_unreachable_postgres_says_so_in_one_line() -> None:
     assert result.exit_code == 2
     assert "PostgreSQL at" in result.output and "secret" not in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.rabbitmq
+def test_the_bus_benchmark_measures_every_workload_beside_its_peers(rabbitmq_url: str) -> None:
+    report = bus.run(bus.Options(url=rabbitmq_url, messages=300, latency_messages=100,
+                                 latency_rate=200, rss_messages=400, rss_baseline=100,
+                                 queue_type="classic", appenders=4))
+
+    figures = {r.workload: r for r in report.results}
+    assert list(figures) == ["transport-path", "full-path", "latency-p50", "latency-p99",
+                             "worker-rss-growth"]
+    assert set(figures["transport-path"].peers) == {"raw-aiormq"}
+    assert set(figures["full-path"].peers) == {"faststream", "raw-aio-pika"}
+    assert all(v > 0 for r in report.results for v in (r.ours, *r.peers.values()))
+    assert figures["latency-p50"].ours <= figures["latency-p99"].ours
+    assert figures["worker-rss-growth"].unit == "ratio"
+    assert json.loads(report.dumps())["benchmark"] == "bus-rabbitmq"
+
+
+@pytest.mark.rabbitmq
+def test_the_bus_benchmark_deletes_every_queue_it_made(
+        rabbitmq_url: str, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = iter(range(100))
+    monkeypatch.setattr(bus, "_prefix", lambda: f"{unique_name}{next(made)}.")
+    bus.run(bus.Options(url=rabbitmq_url, messages=100, queue_type="classic",
+                        workloads=("transport-path",)))
+
+    assert next(made) == 2  # ours and raw aiormq each made their own queues
+    assert _queues_named(unique_name) == []
+
+
+def _queues_named(prefix: str) -> list[str]:
+    import subprocess
+
+    listed = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name"], capture_output=True,
+                            text=True, timeout=60, check=True).stdout.split()
+    return [name for name in listed if name.startswith(prefix)]
+
+
+def test_the_bus_benchmark_names_an_unknown_workload_and_an_unreachable_broker() -> None:
+    unknown = CliRunner().invoke(bench_app, ["bus", "--workloads", "full-path,nope"])
+    unreachable = CliRunner().invoke(bench_app, [
+        "bus", "--url", "amqp://guest:secret@127.0.0.1:1/", "--workloads", "full-path",
+        "--no-peers", "--messages", "100"])
+
+    assert unknown.exit_code == 2 and "nope" in unknown.output
+    assert unreachable.exit_code == 2
+    assert "RabbitMQ at" in unreachable.output and "secret" not in unreachable.output
+    assert "Traceback" not in unreachable.output

@@ -109,5 +109,83 @@ def store(
         report.render()
 
 
+class QueueType(StrEnum):
+    QUORUM = "quorum"
+    CLASSIC = "classic"
+
+
+@bench_app.command("bus")
+def bus(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    url: Annotated[str, typer.Option(
+        envvar="MUSSIKON_BROKER_URL", help="RabbitMQ (queues made and deleted in it).")] =
+        "amqp://guest:guest@127.0.0.1:5672/",
+    messages: Annotated[int, typer.Option(
+        min=100, help="Messages per throughput workload and round.")] = 20_000,
+    latency_messages: Annotated[int, typer.Option(
+        min=100, help="Messages sent at a steady rate for the latency workloads.")] = 2_000,
+    latency_rate: Annotated[float, typer.Option(
+        min=1, help="Messages/s of the latency workloads.")] = 500.0,
+    rss_messages: Annotated[int, typer.Option(
+        min=100, help="Messages through one worker for worker-rss-growth.")] = 200_000,
+    rss_baseline: Annotated[int, typer.Option(
+        min=10, help="Messages after which the worker's baseline size is taken.")] = 20_000,
+    queue_type: Annotated[QueueType, typer.Option(
+        help="The queue type, the same for ours and the peers.")] = QueueType.QUORUM,
+    store: Annotated[str, typer.Option(
+        help="Where the outbox and inbox live: sqlite (a scratch file) or a postgresql:// URL "
+             "(a scratch schema).")] = "sqlite",
+    synchronous: Annotated[Synchronous, typer.Option(
+        help="SQLite durability for --store sqlite.")] = Synchronous.FULL,
+    appenders: Annotated[int, typer.Option(
+        min=1, help="Requests the API process serves at once (full path, latency).")] = 16,
+    prefetch: Annotated[int, typer.Option(min=1, help="The worker's prefetch.")] = 100,
+    concurrency: Annotated[int, typer.Option(
+        min=1, help="Handlers the worker runs at once.")] = 8,
+    rounds: Annotated[int, typer.Option(
+        min=1, help="Rounds; contenders take turns in each.")] = 1,
+    peers: Annotated[bool, typer.Option(help="Measure the peers too.")] = True,
+    workloads: Annotated[str, typer.Option(
+        help="Comma-separated: transport-path, full-path, latency-p50, worker-rss-growth.")] =
+        "transport-path,full-path,latency-p50,worker-rss-growth",
+) -> None:
+    """RabbitMQ end to end (store, relay, broker, worker, inbox) beside raw aiormq, raw
+    aio-pika and FastStream, in messages/s, latency (ms) and the worker's memory growth."""
+    from aiormq.exceptions import AMQPError
+
+    from mussikon.benchmarks import bus as bus_bench
+
+    chosen = tuple(w.strip() for w in workloads.split(",") if w.strip())
+    known = {bus_bench.TRANSPORT_PATH, bus_bench.FULL_PATH, bus_bench.LATENCY_P50,
+             bus_bench.LATENCY_P99, bus_bench.RSS_GROWTH}
+    unknown = sorted(set(chosen) - known)
+    err = Console(stderr=True)
+    if unknown or not chosen:
+        err.print(f"error: unknown workload(s) {', '.join(unknown) or '(none given)'}; "
+                  f"choose from {', '.join(sorted(known))}", style="red", markup=False)
+        raise typer.Exit(2)
+    if store != "sqlite" and not store.startswith(("postgresql://", "postgres://")):
+        err.print(f"error: --store must be sqlite or a postgresql:// URL, not {mask_url(store)}",
+                  style="red", markup=False)
+        raise typer.Exit(2)
+    options = bus_bench.Options(
+        url=url, messages=messages, latency_messages=latency_messages,
+        latency_rate=latency_rate, rss_messages=rss_messages,
+        rss_baseline=min(rss_baseline, rss_messages), queue_type=queue_type.value, store=store,
+        synchronous=synchronous.value, appenders=appenders, prefetch=prefetch,
+        concurrency=concurrency, rounds=rounds, peers=peers, workloads=chosen)
+    progress = None if as_json else (lambda line: err.print(line, style="dim"))
+    try:
+        report = bus_bench.run(options, progress)
+    except (OSError, RuntimeError, AMQPError) as exc:
+        err.print(f"error: RabbitMQ at {mask_url(url)}: {type(exc).__name__}: "
+                  f"{mask_url(str(exc))}", style="red", markup=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(report.dumps() + "\n")
+    else:
+        report.render()
+
+
 if __name__ == "__main__":
     bench_app()
