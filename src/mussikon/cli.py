@@ -289,7 +289,8 @@ def dlq_show(letter_id: str) -> None:
 def dlq_replay(letter_id: Annotated[str, typer.Argument()] = "",
                all_: Annotated[bool, typer.Option("--all", help="Replay every one.")] = False,
                ) -> None:
-    """Deliver dead letters again; those handled leave the queue."""
+    """Deliver dead letters again; those handled leave the queue (on RabbitMQ: send them back
+    to their queues, for the workers)."""
     if not letter_id and not all_:
         raise typer.BadParameter("give a dead letter id or --all")
 
@@ -300,7 +301,11 @@ def dlq_replay(letter_id: Annotated[str, typer.Argument()] = "",
                 else [letter_id]
             for one in ids:
                 ok = await application.transport.replay(one)
-                console.print(f"{one}: {'handled' if ok else 'failed again'}")
+                if not application.transport.replays_in_place:
+                    console.print(f"{one}: sent back to its queue, for a worker to handle "
+                                  "(it returns here if it fails again)")
+                else:
+                    console.print(f"{one}: {'handled' if ok else 'failed again'}")
 
     run(go)
 

@@ -16,7 +16,7 @@ import abc
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from mussikon.domain.events import DomainEvent
 
@@ -63,6 +63,10 @@ class DeadLetter:
 class Transport(abc.ABC):
     """Moves events from the store's global order to subscriptions."""
 
+    replays_in_place: ClassVar[bool] = True
+    """True if `replay` runs the handlers itself and reports how they did; False if it sends
+    the letter back to its queue, for a worker to handle later (failing again, it returns)."""
+
     @abc.abstractmethod
     async def start(self, subscriptions: Sequence[Subscription]) -> None:
         """Begin delivering to these subscriptions (returns once running)."""
@@ -85,7 +89,8 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def replay(self, dead_letter_id: str) -> bool:
-        """Deliver a dead letter again; True if it was handled and left the dead-letter queue."""
+        """Deliver a dead letter again; True if it was handled and left the dead-letter queue
+        (if not `replays_in_place`: True once it left it for its queue, not yet handled)."""
 
     @abc.abstractmethod
     async def purge_dead_letters(self) -> int:

@@ -34,6 +34,8 @@ class RabbitMqTransport(Transport):
     the handlers running at once in this process.
     """
 
+    replays_in_place = False  # a replayed letter goes back to its queue, for any consumer
+
     def __init__(self, url: str, store: EventStore, documents: DocumentStore,
                  codec: EventCodec, *, prefix: str = "", queue_type: QueueType = "quorum",
                  prefetch: int = 100, concurrency: int = 8,

@@ -1,0 +1,297 @@
+"""The `mussikon` command on RabbitMQ, run as an operator runs it: `mussikon worker` stopped by
+SIGTERM while a handler is in flight (a welcome email held at DATA by a slow SMTP server), and
+`mussikon dlq list | show | replay | purge` on dead letters made for real."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.smtp import SMTP
+
+from mussikon.bootstrap import open_app
+from mussikon.config import Settings
+from mussikon.store.sqlite import SqliteDatabase, SqliteDocumentStore
+from tests.integration.rabbitmq_kit import BrokerNamespace, dotnet_publish, eventually
+
+pytestmark = pytest.mark.rabbitmq
+
+ROOT = Path(__file__).resolve().parents[2]
+RETRY_DELAYS = "0.2,0.4"
+"""The broker's delayed retries the commands run with: FAST's, so the namespace's cleanup
+deletes the retry queues they declare."""
+
+
+@dataclass
+class SlowMailServer:
+    """An SMTP server on loopback that holds every message at DATA until `release` is set."""
+
+    port: int = 0
+    held: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    refuse: bool = False
+    attempts: int = 0
+    received: list[EmailMessage] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}?timeout=30"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.attempts += 1
+        if self.refuse:
+            return "554 Transaction failed: mailbox unavailable"
+        self.held.set()
+        await self.release.wait()
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        self.received.append(message)
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+async def mail_server() -> AsyncIterator[SlowMailServer]:
+    box = SlowMailServer()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(box, hostname="localhost"), "127.0.0.1", 0)
+    box.port = server.sockets[0].getsockname()[1]
+    try:
+        yield box
+    finally:
+        box.release.set()
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+async def broker(rabbitmq_url: str, unique_name: str) -> AsyncIterator[BrokerNamespace]:
+    namespace = BrokerNamespace(rabbitmq_url, f"{unique_name}.")
+    # Not started: it only names the topology the commands declare, for the cleanup and for
+    # the test to look into.
+    namespace.transport(relay=False)
+    yield namespace
+    await namespace.cleanup()
+
+
+@dataclass
+class Command:
+    """How the tests run `mussikon`: one SQLite store, the broker under the test's prefix."""
+
+    store: Path
+    broker: BrokerNamespace
+    smtp_url: str
+
+    def env(self) -> dict[str, str]:
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("MUSSIKON_")}
+        return {**inherited, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1",
+                "COLUMNS": "250", "MUSSIKON_STORE_URL": f"sqlite:///{self.store}",
+                "MUSSIKON_BROKER_URL": self.broker.url,
+                "MUSSIKON_RABBITMQ_PREFIX": self.broker.prefix,
+                "MUSSIKON_RABBITMQ_RETRY_DELAYS": RETRY_DELAYS,
+                "MUSSIKON_BUS_RETRY_DELAYS": "0.01",
+                "MUSSIKON_POLL_INTERVAL": "0.02", "MUSSIKON_POLL_MAX_INTERVAL": "0.2",
+                "MUSSIKON_SMTP_URL": self.smtp_url}
+
+    async def run(self, *args: str, timeout: float = 60) -> tuple[int, str, str]:
+        """Run one command to its end: exit code, stdout, stderr."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mussikon.cli", *args, cwd=self.store.parent,
+            env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+    async def start(self, *args: str) -> asyncio.subprocess.Process:
+        """Start a long-running command (the worker)."""
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mussikon.cli", *args, cwd=self.store.parent,
+            env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    async def register_musician(self, name: str, email_address: str) -> str:
+        """Register a musician in the store, as the API would (the worker publishes it)."""
+        app = await open_app(Settings(store_url=f"sqlite:///{self.store}",
+                                      broker_url="memory://"))
+        try:
+            return await app.marketplace.register_musician(
+                email=email_address, name=name, genres=["jazz"], location="Santo Domingo")
+        finally:
+            await app.close()
+
+
+@pytest.fixture
+def mussikon(broker: BrokerNamespace, mail_server: SlowMailServer, tmp_path: Path) -> Command:
+    return Command(tmp_path / "mussikon.db", broker, mail_server.url)
+
+
+async def read_line_with(stream: asyncio.StreamReader | None, text: str,
+                         timeout: float = 30) -> list[str]:
+    """Lines read from `stream` up to and including the first that contains `text`."""
+    assert stream is not None
+    lines: list[str] = []
+
+    async def until() -> None:
+        while line := (await stream.readline()).decode():
+            lines.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"{text!r} never came; got {lines}")
+
+    await asyncio.wait_for(until(), timeout)
+    return lines
+
+
+async def queued(broker: BrokerNamespace, queue: str) -> int:
+    channel = await broker.channel()
+    try:
+        return (await channel.queue_declare(queue, passive=True)).message_count or 0
+    finally:
+        await channel.close()
+
+
+async def test_sigterm_lets_the_worker_finish_the_email_in_flight_then_exit_cleanly(
+        mussikon: Command, mail_server: SlowMailServer, broker: BrokerNamespace) -> None:
+    await mussikon.register_musician("Ana Díaz", "ana@example.com")
+    worker = await mussikon.start("worker")
+    try:
+        await read_line_with(worker.stdout, "worker running")
+        await asyncio.wait_for(mail_server.held.wait(), 30)  # the welcome email is at DATA
+        worker.send_signal(signal.SIGTERM)
+        stopping = await read_line_with(worker.stdout, "stopping")
+        # It has stopped taking messages and waits for the handler in flight.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(worker.wait()), 1.0)
+        mail_server.release.set()
+        out, err = await asyncio.wait_for(worker.communicate(), 30)
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+    assert worker.returncode == 0, err.decode()
+    assert "stopping: finishing messages in flight" in "".join(stopping)
+    assert "Traceback" not in out.decode() + err.decode()
+    assert [m["To"] for m in mail_server.received] == ["Ana Díaz <ana@example.com>"]
+    assert mail_server.attempts == 1
+
+    # Acknowledged: nothing waits in any queue, and the store recorded the email as sent.
+    topology = broker.transports[0].topology
+    for queue in [*topology.event_queues(), *(s.queue for s in topology.retry_stages),
+                  topology.dead_letter_queue]:
+        assert await queued(broker, queue) == 0, queue
+    db = await SqliteDatabase(str(mussikon.store)).open()
+    try:
+        sent = await SqliteDocumentStore(db).scan("notifications")
+    finally:
+        await db.close()
+    assert [doc["recipient"] for _, doc in sent] == ["ana@example.com"]
+
+    # A second worker sends the next welcome and not Ana's again.
+    await mussikon.register_musician("Luis Pérez", "luis@example.com")
+    second = await mussikon.start("worker")
+    try:
+        async def two_sent() -> bool:
+            return len(mail_server.received) == 2
+
+        await eventually(two_sent, 30)
+        second.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(second.communicate(), 30)
+    finally:
+        if second.returncode is None:
+            second.kill()
+            await second.wait()
+    assert second.returncode == 0, err.decode()
+    assert [m["To"] for m in mail_server.received] == ["Ana Díaz <ana@example.com>",
+                                                       "Luis Pérez <luis@example.com>"]
+    assert mail_server.attempts == 2
+
+
+async def test_dlq_commands_list_show_replay_and_purge_real_dead_letters(
+        mussikon: Command, mail_server: SlowMailServer, broker: BrokerNamespace) -> None:
+    tools = broker.transports[0]
+    mail_server.refuse = True  # the welcome email fails every time: a dead letter
+    mail_server.release.set()
+    await mussikon.register_musician("Ana Díaz", "ana@example.com")
+    worker = await mussikon.start("worker")
+    try:
+        await read_line_with(worker.stdout, "worker running")
+        await asyncio.to_thread(dotnet_publish, broker.url, f"{broker.prefix}mussikon.events",
+                                "musician.registered", b"not json", "MusicianRegisteredEvent")
+
+        async def dead_lettered(count: int) -> bool:
+            return len(await tools.dead_letters()) == count
+
+        await eventually(lambda: dead_lettered(2), 30)
+        letters = {d.exception: d for d in await tools.dead_letters()}
+        welcome, malformed = letters["NotificationError"], letters["WireFormatError"]
+
+        code, out, err = await mussikon.run("dlq", "list")
+        assert code == 0, err
+        assert "2 dead letter(s)" in out
+        assert welcome.id in out and malformed.id in out
+        for text in ("musicians.on-registered", "MusicianRegisteredEvent", "NotificationError",
+                     "handler-failed: cannot send welcome notification", "554",
+                     "WireFormatError", "malformed: body is not valid JSON"):
+            assert text in out, text
+
+        code, out, err = await mussikon.run("dlq", "show", welcome.id)
+        assert code == 0, err
+        assert welcome.id in out
+        assert "exception='NotificationError'" in out
+        assert "554 Transaction failed" in out
+        assert '"Email": "ana@example.com"' in out  # the body
+        assert mail_server.received == []
+
+        # The mail server is back: the replayed letter is handled, the email goes out once.
+        mail_server.refuse = False
+        code, out, err = await mussikon.run("dlq", "replay", welcome.id)
+        assert code == 0, err
+        assert f"{welcome.id}: sent back" in out
+
+        async def delivered() -> bool:
+            return len(mail_server.received) == 1
+
+        await eventually(delivered, 30)
+        await eventually(lambda: dead_lettered(1), 30)
+        assert [d.id for d in await tools.dead_letters()] == [malformed.id]
+
+        # A malformed body cannot be fixed by trying again: it comes back under its id.
+        code, out, err = await mussikon.run("dlq", "replay", "--all")
+        assert code == 0, err
+        assert f"{malformed.id}: sent back" in out
+
+        async def back_again() -> bool:
+            return [d.id for d in await tools.dead_letters()] == [malformed.id]
+
+        await eventually(back_again, 30)
+
+        for args in (["dlq", "show", "no-such-letter"], ["dlq", "replay", "no-such-letter"]):
+            code, out, err = await mussikon.run(*args)
+            assert code == 1, args
+            assert err.strip() == "error: no dead letter 'no-such-letter'", args
+            assert "Traceback" not in out + err
+
+        code, out, err = await mussikon.run("dlq", "purge")
+        assert code == 0, err
+        assert "purged 1" in out
+        code, out, err = await mussikon.run("dlq", "list")
+        assert code == 0, err
+        assert "0 dead letter(s)" in out
+
+        worker.send_signal(signal.SIGTERM)
+        _, err_bytes = await asyncio.wait_for(worker.communicate(), 30)
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+    assert worker.returncode == 0, err_bytes.decode()
+    assert [m["To"] for m in mail_server.received] == ["Ana Díaz <ana@example.com>"]
