@@ -52,6 +52,7 @@ from mussikon.store.documents import (
     decode_document,
     encode_document,
 )
+from mussikon.store.group_commit import GroupCommit
 from mussikon.wire import EventCodec, WireFormatError
 
 T = TypeVar("T")
@@ -158,6 +159,7 @@ class SqliteDatabase:
         """The event loop's connection: never waits for a lock (`busy_timeout=0`)."""
         self._yielded = 0.0
         """When `run` last let the event loop go round (`time.perf_counter`)."""
+        self._group = GroupCommit(lambda: self._fast, self._call, self._executor)
 
     BUSY_TIMEOUT_MS = 10_000
 
@@ -217,6 +219,23 @@ class SqliteDatabase:
             if not _is_busy(exc):
                 raise
         return await self._in_thread(fn)  # locked: wait for the lock off the event loop
+
+    async def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `body` in a write transaction that this begins and commits (`body` must not),
+        shared with concurrent writers' (group commit, see `group_commit`); its result
+        once committed. If `body` raises, nothing it wrote remains and the error is raised
+        here."""
+        if _perf_counter() - self._yielded >= self.YIELD_EVERY:
+            await asyncio.sleep(0)
+            self._yielded = _perf_counter()
+        if self._fast is None and self.inline and self._conn is None:
+            await self.open()
+        return await self._group.write(body)
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed through `write` (writes ÷ commits: the batching)."""
+        return self._group.commits
 
     async def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -461,6 +480,10 @@ class SqliteEventStore(EventStore):
         await self.db.close()
 
 
+class _Refused(Exception):
+    """A document commit refused (its checkpoint is behind): undone, reported as False."""
+
+
 class SqliteDocumentStore(DocumentStore):
     """Read models, checkpoints and inboxes in the same SQLite file as the events."""
 
@@ -486,30 +509,24 @@ class SqliteDocumentStore(DocumentStore):
         now = epoch_micros(utc_now())
 
         def write(conn: sqlite3.Connection) -> bool:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if inbox is not None and conn.execute(
-                    "INSERT OR IGNORE INTO inbox VALUES (?,?,?)", (*inbox, now)
-                ).rowcount == 0:
-                    conn.execute("ROLLBACK")
-                    return False
-                if checkpoint is not None and conn.execute(
-                    "INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT (name) DO UPDATE"
-                    " SET position = excluded.position WHERE position < excluded.position",
-                    checkpoint,
-                ).rowcount == 0:
-                    conn.execute("ROLLBACK")
-                    return False
-                conn.executemany("DELETE FROM documents WHERE collection = ? AND key = ?", deletes)
-                conn.executemany("INSERT OR REPLACE INTO documents VALUES (?,?,?)", puts)
-                conn.execute("COMMIT")
-                return True
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            if inbox is not None and conn.execute(
+                "INSERT OR IGNORE INTO inbox VALUES (?,?,?)", (*inbox, now)
+            ).rowcount == 0:
+                return False  # handled before: nothing written
+            if checkpoint is not None and conn.execute(
+                "INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT (name) DO UPDATE"
+                " SET position = excluded.position WHERE position < excluded.position",
+                checkpoint,
+            ).rowcount == 0:
+                raise _Refused  # the checkpoint is past this: undo the inbox entry too
+            conn.executemany("DELETE FROM documents WHERE collection = ? AND key = ?", deletes)
+            conn.executemany("INSERT OR REPLACE INTO documents VALUES (?,?,?)", puts)
+            return True
 
-        return await self.db.run(write)
+        try:
+            return await self.db.write(write)
+        except _Refused:
+            return False
 
     async def checkpoint(self, name: str) -> int:
         row = await self.db.run(lambda c: c.execute(

@@ -1,0 +1,207 @@
+"""Group commit for SQLite: concurrent write transactions share one commit (one fsync).
+
+SQLite has one writer at a time, and at `synchronous=FULL` every commit waits for an fsync
+of the write-ahead log: one commit per request caps a process at a few thousand writes a
+second however many requests it serves at once. When several writes are waiting, this
+runs them in one transaction, each inside its own savepoint, so each succeeds or fails on
+its own (a write that raises leaves nothing behind and only its caller sees the error),
+and all the successful ones become durable together, by one commit. A caller's write is
+durable when its call returns, as before: nobody is told "done" before the commit.
+
+A write by a task writing alone runs at once, so a single writer pays nothing for this.
+When another task wrote a moment ago, writers are concurrent: a write then waits for the
+end of the current round of the event loop, so that the others' writes join it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+_perf_counter = time.perf_counter
+
+Body = Callable[[sqlite3.Connection], Any]
+"""A write: runs inside a transaction it must not begin, commit or roll back itself."""
+
+
+@dataclass(slots=True)
+class _Waiting(Generic[T]):
+    body: Callable[[sqlite3.Connection], T]
+    result: asyncio.Future[T]
+
+
+class Busy(Exception):
+    """The file is locked by another connection: the group's transaction could not begin."""
+
+
+class GroupCommit:
+    """Runs write bodies in shared transactions, on a non-waiting connection on the event
+    loop's thread, or, when the file is locked (or there is no such connection), on a
+    waiting one on the executor's thread.
+
+    `inline` is the event loop's connection or None; `waiting` runs a function with the
+    executor's connection, on the executor's thread.
+    """
+
+    COMPANY_WINDOW = 0.002
+    """Seconds: a write by another task this recently means writers are concurrent."""
+
+    MAX_GROUP = 500
+    """Writes in one transaction at most (a bounded transaction, a bounded wait)."""
+
+    def __init__(self, inline: Callable[[], sqlite3.Connection | None],
+                 waiting: Callable[[Callable[[sqlite3.Connection], Any]], Any],
+                 executor: Executor) -> None:
+        self._inline = inline
+        self._waiting_call = waiting
+        self._executor = executor
+        self._queue: list[_Waiting[Any]] = []
+        self._last_task = 0
+        self._last_write = -1.0
+        self._scheduled = False
+        self._in_thread = False
+        """A group is running on the executor's thread: the next waits for it."""
+        self.commits = 0
+        """Transactions committed (a group counts once): writes ÷ commits is the batching."""
+
+    async def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `body` in a write transaction; return its result once it is committed."""
+        conn = self._inline()
+        if conn is not None and not self._queue and not self._in_thread and self._alone():
+            try:
+                ok, value = run_group(conn, [body])[0]
+            except Busy:
+                pass  # locked by another process: wait for it like the others
+            else:
+                self._committed()
+                if ok:
+                    return value  # type: ignore[no-any-return]
+                raise value
+        waiting: _Waiting[T] = _Waiting(body, asyncio.get_running_loop().create_future())
+        self._queue.append(waiting)
+        self._schedule()
+        return await waiting.result
+
+    def _alone(self) -> bool:
+        """True unless another task's write ended within the last `COMPANY_WINDOW` seconds:
+        a single writer's writes run at once, concurrent writers' wait for each other."""
+        task = id(asyncio.current_task())
+        alone = (task == self._last_task
+                 or _perf_counter() - self._last_write >= self.COMPANY_WINDOW)
+        self._last_task = task
+        return alone
+
+    def _committed(self) -> None:
+        self.commits += 1
+        self._last_write = _perf_counter()
+
+    def _schedule(self) -> None:
+        if not self._scheduled and not self._in_thread:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Run the waiting writes (those whose callers still wait) as one group."""
+        self._scheduled = False
+        group = [w for w in self._queue[:self.MAX_GROUP] if not w.result.done()]
+        del self._queue[:self.MAX_GROUP]
+        if group:
+            conn = self._inline()
+            if conn is not None:
+                try:
+                    self._settle(group, run_group(conn, [w.body for w in group]))
+                except Busy:
+                    self._to_thread(group)
+                    return
+                except BaseException as exc:  # the commit failed: none of them happened
+                    self._fail(group, exc)
+            else:
+                self._to_thread(group)
+                return
+        if self._queue:
+            self._schedule()
+
+    def _to_thread(self, group: list[_Waiting[Any]]) -> None:
+        self._in_thread = True
+        loop = asyncio.get_running_loop()
+        bodies = [w.body for w in group]
+        future = loop.run_in_executor(
+            self._executor, self._waiting_call, lambda conn: run_group(conn, bodies, wait=True))
+
+        def done(future: asyncio.Future[list[tuple[bool, Any]]]) -> None:
+            self._in_thread = False
+            if future.cancelled():
+                self._fail(group, asyncio.CancelledError())
+            elif (exc := future.exception()) is not None:
+                self._fail(group, exc)
+            else:
+                self._settle(group, future.result())
+            if self._queue:
+                self._schedule()
+
+        future.add_done_callback(done)
+
+    def _settle(self, group: list[_Waiting[Any]], outcomes: list[tuple[bool, Any]]) -> None:
+        self._committed()
+        for waiting, (ok, value) in zip(group, outcomes, strict=True):
+            if waiting.result.done():
+                continue
+            if ok:
+                waiting.result.set_result(value)
+            else:
+                waiting.result.set_exception(value)
+
+    @staticmethod
+    def _fail(group: list[_Waiting[Any]], exc: BaseException) -> None:
+        for waiting in group:
+            if not waiting.result.done():
+                waiting.result.set_exception(exc)
+
+
+def run_group(conn: sqlite3.Connection, bodies: list[Body], *, wait: bool = False
+              ) -> list[tuple[bool, Any]]:
+    """Run `bodies` in one transaction, each in a savepoint; (ok, result or exception) each.
+
+    Raises Busy if the transaction could not begin (nothing ran; with `wait` the connection's
+    busy timeout ran out first); any other error of the transaction itself (the commit)
+    propagates after a rollback: then none of the bodies happened.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if not wait and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+            raise Busy() from None
+        raise
+    outcomes: list[tuple[bool, Any]] = []
+    try:
+        if len(bodies) == 1:
+            try:
+                outcomes.append((True, bodies[0](conn)))
+            except Exception as exc:
+                conn.execute("ROLLBACK")
+                return [(False, exc)]
+        else:
+            for body in bodies:
+                conn.execute("SAVEPOINT group_member")
+                try:
+                    value = body(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO group_member")
+                    conn.execute("RELEASE group_member")
+                    outcomes.append((False, exc))
+                    continue
+                conn.execute("RELEASE group_member")
+                outcomes.append((True, value))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return outcomes
