@@ -100,6 +100,7 @@ class App:
     sagas: SagaRuntime | None = None
     subscriptions: list[Subscription] = field(default_factory=list)
     running: bool = False
+    operating: bool = False
 
     async def start(self) -> None:
         """Run the read models and the handlers in the background."""
@@ -108,6 +109,15 @@ class App:
         if self.sagas is not None:
             await self.sagas.start()
         self.running = True
+
+    async def open_for_operations(self) -> None:
+        """Ready the transport's dead-letter tools for an operator's command, running nothing
+        else: no relay, no consumer, no read model, no saga timeouts, so the command takes no
+        message meant for the workers. On a transport that `replays_in_place`, `replay` runs
+        the handlers in this process (their new events are delivered by whatever runs the
+        transport next)."""
+        await self.transport.open_for_operations(self.subscriptions)
+        self.operating = True
 
     async def settle(self, timeout: float = 30.0) -> None:
         """Wait until every event, including those handlers wrote meanwhile, was handled."""
@@ -135,6 +145,11 @@ class App:
             await self.transport.stop()
             await self.projections.stop()
             self.running = False
+        elif self.operating:
+            await self.transport.stop()
+            # A handler replayed here may have brought a read model up to date (and leased it).
+            await self.projections.stop()
+        self.operating = False
         await self.store.close()
 
 

@@ -255,7 +255,7 @@ def dlq_list() -> None:
     """The dead-lettered messages, with why."""
     async def go() -> None:
         async with opened() as application:
-            await application.start()
+            await application.open_for_operations()
             letters = await application.transport.dead_letters()
             table = Table(title=f"{len(letters)} dead letter(s)")
             for column in ("id", "subscription", "event type", "attempts", "exception", "reason"):
@@ -273,7 +273,7 @@ def dlq_show(letter_id: str) -> None:
     """One dead letter, with its body."""
     async def go() -> None:
         async with opened() as application:
-            await application.start()
+            await application.open_for_operations()
             for d in await application.transport.dead_letters():
                 if d.id == letter_id:
                     console.print(d)
@@ -296,7 +296,7 @@ def dlq_replay(letter_id: Annotated[str, typer.Argument()] = "",
 
     async def go() -> None:
         async with opened() as application:
-            await application.start()
+            await application.open_for_operations()
             ids = [d.id for d in await application.transport.dead_letters()] if all_ \
                 else [letter_id]
             for one in ids:
@@ -315,7 +315,7 @@ def dlq_purge() -> None:
     """Drop every dead letter."""
     async def go() -> None:
         async with opened() as application:
-            await application.start()
+            await application.open_for_operations()
             console.print(f"purged {await application.transport.purge_dead_letters()}")
 
     run(go)

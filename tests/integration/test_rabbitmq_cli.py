@@ -295,3 +295,51 @@ async def test_dlq_commands_list_show_replay_and_purge_real_dead_letters(
             await worker.wait()
     assert worker.returncode == 0, err_bytes.decode()
     assert [m["To"] for m in mail_server.received] == ["Ana Díaz <ana@example.com>"]
+
+
+async def test_dlq_commands_take_no_message_from_the_queues_and_publish_none(
+        mussikon: Command, mail_server: SlowMailServer, broker: BrokerNamespace) -> None:
+    """An operator looking at dead letters runs no worker: no consumer takes the messages
+    waiting in the event queues, no relay publishes the store's unpublished events."""
+    tools = broker.transports[0]
+    topology = tools.topology
+    mail_server.release.set()
+    await tools.dead_letters()  # declares the topology, so the queues exist
+    # Ana's registration is stored and not published (no relay ran): a worker's relay would
+    # publish it, and its consumer would take it and send her a welcome email.
+    await mussikon.register_musician("Ana Díaz", "ana@example.com")
+    # A message already waiting in the event queue: a consumer would take it.
+    app = await open_app(Settings(store_url=f"sqlite:///{mussikon.store}",
+                                  broker_url="memory://"))
+    try:
+        [record] = await app.store.read_all(1, 10)
+        body = app.codec.encode(record.event)
+    finally:
+        await app.close()
+    queue = topology.queue("MusicianRegisteredEvent")
+    await asyncio.to_thread(dotnet_publish, broker.url, topology.events_exchange,
+                            topology.routing_key("MusicianRegisteredEvent"), body,
+                            "MusicianRegisteredEvent")
+
+    async def waiting() -> bool:
+        return await queued(broker, queue) == 1
+
+    await eventually(waiting, 10)
+
+    for args in (["dlq", "list"], ["dlq", "show", "no-such-letter"],
+                 ["dlq", "replay", "--all"], ["dlq", "purge"], ["dlq", "list"]):
+        code, out, err = await mussikon.run(*args)
+        assert code == (1 if "no-such-letter" in args else 0), (args, err)
+        assert "Traceback" not in out + err, args
+
+    assert await queued(broker, queue) == 1  # still waiting: nothing consumed, none published
+    for other in [*(s.queue for s in topology.retry_stages), topology.dead_letter_queue]:
+        assert await queued(broker, other) == 0, other
+    assert mail_server.attempts == 0
+    db = await SqliteDatabase(str(mussikon.store)).open()
+    try:
+        documents = SqliteDocumentStore(db)
+        assert await documents.checkpoint(tools.relay_name) == 0  # the relay never ran
+        assert await documents.scan("notifications") == []
+    finally:
+        await db.close()

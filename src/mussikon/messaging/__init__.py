@@ -72,6 +72,13 @@ class Transport(abc.ABC):
         """Begin delivering to these subscriptions (returns once running)."""
 
     @abc.abstractmethod
+    async def open_for_operations(self, subscriptions: Sequence[Subscription]) -> None:
+        """Make `dead_letters`, `replay` and `purge_dead_letters` usable without delivering
+        anything (no message is taken from the store or a queue, none is published): for an
+        operator's command. `replay` runs these subscriptions' handlers if the transport
+        `replays_in_place`. `stop` closes what this opened."""
+
+    @abc.abstractmethod
     def wake(self) -> None:
         """New events were appended: look now instead of at the next poll."""
 

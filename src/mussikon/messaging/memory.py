@@ -123,6 +123,8 @@ class InProcessTransport(Transport):
         self.retry_delays = tuple(retry_delays)
         self.poll_interval, self.poll_max_interval = poll_interval, poll_max_interval
         self.batch_size = batch_size
+        self.subscriptions: dict[str, Subscription] = {}
+        """Those `replay` can run: started, or opened for operations."""
         self.readers: dict[str, _Reader] = {}
         self.stopping = False
 
@@ -132,7 +134,17 @@ class InProcessTransport(Transport):
                 raise ValueError(f"two subscriptions are named {subscription.name!r}")
             reader = _Reader(self, subscription)
             self.readers[subscription.name] = reader
+            self.subscriptions[subscription.name] = subscription
             await reader.start()
+
+    async def open_for_operations(self, subscriptions: Sequence[Subscription]) -> None:
+        """Know the subscriptions, for `replay`, without reading the store for them."""
+        known: dict[str, Subscription] = {}
+        for subscription in subscriptions:
+            if subscription.name in known:
+                raise ValueError(f"two subscriptions are named {subscription.name!r}")
+            known[subscription.name] = subscription
+        self.subscriptions.update(known)
 
     def wake(self) -> None:
         for reader in self.readers.values():
@@ -204,12 +216,12 @@ class InProcessTransport(Transport):
         doc = await self.documents.get(DEAD_LETTERS, dead_letter_id)
         if doc is None:
             raise KeyError(f"no dead letter {dead_letter_id!r}")
-        reader = self.readers.get(doc["subscription"])
-        if reader is None:
-            raise KeyError(f"subscription {doc['subscription']!r} is not running here")
+        subscription = self.subscriptions.get(doc["subscription"])
+        if subscription is None:
+            raise KeyError(f"subscription {doc['subscription']!r} is not known here")
         event = self.codec.decode(doc["body"])
         try:
-            await reader.sub.handler(Envelope(doc["message_id"], event, doc["position"]))
+            await subscription.handler(Envelope(doc["message_id"], event, doc["position"]))
         except Exception as exc:
             doc.update(attempts=doc["attempts"] + 1, exception=type(exc).__name__,
                        reason=_reason(exc), failed_at=utc_now().isoformat())

@@ -87,6 +87,12 @@ class RabbitMqTransport(Transport):
         if self.relay is not None:
             self.relay.start()
 
+    async def open_for_operations(self, subscriptions: Sequence[Subscription]) -> None:
+        """Connect and declare the topology for the dead-letter tools: no relay, no consumer
+        (`replay` sends a letter back to its queue, for a worker; the subscriptions are not
+        needed)."""
+        await self._open()
+
     async def _open(self) -> None:
         if not self._opened:
             await self.broker.open()
