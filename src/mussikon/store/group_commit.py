@@ -50,8 +50,17 @@ class GroupCommit:
     executor's connection, on the executor's thread.
     """
 
+    YIELD_EVERY = 0.001
+    """Seconds of writes run back to back on the event loop before a write lets it go round."""
     COMPANY_WINDOW = 0.002
     """Seconds: a write by another task this recently means writers are concurrent."""
+
+    LOCK_POLL_INTERVAL = 0.0005
+    """Seconds between tries while another process holds the lock. SQLite's own busy
+    handler sleeps 1, 2, 5, 10… ms between tries: two processes writing the same file would
+    spend most of their time asleep."""
+    LOCK_POLL_SECONDS = 1.0
+    """Seconds of polling before a group waits for the lock on the executor's thread."""
 
     MAX_GROUP = 500
     """Writes in one transaction at most (a bounded transaction, a bounded wait)."""
@@ -63,9 +72,14 @@ class GroupCommit:
         self._waiting_call = waiting
         self._executor = executor
         self._queue: list[_Waiting[Any]] = []
+        self._writers = 0
+        """Calls to `write` that have not returned (a write waiting for its result counts)."""
+        self._yielded = 0.0
         self._last_task = 0
         self._last_write = -1.0
         self._scheduled = False
+        self._busy_since: float | None = None
+        """When the lock was first found held by another process, in this wait."""
         self._in_thread = False
         """A group is running on the executor's thread: the next waits for it."""
         self.commits = 0
@@ -73,28 +87,39 @@ class GroupCommit:
 
     async def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run `body` in a write transaction; return its result once it is committed."""
-        conn = self._inline()
-        if conn is not None and not self._queue and not self._in_thread and self._alone():
-            try:
-                ok, value = run_group(conn, [body])[0]
-            except Busy:
-                pass  # locked by another process: wait for it like the others
-            else:
-                self._committed()
-                if ok:
-                    return value  # type: ignore[no-any-return]
-                raise value
-        waiting: _Waiting[T] = _Waiting(body, asyncio.get_running_loop().create_future())
-        self._queue.append(waiting)
-        self._schedule()
-        return await waiting.result
+        self._writers += 1
+        try:
+            if _perf_counter() - self._yielded >= self.YIELD_EVERY:
+                # Let the other tasks run now and then (a single writer runs its writes back
+                # to back on the event loop's thread); meanwhile this counts as a writer.
+                await asyncio.sleep(0)
+                self._yielded = _perf_counter()
+            conn = self._inline()
+            if conn is not None and not self._queue and not self._in_thread and self._alone():
+                try:
+                    ok, value = run_group(conn, [body])[0]
+                except Busy:
+                    pass  # locked by another process: wait for it like the others
+                else:
+                    self._committed()
+                    if ok:
+                        return value  # type: ignore[no-any-return]
+                    raise value
+            waiting: _Waiting[T] = _Waiting(body, asyncio.get_running_loop().create_future())
+            self._queue.append(waiting)
+            self._schedule()
+            return await waiting.result
+        finally:
+            self._writers -= 1
 
     def _alone(self) -> bool:
-        """True unless another task's write ended within the last `COMPANY_WINDOW` seconds:
-        a single writer's writes run at once, concurrent writers' wait for each other."""
+        """True if no other task is writing: none is waiting for its write, and none other
+        than this one finished a write within `COMPANY_WINDOW` seconds. A single writer's
+        writes run at once; concurrent writers' wait for each other."""
         task = id(asyncio.current_task())
-        alone = (task == self._last_task
-                 or _perf_counter() - self._last_write >= self.COMPANY_WINDOW)
+        alone = self._writers == 1 and (
+            task == self._last_task
+            or _perf_counter() - self._last_write >= self.COMPANY_WINDOW)
         self._last_task = task
         return alone
 
@@ -114,19 +139,35 @@ class GroupCommit:
         del self._queue[:self.MAX_GROUP]
         if group:
             conn = self._inline()
-            if conn is not None:
-                try:
-                    self._settle(group, run_group(conn, [w.body for w in group]))
-                except Busy:
-                    self._to_thread(group)
-                    return
-                except BaseException as exc:  # the commit failed: none of them happened
-                    self._fail(group, exc)
-            else:
+            if conn is None:
                 self._to_thread(group)
                 return
+            try:
+                self._settle(group, run_group(conn, [w.body for w in group]))
+            except Busy:
+                self._wait_for_lock(group)
+                return
+            except BaseException as exc:  # the commit failed: none of them happened
+                self._fail(group, exc)
+            self._busy_since = None
         if self._queue:
             self._schedule()
+
+    def _wait_for_lock(self, group: list[_Waiting[Any]]) -> None:
+        """Another process holds the lock: try again shortly, the writes arriving meanwhile
+        joining the group; after `LOCK_POLL_SECONDS` of this, wait on the executor's thread
+        (its connection waits for the lock and gives up after its busy timeout)."""
+        self._queue[:0] = group
+        now = _perf_counter()
+        if self._busy_since is None:
+            self._busy_since = now
+        if now - self._busy_since >= self.LOCK_POLL_SECONDS:
+            self._busy_since = None
+            self._to_thread(self._queue[:self.MAX_GROUP])
+            del self._queue[:self.MAX_GROUP]
+            return
+        self._scheduled = True
+        asyncio.get_running_loop().call_later(self.LOCK_POLL_INTERVAL, self._flush)
 
     def _to_thread(self, group: list[_Waiting[Any]]) -> None:
         self._in_thread = True

@@ -225,9 +225,6 @@ class SqliteDatabase:
         shared with concurrent writers' (group commit, see `group_commit`); its result
         once committed. If `body` raises, nothing it wrote remains and the error is raised
         here."""
-        if _perf_counter() - self._yielded >= self.YIELD_EVERY:
-            await asyncio.sleep(0)
-            self._yielded = _perf_counter()
         if self._fast is None and self.inline and self._conn is None:
             await self.open()
         return await self._group.write(body)
@@ -297,8 +294,8 @@ class SqliteEventStore(EventStore):
                    encode(e).decode(), _micros(e.occurred_at),
                    None if e.correlation_id is None else str(e.correlation_id),
                    None if e.causation_id is None else str(e.causation_id), now)
-            return await self.db.run(lambda c: self._append_one(c, stream_id, row,
-                                                                expected_version))
+            return await self.db.write(lambda c: self._append_one(c, stream_id, row,
+                                                                  expected_version))
         # Versions follow from the expected version (an append at any other version fails);
         # only ANY_VERSION must read the stream's version first, inside the transaction.
         first = 1 if expected_version == ANY_VERSION else expected_version + 1
@@ -309,7 +306,7 @@ class SqliteEventStore(EventStore):
              None if e.causation_id is None else str(e.causation_id), now)
             for version, e in enumerate(events, start=first)
         ]
-        return await self.db.run(lambda c: self._append(c, stream_id, rows, expected_version))
+        return await self.db.write(lambda c: self._append(c, stream_id, rows, expected_version))
 
     async def append_streams(self, batch: Sequence[StreamAppend]) -> list[int]:
         check_batch(batch)
@@ -324,14 +321,15 @@ class SqliteEventStore(EventStore):
             for version, e in enumerate(events, start=1 if expected == ANY_VERSION
                                         else expected + 1)
         ]
-        return await self.db.run(lambda c: self._append_streams(c, batch, rows))
+        return await self.db.write(lambda c: self._append_streams(c, batch, rows))
 
     @staticmethod
     def _append_streams(conn: sqlite3.Connection, batch: Sequence[StreamAppend],
                         rows: list[tuple[Any, ...]]) -> list[int]:
-        """Every stream's rows in one transaction; a stream new to the store needs no read
-        (version 1 is UNIQUE in it), the others are checked against their expected version."""
-        conn.execute("BEGIN IMMEDIATE")
+        """Every stream's rows, in the transaction `SqliteDatabase.write` runs it in; a stream
+        new to the store needs no read (version 1 is UNIQUE in it), the others are checked
+        against their expected version."""
+        conn.execute("SAVEPOINT append_streams")
         try:
             versions: list[int] = []
             start = 0
@@ -354,14 +352,12 @@ class SqliteEventStore(EventStore):
                         versions.append(expected + count)
                 start += count
             conn.executemany(_INSERT, rows)
-            conn.execute("COMMIT")
-            return versions
         except (sqlite3.IntegrityError, ConcurrencyError):
-            conn.execute("ROLLBACK")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            conn.execute("ROLLBACK TO append_streams")
+            conn.execute("RELEASE append_streams")
+        else:
+            conn.execute("RELEASE append_streams")
+            return versions
         actual_versions = {s: conn.execute(_STREAM_VERSION, (s,)).fetchone()[0]
                            for s, _, _ in batch}
         ids = [r[0] for r in rows]
@@ -378,7 +374,7 @@ class SqliteEventStore(EventStore):
     @staticmethod
     def _append_one(conn: sqlite3.Connection, stream_id: str, row: tuple[Any, ...],
                     expected: int) -> int:
-        """One event: one statement, so SQLite makes it its own transaction (no BEGIN/COMMIT)."""
+        """One event: one statement, which fails whole or succeeds whole."""
         try:
             if expected == NO_STREAM:  # version 1 is UNIQUE in the stream: that is the check
                 conn.execute(_INSERT, row)
@@ -392,7 +388,7 @@ class SqliteEventStore(EventStore):
     @staticmethod
     def _append(conn: sqlite3.Connection, stream_id: str, rows: list[tuple[Any, ...]],
                 expected: int) -> int:
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("SAVEPOINT append")
         try:
             if expected != NO_STREAM:
                 actual = conn.execute(_STREAM_VERSION, (stream_id,)).fetchone()[0]
@@ -402,15 +398,12 @@ class SqliteEventStore(EventStore):
                 elif expected != actual:
                     raise ConcurrencyError(stream_id, expected, actual)
             conn.executemany(_INSERT, rows)
-            conn.execute("COMMIT")
-            return int(rows[-1][2])
         except (sqlite3.IntegrityError, ConcurrencyError):
-            conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK TO append")
+            conn.execute("RELEASE append")
             return SqliteEventStore._retry_or_conflict(conn, stream_id, rows, expected)
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        conn.execute("RELEASE append")
+        return int(rows[-1][2])
 
     @staticmethod
     def _retry_or_conflict(conn: sqlite3.Connection, stream_id: str, rows: list[tuple[Any, ...]],
