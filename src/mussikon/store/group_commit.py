@@ -42,25 +42,18 @@ class Busy(Exception):
 
 
 class GroupCommit:
-    """Runs write bodies in shared transactions, on a non-waiting connection on the event
-    loop's thread, or, when the file is locked (or there is no such connection), on a
-    waiting one on the executor's thread.
+    """Runs write bodies in shared transactions: a lone write on a non-waiting connection
+    on the event loop's thread; a group, or a write that found the file locked, on the
+    executor's thread, whose `waiting` call retries it until the lock is free.
 
     `inline` is the event loop's connection or None; `waiting` runs a function with the
-    executor's connection, on the executor's thread.
+    executor's connection, on the executor's thread, retrying it while it raises Busy.
     """
 
     YIELD_EVERY = 0.001
     """Seconds of writes run back to back on the event loop before a write lets it go round."""
     COMPANY_WINDOW = 0.002
     """Seconds: a write by another task this recently means writers are concurrent."""
-
-    LOCK_POLL_INTERVAL = 0.0005
-    """Seconds between tries while another process holds the lock. SQLite's own busy
-    handler sleeps 1, 2, 5, 10… ms between tries: two processes writing the same file would
-    spend most of their time asleep."""
-    LOCK_POLL_SECONDS = 1.0
-    """Seconds of polling before a group waits for the lock on the executor's thread."""
 
     MAX_GROUP = 500
     """Writes in one transaction at most (a bounded transaction, a bounded wait)."""
@@ -78,8 +71,6 @@ class GroupCommit:
         self._last_task = 0
         self._last_write = -1.0
         self._scheduled = False
-        self._busy_since: float | None = None
-        """When the lock was first found held by another process, in this wait."""
         self._in_thread = False
         """A group is running on the executor's thread: the next waits for it."""
         self.commits = 0
@@ -133,48 +124,34 @@ class GroupCommit:
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Run the waiting writes (those whose callers still wait) as one group."""
+        """Run the waiting writes (those whose callers still wait) as one group: a lone
+        write on the event loop's thread, a group of several on the executor's, so the
+        event loop goes on serving the other tasks while the commit waits for the disk."""
         self._scheduled = False
         group = [w for w in self._queue[:self.MAX_GROUP] if not w.result.done()]
         del self._queue[:self.MAX_GROUP]
-        if group:
-            conn = self._inline()
-            if conn is None:
-                self._to_thread(group)
-                return
-            try:
-                self._settle(group, run_group(conn, [w.body for w in group]))
-            except Busy:
-                self._wait_for_lock(group)
-                return
-            except BaseException as exc:  # the commit failed: none of them happened
-                self._fail(group, exc)
-            self._busy_since = None
+        if not group:
+            return
+        conn = self._inline()
+        if conn is None or len(group) > 1:
+            self._to_thread(group)
+            return
+        try:
+            self._settle(group, run_group(conn, [group[0].body]))
+        except Busy:
+            self._to_thread(group)  # locked by another process: wait for it there
+            return
+        except BaseException as exc:  # the commit failed: the write did not happen
+            self._fail(group, exc)
         if self._queue:
             self._schedule()
-
-    def _wait_for_lock(self, group: list[_Waiting[Any]]) -> None:
-        """Another process holds the lock: try again shortly, the writes arriving meanwhile
-        joining the group; after `LOCK_POLL_SECONDS` of this, wait on the executor's thread
-        (its connection waits for the lock and gives up after its busy timeout)."""
-        self._queue[:0] = group
-        now = _perf_counter()
-        if self._busy_since is None:
-            self._busy_since = now
-        if now - self._busy_since >= self.LOCK_POLL_SECONDS:
-            self._busy_since = None
-            self._to_thread(self._queue[:self.MAX_GROUP])
-            del self._queue[:self.MAX_GROUP]
-            return
-        self._scheduled = True
-        asyncio.get_running_loop().call_later(self.LOCK_POLL_INTERVAL, self._flush)
 
     def _to_thread(self, group: list[_Waiting[Any]]) -> None:
         self._in_thread = True
         loop = asyncio.get_running_loop()
         bodies = [w.body for w in group]
         future = loop.run_in_executor(
-            self._executor, self._waiting_call, lambda conn: run_group(conn, bodies, wait=True))
+            self._executor, self._waiting_call, lambda conn: run_group(conn, bodies))
 
         def done(future: asyncio.Future[list[tuple[bool, Any]]]) -> None:
             self._in_thread = False
@@ -206,19 +183,18 @@ class GroupCommit:
                 waiting.result.set_exception(exc)
 
 
-def run_group(conn: sqlite3.Connection, bodies: list[Body], *, wait: bool = False
-              ) -> list[tuple[bool, Any]]:
+def run_group(conn: sqlite3.Connection, bodies: list[Body]) -> list[tuple[bool, Any]]:
     """Run `bodies` in one transaction, each in a savepoint; (ok, result or exception) each.
 
-    Raises Busy if the transaction could not begin (nothing ran; with `wait` the connection's
-    busy timeout ran out first); any other error of the transaction itself (the commit)
-    propagates after a rollback: then none of the bodies happened.
+    Raises Busy if the transaction could not begin because another connection holds the
+    lock (nothing ran); any other error of the transaction itself (the commit) propagates
+    after a rollback: then none of the bodies happened.
     """
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        if not wait and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
-            raise Busy() from None
+        if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+            raise Busy() from exc
         raise
     outcomes: list[tuple[bool, Any]] = []
     try:

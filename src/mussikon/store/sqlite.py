@@ -1,14 +1,16 @@
 """The embedded default: SQLite in WAL mode.
 
-Statements run on the event loop's own thread, on a connection that never waits for a
-lock: SQLite's work for one append (a few B-tree inserts and, at `synchronous=FULL`, one
-fsync of the write-ahead log) costs less than handing it to another thread and back,
-which takes two thread wake-ups (about 0.1-0.25 ms on a small virtual machine, more than
-half a FULL commit). When the file is locked by another connection (another process, or
-this one's own thread), the operation goes to a second connection on a worker thread that
-waits for the lock (`busy_timeout`), so the event loop never sleeps on a lock.
-`SqliteDatabase(inline=False)` sends everything to the worker thread instead (for a disk
-whose fsync is slow enough that the event loop should not wait for it).
+Statements of a single writer run on the event loop's own thread, on a connection that
+never waits for a lock: SQLite's work for one append (a few B-tree inserts and, at
+`synchronous=FULL`, one fsync of the write-ahead log) costs less than handing it to
+another thread and back, which takes two thread wake-ups (about 0.1-0.25 ms on a small
+virtual machine, more than half a FULL commit). Concurrent writers share transactions
+(group commit, `group_commit.py`): their writes run together on a worker thread, one
+fsync for all, while the event loop serves the other tasks. When the file is locked by
+another connection (another process), the operation goes to the worker thread, which
+tries again every half millisecond, so the event loop never sleeps on a lock.
+`SqliteDatabase(inline=False)` sends everything to the worker thread (for a disk whose
+fsync is slow enough that the event loop should not wait for it even once).
 
 SQLite allows one writer at a time; a position (the rowid) is taken inside the writer's
 transaction, so the global order is commit order and a reader can never skip an event.
@@ -52,7 +54,7 @@ from mussikon.store.documents import (
     decode_document,
     encode_document,
 )
-from mussikon.store.group_commit import GroupCommit
+from mussikon.store.group_commit import Busy, GroupCommit
 from mussikon.wire import EventCodec, WireFormatError
 
 T = TypeVar("T")
@@ -154,7 +156,8 @@ class SqliteDatabase:
         self.inline = inline and path != ":memory:"  # a second connection would be another db
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="mussikon-sqlite")
         self._conn: sqlite3.Connection | None = None
-        """The worker thread's connection: waits up to `BUSY_TIMEOUT_MS` for a lock."""
+        """The worker thread's connection: `_call` retries on it for up to `BUSY_TIMEOUT_MS`
+        while another connection holds the lock."""
         self._fast: sqlite3.Connection | None = None
         """The event loop's connection: never waits for a lock (`busy_timeout=0`)."""
         self._yielded = 0.0
@@ -171,7 +174,7 @@ class SqliteDatabase:
 
     def _open(self) -> None:
         if self._conn is None:
-            self._conn = self._connect(self.BUSY_TIMEOUT_MS, migrations=True)
+            self._conn = self._connect(0, migrations=True)
         if self.inline and self._fast is None:
             self._fast = self._connect(0, migrations=False)
 
@@ -238,11 +241,32 @@ class SqliteDatabase:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._call, fn)
 
+    LOCK_POLL_INTERVAL = 0.0005
+    """Seconds between tries while another connection holds the lock. SQLite's own busy
+    handler sleeps 1, 2, 5, 10, 15… ms between tries: two processes writing one file would
+    spend most of their time asleep."""
+
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn` on the worker thread's connection, tried again while the file is locked by
+        another connection, for up to `BUSY_TIMEOUT_MS`."""
         if self._conn is None:
             self._open()
         assert self._conn is not None
-        return fn(self._conn)
+        deadline = 0.0
+        while True:
+            try:
+                return fn(self._conn)
+            except Exception as exc:
+                if not (isinstance(exc, Busy) or _is_busy(exc)):
+                    raise
+                now = _perf_counter()
+                if not deadline:
+                    deadline = now + self.BUSY_TIMEOUT_MS / 1000
+                elif now >= deadline:
+                    raise StoreUnavailable(
+                        f"SQLite database {self.path!r} stayed locked by another connection "
+                        f"for {self.BUSY_TIMEOUT_MS / 1000:g} s") from exc
+            time.sleep(self.LOCK_POLL_INTERVAL)
 
     async def close(self) -> None:
         """Close the connections and stop the thread."""
