@@ -255,44 +255,46 @@ def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
 
 
 def _compile_json_reader(cls: type[DomainEvent], fields: tuple[_Field, ...]
-                         ) -> Callable[[bytes | str, UUID | None, UUID | None], DomainEvent]:
+                         ) -> Callable[[bytes | str, UUID | None, UUID | None],
+                                       DomainEvent | None]:
     """`decode` for one event class, from the JSON text, when the document is well formed
     (no upcasting): msgspec parses it in C into a struct of the class's fields under their
     wire names, checking strings, integers, GUIDs and lists of strings as the general reader
     does; times and decimals are checked and made here as the general readers make them in
     their common case; the event is made without its `__init__` (which sets each field of a
     frozen class through `object.__setattr__`), its slots set directly. Anything else (a
-    field missing, null or of another type, a GUID or time in a rarer form) returns
-    `_FALLBACK`: the general reader then decides, and names the field at fault."""
+    field missing, null or of another type, a GUID or time in a rarer form) returns None:
+    the general reader then decides, and names the field at fault."""
     hints = typing.get_type_hints(cls)
     shadow = msgspec.defstruct(
         f"{cls.__name__}Wire", [(f.attr, _SHADOW_TYPES.get(hints[f.attr], hints[f.attr]))
                                 for f in fields],
-        rename={f.attr: f.wire for f in fields})
+        rename={f.attr: f.wire for f in fields}, gc=False)  # never in a cycle: untracked
     decoder = msgspec.json.Decoder(shadow, float_hook=Decimal)
     env: dict[str, Any] = {"decode": decoder.decode, "Error": msgspec.MsgspecError,
-                           "new": object.__new__, "cls": cls, "FALLBACK": _FALLBACK,
-                           "fromisoformat": datetime.fromisoformat, "UTC": UTC,
-                           "Decimal": Decimal, "set_c": _slot_setter(cls, "correlation_id"),
+                           "new": object.__new__, "cls": cls, "UTC": UTC, "Decimal": Decimal,
+                           "fromisoformat": datetime.fromisoformat,
+                           "set_c": _slot_setter(cls, "correlation_id"),
                            "set_k": _slot_setter(cls, "causation_id")}
     lines = ["def read_json(data, correlation_id, causation_id):",
-             "    try:", "        s = decode(data)", "    except Error:", "        return FALLBACK"]
+             "    try:", "        s = decode(data)", "    except Error:", "        return None"]
     values = []
     for n, f in enumerate(fields):
         env[f"set{n}"] = _slot_setter(cls, f.attr)
         kind = hints[f.attr]
-        if kind is datetime:  # _to_datetime's common case: UTC, at most six fraction digits
+        if kind is datetime:
+            # _to_datetime's common case: UTC, at most six fraction digits (a dot, if any,
+            # among the last eight characters)
             lines += [f"    x{n} = s.{f.attr}",
-                      f"    if x{n}[-1:] != 'Z' or ((d := x{n}.find('.')) != -1"
-                      f" and len(x{n}) - d > 8):", "        return FALLBACK",
+                      f"    if x{n}[-1:] != 'Z' or '.' in x{n}[:-8]:", "        return None",
                       "    try:", f"        x{n} = fromisoformat(x{n})",
-                      "    except ValueError:", "        return FALLBACK",
-                      f"    if x{n}.tzinfo is not UTC:", "        return FALLBACK"]
+                      "    except ValueError:", "        return None",
+                      f"    if x{n}.tzinfo is not UTC:", "        return None"]
             values.append(f"x{n}")
         elif kind is Decimal:  # _to_decimal: a JSON number, never a string or a boolean
             lines += [f"    x{n} = s.{f.attr}",
                       f"    if x{n}.__class__ is not Decimal:",
-                      f"        if x{n}.__class__ is not int:", "            return FALLBACK",
+                      f"        if x{n}.__class__ is not int:", "            return None",
                       f"        x{n} = Decimal(x{n})"]
             values.append(f"x{n}")
         else:
@@ -301,7 +303,8 @@ def _compile_json_reader(cls: type[DomainEvent], fields: tuple[_Field, ...]
     lines += [f"    set{n}(e, {value})" for n, value in enumerate(values)]
     lines += ["    set_c(e, correlation_id)", "    set_k(e, causation_id)", "    return e"]
     exec("\n".join(lines) + "\n", env)  # built from field names, never from data
-    read: Callable[[bytes | str, UUID | None, UUID | None], DomainEvent] = env["read_json"]
+    read: Callable[[bytes | str, UUID | None, UUID | None], DomainEvent | None] = \
+        env["read_json"]
     return read
 
 
@@ -324,7 +327,8 @@ class EventCodec:
                  upcasters: Mapping[tuple[str, int], Upcaster] | None = None) -> None:
         self._shapes = {cls.__name__: _EventShape(cls) for cls in types}
         self._upcasters = dict(UPCASTERS if upcasters is None else upcasters)
-        self._upcast_types = {name for name, _ in self._upcasters}
+        self._fast_readers = {name: shape.read_json for name, shape in self._shapes.items()
+                              if all(key[0] != name for key in self._upcasters)}
         self._encoder = msgspec.json.Encoder(decimal_format="number")
         self._decoder = msgspec.json.Decoder(float_hook=Decimal)
 
@@ -336,7 +340,17 @@ class EventCodec:
     def register_upcaster(self, event_type: str, from_version: int, upcaster: Upcaster) -> None:
         """Read bodies of `event_type` at `from_version` through `upcaster` (to version + 1)."""
         self._upcasters[(event_type, from_version)] = upcaster
-        self._upcast_types.add(event_type)
+        self._fast_readers.pop(event_type, None)
+
+    @property
+    def fast_readers(self) -> Mapping[str, Callable[[bytes | str, UUID | None, UUID | None],
+                                                    DomainEvent | None]]:
+        """For each event type no upcaster reads: `read(json, correlation_id, causation_id)`,
+        the event straight from its JSON, or None for a document off the fast path (a field
+        missing or malformed, a rarer form of a time or a GUID), which `decode` then reads
+        (and names the field at fault). For a store's read loop: `decode` does the same, at
+        the cost of a call and a look-up more per event."""
+        return self._fast_readers
 
     def to_body(self, event: DomainEvent) -> Body:
         """The event as a JSON-ready dict with the .NET property names."""
@@ -368,12 +382,14 @@ class EventCodec:
         """Parse wire JSON into its concrete event. `event_type` (from a header or a column) wins
         over the body's `EventType`."""
         if event_type:  # the common case in C, when the type is known before parsing
-            shape = self._shapes.get(event_type)
-            if shape is not None:
+            read = self._fast_readers.get(event_type)
+            if read is not None:
+                event = read(data, correlation_id, causation_id)
+                if event is not None:
+                    return event
+            elif (shape := self._shapes.get(event_type)) is not None:  # some versions upcast
                 event = shape.read_json(data, correlation_id, causation_id)
-                if event is not _FALLBACK and (
-                        event_type not in self._upcast_types
-                        or (event_type, event.version) not in self._upcasters):
+                if event is not None and (event_type, event.version) not in self._upcasters:
                     return event
         return self.from_body(self.parse(data), event_type, correlation_id=correlation_id,
                               causation_id=causation_id)

@@ -8,6 +8,7 @@ import itertools
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC
 from uuid import UUID
 
 import asyncpg
@@ -249,3 +250,25 @@ async def test_a_missing_database_is_a_clear_store_error(postgres_url: str) -> N
 async def test_a_schema_name_must_be_an_identifier(postgres_url: str) -> None:
     with pytest.raises(ValueError, match="schema name"):
         await open_postgres(postgres_url, 'x"; DROP TABLE y; --')
+
+
+async def test_recording_times_are_read_exactly_whatever_the_session_time_zone(
+        server: Server) -> None:
+    """Reads take the recording time as text and parse it: the same instant as asyncpg's own
+    decoding gives, in UTC, also for a session in another time zone."""
+    for n in range(3):
+        await server.events.append(f"musician-z{n}", [registered(f"z{n}")], NO_STREAM)
+    await server.settle()
+    stored = [r["recorded_at"] for r in await server.admin.fetch(
+        f'SELECT recorded_at FROM "{server.schema}".events ORDER BY position')]
+    one, _ = await open_postgres(server.url, server.schema, pool_size=1)
+    try:
+        for zone in ("UTC", "America/Santo_Domingo", "Asia/Kolkata"):
+            async with one.db.connection("setting the time zone") as conn:
+                await conn.execute(f"SET TIME ZONE '{zone}'")
+            read = [r.recorded_at for r in await one.read_all()]
+            assert read == stored
+            assert all(at.tzinfo is UTC for at in read)
+            assert [r.recorded_at for r in await one.read_stream("musician-z1")] == stored[1:2]
+    finally:
+        await one.close()
