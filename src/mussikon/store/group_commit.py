@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -76,8 +76,13 @@ class GroupCommit:
         self.commits = 0
         """Transactions committed (a group counts once): writes ÷ commits is the batching."""
 
-    async def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `body` in a write transaction; return its result once it is committed."""
+    async def write(self, body: Callable[[sqlite3.Connection], T], *,
+                    one_statement: bool = False) -> T:
+        """Run `body` in a write transaction; return its result once it is committed.
+
+        `one_statement`: `body` writes with one statement (which SQLite makes atomic on its
+        own), so a write alone needs no BEGIN and COMMIT around it.
+        """
         self._writers += 1
         try:
             if _perf_counter() - self._yielded >= self.YIELD_EVERY:
@@ -87,15 +92,19 @@ class GroupCommit:
                 self._yielded = _perf_counter()
             conn = self._inline()
             if conn is not None and not self._queue and not self._in_thread and self._alone():
-                try:
-                    ok, value = run_group(conn, [body])[0]
+                try:  # one statement: autocommit (SQLite makes it atomic)
+                    outcome: tuple[bool, Any] = ((True, body(conn)) if one_statement
+                                                 else run_group(conn, [body])[0])
                 except Busy:
                     pass  # locked by another process: wait for it like the others
+                except sqlite3.OperationalError as exc:
+                    if not one_statement or exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                        raise
                 else:
                     self._committed()
-                    if ok:
-                        return value  # type: ignore[no-any-return]
-                    raise value
+                    if outcome[0]:
+                        return cast(T, outcome[1])
+                    raise cast(BaseException, outcome[1])
             waiting: _Waiting[T] = _Waiting(body, asyncio.get_running_loop().create_future())
             self._queue.append(waiting)
             self._schedule()

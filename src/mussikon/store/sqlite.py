@@ -223,14 +223,15 @@ class SqliteDatabase:
                 raise
         return await self._in_thread(fn)  # locked: wait for the lock off the event loop
 
-    async def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, body: Callable[[sqlite3.Connection], T], *,
+                    one_statement: bool = False) -> T:
         """Run `body` in a write transaction that this begins and commits (`body` must not),
         shared with concurrent writers' (group commit, see `group_commit`); its result
         once committed. If `body` raises, nothing it wrote remains and the error is raised
-        here."""
+        here. `one_statement`: `body` writes with a single statement."""
         if self._fast is None and self.inline and self._conn is None:
             await self.open()
-        return await self._group.write(body)
+        return await self._group.write(body, one_statement=one_statement)
 
     @property
     def commits(self) -> int:
@@ -318,8 +319,9 @@ class SqliteEventStore(EventStore):
                    encode(e).decode(), _micros(e.occurred_at),
                    None if e.correlation_id is None else str(e.correlation_id),
                    None if e.causation_id is None else str(e.causation_id), now)
-            return await self.db.write(lambda c: self._append_one(c, stream_id, row,
-                                                                  expected_version))
+            return await self.db.write(
+                lambda c: self._append_one(c, stream_id, row, expected_version),
+                one_statement=True)
         # Versions follow from the expected version (an append at any other version fails);
         # only ANY_VERSION must read the stream's version first, inside the transaction.
         first = 1 if expected_version == ANY_VERSION else expected_version + 1
