@@ -102,3 +102,16 @@ async def test_a_write_whose_caller_gave_up_before_its_turn_is_not_run(
     await asyncio.sleep(0.01)
 
     assert await keys(db) == ["first"]
+
+
+async def test_a_failing_one_statement_write_in_a_group_fails_alone(db: SqliteDatabase) -> None:
+    async def write(key: str) -> object:
+        return await db.write(insert(key), one_statement=True)
+
+    await db.write(insert("taken"))
+    results = await asyncio.gather(write("a"), write("taken"), write("b"),
+                                   return_exceptions=True)
+
+    assert results[0] == "a" and results[2] == "b"
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert await keys(db) == ["a", "b", "taken"]

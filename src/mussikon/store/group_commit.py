@@ -34,6 +34,7 @@ Body = Callable[[sqlite3.Connection], Any]
 @dataclass(slots=True)
 class _Waiting(Generic[T]):
     body: Callable[[sqlite3.Connection], T]
+    one_statement: bool
     result: asyncio.Future[T]
 
 
@@ -81,7 +82,8 @@ class GroupCommit:
         """Run `body` in a write transaction; return its result once it is committed.
 
         `one_statement`: `body` writes with one statement (which SQLite makes atomic on its
-        own), so a write alone needs no BEGIN and COMMIT around it.
+        own), so a write alone needs no BEGIN and COMMIT around it, and one in a group no
+        savepoint.
         """
         self._writers += 1
         try:
@@ -94,7 +96,7 @@ class GroupCommit:
             if conn is not None and not self._queue and not self._in_thread and self._alone():
                 try:  # one statement: autocommit (SQLite makes it atomic)
                     outcome: tuple[bool, Any] = ((True, body(conn)) if one_statement
-                                                 else run_group(conn, [body])[0])
+                                                 else run_group(conn, [(body, False)])[0])
                 except Busy:
                     pass  # locked by another process: wait for it like the others
                 except sqlite3.OperationalError as exc:
@@ -105,7 +107,8 @@ class GroupCommit:
                     if outcome[0]:
                         return cast(T, outcome[1])
                     raise cast(BaseException, outcome[1])
-            waiting: _Waiting[T] = _Waiting(body, asyncio.get_running_loop().create_future())
+            waiting: _Waiting[T] = _Waiting(body, one_statement,
+                                            asyncio.get_running_loop().create_future())
             self._queue.append(waiting)
             self._schedule()
             return await waiting.result
@@ -146,7 +149,7 @@ class GroupCommit:
             self._to_thread(group)
             return
         try:
-            self._settle(group, run_group(conn, [group[0].body]))
+            self._settle(group, run_group(conn, [(group[0].body, group[0].one_statement)]))
         except Busy:
             self._to_thread(group)  # locked by another process: wait for it there
             return
@@ -158,7 +161,7 @@ class GroupCommit:
     def _to_thread(self, group: list[_Waiting[Any]]) -> None:
         self._in_thread = True
         loop = asyncio.get_running_loop()
-        bodies = [w.body for w in group]
+        bodies = [(w.body, w.one_statement) for w in group]
         future = loop.run_in_executor(
             self._executor, self._waiting_call, lambda conn: run_group(conn, bodies))
 
@@ -192,12 +195,16 @@ class GroupCommit:
                 waiting.result.set_exception(exc)
 
 
-def run_group(conn: sqlite3.Connection, bodies: list[Body]) -> list[tuple[bool, Any]]:
-    """Run `bodies` in one transaction, each in a savepoint; (ok, result or exception) each.
+def run_group(conn: sqlite3.Connection, bodies: list[tuple[Body, bool]]
+              ) -> list[tuple[bool, Any]]:
+    """Run `bodies` in one transaction; (ok, result or exception) each. Each (body,
+    one_statement) runs in a savepoint, but for a body of one statement, which SQLite undoes
+    by itself when it fails.
 
     Raises Busy if the transaction could not begin because another connection holds the
-    lock (nothing ran); any other error of the transaction itself (the commit) propagates
-    after a rollback: then none of the bodies happened.
+    lock (nothing ran); any other error of the transaction itself (the commit, or a failure
+    that ended the transaction) propagates after a rollback: then none of the bodies
+    happened.
     """
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -206,25 +213,36 @@ def run_group(conn: sqlite3.Connection, bodies: list[Body]) -> list[tuple[bool, 
             raise Busy() from exc
         raise
     outcomes: list[tuple[bool, Any]] = []
+    append = outcomes.append
     try:
         if len(bodies) == 1:
             try:
-                outcomes.append((True, bodies[0](conn)))
+                append((True, bodies[0][0](conn)))
             except Exception as exc:
                 conn.execute("ROLLBACK")
                 return [(False, exc)]
         else:
-            for body in bodies:
+            for body, one_statement in bodies:
+                if one_statement:
+                    try:
+                        append((True, body(conn)))
+                    except Exception as exc:
+                        if not conn.in_transaction:
+                            raise  # an error that ended the transaction: none happened
+                        append((False, exc))
+                    continue
                 conn.execute("SAVEPOINT group_member")
                 try:
                     value = body(conn)
                 except Exception as exc:
+                    if not conn.in_transaction:
+                        raise
                     conn.execute("ROLLBACK TO group_member")
                     conn.execute("RELEASE group_member")
-                    outcomes.append((False, exc))
+                    append((False, exc))
                     continue
                 conn.execute("RELEASE group_member")
-                outcomes.append((True, value))
+                append((True, value))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

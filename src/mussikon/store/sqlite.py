@@ -538,12 +538,18 @@ class SqliteDocumentStore(DocumentStore):
                 checkpoint,
             ).rowcount == 0:
                 raise _Refused  # the checkpoint is past this: undo the inbox entry too
-            conn.executemany("DELETE FROM documents WHERE collection = ? AND key = ?", deletes)
-            conn.executemany("INSERT OR REPLACE INTO documents VALUES (?,?,?)", puts)
+            if deletes:
+                conn.executemany("DELETE FROM documents WHERE collection = ? AND key = ?",
+                                 deletes)
+            if puts:
+                conn.executemany("INSERT OR REPLACE INTO documents VALUES (?,?,?)", puts)
             return True
 
+        # An inbox entry alone (an idempotent handler that wrote nothing else) is one
+        # statement: no savepoint needed around it.
+        alone = inbox is not None and checkpoint is None and not puts and not deletes
         try:
-            return await self.db.write(write)
+            return await self.db.write(write, one_statement=alone)
         except _Refused:
             return False
 
