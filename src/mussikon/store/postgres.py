@@ -546,15 +546,19 @@ class PostgresEventStore(EventStore):
         out: list[RecordedEvent] = []
         append = out.append
         make = recorded_event
+        last_text: str | None = None
+        at = datetime.min  # replaced at the first row
         for position, stream_id, version, event_type, data, correlation, causation, text in rows:
-            try:
-                at = _fromisoformat(text)
-            except ValueError:  # not a time Python has: BC, beyond 9999, infinity
-                raise StoreError(f"event at position {position} (stream {stream_id!r}, version"
-                                 f" {version}) has a recording time Python cannot hold:"
-                                 f" {text!r}") from None
-            if at.tzinfo is not UTC:  # a session in another time zone: the same instant
-                at = at.astimezone(UTC)
+            if text != last_text:  # the events of one append share their recording time
+                try:
+                    at = _fromisoformat(text)
+                except ValueError:  # not a time Python has: BC, beyond 9999, infinity
+                    raise StoreError(f"event at position {position} (stream {stream_id!r},"
+                                     f" version {version}) has a recording time Python cannot"
+                                     f" hold: {text!r}") from None
+                if at.tzinfo is not UTC:  # a session in another time zone: the same instant
+                    at = at.astimezone(UTC)
+                last_text = text
             read = fast(event_type)
             if read is not None and (event := read(data, correlation, causation)) is not None:
                 append(make(position, stream_id, version, event, at))
