@@ -88,11 +88,11 @@ class Options:
     store: str = "sqlite"
     """Where the outbox and the inbox live: `sqlite` (a file) or a `postgresql://` URL."""
     synchronous: str = "FULL"
-    appenders: int = 16
+    appenders: int = 64
     """Concurrent appends in the API process (requests served at once)."""
     prefetch: int = 200
     """As the peers' (FastStream and aio-pika: 200)."""
-    concurrency: int = 32
+    concurrency: int = 64
     """Handlers at once in the worker: more share each inbox commit (group commit)."""
     rounds: int = 1
     peers: bool = True
@@ -320,7 +320,9 @@ def _ours(options: Options, job: _Job) -> tuple[float, dict[str, Any]]:
             print(f"cpu: worker {result.get('cpu', 0) / elapsed:.0%} "
                   f"({result.get('cpu', 0) * per:.0f} µs/message), source "
                   f"{source_result.get('cpu', 0) / elapsed:.0%} "
-                  f"({source_result.get('cpu', 0) * per:.0f} µs/message) of {elapsed:.1f} s")
+                  f"({source_result.get('cpu', 0) * per:.0f} µs/message) of {elapsed:.1f} s; "
+                  f"worker commits {result.get('commits', 0)}, "
+                  f"source commits {source_result.get('commits', 0)}")
     finally:
         _reap(worker, source)
         asyncio.run(_delete(options, job.prefix))
@@ -365,7 +367,8 @@ async def _run_our_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None
     cpu = time.process_time()
     await done.wait()
     out.put({"end": time.perf_counter(), "latencies": delays, "rss": rss,
-             "cpu": time.process_time() - cpu})
+             "cpu": time.process_time() - cpu,
+             "commits": getattr(getattr(documents, "db", None), "commits", 0)})
     await transport.stop()
     await close()
 
@@ -393,7 +396,8 @@ async def _run_our_source(job: _Job, out: Queue[Any]) -> None:
     relay, head = transport.relay, await store.head_position()
     while relay is not None and await relay.position() < head:  # noqa: ASYNC110
         await asyncio.sleep(0.005)
-    out.put({"start": started, "cpu": time.process_time() - cpu})
+    out.put({"start": started, "cpu": time.process_time() - cpu,
+             "commits": getattr(getattr(documents, "db", None), "commits", 0)})
     await transport.stop()
     await close()
 

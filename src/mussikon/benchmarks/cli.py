@@ -138,11 +138,11 @@ def bus(
     synchronous: Annotated[Synchronous, typer.Option(
         help="SQLite durability for --store sqlite.")] = Synchronous.FULL,
     appenders: Annotated[int, typer.Option(
-        min=1, help="Requests the API process serves at once (full path, latency).")] = 16,
+        min=1, help="Requests the API process serves at once (full path, latency).")] = 64,
     prefetch: Annotated[int, typer.Option(
         min=1, help="The worker's prefetch (the peers': 200).")] = 200,
     concurrency: Annotated[int, typer.Option(
-        min=1, help="Handlers the worker runs at once.")] = 32,
+        min=1, help="Handlers the worker runs at once.")] = 64,
     rounds: Annotated[int, typer.Option(
         min=1, help="Rounds; contenders take turns in each.")] = 1,
     peers: Annotated[bool, typer.Option(help="Measure the peers too.")] = True,
