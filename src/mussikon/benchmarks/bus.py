@@ -12,7 +12,8 @@ Workloads (issue 4's "Benchmark"):
   and raw aio-pika's plain publish/consume loops (one process, no store, no inbox).
 - `latency-p50`, `latency-p99` (ms): the full path again at a steady rate, from the event's
   time (taken right before its append commits) to its handler. Peer `raw-aio-pika`: publish to
-  consume at the same rate.
+  consume at the same rate. The first tenth of the messages, for everyone, is a warm-up and
+  not counted (fresh connections, caches, the relay taking its lease).
 - `worker-rss-growth` (ratio): the worker's resident size after `rss_messages` messages over
   that after `rss_baseline` (flat memory: close to 1).
 
@@ -186,12 +187,13 @@ def _latency(options: Options, directory: Path, say: Progress) -> list[Result]:
     say(f"latency at {rate:g} messages/s: ours")
     store = _store_spec(options, directory, "latency")
     job = _Job(store=store, messages=n, mode="append", inbox=True, latencies=True, rate=rate)
-    ours = _ours(options, job)[1]["latencies"]
+    warm_up = n // 10  # the first tenth warms connections, caches and the relay up: not counted
+    ours = _ours(options, job)[1]["latencies"][warm_up:]
     asyncio.run(_drop_store(store))
     peers: dict[str, list[float]] = {}
     if options.peers:
         say(f"latency at {rate:g} messages/s: {RAW_AIO_PIKA}")
-        peers[RAW_AIO_PIKA] = _single_process(_aio_pika_loop, options, n, rate)[1]
+        peers[RAW_AIO_PIKA] = _single_process(_aio_pika_loop, options, n, rate)[1][warm_up:]
     return [
         Result(name, "ms", _percentile(ours, q) * 1000,
                {peer: _percentile(values, q) * 1000 for peer, values in peers.items()})
