@@ -332,7 +332,13 @@ class SqliteEventStore(EventStore):
              None if e.causation_id is None else str(e.causation_id), now)
             for version, e in enumerate(events, start=first)
         ]
-        return await self.db.write(lambda c: self._append(c, stream_id, rows, expected_version))
+        try:
+            return await self.db.write(
+                lambda c: self._append(c, stream_id, rows, expected_version))
+        except (sqlite3.IntegrityError, ConcurrencyError):
+            # Undone: an idempotent retry of events already stored, or a conflict.
+            return await self.db.run(
+                lambda c: self._retry_or_conflict(c, stream_id, rows, expected_version))
 
     async def append_streams(self, batch: Sequence[StreamAppend]) -> list[int]:
         check_batch(batch)
@@ -347,43 +353,46 @@ class SqliteEventStore(EventStore):
             for version, e in enumerate(events, start=1 if expected == ANY_VERSION
                                         else expected + 1)
         ]
-        return await self.db.write(lambda c: self._append_streams(c, batch, rows))
+        try:
+            return await self.db.write(lambda c: self._append_streams(c, batch, rows))
+        except (sqlite3.IntegrityError, ConcurrencyError):
+            # Undone: find out whether it was an idempotent retry, or which stream conflicts.
+            return await self.db.run(lambda c: self._refused(c, batch, rows))
 
     @staticmethod
     def _append_streams(conn: sqlite3.Connection, batch: Sequence[StreamAppend],
                         rows: list[tuple[Any, ...]]) -> list[int]:
-        """Every stream's rows, in the transaction `SqliteDatabase.write` runs it in; a stream
-        new to the store needs no read (version 1 is UNIQUE in it), the others are checked
-        against their expected version."""
-        conn.execute("SAVEPOINT append_streams")
-        try:
-            versions: list[int] = []
-            start = 0
-            for stream_id, events, expected in batch:
-                count = len(events)
-                if expected == NO_STREAM and count:
-                    versions.append(count)
+        """Every stream's rows, in the transaction `SqliteDatabase.write` runs it in (which
+        undoes them if this raises); a stream new to the store needs no read (version 1 is
+        UNIQUE in it), the others are checked against their expected version."""
+        versions: list[int] = []
+        start = 0
+        for stream_id, events, expected in batch:
+            count = len(events)
+            if expected == NO_STREAM and count:
+                versions.append(count)
+            else:
+                actual = conn.execute(_STREAM_VERSION, (stream_id,)).fetchone()[0]
+                if not count:
+                    versions.append(actual)
+                elif expected == ANY_VERSION:
+                    rows[start:start + count] = [
+                        (r[0], r[1], actual + n, *r[3:])
+                        for n, r in enumerate(rows[start:start + count], start=1)]
+                    versions.append(actual + count)
+                elif expected != actual:
+                    raise ConcurrencyError(stream_id, expected, actual)
                 else:
-                    actual = conn.execute(_STREAM_VERSION, (stream_id,)).fetchone()[0]
-                    if not count:
-                        versions.append(actual)
-                    elif expected == ANY_VERSION:
-                        rows[start:start + count] = [
-                            (r[0], r[1], actual + n, *r[3:])
-                            for n, r in enumerate(rows[start:start + count], start=1)]
-                        versions.append(actual + count)
-                    elif expected != actual:
-                        raise ConcurrencyError(stream_id, expected, actual)
-                    else:
-                        versions.append(expected + count)
-                start += count
-            conn.executemany(_INSERT, rows)
-        except (sqlite3.IntegrityError, ConcurrencyError):
-            conn.execute("ROLLBACK TO append_streams")
-            conn.execute("RELEASE append_streams")
-        else:
-            conn.execute("RELEASE append_streams")
-            return versions
+                    versions.append(expected + count)
+            start += count
+        conn.executemany(_INSERT, rows)
+        return versions
+
+    @staticmethod
+    def _refused(conn: sqlite3.Connection, batch: Sequence[StreamAppend],
+                 rows: list[tuple[Any, ...]]) -> list[int]:
+        """After a refused `_append_streams`: the versions if every event was stored already
+        (an idempotent retry), else the error naming what conflicts."""
         actual_versions = {s: conn.execute(_STREAM_VERSION, (s,)).fetchone()[0]
                            for s, _, _ in batch}
         ids = [r[0] for r in rows]
@@ -414,21 +423,15 @@ class SqliteEventStore(EventStore):
     @staticmethod
     def _append(conn: sqlite3.Connection, stream_id: str, rows: list[tuple[Any, ...]],
                 expected: int) -> int:
-        conn.execute("SAVEPOINT append")
-        try:
-            if expected != NO_STREAM:
-                actual = conn.execute(_STREAM_VERSION, (stream_id,)).fetchone()[0]
-                if expected == ANY_VERSION:
-                    rows = [(r[0], r[1], actual + n, *r[3:])
-                            for n, r in enumerate(rows, start=1)]
-                elif expected != actual:
-                    raise ConcurrencyError(stream_id, expected, actual)
-            conn.executemany(_INSERT, rows)
-        except (sqlite3.IntegrityError, ConcurrencyError):
-            conn.execute("ROLLBACK TO append")
-            conn.execute("RELEASE append")
-            return SqliteEventStore._retry_or_conflict(conn, stream_id, rows, expected)
-        conn.execute("RELEASE append")
+        """The rows, in the transaction `SqliteDatabase.write` runs it in (which undoes them
+        if this raises)."""
+        if expected != NO_STREAM:
+            actual = conn.execute(_STREAM_VERSION, (stream_id,)).fetchone()[0]
+            if expected == ANY_VERSION:
+                rows[:] = [(r[0], r[1], actual + n, *r[3:]) for n, r in enumerate(rows, start=1)]
+            elif expected != actual:
+                raise ConcurrencyError(stream_id, expected, actual)
+        conn.executemany(_INSERT, rows)
         return int(rows[-1][2])
 
     @staticmethod
