@@ -115,3 +115,20 @@ async def test_a_failing_one_statement_write_in_a_group_fails_alone(db: SqliteDa
     assert results[0] == "a" and results[2] == "b"
     assert isinstance(results[1], sqlite3.IntegrityError)
     assert await keys(db) == ["a", "b", "taken"]
+
+
+async def test_closing_the_database_finishes_the_writes_handed_in(tmp_path: Path) -> None:
+    path = str(tmp_path / "closing.db")
+    database = await SqliteDatabase(path).open()
+    await database.run(lambda c: c.execute("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER)"))
+    writes = [asyncio.ensure_future(database.write(insert(f"k{i}"))) for i in range(20)]
+    await asyncio.sleep(0)  # the writes are handed in (queued, or on the worker thread)
+
+    await database.close()
+
+    assert sorted(await asyncio.gather(*writes)) == sorted(f"k{i}" for i in range(20))
+    # They ran before the connections closed: none was reopened to run a late write.
+    assert database._conn is None and database._fast is None
+    reopened = await SqliteDatabase(path).open()
+    assert len(await keys(reopened)) == 20
+    await reopened.close()

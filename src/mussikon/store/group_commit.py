@@ -115,6 +115,12 @@ class GroupCommit:
         finally:
             self._writers -= 1
 
+    async def wait_idle(self) -> None:
+        """Return once every write under way (handed in, or about to be) has been committed
+        or has failed."""
+        while self._writers or self._queue or self._in_thread:  # noqa: ASYNC110 (at close)
+            await asyncio.sleep(0.001)
+
     def _alone(self) -> bool:
         """True if no other task is writing: none is waiting for its write, and none other
         than this one finished a write within `COMPANY_WINDOW` seconds. A single writer's
@@ -162,8 +168,13 @@ class GroupCommit:
         self._in_thread = True
         loop = asyncio.get_running_loop()
         bodies = [(w.body, w.one_statement) for w in group]
-        future = loop.run_in_executor(
-            self._executor, self._waiting_call, lambda conn: run_group(conn, bodies))
+        try:
+            future = loop.run_in_executor(
+                self._executor, self._waiting_call, lambda conn: run_group(conn, bodies))
+        except RuntimeError as exc:  # the executor was shut down: the store is closed
+            self._in_thread = False
+            self._fail(group, exc)
+            return
 
         def done(future: asyncio.Future[list[tuple[bool, Any]]]) -> None:
             self._in_thread = False

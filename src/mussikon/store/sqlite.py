@@ -270,7 +270,8 @@ class SqliteDatabase:
             time.sleep(self.LOCK_POLL_INTERVAL)
 
     async def close(self) -> None:
-        """Close the connections and stop the thread."""
+        """Finish the writes handed in, close the connections and stop the thread."""
+        await self._group.wait_idle()
         if self._conn is not None or self._fast is not None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, self._close)
