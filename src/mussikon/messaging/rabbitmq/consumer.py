@@ -237,7 +237,9 @@ class EventConsumer:
         first = state.retries * tries
         pending, error = subscriptions, None
         for attempt in range(tries):
-            delivery = replace(envelope, attempt=first + attempt + 1)
+            number = first + attempt + 1
+            delivery = envelope if envelope.attempt == number else replace(envelope,
+                                                                            attempt=number)
             failed: list[Subscription] = []
             for subscription in pending:
                 try:
