@@ -23,7 +23,7 @@ from mussikon.store import (
     StoreError,
     StoreUnavailable,
 )
-from mussikon.store.postgres import PostgresEventStore, migrate, open_postgres
+from mussikon.store.postgres import READ_CHUNK, PostgresEventStore, migrate, open_postgres
 
 pytestmark = pytest.mark.postgres
 
@@ -254,8 +254,8 @@ async def test_a_schema_name_must_be_an_identifier(postgres_url: str) -> None:
 
 async def test_recording_times_are_read_exactly_whatever_the_session_time_zone(
         server: Server) -> None:
-    """Reads take the recording time as text and parse it: the same instant as asyncpg's own
-    decoding gives, in UTC, also for a session in another time zone."""
+    """Reads take the recording time in its binary form and convert it: the same instant as
+    asyncpg's own decoding gives, in UTC, also for a session in another time zone."""
     for n in range(3):
         await server.events.append(f"musician-z{n}", [registered(f"z{n}")], NO_STREAM)
     await server.settle()
@@ -272,3 +272,28 @@ async def test_recording_times_are_read_exactly_whatever_the_session_time_zone(
             assert [r.recorded_at for r in await one.read_stream("musician-z1")] == stored[1:2]
     finally:
         await one.close()
+
+
+async def test_a_recording_time_python_cannot_hold_is_a_store_error_naming_the_event(
+        server: Server) -> None:
+    """The recording time arrives in its binary form; one beyond `datetime` (infinity) is
+    refused with the event's position, not turned into some other time."""
+    await server.events.append("musician-inf", [registered("inf")], NO_STREAM)
+    await server.settle()
+    position = await server.admin.fetchval(
+        f"UPDATE \"{server.schema}\".events SET recorded_at = 'infinity' RETURNING position")
+    with pytest.raises(StoreError, match=f"position {position} .*recording time"):
+        await server.events.read_all()
+
+
+async def test_pages_larger_than_a_socket_read_arrive_whole(server: Server) -> None:
+    """Our connections read the socket 64 KiB at a time (`READ_CHUNK`, for the allocator's
+    sake): a page of several hundred kilobytes still arrives whole and in order."""
+    events = [registered(f"big{n}") for n in range(1500)]
+    await server.events.append_streams([(e.stream_id, [e], NO_STREAM) for e in events])
+    await server.settle()
+    async with server.events.db.connection("looking at the transport") as conn:
+        assert conn._transport.max_size == READ_CHUNK  # type: ignore[attr-defined]
+    read = await server.events.read_all(limit=2000)
+    assert [r.event for r in read] == events
+    assert [r.position for r in read] == sorted(r.position for r in read)
