@@ -4,6 +4,7 @@ order, races on one stream, connections dropped mid-append, concurrent migration
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 from collections.abc import AsyncIterator
@@ -22,8 +23,15 @@ from mussikon.store import (
     RecordedEvent,
     StoreError,
     StoreUnavailable,
+    UndecodableEventError,
 )
-from mussikon.store.postgres import READ_CHUNK, PostgresEventStore, migrate, open_postgres
+from mussikon.store.postgres import (
+    READ_ALL_PART,
+    READ_CHUNK,
+    PostgresEventStore,
+    migrate,
+    open_postgres,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -297,3 +305,70 @@ async def test_pages_larger_than_a_socket_read_arrive_whole(server: Server) -> N
     read = await server.events.read_all(limit=2000)
     assert [r.event for r in read] == events
     assert [r.position for r in read] == sorted(r.position for r in read)
+
+
+async def _many(server: Server, n: int) -> list[RecordedEvent]:
+    """n registrations in one append (one transaction, consecutive positions), read back."""
+    events = [registered(f"p{k}") for k in range(n)]
+    await server.events.append_streams([(e.stream_id, [e], NO_STREAM) for e in events])
+    await server.settle()
+    read = await server.events.read_all(limit=n)
+    assert [r.event for r in read] == events
+    return read
+
+
+@pytest.mark.parametrize("limit", [1, READ_ALL_PART - 1, READ_ALL_PART, READ_ALL_PART + 1,
+                                   2 * READ_ALL_PART + 17, 5 * READ_ALL_PART])
+async def test_a_page_read_in_parts_is_the_page_read_at_once(server: Server, limit: int) -> None:
+    """`read_all` asks for its page a part at a time: any limit gives the same events as
+    one query would, and paging on from the last one returned goes on where it ended."""
+    stored = await _many(server, 3 * READ_ALL_PART + 40)
+    read, position = [], 1
+    while batch := await server.events.read_all(position, limit):
+        assert len(batch) <= limit
+        read += batch
+        position = batch[-1].position + 1
+    assert read == stored
+
+
+@pytest.mark.parametrize("bad", [0, 1, READ_ALL_PART - 1, READ_ALL_PART, READ_ALL_PART + 3,
+                                 3 * READ_ALL_PART])
+async def test_a_bad_row_in_any_part_ends_the_page_or_is_named(server: Server,
+                                                                bad: int) -> None:
+    """An undecodable row anywhere in the page (in the first part or a later one, at a part's
+    edge or inside it) ends the page before it; first in a page, it is raised with its
+    position; reading on after it goes on, on the same connection."""
+    stored = await _many(server, 3 * READ_ALL_PART + 40)
+    position = stored[bad].position
+    await server.admin.execute(
+        f'UPDATE "{server.schema}".events SET data = \'{{not json\' WHERE position = $1',
+        position)
+    one, _ = await open_postgres(server.url, server.schema, pool_size=1)
+    try:
+        start = 1
+        if bad:
+            page = await one.read_all(limit=len(stored))
+            assert page == stored[:bad]
+            start = page[-1].position + 1
+        with pytest.raises(UndecodableEventError) as raised:
+            await one.read_all(start, len(stored))
+        assert raised.value.position == position
+        assert await one.read_all(position + 1, len(stored)) == stored[bad + 1:]
+    finally:
+        await one.close()
+
+
+async def test_a_read_cancelled_while_a_part_is_in_flight_leaves_the_store_usable(
+        server: Server) -> None:
+    stored = await _many(server, 3 * READ_ALL_PART + 40)
+    one, _ = await open_postgres(server.url, server.schema, pool_size=1)
+    try:
+        for delay in (0.0, 0.0005, 0.001, 0.002, 0.004):
+            reading = asyncio.ensure_future(one.read_all(limit=len(stored)))
+            await asyncio.sleep(delay)
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                assert await reading == stored  # it may have finished first
+            assert await one.read_all(limit=len(stored)) == stored
+    finally:
+        await one.close()

@@ -45,6 +45,8 @@ is inserted from arrays, unnested. A connection lost mid-way leaves all of it or
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import re
 from collections.abc import Sequence
@@ -245,6 +247,19 @@ def _read_in_small_chunks(conn: Connection) -> None:
     transport = getattr(conn, "_transport", None)  # asyncpg has no public handle on it
     if isinstance(getattr(transport, "max_size", None), int):
         transport.max_size = READ_CHUNK  # type: ignore[union-attr]
+
+
+READ_ALL_PART = 250
+"""Events `read_all` asks the server for at a time (its page is cut into such parts).
+Measured on pages of 1,000 (old and new alternating): parts of 500 took 0.93 of one query's
+time, 250 0.86; 125 was slower again (a round trip more per part)."""
+
+
+async def _settled(task: asyncio.Future[Any]) -> None:
+    """Wait for a query no longer wanted, whatever its outcome (the connection is then free
+    again; a failure shows on its next use)."""
+    with contextlib.suppress(Exception):
+        await task
 
 
 def _unavailable(pool: ConnectionPool, doing: str, exc: BaseException) -> StoreUnavailable:
@@ -536,10 +551,11 @@ class PostgresEventStore(EventStore):
             return int(actual)
         raise ConcurrencyError(stream_id, expected, int(actual))
 
-    def _records(self, rows: list[asyncpg.Record], *, stop_at_bad: bool = False
-                 ) -> list[RecordedEvent]:
-        """Rows into recorded events; a bad row raises UndecodableEventError or, with
-        `stop_at_bad`, ends a list that is not empty before it.
+    def _records(self, rows: list[asyncpg.Record], *, stop_at_bad: bool = False,
+                 out: list[RecordedEvent] | None = None) -> list[RecordedEvent]:
+        """Rows into recorded events, appended to `out` (a new list by default), which is
+        returned; a bad row raises UndecodableEventError or, with `stop_at_bad`, ends a list
+        that is not empty before it.
 
         The cyclic garbage collector is paused meanwhile (if it runs): the loop makes a few
         tracked objects per row (event, GUID, record), all of which outlive it and none of
@@ -548,18 +564,20 @@ class PostgresEventStore(EventStore):
         fifth of the time of reading a page. Allocations still count while it is paused,
         so the collector runs once the page is made, if it is due. No await in between: no
         other task runs while it is paused."""
+        if out is None:
+            out = []
         if not rows:
-            return []
+            return out
         if not _gc_isenabled():
-            return self._decode_rows(rows, stop_at_bad)
+            return self._decode_rows(rows, stop_at_bad, out)
         _gc_disable()
         try:
-            return self._decode_rows(rows, stop_at_bad)
+            return self._decode_rows(rows, stop_at_bad, out)
         finally:
             _gc_enable()
 
-    def _decode_rows(self, rows: list[asyncpg.Record], stop_at_bad: bool
-                     ) -> list[RecordedEvent]:
+    def _decode_rows(self, rows: list[asyncpg.Record], stop_at_bad: bool,
+                     out: list[RecordedEvent]) -> list[RecordedEvent]:
         """`_records`, with the collector as it is.
 
         The recording time comes as the server's binary form (`timestamptz_send`: 8 bytes,
@@ -570,11 +588,12 @@ class PostgresEventStore(EventStore):
         format and the client a string to compare."""
         fast = self.codec.fast_readers.get
         decode = self.codec.decode
-        out: list[RecordedEvent] = []
         append = out.append
         make = recorded_event
         last_raw: bytes | None = None
         at = datetime.min  # replaced at the first row
+        last_type: str | None = None
+        read = None
         for position, stream_id, version, event_type, data, correlation, causation, raw in rows:
             if raw != last_raw:  # the events of one append share their recording time
                 try:
@@ -585,7 +604,8 @@ class PostgresEventStore(EventStore):
                                      f" version {version}) has a recording time Python cannot"
                                      f" hold") from None
                 last_raw = raw
-            read = fast(event_type)
+            if event_type != last_type:  # runs of one type are common: skip hashing the name
+                read, last_type = fast(event_type), event_type
             if read is not None and (event := read(data, correlation, causation)) is not None:
                 append(make(position, stream_id, version, event, at))
                 continue
@@ -607,9 +627,44 @@ class PostgresEventStore(EventStore):
         return self._records(rows)
 
     async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[RecordedEvent]:
+        """The page in parts of `READ_ALL_PART` events, each asked for before the previous
+        one is decoded: the server finds and sends a part while this process decodes the
+        one before (two cores busy instead of taking turns). A part starts after the last
+        position of the one before, as a following `read_all` would: positions below a
+        bound are final (see the module's docstring), so the parts together are what one
+        query at the last part's bound returns. A bad row ends the page as it would end one
+        query's page (or raises, first in it); the part in flight is awaited first."""
+        sql = self._read_all_sql
+        out: list[RecordedEvent] = []
         async with self.db.connection("reading the global order") as conn:
-            rows = await conn.fetch(self._read_all_sql, from_position, limit)
-        return self._records(rows, stop_at_bad=True)
+            part = min(limit, READ_ALL_PART)
+            rows = await conn.fetch(sql, from_position, part)
+            left = limit - len(rows)
+            while rows:
+                following = None
+                if len(rows) == part and left > 0:  # more may follow: ask for it now
+                    part = min(left, READ_ALL_PART)
+                    following = asyncio.ensure_future(conn.fetch(sql, rows[-1][0] + 1, part))
+                    try:
+                        await asyncio.sleep(0)  # the query goes out
+                    except BaseException:
+                        following.cancel()
+                        raise
+                decoded = len(out) + len(rows)
+                try:
+                    self._records(rows, stop_at_bad=True, out=out)
+                except BaseException:
+                    if following is not None:
+                        await _settled(following)
+                    raise
+                if following is None:
+                    break
+                if len(out) < decoded:  # stopped at a bad row
+                    await _settled(following)
+                    break
+                rows = await following
+                left -= len(rows)
+        return out
 
     async def read_by_type(self, event_type: str, since: datetime | None = None,
                            limit: int = 10_000) -> list[RecordedEvent]:
