@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import random
 from collections.abc import AsyncIterator
@@ -29,6 +30,7 @@ from mussikon.store.postgres import (
     READ_ALL_PART,
     READ_CHUNK,
     PostgresEventStore,
+    _CollectorPaused,
     migrate,
     open_postgres,
 )
@@ -372,3 +374,22 @@ async def test_a_read_cancelled_while_a_part_is_in_flight_leaves_the_store_usabl
             assert await one.read_all(limit=len(stored)) == stored
     finally:
         await one.close()
+
+
+def test_collector_pauses_nest_and_overlap_and_leave_a_disabled_collector_alone() -> None:
+    assert gc.isenabled()
+    first, second = _CollectorPaused(), _CollectorPaused()
+    first.__enter__()
+    second.__enter__()
+    assert not gc.isenabled()
+    first.__exit__()  # overlapping, not nested: the other pause still holds
+    assert not gc.isenabled()
+    second.__exit__()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _CollectorPaused():
+            pass
+        assert not gc.isenabled()  # it was off before: left off
+    finally:
+        gc.enable()
