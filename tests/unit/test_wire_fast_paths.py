@@ -306,15 +306,19 @@ def test_reading_a_guid_matches_uuid(text: str) -> None:
         (type(expected), expected, str(expected), expected.is_safe)
 
 
-@pytest.mark.parametrize("cls", ALL_EVENT_TYPES, ids=lambda cls: cls.__name__)
+_READ_WITHOUT_UPCASTING = [
+    cls for cls in ALL_EVENT_TYPES
+    if (cls.__name__, sample(cls, 7).version) not in EventCodec()._upcasters]
+
+
+@pytest.mark.parametrize("cls", _READ_WITHOUT_UPCASTING, ids=lambda cls: cls.__name__)
 def test_events_read_from_json_are_of_their_own_frozen_class(cls: type[DomainEvent]) -> None:
     """The JSON reader fills the event as an instance of a builder subclass, then makes it
     its own class: what comes out is exactly `cls`, frozen, hashable, equal to the event
-    written, and copies and pickles as one."""
+    written, and copies and pickles as one. (A type whose sample is an old version is read
+    through its upcaster instead: tests/contract/test_upcasting.py.)"""
     codec = EventCodec()
     event = sample(cls, 7)
-    if (cls.__name__, event.version) in codec._upcasters:
-        pytest.skip("read through the upcaster")
     read = codec._shapes[cls.__name__].read_json(codec.encode(event), None, None)
     assert read is not None
     assert type(read) is cls and read == event and hash(read) == hash(event)
