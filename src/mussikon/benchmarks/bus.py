@@ -326,8 +326,10 @@ def _ours(options: Options, job: _Job) -> tuple[float, dict[str, Any]]:
                   f"worker commits {result.get('commits', 0)}, "
                   f"source commits {source_result.get('commits', 0)}")
     finally:
-        _reap(worker, source)
-        asyncio.run(_delete(options, job.prefix))
+        try:
+            _reap(worker, source)
+        finally:
+            asyncio.run(_delete(options, job.prefix))
     return float(result["end"] - started), result
 
 
@@ -478,8 +480,10 @@ def _raw_aiormq(options: Options, n: int) -> float:
         started = _get(publisher_out, "the raw publisher", consumer, publisher)["start"]
         ended = _get(consumer_out, "the raw consumer", consumer, publisher)["end"]
     finally:
-        _reap(consumer, publisher)
-        asyncio.run(_delete_raw(options, exchange, queue))
+        try:
+            _reap(consumer, publisher)
+        finally:
+            asyncio.run(_delete_raw(options, exchange, queue))
     return float(ended - started)
 
 
@@ -743,6 +747,8 @@ def _get(queue: Queue[Any], what: str, *processes: BaseProcess) -> Any:
 
 def _reap(*processes: BaseProcess) -> None:
     for process in processes:
+        if process.pid is None:
+            continue  # never started (the benchmark failed before it)
         process.join(timeout=30)
         if process.is_alive():
             process.kill()
