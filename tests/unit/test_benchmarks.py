@@ -90,6 +90,27 @@ def test_the_cli_prints_one_json_object(monkeypatch: pytest.MonkeyPatch) -> None
     assert seen["options"] == store_sqlite.Options(events=20, synchronous="NORMAL", rounds=1)
 
 
+def test_bench_bus_runs_with_the_benchmark_s_own_defaults_and_the_options_given(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bus.Options] = []
+
+    def fake(options: bus.Options, progress: object = None) -> Report:
+        seen.append(options)
+        return Report("bus-rabbitmq", [Result("full-path", "messages/s", 1.0)])
+
+    monkeypatch.setattr(bus, "run", fake)
+    monkeypatch.delenv("MUSSIKON_BROKER_URL", raising=False)
+    plain = CliRunner().invoke(bench_app, ["bus", "--json"])
+    chosen = CliRunner().invoke(bench_app, ["bus", "--json", "--concurrency", "8",
+                                            "--queue-type", "classic",
+                                            "--workloads", "full-path"])
+
+    assert plain.exit_code == 0 and chosen.exit_code == 0, plain.output + chosen.output
+    assert json.loads(plain.stdout)["benchmark"] == "bus-rabbitmq"
+    assert seen == [bus.Options(), bus.Options(concurrency=8, queue_type="classic",
+                                               workloads=("full-path",))]
+
+
 @pytest.mark.postgres
 def test_the_postgres_store_benchmark_measures_every_workload_beside_its_peers(
         postgres_url: str) -> None:

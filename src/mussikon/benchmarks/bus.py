@@ -238,12 +238,9 @@ class _Job:
     latencies: bool = False
     rate: float = 0.0
     rss_at: tuple[int, ...] = ()
-    url: str = ""
+    options: Options = Options()
+    """The run's broker, queue type, prefetch, concurrency and appenders (set by `_ours`)."""
     prefix: str = ""
-    queue_type: str = "quorum"
-    prefetch: int = 100
-    concurrency: int = 8
-    appenders: int = 1
 
 
 def _store_label(options: Options) -> str:
@@ -299,9 +296,7 @@ def _ours(options: Options, job: _Job) -> tuple[float, dict[str, Any]]:
     """Run the worker process, then the source process (relay, API or wire publisher); return
     the seconds from the source's start to the worker's last message, and the worker's
     report."""
-    job = replace(job, url=options.url, prefix=_prefix(), queue_type=options.queue_type,
-                  prefetch=options.prefetch, concurrency=options.concurrency,
-                  appenders=options.appenders)
+    job = replace(job, options=options, prefix=_prefix())
     asyncio.run(_declare(options, job.prefix))
     context = multiprocessing.get_context("spawn")
     ready: Queue[Any] = context.Queue()
@@ -343,7 +338,7 @@ async def _run_our_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None
     from mussikon.messaging.rabbitmq import RabbitMqTransport
     from mussikon.wire import EventCodec
 
-    store, documents, close = await _open_store(job.store, pool_size=job.concurrency + 2)
+    store, documents, close = await _open_store(job.store, pool_size=job.options.concurrency + 2)
     handled = 0
     done = asyncio.Event()
     delays: list[float] = []
@@ -362,10 +357,11 @@ async def _run_our_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None
     subscription = Subscription("bench", frozenset({EVENT_TYPE}), handle)
     if job.inbox:
         subscription = idempotent(subscription, documents)
-    transport = RabbitMqTransport(job.url, store, documents, EventCodec(), prefix=job.prefix,
-                                  queue_type=job.queue_type,  # type: ignore[arg-type]
-                                  relay=False, prefetch=job.prefetch,
-                                  concurrency=job.concurrency)
+    options = job.options
+    transport = RabbitMqTransport(options.url, store, documents, EventCodec(), prefix=job.prefix,
+                                  queue_type=options.queue_type,  # type: ignore[arg-type]
+                                  relay=False, prefetch=options.prefetch,
+                                  concurrency=options.concurrency)
     await transport.start([subscription])
     ready.put("ready")
     cpu = time.process_time()
@@ -390,9 +386,10 @@ async def _run_our_source(job: _Job, out: Queue[Any]) -> None:
     from mussikon.messaging.rabbitmq import RabbitMqTransport
     from mussikon.wire import EventCodec
 
-    store, documents, close = await _open_store(job.store, pool_size=job.appenders + 2)
-    transport = RabbitMqTransport(job.url, store, documents, EventCodec(), prefix=job.prefix,
-                                  queue_type=job.queue_type)  # type: ignore[arg-type]
+    store, documents, close = await _open_store(job.store, pool_size=job.options.appenders + 2)
+    transport = RabbitMqTransport(job.options.url, store, documents, EventCodec(),
+                                  prefix=job.prefix,
+                                  queue_type=job.options.queue_type)  # type: ignore[arg-type]
     started, cpu = time.perf_counter(), time.process_time()
     await transport.start([])
     if job.mode == "append":
@@ -407,7 +404,7 @@ async def _run_our_source(job: _Job, out: Queue[Any]) -> None:
 
 
 async def _append_all(store: Any, transport: Any, job: _Job, started: float) -> None:
-    """Append `job.messages` events, one per append as commands do, from `job.appenders`
+    """Append `job.messages` events, one per append as commands do, from `job.options.appenders`
     concurrent requests, at `job.rate` per second in all if given."""
     interval = 1.0 / job.rate if job.rate else 0.0
     turns = iter(range(job.messages))
@@ -421,7 +418,7 @@ async def _append_all(store: Any, transport: Any, job: _Job, started: float) -> 
                 # Paced from the start, not from the last append: a slow append is caught up.
                 await asyncio.sleep(max(0.0, started + (i + 1) * interval - time.perf_counter()))
 
-    await asyncio.gather(*(requests() for _ in range(job.appenders)))
+    await asyncio.gather(*(requests() for _ in range(job.options.appenders)))
 
 
 def _event(n: int) -> MusicianRegisteredEvent:
@@ -437,7 +434,7 @@ async def _run_wire_publisher(job: _Job, out: Queue[Any]) -> None:
     from mussikon.wire import EventCodec
 
     codec = EventCodec()
-    connection = await aiormq.connect(job.url)
+    connection = await aiormq.connect(job.options.url)
     channel = await connection.channel(publisher_confirms=True)
     slots = asyncio.Semaphore(PEER_IN_FLIGHT)
 

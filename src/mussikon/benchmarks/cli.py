@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from mussikon.benchmarks.bus import Options as BusOptions
 from mussikon.benchmarks.report import Report
 from mussikon.config import mask_url
 
@@ -109,9 +110,17 @@ def store(
         report.render()
 
 
+_BUS = BusOptions()
+"""`bench bus`'s defaults: those of the benchmark's own options."""
+
+
 class QueueType(StrEnum):
     QUORUM = "quorum"
     CLASSIC = "classic"
+
+
+_BUS_QUEUE_TYPE = QueueType(_BUS.queue_type)
+_BUS_SYNCHRONOUS = Synchronous(_BUS.synchronous)
 
 
 @bench_app.command("bus")
@@ -119,36 +128,40 @@ def bus(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     url: Annotated[str, typer.Option(
         envvar="MUSSIKON_BROKER_URL", help="RabbitMQ (queues made and deleted in it).")] =
-        "amqp://guest:guest@127.0.0.1:5672/",
+        _BUS.url,
     messages: Annotated[int, typer.Option(
-        min=100, help="Messages per throughput workload and round.")] = 20_000,
+        min=100, help="Messages per throughput workload and round.")] = _BUS.messages,
     latency_messages: Annotated[int, typer.Option(
-        min=100, help="Messages sent at a steady rate for the latency workloads.")] = 2_000,
+        min=100, help="Messages sent at a steady rate for the latency workloads.")] =
+        _BUS.latency_messages,
     latency_rate: Annotated[float, typer.Option(
-        min=1, help="Messages/s of the latency workloads.")] = 500.0,
+        min=1, help="Messages/s of the latency workloads.")] = _BUS.latency_rate,
     rss_messages: Annotated[int, typer.Option(
-        min=100, help="Messages through one worker for worker-rss-growth.")] = 200_000,
+        min=100, help="Messages through one worker for worker-rss-growth.")] =
+        _BUS.rss_messages,
     rss_baseline: Annotated[int, typer.Option(
-        min=10, help="Messages after which the worker's baseline size is taken.")] = 20_000,
+        min=10, help="Messages after which the worker's baseline size is taken.")] =
+        _BUS.rss_baseline,
     queue_type: Annotated[QueueType, typer.Option(
-        help="The queue type, the same for ours and the peers.")] = QueueType.QUORUM,
+        help="The queue type, the same for ours and the peers.")] = _BUS_QUEUE_TYPE,
     store: Annotated[str, typer.Option(
         help="Where the outbox and inbox live: sqlite (a scratch file) or a postgresql:// URL "
-             "(a scratch schema).")] = "sqlite",
+             "(a scratch schema).")] = _BUS.store,
     synchronous: Annotated[Synchronous, typer.Option(
-        help="SQLite durability for --store sqlite.")] = Synchronous.FULL,
+        help="SQLite durability for --store sqlite.")] = _BUS_SYNCHRONOUS,
     appenders: Annotated[int, typer.Option(
-        min=1, help="Requests the API process serves at once (full path, latency).")] = 64,
+        min=1, help="Requests the API process serves at once (full path, latency).")] =
+        _BUS.appenders,
     prefetch: Annotated[int, typer.Option(
-        min=1, help="The worker's prefetch (the peers': 200).")] = 200,
+        min=1, help="The worker's prefetch (the peers': 200).")] = _BUS.prefetch,
     concurrency: Annotated[int, typer.Option(
-        min=1, help="Handlers the worker runs at once.")] = 64,
+        min=1, help="Handlers the worker runs at once.")] = _BUS.concurrency,
     rounds: Annotated[int, typer.Option(
-        min=1, help="Rounds; contenders take turns in each.")] = 1,
+        min=1, help="Rounds; contenders take turns in each.")] = _BUS.rounds,
     peers: Annotated[bool, typer.Option(help="Measure the peers too.")] = True,
     workloads: Annotated[str, typer.Option(
         help="Comma-separated: transport-path, full-path, latency-p50, worker-rss-growth.")] =
-        "transport-path,full-path,latency-p50,worker-rss-growth",
+        ",".join(_BUS.workloads),
 ) -> None:
     """RabbitMQ end to end (store, relay, broker, worker, inbox) beside raw aiormq, raw
     aio-pika and FastStream, in messages/s, latency (ms) and the worker's memory growth."""

@@ -3,9 +3,10 @@
 SQLite has one writer at a time, and at `synchronous=FULL` every commit waits for an fsync
 of the write-ahead log: one commit per request caps a process at a few thousand writes a
 second however many requests it serves at once. When several writes are waiting, this
-runs them in one transaction, each inside its own savepoint, so each succeeds or fails on
-its own (a write that raises leaves nothing behind and only its caller sees the error),
-and all the successful ones become durable together, by one commit. A caller's write is
+runs them in one transaction, each inside its own savepoint (but a write of one
+statement, which SQLite undoes by itself when it fails), so each succeeds or fails on its
+own (a write that raises leaves nothing behind and only its caller sees the error), and
+all the successful ones become durable together, by one commit. A caller's write is
 durable when its call returns, as before: nobody is told "done" before the commit.
 
 A write by a task writing alone runs at once, so a single writer pays nothing for this.
@@ -40,6 +41,18 @@ class _Waiting(Generic[T]):
 
 class Busy(Exception):
     """The file is locked by another connection: the group's transaction could not begin."""
+
+
+def is_busy(exc: BaseException | None) -> bool:
+    """The error is Busy or SQLITE_BUSY (or arose while handling one): another connection
+    holds the lock."""
+    while exc is not None:
+        if isinstance(exc, Busy) or (
+                isinstance(exc, sqlite3.OperationalError)
+                and getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY):
+            return True
+        exc = exc.__context__
+    return False
 
 
 class GroupCommit:
@@ -100,7 +113,7 @@ class GroupCommit:
                 except Busy:
                     pass  # locked by another process: wait for it like the others
                 except sqlite3.OperationalError as exc:
-                    if not one_statement or exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                    if not one_statement or not is_busy(exc):
                         raise
                 else:
                     self._committed()
@@ -220,7 +233,7 @@ def run_group(conn: sqlite3.Connection, bodies: list[tuple[Body, bool]]
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+        if is_busy(exc):
             raise Busy() from exc
         raise
     outcomes: list[tuple[bool, Any]] = []

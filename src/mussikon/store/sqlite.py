@@ -54,7 +54,7 @@ from mussikon.store.documents import (
     decode_document,
     encode_document,
 )
-from mussikon.store.group_commit import Busy, GroupCommit
+from mussikon.store.group_commit import GroupCommit, is_busy
 from mussikon.wire import EventCodec, WireFormatError
 
 T = TypeVar("T")
@@ -134,16 +134,6 @@ def _now_micros() -> int:
     return time.time_ns() // 1000
 
 
-def _is_busy(exc: BaseException | None) -> bool:
-    """The error is (or arose while handling) SQLITE_BUSY: another connection holds the lock."""
-    while exc is not None:
-        if (isinstance(exc, sqlite3.OperationalError)
-                and getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY):
-            return True
-        exc = exc.__context__
-    return False
-
-
 class SqliteDatabase:
     """One SQLite file: a non-waiting connection used on the event loop, and a waiting one
     on a worker thread for when the file is locked (or for everything, if not `inline`)."""
@@ -219,7 +209,7 @@ class SqliteDatabase:
         try:
             return fn(fast)
         except Exception as exc:
-            if not _is_busy(exc):
+            if not is_busy(exc):
                 raise
         return await self._in_thread(fn)  # locked: wait for the lock off the event loop
 
@@ -258,7 +248,7 @@ class SqliteDatabase:
             try:
                 return fn(self._conn)
             except Exception as exc:
-                if not (isinstance(exc, Busy) or _is_busy(exc)):
+                if not is_busy(exc):
                     raise
                 now = _perf_counter()
                 if not deadline:
@@ -569,18 +559,11 @@ class SqliteDocumentStore(DocumentStore):
 
     async def reset_checkpoint(self, name: str, collections: list[str]) -> None:
         def reset(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany("DELETE FROM documents WHERE collection = ?",
-                                 [(c,) for c in collections])
-                conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, 0)", (name,))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            conn.executemany("DELETE FROM documents WHERE collection = ?",
+                             [(c,) for c in collections])
+            conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, 0)", (name,))
 
-        await self.db.run(reset)
+        await self.db.write(reset)
 
     async def try_lease(self, name: str, owner: str, seconds: float) -> bool:
         def take(conn: sqlite3.Connection) -> bool:
@@ -592,11 +575,12 @@ class SqliteDocumentStore(DocumentStore):
                 (name, owner, now + seconds, now))
             return cursor.rowcount == 1
 
-        return await self.db.run(take)
+        return await self.db.write(take, one_statement=True)
 
     async def release_lease(self, name: str, owner: str) -> None:
-        await self.db.run(lambda c: c.execute(
-            "DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner)))
+        await self.db.write(lambda c: c.execute(
+            "DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner)),
+            one_statement=True)
 
     async def has_seen(self, consumer: str, message_id: str) -> bool:
         row = await self.db.run(lambda c: c.execute(
