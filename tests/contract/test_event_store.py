@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -234,6 +235,44 @@ async def test_concrete_types_and_exact_values_survive(stores: StoresUnderTest) 
         assert str(read_gig.budget) == "1500.50" and str(read_payment.amount) == "0.10"
         assert read_gig.occurred_at == seventh_digit and ticks_of(read_gig.occurred_at) == 7
         assert read_gig.event_date == datetime(2030, 5, 1, 21, 30, tzinfo=UTC)
+
+
+async def test_seventh_digits_survive_every_way_of_appending(stores: StoresUnderTest) -> None:
+    """A time with a seventh fraction digit is kept whichever way it was appended (one event,
+    several, at any version, several streams) and whichever way it is read, beside events of
+    the same types without one, which stores may read by a faster path."""
+    def tick(n: int) -> Instant:
+        return Instant(2026, 1, 2, 3, 4, 5, 120000 + n, UTC, tick=n % 9 + 1)
+
+    plain_time = datetime(2026, 1, 2, 3, 4, 5, 120000, tzinfo=UTC)
+    written: list[tuple[str, list[DomainEvent], int]] = [
+        ("one", [created(1, occurred_at=tick(1))], NO_STREAM),
+        ("one", [created(2, occurred_at=plain_time)], 1),
+        ("several", [registered(3, occurred_at=tick(3)), registered(4)], NO_STREAM),
+        ("any", [dataclasses.replace(created(5), event_date=tick(5))], ANY_VERSION),
+        ("any", [registered(6), registered(7, occurred_at=tick(7))], ANY_VERSION),
+    ]
+    store = stores.events
+    for stream_id, events, expected in written:
+        await store.append(stream_id, events, expected)
+    batch_events: list[DomainEvent] = [registered(8, occurred_at=tick(8)), registered(9)]
+    await store.append_streams([("batch-a", batch_events[:1], NO_STREAM),
+                                ("batch-b", batch_events[1:], NO_STREAM)])
+    expected_events = [e for _, events, _ in written for e in events] + batch_events
+
+    def times(events: Sequence[DomainEvent]) -> list[tuple[Any, ...]]:
+        return [(e.occurred_at, ticks_of(e.occurred_at),
+                 ticks_of(e.event_date) if isinstance(e, EventCreatedEvent) else None)
+                for e in events]
+
+    from_all = [r.event for r in await read_everything(stores)]
+    assert from_all == expected_events and times(from_all) == times(expected_events)
+    from_streams = [r.event for s in ("one", "several", "any", "batch-a", "batch-b")
+                    for r in await store.read_stream(s)]
+    assert from_streams == expected_events and times(from_streams) == times(expected_events)
+    by_type = [r.event for r in await store.read_by_type("EventCreatedEvent")]
+    created_events = [e for e in expected_events if isinstance(e, EventCreatedEvent)]
+    assert by_type == created_events and times(by_type) == times(created_events)
 
 
 async def test_correlation_and_causation_ids_survive(stores: StoresUnderTest) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import itertools
 import random
@@ -17,6 +18,7 @@ import asyncpg
 import pytest
 
 from mussikon.domain.events import MusicianRegisteredEvent
+from mussikon.domain.instant import Instant, ticks_of
 from mussikon.store import (
     ANY_VERSION,
     NO_STREAM,
@@ -234,6 +236,29 @@ async def test_concurrent_migrations_agree_and_a_rerun_changes_nothing(
         admin = await asyncpg.connect(postgres_url)
         await admin.execute(f'DROP SCHEMA IF EXISTS "{unique_name}" CASCADE')
         await admin.close()
+
+
+async def test_events_stored_before_has_ticks_existed_are_marked_by_the_migration(
+        server: Server) -> None:
+    """Migration 2 adds `has_ticks` and marks the events already stored whose JSON holds a
+    seventh fraction digit; they are read back exactly, the others by the faster path."""
+    exact = Instant(2026, 1, 2, 3, 4, 5, 123456, UTC, tick=7)
+    plain, ticked = registered("plain"), dataclasses.replace(registered("ticked"),
+                                                            occurred_at=exact)
+    await server.events.append("s", [plain], NO_STREAM)
+    await server.events.append("s", [ticked], 1)
+    s = f'"{server.schema}"'
+    await server.admin.execute(f"ALTER TABLE {s}.events DROP COLUMN has_ticks;"
+                               f" DELETE FROM {s}.schema_version WHERE version >= 2")
+    assert await migrate(server.url, server.schema) >= 2
+    marks = await server.admin.fetch(f"SELECT has_ticks FROM {s}.events ORDER BY version")
+    assert [m["has_ticks"] for m in marks] == [False, True]
+    store, _ = await open_postgres(server.url, server.schema, pool_size=1)
+    try:
+        read = [r.event for r in await store.read_stream("s")]
+    finally:
+        await store.close()
+    assert read == [plain, ticked] and ticks_of(read[1].occurred_at) == 7
 
 
 async def test_a_schema_newer_than_the_program_is_refused(server: Server) -> None:

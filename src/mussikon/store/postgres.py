@@ -80,7 +80,7 @@ from mussikon.store.documents import (
     encode_document,
 )
 from mussikon.store.postgres_pool import Connection, ConnectionPool
-from mussikon.wire import EventCodec, WireFormatError
+from mussikon.wire import EventCodec, WireFormatError, may_have_ticks
 
 DEFAULT_SCHEMA = "mussikon"
 
@@ -178,6 +178,16 @@ MIGRATIONS: tuple[str, ...] = (
         RETURN true;
     END
     $body$;
+    """,
+    # 2: whether an event's JSON may hold a time with a seventh fraction digit, written with
+    # it (see `may_have_ticks`): reads then let msgspec parse the other events' times.
+    # Events stored before are found by the same test.
+    r"""
+    ALTER TABLE {s}.events ADD COLUMN has_ticks boolean NOT NULL DEFAULT false;
+    UPDATE {s}.events SET has_ticks = true WHERE data ~ '\.[0-9]{{7}}';
+    COMMENT ON COLUMN {s}.events.has_ticks IS
+        'the data may hold a time with a seventh fraction digit (100 ns), which only the exact'
+        ' readers keep';
     """,
 )
 """Schema versions, applied in order; `schema_version` records which ran. `{s}` is the schema."""
@@ -381,7 +391,9 @@ class PostgresDatabase:
         await self.pool.close()
 
 
-def _event_columns(events: Sequence[DomainEvent], codec: EventCodec) -> list[list[Any]]:
+def _event_columns(events: Sequence[DomainEvent], codec: EventCodec) -> list[Any]:
+    """The batch insert's parameters after the stream id: a list per column, then whether
+    any body may have ticks (the `has_ticks` of every row)."""
     ids, types, bodies, times, correlations, causations = [], [], [], [], [], []
     for event in events:
         ids.append(event.id)
@@ -390,7 +402,8 @@ def _event_columns(events: Sequence[DomainEvent], codec: EventCodec) -> list[lis
         times.append(event.occurred_at)
         correlations.append(event.correlation_id)
         causations.append(event.causation_id)
-    return [ids, types, bodies, times, correlations, causations]
+    return [ids, types, bodies, times, correlations, causations,
+            any(map(may_have_ticks, bodies))]
 
 
 class PostgresEventStore(EventStore):
@@ -401,10 +414,10 @@ class PostgresEventStore(EventStore):
         self.codec = codec or EventCodec()
         t = f"{db.table_prefix}.events"
         # The recording time as its 8 bytes (see `_decode_rows`)
-        columns = ("position, stream_id, version, event_type, data, correlation_id,"
-                   " causation_id, timestamptz_send(recorded_at)")
+        columns = ("position, stream_id, version, event_type, data, event_id, correlation_id,"
+                   " causation_id, timestamptz_send(recorded_at), has_ticks")
         insert = (f"INSERT INTO {t} (position, event_id, stream_id, version, event_type, data,"
-                  " occurred_at, correlation_id, causation_id)")
+                  " occurred_at, correlation_id, causation_id, has_ticks)")
         this_transaction = f"(pg_current_xact_id()::text::bigint << {POSITION_BITS})"
         batch = ("unnest($2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::uuid[],"
                  " $7::uuid[]) WITH ORDINALITY"
@@ -414,14 +427,15 @@ class PostgresEventStore(EventStore):
         at_expected = (f"WHERE $8::integer = 0 OR EXISTS"
                        f" (SELECT FROM {t} WHERE stream_id = $1 AND version = $8::integer)")
         self._append_one_sql = (
-            f"{insert} SELECT {this_transaction}, $2, $1, $8::integer + 1, $3, $4, $5, $6, $7"
-            f" {at_expected}")
+            f"{insert} SELECT {this_transaction}, $2, $1, $8::integer + 1, $3, $4, $5, $6, $7,"
+            f" $9::boolean {at_expected}")
         self._append_batch_sql = (
             f"{insert} SELECT {this_transaction} + e.n - 1, e.id, $1, $8::integer + e.n, e.type,"
-            f" e.data, e.occurred_at, e.correlation_id, e.causation_id FROM {batch} {at_expected}")
+            f" e.data, e.occurred_at, e.correlation_id, e.causation_id, $9::boolean FROM {batch}"
+            f" {at_expected}")
         self._append_at_end_sql = (
             f"{insert} SELECT {this_transaction} + e.n - 1, e.id, $1, head.version + e.n, e.type,"
-            f" e.data, e.occurred_at, e.correlation_id, e.causation_id"
+            f" e.data, e.occurred_at, e.correlation_id, e.causation_id, $8::boolean"
             f" FROM (SELECT coalesce(max(version), 0) AS version FROM {t} WHERE stream_id = $1)"
             f" AS head, {batch} RETURNING version")
         # Several streams in one statement: a stream's expected version is checked like a
@@ -437,7 +451,8 @@ class PostgresEventStore(EventStore):
         self._append_streams_sql = (
             f"WITH e AS MATERIALIZED (SELECT * FROM {streams})"
             f" {insert} SELECT {this_transaction} + e.n - 1, e.id, e.stream_id, {base} + e.k,"
-            " e.type, e.data, e.occurred_at, e.correlation_id, e.causation_id FROM e"
+            " e.type, e.data, e.occurred_at, e.correlation_id, e.causation_id, $10::boolean"
+            " FROM e"
             " WHERE NOT EXISTS (SELECT FROM e AS f WHERE f.k = 1 AND f.expected > 0"
             f" AND NOT EXISTS (SELECT FROM {t} WHERE stream_id = f.stream_id"
             " AND version = f.expected))")
@@ -479,14 +494,15 @@ class PostgresEventStore(EventStore):
             try:
                 if len(events) == 1:
                     e = events[0]
+                    body = self.codec.encode(e).decode()
                     status = await conn.execute(
-                        self._append_one_sql, stream_id, e.id, e.event_type,
-                        self.codec.encode(e).decode(), e.occurred_at, e.correlation_id,
-                        e.causation_id, expected_version)
+                        self._append_one_sql, stream_id, e.id, e.event_type, body,
+                        e.occurred_at, e.correlation_id, e.causation_id, expected_version,
+                        may_have_ticks(body))
                 else:
-                    status = await conn.execute(self._append_batch_sql, stream_id,
-                                                *_event_columns(events, self.codec),
-                                                expected_version)
+                    *columns, ticks = _event_columns(events, self.codec)
+                    status = await conn.execute(self._append_batch_sql, stream_id, *columns,
+                                                expected_version, ticks)
             except asyncpg.UniqueViolationError:
                 status = "INSERT 0 0"
             if status != "INSERT 0 0":
@@ -513,6 +529,7 @@ class PostgresEventStore(EventStore):
                 correlations.append(e.correlation_id)
                 causations.append(e.causation_id)
         total = len(ids)
+        ticks = any(map(may_have_ticks, bodies))
         if total > MAX_EVENTS_PER_APPEND:
             raise ValueError(f"at most {MAX_EVENTS_PER_APPEND} events per append")
         doing = (f"appending to {len(batch)} streams; the append is all or nothing, and"
@@ -523,14 +540,15 @@ class PostgresEventStore(EventStore):
             for attempt in range(3):
                 try:
                     if at_end:
-                        rows = await conn.fetch(self._append_streams_at_end_sql, *columns)
+                        rows = await conn.fetch(self._append_streams_at_end_sql, *columns,
+                                                ticks)
                         if len(rows) == total:
                             heads: dict[str, int] = {}
                             for stream_id, version in rows:
                                 heads[stream_id] = max(version, heads.get(stream_id, 0))
                             return [heads.get(s) or await self._version_of(conn, s)
                                     for s, _, _ in batch]
-                    elif await conn.execute(self._append_streams_sql, *columns) \
+                    elif await conn.execute(self._append_streams_sql, *columns, ticks) \
                             == f"INSERT 0 {total}":
                         return [expected + len(events) if events else
                                 await self._version_of(conn, stream_id)
@@ -602,8 +620,14 @@ class PostgresEventStore(EventStore):
         datetime once per append, whose events share it: asyncpg's own decoding of a
         timestamptz builds a `timedelta` (most of a microsecond) for each row, and the text
         form (`recorded_at::text`, parsed here before) cost the server about 0.2 µs a row to
-        format and the client a string to compare."""
-        fast = self.codec.fast_readers.get
+        format and the client a string to compare.
+
+        An event written without a time of seven fraction digits (`has_ticks` false, nearly
+        all) is read by msgspec's own time parsing, its id taken from its column
+        (`stored_readers`); the others go through `decode`, which keeps the seventh digit.
+        GUIDs come as asyncpg's `UUID`, a subclass of `uuid.UUID` whose integer is made only
+        when asked for."""
+        fast = self.codec.stored_readers.get
         decode = self.codec.decode
         append = out.append
         make = recorded_event
@@ -611,7 +635,8 @@ class PostgresEventStore(EventStore):
         at = datetime.min  # replaced at the first row
         last_type: str | None = None
         read = None
-        for position, stream_id, version, event_type, data, correlation, causation, raw in rows:
+        for position, stream_id, version, event_type, data, event_id, correlation, causation, \
+                raw, ticks in rows:
             if raw != last_raw:  # the events of one append share their recording time
                 try:
                     at = _POSTGRES_EPOCH + timedelta(
@@ -623,7 +648,8 @@ class PostgresEventStore(EventStore):
                 last_raw = raw
             if event_type != last_type:  # runs of one type are common: skip hashing the name
                 read, last_type = fast(event_type), event_type
-            if read is not None and (event := read(data, correlation, causation)) is not None:
+            if read is not None and not ticks and \
+                    (event := read(data, event_id, correlation, causation)) is not None:
                 append(make(position, stream_id, version, event, at))
                 continue
             try:
