@@ -29,6 +29,7 @@ from mussikon.store import (
     UndecodableEventError,
 )
 from mussikon.store.postgres import (
+    READ_ALL_FIRST_PART,
     READ_ALL_PART,
     READ_CHUNK,
     PostgresEventStore,
@@ -344,12 +345,17 @@ async def _many(server: Server, n: int) -> list[RecordedEvent]:
     return read
 
 
-@pytest.mark.parametrize("limit", [1, READ_ALL_PART - 1, READ_ALL_PART, READ_ALL_PART + 1,
-                                   2 * READ_ALL_PART + 17, 5 * READ_ALL_PART])
+FIRST, PART = READ_ALL_FIRST_PART, READ_ALL_PART
+"""The parts of a `read_all` page: its edges are where the tests look."""
+ENOUGH = FIRST + 2 * PART + 40
+
+
+@pytest.mark.parametrize("limit", [1, FIRST - 1, FIRST, FIRST + 1, FIRST + PART - 1,
+                                   FIRST + PART, FIRST + PART + 1, FIRST + 2 * PART + 17])
 async def test_a_page_read_in_parts_is_the_page_read_at_once(server: Server, limit: int) -> None:
     """`read_all` asks for its page a part at a time: any limit gives the same events as
     one query would, and paging on from the last one returned goes on where it ended."""
-    stored = await _many(server, 3 * READ_ALL_PART + 40)
+    stored = await _many(server, ENOUGH)
     read, position = [], 1
     while batch := await server.events.read_all(position, limit):
         assert len(batch) <= limit
@@ -358,14 +364,14 @@ async def test_a_page_read_in_parts_is_the_page_read_at_once(server: Server, lim
     assert read == stored
 
 
-@pytest.mark.parametrize("bad", [0, 1, READ_ALL_PART - 1, READ_ALL_PART, READ_ALL_PART + 3,
-                                 3 * READ_ALL_PART])
+@pytest.mark.parametrize("bad", [0, 1, FIRST - 1, FIRST, FIRST + 3, FIRST + PART - 1,
+                                 FIRST + PART, FIRST + PART + 3, FIRST + 2 * PART])
 async def test_a_bad_row_in_any_part_ends_the_page_or_is_named(server: Server,
                                                                 bad: int) -> None:
     """An undecodable row anywhere in the page (in the first part or a later one, at a part's
     edge or inside it) ends the page before it; first in a page, it is raised with its
     position; reading on after it goes on, on the same connection."""
-    stored = await _many(server, 3 * READ_ALL_PART + 40)
+    stored = await _many(server, ENOUGH)
     position = stored[bad].position
     await server.admin.execute(
         f'UPDATE "{server.schema}".events SET data = \'{{not json\' WHERE position = $1',
@@ -387,7 +393,7 @@ async def test_a_bad_row_in_any_part_ends_the_page_or_is_named(server: Server,
 
 async def test_a_read_cancelled_while_a_part_is_in_flight_leaves_the_store_usable(
         server: Server) -> None:
-    stored = await _many(server, 3 * READ_ALL_PART + 40)
+    stored = await _many(server, ENOUGH)
     one, _ = await open_postgres(server.url, server.schema, pool_size=1)
     try:
         for delay in (0.0, 0.0005, 0.001, 0.002, 0.004):
