@@ -30,7 +30,7 @@ from mussikon.benchmarks.peer_eventsourcing import EsPeer, available, postgres_e
 from mussikon.benchmarks.report import Report, Result
 from mussikon.domain.events import DomainEvent
 from mussikon.store.postgres import PostgresEventStore, open_postgres
-from mussikon.wire import EventCodec
+from mussikon.wire import EventCodec, may_have_ticks
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -75,6 +75,7 @@ _RAW_TABLE = """
         correlation_id uuid,
         causation_id   uuid,
         recorded_at    timestamptz NOT NULL DEFAULT now(),
+        has_ticks      boolean     NOT NULL DEFAULT false,
         UNIQUE (event_id),
         UNIQUE (stream_id, version)
     );
@@ -83,7 +84,8 @@ _RAW_TABLE = """
 """Our events table (store/postgres.py), but for the position: a sequence."""
 
 _RAW_INSERT = ("INSERT INTO {s}.events (event_id, stream_id, version, event_type, data,"
-               " occurred_at, correlation_id, causation_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)")
+               " occurred_at, correlation_id, causation_id, has_ticks)"
+               " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +145,10 @@ class RawAsyncpg:
 
     def rows(self, stream_id: str, events: Sequence[DomainEvent]) -> list[Row]:
         """The rows our store writes for these events (encoded before the clock starts)."""
-        return [(e.id, stream_id, version, e.event_type, self.codec.encode(e).decode(),
-                 e.occurred_at, e.correlation_id, e.causation_id)
-                for version, e in enumerate(events, start=1)]
+        bodies = [self.codec.encode(e).decode() for e in events]
+        return [(e.id, stream_id, version, e.event_type, body, e.occurred_at, e.correlation_id,
+                 e.causation_id, may_have_ticks(body))
+                for version, (e, body) in enumerate(zip(events, bodies, strict=True), start=1)]
 
     async def insert(self, batches: list[list[Row]]) -> w.Timing:
         """Each batch one transaction, on one connection: a lone row as one INSERT (its own

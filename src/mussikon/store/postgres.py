@@ -676,11 +676,12 @@ class PostgresEventStore(EventStore):
     async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[RecordedEvent]:
         """The page in parts (`READ_ALL_FIRST_PART` events, then `READ_ALL_PART` at a time),
         each asked for before the previous one is decoded: the server finds and sends a part
-        while this process decodes the one before (two cores busy instead of taking turns). A part starts after the last
-        position of the one before, as a following `read_all` would: positions below a
-        bound are final (see the module's docstring), so the parts together are what one
-        query at the last part's bound returns. A bad row ends the page as it would end one
-        query's page (or raises, first in it); the part in flight is awaited first."""
+        while this process decodes the one before (two cores busy instead of taking turns).
+        A part starts after the last position of the one before, as a following `read_all`
+        would: positions below a bound are final (see the module's docstring), so the parts
+        together are what one query at the last part's bound returns. A bad row ends the
+        page as it would end one query's page (or raises, first in it); the part in flight
+        is awaited first."""
         sql = self._read_all_sql
         out: list[RecordedEvent] = []
         with _CollectorPaused():  # across the parts (see there)
