@@ -242,7 +242,9 @@ async def test_concurrent_migrations_agree_and_a_rerun_changes_nothing(
 async def test_events_stored_before_has_ticks_existed_are_marked_by_the_migration(
         server: Server) -> None:
     """Migration 2 adds `has_ticks` and marks the events already stored whose JSON holds a
-    seventh fraction digit; they are read back exactly, the others by the faster path."""
+    seventh fraction digit; they are read back exactly, the others by the faster path. An
+    event appended afterwards by an older program (which names no `has_ticks`) is read
+    exactly too."""
     exact = Instant(2026, 1, 2, 3, 4, 5, 123456, UTC, tick=7)
     plain, ticked = registered("plain"), dataclasses.replace(registered("ticked"),
                                                             occurred_at=exact)
@@ -254,12 +256,22 @@ async def test_events_stored_before_has_ticks_existed_are_marked_by_the_migratio
     assert await migrate(server.url, server.schema) >= 2
     marks = await server.admin.fetch(f"SELECT has_ticks FROM {s}.events ORDER BY version")
     assert [m["has_ticks"] for m in marks] == [False, True]
+    # A program from before the column, still running during an upgrade, names no has_ticks:
+    # its events are taken to have ticks (read by the exact path).
+    older = dataclasses.replace(registered("older"), occurred_at=Instant(
+        2026, 1, 2, 3, 4, 5, 654321, UTC, tick=3))
+    await server.admin.execute(
+        f"INSERT INTO {s}.events (position, event_id, stream_id, version, event_type, data,"
+        " occurred_at) VALUES (pg_current_xact_id()::text::bigint << 20, $1, 's', 3, $2, $3,"
+        " $4)", older.id, older.event_type, server.events.codec.encode(older).decode(),
+        older.occurred_at)
     store, _ = await open_postgres(server.url, server.schema, pool_size=1)
     try:
         read = [r.event for r in await store.read_stream("s")]
     finally:
         await store.close()
-    assert read == [plain, ticked] and ticks_of(read[1].occurred_at) == 7
+    assert read == [plain, ticked, older]
+    assert [ticks_of(e.occurred_at) for e in read] == [0, 7, 3]
 
 
 async def test_a_schema_newer_than_the_program_is_refused(server: Server) -> None:

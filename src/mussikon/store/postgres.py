@@ -181,10 +181,13 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: whether an event's JSON may hold a time with a seventh fraction digit, written with
     # it (see `may_have_ticks`): reads then let msgspec parse the other events' times.
-    # Events stored before are found by the same test.
+    # Events stored before are found by the same test. The default is true for what a
+    # program from before this version still appends (during a rolling upgrade): it names
+    # no has_ticks, and its events are then read by the exact path.
     r"""
     ALTER TABLE {s}.events ADD COLUMN has_ticks boolean NOT NULL DEFAULT false;
     UPDATE {s}.events SET has_ticks = true WHERE data ~ '\.[0-9]{{7}}';
+    ALTER TABLE {s}.events ALTER COLUMN has_ticks SET DEFAULT true;
     COMMENT ON COLUMN {s}.events.has_ticks IS
         'the data may hold a time with a seventh fraction digit (100 ns), which only the exact'
         ' readers keep';
