@@ -389,23 +389,15 @@ class EventCodec:
         self._stored_readers.pop(event_type, None)
 
     @property
-    def fast_readers(self) -> Mapping[str, Callable[[bytes | str, UUID | None, UUID | None],
-                                                    DomainEvent | None]]:
-        """For each event type no upcaster reads: `read(json, correlation_id, causation_id)`,
-        the event straight from its JSON, or None for a document off the fast path (a field
-        missing or malformed, a rarer form of a time or a GUID), which `decode` then reads
-        (and names the field at fault). For a store's read loop: `decode` does the same, at
-        the cost of a call and a look-up more per event."""
-        return self._fast_readers
-
-    @property
     def stored_readers(self) -> Mapping[str, Callable[[bytes | str, UUID, UUID | None,
                                                        UUID | None], DomainEvent | None]]:
-        """`fast_readers` for a store that keeps the event id in a column of its own and
-        recorded, when it wrote the JSON, whether `may_have_ticks` found a time with a seventh
-        fraction digit in it; for JSON in which it found none:
-        `read(json, event_id, correlation_id, causation_id)`. They let msgspec parse the
-        times (which would round such a digit away) and take the id as given."""
+        """For each event type no upcaster reads, for a store that keeps the event id in a
+        column of its own and recorded, when it wrote the JSON, whether `may_have_ticks`
+        found a time with a seventh fraction digit in it; for JSON in which it found none:
+        `read(json, event_id, correlation_id, causation_id)`, the event straight from its
+        JSON (msgspec parses the times, which would round such a digit away; the id is taken
+        as given), or None for a document off the fast path (a field missing or malformed, a
+        time not in UTC), which `decode` then reads (and names the field at fault)."""
         return self._stored_readers
 
     def to_body(self, event: DomainEvent) -> Body:

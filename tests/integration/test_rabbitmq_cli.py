@@ -5,6 +5,7 @@ SIGTERM while a handler is in flight (a welcome email held at DATA by a slow SMT
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import os
@@ -112,11 +113,18 @@ class Command:
         assert process.returncode is not None
         return process.returncode, out.decode(), err.decode()
 
-    async def start(self, *args: str) -> asyncio.subprocess.Process:
-        """Start a long-running command (the worker)."""
-        return await asyncio.create_subprocess_exec(
+    @contextlib.asynccontextmanager
+    async def running(self, *args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+        """A long-running command (the worker), killed on the way out if still running."""
+        process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "mussikon.cli", *args, cwd=self.store.parent,
             env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            yield process
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
 
     async def register_musician(self, name: str, email_address: str) -> str:
         """Register a musician in the store, as the API would (the worker publishes it)."""
@@ -151,6 +159,14 @@ async def read_line_with(stream: asyncio.StreamReader | None, text: str,
     return lines
 
 
+async def terminate(process: asyncio.subprocess.Process) -> str:
+    """SIGTERM, then the process's stderr once it has exited (which must be cleanly)."""
+    process.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    return err.decode()
+
+
 async def queued(broker: BrokerNamespace, queue: str) -> int:
     channel = await broker.channel()
     try:
@@ -162,8 +178,7 @@ async def queued(broker: BrokerNamespace, queue: str) -> int:
 async def test_sigterm_lets_the_worker_finish_the_email_in_flight_then_exit_cleanly(
         mussikon: Command, mail_server: SlowMailServer, broker: BrokerNamespace) -> None:
     await mussikon.register_musician("Ana Díaz", "ana@example.com")
-    worker = await mussikon.start("worker")
-    try:
+    async with mussikon.running("worker") as worker:
         await read_line_with(worker.stdout, "worker running")
         await asyncio.wait_for(mail_server.held.wait(), 30)  # the welcome email is at DATA
         worker.send_signal(signal.SIGTERM)
@@ -173,10 +188,6 @@ async def test_sigterm_lets_the_worker_finish_the_email_in_flight_then_exit_clea
             await asyncio.wait_for(asyncio.shield(worker.wait()), 1.0)
         mail_server.release.set()
         out, err = await asyncio.wait_for(worker.communicate(), 30)
-    finally:
-        if worker.returncode is None:
-            worker.kill()
-            await worker.wait()
     assert worker.returncode == 0, err.decode()
     assert "stopping: finishing messages in flight" in "".join(stopping)
     assert "Traceback" not in out.decode() + err.decode()
@@ -197,19 +208,12 @@ async def test_sigterm_lets_the_worker_finish_the_email_in_flight_then_exit_clea
 
     # A second worker sends the next welcome and not Ana's again.
     await mussikon.register_musician("Luis Pérez", "luis@example.com")
-    second = await mussikon.start("worker")
-    try:
+    async with mussikon.running("worker") as second:
         async def two_sent() -> bool:
             return len(mail_server.received) == 2
 
         await eventually(two_sent, 30)
-        second.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(second.communicate(), 30)
-    finally:
-        if second.returncode is None:
-            second.kill()
-            await second.wait()
-    assert second.returncode == 0, err.decode()
+        await terminate(second)
     assert [m["To"] for m in mail_server.received] == ["Ana Díaz <ana@example.com>",
                                                        "Luis Pérez <luis@example.com>"]
     assert mail_server.attempts == 2
@@ -221,8 +225,7 @@ async def test_dlq_commands_list_show_replay_and_purge_real_dead_letters(
     mail_server.refuse = True  # the welcome email fails every time: a dead letter
     mail_server.release.set()
     await mussikon.register_musician("Ana Díaz", "ana@example.com")
-    worker = await mussikon.start("worker")
-    try:
+    async with mussikon.running("worker") as worker:
         await read_line_with(worker.stdout, "worker running")
         await asyncio.to_thread(dotnet_publish, broker.url, f"{broker.prefix}mussikon.events",
                                 "musician.registered", b"not json", "MusicianRegisteredEvent")
@@ -287,13 +290,7 @@ async def test_dlq_commands_list_show_replay_and_purge_real_dead_letters(
         assert code == 0, err
         assert "0 dead letter(s)" in out
 
-        worker.send_signal(signal.SIGTERM)
-        _, err_bytes = await asyncio.wait_for(worker.communicate(), 30)
-    finally:
-        if worker.returncode is None:
-            worker.kill()
-            await worker.wait()
-    assert worker.returncode == 0, err_bytes.decode()
+        await terminate(worker)
     assert [m["To"] for m in mail_server.received] == ["Ana Díaz <ana@example.com>"]
 
 

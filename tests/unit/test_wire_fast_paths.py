@@ -231,13 +231,18 @@ def test_stored_json_without_ticks_reads_as_the_general_reader_reads_it(
         same_event(read, expected)
 
 
-@pytest.mark.parametrize("text", [t for t in [
-    "2026-11-27T21:53:28Z", "2026-11-27T21:53:28.1Z", "2026-11-27T21:53:28.123456Z",
-    "2026-11-27T21:53:28.000000Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z",
-    "2026-11-27T21:53:28.5+00:00", "2026-11-27T21:53:28-04:00", "2026-11-27T21:53:28",
+WRITTEN_TIMES = ["2026-11-27T21:53:28Z", "2026-11-27T21:53:28.1Z",
+                 "2026-11-27T21:53:28.123456Z", "0001-01-01T00:00:00Z",
+                 "9999-12-31T23:59:59.999999Z"]
+"""Times in the forms the codec writes (no seventh digit): the stored readers take them."""
+
+
+@pytest.mark.parametrize("text", [
+    *WRITTEN_TIMES, "2026-11-27T21:53:28.000000Z", "2026-11-27T21:53:28.5+00:00",
+    "2026-11-27T21:53:28-04:00", "2026-11-27T21:53:28",
     "2026-11-27", "20261127T215328Z", "2026-11-27 21:53:28.1Z", "2026-11-27t21:53:28z",
     "2026-02-30T00:00:00Z", "2026-11-27T24:00:00Z", "nonsense",
-]])
+])
 def test_a_stored_time_without_ticks_is_read_as_the_general_reader_reads_it(text: str) -> None:
     codec = EventCodec()
     event = sample(EventCreatedEvent, 5)
@@ -251,6 +256,7 @@ def test_a_stored_time_without_ticks_is_read_as_the_general_reader_reads_it(text
         # msgspec takes RFC 3339's lowercase t and z, which the codec never writes
         assert read is None or text == "2026-11-27t21:53:28z"
         return
+    assert read is not None or text not in WRITTEN_TIMES
     if read is not None:
         same_event(read, expected)
 

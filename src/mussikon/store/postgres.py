@@ -398,9 +398,10 @@ class PostgresDatabase:
         await self.pool.close()
 
 
-def _event_columns(events: Sequence[DomainEvent], codec: EventCodec) -> list[Any]:
-    """The batch insert's parameters after the stream id: a list per column, then whether
-    any body may have ticks (the `has_ticks` of every row)."""
+def _event_columns(events: Sequence[DomainEvent], codec: EventCodec
+                   ) -> tuple[list[list[Any]], bool]:
+    """The batch insert's columns (a list each, after the stream id), and whether any body
+    may have ticks (the `has_ticks` of every row)."""
     ids, types, bodies, times, correlations, causations = [], [], [], [], [], []
     for event in events:
         ids.append(event.id)
@@ -409,8 +410,8 @@ def _event_columns(events: Sequence[DomainEvent], codec: EventCodec) -> list[Any
         times.append(event.occurred_at)
         correlations.append(event.correlation_id)
         causations.append(event.causation_id)
-    return [ids, types, bodies, times, correlations, causations,
-            any(map(may_have_ticks, bodies))]
+    return ([ids, types, bodies, times, correlations, causations],
+            any(map(may_have_ticks, bodies)))
 
 
 class PostgresEventStore(EventStore):
@@ -507,7 +508,7 @@ class PostgresEventStore(EventStore):
                         e.occurred_at, e.correlation_id, e.causation_id, expected_version,
                         may_have_ticks(body))
                 else:
-                    *columns, ticks = _event_columns(events, self.codec)
+                    columns, ticks = _event_columns(events, self.codec)
                     status = await conn.execute(self._append_batch_sql, stream_id, *columns,
                                                 expected_version, ticks)
             except asyncpg.UniqueViolationError:
@@ -582,12 +583,12 @@ class PostgresEventStore(EventStore):
 
     async def _append_at_end(self, conn: Connection, stream_id: str,
                              events: Sequence[DomainEvent]) -> int:
-        columns = _event_columns(events, self.codec)
+        columns, ticks = _event_columns(events, self.codec)
         # Losing the race for the next version means another writer got further: each try
         # starts from a newer head, so this ends.
         while True:
             try:
-                rows = await conn.fetch(self._append_at_end_sql, stream_id, *columns)
+                rows = await conn.fetch(self._append_at_end_sql, stream_id, *columns, ticks)
                 return max(int(r[0]) for r in rows)
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name != "events_stream_version":
