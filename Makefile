@@ -3,21 +3,31 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint imports typecheck unit bench clean
 
-$(BIN)/.installed: pyproject.toml
+# The demo needs the package alone; the tests also need the test tools and the benchmark
+# peers (the benchmark tests run them, and mypy checks our code against their real types).
+$(BIN)/.venv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# The bench extra (the peers the benchmarks measure) is installed too: the benchmark
-	# tests run them, and mypy checks our code against their real types.
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-demo: $(BIN)/.installed
-	$(BIN)/mussikon demo --fresh
+$(BIN)/.installed-demo: pyproject.toml $(BIN)/.venv
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(BIN)/.installed: pyproject.toml $(BIN)/.venv
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@ $(BIN)/.installed-demo
+
+demo: $(BIN)/.installed-demo
+	$(BIN)/mussikon demo
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests bench
+
+imports: $(BIN)/.installed
+	$(BIN)/lint-imports
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
@@ -25,10 +35,11 @@ typecheck: $(BIN)/.installed
 unit: $(BIN)/.installed
 	$(BIN)/pytest -q
 
-test: lint typecheck unit
+test: lint imports typecheck unit
 
 bench: $(BIN)/.installed
 	$(BIN)/mussikon bench store --backend sqlite
 
 clean:
-	rm -rf $(VENV) mussikon.db mussikon.db-wal mussikon.db-shm .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) mussikon.db mussikon.db-wal mussikon.db-shm mussikon-demo.db \
+		mussikon-demo.db-wal mussikon-demo.db-shm .pytest_cache .mypy_cache .ruff_cache

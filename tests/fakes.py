@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mussikon.adapters.notifications import Notification, Notifier, SentNotification
+from mussikon.ports.notifier import Notification, Notifier, SentNotification
 
 
 class FakeNotifier(Notifier):

@@ -6,24 +6,28 @@ import asyncio
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from mussikon.adapters.analytics import Analytics, AnalyticsProjection, ProjectionAnalytics
-from mussikon.adapters.notifications import Notifier, RecordingNotifier, SmtpNotifier
-from mussikon.adapters.payments import PaymentGateway, SandboxGateway
-from mussikon.clock import Clock, SystemClock
+from mussikon.adapters.clock import SystemClock
+from mussikon.adapters.notifications import RecordingNotifier, SmtpNotifier
+from mussikon.adapters.payments import SandboxGateway
+from mussikon.application.handlers import Dependencies, subscriptions
+from mussikon.application.inbox import idempotent
+from mussikon.application.marketplace import Marketplace
+from mussikon.application.projections.analytics import AnalyticsProjection, ProjectionAnalytics
+from mussikon.application.projections.availability import Availability
+from mussikon.application.projections.directory import Directory
+from mussikon.application.projections.runner import ProjectionRunner
+from mussikon.application.repository import Repository
+from mussikon.application.sagas.runtime import SagaRuntime, open_sagas
+from mussikon.application.snapshots import Snapshots
 from mussikon.config import Settings, mask_url
 from mussikon.domain.events import DomainEvent
-from mussikon.handlers import Dependencies, subscriptions
-from mussikon.messaging import Subscription, Transport
-from mussikon.messaging.inbox import idempotent
-from mussikon.projections.availability import Availability
-from mussikon.projections.directory import Directory
-from mussikon.projections.runner import ProjectionRunner
-from mussikon.sagas.runtime import SagaRuntime, open_sagas
-from mussikon.service.marketplace import Marketplace
-from mussikon.service.repository import Repository
-from mussikon.service.snapshots import Snapshots
-from mussikon.store import EventStore
-from mussikon.store.documents import DocumentStore
+from mussikon.ports.analytics import Analytics
+from mussikon.ports.clock import Clock
+from mussikon.ports.documents import DocumentStore
+from mussikon.ports.event_store import EventStore
+from mussikon.ports.notifier import Notifier
+from mussikon.ports.payments import PaymentGateway
+from mussikon.ports.transport import Subscription, Transport
 from mussikon.wire import EventCodec
 
 
@@ -36,11 +40,15 @@ async def open_stores(settings: Settings, codec: EventCodec) -> tuple[EventStore
     url = settings.store_url
     scheme = urlsplit(url).scheme
     if scheme == "memory":
-        from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore
+        from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
 
         return InMemoryEventStore(codec), InMemoryDocumentStore()
     if scheme == "sqlite":
-        from mussikon.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
+        from mussikon.adapters.store.sqlite import (
+            SqliteDatabase,
+            SqliteDocumentStore,
+            SqliteEventStore,
+        )
 
         path = url.removeprefix("sqlite://").removeprefix("/") or "mussikon.db"
         if url.startswith("sqlite:////"):
@@ -48,7 +56,7 @@ async def open_stores(settings: Settings, codec: EventCodec) -> tuple[EventStore
         db = await SqliteDatabase(path, settings.sqlite_synchronous).open()
         return SqliteEventStore(db, codec), SqliteDocumentStore(db)
     if scheme in ("postgres", "postgresql"):
-        from mussikon.store.postgres import open_postgres
+        from mussikon.adapters.store.postgres import open_postgres
 
         return await open_postgres(url, settings.postgres_schema, settings.postgres_pool_size,
                                    codec)
@@ -62,14 +70,14 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
     url = settings.broker_url
     scheme = urlsplit(url).scheme
     if scheme == "memory":
-        from mussikon.messaging.memory import InProcessTransport
+        from mussikon.adapters.messaging.memory import InProcessTransport
 
         return InProcessTransport(store, documents, codec, concurrency=settings.bus_concurrency,
                                   retry_delays=settings.retry_delays,
                                   poll_interval=settings.poll_interval,
                                   poll_max_interval=settings.poll_max_interval)
     if scheme in ("amqp", "amqps"):
-        from mussikon.messaging.rabbitmq import RabbitMqTransport
+        from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport
 
         return RabbitMqTransport(
             url, store, documents, codec, prefix=settings.rabbitmq_prefix,

@@ -13,12 +13,12 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
+from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore, StoredRow
+from mussikon.adapters.store.postgres import POSITION_BITS, open_postgres
+from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
 from mussikon.domain.instant import epoch_micros, utc_now
-from mussikon.store import EventStore
-from mussikon.store.documents import DocumentStore
-from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore, StoredRow
-from mussikon.store.postgres import POSITION_BITS, open_postgres
-from mussikon.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
+from mussikon.ports.documents import DocumentStore
+from mussikon.ports.event_store import EventStore
 
 ADAPTERS = [
     pytest.param("memory"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mussikon.adapters.analytics import (
+from mussikon.application.projections.analytics import (
     APPLICATION_SUBMITTED,
     CONTRACT_SIGNED,
     GIG_CREATED,
@@ -21,6 +21,7 @@ from mussikon.adapters.analytics import (
     AnalyticsProjection,
     ProjectionAnalytics,
 )
+from mussikon.application.projections.runner import ProjectionRunner
 from mussikon.domain.events import (
     ContractSignedEvent,
     DomainEvent,
@@ -29,7 +30,6 @@ from mussikon.domain.events import (
     MusicianRegisteredEvent,
     PaymentProcessedEvent,
 )
-from mussikon.projections.runner import ProjectionRunner
 from tests.contract.store_adapters import ADAPTERS, StoresUnderTest, open_stores
 
 WHEN = datetime(2030, 5, 1, 22, 0, tzinfo=UTC)

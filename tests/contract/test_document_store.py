@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mussikon.store.documents import Changes, Document, DocumentStore
+from mussikon.ports.documents import Changes, Document, DocumentStore
 from tests.contract.store_adapters import ADAPTERS, open_stores
 
 

@@ -20,7 +20,7 @@ from mussikon.domain.events import (
     PaymentProcessedEvent,
 )
 from mussikon.domain.instant import Instant, ticks_of
-from mussikon.store import (
+from mussikon.ports.event_store import (
     ANY_VERSION,
     NO_STREAM,
     ConcurrencyError,

@@ -18,17 +18,11 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-from mussikon.adapters import templates
-from mussikon.adapters.notifications import (
-    Notification,
-    NotificationError,
-    Notifier,
-    RecordingNotifier,
-    SmtpNotifier,
-    SmtpServer,
-)
-from mussikon.store.documents import DocumentStore
-from mussikon.store.memory import InMemoryDocumentStore
+from mussikon.adapters.notifications import RecordingNotifier, SmtpNotifier, SmtpServer
+from mussikon.adapters.store.memory import InMemoryDocumentStore
+from mussikon.application import templates
+from mussikon.ports.documents import DocumentStore
+from mussikon.ports.notifier import Notification, NotificationError, Notifier
 
 USER, PASSWORD = "mussikon", "s3cr%et-Pa55"
 URL_PASSWORD = "s3cr%25et-Pa55"  # the same password, as it is written in a URL

@@ -11,16 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from mussikon.adapters.payments import (
-    TEST_CARDS,
-    ChargeRequest,
-    IdempotencyConflict,
-    InvalidPaymentRequest,
-    SandboxGateway,
-)
-from mussikon.store.documents import DocumentStore
-from mussikon.store.memory import InMemoryDocumentStore
-from mussikon.store.sqlite import SqliteDatabase, SqliteDocumentStore
+from mussikon.adapters.payments import TEST_CARDS, SandboxGateway
+from mussikon.adapters.store.memory import InMemoryDocumentStore
+from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore
+from mussikon.ports.documents import DocumentStore
+from mussikon.ports.payments import ChargeRequest, IdempotencyConflict, InvalidPaymentRequest
 
 
 @dataclass

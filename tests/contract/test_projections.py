@@ -9,9 +9,9 @@ from typing import ClassVar
 
 import pytest
 
+from mussikon.application.projections import Projection, View
+from mussikon.application.projections.runner import ProjectionRunner, checkpoint_name
 from mussikon.domain.events import DomainEvent, MusicianRegisteredEvent
-from mussikon.projections import Projection, View
-from mussikon.projections.runner import ProjectionRunner, checkpoint_name
 from tests.contract.store_adapters import ADAPTERS, StoresUnderTest, open_stores
 
 

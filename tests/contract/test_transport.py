@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from mussikon.adapters.messaging.memory import InProcessTransport
+from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
+from mussikon.application.inbox import idempotent
 from mussikon.domain.events import DomainEvent, EventClosedEvent, MusicianRegisteredEvent
-from mussikon.messaging import Envelope, Subscription, Transport
-from mussikon.messaging.inbox import idempotent
-from mussikon.messaging.memory import InProcessTransport
-from mussikon.store import EventStore
-from mussikon.store.documents import DocumentStore
-from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore
-from mussikon.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
+from mussikon.ports.documents import DocumentStore
+from mussikon.ports.event_store import EventStore
+from mussikon.ports.transport import Envelope, Subscription, Transport
 from mussikon.wire import EventCodec
 
 Stores = tuple[EventStore, DocumentStore]

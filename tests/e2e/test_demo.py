@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from mussikon.adapters.clock import OffsetClock
+from mussikon.application.projections.directory import CONTRACTS
 from mussikon.bootstrap import open_app
-from mussikon.clock import OffsetClock
 from mussikon.config import Settings
-from mussikon.demo import DemoFailed, run_demo
-from mussikon.projections.directory import CONTRACTS
+from mussikon.entrypoints.demo import DemoFailed, run_demo
 
 
 async def test_the_demo_flow_on_memory_reaches_every_expected_outcome() -> None:
@@ -49,7 +49,7 @@ async def test_the_demo_needs_a_clock_it_can_move() -> None:
 def mussikon(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MUSSIKON_STORE_URL": f"sqlite:///{store}",
            "MUSSIKON_BROKER_URL": "memory://", "COLUMNS": "250"}
-    return subprocess.run([sys.executable, "-m", "mussikon.cli", *args], env=env, text=True,
+    return subprocess.run([sys.executable, "-m", "mussikon", *args], env=env, text=True,
                           capture_output=True, timeout=120, check=False)
 
 
@@ -83,7 +83,7 @@ def test_bad_input_gets_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
     assert missing.returncode == 1
     assert "no stream 'musician-nobody'" in missing.stderr
     env = {**os.environ, "MUSSIKON_STORE_URL": "mysql://root:hunter2@localhost/x"}
-    bad = subprocess.run([sys.executable, "-m", "mussikon.cli", "events", "tail"], env=env,
+    bad = subprocess.run([sys.executable, "-m", "mussikon", "events", "tail"], env=env,
                          text=True, capture_output=True, timeout=60, check=False)
     assert bad.returncode == 1
     assert "hunter2" not in bad.stderr

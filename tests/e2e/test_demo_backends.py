@@ -9,11 +9,11 @@ import aiormq
 import asyncpg
 from rich.console import Console
 
+from mussikon.adapters.clock import OffsetClock
+from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport
 from mussikon.bootstrap import open_app
-from mussikon.clock import OffsetClock
 from mussikon.config import Settings
-from mussikon.demo import run_demo
-from mussikon.messaging.rabbitmq import RabbitMqTransport
+from mussikon.entrypoints.demo import run_demo
 
 
 async def test_the_demo_flow_on_postgresql(postgres_url: str, unique_name: str) -> None:

@@ -9,15 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mussikon.adapters.messaging.memory import InProcessTransport
 from mussikon.bootstrap import App, open_app
 from mussikon.config import Settings
-from mussikon.messaging.memory import InProcessTransport
 
 
 def mussikon(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MUSSIKON_STORE_URL": f"sqlite:///{store}",
            "MUSSIKON_BROKER_URL": "memory://", "COLUMNS": "250"}
-    return subprocess.run([sys.executable, "-m", "mussikon.cli", *args], env=env, text=True,
+    return subprocess.run([sys.executable, "-m", "mussikon", *args], env=env, text=True,
                           capture_output=True, timeout=120, check=False)
 
 

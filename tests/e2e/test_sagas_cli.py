@@ -14,7 +14,7 @@ import pytest
 def mussikon(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MUSSIKON_STORE_URL": f"sqlite:///{store}",
            "MUSSIKON_BROKER_URL": "memory://", "COLUMNS": "250"}
-    return subprocess.run([sys.executable, "-m", "mussikon.cli", *args], env=env, text=True,
+    return subprocess.run([sys.executable, "-m", "mussikon", *args], env=env, text=True,
                           capture_output=True, timeout=120, check=False)
 
 

@@ -20,14 +20,14 @@ from urllib.parse import urlsplit, urlunsplit
 import aiormq
 import pika
 
+from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport, Topology
+from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.application.inbox import idempotent
 from mussikon.domain.events import ALL_EVENT_TYPES, DomainEvent
 from mussikon.domain.instant import utc_now
-from mussikon.messaging import Envelope, Handler, Subscription
-from mussikon.messaging.inbox import idempotent
-from mussikon.messaging.rabbitmq import RabbitMqTransport, Topology
-from mussikon.store import EventStore
-from mussikon.store.documents import DocumentStore
-from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.ports.documents import DocumentStore
+from mussikon.ports.event_store import EventStore
+from mussikon.ports.transport import Envelope, Handler, Subscription
 from mussikon.wire import EventCodec
 
 FAST: dict[str, Any] = {"retry_delays": (0.01,), "delayed_retry_delays": (0.2, 0.4),

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from mussikon.messaging import Envelope, Subscription
-from mussikon.messaging.rabbitmq import RabbitMqTransport
-from mussikon.store.documents import Changes, DocumentStore
-from mussikon.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
+from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport
+from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
+from mussikon.ports.documents import Changes, DocumentStore
+from mussikon.ports.transport import Envelope, Subscription
 from mussikon.wire import EventCodec
 from tests.integration.rabbitmq_kit import FAST
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from mussikon.adapters.store.postgres import open_postgres
 from mussikon.domain.events import MusicianRegisteredEvent
-from mussikon.store import NO_STREAM, StoreUnavailable
-from mussikon.store.postgres import open_postgres
+from mussikon.ports.event_store import NO_STREAM, StoreUnavailable
 
 
 def restart_command() -> list[str]:

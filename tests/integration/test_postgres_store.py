@@ -17,18 +17,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from mussikon.domain.events import MusicianRegisteredEvent
-from mussikon.domain.instant import Instant, ticks_of
-from mussikon.store import (
-    ANY_VERSION,
-    NO_STREAM,
-    ConcurrencyError,
-    RecordedEvent,
-    StoreError,
-    StoreUnavailable,
-    UndecodableEventError,
-)
-from mussikon.store.postgres import (
+from mussikon.adapters.store.postgres import (
     READ_ALL_FIRST_PART,
     READ_ALL_PART,
     READ_CHUNK,
@@ -36,6 +25,17 @@ from mussikon.store.postgres import (
     _CollectorPaused,
     migrate,
     open_postgres,
+)
+from mussikon.domain.events import MusicianRegisteredEvent
+from mussikon.domain.instant import Instant, ticks_of
+from mussikon.ports.event_store import (
+    ANY_VERSION,
+    NO_STREAM,
+    ConcurrencyError,
+    RecordedEvent,
+    StoreError,
+    StoreUnavailable,
+    UndecodableEventError,
 )
 
 pytestmark = pytest.mark.postgres

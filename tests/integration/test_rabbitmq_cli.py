@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP
 
+from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore
 from mussikon.bootstrap import open_app
 from mussikon.config import Settings
-from mussikon.store.sqlite import SqliteDatabase, SqliteDocumentStore
 from tests.integration.rabbitmq_kit import BrokerNamespace, dotnet_publish, eventually
 
 pytestmark = pytest.mark.rabbitmq
@@ -107,7 +107,7 @@ class Command:
     async def run(self, *args: str, timeout: float = 60) -> tuple[int, str, str]:
         """Run one command to its end: exit code, stdout, stderr."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mussikon.cli", *args, cwd=self.store.parent,
+            sys.executable, "-m", "mussikon", *args, cwd=self.store.parent,
             env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = await asyncio.wait_for(process.communicate(), timeout)
         assert process.returncode is not None
@@ -117,7 +117,7 @@ class Command:
     async def running(self, *args: str) -> AsyncIterator[asyncio.subprocess.Process]:
         """A long-running command (the worker), killed on the way out if still running."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mussikon.cli", *args, cwd=self.store.parent,
+            sys.executable, "-m", "mussikon", *args, cwd=self.store.parent,
             env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             yield process

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
 from mussikon.domain.events import MusicianApplicationSubmittedEvent, MusicianRegisteredEvent
-from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore
 from tests.integration.rabbitmq_kit import (
     BrokerNamespace,
     Recorder,

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
 from mussikon.domain.events import EventCreatedEvent, MusicianRegisteredEvent
-from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore
 from tests.integration.rabbitmq_kit import (
     BrokerNamespace,
     Recorder,

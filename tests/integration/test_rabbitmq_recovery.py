@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
 from mussikon.domain.events import MusicianRegisteredEvent
-from mussikon.store.documents import Changes
-from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore
-from mussikon.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
+from mussikon.ports.documents import Changes
 from tests.integration.rabbitmq_kit import (
     BrokerNamespace,
     Recorder,

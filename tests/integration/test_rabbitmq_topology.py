@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiormq.exceptions import ChannelPreconditionFailed
 
-from mussikon.messaging.rabbitmq import QueueType, Topology
+from mussikon.adapters.messaging.rabbitmq import QueueType, Topology
 from tests.integration.rabbitmq_kit import BrokerNamespace, pika_channel
 
 pytestmark = pytest.mark.rabbitmq

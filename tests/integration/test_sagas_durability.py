@@ -14,17 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from mussikon.adapters.notifications import Notification, Notifier, SentNotification
-from mussikon.adapters.payments import ChargeRequest, ChargeResult, PaymentGateway
+from mussikon.adapters.clock import FakeClock
+from mussikon.adapters.messaging.memory import InProcessTransport
+from mussikon.application.projections import runner
+from mussikon.application.sagas import timeouts
+from mussikon.application.sagas.runtime import open_sagas
+from mussikon.application.sagas.state import SagaState, SagaStatus
 from mussikon.bootstrap import App, open_app
-from mussikon.clock import FakeClock
 from mussikon.config import Settings
 from mussikon.domain.contract import Contract, ContractStatus, contract_id_for
-from mussikon.messaging.memory import InProcessTransport
-from mussikon.projections import runner
-from mussikon.sagas import timeouts
-from mussikon.sagas.runtime import open_sagas
-from mussikon.sagas.state import SagaState, SagaStatus
+from mussikon.ports.notifier import Notification, Notifier, SentNotification
+from mussikon.ports.payments import ChargeRequest, ChargeResult, PaymentGateway
 
 START = FakeClock().now()
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from mussikon.adapters.clock import OffsetClock
+from mussikon.application.projections.directory import CONTRACTS
 from mussikon.bootstrap import App, open_app
-from mussikon.clock import OffsetClock
 from mussikon.config import Settings
-from mussikon.demo import run_demo
-from mussikon.projections.directory import CONTRACTS
+from mussikon.entrypoints.demo import run_demo
 from tests.integration.rabbitmq_kit import BrokerNamespace
 
 pytestmark = pytest.mark.rabbitmq

@@ -9,27 +9,27 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
-from mussikon.adapters.payments import (
+from mussikon.adapters.clock import FakeClock
+from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.application.marketplace import Marketplace
+from mussikon.application.repository import Repository
+from mussikon.application.sagas.application import MusicianApplicationSaga
+from mussikon.application.sagas.booking import BookingPolicy, BookingSaga
+from mussikon.application.sagas.engine import SagaEngine
+from mussikon.application.sagas.reservations import MusicianDays
+from mussikon.application.sagas.runtime import SagaRuntime
+from mussikon.application.sagas.services import SagaServices
+from mussikon.application.sagas.state import SagaState
+from mussikon.domain.contract import contract_id_for
+from mussikon.ports.documents import Changes, Document
+from mussikon.ports.payments import (
     ChargeRequest,
     ChargeResult,
     ChargeStatus,
     InvalidPaymentRequest,
     PaymentGateway,
 )
-from mussikon.clock import FakeClock
-from mussikon.domain.contract import contract_id_for
-from mussikon.messaging import Envelope
-from mussikon.sagas.application import MusicianApplicationSaga
-from mussikon.sagas.booking import BookingPolicy, BookingSaga
-from mussikon.sagas.engine import SagaEngine
-from mussikon.sagas.reservations import MusicianDays
-from mussikon.sagas.runtime import SagaRuntime
-from mussikon.sagas.services import SagaServices
-from mussikon.sagas.state import SagaState
-from mussikon.service.marketplace import Marketplace
-from mussikon.service.repository import Repository
-from mussikon.store.documents import Changes, Document
-from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.ports.transport import Envelope
 from tests.fakes import FakeNotifier
 
 

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from bench import bus, store_postgres, store_sqlite
+from bench.cli import bench_app
+from bench.peer_eventsourcing import available
+from bench.report import Report, Result, from_json
 from rich.console import Console
 from typer.testing import CliRunner
-
-from mussikon.benchmarks import bus, store_postgres, store_sqlite
-from mussikon.benchmarks.cli import bench_app
-from mussikon.benchmarks.peer_eventsourcing import available
-from mussikon.benchmarks.report import Report, Result, from_json
 
 
 def test_the_json_shape_is_the_one_of_the_design() -> None:

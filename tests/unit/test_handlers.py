@@ -9,13 +9,14 @@ from decimal import Decimal
 
 import pytest
 
-from mussikon.adapters.analytics import AnalyticsProjection, ProjectionAnalytics
-from mussikon.adapters.payments import (
-    ChargeRequest,
-    ChargeResult,
-    ChargeStatus,
-    PaymentGateway,
-)
+from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.application.handlers import Dependencies, subscriptions
+from mussikon.application.marketplace import Marketplace
+from mussikon.application.projections.analytics import AnalyticsProjection, ProjectionAnalytics
+from mussikon.application.projections.availability import Availability
+from mussikon.application.projections.directory import PROFILES, Directory
+from mussikon.application.projections.runner import ProjectionRunner
+from mussikon.application.repository import Repository
 from mussikon.domain.application import Application, ApplicationStatus
 from mussikon.domain.contract import Contract, ContractStatus
 from mussikon.domain.events import (
@@ -25,15 +26,9 @@ from mussikon.domain.events import (
     DomainEvent,
     PaymentProcessedEvent,
 )
-from mussikon.handlers import Dependencies, subscriptions
-from mussikon.messaging import Envelope
-from mussikon.projections.availability import Availability
-from mussikon.projections.directory import PROFILES, Directory
-from mussikon.projections.runner import ProjectionRunner
-from mussikon.service.marketplace import Marketplace
-from mussikon.service.repository import Repository
-from mussikon.store import RecordedEvent
-from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.ports.event_store import RecordedEvent
+from mussikon.ports.payments import ChargeRequest, ChargeResult, ChargeStatus, PaymentGateway
+from mussikon.ports.transport import Envelope
 from tests.fakes import FakeNotifier
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mussikon.messaging.rabbitmq.acknowledgements import Acknowledgements
+from mussikon.adapters.messaging.rabbitmq.acknowledgements import Acknowledgements
 
 
 class BrokerLikeChannel:

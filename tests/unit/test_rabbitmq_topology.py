@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from mussikon.domain.events import ALL_EVENT_TYPES, SPECIFICATION_EVENT_TYPES
-from mussikon.messaging.rabbitmq.topology import (
+from mussikon.adapters.messaging.rabbitmq.topology import (
     SPECIFICATION_ROUTING_KEYS,
     Topology,
     derived_routing_key,
     format_delay,
 )
+from mussikon.domain.events import ALL_EVENT_TYPES, SPECIFICATION_EVENT_TYPES
 
 ALL = [cls.__name__ for cls in ALL_EVENT_TYPES]
 

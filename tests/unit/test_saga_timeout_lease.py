@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import pytest
 
-from mussikon.clock import FakeClock
-from mussikon.sagas import timeouts
-from mussikon.sagas.timeouts import TIMEOUTS, ScheduledTimeout, TimeoutScheduler
-from mussikon.store.documents import Changes
-from mussikon.store.memory import InMemoryDocumentStore
+from mussikon.adapters.clock import FakeClock
+from mussikon.adapters.store.memory import InMemoryDocumentStore
+from mussikon.application.sagas import timeouts
+from mussikon.application.sagas.timeouts import TIMEOUTS, ScheduledTimeout, TimeoutScheduler
+from mussikon.ports.documents import Changes
 
 
 async def test_only_the_lease_holder_fires_and_another_takes_over_when_it_stops(

@@ -6,14 +6,14 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from mussikon.adapters import templates
+from mussikon.application import templates
+from mussikon.application.repository import Cause
+from mussikon.application.sagas.state import SagaState, SagaStatus
 from mussikon.domain.application import Application, ApplicationStatus, application_id_for
 from mussikon.domain.events import EventCreatedEvent, MusicianApplicationSubmittedEvent
 from mussikon.domain.gig import Gig
-from mussikon.messaging import Envelope
-from mussikon.sagas.state import SagaState, SagaStatus
-from mussikon.service.repository import Cause
-from mussikon.store import NO_STREAM
+from mussikon.ports.event_store import NO_STREAM
+from mussikon.ports.transport import Envelope
 from tests.unit.sagas_kit import MUSICIAN, ORGANIZER, SagaWorld
 
 STEPS = ["submitted", "validate", "check-availability", "notify-organizer", "mark-processed"]

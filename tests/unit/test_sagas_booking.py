@@ -8,14 +8,14 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from mussikon.application.repository import Cause
+from mussikon.application.sagas.booking import BookingPolicy, initial_payment_id, payment_id_for
+from mussikon.application.sagas.state import SagaState, SagaStatus
 from mussikon.domain.application import Application, ApplicationStatus
 from mussikon.domain.contract import Contract, ContractStatus, contract_id_for
 from mussikon.domain.events import ApplicationAcceptedEvent, ContractSignedEvent
 from mussikon.domain.payment import Payment, PaymentStatus
-from mussikon.messaging import Envelope
-from mussikon.sagas.booking import BookingPolicy, initial_payment_id, payment_id_for
-from mussikon.sagas.state import SagaState, SagaStatus
-from mussikon.service.repository import Cause
+from mussikon.ports.transport import Envelope
 from tests.unit.sagas_kit import MUSICIAN, ORGANIZER, SagaWorld
 
 UNDONE = ["draft-contract", "reserve-date", "accepted"]

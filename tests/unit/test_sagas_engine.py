@@ -12,13 +12,12 @@ from typing import Any
 
 import pytest
 
-from mussikon.clock import FakeClock
-from mussikon.domain.events import DomainEvent, MusicianRegisteredEvent, OrganizerRegisteredEvent
-from mussikon.messaging import Envelope
-from mussikon.sagas.engine import SagaEngine
-from mussikon.sagas.journal import SagaJournal
-from mussikon.sagas.state import RecordKind, SagaState, SagaStatus
-from mussikon.sagas.steps import (
+from mussikon.adapters.clock import FakeClock
+from mussikon.adapters.store.memory import InMemoryDocumentStore
+from mussikon.application.sagas.engine import SagaEngine
+from mussikon.application.sagas.journal import SagaJournal
+from mussikon.application.sagas.state import RecordKind, SagaState, SagaStatus
+from mussikon.application.sagas.steps import (
     Done,
     Failed,
     Outcome,
@@ -28,9 +27,10 @@ from mussikon.sagas.steps import (
     TimeoutRequest,
     Wait,
 )
-from mussikon.sagas.timeouts import TimeoutScheduler
-from mussikon.sagas.versioned import VersionedDocuments
-from mussikon.store.memory import InMemoryDocumentStore
+from mussikon.application.sagas.timeouts import TimeoutScheduler
+from mussikon.application.sagas.versioned import VersionedDocuments
+from mussikon.domain.events import DomainEvent, MusicianRegisteredEvent, OrganizerRegisteredEvent
+from mussikon.ports.transport import Envelope
 
 
 class Crash(Exception):

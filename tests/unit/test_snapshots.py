@@ -5,16 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.application.marketplace import Marketplace
+from mussikon.application.repository import Repository
+from mussikon.application.snapshots import SNAPSHOTS, Snapshots
 from mussikon.domain.contract import Contract, ContractStatus
 from mussikon.domain.events import EventClosedEvent
 from mussikon.domain.gig import Gig, GigStatus
 from mussikon.domain.instant import Instant
-from mussikon.service.marketplace import Marketplace
-from mussikon.service.repository import Repository
-from mussikon.service.snapshots import SNAPSHOTS, Snapshots
-from mussikon.store import RecordedEvent
-from mussikon.store.documents import Changes
-from mussikon.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.ports.documents import Changes
+from mussikon.ports.event_store import RecordedEvent
 
 
 class CountingStore(InMemoryEventStore):

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
 from mussikon.domain.events import MusicianRegisteredEvent
-from mussikon.store import ANY_VERSION, NO_STREAM, ConcurrencyError
-from mussikon.store.documents import Changes
-from mussikon.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
+from mussikon.ports.documents import Changes
+from mussikon.ports.event_store import ANY_VERSION, NO_STREAM, ConcurrencyError
 
 
 def registered(musician_id: str = "m-1") -> MusicianRegisteredEvent:

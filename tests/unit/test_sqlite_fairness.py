@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteEventStore
 from mussikon.domain.events import MusicianRegisteredEvent
-from mussikon.store import NO_STREAM
-from mussikon.store.sqlite import SqliteDatabase, SqliteEventStore
+from mussikon.ports.event_store import NO_STREAM
 
 
 async def test_back_to_back_operations_let_other_tasks_run(tmp_path: Path) -> None:

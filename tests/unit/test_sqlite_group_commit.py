@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mussikon.store.sqlite import SqliteDatabase
+from mussikon.adapters.store.sqlite import SqliteDatabase
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from mussikon.domain.events import MusicianRegisteredEvent
-from mussikon.store import (
+from mussikon.ports.event_store import (
     ANY_VERSION,
     NO_STREAM,
     ConcurrencyError,

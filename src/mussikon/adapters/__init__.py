@@ -1,1 +1,1 @@
-"""Adapters of the outbound ports: notifications, analytics, payments."""
+"""Adapters of the ports: stores, transports, notifications, payments, clocks."""

@@ -1,0 +1,780 @@
+"""`mussikon bench bus`: the RabbitMQ transport end to end, beside raw aiormq, raw aio-pika and
+FastStream, measured in the same run on the same broker and queue type.
+
+Workloads (issue 4's "Benchmark"):
+
+- `transport-path` (messages/s): the relay reads events already in the store and publishes
+  them; a worker process handles them (no-op handler, no inbox) and acknowledges. Peer
+  `raw-aiormq`: a publisher process and a consumer process doing nothing else (the ceiling).
+- `full-path` (messages/s): an API process appends each event to the SQLite store (one
+  transaction each) with the relay beside it; a worker process runs the handler through the
+  inbox (a read and a write in the same SQLite file) and acknowledges. Peers: FastStream's
+  and raw aio-pika's plain publish/consume loops (one process, no store, no inbox).
+- `latency-p50`, `latency-p99` (ms): the full path again at a steady rate, from the event's
+  time (taken right before its append commits) to its handler. Peer `raw-aio-pika`: publish to
+  consume at the same rate. The first tenth of the messages, for everyone, is a warm-up and
+  not counted (fresh connections, caches, the relay taking its lease).
+- `worker-rss-growth` (ratio): the worker's resident size after `rss_messages` messages over
+  that after `rss_baseline` (flat memory: close to 1).
+
+Every contender runs in fresh processes (spawned, not forked), on its own queues, deleted
+afterwards. With `rounds` > 1 the contenders take turns round after round and a figure is
+the messages over the time summed over the rounds, so all meet the same disturbances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import queue as queue_module
+import resource
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
+from pathlib import Path
+from typing import Any
+
+from bench.report import Report, Result
+from mussikon.application.inbox import idempotent
+from mussikon.config import mask_url
+from mussikon.domain.events import MusicianRegisteredEvent
+from mussikon.ports.transport import Envelope, Subscription
+
+BENCHMARK = "bus-rabbitmq"
+TRANSPORT_PATH = "transport-path"
+FULL_PATH = "full-path"
+LATENCY_P50 = "latency-p50"
+LATENCY_P99 = "latency-p99"
+RSS_GROWTH = "worker-rss-growth"
+RAW_AIORMQ = "raw-aiormq"
+RAW_AIO_PIKA = "raw-aio-pika"
+FASTSTREAM = "faststream"
+THROUGHPUT = "messages/s"
+
+TARGETS: dict[str, dict[str, float]] = {
+    TRANSPORT_PATH: {RAW_AIORMQ: 0.8},
+    FULL_PATH: {FASTSTREAM: 2.0},
+}
+"""Issue 4's targets: the least ours/peer ratio wanted."""
+
+EVENT_TYPE = "MusicianRegisteredEvent"
+ROUTING_KEY = "musician.registered"
+PEER_IN_FLIGHT = 500
+"""Unconfirmed publishes and unacknowledged deliveries the raw peers allow, as in the anchors."""
+TIMEOUT = 900.0
+"""Seconds a contender may take before the benchmark gives up on it."""
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What to run, how big, on which broker."""
+
+    url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    messages: int = 20_000
+    latency_messages: int = 2_000
+    latency_rate: float = 500.0
+    rss_messages: int = 200_000
+    rss_baseline: int = 20_000
+    queue_type: str = "quorum"
+    store: str = "sqlite"
+    """Where the outbox and the inbox live: `sqlite` (a file) or a `postgresql://` URL."""
+    synchronous: str = "FULL"
+    appenders: int = 64
+    """Concurrent appends in the API process (requests served at once)."""
+    prefetch: int = 200
+    """As the peers' (FastStream and aio-pika: 200)."""
+    concurrency: int = 64
+    """Handlers at once in the worker: more share each inbox commit (group commit)."""
+    rounds: int = 1
+    peers: bool = True
+    workloads: tuple[str, ...] = (TRANSPORT_PATH, FULL_PATH, LATENCY_P50, RSS_GROWTH)
+    """`latency-p50` runs both latency workloads."""
+    directory: str | None = None
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Messages and seconds summed over the rounds, per contender."""
+
+    messages: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, contender: str, messages: int, seconds: float) -> None:
+        self.messages[contender] = self.messages.get(contender, 0) + messages
+        self.seconds[contender] = self.seconds.get(contender, 0.0) + seconds
+
+    def rate(self, contender: str) -> float:
+        seconds = self.seconds.get(contender, 0.0)
+        return self.messages[contender] / seconds if seconds else 0.0
+
+
+def run(options: Options, progress: Progress | None = None) -> Report:
+    """Run the chosen workloads and return the report (targets included for the table)."""
+    say = progress or (lambda _line: None)
+    report = Report(BENCHMARK, settings={
+        "broker": mask_url(options.url), "queue": options.queue_type,
+        "store": _store_label(options), "appenders": str(options.appenders),
+        "messages": str(options.messages),
+        "prefetch": str(options.prefetch), "concurrency": str(options.concurrency),
+        "rounds": str(options.rounds)})
+    directory = Path(tempfile.mkdtemp(prefix="mussikon-bus-", dir=options.directory))
+    try:
+        if TRANSPORT_PATH in options.workloads:
+            report.results.append(_transport_path(options, directory, say))
+        if FULL_PATH in options.workloads:
+            report.results.append(_full_path(options, directory, say))
+        if LATENCY_P50 in options.workloads or LATENCY_P99 in options.workloads:
+            report.results.extend(_latency(options, directory, say))
+        if RSS_GROWTH in options.workloads:
+            report.results.append(_rss_growth(options, directory, say))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return report
+
+
+# --- workloads ------------------------------------------------------------------------------
+
+
+def _transport_path(options: Options, directory: Path, say: Progress) -> Result:
+    tally = _Tally()
+    n = options.messages
+    for round_ in range(options.rounds):
+        store = _store_spec(options, directory, f"transport{round_}")
+        asyncio.run(_fill_store(store, n))
+        say(f"{TRANSPORT_PATH} round {round_ + 1}: ours")
+        tally.add("ours", n, _ours(options, _Job(store=store, messages=n, mode="relay"))[0])
+        if options.peers:
+            say(f"{TRANSPORT_PATH} round {round_ + 1}: {RAW_AIORMQ}")
+            tally.add(RAW_AIORMQ, n, _raw_aiormq(options, n))
+        asyncio.run(_drop_store(store))
+    peers = {RAW_AIORMQ: tally.rate(RAW_AIORMQ)} if options.peers else {}
+    return Result(TRANSPORT_PATH, THROUGHPUT, tally.rate("ours"), peers,
+                  TARGETS[TRANSPORT_PATH] if options.peers else {})
+
+
+def _full_path(options: Options, directory: Path, say: Progress) -> Result:
+    tally = _Tally()
+    n = options.messages
+    for round_ in range(options.rounds):
+        say(f"{FULL_PATH} round {round_ + 1}: ours")
+        store = _store_spec(options, directory, f"full{round_}")
+        job = _Job(store=store, messages=n, mode="append", inbox=True)
+        tally.add("ours", n, _ours(options, job)[0])
+        asyncio.run(_drop_store(store))
+        if options.peers:
+            say(f"{FULL_PATH} round {round_ + 1}: {FASTSTREAM}")
+            tally.add(FASTSTREAM, n, _single_process(_faststream_loop, options, n)[0])
+            say(f"{FULL_PATH} round {round_ + 1}: {RAW_AIO_PIKA}")
+            tally.add(RAW_AIO_PIKA, n, _single_process(_aio_pika_loop, options, n)[0])
+    peers = {FASTSTREAM: tally.rate(FASTSTREAM), RAW_AIO_PIKA: tally.rate(RAW_AIO_PIKA)} \
+        if options.peers else {}
+    return Result(FULL_PATH, THROUGHPUT, tally.rate("ours"), peers,
+                  TARGETS[FULL_PATH] if options.peers else {})
+
+
+def _latency(options: Options, directory: Path, say: Progress) -> list[Result]:
+    n, rate = options.latency_messages, options.latency_rate
+    say(f"latency at {rate:g} messages/s: ours")
+    store = _store_spec(options, directory, "latency")
+    job = _Job(store=store, messages=n, mode="append", inbox=True, latencies=True, rate=rate)
+    warm_up = n // 10  # the first tenth warms connections, caches and the relay up: not counted
+    ours = _ours(options, job)[1]["latencies"][warm_up:]
+    asyncio.run(_drop_store(store))
+    peers: dict[str, list[float]] = {}
+    if options.peers:
+        say(f"latency at {rate:g} messages/s: {RAW_AIO_PIKA}")
+        peers[RAW_AIO_PIKA] = _single_process(_aio_pika_loop, options, n, rate)[1][warm_up:]
+    return [
+        Result(name, "ms", _percentile(ours, q) * 1000,
+               {peer: _percentile(values, q) * 1000 for peer, values in peers.items()})
+        for name, q in ((LATENCY_P50, 0.50), (LATENCY_P99, 0.99))
+    ]
+
+
+def _rss_growth(options: Options, directory: Path, say: Progress) -> Result:
+    total, baseline = options.rss_messages, min(options.rss_baseline, options.rss_messages)
+    say(f"{RSS_GROWTH}: {total:,} messages through one worker with the inbox")
+    store = _store_spec(options, directory, "rss")
+    job = _Job(store=store, messages=total, mode="wire", inbox=True, rss_at=(baseline, total))
+    rss = _ours(options, job)[1]["rss"]
+    asyncio.run(_drop_store(store))
+    return Result(RSS_GROWTH, "ratio", rss[str(total)] / rss[str(baseline)])
+
+
+# --- ours -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _StoreSpec:
+    """Where a run's store lives, in a form a spawned process can open."""
+
+    kind: str
+    location: str
+    """The SQLite file, or the PostgreSQL URL."""
+    schema: str = ""
+    synchronous: str = "FULL"
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What the two processes of one run of ours do."""
+
+    store: _StoreSpec
+    messages: int
+    mode: str
+    """`relay`: publish events already stored; `append`: append them (and relay them);
+    `wire`: publish them straight to the exchange in the wire format (raw aiormq)."""
+    inbox: bool = False
+    latencies: bool = False
+    rate: float = 0.0
+    rss_at: tuple[int, ...] = ()
+    options: Options = Options()
+    """The run's broker, queue type, prefetch, concurrency and appenders (set by `_ours`)."""
+    prefix: str = ""
+
+
+def _store_label(options: Options) -> str:
+    if options.store == "sqlite":
+        return f"sqlite synchronous={options.synchronous}"
+    return f"postgres {mask_url(options.store)}"
+
+
+def _store_spec(options: Options, directory: Path, name: str) -> _StoreSpec:
+    if options.store == "sqlite":
+        return _StoreSpec("sqlite", str(directory / f"{name}.db"),
+                          synchronous=options.synchronous)
+    return _StoreSpec("postgres", options.store, schema=f"bench_{name}_{uuid.uuid4().hex[:8]}")
+
+
+async def _open_store(spec: _StoreSpec, pool_size: int = 10) -> tuple[Any, Any, Any]:
+    """(event store, document store, closer) for a spec."""
+    if spec.kind == "sqlite":
+        from mussikon.adapters.store.sqlite import (
+            SqliteDatabase,
+            SqliteDocumentStore,
+            SqliteEventStore,
+        )
+
+        db = await SqliteDatabase(spec.location, spec.synchronous).open()
+        return SqliteEventStore(db), SqliteDocumentStore(db), db.close
+    from mussikon.adapters.store.postgres import open_postgres
+
+    store, documents = await open_postgres(spec.location, spec.schema, pool_size)
+    return store, documents, store.close
+
+
+async def _drop_store(spec: _StoreSpec) -> None:
+    if spec.kind == "postgres":
+        import asyncpg
+
+        connection = await asyncpg.connect(spec.location)
+        try:
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{spec.schema}" CASCADE')
+        finally:
+            await connection.close()
+
+
+async def _fill_store(spec: _StoreSpec, n: int) -> None:
+    """Store `n` events before the clock starts (in batches: only their reading is timed)."""
+    fast = _StoreSpec(spec.kind, spec.location, spec.schema, "NORMAL")
+    store, _, close = await _open_store(fast)
+    try:
+        for first in range(0, n, 100):
+            events = [_event(i) for i in range(first, min(first + 100, n))]
+            await store.append_streams([(e.stream_id, [e], 0) for e in events])
+    finally:
+        await close()
+
+
+def _ours(options: Options, job: _Job) -> tuple[float, dict[str, Any]]:
+    """Run the worker process, then the source process (relay, API or wire publisher); return
+    the seconds from the source's start to the worker's last message, and the worker's
+    report."""
+    job = replace(job, options=options, prefix=_prefix())
+    asyncio.run(_declare(options, job.prefix))
+    context = multiprocessing.get_context("spawn")
+    ready: Queue[Any] = context.Queue()
+    worker_out: Queue[Any] = context.Queue()
+    source_out: Queue[Any] = context.Queue()
+    worker = context.Process(target=_our_worker, args=(job, ready, worker_out))
+    source = context.Process(target=_our_source, args=(job, source_out))
+    try:
+        worker.start()
+        _get(ready, "the worker to start", worker)
+        source.start()
+        source_result = _get(source_out, f"the {job.mode} process", worker, source)
+        started = source_result["start"]
+        result = _get(worker_out, "the worker", worker, source)
+        if os.environ.get("MUSSIKON_BENCH_CPU"):
+            elapsed = result["end"] - started
+            per = 1e6 / job.messages
+            print(f"cpu: worker {result.get('cpu', 0) / elapsed:.0%} "
+                  f"({result.get('cpu', 0) * per:.0f} µs/message), source "
+                  f"{source_result.get('cpu', 0) / elapsed:.0%} "
+                  f"({source_result.get('cpu', 0) * per:.0f} µs/message) of {elapsed:.1f} s; "
+                  f"worker commits {result.get('commits', 0)}, "
+                  f"source commits {source_result.get('commits', 0)}")
+    finally:
+        try:
+            _reap(worker, source)
+        finally:
+            asyncio.run(_delete(options, job.prefix))
+    return float(result["end"] - started), result
+
+
+def _our_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None:
+    """A worker process: consume until `job.messages` distinct messages were handled."""
+    _log_warnings()
+    asyncio.run(_run_our_worker(job, ready, out))
+
+
+async def _run_our_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None:
+    from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport
+    from mussikon.wire import EventCodec
+
+    store, documents, close = await _open_store(job.store, pool_size=job.options.concurrency + 2)
+    handled = 0
+    done = asyncio.Event()
+    delays: list[float] = []
+    rss: dict[str, int] = {}
+
+    async def handle(envelope: Envelope) -> None:
+        nonlocal handled
+        handled += 1
+        if job.latencies:
+            delays.append(time.time() - envelope.event.occurred_at.timestamp())
+        if handled in job.rss_at:
+            rss[str(handled)] = _resident_bytes()
+        if handled == job.messages:
+            done.set()
+
+    subscription = Subscription("bench", frozenset({EVENT_TYPE}), handle)
+    if job.inbox:
+        subscription = idempotent(subscription, documents)
+    options = job.options
+    transport = RabbitMqTransport(options.url, store, documents, EventCodec(), prefix=job.prefix,
+                                  queue_type=options.queue_type,  # type: ignore[arg-type]
+                                  relay=False, prefetch=options.prefetch,
+                                  concurrency=options.concurrency)
+    await transport.start([subscription])
+    ready.put("ready")
+    cpu = time.process_time()
+    await done.wait()
+    out.put({"end": time.perf_counter(), "latencies": delays, "rss": rss,
+             "cpu": time.process_time() - cpu,
+             "commits": getattr(getattr(documents, "db", None), "commits", 0)})
+    await transport.stop()
+    await close()
+
+
+def _our_source(job: _Job, out: Queue[Any]) -> None:
+    """The process that feeds the worker, by `job.mode`."""
+    _log_warnings()
+    if job.mode == "wire":
+        asyncio.run(_run_wire_publisher(job, out))
+    else:
+        asyncio.run(_run_our_source(job, out))
+
+
+async def _run_our_source(job: _Job, out: Queue[Any]) -> None:
+    from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport
+    from mussikon.wire import EventCodec
+
+    store, documents, close = await _open_store(job.store, pool_size=job.options.appenders + 2)
+    transport = RabbitMqTransport(job.options.url, store, documents, EventCodec(),
+                                  prefix=job.prefix,
+                                  queue_type=job.options.queue_type)  # type: ignore[arg-type]
+    started, cpu = time.perf_counter(), time.process_time()
+    await transport.start([])
+    if job.mode == "append":
+        await _append_all(store, transport, job, started)
+    relay, head = transport.relay, await store.head_position()
+    while relay is not None and await relay.position() < head:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    out.put({"start": started, "cpu": time.process_time() - cpu,
+             "commits": getattr(getattr(documents, "db", None), "commits", 0)})
+    await transport.stop()
+    await close()
+
+
+async def _append_all(store: Any, transport: Any, job: _Job, started: float) -> None:
+    """Append `job.messages` events, one per append as commands do, from `job.options.appenders`
+    concurrent requests, at `job.rate` per second in all if given."""
+    interval = 1.0 / job.rate if job.rate else 0.0
+    turns = iter(range(job.messages))
+
+    async def requests() -> None:
+        for i in turns:
+            event = _event(i)
+            await store.append(event.stream_id, [event], 0)
+            transport.wake()
+            if interval:
+                # Paced from the start, not from the last append: a slow append is caught up.
+                await asyncio.sleep(max(0.0, started + (i + 1) * interval - time.perf_counter()))
+
+    await asyncio.gather(*(requests() for _ in range(job.options.appenders)))
+
+
+def _event(n: int) -> MusicianRegisteredEvent:
+    return MusicianRegisteredEvent(musician_id=str(uuid.uuid4()), email=f"ana{n}@example.com",
+                                   name="Ana", genres=("Jazz", "Bolero"), location="Santo Domingo")
+
+
+async def _run_wire_publisher(job: _Job, out: Queue[Any]) -> None:
+    """Publish distinct events in the wire format, as our relay would (raw aiormq, fast)."""
+    import aiormq
+
+    from mussikon.adapters.messaging.rabbitmq.properties import event_properties
+    from mussikon.wire import EventCodec
+
+    codec = EventCodec()
+    connection = await aiormq.connect(job.options.url)
+    channel = await connection.channel(publisher_confirms=True)
+    slots = asyncio.Semaphore(PEER_IN_FLIGHT)
+
+    async def publish(i: int) -> None:
+        async with slots:
+            event = _event(i)
+            await channel.basic_publish(codec.encode(event),
+                                        exchange=job.prefix + "mussikon.events",
+                                        routing_key=ROUTING_KEY,
+                                        properties=event_properties(event, i + 1))
+
+    started = time.perf_counter()
+    for first in range(0, job.messages, 10_000):  # a bounded number of tasks at a time
+        await asyncio.gather(*(publish(i) for i in range(first, min(first + 10_000,
+                                                                    job.messages))))
+    out.put({"start": started})
+    await connection.close()
+
+
+# --- peers ----------------------------------------------------------------------------------
+
+
+def _raw_aiormq(options: Options, n: int) -> float:
+    """The anchor's two-process aiormq loop, on a queue of the same type."""
+    prefix = _prefix()
+    exchange, queue = prefix + "raw.events", prefix + "raw.queue"
+    asyncio.run(_declare_raw(options, exchange, queue))
+    context = multiprocessing.get_context("spawn")
+    ready: Queue[Any] = context.Queue()
+    consumer_out: Queue[Any] = context.Queue()
+    publisher_out: Queue[Any] = context.Queue()
+    consumer = context.Process(target=_aiormq_consumer, args=(options.url, queue, n, ready,
+                                                              consumer_out))
+    publisher = context.Process(target=_aiormq_publisher, args=(
+        options.url, exchange, n, _body(), publisher_out))
+    try:
+        consumer.start()
+        _get(ready, "the raw consumer to start", consumer)
+        publisher.start()
+        started = _get(publisher_out, "the raw publisher", consumer, publisher)["start"]
+        ended = _get(consumer_out, "the raw consumer", consumer, publisher)["end"]
+    finally:
+        try:
+            _reap(consumer, publisher)
+        finally:
+            asyncio.run(_delete_raw(options, exchange, queue))
+    return float(ended - started)
+
+
+def _aiormq_consumer(url: str, queue: str, n: int, ready: Queue[Any], out: Queue[Any]) -> None:
+    """Raw aiormq consumer: acknowledges every 50 messages at once, as the anchor does."""
+
+    async def main() -> None:
+        import aiormq
+
+        connection = await aiormq.connect(url)
+        channel = await connection.channel()
+        await channel.basic_qos(prefetch_count=PEER_IN_FLIGHT)
+        done = asyncio.Event()
+        got = 0
+
+        async def on_message(message: Any) -> None:
+            nonlocal got
+            got += 1
+            if got % 50 == 0 or got == n:
+                await channel.basic_ack(message.delivery_tag, multiple=True)
+            if got == n:
+                done.set()
+
+        await channel.basic_consume(queue, on_message)
+        ready.put("ready")
+        await done.wait()
+        out.put({"end": time.perf_counter()})
+        await connection.close()
+
+    asyncio.run(main())
+
+
+def _aiormq_publisher(url: str, exchange: str, n: int, body: bytes, out: Queue[Any]) -> None:
+    """Raw aiormq publisher: persistent messages, confirms, many in flight."""
+
+    async def main() -> None:
+        import aiormq
+        from pamqp.commands import Basic
+
+        connection = await aiormq.connect(url)
+        channel = await connection.channel(publisher_confirms=True)
+        slots = asyncio.Semaphore(PEER_IN_FLIGHT)
+        properties = Basic.Properties(delivery_mode=2, content_type="application/json")
+
+        async def publish() -> None:
+            async with slots:
+                await channel.basic_publish(body, exchange=exchange, routing_key=ROUTING_KEY,
+                                            properties=properties)
+
+        started = time.perf_counter()
+        for first in range(0, n, 10_000):
+            await asyncio.gather(*(publish() for _ in range(first, min(first + 10_000, n))))
+        out.put({"start": started})
+        await connection.close()
+
+    asyncio.run(main())
+
+
+def _single_process(target: Callable[..., None], options: Options, n: int,
+                    rate: float = 0.0) -> tuple[float, list[float]]:
+    """Run a one-process peer; return its seconds and its latencies."""
+    context = multiprocessing.get_context("spawn")
+    out: Queue[Any] = context.Queue()
+    process = context.Process(target=target, args=(options.url, n, options.queue_type,
+                                                   _prefix(), rate, out))
+    try:
+        process.start()
+        result = _get(out, target.__name__.strip("_").replace("_", " "), process)
+    finally:
+        _reap(process)
+    return float(result["seconds"]), list(result["latencies"])
+
+
+def _aio_pika_loop(url: str, n: int, queue_type: str, prefix: str, rate: float,
+                   out: Queue[Any]) -> None:
+    """Raw aio-pika in one process, as the anchor: publish with confirms, consume, ack each;
+    at `rate` per second if given, recording publish-to-consume latencies."""
+
+    async def main() -> None:
+        import aio_pika
+
+        connection = await aio_pika.connect_robust(url)
+        publishing = await connection.channel(publisher_confirms=True)
+        consuming = await connection.channel()
+        await consuming.set_qos(prefetch_count=200)
+        exchange = await publishing.declare_exchange(prefix + "pika.events",
+                                                     aio_pika.ExchangeType.TOPIC, durable=True)
+        queue = await consuming.declare_queue(prefix + "pika.queue", durable=True,
+                                              arguments={"x-queue-type": queue_type})
+        await queue.bind(prefix + "pika.events", ROUTING_KEY)
+        body = _body()
+        done = asyncio.Event()
+        got = 0
+        latencies: list[float] = []
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal got
+            sent = (message.headers or {}).get("t")
+            if rate and isinstance(sent, str):
+                latencies.append(time.time() - float(sent))
+            await message.ack()
+            got += 1
+            if got == n:
+                done.set()
+
+        await queue.consume(on_message)
+        slots = asyncio.Semaphore(200)
+
+        async def publish(i: int) -> None:
+            async with slots:
+                await exchange.publish(aio_pika.Message(
+                    body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=str(i),
+                    content_type="application/json", headers={"t": repr(time.time())}),
+                    routing_key=ROUTING_KEY)
+
+        started = time.perf_counter()
+        if rate:
+            pending = []
+            for i in range(n):
+                pending.append(asyncio.create_task(publish(i)))
+                await asyncio.sleep(max(0.0, started + (i + 1) / rate - time.perf_counter()))
+            await asyncio.gather(*pending)
+        else:
+            await asyncio.gather(*(publish(i) for i in range(n)))
+        await done.wait()
+        seconds = time.perf_counter() - started
+        await queue.delete(if_unused=False, if_empty=False)
+        await exchange.delete()
+        await connection.close()
+        out.put({"seconds": seconds, "latencies": latencies})
+
+    asyncio.run(main())
+
+
+def _faststream_loop(url: str, n: int, queue_type: str, prefix: str, rate: float,
+                     out: Queue[Any]) -> None:
+    """FastStream in one process, as the anchor: publish persistent messages, consume them."""
+    import logging
+
+    from faststream.rabbit import (
+        Channel,
+        ExchangeType,
+        QueueType,
+        RabbitBroker,
+        RabbitExchange,
+        RabbitQueue,
+    )
+
+    broker = RabbitBroker(url, log_level=logging.DEBUG, logger=None)
+    exchange = RabbitExchange(prefix + "fs.events", type=ExchangeType.TOPIC, durable=True)
+    queue = (RabbitQueue(prefix + "fs.queue", QueueType.QUORUM, routing_key=ROUTING_KEY)
+             if queue_type == "quorum" else
+             RabbitQueue(prefix + "fs.queue", durable=True, routing_key=ROUTING_KEY))
+    got = 0
+    done = asyncio.Event()
+
+    @broker.subscriber(queue, exchange, channel=Channel(prefetch_count=200))
+    async def handle(message: dict[str, Any]) -> None:
+        nonlocal got
+        got += 1
+        if got == n:
+            done.set()
+
+    async def main() -> None:
+        await broker.start()
+        payload = json.loads(_body())
+        slots = asyncio.Semaphore(200)
+
+        async def publish() -> None:
+            async with slots:
+                await broker.publish(payload, exchange=exchange, routing_key=ROUTING_KEY,
+                                     persist=True)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(publish() for _ in range(n)))
+        await done.wait()
+        seconds = time.perf_counter() - started
+        await broker.stop()
+        await _delete_raw_url(url, prefix + "fs.events", prefix + "fs.queue")
+        out.put({"seconds": seconds, "latencies": []})
+
+    asyncio.run(main())
+
+
+# --- plumbing -------------------------------------------------------------------------------
+
+
+def _body() -> bytes:
+    """The same JSON our relay sends for one registration, for the peers to carry."""
+    from mussikon.wire import EventCodec
+
+    return EventCodec().encode(_event(0))
+
+
+def _prefix() -> str:
+    return f"bench{uuid.uuid4().hex[:8]}."
+
+
+def _topology(options: Options, prefix: str) -> Any:
+    from mussikon.adapters.messaging.rabbitmq import Topology
+    from mussikon.wire import EventCodec
+
+    return Topology(EventCodec().event_types, prefix=prefix,
+                    queue_type=options.queue_type)  # type: ignore[arg-type]
+
+
+async def _declare(options: Options, prefix: str) -> None:
+    import aiormq
+
+    connection = await aiormq.connect(options.url)
+    await _topology(options, prefix).declare(await connection.channel())
+    await connection.close()
+
+
+async def _delete(options: Options, prefix: str) -> None:
+    import aiormq
+
+    connection = await aiormq.connect(options.url)
+    await _topology(options, prefix).delete(await connection.channel())
+    await connection.close()
+
+
+async def _declare_raw(options: Options, exchange: str, queue: str) -> None:
+    import aiormq
+
+    connection = await aiormq.connect(options.url)
+    channel = await connection.channel()
+    await channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+    await channel.queue_declare(queue, durable=True,
+                                arguments={"x-queue-type": options.queue_type})
+    await channel.queue_bind(queue, exchange, routing_key=ROUTING_KEY)
+    await connection.close()
+
+
+async def _delete_raw(options: Options, exchange: str, queue: str) -> None:
+    await _delete_raw_url(options.url, exchange, queue)
+
+
+async def _delete_raw_url(url: str, exchange: str, queue: str) -> None:
+    import aiormq
+
+    connection = await aiormq.connect(url)
+    channel = await connection.channel()
+    await channel.queue_delete(queue)
+    await channel.exchange_delete(exchange)
+    await connection.close()
+
+
+def _get(queue: Queue[Any], what: str, *processes: BaseProcess) -> Any:
+    """The next result on `queue`; RuntimeError if one of `processes` died or after TIMEOUT."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        with contextlib.suppress(queue_module.Empty):
+            return queue.get(timeout=0.5)
+        dead = [p for p in processes if p.exitcode not in (None, 0)]
+        if dead:
+            raise RuntimeError(f"benchmark: a process failed (exit code {dead[0].exitcode}) "
+                               f"while waiting for {what}")
+    raise RuntimeError(f"benchmark gave up waiting for {what}")
+
+
+def _reap(*processes: BaseProcess) -> None:
+    for process in processes:
+        if process.pid is None:
+            continue  # never started (the benchmark failed before it)
+        process.join(timeout=30)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def _log_warnings() -> None:
+    """Let a child process's warnings reach stderr (a failing contender says why)."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(processName)s %(name)s %(levelname)s %(message)s")
+
+
+def _resident_bytes() -> int:
+    """The process's resident set size now (Linux), or its peak where /proc is missing."""
+    with contextlib.suppress(OSError), open(f"/proc/{os.getpid()}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]

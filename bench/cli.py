@@ -1,0 +1,205 @@
+"""`mussikon bench …`: benchmarks that put our figures beside the peers', measured in one run."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from bench.bus import Options as BusOptions
+from bench.report import Report
+from mussikon.config import mask_url
+
+bench_app = typer.Typer(
+    help="Benchmarks: ours beside the libraries a user would otherwise pick, and the raw "
+         "ceiling, measured in the same run. --json prints one object of the same shape for "
+         "every benchmark.",
+    no_args_is_help=True,
+)
+
+
+class StoreBackend(StrEnum):
+    SQLITE = "sqlite"
+    POSTGRES = "postgres"
+
+
+class Synchronous(StrEnum):
+    FULL = "FULL"
+    NORMAL = "NORMAL"
+
+
+class BenchUnavailable(Exception):
+    """The benchmark cannot run here (not implemented, a peer or a service missing)."""
+
+
+StoreRunner = Callable[[int, int, str, str, Callable[[str], None] | None], Report]
+"""(events, rounds, synchronous, url, progress) -> Report."""
+
+
+def _sqlite(events: int, rounds: int, synchronous: str, url: str,
+            progress: Callable[[str], None] | None) -> Report:
+    from bench import store_sqlite
+
+    return store_sqlite.run(store_sqlite.Options(events=events, synchronous=synchronous,
+                                                 rounds=rounds), progress)
+
+
+def _postgres(events: int, rounds: int, synchronous: str, url: str,
+              progress: Callable[[str], None] | None) -> Report:
+    import asyncpg
+
+    from bench import store_postgres
+
+    try:
+        return store_postgres.run(store_postgres.Options(events=events, rounds=rounds, url=url),
+                                  progress)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise BenchUnavailable(f"PostgreSQL at {mask_url(url)}: {type(exc).__name__}: {exc}"
+                               ) from None
+
+
+STORE_BACKENDS: dict[StoreBackend, StoreRunner] = {
+    StoreBackend.SQLITE: _sqlite,
+    StoreBackend.POSTGRES: _postgres,
+}
+"""One runner per backend; a new backend adds its runner here."""
+
+
+@bench_app.callback()
+def _bench() -> None:
+    """Benchmarks (keeps `store` a named subcommand)."""
+
+
+@bench_app.command("store")
+def store(
+    backend: Annotated[StoreBackend, typer.Option(help="Which event store adapter.")] =
+        StoreBackend.SQLITE,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    synchronous: Annotated[Synchronous, typer.Option(
+        help="SQLite durability, the same for ours and the peers.")] = Synchronous.FULL,
+    events: Annotated[int, typer.Option(
+        min=10, help="Workload size: events per single-event workload (bench/README.md).")] = 1000,
+    rounds: Annotated[int, typer.Option(
+        min=1, help="Rounds each workload is cut into; contenders take turns in each.")] = 10,
+    url: Annotated[str, typer.Option(
+        envvar="MUSSIKON_BENCH_POSTGRES_URL",
+        help="PostgreSQL database for --backend postgres (schemas made and dropped in it).")] =
+        "postgresql://postgres@127.0.0.1:5432/test",
+) -> None:
+    """Event store throughput beside the raw driver and pyeventsourcing, in events/s.
+
+    SQLite: single-event appends to new streams, get-and-append to existing streams,
+    appends of 100 events, loading a 1,000-event stream. PostgreSQL: appends by one writer
+    and by 16, appends of 100 events, loading a 10,000-event stream, reading the global
+    order, and a subscriber's lag behind 16 writers (ms).
+    """
+    err = Console(stderr=True)
+    progress = None if as_json else (lambda line: err.print(line, style="dim"))
+    try:
+        report = STORE_BACKENDS[backend](events, rounds, synchronous.value, url, progress)
+    except BenchUnavailable as exc:
+        err.print(f"error: {exc}", style="red", markup=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(report.dumps() + "\n")
+    else:
+        report.render()
+
+
+_BUS = BusOptions()
+"""`bench bus`'s defaults: those of the benchmark's own options."""
+
+
+class QueueType(StrEnum):
+    QUORUM = "quorum"
+    CLASSIC = "classic"
+
+
+_BUS_QUEUE_TYPE = QueueType(_BUS.queue_type)
+_BUS_SYNCHRONOUS = Synchronous(_BUS.synchronous)
+
+
+@bench_app.command("bus")
+def bus(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    url: Annotated[str, typer.Option(
+        envvar="MUSSIKON_BROKER_URL", help="RabbitMQ (queues made and deleted in it).")] =
+        _BUS.url,
+    messages: Annotated[int, typer.Option(
+        min=100, help="Messages per throughput workload and round.")] = _BUS.messages,
+    latency_messages: Annotated[int, typer.Option(
+        min=100, help="Messages sent at a steady rate for the latency workloads.")] =
+        _BUS.latency_messages,
+    latency_rate: Annotated[float, typer.Option(
+        min=1, help="Messages/s of the latency workloads.")] = _BUS.latency_rate,
+    rss_messages: Annotated[int, typer.Option(
+        min=100, help="Messages through one worker for worker-rss-growth.")] =
+        _BUS.rss_messages,
+    rss_baseline: Annotated[int, typer.Option(
+        min=10, help="Messages after which the worker's baseline size is taken.")] =
+        _BUS.rss_baseline,
+    queue_type: Annotated[QueueType, typer.Option(
+        help="The queue type, the same for ours and the peers.")] = _BUS_QUEUE_TYPE,
+    store: Annotated[str, typer.Option(
+        help="Where the outbox and inbox live: sqlite (a scratch file) or a postgresql:// URL "
+             "(a scratch schema).")] = _BUS.store,
+    synchronous: Annotated[Synchronous, typer.Option(
+        help="SQLite durability for --store sqlite.")] = _BUS_SYNCHRONOUS,
+    appenders: Annotated[int, typer.Option(
+        min=1, help="Requests the API process serves at once (full path, latency).")] =
+        _BUS.appenders,
+    prefetch: Annotated[int, typer.Option(
+        min=1, help="The worker's prefetch (the peers': 200).")] = _BUS.prefetch,
+    concurrency: Annotated[int, typer.Option(
+        min=1, help="Handlers the worker runs at once.")] = _BUS.concurrency,
+    rounds: Annotated[int, typer.Option(
+        min=1, help="Rounds; contenders take turns in each.")] = _BUS.rounds,
+    peers: Annotated[bool, typer.Option(help="Measure the peers too.")] = True,
+    workloads: Annotated[str, typer.Option(
+        help="Comma-separated: transport-path, full-path, latency-p50, worker-rss-growth.")] =
+        ",".join(_BUS.workloads),
+) -> None:
+    """RabbitMQ end to end (store, relay, broker, worker, inbox) beside raw aiormq, raw
+    aio-pika and FastStream, in messages/s, latency (ms) and the worker's memory growth."""
+    from aiormq.exceptions import AMQPError
+
+    from bench import bus as bus_bench
+
+    chosen = tuple(w.strip() for w in workloads.split(",") if w.strip())
+    known = {bus_bench.TRANSPORT_PATH, bus_bench.FULL_PATH, bus_bench.LATENCY_P50,
+             bus_bench.LATENCY_P99, bus_bench.RSS_GROWTH}
+    unknown = sorted(set(chosen) - known)
+    err = Console(stderr=True)
+    if unknown or not chosen:
+        err.print(f"error: unknown workload(s) {', '.join(unknown) or '(none given)'}; "
+                  f"choose from {', '.join(sorted(known))}", style="red", markup=False)
+        raise typer.Exit(2)
+    if store != "sqlite" and not store.startswith(("postgresql://", "postgres://")):
+        err.print(f"error: --store must be sqlite or a postgresql:// URL, not {mask_url(store)}",
+                  style="red", markup=False)
+        raise typer.Exit(2)
+    options = bus_bench.Options(
+        url=url, messages=messages, latency_messages=latency_messages,
+        latency_rate=latency_rate, rss_messages=rss_messages,
+        rss_baseline=min(rss_baseline, rss_messages), queue_type=queue_type.value, store=store,
+        synchronous=synchronous.value, appenders=appenders, prefetch=prefetch,
+        concurrency=concurrency, rounds=rounds, peers=peers, workloads=chosen)
+    progress = None if as_json else (lambda line: err.print(line, style="dim"))
+    try:
+        report = bus_bench.run(options, progress)
+    except (OSError, RuntimeError, AMQPError) as exc:
+        err.print(f"error: RabbitMQ at {mask_url(url)}: {type(exc).__name__}: "
+                  f"{mask_url(str(exc))}", style="red", markup=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(report.dumps() + "\n")
+    else:
+        report.render()
+
+
+if __name__ == "__main__":
+    bench_app()

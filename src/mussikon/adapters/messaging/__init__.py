@@ -1,0 +1,1 @@
+"""Transport adapters: the in-process bus and RabbitMQ."""

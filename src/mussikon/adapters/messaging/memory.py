@@ -1,0 +1,251 @@
+"""The in-process transport: each subscription is a catch-up reader of the store's global order.
+
+Nothing is queued in memory that the store does not hold: a subscription reads events
+by position, runs at most `concurrency` handlers at once, and keeps as its checkpoint
+the position below which everything was handled or dead-lettered. A crash restarts it
+from that checkpoint, so nothing is lost; the inbox makes the redelivered ones harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import traceback
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from mussikon.domain.events import DomainEvent
+from mussikon.domain.instant import utc_now
+from mussikon.ports.documents import Changes, DocumentStore
+from mussikon.ports.event_store import EventStore, RecordedEvent, UndecodableEventError
+from mussikon.ports.transport import DeadLetter, Envelope, Subscription, Transport
+from mussikon.wire import EventCodec
+
+log = logging.getLogger("mussikon.bus")
+
+DEAD_LETTERS = "dead-letters"
+
+
+def checkpoint_name(subscription: str) -> str:
+    """The checkpoint a subscription keeps in the document store."""
+    return f"subscription:{subscription}"
+
+
+class _Reader:
+    """One subscription's loop: read, dispatch with bounded concurrency, advance the checkpoint."""
+
+    def __init__(self, transport: InProcessTransport, subscription: Subscription) -> None:
+        self.t = transport
+        self.sub = subscription
+        self.next_position = 1
+        self.saved = 0
+        self.in_flight: dict[int, asyncio.Task[None]] = {}
+        self.slots = asyncio.Semaphore(transport.concurrency)
+        self.woken = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def done_up_to(self) -> int:
+        """Every position up to this one was handled or dead-lettered."""
+        return (min(self.in_flight) - 1) if self.in_flight else self.next_position - 1
+
+    async def start(self) -> None:
+        self.saved = await self.t.documents.checkpoint(checkpoint_name(self.sub.name))
+        self.next_position = self.saved + 1
+        self.task = asyncio.create_task(self.run(), name=f"subscription:{self.sub.name}")
+
+    async def run(self) -> None:
+        delay = self.t.poll_interval
+        while not self.t.stopping:
+            try:
+                batch = await self._read_batch()
+                for record in batch:
+                    if record.event.event_type in self.sub.event_types:
+                        await self.slots.acquire()
+                        self.in_flight[record.position] = asyncio.create_task(
+                            self._deliver(record))
+                    self.next_position = record.position + 1
+                await self._save_checkpoint()
+            except Exception:
+                # The store is unreachable or failed: keep the position, try again later.
+                log.exception("subscription %s cannot read the store; retrying", self.sub.name)
+                batch = []
+            if batch:
+                delay = self.t.poll_interval
+                continue
+            self.woken.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.woken.wait(), delay)
+            delay = min(delay * 2, self.t.poll_max_interval)
+        await self._drain()
+
+    async def _read_batch(self) -> list[RecordedEvent]:
+        try:
+            return await self.t.store.read_all(self.next_position, self.t.batch_size)
+        except UndecodableEventError as exc:
+            # A corrupt row must not stop the subscription: dead-letter it and move past it.
+            await self.t.dead_letter(self.sub.name, str(exc.position), "", exc.position, 1,
+                                     "UndecodableEventError", str(exc), "")
+            self.next_position = exc.position + 1
+            return []
+
+    async def _deliver(self, record: RecordedEvent) -> None:
+        try:
+            await self.t.deliver(self.sub, record.event, record.position)
+        finally:
+            del self.in_flight[record.position]
+            self.slots.release()
+
+    async def _save_checkpoint(self) -> None:
+        position = self.done_up_to
+        if position > self.saved:
+            await self.t.documents.commit(
+                Changes(), checkpoint=(checkpoint_name(self.sub.name), position))
+            self.saved = position
+
+    async def _drain(self) -> None:
+        if self.in_flight:
+            await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
+        await self._save_checkpoint()
+
+
+class InProcessTransport(Transport):
+    """Delivers events inside this process, straight from the store, at least once."""
+
+    def __init__(self, store: EventStore, documents: DocumentStore, codec: EventCodec, *,
+                 concurrency: int = 8, retry_delays: Sequence[float] = (0.05, 0.25, 1.0),
+                 poll_interval: float = 0.05, poll_max_interval: float = 1.0,
+                 batch_size: int = 500) -> None:
+        self.store, self.documents, self.codec = store, documents, codec
+        self.concurrency = concurrency
+        self.retry_delays = tuple(retry_delays)
+        self.poll_interval, self.poll_max_interval = poll_interval, poll_max_interval
+        self.batch_size = batch_size
+        self.subscriptions: dict[str, Subscription] = {}
+        """Those `replay` can run: started, or opened for operations."""
+        self.readers: dict[str, _Reader] = {}
+        self.stopping = False
+
+    async def start(self, subscriptions: Sequence[Subscription]) -> None:
+        for subscription in subscriptions:
+            if subscription.name in self.readers:
+                raise ValueError(f"two subscriptions are named {subscription.name!r}")
+            reader = _Reader(self, subscription)
+            self.readers[subscription.name] = reader
+            self.subscriptions[subscription.name] = subscription
+            await reader.start()
+
+    async def open_for_operations(self, subscriptions: Sequence[Subscription]) -> None:
+        """Know the subscriptions, for `replay`, without reading the store for them."""
+        known: dict[str, Subscription] = {}
+        for subscription in subscriptions:
+            if subscription.name in known:
+                raise ValueError(f"two subscriptions are named {subscription.name!r}")
+            known[subscription.name] = subscription
+        self.subscriptions.update(known)
+
+    def wake(self) -> None:
+        for reader in self.readers.values():
+            reader.woken.set()
+
+    async def wait_idle(self, timeout: float = 30.0) -> None:
+        async def idle() -> None:
+            while True:
+                head = await self.store.head_position()
+                if all(r.done_up_to >= head for r in self.readers.values()):
+                    return
+                self.wake()
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(idle(), timeout)
+
+    async def stop(self) -> None:
+        self.stopping = True
+        self.wake()
+        tasks = [r.task for r in self.readers.values() if r.task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def deliver(self, subscription: Subscription, event: DomainEvent,
+                      position: int | None) -> None:
+        """Run the handler, retrying with the configured delays, then dead-letter it."""
+        envelope = Envelope(str(event.id), event, position,
+                            headers={"EventType": event.event_type, "Version": "1.0"})
+        for attempt in range(1, len(self.retry_delays) + 2):
+            try:
+                await subscription.handler(replace(envelope, attempt=attempt))
+                return
+            except Exception as exc:
+                if attempt > len(self.retry_delays):
+                    log.error("%s gave up on %s %s after %d attempts: %s", subscription.name,
+                              event.event_type, event.id, attempt, exc)
+                    await self.dead_letter(
+                        subscription.name, envelope.message_id, event.event_type, position,
+                        attempt, type(exc).__name__, _reason(exc),
+                        self.codec.encode(event).decode())
+                    return
+                log.warning("%s failed on %s %s (attempt %d): %s; retrying", subscription.name,
+                            event.event_type, event.id, attempt, exc)
+                await asyncio.sleep(self.retry_delays[attempt - 1])
+
+    async def dead_letter(self, subscription: str, message_id: str, event_type: str,
+                          position: int | None, attempts: int, exception: str, reason: str,
+                          body: str) -> None:
+        """Keep a message given up on, with the reason, in the document store."""
+        letter_id = f"{subscription}:{message_id}"
+        changes = Changes()
+        changes.put(DEAD_LETTERS, letter_id, {
+            "subscription": subscription, "message_id": message_id, "event_type": event_type,
+            "position": position, "attempts": attempts, "exception": exception,
+            "reason": reason, "body": body, "failed_at": utc_now().isoformat(),
+        })
+        await self.documents.commit(changes)
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        letters = [
+            DeadLetter(id=key, subscription=d["subscription"], message_id=d["message_id"],
+                       event_type=d["event_type"], position=d["position"],
+                       attempts=d["attempts"], exception=d["exception"], reason=d["reason"],
+                       body=d["body"], failed_at=datetime.fromisoformat(d["failed_at"]))
+            for key, d in await self.documents.scan(DEAD_LETTERS)
+        ]
+        return sorted(letters, key=lambda letter: letter.failed_at)
+
+    async def replay(self, dead_letter_id: str) -> bool:
+        doc = await self.documents.get(DEAD_LETTERS, dead_letter_id)
+        if doc is None:
+            raise KeyError(f"no dead letter {dead_letter_id!r}")
+        subscription = self.subscriptions.get(doc["subscription"])
+        if subscription is None:
+            raise KeyError(f"subscription {doc['subscription']!r} is not known here")
+        event = self.codec.decode(doc["body"])
+        try:
+            await subscription.handler(Envelope(doc["message_id"], event, doc["position"]))
+        except Exception as exc:
+            doc.update(attempts=doc["attempts"] + 1, exception=type(exc).__name__,
+                       reason=_reason(exc), failed_at=utc_now().isoformat())
+            changes = Changes()
+            changes.put(DEAD_LETTERS, dead_letter_id, doc)
+            await self.documents.commit(changes)
+            return False
+        changes = Changes()
+        changes.delete(DEAD_LETTERS, dead_letter_id)
+        await self.documents.commit(changes)
+        return True
+
+    async def purge_dead_letters(self) -> int:
+        letters = await self.documents.scan(DEAD_LETTERS)
+        changes = Changes()
+        for key, _ in letters:
+            changes.delete(DEAD_LETTERS, key)
+        await self.documents.commit(changes)
+        return len(letters)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    if not where:
+        return text
+    return f"{text} (at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno})"

@@ -1,0 +1,316 @@
+"""Message properties and headers, both ways, as the specification's .NET services write them.
+
+Outgoing events carry what `RabbitMQService.PublishEventAsync` sets (persistent,
+`message_id`, `timestamp` in Unix seconds, headers `EventType` and `Version` = "1.0"), plus
+`content_type`, the correlation and causation ids and the store position. Our `message_id`
+is the event's id rather than a new GUID, so a re-published event is recognised as the same
+message. Incoming messages are read whatever their origin: a .NET message has a random
+`message_id` and no correlation headers, and is deduplicated by its body's `Id`.
+
+Retries and dead letters add `x-*` headers that say where the message came from, how many
+times it was tried, which subscriptions still have to handle it and why it was given up.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
+
+from mussikon.domain.events import DomainEvent
+from mussikon.ports.transport import DeadLetter, Envelope
+from mussikon.wire import EventCodec
+
+CONTENT_TYPE = "application/json"
+PERSISTENT = 2
+WIRE_VERSION = "1.0"
+"""The `Version` header of the specification: the message format, not the event's schema."""
+
+EVENT_TYPE = "EventType"
+VERSION = "Version"
+CORRELATION_ID = "CorrelationId"
+CAUSATION_ID = "CausationId"
+POSITION = "Position"
+
+RETRIES = "x-retries"
+"""Delayed retries (through a TTL queue) the message has been through."""
+PENDING_SUBSCRIPTIONS = "x-pending-subscriptions"
+"""Comma-separated subscriptions that have not handled the message yet; absent means all."""
+ORIGINAL_QUEUE = "x-original-queue"
+ORIGINAL_ROUTING_KEY = "x-original-routing-key"
+DEAD_LETTER_ID = "x-dead-letter-id"
+FAILURE_REASON = "x-failure-reason"
+EXCEPTION_TYPE = "x-exception-type"
+EXCEPTION_MESSAGE = "x-exception-message"
+ATTEMPTS = "x-attempts"
+SUBSCRIPTION = "x-subscription"
+FAILED_AT = "x-failed-at"
+EARLIER_ATTEMPTS = "x-earlier-attempts"
+"""Attempts made before the dead letter was last replayed, so the count keeps growing."""
+
+MALFORMED = "malformed"
+"""`x-failure-reason` of a body that is not a valid event: never retried."""
+HANDLER_FAILED = "handler-failed"
+"""`x-failure-reason` of a valid event whose handler kept failing."""
+
+
+def event_properties(event: DomainEvent, position: int | None = None) -> Basic.Properties:
+    """What the relay publishes an event with."""
+    headers: dict[str, Any] = {EVENT_TYPE: event.event_type, VERSION: WIRE_VERSION}
+    if event.correlation_id is not None:
+        headers[CORRELATION_ID] = str(event.correlation_id)
+    if event.causation_id is not None:
+        headers[CAUSATION_ID] = str(event.causation_id)
+    if position is not None:
+        headers[POSITION] = position
+    return Basic.Properties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=PERSISTENT,
+        message_id=str(event.id),
+        # The event's time rather than the publish time: a re-publish is then the same message.
+        timestamp=event.occurred_at.replace(microsecond=0),
+        correlation_id=str(event.correlation_id) if event.correlation_id else None,
+        headers=headers,
+    )
+
+
+def text(value: Any) -> str:
+    """A header value as text (AMQP may hand strings over as bytes)."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def headers_of(message: DeliveredMessage) -> dict[str, Any]:
+    """The message's headers (an empty dict if it has none)."""
+    return dict(message.header.properties.headers or {})
+
+
+def _uuid_or_none(value: Any) -> uuid.UUID | None:
+    # Correlation metadata is advisory: a foreign sender's odd value must not reject the event.
+    try:
+        return uuid.UUID(text(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _int_or(value: Any, default: int) -> int:
+    try:
+        return int(text(value)) if value is not None else default
+    except ValueError:
+        return default
+
+
+def read_envelope(codec: EventCodec, message: DeliveredMessage, attempt: int = 1) -> Envelope:
+    """The event a delivered message carries. Raises WireFormatError if it carries none.
+
+    The `EventType` header names the type when present (the specification sets it);
+    otherwise the body's `EventType` does. The envelope's `message_id` is the event's id,
+    whoever published it, so the inbox recognises the same event sent twice.
+    """
+    headers = headers_of(message)
+    properties = message.header.properties
+    declared = text(headers.get(EVENT_TYPE)) or None
+    correlation = _uuid_or_none(headers.get(CORRELATION_ID) or properties.correlation_id)
+    causation = _uuid_or_none(headers.get(CAUSATION_ID))
+    event = codec.decode(message.body, declared, correlation_id=correlation,
+                         causation_id=causation)
+    position = headers.get(POSITION)
+    return Envelope(
+        message_id=str(event.id),
+        event=event,
+        position=_int_or(position, 0) or None,
+        attempt=attempt,
+        headers={key: text(value) if isinstance(value, bytes) else value
+                 for key, value in headers.items()},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryState:
+    """Where a delivered message stands in its retries."""
+
+    retries: int
+    pending: frozenset[str] | None
+    original_queue: str
+    original_routing_key: str
+
+    @classmethod
+    def of(cls, message: DeliveredMessage, queue: str) -> DeliveryState:
+        """Read it from the message's headers (a fresh message: no retries, all subscriptions)."""
+        headers = headers_of(message)
+        pending = headers.get(PENDING_SUBSCRIPTIONS)
+        return cls(
+            retries=_int_or(headers.get(RETRIES), 0),
+            pending=frozenset(filter(None, text(pending).split(","))) if pending else None,
+            original_queue=text(headers.get(ORIGINAL_QUEUE)) or queue,
+            original_routing_key=(text(headers.get(ORIGINAL_ROUTING_KEY))
+                                  or message.routing_key or ""),
+        )
+
+
+def _copy(properties: Basic.Properties, headers: Mapping[str, Any]) -> Basic.Properties:
+    return Basic.Properties(
+        content_type=properties.content_type or None,
+        content_encoding=properties.content_encoding or None,
+        headers=dict(headers),
+        delivery_mode=PERSISTENT,
+        priority=properties.priority,
+        correlation_id=properties.correlation_id or None,
+        reply_to=properties.reply_to or None,
+        message_id=properties.message_id or None,
+        timestamp=properties.timestamp,
+        message_type=properties.message_type or None,
+        user_id=properties.user_id or None,
+        app_id=properties.app_id or None,
+    )
+
+
+def _without_broker_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    # The broker's own dead-lettering history grows with every TTL round trip; it says nothing
+    # our headers do not, so it is not carried into a copy.
+    return {key: value for key, value in headers.items()
+            if not key.startswith(("x-death", "x-first-death", "x-last-death", "x-delivery-count"))}
+
+
+def retry_properties(message: DeliveredMessage, state: DeliveryState,
+                     pending: Iterable[str], error: BaseException) -> Basic.Properties:
+    """The message as it goes through a delayed retry: one more retry, only `pending` left."""
+    headers = _without_broker_headers(headers_of(message)) | {
+        RETRIES: state.retries + 1,
+        PENDING_SUBSCRIPTIONS: ",".join(sorted(pending)),
+        ORIGINAL_QUEUE: state.original_queue,
+        ORIGINAL_ROUTING_KEY: state.original_routing_key,
+        EXCEPTION_TYPE: _exception_name(error),
+        EXCEPTION_MESSAGE: _clip(str(error)),
+    }
+    return _copy(message.header.properties, headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a message is given up on."""
+
+    reason: str
+    error: BaseException
+    attempts: int
+    subscriptions: frozenset[str] = frozenset()
+
+
+def dead_letter_properties(message: DeliveredMessage, state: DeliveryState,
+                           failure: Failure, now: datetime | None = None) -> Basic.Properties:
+    """The message as it goes to the dead-letter queue, with the reason in its headers."""
+    headers = _without_broker_headers(headers_of(message))
+    headers |= {
+        # A replayed dead letter that fails again keeps its id: operators follow one letter.
+        DEAD_LETTER_ID: text(headers.get(DEAD_LETTER_ID)) or uuid.uuid4().hex,
+        FAILURE_REASON: failure.reason,
+        EXCEPTION_TYPE: _exception_name(failure.error),
+        EXCEPTION_MESSAGE: _clip(str(failure.error)),
+        ATTEMPTS: failure.attempts + _int_or(headers.get(EARLIER_ATTEMPTS), 0),
+        ORIGINAL_QUEUE: state.original_queue,
+        ORIGINAL_ROUTING_KEY: state.original_routing_key,
+        SUBSCRIPTION: ",".join(sorted(failure.subscriptions)),
+        PENDING_SUBSCRIPTIONS: ",".join(sorted(failure.subscriptions)),
+        FAILED_AT: (now or datetime.now(UTC)).isoformat(),
+        RETRIES: state.retries,
+    }
+    return _copy(message.header.properties, headers)
+
+
+def replay_properties(message: DeliveredMessage) -> Basic.Properties:
+    """A dead letter as it is sent back to its queue: retries start again, and only the
+    subscriptions that failed run it. It keeps its dead-letter id and its attempt count."""
+    drop = {FAILURE_REASON, EXCEPTION_TYPE, EXCEPTION_MESSAGE, ATTEMPTS, SUBSCRIPTION, FAILED_AT,
+            RETRIES}
+    original = headers_of(message)
+    headers = {key: value for key, value in _without_broker_headers(original).items()
+               if key not in drop}
+    headers[DEAD_LETTER_ID] = dead_letter_id(message)
+    headers[EARLIER_ATTEMPTS] = _int_or(original.get(ATTEMPTS), 0)
+    if not headers.get(PENDING_SUBSCRIPTIONS):
+        headers.pop(PENDING_SUBSCRIPTIONS, None)
+    return _copy(message.header.properties, headers)
+
+
+def dead_letter_id(message: DeliveredMessage) -> str:
+    """The id a dead letter is listed and replayed by.
+
+    Ours carry one; a message the broker dead-lettered itself (delivery limit) is known by
+    its message id.
+    """
+    headers = headers_of(message)
+    return text(headers.get(DEAD_LETTER_ID)) or message.header.properties.message_id or ""
+
+
+def dead_letter_of(message: DeliveredMessage) -> DeadLetter:
+    """A message in the dead-letter queue, for listing."""
+    headers = headers_of(message)
+    properties = message.header.properties
+    death = _first_death(headers)
+    reason = text(headers.get(FAILURE_REASON))
+    exception = text(headers.get(EXCEPTION_TYPE))
+    if not reason and death:
+        reason = f"dead-lettered by the broker: {text(death.get('reason'))}"
+        exception = exception or "DeliveryLimitExceeded"
+    failed_at = _parse_time(text(headers.get(FAILED_AT))) or _death_time(death) \
+        or datetime.fromtimestamp(0, UTC)
+    message_text = text(headers.get(EXCEPTION_MESSAGE))
+    return DeadLetter(
+        id=dead_letter_id(message),
+        subscription=text(headers.get(SUBSCRIPTION)),
+        message_id=properties.message_id or "",
+        event_type=text(headers.get(EVENT_TYPE)),
+        position=_int_or(headers.get(POSITION), 0) or None,
+        attempts=_int_or(headers.get(ATTEMPTS), _int_or(death.get("count") if death else None, 0)),
+        exception=exception,
+        reason=f"{reason}: {message_text}" if message_text else reason,
+        body=message.body.decode("utf-8", "replace"),
+        failed_at=failed_at,
+    )
+
+
+def original_queue_of(message: DeliveredMessage) -> str:
+    """The queue a dead letter came from: our header, or the broker's death record."""
+    headers = headers_of(message)
+    queue = text(headers.get(ORIGINAL_QUEUE))
+    if not queue:
+        death = _first_death(headers)
+        queue = text(death.get("queue")) if death else ""
+    return queue
+
+
+def _first_death(headers: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[-1], Mapping):
+        # x-death is newest first; the oldest entry is where the message first failed.
+        return deaths[-1]
+    return None
+
+
+def _death_time(death: Mapping[str, Any] | None) -> datetime | None:
+    value = death.get("time") if death else None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return None
+
+
+def _parse_time(value: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+def _exception_name(error: BaseException) -> str:
+    return type(error).__qualname__
+
+
+def _clip(message: str, limit: int = 1000) -> str:
+    # Headers travel in every frame of the message; a huge exception text does not belong there.
+    return message if len(message) <= limit else message[: limit - 1] + "…"

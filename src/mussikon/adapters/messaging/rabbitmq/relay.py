@@ -1,0 +1,261 @@
+"""The outbox relay: publishes the store's global order to the events exchange.
+
+The store is the outbox. The relay reads events after its checkpoint, publishes a batch
+with publisher confirms (many in flight at once), and moves the checkpoint only when the
+broker has confirmed the whole batch. A crash re-publishes at most the unconfirmed batch;
+every message's id is its event's id, so consumers recognise the repeats.
+
+One relay is active among all the processes sharing a store: the holder of a lease in
+the document store, renewed while it works. The others stand by and take over when the
+lease expires or is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+from aiormq.abc import AbstractChannel
+from aiormq.exceptions import PublishError
+
+from mussikon.adapters.messaging.rabbitmq.connection import BROKER_ERRORS, BrokerConnection
+from mussikon.adapters.messaging.rabbitmq.properties import event_properties
+from mussikon.adapters.messaging.rabbitmq.publisher import Outgoing, publish_batch
+from mussikon.adapters.messaging.rabbitmq.topology import Topology
+from mussikon.ports.documents import Changes, DocumentStore
+from mussikon.ports.event_store import EventStore, RecordedEvent, StoreError, UndecodableEventError
+from mussikon.wire import EventCodec
+
+log = logging.getLogger("mussikon.rabbitmq.relay")
+
+_RETRYABLE: tuple[type[BaseException], ...] = (*BROKER_ERRORS, StoreError)
+
+UNDECODABLE = "relay-undecodable"
+"""Collection where the relay records stored events it could not read, keyed by position."""
+
+
+class OutboxRelay:
+    """Moves events from the store to RabbitMQ, in order, each confirmed before it counts."""
+
+    def __init__(self, store: EventStore, documents: DocumentStore, codec: EventCodec,
+                 topology: Topology, broker: BrokerConnection, *, name: str = "relay",
+                 batch_size: int = 500, batches_in_flight: int = 4,
+                 lease_seconds: float = 10.0,
+                 poll_interval: float = 0.05, poll_max_interval: float = 1.0,
+                 checkpoint_interval: float = 0.25, publish_timeout: float = 30.0,
+                 owner: str | None = None) -> None:
+        self.store, self.documents, self.codec = store, documents, codec
+        self.topology, self.broker = topology, broker
+        self.name = name
+        self.batch_size = batch_size
+        self.batches_in_flight = batches_in_flight
+        self.lease_seconds = lease_seconds
+        self.poll_interval, self.poll_max_interval = poll_interval, poll_max_interval
+        self.checkpoint_interval = checkpoint_interval
+        self.publish_timeout = publish_timeout
+        self.owner = owner or uuid.uuid4().hex
+        self.published = 0
+        """Messages this relay had confirmed by the broker (repeats included)."""
+        self._woken = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._channel: AbstractChannel | None = None
+        self._lease_renewed_at: float | None = None
+        self._confirmed = 0
+        self._saved = 0
+        self._saved_at = -checkpoint_interval
+
+    @property
+    def is_active(self) -> bool:
+        """True while this relay holds the lease (the others are standing by)."""
+        return self._lease_renewed_at is not None
+
+    @property
+    def confirmed_position(self) -> int:
+        """The position up to which this relay had every event confirmed (maybe not saved yet)."""
+        return self._confirmed
+
+    async def position(self) -> int:
+        """The store position up to which every event was published and confirmed, by this
+        relay or, as saved in the store, by any."""
+        return max(self._confirmed, await self.documents.checkpoint(self.name))
+
+    def start(self) -> None:
+        """Run in the background until `stop()`."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"relay:{self.name}")
+
+    def wake(self) -> None:
+        """Look for new events now rather than at the next poll."""
+        self._woken.set()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Finish the batch in flight (or give it up after `timeout`) and release the lease."""
+        self._stopping = True
+        self._woken.set()
+        if self._task is not None:
+            done, _ = await asyncio.wait({self._task}, timeout=timeout)
+            if not done:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            self._task = None
+        with contextlib.suppress(StoreError, TimeoutError):
+            await asyncio.wait_for(self._save_checkpoint(), timeout)
+        await self._release()
+        if self._channel is not None and not self._channel.is_closed:
+            with contextlib.suppress(*BROKER_ERRORS):
+                await self._channel.close()
+
+    async def _run(self) -> None:
+        idle_delay = self.poll_interval
+        failures = 0
+        while not self._stopping:
+            try:
+                if not await self._hold_lease():
+                    # Standing by: the active relay's lease is checked a few times per term.
+                    await self._sleep(self.lease_seconds / 3)
+                    continue
+                published = await self.publish_pending()
+                failures = 0
+            except _RETRYABLE as exc:
+                failures += 1
+                if isinstance(exc, PublishError):
+                    # Unroutable: a queue of the topology is gone. A new connection declares
+                    # the topology again.
+                    self.broker.drop(f"an event could not be routed ({exc})")
+                log.warning("relay %s: %s; trying again", self.name, exc or type(exc).__name__)
+                await self._sleep(min(0.1 * 2 ** failures, 5.0))
+                continue
+            if published:
+                idle_delay = self.poll_interval
+                continue
+            due = self._checkpoint_due()
+            if due is not None and due <= 0:
+                with contextlib.suppress(StoreError):
+                    await self._save_checkpoint()
+                due = None
+            await self._sleep(idle_delay if due is None else min(idle_delay, due))
+            idle_delay = min(idle_delay * 2, self.poll_max_interval)
+
+    def _checkpoint_due(self) -> float | None:
+        """Seconds until the confirmed position should be saved (None: nothing to save)."""
+        if self._confirmed <= self._saved:
+            return None
+        return self._saved_at + self.checkpoint_interval - time.monotonic()
+
+    async def _save_checkpoint(self) -> None:
+        # Saved at most every `checkpoint_interval`, not per batch: under a trickle of events
+        # every batch is one event, and a write per event would double the store's commits.
+        # A crash re-publishes what was confirmed since; consumers recognise the repeats.
+        position = self._confirmed
+        if position > self._saved:
+            await self.documents.commit(Changes(), checkpoint=(self.name, position))
+            self._saved, self._saved_at = position, time.monotonic()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._woken.wait(), seconds)
+        self._woken.clear()
+
+    async def _hold_lease(self) -> bool:
+        now = time.monotonic()
+        if self._lease_renewed_at is not None and now - self._lease_renewed_at < \
+                self.lease_seconds / 3:
+            return True
+        if await self.documents.try_lease(self.name, self.owner, self.lease_seconds):
+            if self._lease_renewed_at is None:
+                log.info("relay %s: active (owner %s)", self.name, self.owner)
+            self._lease_renewed_at = now
+            return True
+        self._lease_renewed_at = None
+        return False
+
+    async def _release(self) -> None:
+        if self._lease_renewed_at is not None:
+            self._lease_renewed_at = None
+            with contextlib.suppress(StoreError):
+                await self.documents.release_lease(self.name, self.owner)
+
+    async def publish_pending(self) -> int:
+        """Publish every event after the checkpoint, moving the checkpoint batch by batch.
+
+        Up to `batches_in_flight` batches await their confirms at once, so the broker never
+        waits for the relay; a batch's position is saved only when it and every batch before
+        it are confirmed, and at most every `checkpoint_interval` seconds. Returns how many
+        events were published (0: nothing new). Raises a broker error if a message was not
+        confirmed; the position stays at the last batch confirmed in full.
+        """
+        next_position = await self.position() + 1
+        window: deque[tuple[int, int, asyncio.Future[list[Any]]]] = deque()
+        published = 0
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(window) < self.batches_in_flight:
+                    try:
+                        records = await self.store.read_all(next_position, self.batch_size)
+                    except UndecodableEventError as exc:
+                        if window:  # settle what is in flight first
+                            exhausted = True
+                            break
+                        await self._skip_undecodable(exc)
+                        next_position, published = exc.position + 1, published + 1
+                        continue
+                    if not records:
+                        exhausted = True
+                        break
+                    channel = await self._publishing_channel()
+                    sent = await publish_batch(channel, [self._outgoing(r) for r in records])
+                    confirms = asyncio.gather(*sent)
+                    window.append((records[-1].position, len(records), confirms))
+                    next_position = records[-1].position + 1
+                if not window:
+                    return published
+                position, count, confirms = window[0]
+                await asyncio.wait_for(asyncio.shield(confirms), self.publish_timeout)
+                window.popleft()
+                self.published += count
+                published += count
+                self._confirmed = max(self._confirmed, position)
+                due = self._checkpoint_due()
+                if due is not None and due <= 0:
+                    await self._save_checkpoint()
+                if self._stopping or not await self._hold_lease():
+                    exhausted = True  # finish the batches in flight, start no more
+        finally:
+            for _, _, unconfirmed in window:
+                unconfirmed.cancel()
+                with contextlib.suppress(BaseException):
+                    await unconfirmed
+
+    def _outgoing(self, record: RecordedEvent) -> Outgoing:
+        event = record.event
+        # Mandatory: unroutable means the topology is missing a queue, an error rather than a
+        # silent drop.
+        return Outgoing(self.codec.encode(event), self.topology.events_exchange,
+                        self.topology.routing_key(event.event_type),
+                        event_properties(event, record.position), mandatory=True)
+
+    async def _publishing_channel(self) -> AbstractChannel:
+        if self._channel is None or self._channel.is_closed:
+            connection = await self.broker.connection()
+            self._channel = await connection.channel(publisher_confirms=True,
+                                                     on_return_raises=True)
+        return self._channel
+
+    async def _skip_undecodable(self, exc: UndecodableEventError) -> None:
+        # No body to publish: record it where an operator can see it, and go on, so one bad
+        # row does not stop every event after it from being published.
+        log.error("relay %s: skipping unreadable event: %s", self.name, exc)
+        changes = Changes()
+        changes.put(UNDECODABLE, str(exc.position),
+                    {"position": exc.position, "stream_id": exc.stream_id,
+                     "version": exc.version, "reason": exc.reason})
+        await self.documents.commit(changes, checkpoint=(self.name, exc.position))
+        self._confirmed = self._saved = max(self._confirmed, exc.position)

@@ -1,0 +1,196 @@
+"""`RabbitMqTransport`: the Transport port over RabbitMQ, with the specification's topology.
+
+One process may run any of the three parts: the relay (store → exchange), the consumer
+(queues → handlers) and the dead-letter tools. `start(subscriptions)` declares the
+topology, starts the relay (unless `relay=False`) and consumes the queues of the event
+types the subscriptions want; every part comes back after a lost connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable, Mapping, Sequence
+
+from aiormq.abc import AbstractChannel, AbstractConnection
+
+from mussikon.adapters.messaging.rabbitmq.connection import BROKER_ERRORS, BrokerConnection
+from mussikon.adapters.messaging.rabbitmq.consumer import EventConsumer
+from mussikon.adapters.messaging.rabbitmq.dead_letters import DeadLetterQueue
+from mussikon.adapters.messaging.rabbitmq.relay import OutboxRelay
+from mussikon.adapters.messaging.rabbitmq.topology import QueueType, Topology
+from mussikon.ports.documents import DocumentStore
+from mussikon.ports.event_store import EventStore
+from mussikon.ports.transport import DeadLetter, Subscription, Transport
+from mussikon.wire import EventCodec
+
+
+class RabbitMqTransport(Transport):
+    """Events from the store's global order to subscriptions, through RabbitMQ.
+
+    `retry_delays` are the in-process retries of a failing handler (seconds between tries);
+    `delayed_retry_delays` the waits in TTL queues after those are used up; then the message
+    goes to the dead-letter queue. `prefetch` is per queue consumed, `concurrency` bounds
+    the handlers running at once in this process.
+    """
+
+    replays_in_place = False  # a replayed letter goes back to its queue, for any consumer
+
+    def __init__(self, url: str, store: EventStore, documents: DocumentStore,
+                 codec: EventCodec, *, prefix: str = "", queue_type: QueueType = "quorum",
+                 prefetch: int = 100, concurrency: int = 8,
+                 retry_delays: Iterable[float] = (0.05, 0.25, 1.0),
+                 delayed_retry_delays: Iterable[float] = (1.0, 10.0, 60.0),
+                 relay: bool = True, relay_name: str = "relay", relay_batch_size: int = 500,
+                 lease_seconds: float = 10.0, poll_interval: float = 0.05,
+                 poll_max_interval: float = 1.0, delivery_limit: int = 20,
+                 events_exchange: str = "mussikon.events",
+                 notifications_exchange: str = "mussikon.notifications",
+                 dead_letter_queue: str = "mussikon.dlq",
+                 routing_keys: Mapping[str, str] | None = None,
+                 connection_name: str = "mussikon") -> None:
+        self.store, self.documents, self.codec = store, documents, codec
+        self.topology = Topology(
+            codec.event_types, prefix=prefix, queue_type=queue_type,
+            delayed_retry_delays=delayed_retry_delays, events_exchange=events_exchange,
+            notifications_exchange=notifications_exchange, dead_letter_queue=dead_letter_queue,
+            routing_keys=routing_keys, delivery_limit=delivery_limit)
+        self.broker = BrokerConnection(url, name=connection_name)
+        self.broker.on_connected(self._declare_topology)
+        self.relay: OutboxRelay | None = OutboxRelay(
+            store, documents, codec, self.topology, self.broker, name=relay_name,
+            batch_size=relay_batch_size, lease_seconds=lease_seconds,
+            poll_interval=poll_interval, poll_max_interval=poll_max_interval,
+        ) if relay else None
+        self.relay_name = relay_name
+        self.consumer: EventConsumer | None = None
+        self.prefetch, self.concurrency = prefetch, concurrency
+        self.retry_delays = tuple(retry_delays)
+        self.dead_letter_queue = DeadLetterQueue(self.broker, self.topology)
+        self._opened = False
+        self._monitor: AbstractChannel | None = None
+
+    async def start(self, subscriptions: Sequence[Subscription]) -> None:
+        """Declare the topology, start the relay, consume for these subscriptions.
+
+        Raises BrokerUnavailable (its message names the URL without the password) if the
+        broker cannot be reached.
+        """
+        if subscriptions:
+            self.consumer = EventConsumer(
+                self.broker, self.topology, self.codec, subscriptions, prefetch=self.prefetch,
+                concurrency=self.concurrency, retry_delays=self.retry_delays)
+            self.broker.on_connected(self.consumer.attach)
+            if self._opened:  # connected already, for the dead-letter tools
+                await self.consumer.attach(await self.broker.connection())
+        await self._open()
+        if self.relay is not None:
+            self.relay.start()
+
+    async def open_for_operations(self, subscriptions: Sequence[Subscription]) -> None:
+        """Connect and declare the topology for the dead-letter tools: no relay, no consumer
+        (`replay` sends a letter back to its queue, for a worker; the subscriptions are not
+        needed)."""
+        await self._open()
+
+    async def _open(self) -> None:
+        if not self._opened:
+            await self.broker.open()
+            self._opened = True
+
+    async def _declare_topology(self, connection: AbstractConnection) -> None:
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            await self.topology.declare(channel)
+        finally:
+            await channel.close()
+
+    def wake(self) -> None:
+        """Tell the relay new events were appended."""
+        if self.relay is not None:
+            self.relay.wake()
+
+    async def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until the relay (here or in another process) has published everything stored,
+        the queues consumed here and the retry queues are empty, and no handler is running here.
+
+        The quiet state must hold twice in a row, a short interval apart, so a message on its
+        way from the broker to this process is not missed.
+        """
+        await asyncio.wait_for(self._until_idle(), timeout)
+
+    async def _until_idle(self) -> None:
+        quiet = 0
+        delivered = -1
+        while quiet < 2:
+            self.wake()
+            now_delivered = self.consumer.delivered if self.consumer else 0
+            if await self._is_idle() and now_delivered == delivered:
+                quiet += 1
+            else:
+                quiet = 0
+            delivered = now_delivered
+            await asyncio.sleep(0.02)
+
+    async def _is_idle(self) -> bool:
+        head = await self.store.head_position()
+        published = await (self.relay.position() if self.relay is not None
+                           else self.documents.checkpoint(self.relay_name))
+        if published < head:
+            return False
+        if self.consumer is not None and self.consumer.in_flight:
+            return False
+        queues = list(self.consumer.queues) if self.consumer else []
+        queues += [stage.queue for stage in self.topology.retry_stages]
+        try:
+            return await self._queued(queues) == 0
+        except BROKER_ERRORS:
+            return False
+
+    async def _queued(self, queues: Iterable[str]) -> int:
+        if self._monitor is None or self._monitor.is_closed:
+            connection = await self.broker.connection()
+            self._monitor = await connection.channel(publisher_confirms=False)
+        total = 0
+        for queue in queues:
+            ok = await self._monitor.queue_declare(queue, passive=True)
+            total += ok.message_count or 0
+        return total
+
+    async def stop(self) -> None:
+        """Stop the relay, stop consuming, finish and settle the messages in flight, disconnect."""
+        if self.relay is not None:
+            await self.relay.stop()
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self._monitor is not None and not self._monitor.is_closed:
+            with contextlib.suppress(*BROKER_ERRORS):
+                await self._monitor.close()
+        await self.broker.close()
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """The messages in the dead-letter queue, oldest first (they stay there)."""
+        await self._open()
+        return await self.dead_letter_queue.list()
+
+    async def replay(self, dead_letter_id: str) -> bool:
+        """Send a dead letter back to the queue it failed in, with fresh retries, for the
+        subscriptions that failed (KeyError if there is no such dead letter).
+
+        Returns True once the broker has it and it left the dead-letter queue; a consumer
+        handles it asynchronously, and if it fails again it comes back under the same id with
+        its attempts added up.
+        """
+        await self._open()
+        await self.dead_letter_queue.replay(dead_letter_id)
+        return True
+
+    async def replay_all_dead_letters(self) -> int:
+        """Send every dead letter back to its queue; return how many."""
+        await self._open()
+        return await self.dead_letter_queue.replay_all()
+
+    async def purge_dead_letters(self) -> int:
+        """Drop every dead letter; return how many."""
+        await self._open()
+        return await self.dead_letter_queue.purge()

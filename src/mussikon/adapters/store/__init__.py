@@ -1,0 +1,1 @@
+"""Event store and document store adapters: in memory, SQLite, PostgreSQL."""

@@ -1,0 +1,236 @@
+"""The in-memory event store: for tests and `memory://`. Rows are kept as wire JSON, like the
+real stores, so every event makes the same round trip through the codec."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from mussikon.adapters.store.document_json import decode_document, encode_document
+from mussikon.domain.events import DomainEvent
+from mussikon.domain.instant import epoch_micros, utc_now
+from mussikon.ports.documents import Changes, Document, DocumentStore
+from mussikon.ports.event_store import (
+    ANY_VERSION,
+    ConcurrencyError,
+    EventStore,
+    RecordedEvent,
+    StreamAppend,
+    UndecodableEventError,
+    check_batch,
+    refused_batch,
+)
+from mussikon.wire import EventCodec, WireFormatError
+
+
+@dataclass(slots=True)
+class StoredRow:
+    """One stored event as the real stores keep it."""
+
+    position: int
+    event_id: str
+    stream_id: str
+    version: int
+    event_type: str
+    data: bytes
+    occurred_at: int
+    correlation_id: str | None
+    causation_id: str | None
+    recorded_at: datetime
+
+
+def _uuid(value: str | UUID | None) -> UUID | None:
+    if value is None or isinstance(value, UUID):
+        return value
+    return UUID(value) if value else None
+
+
+def decode_row(codec: EventCodec, position: int, stream_id: str, version: int, event_type: str,
+               data: bytes | str, correlation_id: str | UUID | None,
+               causation_id: str | UUID | None, recorded_at: datetime) -> RecordedEvent:
+    """Turn a stored row into a RecordedEvent, or raise UndecodableEventError naming it."""
+    try:
+        event = codec.decode(data, event_type, correlation_id=_uuid(correlation_id),
+                             causation_id=_uuid(causation_id))
+    except WireFormatError as exc:
+        raise UndecodableEventError(position, stream_id, version, str(exc)) from None
+    except Exception as exc:  # a bad id column or a failing upcaster: still name the position
+        reason = f"{type(exc).__name__}: {exc}"
+        raise UndecodableEventError(position, stream_id, version, reason) from None
+    return RecordedEvent(position, stream_id, version, event, recorded_at)
+
+
+class InMemoryEventStore(EventStore):
+    """Everything in process memory; lost when the process ends."""
+
+    def __init__(self, codec: EventCodec | None = None) -> None:
+        self.codec = codec or EventCodec()
+        self.rows: list[StoredRow] = []
+        self._streams: dict[str, list[StoredRow]] = {}
+        self._ids: dict[str, StoredRow] = {}
+        self._lock = asyncio.Lock()
+
+    async def append(self, stream_id: str, events: Sequence[DomainEvent],
+                     expected_version: int) -> int:
+        stream = self._streams.get(stream_id, [])
+        if not events:
+            return len(stream)
+        ids = [str(e.id) for e in events]
+        async with self._lock:
+            stream = self._streams.setdefault(stream_id, [])
+            actual = len(stream)
+            if expected_version not in (ANY_VERSION, actual) or any(i in self._ids for i in ids):
+                if self._stored_in_order(stream_id, ids):
+                    return actual  # the same events again: an idempotent retry
+                raise ConcurrencyError(stream_id, expected_version, actual)
+            for version, event in enumerate(events, start=actual + 1):
+                row = self._row(stream_id, version, event)
+                self.rows.append(row)
+                stream.append(row)
+                self._ids[row.event_id] = row
+            return actual + len(events)
+
+    async def append_streams(self, batch: Sequence[StreamAppend]) -> list[int]:
+        check_batch(batch)
+        async with self._lock:
+            versions = [len(self._streams.get(s, [])) for s, _, _ in batch]
+            fits = all(not events or (expected in (ANY_VERSION, version)
+                                      and not any(str(e.id) in self._ids for e in events))
+                       for (_, events, expected), version in zip(batch, versions, strict=True))
+            if not fits:
+                stored = {str(e.id): (row.stream_id, row.version)
+                          for _, events, _ in batch for e in events
+                          if (row := self._ids.get(str(e.id))) is not None}
+                actual = {s: v for (s, _, _), v in zip(batch, versions, strict=True)}
+                result = refused_batch(batch, actual, stored, last_try=True)
+                assert result is not None  # with last_try it returns or raises
+                return result
+            out = []
+            for (stream_id, events, _), version in zip(batch, versions, strict=True):
+                stream = self._streams.setdefault(stream_id, []) if events else []
+                for v, event in enumerate(events, start=version + 1):
+                    row = self._row(stream_id, v, event)
+                    self.rows.append(row)
+                    stream.append(row)
+                    self._ids[row.event_id] = row
+                out.append(version + len(events))
+            return out
+
+    def _stored_in_order(self, stream_id: str, ids: list[str]) -> bool:
+        """True if every id is stored in this stream, at consecutive versions in this order."""
+        rows = [self._ids.get(i) for i in ids]
+        if any(r is None or r.stream_id != stream_id for r in rows):
+            return False
+        versions = [r.version for r in rows if r is not None]
+        return versions == list(range(versions[0], versions[0] + len(versions)))
+
+    def _row(self, stream_id: str, version: int, event: DomainEvent) -> StoredRow:
+        return StoredRow(
+            position=len(self.rows) + 1, event_id=str(event.id), stream_id=stream_id,
+            version=version, event_type=event.event_type, data=self.codec.encode(event),
+            occurred_at=epoch_micros(event.occurred_at),
+            correlation_id=str(event.correlation_id) if event.correlation_id else None,
+            causation_id=str(event.causation_id) if event.causation_id else None,
+            recorded_at=utc_now(),
+        )
+
+    def _decode(self, row: StoredRow) -> RecordedEvent:
+        return decode_row(self.codec, row.position, row.stream_id, row.version, row.event_type,
+                          row.data, row.correlation_id, row.causation_id, row.recorded_at)
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        rows = self._streams.get(stream_id, [])[max(from_version, 1) - 1:]
+        return [self._decode(r) for r in rows]
+
+    async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[RecordedEvent]:
+        out: list[RecordedEvent] = []
+        for row in self.rows[max(from_position, 1) - 1 : max(from_position, 1) - 1 + limit]:
+            try:
+                out.append(self._decode(row))
+            except UndecodableEventError:
+                if out:
+                    break
+                raise
+        return out
+
+    async def read_by_type(self, event_type: str, since: datetime | None = None,
+                           limit: int = 10_000) -> list[RecordedEvent]:
+        floor = epoch_micros(since) if since else None
+        rows = [r for r in self.rows
+                if r.event_type == event_type and (floor is None or r.occurred_at >= floor)]
+        return [self._decode(r) for r in rows[:limit]]
+
+    async def stream_version(self, stream_id: str) -> int:
+        return len(self._streams.get(stream_id, []))
+
+    async def head_position(self) -> int:
+        return len(self.rows)
+
+    async def close(self) -> None:
+        return None
+
+
+class InMemoryDocumentStore(DocumentStore):
+    """Documents in dicts, stored as JSON so values make the same round trip as in a database."""
+
+    def __init__(self) -> None:
+        self._docs: dict[tuple[str, str], bytes] = {}
+        self._checkpoints: dict[str, int] = {}
+        self._inbox: set[tuple[str, str]] = set()
+        self._leases: dict[str, tuple[str, float]] = {}
+
+    async def get(self, collection: str, key: str) -> Document | None:
+        data = self._docs.get((collection, key))
+        return None if data is None else decode_document(data)
+
+    async def scan(self, collection: str, prefix: str = "") -> list[tuple[str, Document]]:
+        return sorted(
+            (k, decode_document(v)) for (c, k), v in self._docs.items()
+            if c == collection and k.startswith(prefix)
+        )
+
+    async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
+                     inbox: tuple[str, str] | None = None) -> bool:
+        if inbox is not None and inbox in self._inbox:
+            return False
+        if checkpoint is not None and checkpoint[1] <= self._checkpoints.get(checkpoint[0], 0):
+            return False
+        encoded = {k: encode_document(v) for k, v in changes.puts.items()}
+        for key in changes.deletes:
+            self._docs.pop(key, None)
+        self._docs.update(encoded)
+        if checkpoint is not None:
+            self._checkpoints[checkpoint[0]] = checkpoint[1]
+        if inbox is not None:
+            self._inbox.add(inbox)
+        return True
+
+    async def checkpoint(self, name: str) -> int:
+        return self._checkpoints.get(name, 0)
+
+    async def checkpoints(self) -> dict[str, int]:
+        return dict(self._checkpoints)
+
+    async def reset_checkpoint(self, name: str, collections: list[str]) -> None:
+        for key in [k for k in self._docs if k[0] in collections]:
+            del self._docs[key]
+        self._checkpoints[name] = 0
+
+    async def try_lease(self, name: str, owner: str, seconds: float) -> bool:
+        now = time.time()
+        holder = self._leases.get(name)
+        if holder is not None and holder[0] != owner and holder[1] > now:
+            return False
+        self._leases[name] = (owner, now + seconds)
+        return True
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        if self._leases.get(name, ("", 0.0))[0] == owner:
+            del self._leases[name]
+
+    async def has_seen(self, consumer: str, message_id: str) -> bool:
+        return (consumer, message_id) in self._inbox

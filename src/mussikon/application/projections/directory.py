@@ -1,0 +1,123 @@
+"""The directory: musician profiles, organizers, gigs, applications and contracts as read models,
+and the genre-and-location index that matching reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mussikon.application.projections import Projection, View
+from mussikon.domain.events import (
+    ApplicationAcceptedEvent,
+    ApplicationRejectedEvent,
+    ContractCancelledEvent,
+    ContractDraftedEvent,
+    ContractPaidEvent,
+    ContractPaymentFailedEvent,
+    ContractSignedEvent,
+    DomainEvent,
+    EventClosedEvent,
+    EventCreatedEvent,
+    MusicianApplicationSubmittedEvent,
+    MusicianRegisteredEvent,
+    OrganizerRegisteredEvent,
+)
+from mussikon.domain.instant import format_dotnet
+
+PROFILES = "profiles"
+ORGANIZERS = "organizers"
+GIGS = "gigs"
+APPLICATIONS = "applications"
+CONTRACTS = "contracts"
+MATCHING_INDEX = "musicians-by-genre-location"
+
+
+def matching_prefix(genre: str, location: str) -> str:
+    """The index key prefix of musicians who play `genre` in `location` (case-insensitive)."""
+    return f"{genre.strip().casefold()}|{location.strip().casefold()}|"
+
+
+class Directory(Projection):
+    """Who and what is on the marketplace, kept current from the events."""
+
+    name = "directory"
+    collections = (PROFILES, ORGANIZERS, GIGS, APPLICATIONS, CONTRACTS, MATCHING_INDEX)
+    event_types = frozenset(cls.__name__ for cls in (
+        MusicianRegisteredEvent, OrganizerRegisteredEvent, EventCreatedEvent, EventClosedEvent,
+        MusicianApplicationSubmittedEvent, ApplicationAcceptedEvent, ApplicationRejectedEvent,
+        ContractDraftedEvent, ContractSignedEvent, ContractPaidEvent, ContractPaymentFailedEvent,
+        ContractCancelledEvent,
+    ))
+
+    async def apply(self, event: DomainEvent, view: View) -> None:
+        match event:
+            case MusicianRegisteredEvent():
+                # The initial profile: what the musician told us, nothing booked yet.
+                view.put(PROFILES, event.musician_id, {
+                    "musician_id": event.musician_id, "name": event.name, "email": event.email,
+                    "genres": list(event.genres), "location": event.location,
+                    "registered_at": format_dotnet(event.occurred_at),
+                    "applications": 0, "contracts": 0,
+                })
+                for genre in event.genres:
+                    view.put(MATCHING_INDEX,
+                             matching_prefix(genre, event.location) + event.musician_id,
+                             {"musician_id": event.musician_id})
+            case OrganizerRegisteredEvent():
+                view.put(ORGANIZERS, event.organizer_id, {
+                    "organizer_id": event.organizer_id, "name": event.name, "email": event.email,
+                    "payment_source": event.payment_source,
+                })
+            case EventCreatedEvent():
+                view.put(GIGS, event.event_id, {
+                    "event_id": event.event_id, "organizer_id": event.organizer_id,
+                    "title": event.title, "event_date": format_dotnet(event.event_date),
+                    "location": event.location, "genre": event.genre, "budget": event.budget,
+                    "status": "Open",
+                })
+            case EventClosedEvent():
+                await self._update(view, GIGS, event.event_id, status="Closed")
+            case MusicianApplicationSubmittedEvent():
+                view.put(APPLICATIONS, event.application_id, {
+                    "application_id": event.application_id, "musician_id": event.musician_id,
+                    "event_id": event.event_id, "proposed_fee": event.proposed_fee,
+                    "status": "Submitted", "reason": "",
+                })
+                await self._count(view, event.musician_id, "applications")
+            case ApplicationAcceptedEvent():
+                await self._update(view, APPLICATIONS, event.application_id, status="Accepted",
+                                   agreed_fee=event.agreed_fee)
+            case ApplicationRejectedEvent():
+                await self._update(view, APPLICATIONS, event.application_id, status="Rejected",
+                                   reason=event.reason)
+            case ContractDraftedEvent():
+                view.put(CONTRACTS, event.contract_id, {
+                    "contract_id": event.contract_id, "application_id": event.application_id,
+                    "musician_id": event.musician_id, "organizer_id": event.organizer_id,
+                    "event_id": event.event_id, "amount": event.amount,
+                    "event_date": format_dotnet(event.event_date), "status": "Drafted",
+                    "reason": "",
+                })
+                await self._count(view, event.musician_id, "contracts")
+            case ContractSignedEvent():
+                await self._update(view, CONTRACTS, event.contract_id, status="Signed")
+            case ContractPaidEvent():
+                await self._update(view, CONTRACTS, event.contract_id, status="Paid",
+                                   transaction_id=event.transaction_id)
+            case ContractPaymentFailedEvent():
+                await self._update(view, CONTRACTS, event.contract_id, status="PaymentFailed",
+                                   reason=event.reason)
+            case ContractCancelledEvent():
+                await self._update(view, CONTRACTS, event.contract_id, status="Cancelled",
+                                   reason=event.reason)
+
+    @staticmethod
+    async def _update(view: View, collection: str, key: str, **fields: Any) -> None:
+        doc = await view.get(collection, key)
+        if doc is not None:
+            view.put(collection, key, {**doc, **fields})
+
+    @staticmethod
+    async def _count(view: View, musician_id: str, field: str) -> None:
+        doc = await view.get(PROFILES, musician_id)
+        if doc is not None:
+            view.put(PROFILES, musician_id, {**doc, field: doc.get(field, 0) + 1})

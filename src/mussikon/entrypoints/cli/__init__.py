@@ -1,0 +1,2 @@
+"""The `mussikon` command line: one module per command group (`events`, `dlq`, `sagas` …),
+`common` for what they share, `app` assembling them."""

@@ -1,0 +1,78 @@
+"""The document store port: read models, checkpoints and inboxes, kept in the event store's
+database so that a projection's update, its checkpoint and its inbox entry commit together."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+Document = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Changes:
+    """Writes to apply together: documents to put and to delete."""
+
+    puts: dict[tuple[str, str], Document] = field(default_factory=dict)
+    deletes: set[tuple[str, str]] = field(default_factory=set)
+
+    def put(self, collection: str, key: str, doc: Document) -> None:
+        """Create or replace one document."""
+        self.deletes.discard((collection, key))
+        self.puts[(collection, key)] = doc
+
+    def delete(self, collection: str, key: str) -> None:
+        """Remove one document (no error if absent)."""
+        self.puts.pop((collection, key), None)
+        self.deletes.add((collection, key))
+
+    def __bool__(self) -> bool:
+        return bool(self.puts or self.deletes)
+
+
+class DocumentStore(abc.ABC):
+    """JSON documents by (collection, key), with checkpoints and inboxes in one transaction."""
+
+    @abc.abstractmethod
+    async def get(self, collection: str, key: str) -> Document | None:
+        """One document, or None."""
+
+    @abc.abstractmethod
+    async def scan(self, collection: str, prefix: str = "") -> list[tuple[str, Document]]:
+        """Every document of a collection whose key starts with `prefix`, ordered by key."""
+
+    @abc.abstractmethod
+    async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
+                     inbox: tuple[str, str] | None = None) -> bool:
+        """Apply `changes` atomically, with a checkpoint move and an inbox entry.
+
+        Returns False and applies nothing when the inbox entry (consumer, message id)
+        exists already, or when the checkpoint (name, position) would not move forward:
+        a message or an event is applied at most once.
+        """
+
+    @abc.abstractmethod
+    async def checkpoint(self, name: str) -> int:
+        """The position a checkpoint has reached (0 if never set)."""
+
+    @abc.abstractmethod
+    async def checkpoints(self) -> dict[str, int]:
+        """Every checkpoint by name."""
+
+    @abc.abstractmethod
+    async def reset_checkpoint(self, name: str, collections: list[str]) -> None:
+        """Set a checkpoint back to 0 and drop its collections, atomically (for rebuilds)."""
+
+    @abc.abstractmethod
+    async def try_lease(self, name: str, owner: str, seconds: float) -> bool:
+        """Take or renew the lease `name` for `owner` for `seconds`; False if another owner holds
+        an unexpired lease. One active relay among several processes uses this."""
+
+    @abc.abstractmethod
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease up if `owner` holds it."""
+
+    @abc.abstractmethod
+    async def has_seen(self, consumer: str, message_id: str) -> bool:
+        """True if the consumer's inbox holds this message id."""

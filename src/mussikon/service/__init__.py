@@ -1,1 +1,0 @@
-"""The service layer: commands on aggregates, saved to the event store."""
