@@ -91,9 +91,9 @@ def _aggregates() -> tuple[Any, Any, Any]:
     class Contract(Aggregate):
         @event("Drafted")
         def __init__(self, application_id: str, musician_id: str, organizer_id: str,
-                     event_id: str, amount: Decimal, event_date: datetime) -> None:
+                     gig_id: str, amount: Decimal, event_date: datetime) -> None:
             self.application_id, self.musician_id = application_id, musician_id
-            self.organizer_id, self.event_id = organizer_id, event_id
+            self.organizer_id, self.gig_id = organizer_id, gig_id
             self.amount, self.event_date = amount, event_date
             self.status, self.payment_id, self.reason = "Drafted", "", ""
 
@@ -119,7 +119,7 @@ class EsPeer:
 
     def _contract(self, count: int) -> Any:
         contract: Any = self.Contract(application_id="app-1", musician_id="mus-1",
-                                      organizer_id="org-1", event_id="gig-1",
+                                      organizer_id="org-1", gig_id="gig-1",
                                       amount=Decimal("1200.50"), event_date=GIG_DATE)
         for version in range(2, count + 1):
             contract.payment_failed(payment_id=f"pay-{version}", reason="card declined")
@@ -199,7 +199,7 @@ class EsPeer:
     def prepare_long_stream(self, length: int = LONG_STREAM) -> UUID:
         """One aggregate of `length` events, saved 100 at a time (not timed)."""
         contract: Any = self.Contract(application_id="app-1", musician_id="mus-1",
-                                      organizer_id="org-1", event_id="gig-1",
+                                      organizer_id="org-1", gig_id="gig-1",
                                       amount=Decimal("1200.50"), event_date=GIG_DATE)
         for version in range(2, length + 1):
             contract.payment_failed(payment_id=f"pay-{version}", reason="card declined")

@@ -144,11 +144,11 @@ def contract_history(contract_id: str, count: int, start: int = 1) -> list[Domai
     """
     head: list[DomainEvent] = [
         ContractDraftedEvent(contract_id=contract_id, application_id="app-1", musician_id="mus-1",
-                             organizer_id="org-1", event_id="gig-1", amount=Decimal("1200.50"),
+                             organizer_id="org-1", gig_id="gig-1", amount=Decimal("1200.50"),
                              event_date=GIG_DATE),
         ContractPartySignedEvent(contract_id=contract_id, party_id="mus-1", role=MUSICIAN),
         ContractPartySignedEvent(contract_id=contract_id, party_id="org-1", role=ORGANIZER),
-        ContractSignedEvent(contract_id=contract_id, musician_id="mus-1", event_id="gig-1",
+        ContractSignedEvent(contract_id=contract_id, musician_id="mus-1", gig_id="gig-1",
                             amount=Decimal("1200.50"), event_date=GIG_DATE),
     ]
     events: list[DomainEvent] = []

@@ -162,7 +162,8 @@ class _EventShape:
             kind = hints[f.name]
             has_default = (f.default is not dataclasses.MISSING
                            or f.default_factory is not dataclasses.MISSING)
-            spec = _Field(f.name, pascal_case(f.name), _READERS[kind], _WRITERS[kind],
+            wire = f.metadata.get("wire", pascal_case(f.name))
+            spec = _Field(f.name, wire, _READERS[kind], _WRITERS[kind],
                           required=not has_default or f.name in _REQUIRED_ON_READ)
             (inherited if f.name in base else own).append(spec)
         self.fields = (*own, *inherited)
@@ -437,7 +438,7 @@ class EventCodec:
                     return event
             elif (shape := self._shapes.get(event_type)) is not None:  # some versions upcast
                 event = shape.read_json(data, correlation_id, causation_id)
-                if event is not None and (event_type, event.version) not in self._upcasters:
+                if event is not None and (event_type, event.schema_version) not in self._upcasters:
                     return event
         return self.from_body(self.parse(data), event_type, correlation_id=correlation_id,
                               causation_id=causation_id)

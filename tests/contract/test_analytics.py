@@ -52,7 +52,7 @@ def runner(stores: StoresUnderTest) -> ProjectionRunner:
 
 
 def gig(n: int, genre: str, location: str) -> EventCreatedEvent:
-    return EventCreatedEvent(event_id=f"g{n}", organizer_id="o", title="T", event_date=WHEN,
+    return EventCreatedEvent(gig_id=f"g{n}", organizer_id="o", title="T", event_date=WHEN,
                              location=location, genre=genre, budget=Decimal(100))
 
 
@@ -68,7 +68,7 @@ async def test_events_are_counted_by_kind_genre_and_location(stores: StoresUnder
                 gig(1, "Jazz", "Santiago"), gig(2, "Jazz", "Santo Domingo"),
                 gig(3, "Salsa", "Santiago"),
                 MusicianApplicationSubmittedEvent(application_id="a1", musician_id="m1",
-                                                  event_id="g2", message="",
+                                                  gig_id="g2", message="",
                                                   proposed_fee=Decimal(50)))
     await runner(stores).catch_up("analytics")
     summary = await ProjectionAnalytics(stores.documents).summary()
@@ -81,7 +81,7 @@ async def test_events_are_counted_by_kind_genre_and_location(stores: StoresUnder
 
 async def test_money_contracted_and_paid_adds_up_exactly(stores: StoresUnderTest) -> None:
     await store(stores,
-                ContractSignedEvent(contract_id="c1", musician_id="m", event_id="g",
+                ContractSignedEvent(contract_id="c1", musician_id="m", gig_id="g",
                                     amount=Decimal("1200.50"), event_date=WHEN),
                 payment(1, "Completed", "1200.50"), payment(2, "Completed", "0.10"),
                 payment(3, "Declined", "99.99"))

@@ -44,7 +44,7 @@ def registered(n: int = 0, **extra: Any) -> MusicianRegisteredEvent:
 
 
 def created(n: int = 0, **extra: Any) -> EventCreatedEvent:
-    return EventCreatedEvent(event_id=f"g-{n}", organizer_id="o-1", title=f"Gig {n}",
+    return EventCreatedEvent(gig_id=f"g-{n}", organizer_id="o-1", title=f"Gig {n}",
                              event_date=datetime(2030, 5, 1, 21, 30, tzinfo=UTC),
                              location="Medellín", genre="jazz", budget=Decimal("1500.50"),
                              **extra)

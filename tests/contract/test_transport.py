@@ -72,7 +72,7 @@ async def test_each_subscription_gets_every_event_of_its_types(stores: Stores) -
         return handle
 
     ids = await append_musicians(store, 5)
-    closed = EventClosedEvent(event_id="g1", reason="booked")
+    closed = EventClosedEvent(gig_id="g1", reason="booked")
     await store.append(closed.stream_id, [closed], 0)
     transport = make_transport(stores)
     await transport.start([subscription("a", recorder("a")), subscription("b", recorder("b")),

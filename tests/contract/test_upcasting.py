@@ -27,10 +27,10 @@ async def test_a_version_1_event_in_the_store_is_read_as_version_2(
         [record] = await stores.events.read_all()
         event = record.event
         assert isinstance(event, OrganizerRegisteredEvent)
-        assert event.version == 2
+        assert event.schema_version == 2
         assert event.payment_source == ""
         assert event.name == "Casa de Teatro"
         organizer = Organizer.rebuild("org-1", [event])
         assert organizer.email == "eventos@example.org"
         assert OrganizerRegisteredEvent(organizer_id="o", email="a@b.io", name="N",
-                                        payment_source="tok_visa").version == 2
+                                        payment_source="tok_visa").schema_version == 2

@@ -106,7 +106,7 @@ async def test_what_we_publish_is_what_the_dotnet_consumer_reads(broker: BrokerN
     await transport.start([])  # relay only: the message waits in the queue for "the .NET side"
     correlation, causation = uuid.uuid4(), uuid.uuid4()
     event = MusicianApplicationSubmittedEvent(
-        application_id="a-1", musician_id="m-1", event_id="g-1", message="Trío de jazz",
+        application_id="a-1", musician_id="m-1", gig_id="g-1", message="Trío de jazz",
         proposed_fee=Decimal("1200.50"), correlation_id=correlation, causation_id=causation)
     await append(store, [event])
     transport.wake()

@@ -70,35 +70,35 @@ def organizer_registered(organizer_id: str = ORGANIZER_ID) -> OrganizerRegistere
 
 
 def gig_created(gig_id: str = GIG_ID, budget: Decimal = BUDGET) -> EventCreatedEvent:
-    return EventCreatedEvent(event_id=gig_id, organizer_id=ORGANIZER_ID,
+    return EventCreatedEvent(gig_id=gig_id, organizer_id=ORGANIZER_ID,
                              title="Noche de Jazz en la Zona Colonial", event_date=GIG_DATE,
                              location="Santo Domingo", genre="Jazz", budget=budget)
 
 
 def gig_closed(gig_id: str = GIG_ID) -> EventClosedEvent:
-    return EventClosedEvent(event_id=gig_id, reason="booked")
+    return EventClosedEvent(gig_id=gig_id, reason="booked")
 
 
 def application_submitted(fee: Decimal = FEE) -> MusicianApplicationSubmittedEvent:
     return MusicianApplicationSubmittedEvent(application_id=APPLICATION_ID,
-                                             musician_id=MUSICIAN_ID, event_id=GIG_ID,
+                                             musician_id=MUSICIAN_ID, gig_id=GIG_ID,
                                              message="Trío de jazz", proposed_fee=fee)
 
 
 def application_accepted(fee: Decimal = FEE) -> ApplicationAcceptedEvent:
     return ApplicationAcceptedEvent(application_id=APPLICATION_ID, musician_id=MUSICIAN_ID,
-                                    event_id=GIG_ID, organizer_id=ORGANIZER_ID, agreed_fee=fee)
+                                    gig_id=GIG_ID, organizer_id=ORGANIZER_ID, agreed_fee=fee)
 
 
 def application_rejected() -> ApplicationRejectedEvent:
     return ApplicationRejectedEvent(application_id=APPLICATION_ID, musician_id=MUSICIAN_ID,
-                                    event_id=GIG_ID, reason="another act was chosen")
+                                    gig_id=GIG_ID, reason="another act was chosen")
 
 
 def contract_drafted(amount: Decimal = FEE) -> ContractDraftedEvent:
     return ContractDraftedEvent(contract_id=CONTRACT_ID, application_id=APPLICATION_ID,
                                 musician_id=MUSICIAN_ID, organizer_id=ORGANIZER_ID,
-                                event_id=GIG_ID, amount=amount, event_date=GIG_DATE)
+                                gig_id=GIG_ID, amount=amount, event_date=GIG_DATE)
 
 
 def party_signed(party_id: str) -> ContractPartySignedEvent:
@@ -107,7 +107,7 @@ def party_signed(party_id: str) -> ContractPartySignedEvent:
 
 
 def contract_signed(amount: Decimal = FEE) -> ContractSignedEvent:
-    return ContractSignedEvent(contract_id=CONTRACT_ID, musician_id=MUSICIAN_ID, event_id=GIG_ID,
+    return ContractSignedEvent(contract_id=CONTRACT_ID, musician_id=MUSICIAN_ID, gig_id=GIG_ID,
                                amount=amount, event_date=GIG_DATE)
 
 
@@ -143,7 +143,7 @@ def payment_processed(status: str, amount: Decimal = FEE) -> PaymentProcessedEve
 
 def fields(event: DomainEvent) -> dict[str, object]:
     """An event's own values, without the id and time every new event gets: what a test states."""
-    skip = {"id", "occurred_at", "version", "correlation_id", "causation_id"}
+    skip = {"id", "occurred_at", "schema_version", "correlation_id", "causation_id"}
     return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)
             if f.name not in skip}
 

@@ -87,7 +87,7 @@ def test_submitting_to_an_open_gig_records_the_seed_event() -> None:
     [event] = application.pending
     assert isinstance(event, MusicianApplicationSubmittedEvent)
     assert fields(event) == {"application_id": APPLICATION_ID, "musician_id": MUSICIAN_ID,
-                             "event_id": GIG_ID, "message": "Trío de jazz",
+                             "gig_id": GIG_ID, "message": "Trío de jazz",
                              "proposed_fee": Decimal("1200.50")}
     assert str(event.proposed_fee) == "1200.50"
     assert application.status is ApplicationStatus.SUBMITTED
@@ -177,7 +177,7 @@ def test_accepting_at_the_proposed_fee_records_the_accepted_event() -> None:
     [event] = application.pending
     assert isinstance(event, ApplicationAcceptedEvent)
     assert fields(event) == {"application_id": APPLICATION_ID, "musician_id": MUSICIAN_ID,
-                             "event_id": GIG_ID, "organizer_id": ORGANIZER_ID,
+                             "gig_id": GIG_ID, "organizer_id": ORGANIZER_ID,
                              "agreed_fee": Decimal("1200.50")}
     assert application.status is ApplicationStatus.ACCEPTED
 
@@ -230,7 +230,7 @@ def test_rejecting_a_submitted_application_records_the_reason() -> None:
     [event] = application.pending
     assert isinstance(event, ApplicationRejectedEvent)
     assert fields(event) == {"application_id": APPLICATION_ID, "musician_id": MUSICIAN_ID,
-                             "event_id": GIG_ID, "reason": "another act was chosen"}
+                             "gig_id": GIG_ID, "reason": "another act was chosen"}
     assert application.status is ApplicationStatus.REJECTED
 
 

@@ -93,7 +93,7 @@ def test_drafting_for_an_accepted_application_records_the_agreed_terms() -> None
     assert isinstance(event, ContractDraftedEvent)
     assert fields(event) == {"contract_id": CONTRACT_ID, "application_id": APPLICATION_ID,
                              "musician_id": MUSICIAN_ID, "organizer_id": ORGANIZER_ID,
-                             "event_id": GIG_ID, "amount": Decimal("1200.50"),
+                             "gig_id": GIG_ID, "amount": Decimal("1200.50"),
                              "event_date": GIG_DATE}
     assert str(event.amount) == "1200.50"
     assert new.status is ContractStatus.DRAFTED
@@ -179,7 +179,7 @@ def test_the_second_party_signing_puts_the_contract_in_force_once() -> None:
     signed = drafted.pending[1]
     assert isinstance(signed, ContractSignedEvent)
     assert fields(signed) == {"contract_id": CONTRACT_ID, "musician_id": MUSICIAN_ID,
-                              "event_id": GIG_ID, "amount": FEE, "event_date": GIG_DATE}
+                              "gig_id": GIG_ID, "amount": FEE, "event_date": GIG_DATE}
     assert drafted.status is ContractStatus.SIGNED
 
 

@@ -44,7 +44,7 @@ def test_creating_a_gig_records_the_created_event_and_opens_it() -> None:
     # then the seed's EventCreatedEvent holds its values and the gig is open
     [event] = gig.pending
     assert isinstance(event, EventCreatedEvent)
-    assert fields(event) == {"event_id": GIG_ID, "organizer_id": ORGANIZER_ID,
+    assert fields(event) == {"gig_id": GIG_ID, "organizer_id": ORGANIZER_ID,
                              "title": "Noche de Jazz", "event_date": GIG_DATE,
                              "location": "Santo Domingo", "genre": "Jazz", "budget": BUDGET}
     assert gig.status is GigStatus.OPEN
@@ -131,7 +131,7 @@ def test_closing_an_open_gig_records_the_closed_event() -> None:
     gig.close("booked")
     [event] = gig.pending
     assert isinstance(event, EventClosedEvent)
-    assert fields(event) == {"event_id": GIG_ID, "reason": "booked"}
+    assert fields(event) == {"gig_id": GIG_ID, "reason": "booked"}
     assert gig.status is GigStatus.CLOSED
 
 

@@ -32,7 +32,7 @@ async def submitted_directly(world: SagaWorld, *, musician: str, gig: str, fee: 
                              ) -> MusicianApplicationSubmittedEvent:
     """A submission written straight to the store, as another service could write it."""
     event = MusicianApplicationSubmittedEvent(
-        application_id=application_id_for(gig, musician), musician_id=musician, event_id=gig,
+        application_id=application_id_for(gig, musician), musician_id=musician, gig_id=gig,
         message="Hello", proposed_fee=Decimal(fee))
     await world.store.append(f"application-{event.application_id}", [event], expected_version)
     return event
@@ -186,7 +186,7 @@ async def test_a_gig_whose_organizer_is_unknown_fails_at_notifying_and_is_compen
         ) -> None:
     world = SagaWorld()
     musician = await world.musician()
-    created = EventCreatedEvent(event_id="g-1", organizer_id="nobody", title="Lost gig",
+    created = EventCreatedEvent(gig_id="g-1", organizer_id="nobody", title="Lost gig",
                                 event_date=world.clock.now() + timedelta(days=5),
                                 location="SD", genre="Jazz", budget=Decimal(500))
     await world.store.append("gig-g-1", [created], NO_STREAM)

@@ -185,7 +185,7 @@ async def test_a_card_that_cannot_be_charged_fails_the_booking_at_once() -> None
 async def test_a_booking_for_a_gig_that_does_not_exist_fails_at_its_first_step() -> None:
     world = SagaWorld()
     accepted = ApplicationAcceptedEvent(application_id="a-1", musician_id="m-1",
-                                        event_id="no-such-gig", organizer_id="o-1",
+                                        gig_id="no-such-gig", organizer_id="o-1",
                                         agreed_fee=Decimal(100))
     await world.booking.handle_event(Envelope(str(accepted.id), accepted))
     saga = await world.saga(f"booking-{contract_id_for('a-1')}")

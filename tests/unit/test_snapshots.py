@@ -40,7 +40,7 @@ async def test_loading_reads_only_the_events_after_the_newest_snapshot() -> None
     gig = await repo.load(Gig, gig_id)
     # A long stream, written the way history piles up (the rules are not the point here).
     for version in range(1, 1000):
-        closed = EventClosedEvent(event_id=gig_id, reason=f"r{version}")
+        closed = EventClosedEvent(gig_id=gig_id, reason=f"r{version}")
         await store.append(gig.stream_id, [closed], version)
     store.read = 0
     full = await repo.load(Gig, gig_id)
@@ -52,7 +52,7 @@ async def test_loading_reads_only_the_events_after_the_newest_snapshot() -> None
     assert store.read == 0
     assert from_snapshot.version == 1000
     assert vars(from_snapshot) == vars(full)
-    await store.append(gig.stream_id, [EventClosedEvent(event_id=gig_id, reason="late")], 1000)
+    await store.append(gig.stream_id, [EventClosedEvent(gig_id=gig_id, reason="late")], 1000)
     store.read = 0
     await repo.load(Gig, gig_id)
     assert store.read == 1

@@ -49,29 +49,29 @@ GIG_DATE = datetime(2027, 1, 15, 23, 0, tzinfo=UTC)
 EXPECTED: dict[str, DomainEvent] = {
     "MusicianRegisteredEvent": MusicianRegisteredEvent(
         id=UUID("0b6f1d2e-8c3a-4f5b-a1d9-7e2c4b6a8f01"),
-        occurred_at=Instant(2026, 11, 27, 21, 53, 28, 123456, UTC, tick=7), version=1,
+        occurred_at=Instant(2026, 11, 27, 21, 53, 28, 123456, UTC, tick=7), schema_version=1,
         musician_id=MUSICIAN_ID, email="ana.perez@example.org", name="Ana Pérez",
         genres=("Jazz", "Salsa"), location="Santo Domingo"),
     "EventCreatedEvent": EventCreatedEvent(
         id=UUID("1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"),
-        occurred_at=datetime(2026, 11, 27, 21, 54, 2, 500000, tzinfo=UTC), version=1,
-        event_id=GIG_ID, organizer_id="5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9",
+        occurred_at=datetime(2026, 11, 27, 21, 54, 2, 500000, tzinfo=UTC), schema_version=1,
+        gig_id=GIG_ID, organizer_id="5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9",
         title="Noche de Jazz en la Zona Colonial", event_date=GIG_DATE,
         location="Santo Domingo", genre="Jazz", budget=Decimal("1500.00")),
     "MusicianApplicationSubmittedEvent": MusicianApplicationSubmittedEvent(
         id=UUID("2d3e4f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a"),
-        occurred_at=Instant(2026, 11, 27, 22, 1, 10, 0, UTC, tick=1), version=1,
+        occurred_at=Instant(2026, 11, 27, 22, 1, 10, 0, UTC, tick=1), schema_version=1,
         application_id="7d8e9f0a-1b2c-4d3e-9f4a-5b6c7d8e9f0a", musician_id=MUSICIAN_ID,
-        event_id=GIG_ID, message="Trío de jazz con repertorio de standards y bolero.",
+        gig_id=GIG_ID, message="Trío de jazz con repertorio de standards y bolero.",
         proposed_fee=Decimal("1200.50")),
     "ContractSignedEvent": ContractSignedEvent(
         id=UUID("3e4f5a6b-7c8d-4e9f-a0b1-c2d3e4f5a6b7"),
-        occurred_at=datetime(2026, 11, 28, 9, 15, tzinfo=UTC), version=1,
-        contract_id=CONTRACT_ID, musician_id=MUSICIAN_ID, event_id=GIG_ID,
+        occurred_at=datetime(2026, 11, 28, 9, 15, tzinfo=UTC), schema_version=1,
+        contract_id=CONTRACT_ID, musician_id=MUSICIAN_ID, gig_id=GIG_ID,
         amount=Decimal("1200.50"), event_date=GIG_DATE),
     "PaymentProcessedEvent": PaymentProcessedEvent(
         id=UUID("5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d"),
-        occurred_at=datetime(2026, 11, 28, 9, 15, 3, 250000, tzinfo=UTC), version=1,
+        occurred_at=datetime(2026, 11, 28, 9, 15, 3, 250000, tzinfo=UTC), schema_version=1,
         payment_id="4f5a6b7c-8d9e-4f0a-b1c2-d3e4f5a6b7c8", contract_id=CONTRACT_ID,
         amount=Decimal("1200.50"), status="Completed", transaction_id="txn_01JDQ8Z5K3M9"),
 }
@@ -221,8 +221,8 @@ def sample(cls: type[DomainEvent]) -> DomainEvent:
         else:
             raise AssertionError(f"no sample for {cls.__name__}.{f.name}: {kind}")
     version = next(int(f.default) for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-                   if f.name == "version")
-    return cls(id=UUID(int=len(values)), version=version,
+                   if f.name == "schema_version")
+    return cls(id=UUID(int=len(values)), schema_version=version,
                occurred_at=Instant(2026, 11, 27, 21, 53, 28, 123456, UTC, tick=7), **values)
 
 
@@ -241,7 +241,7 @@ def test_every_event_is_written_whole_with_its_event_type(codec: EventCodec,
                                                           cls: type[DomainEvent]) -> None:
     # gap 9: the concrete event's own fields are written, not only the base class's
     body = exact(codec.encode(sample(cls)))
-    declared = {pascal_case(f.name) for f in dataclasses.fields(cls)
+    declared = {f.metadata.get("wire", pascal_case(f.name)) for f in dataclasses.fields(cls)
            if f.name not in METADATA_FIELDS}
     assert set(body) == declared | {"EventType"}
     assert declared > {"Id", "OccurredAt", "Version"}
@@ -270,7 +270,7 @@ def test_the_event_type_from_a_header_reads_a_body_without_one(codec: EventCodec
 
 def test_a_document_without_a_version_is_version_one(codec: EventCodec) -> None:
     event = codec.decode(with_changes("ContractSignedEvent", Version=...))
-    assert event.version == 1
+    assert event.schema_version == 1
 
 
 # --- malformed documents -------------------------------------------------------------------
@@ -364,9 +364,9 @@ def test_an_upcaster_turns_a_version_1_body_into_version_2_on_read() -> None:
     # when one is read, then it arrives as version 2 with the budget in place, scale kept
     event = codec.decode(old)
     assert isinstance(event, EventCreatedEvent)
-    assert event.version == 2
+    assert event.schema_version == 2
     assert str(event.budget) == "1500.00"
-    assert dataclasses.replace(event, version=1) == EXPECTED["EventCreatedEvent"]
+    assert dataclasses.replace(event, schema_version=1) == EXPECTED["EventCreatedEvent"]
 
 
 def test_a_current_version_body_is_not_upcast() -> None:
@@ -379,7 +379,7 @@ def test_a_current_version_body_is_not_upcast() -> None:
     codec = EventCodec(upcasters={("EventCreatedEvent", 1): spy})
     event = codec.decode(with_changes("EventCreatedEvent", Version=2))
     assert calls == []
-    assert event.version == 2
+    assert event.schema_version == 2
 
 
 def test_upcasters_chain_from_version_1_to_the_current_one() -> None:
@@ -393,7 +393,7 @@ def test_upcasters_chain_from_version_1_to_the_current_one() -> None:
                        Price=Decimal("900.10"), Version=1)
     event = codec.decode(old)
     assert isinstance(event, EventCreatedEvent)
-    assert (event.version, event.title, str(event.budget)) == (3, "Noche de Jazz", "900.10")
+    assert (event.schema_version, event.title, str(event.budget)) == (3, "Noche de Jazz", "900.10")
 
 
 def test_an_upcaster_for_one_type_leaves_the_others_alone() -> None:

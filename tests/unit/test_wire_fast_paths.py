@@ -74,7 +74,7 @@ def sample(cls: type[DomainEvent], seed: int) -> DomainEvent:
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        if f.name in METADATA_FIELDS or f.name in ("id", "occurred_at", "version"):
+        if f.name in METADATA_FIELDS or f.name in ("id", "occurred_at", "schema_version"):
             continue
         kind = hints[f.name]
         if kind is str:
@@ -91,7 +91,7 @@ def sample(cls: type[DomainEvent], seed: int) -> DomainEvent:
         else:
             raise AssertionError(f"no sample for {kind}")
     return cls(id=UUID(int=rng.getrandbits(128)), occurred_at=random_time(rng),
-               version=rng.randint(1, 3), **values)
+               schema_version=rng.randint(1, 3), **values)
 
 
 def random_time(rng: random.Random) -> datetime:
@@ -121,7 +121,7 @@ def test_the_compiled_writer_and_reader_match_the_general_ones(cls: type[DomainE
         assert read == general
         assert ticks_of(read.occurred_at) == ticks_of(general.occurred_at)
         assert read.correlation_id == correlation
-        if (cls.__name__, event.version) not in codec._upcasters:
+        if (cls.__name__, event.schema_version) not in codec._upcasters:
             assert codec._shapes[cls.__name__].read(parsed, None, None) == event
 
 
@@ -201,7 +201,7 @@ def test_decoding_by_a_known_type_matches_the_general_reader(cls: type[DomainEve
         for text in (data, data.decode()):
             same_event(codec.decode(text, cls.__name__, correlation_id=correlation,
                                     causation_id=causation), expected)
-        if (cls.__name__, event.version) not in codec._upcasters:
+        if (cls.__name__, event.schema_version) not in codec._upcasters:
             fast = codec._shapes[cls.__name__].read_json(data, correlation, causation)
             if fast is not None:
                 same_event(fast, expected)
@@ -296,14 +296,14 @@ def test_decoding_by_a_known_type_still_upcasts_old_versions() -> None:
     body["Version"] = 1
     organizer = codec.decode(codec._encoder.encode(body), "OrganizerRegisteredEvent")
     assert isinstance(organizer, OrganizerRegisteredEvent)
-    assert (organizer.version, organizer.payment_source) == (2, "")
+    assert (organizer.schema_version, organizer.payment_source) == (2, "")
 
     codec.register_upcaster("EventClosedEvent", 1, lambda b: {**b, "Reason": b["Reason"] + "!"})
     event = sample(EventClosedEvent, 2)
-    event = dataclasses.replace(event, version=1)
+    event = dataclasses.replace(event, schema_version=1)
     closed = codec.decode(codec.encode(event), "EventClosedEvent")
     assert isinstance(closed, EventClosedEvent) and isinstance(event, EventClosedEvent)
-    assert (closed.version, closed.reason) == (2, event.reason + "!")
+    assert (closed.schema_version, closed.reason) == (2, event.reason + "!")
 
 
 TIMES = [
@@ -363,7 +363,7 @@ def test_reading_a_guid_matches_uuid(text: str) -> None:
 
 _READ_WITHOUT_UPCASTING = [
     cls for cls in ALL_EVENT_TYPES
-    if (cls.__name__, sample(cls, 7).version) not in EventCodec()._upcasters]
+    if (cls.__name__, sample(cls, 7).schema_version) not in EventCodec()._upcasters]
 
 
 @pytest.mark.parametrize("cls", _READ_WITHOUT_UPCASTING, ids=lambda cls: cls.__name__)
@@ -378,9 +378,9 @@ def test_events_read_from_json_are_of_their_own_frozen_class(cls: type[DomainEve
     assert read is not None
     assert type(read) is cls and read == event and hash(read) == hash(event)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        read.version = 5  # type: ignore[misc]
+        read.schema_version = 5  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
-        del read.version
+        del read.schema_version
     for twin in (copy.copy(read), copy.deepcopy(read), pickle.loads(pickle.dumps(read))):
         assert type(twin) is cls and twin == read
-    assert dataclasses.replace(read, version=3).version == 3
+    assert dataclasses.replace(read, schema_version=3).schema_version == 3

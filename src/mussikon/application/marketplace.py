@@ -89,7 +89,7 @@ class Marketplace:
                                  cause: Cause | None = None) -> None:
         """The gig's organizer accepts an application."""
         application = await self._existing(Application, application_id)
-        gig = await self.repo.load(Gig, application.event_id)
+        gig = await self.repo.load(Gig, application.gig_id)
         if gig.organizer_id != organizer_id:
             raise NotAParty(f"{organizer_id} is not the organizer of gig {gig.id}")
         application.accept(gig=gig, agreed_fee=agreed_fee)
@@ -105,7 +105,7 @@ class Marketplace:
     async def draft_contract(self, application_id: str, cause: Cause | None = None) -> str:
         """Draw up the contract of an accepted application at its agreed fee; returns its id."""
         application = await self._existing(Application, application_id)
-        gig = await self.repo.load(Gig, application.event_id)
+        gig = await self.repo.load(Gig, application.gig_id)
         contract = await self.repo.load(Contract, contract_id_for(application_id))
         if contract.exists:
             return contract.id  # drafting again finds the same contract

@@ -47,7 +47,7 @@ class Application(Aggregate):
         super().__init__(aggregate_id)
         self.status = ApplicationStatus.NEW
         self.musician_id = ""
-        self.event_id = ""
+        self.gig_id = ""
         self.proposed_fee = Decimal(0)
         self.agreed_fee: Decimal | None = None
         self.reason = ""
@@ -67,7 +67,7 @@ class Application(Aggregate):
             MusicianApplicationSubmittedEvent(
                 application_id=self.id,
                 musician_id=musician.id,
-                event_id=gig.id,
+                gig_id=gig.id,
                 message=message.strip() if isinstance(message, str) else "",
                 proposed_fee=fee,
             )
@@ -87,7 +87,7 @@ class Application(Aggregate):
             ApplicationAcceptedEvent(
                 application_id=self.id,
                 musician_id=self.musician_id,
-                event_id=self.event_id,
+                gig_id=self.gig_id,
                 organizer_id=gig.organizer_id,
                 agreed_fee=fee,
             )
@@ -95,8 +95,8 @@ class Application(Aggregate):
 
     def check_gig(self, gig: Gig) -> None:
         """`gig` is the one this application was made to (its organizer, budget and date apply)."""
-        if gig.id != self.event_id:
-            raise GigMismatch(f"application {self.id} is for gig {self.event_id}, not {gig.id}")
+        if gig.id != self.gig_id:
+            raise GigMismatch(f"application {self.id} is for gig {self.gig_id}, not {gig.id}")
 
     def reject(self, reason: str) -> None:
         """Turn the application down (from submitted, or from accepted as a compensation)."""
@@ -108,7 +108,7 @@ class Application(Aggregate):
             ApplicationRejectedEvent(
                 application_id=self.id,
                 musician_id=self.musician_id,
-                event_id=self.event_id,
+                gig_id=self.gig_id,
                 reason=require_text("reason", reason),
             )
         )
@@ -117,7 +117,7 @@ class Application(Aggregate):
         match event:
             case MusicianApplicationSubmittedEvent():
                 self.status = ApplicationStatus.SUBMITTED
-                self.musician_id, self.event_id = event.musician_id, event.event_id
+                self.musician_id, self.gig_id = event.musician_id, event.gig_id
                 self.proposed_fee = event.proposed_fee
             case ApplicationAcceptedEvent():
                 self.status = ApplicationStatus.ACCEPTED

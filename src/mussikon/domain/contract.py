@@ -63,7 +63,7 @@ class Contract(Aggregate):
         self.application_id = ""
         self.musician_id = ""
         self.organizer_id = ""
-        self.event_id = ""
+        self.gig_id = ""
         self.amount = Decimal(0)
         self.event_date: datetime | None = None
         self.signed_by: set[str] = set()
@@ -93,7 +93,7 @@ class Contract(Aggregate):
                 application_id=application.id,
                 musician_id=application.musician_id,
                 organizer_id=gig.organizer_id,
-                event_id=gig.id,
+                gig_id=gig.id,
                 amount=amount,
                 event_date=gig.event_date,
             )
@@ -116,7 +116,7 @@ class Contract(Aggregate):
                 ContractSignedEvent(
                     contract_id=self.id,
                     musician_id=self.musician_id,
-                    event_id=self.event_id,
+                    gig_id=self.gig_id,
                     amount=self.amount,
                     event_date=self.event_date,
                 )
@@ -156,7 +156,7 @@ class Contract(Aggregate):
             case ContractDraftedEvent():
                 self.status = ContractStatus.DRAFTED
                 self.application_id, self.musician_id = event.application_id, event.musician_id
-                self.organizer_id, self.event_id = event.organizer_id, event.event_id
+                self.organizer_id, self.gig_id = event.organizer_id, event.gig_id
                 self.amount, self.event_date = event.amount, event.event_date
             case ContractPartySignedEvent():
                 self.signed_by.add(event.party_id)

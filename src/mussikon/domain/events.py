@@ -2,9 +2,10 @@
 
 The five events of the specification keep its names and fields exactly; the rest
 follow the same style. Python attributes are snake_case; on the wire they are the
-PascalCase names the .NET classes declare (see `mussikon.wire`).
+PascalCase names the .NET classes declare (see `mussikon.wire`); where the Python name
+differs from the .NET one, the field's `wire` metadata names it (`gig_id` is `EventId`).
 
-Every event carries `id`, `occurred_at` (UTC), `version` (its schema version) and
+Every event carries `id`, `occurred_at` (UTC), `schema_version` (wire `Version`) and
 `event_type` (the class name, never empty), plus metadata that travels beside the
 JSON body rather than in it: `correlation_id` and `causation_id`. Its aggregate id
 is one of its own fields, named by `aggregate_field`.
@@ -28,6 +29,11 @@ _new = object.__new__
 _set = object.__setattr__
 _urandom = os.urandom
 _time_ns = time.time_ns
+
+
+def wire_name(name: str) -> dict[str, str]:
+    """Field metadata naming the .NET property when it is not the PascalCase of the field."""
+    return {"wire": name}
 
 
 def new_event_id() -> UUID:
@@ -55,7 +61,7 @@ class DomainEvent:
 
     id: UUID = field(default_factory=new_event_id)
     occurred_at: datetime = field(default_factory=utc_now)
-    version: int = 1
+    schema_version: int = field(default=1, metadata=wire_name("Version"))
     correlation_id: UUID | None = field(default=None, compare=False)
     causation_id: UUID | None = field(default=None, compare=False)
 
@@ -99,7 +105,7 @@ class OrganizerRegisteredEvent(DomainEvent):
     aggregate_type: ClassVar[str] = "organizer"
     aggregate_field: ClassVar[str] = "organizer_id"
 
-    version: int = 2
+    schema_version: int = field(default=2, metadata=wire_name("Version"))
     """Version 2 added `PaymentSource`; version 1 documents are upcast on read (wire.py)."""
     organizer_id: str
     email: str
@@ -116,9 +122,9 @@ class EventCreatedEvent(DomainEvent):
     """An organizer published a gig (specification event; `EventId` is the gig's id)."""
 
     aggregate_type: ClassVar[str] = "gig"
-    aggregate_field: ClassVar[str] = "event_id"
+    aggregate_field: ClassVar[str] = "gig_id"
 
-    event_id: str
+    gig_id: str = field(metadata=wire_name("EventId"))
     organizer_id: str
     title: str
     event_date: datetime
@@ -132,9 +138,9 @@ class EventClosedEvent(DomainEvent):
     """A gig stopped taking applications (booked, or closed by its organizer)."""
 
     aggregate_type: ClassVar[str] = "gig"
-    aggregate_field: ClassVar[str] = "event_id"
+    aggregate_field: ClassVar[str] = "gig_id"
 
-    event_id: str
+    gig_id: str = field(metadata=wire_name("EventId"))
     reason: str
 
 
@@ -150,7 +156,7 @@ class MusicianApplicationSubmittedEvent(DomainEvent):
 
     application_id: str
     musician_id: str
-    event_id: str
+    gig_id: str = field(metadata=wire_name("EventId"))
     message: str
     proposed_fee: Decimal
 
@@ -164,7 +170,7 @@ class ApplicationAcceptedEvent(DomainEvent):
 
     application_id: str
     musician_id: str
-    event_id: str
+    gig_id: str = field(metadata=wire_name("EventId"))
     organizer_id: str
     agreed_fee: Decimal
 
@@ -178,7 +184,7 @@ class ApplicationRejectedEvent(DomainEvent):
 
     application_id: str
     musician_id: str
-    event_id: str
+    gig_id: str = field(metadata=wire_name("EventId"))
     reason: str
 
 
@@ -196,7 +202,7 @@ class ContractDraftedEvent(DomainEvent):
     application_id: str
     musician_id: str
     organizer_id: str
-    event_id: str
+    gig_id: str = field(metadata=wire_name("EventId"))
     amount: Decimal
     event_date: datetime
 
@@ -222,7 +228,7 @@ class ContractSignedEvent(DomainEvent):
 
     contract_id: str
     musician_id: str
-    event_id: str
+    gig_id: str = field(metadata=wire_name("EventId"))
     amount: Decimal
     event_date: datetime
 

@@ -40,7 +40,7 @@ class Gig(Aggregate):
             raise IllegalTransition(f"gig {self.id} already exists")
         self._record(
             EventCreatedEvent(
-                event_id=require_text("event id", self.id),
+                gig_id=require_text("event id", self.id),
                 organizer_id=require_text("organizer id", organizer_id),
                 title=require_text("title", title),
                 event_date=require_future("event date", event_date, now),
@@ -63,7 +63,7 @@ class Gig(Aggregate):
             raise IllegalTransition(
                 f"gig {self.id} is {self.status.lower()}; only an open gig closes"
             )
-        self._record(EventClosedEvent(event_id=self.id, reason=require_text("reason", reason)))
+        self._record(EventClosedEvent(gig_id=self.id, reason=require_text("reason", reason)))
 
     def apply(self, event: DomainEvent) -> None:
         match event:

@@ -41,7 +41,7 @@ async def on_contract_signed(envelope: Envelope, deps: Dependencies) -> None:
     assert isinstance(event, ContractSignedEvent)
     await read_models_at(envelope, deps, "directory")
     contract, musician, organizer = await _parties(deps, event.contract_id)
-    gig = await deps.documents.get(GIGS, event.event_id) or {"title": event.event_id}
+    gig = await deps.documents.get(GIGS, event.gig_id) or {"title": event.gig_id}
     for party in (musician, organizer):
         await deps.notifier.send(templates.contract_confirmation(
             party["name"], party["email"], event.id, contract_id=event.contract_id,

@@ -31,7 +31,7 @@ async def on_gig_created(envelope: Envelope, deps: Dependencies) -> None:
                             f"{event.location}")
     for musician in matches:
         await deps.notifier.send(templates.new_gig(
-            musician["name"], musician["email"], event.id, gig_id=event.event_id,
+            musician["name"], musician["email"], event.id, gig_id=event.gig_id,
             title=event.title, genre=event.genre, location=event.location,
             gig_date=event.event_date, budget=event.budget))
         react(envelope, "gigs", f"notified {musician['email']}")

@@ -42,7 +42,7 @@ async def on_application_submitted(envelope: Envelope, deps: Dependencies) -> No
 
     event = envelope.event
     assert isinstance(event, MusicianApplicationSubmittedEvent)
-    gig = await deps.repository.load(Gig, event.event_id)
+    gig = await deps.repository.load(Gig, event.gig_id)
     await read_models_at(envelope, deps, "directory", "availability")
     organizer = await deps.documents.get(ORGANIZERS, gig.organizer_id)
     musician = await deps.documents.get(PROFILES, event.musician_id)

@@ -69,10 +69,10 @@ class AnalyticsProjection(Projection):
                 summary.count(USER_REGISTERED)
             case EventCreatedEvent():
                 summary.count(GIG_CREATED, event.genre, event.location)
-                view.put(GIG_DIMENSIONS, event.event_id,
+                view.put(GIG_DIMENSIONS, event.gig_id,
                          {"genre": event.genre, "location": event.location})
             case MusicianApplicationSubmittedEvent():
-                gig: dict[str, Any] = await view.get(GIG_DIMENSIONS, event.event_id) or {}
+                gig: dict[str, Any] = await view.get(GIG_DIMENSIONS, event.gig_id) or {}
                 summary.count(APPLICATION_SUBMITTED, gig.get("genre", ""),
                               gig.get("location", ""))
             case ContractSignedEvent():

@@ -28,7 +28,7 @@ class Availability(Projection):
             case ContractDraftedEvent():
                 key = booking_key(event.musician_id, event.event_date)
                 view.put(BOOKINGS, key, {"contract_id": event.contract_id,
-                                         "event_id": event.event_id})
+                                         "gig_id": event.gig_id})
                 view.put(CONTRACT_BOOKINGS, event.contract_id, {"booking": key})
             case ContractCancelledEvent():
                 held = await view.get(CONTRACT_BOOKINGS, event.contract_id)

@@ -68,18 +68,18 @@ class Directory(Projection):
                     "payment_source": event.payment_source,
                 })
             case EventCreatedEvent():
-                view.put(GIGS, event.event_id, {
-                    "event_id": event.event_id, "organizer_id": event.organizer_id,
+                view.put(GIGS, event.gig_id, {
+                    "gig_id": event.gig_id, "organizer_id": event.organizer_id,
                     "title": event.title, "event_date": format_dotnet(event.event_date),
                     "location": event.location, "genre": event.genre, "budget": event.budget,
                     "status": "Open",
                 })
             case EventClosedEvent():
-                await self._update(view, GIGS, event.event_id, status="Closed")
+                await self._update(view, GIGS, event.gig_id, status="Closed")
             case MusicianApplicationSubmittedEvent():
                 view.put(APPLICATIONS, event.application_id, {
                     "application_id": event.application_id, "musician_id": event.musician_id,
-                    "event_id": event.event_id, "proposed_fee": event.proposed_fee,
+                    "gig_id": event.gig_id, "proposed_fee": event.proposed_fee,
                     "status": "Submitted", "reason": "",
                 })
                 await self._count(view, event.musician_id, "applications")
@@ -93,7 +93,7 @@ class Directory(Projection):
                 view.put(CONTRACTS, event.contract_id, {
                     "contract_id": event.contract_id, "application_id": event.application_id,
                     "musician_id": event.musician_id, "organizer_id": event.organizer_id,
-                    "event_id": event.event_id, "amount": event.amount,
+                    "gig_id": event.gig_id, "amount": event.amount,
                     "event_date": format_dotnet(event.event_date), "status": "Drafted",
                     "reason": "",
                 })

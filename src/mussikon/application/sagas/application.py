@@ -185,5 +185,5 @@ class MusicianApplicationSaga(SagaDefinition):
     def initial_data(self, event: DomainEvent) -> dict[str, Any]:
         assert isinstance(event, MusicianApplicationSubmittedEvent)
         return {"application_id": event.application_id, "musician_id": event.musician_id,
-                "gig_id": event.event_id, "proposed_fee": str(event.proposed_fee),
+                "gig_id": event.gig_id, "proposed_fee": str(event.proposed_fee),
                 "message": event.message, "submitted_event_id": str(event.id)}

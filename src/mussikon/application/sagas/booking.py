@@ -332,5 +332,5 @@ class BookingSaga(SagaDefinition):
     def initial_data(self, event: DomainEvent) -> dict[str, Any]:
         assert isinstance(event, ApplicationAcceptedEvent)
         return {"application_id": event.application_id, "musician_id": event.musician_id,
-                "organizer_id": event.organizer_id, "gig_id": event.event_id,
+                "organizer_id": event.organizer_id, "gig_id": event.gig_id,
                 "amount": str(Decimal(event.agreed_fee))}

@@ -12,20 +12,20 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mussikon.bootstrap import App, ConfigurationError, open_app
 from mussikon.config import Settings, mask_url
 from mussikon.domain.errors import DomainError
+from mussikon.entrypoints.cli.output import CommandFailed, plain
 from mussikon.ports.clock import Clock
 from mussikon.ports.event_store import StoreError
+
+__all__ = ["CommandFailed", "console", "opened", "run"]
 
 T = TypeVar("T")
 
 console = Console()
-
-
-class CommandFailed(Exception):
-    """A one-line error for the user."""
 
 
 def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
@@ -39,7 +39,7 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
             message = str(exc.args[0]) if exc.args else message
         if isinstance(exc, TimeoutError):
             message = "timed out waiting for the handlers to finish"
-        Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False)
+        Console(stderr=True, highlight=False).print(Text("error: ", style="red") + plain(message))
         raise typer.Exit(1) from None
 
 
