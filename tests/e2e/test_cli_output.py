@@ -137,6 +137,50 @@ def test_piped_tables_show_whole_ids(fifteen_hundred: tuple[Path, list[str]]) ->
     assert "…" not in out
 
 
+def on_a_terminal(*args: str, store: Path, columns: int) -> str:
+    """What the command shows on a terminal `columns` wide (a pseudo-terminal), escape
+    sequences removed."""
+    import pty
+    import re
+
+    leader, follower = pty.openpty()
+    env = {**environment(store), "COLUMNS": str(columns), "TERM": "xterm"}
+    try:
+        done = subprocess.run([sys.executable, "-m", "mussikon", *args], env=env,
+                              stdin=subprocess.DEVNULL, stdout=follower,
+                              stderr=subprocess.PIPE, timeout=120, check=False)
+        os.close(follower)
+        assert done.returncode == 0, done.stderr
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(leader)
+    return re.sub(r"\x1b\[[0-9;]*m", "", out.decode().replace("\r\n", "\n"))
+
+
+def test_a_narrow_terminal_shows_whole_ids_too(fifteen_hundred: tuple[Path, list[str]]
+                                                ) -> None:
+    store, ids = fifteen_hundred
+    shown = {}
+    for columns in (80, 200):
+        out = on_a_terminal("events", "tail", "--limit", "2", store=store, columns=columns)
+        assert all(len(line) <= columns for line in out.splitlines()), out
+        for k, event_id in zip((1498, 1499), ids[-2:], strict=True):
+            assert event_id in out and f"musician-m-{k}" in out, out
+        shown[columns] = out
+    # two 36-character ids and more do not fit beside each other in 80 columns: one field
+    # a line; in 200 they do: a table
+    assert f"id: {ids[-1]}\n" in shown[80] and "stream: musician-m-1499\n" in shown[80]
+    assert "│ musician-m-1499 │" in shown[200]
+
+
 def test_tail_follow_prints_new_events_until_ctrl_c(tmp_path: Path) -> None:
     store = tmp_path / "follow.db"
     first, later = registrations(3, "early"), registrations(4, "late")

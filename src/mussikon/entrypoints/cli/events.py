@@ -16,7 +16,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from mussikon.entrypoints.cli.common import CommandFailed, opened, parse_time, run
@@ -26,7 +25,7 @@ from mussikon.entrypoints.cli.output import (
     limit_option,
     plain,
     print_json,
-    table,
+    print_table,
 )
 from mussikon.ports.event_store import EventStore, RecordedEvent, UndecodableEventError
 from mussikon.wire import EventCodec
@@ -45,12 +44,12 @@ def after_option(what: str) -> Any:
                                                f"{what} of the page before).")
 
 
-def events_table(records: Sequence[RecordedEvent], title: str) -> Table:
+def print_events(console: Console, records: Sequence[RecordedEvent], title: str) -> None:
     """Events as a table whose stream and event ids are never cut."""
-    return table(title, ("position", "stream", "version", "type", "occurred at", "id"),
-                 ((r.position, r.stream_id, r.version, r.event.event_type,
-                   r.event.occurred_at.isoformat(), r.event.id) for r in records),
-                 ids=("stream", "id"))
+    print_table(console, title, ("position", "stream", "version", "type", "occurred at", "id"),
+                ((r.position, r.stream_id, r.version, r.event.event_type,
+                  r.event.occurred_at.isoformat(), r.event.id) for r in records),
+                ids=("position", "stream", "id"))
 
 
 def event_document(record: RecordedEvent, codec: EventCodec) -> dict[str, Any]:
@@ -135,7 +134,7 @@ def events_stream(stream_id: str,
                 print_json([event_document(r, application.codec) for r in records])
                 return
             console = console_for_output()
-            console.print(events_table(records, f"stream {stream_id}"))
+            print_events(console, records, f"stream {stream_id}")
             for r in records:
                 console.print_json(application.codec.encode(r.event).decode())
             more_hint(console, records, limit, records[-1].version if records else after)
@@ -163,7 +162,7 @@ def events_by_type(event_type: str,
                 print_json([event_document(r, application.codec) for r in records])
                 return
             console = console_for_output()
-            console.print(events_table(records, f"{event_type} since {since}"))
+            print_events(console, records, f"{event_type} since {since}")
             more_hint(console, records, limit, records[-1].position if records else after)
 
     run(go)
@@ -189,7 +188,7 @@ def events_tail(limit: Annotated[int, limit_option(20, "events")] = 20,
                 elif as_json:
                     print_json([event_document(r, codec) for r in records])
                 elif records or not follow:
-                    console.print(events_table(records, title))
+                    print_events(console, records, title)
 
             if after is None:
                 records, position = await newest(store, limit, warn_on_stderr)

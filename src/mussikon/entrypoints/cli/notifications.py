@@ -14,7 +14,7 @@ from mussikon.entrypoints.cli.output import (
     limit_option,
     plain,
     print_json,
-    table,
+    print_table,
 )
 
 notifications_app = typer.Typer(help="Notifications sent.", no_args_is_help=True)
@@ -46,13 +46,13 @@ def notifications_list(
                 } for number, s in page])
                 return
             console = console_for_output()
-            console.print(table(
-                f"{len(page)} of {len(everything)} notification(s)",
+            print_table(
+                console, f"{len(page)} of {len(everything)} notification(s)",
                 ("#", "sent at", "kind", "to", "subject", "about"),
                 ((number, s.sent_at.strftime("%Y-%m-%d %H:%M:%S"), s.notification.kind,
                   f"{s.notification.recipient_name} <{s.notification.recipient}>",
                   s.notification.subject, s.notification.about) for number, s in page),
-                ids=("about",)))
+                ids=("#", "about"))
             if page and page[-1][0] < len(everything):
                 console.print(plain(f"more: --after {page[-1][0]}"))
 

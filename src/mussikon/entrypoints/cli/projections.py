@@ -17,7 +17,7 @@ from mussikon.entrypoints.cli.output import (
     console_for_output,
     plain,
     print_json,
-    table,
+    print_table,
 )
 
 projections_app = typer.Typer(help="Read models and their checkpoints.", no_args_is_help=True)
@@ -34,10 +34,10 @@ def projections_status(as_json: JsonOption = False) -> None:
                 print_json([{"name": s.name, "position": s.position, "head": s.head,
                              "lag": s.lag, "lag_capped": s.lag_capped} for s in statuses])
                 return
-            console_for_output().print(table(
-                "projections", ("name", "position", "head", "lag (events)"),
+            print_table(
+                console_for_output(), "projections", ("name", "position", "head", "lag (events)"),
                 ((s.name, s.position, s.head, f"{s.lag}+" if s.lag_capped else s.lag)
-                 for s in statuses)))
+                 for s in statuses), ids=("position", "head"))
 
     run(go)
 
