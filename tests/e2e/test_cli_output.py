@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
+import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from importlib.metadata import version
 from pathlib import Path
@@ -140,9 +143,6 @@ def test_piped_tables_show_whole_ids(fifteen_hundred: tuple[Path, list[str]]) ->
 def on_a_terminal(*args: str, store: Path, columns: int) -> str:
     """What the command shows on a terminal `columns` wide (a pseudo-terminal), escape
     sequences removed."""
-    import pty
-    import re
-
     leader, follower = pty.openpty()
     env = {**environment(store), "COLUMNS": str(columns), "TERM": "xterm"}
     try:
@@ -319,6 +319,13 @@ def test_projections_status_counts_the_events_not_applied(tmp_path: Path) -> Non
     assert "lag (events)" in succeeded("projections", "status", store=store)
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll `condition` (each call runs a command, so no pause between calls is needed)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+
+
 @contextmanager
 def running_worker(store: Path) -> Iterator[subprocess.Popen[str]]:
     worker = subprocess.Popen([sys.executable, "-m", "mussikon", "worker"],
@@ -362,15 +369,6 @@ def test_rebuild_asks_first_refuses_beside_a_worker_and_says_what_it_did(
         assert "stop the workers" in busy
     rebuilt = succeeded("projections", "rebuild", "analytics", "--yes", store=store)
     assert rebuilt.startswith("analytics rebuilt from position 0 up to position ")
-
-
-def wait_until(condition: Any, timeout: float = 30.0) -> None:
-    """Poll `condition` (each call runs a command, so no pause between calls is needed)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
 
 
 # --- the program ---------------------------------------------------------------------------
