@@ -195,6 +195,82 @@ async def test_read_all_pages_by_position_and_limit(stores: StoresUnderTest) -> 
     assert await stores.events.read_all(everything[-1].position + 1) == []
 
 
+async def test_read_last_gives_the_newest_events_oldest_first(stores: StoresUnderTest) -> None:
+    assert await stores.events.read_last(5) == []
+    for n in range(4):  # appends of 1, 2, 3 and 4 events: positions need not be consecutive
+        await stores.events.append(f"s{n}", [registered(10 * n + k) for k in range(n + 1)],
+                                   NO_STREAM)
+    everything = await read_everything(stores)
+    assert len(everything) == 10
+    assert await stores.events.read_last(3) == everything[-3:]
+    assert await stores.events.read_last(100) == everything
+    assert await stores.events.read_last(1) == everything[-1:]
+    fifth = everything[4].position
+    assert await stores.events.read_last(2, before=fifth) == everything[2:4]
+    assert await stores.events.read_last(100, before=fifth) == everything[:4]
+    assert await stores.events.read_last(5, before=everything[0].position) == []
+    assert await stores.events.read_last(2, before=everything[-1].position + 1) \
+        == everything[-2:]
+
+
+async def test_read_last_pages_backwards_through_everything(stores: StoresUnderTest) -> None:
+    for n in range(7):
+        await stores.events.append("s", [registered(n)], ANY_VERSION)
+    everything = await read_everything(stores)
+    pages: list[list[RecordedEvent]] = []
+    before: int | None = None
+    while page := await stores.events.read_last(3, before=before):
+        pages.append(page)
+        before = page[0].position
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert [r for p in reversed(pages) for r in p] == everything
+
+
+async def test_read_last_ends_at_an_undecodable_row_and_names_it(stores: StoresUnderTest) -> None:
+    first, last = registered(1), registered(2)
+    await stores.events.append("good", [first], NO_STREAM)
+    await stores.insert_raw("bad", 1, "NoSuchEvent", '{"EventType": "NoSuchEvent"}')
+    await stores.events.append("good", [last], 1)
+    await stores.settle()
+
+    newest = await stores.events.read_last(10)
+    assert ids(newest) == [last.id]  # the list ends after the bad row
+    with pytest.raises(UndecodableEventError) as bad:
+        await stores.events.read_last(10, before=newest[0].position)
+    assert bad.value.stream_id == "bad" and "NoSuchEvent" in str(bad.value)
+    assert ids(await stores.events.read_last(10, before=bad.value.position)) == [first.id]
+
+
+async def test_count_after_counts_events_not_positions(stores: StoresUnderTest) -> None:
+    assert await stores.events.count_after(0) == 0
+    for n in range(3):
+        await stores.events.append(f"s{n}", [registered(10 * n + k) for k in range(n + 1)],
+                                   NO_STREAM)
+    everything = await read_everything(stores)
+    assert await stores.events.count_after(0) == 6
+    for k, record in enumerate(everything):
+        assert await stores.events.count_after(record.position) == 5 - k
+    assert await stores.events.count_after(everything[-1].position + 1000) == 0
+    assert await stores.events.count_after(0, limit=4) == 4
+    assert await stores.events.count_after(everything[3].position, limit=4) == 2
+
+
+async def test_read_by_type_starts_at_a_position(stores: StoresUnderTest) -> None:
+    events = [registered(n) for n in range(5)]
+    for event in events:
+        await stores.events.append("s", [event], ANY_VERSION)
+    await stores.events.append("g", [created(1)], NO_STREAM)
+    everything = await read_everything(stores)
+    by_type = stores.events.read_by_type
+    third = everything[2].position
+    assert ids(await by_type("MusicianRegisteredEvent", from_position=third)) == [
+        e.id for e in events[2:]]
+    assert ids(await by_type("MusicianRegisteredEvent", from_position=third + 1,
+                             limit=2)) == [e.id for e in events[3:5]]
+    assert await by_type("MusicianRegisteredEvent",
+                         from_position=everything[-1].position) == []
+
+
 async def test_read_by_type_filters_by_type_and_time(stores: StoresUnderTest) -> None:
     day = datetime(2026, 3, 1, tzinfo=UTC)
     old = registered(1, occurred_at=day - timedelta(days=2))

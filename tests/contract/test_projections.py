@@ -10,7 +10,11 @@ from typing import ClassVar
 import pytest
 
 from mussikon.application.projections import Projection, View
-from mussikon.application.projections.runner import ProjectionRunner, checkpoint_name
+from mussikon.application.projections.runner import (
+    ProjectionBusy,
+    ProjectionRunner,
+    checkpoint_name,
+)
 from mussikon.domain.events import DomainEvent, MusicianRegisteredEvent
 from tests.contract.store_adapters import ADAPTERS, StoresUnderTest, open_stores
 
@@ -85,14 +89,50 @@ async def test_status_shows_lag_and_rebuild_starts_from_zero(stores: StoresUnder
     await stores.settle()
     runner = ProjectionRunner(stores.events, stores.documents, [CountMusicians()])
     [before] = await runner.status()
-    assert before.lag == await stores.events.head_position()
+    assert (before.position, before.lag, before.lag_capped) == (0, 4, False)
     await runner.catch_up("count")
     [after] = await runner.status()
     assert after.lag == 0
     await stores.documents.commit(View(stores.documents).changes)  # no-op commit is harmless
-    progress: list[int] = []
-    position = await runner.rebuild("count", lambda done, _: progress.append(done))
+    progress: list[tuple[int, int]] = []
+    position = await runner.rebuild("count", lambda read, at: progress.append((read, at)))
     assert position == after.head
-    assert progress
+    assert progress[-1] == (4, position)
     assert await count(stores) == 3
     assert await count(stores, "Punta Cana") == 1
+
+
+async def test_lag_is_a_count_of_events_not_of_positions(stores: StoresUnderTest) -> None:
+    for n in range(3):
+        await register(stores, n)
+    await stores.settle()
+    runner = ProjectionRunner(stores.events, stores.documents, [CountMusicians()])
+    await runner.catch_up("count")
+    for n in range(3, 5):  # two appends, two transactions: far apart positions on PostgreSQL
+        await register(stores, n)
+    await stores.settle()
+    [status] = await runner.status()
+    assert status.lag == 2
+    assert status.head == await stores.events.head_position() > status.position
+
+
+async def test_rebuild_refuses_while_another_runner_holds_the_lease(
+        stores: StoresUnderTest) -> None:
+    for n in range(3):
+        await register(stores, n)
+    await stores.settle()
+    worker = ProjectionRunner(stores.events, stores.documents, [CountMusicians()])
+    position = await worker.catch_up("count")  # and keeps the lease, as a running worker does
+    operator = ProjectionRunner(stores.events, stores.documents, [CountMusicians()])
+    with pytest.raises(ProjectionBusy, match="'count' is being applied by another process"):
+        await operator.rebuild("count")
+    assert await count(stores) == 3  # nothing was reset
+    assert await stores.documents.checkpoint(checkpoint_name("count")) == position
+    await stores.documents.release_lease(checkpoint_name("count"), worker.owner)
+    assert await operator.rebuild("count") == position
+    assert await count(stores) == 3
+    # the rebuild let go of the lease: the worker goes on at once, from where it ended
+    await register(stores, 3)
+    await stores.settle()
+    assert await worker.catch_up("count") == await stores.events.head_position()
+    assert await count(stores) == 4

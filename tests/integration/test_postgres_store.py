@@ -153,6 +153,39 @@ async def test_sixteen_writers_committing_out_of_order_never_make_a_reader_skip(
     assert await store.head_position() == positions[-1]
 
 
+async def test_the_newest_events_and_their_count_stop_where_read_all_stops(
+        server: Server) -> None:
+    """`read_last` and `count_after` see what `read_all` sees: nothing at or above the oldest
+    transaction still running, so a tail that follows on from the newest event it showed
+    never passes over one that commits later at a lower position."""
+    store = server.events
+    for n in range(3):
+        await store.append(f"early-{n}", [registered(f"early-{n}")], NO_STREAM)
+    await server.settle()
+    early = await store.read_all(limit=10)
+    open_writer = await asyncpg.connect(server.url)
+    try:
+        writing = open_writer.transaction()
+        await writing.start()  # takes its position now, commits at the end
+        await open_writer.execute(
+            f'INSERT INTO "{server.schema}".events (position, event_id, stream_id, version,'
+            " event_type, data, occurred_at) VALUES ((pg_current_xact_id()::text::bigint"
+            " << 20), gen_random_uuid(), 'slow', 1, 'MusicianRegisteredEvent', $1, now())",
+            '{"EventType": "MusicianRegisteredEvent"}')
+        await store.append("late", [registered("late")], NO_STREAM)  # committed, above it
+        assert await store.read_last(10) == early
+        assert await store.count_after(0) == 3
+        assert await store.count_after(early[0].position) == 2
+        assert await store.head_position() == early[-1].position
+        await writing.rollback()
+    finally:
+        await open_writer.close()
+    await server.settle()
+    [late] = await store.read_last(1)
+    assert late.stream_id == "late"
+    assert await store.count_after(early[-1].position) == 1
+
+
 async def test_twenty_racing_writers_one_wins_each_version(server: Server) -> None:
     await server.delay_commits(0.0, 0.01)
     store = server.events

@@ -168,9 +168,26 @@ class EventStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def read_last(self, limit: int, before: int | None = None) -> list[RecordedEvent]:
+        """The newest `limit` events of the global order a reader may see (those below
+        position `before`, if given), oldest first: the events `read_all` would return last.
+
+        A row that cannot be decoded ends the list after it (the newer events are returned);
+        if it is the newest of them, this raises UndecodableEventError naming its position,
+        and reading goes on below it with `before` set to that position.
+        """
+
+    @abc.abstractmethod
+    async def count_after(self, position: int, limit: int = 1_000_000) -> int:
+        """How many events a reader may see after `position` (what `read_all(position + 1)`
+        would go through), counting no further than `limit`: `limit` means that many or
+        more. Positions are not consecutive on every store; this is a count of events."""
+
+    @abc.abstractmethod
     async def read_by_type(self, event_type: str, since: datetime | None = None,
-                           limit: int = 10_000) -> list[RecordedEvent]:
-        """Events of one type that occurred at or after `since`, in global order."""
+                           limit: int = 10_000, from_position: int = 1) -> list[RecordedEvent]:
+        """Events of one type that occurred at or after `since`, in global order, from global
+        position `from_position` on."""
 
     @abc.abstractmethod
     async def stream_version(self, stream_id: str) -> int:

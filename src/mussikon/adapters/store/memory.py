@@ -157,10 +157,25 @@ class InMemoryEventStore(EventStore):
                 raise
         return out
 
+    async def read_last(self, limit: int, before: int | None = None) -> list[RecordedEvent]:
+        end = len(self.rows) if before is None else min(max(before - 1, 0), len(self.rows))
+        newest_first: list[RecordedEvent] = []
+        for row in reversed(self.rows[max(end - limit, 0):end]):
+            try:
+                newest_first.append(self._decode(row))
+            except UndecodableEventError:
+                if newest_first:
+                    break
+                raise
+        return newest_first[::-1]
+
+    async def count_after(self, position: int, limit: int = 1_000_000) -> int:
+        return min(max(len(self.rows) - max(position, 0), 0), limit)
+
     async def read_by_type(self, event_type: str, since: datetime | None = None,
-                           limit: int = 10_000) -> list[RecordedEvent]:
+                           limit: int = 10_000, from_position: int = 1) -> list[RecordedEvent]:
         floor = epoch_micros(since) if since else None
-        rows = [r for r in self.rows
+        rows = [r for r in self.rows[max(from_position, 1) - 1:]
                 if r.event_type == event_type and (floor is None or r.occurred_at >= floor)]
         return [self._decode(r) for r in rows[:limit]]
 

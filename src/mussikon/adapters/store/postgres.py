@@ -24,9 +24,10 @@ To keep `read_all(from_position)` a single number that a checkpoint can store, t
 (one append per transaction, at most 2^20 events in it). Positions therefore increase in
 the global order and no reader can skip one, but they are not consecutive: between two
 neighbours there are numbers no event will ever take, so `head_position() - checkpoint`
-is not a count of events behind. `head_position` is the largest position below the bound,
-consistent with what `read_all` returns. The transaction id is the 64-bit `xid8` (it
-never wraps around); a position fits a bigint until 2^43 transactions.
+is not a count of events behind (`count_after` counts them). `head_position` is the largest
+position below the bound, consistent with what `read_all` and `read_last` return. The
+transaction id is the 64-bit `xid8` (it never wraps around); a position fits a bigint until
+2^43 transactions.
 
 The other known answer, numbering events after they commit, needs a sequencer that writes
 every event a second time and leaves fresh events without a position; this one costs a
@@ -475,10 +476,16 @@ class PostgresEventStore(EventStore):
                                  " AND version >= $2 ORDER BY version")
         self._read_all_sql = (f"SELECT {columns} FROM {t} WHERE position >= $1"
                               f" AND position < {_READABLE_BOUND} ORDER BY position LIMIT $2")
+        # `least` passes over a NULL: no `before` means below the bound alone
+        self._read_last_sql = (f"SELECT {columns} FROM {t}"
+                               f" WHERE position < least($1::bigint, {_READABLE_BOUND})"
+                               " ORDER BY position DESC LIMIT $2")
+        self._count_after_sql = (f"SELECT count(*) FROM (SELECT 1 FROM {t} WHERE position > $1"
+                                 f" AND position < {_READABLE_BOUND} LIMIT $2) AS behind")
         self._read_by_type_sql = (
             f"SELECT {columns} FROM {t} WHERE event_type = $1"
-            f" AND ($2::timestamptz IS NULL OR occurred_at >= $2) AND position < {_READABLE_BOUND}"
-            " ORDER BY position LIMIT $3")
+            f" AND ($2::timestamptz IS NULL OR occurred_at >= $2) AND position >= $4"
+            f" AND position < {_READABLE_BOUND} ORDER BY position LIMIT $3")
         self._version_sql = f"SELECT coalesce(max(version), 0) FROM {t} WHERE stream_id = $1"
         self._head_sql = (f"SELECT coalesce(max(position), 0) FROM {t}"
                           f" WHERE position < {_READABLE_BOUND}")
@@ -718,10 +725,20 @@ class PostgresEventStore(EventStore):
                 left -= len(rows)
         return out
 
+    async def read_last(self, limit: int, before: int | None = None) -> list[RecordedEvent]:
+        async with self.db.connection("reading the newest events of the global order") as conn:
+            rows = await conn.fetch(self._read_last_sql, before, limit)
+        return self._records(rows, stop_at_bad=True)[::-1]
+
+    async def count_after(self, position: int, limit: int = 1_000_000) -> int:
+        async with self.db.connection("counting events of the global order") as conn:
+            return int(await conn.fetchval(self._count_after_sql, position, limit))
+
     async def read_by_type(self, event_type: str, since: datetime | None = None,
-                           limit: int = 10_000) -> list[RecordedEvent]:
+                           limit: int = 10_000, from_position: int = 1) -> list[RecordedEvent]:
         async with self.db.connection(f"reading events of type {event_type!r}") as conn:
-            rows = await conn.fetch(self._read_by_type_sql, event_type, since, limit)
+            rows = await conn.fetch(self._read_by_type_sql, event_type, since, limit,
+                                    from_position)
         return self._records(rows)
 
     async def stream_version(self, stream_id: str) -> int:

@@ -468,12 +468,25 @@ class SqliteEventStore(EventStore):
             (from_position, limit)).fetchall())
         return self._records(rows, stop_at_bad=True)
 
+    async def read_last(self, limit: int, before: int | None = None) -> list[RecordedEvent]:
+        below = 2**63 - 1 if before is None else before
+        rows = await self.db.run(lambda c: c.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE position < ? ORDER BY position DESC LIMIT ?",
+            (below, limit)).fetchall())
+        return self._records(rows, stop_at_bad=True)[::-1]
+
+    async def count_after(self, position: int, limit: int = 1_000_000) -> int:
+        return int(await self.db.run(lambda c: c.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM events WHERE position > ? LIMIT ?)",
+            (position, limit)).fetchone()[0]))
+
     async def read_by_type(self, event_type: str, since: datetime | None = None,
-                           limit: int = 10_000) -> list[RecordedEvent]:
+                           limit: int = 10_000, from_position: int = 1) -> list[RecordedEvent]:
         floor = epoch_micros(since) if since else -(2**62)
         rows = await self.db.run(lambda c: c.execute(
             f"SELECT {_COLUMNS} FROM events WHERE event_type = ? AND occurred_at >= ?"
-            " ORDER BY position LIMIT ?", (event_type, floor, limit)).fetchall())
+            " AND position >= ? ORDER BY position LIMIT ?",
+            (event_type, floor, from_position, limit)).fetchall())
         return self._records(rows)
 
     async def stream_version(self, stream_id: str) -> int:

@@ -19,6 +19,9 @@ log = logging.getLogger("mussikon.projections")
 LEASE_SECONDS = 10.0
 """How long a runner that stopped renewing its lease on a projection keeps the others out."""
 
+LAG_COUNT_LIMIT = 1_000_000
+"""How many events behind a status counts at most (the count costs time in proportion)."""
+
 
 def checkpoint_name(projection: str) -> str:
     """The checkpoint a projection keeps in the document store."""
@@ -27,15 +30,18 @@ def checkpoint_name(projection: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ProjectionStatus:
-    """Where a projection is: its checkpoint, the store's head, and the lag between them."""
+    """Where a projection is: its checkpoint, the store's head, and its lag: how many events
+    of the global order it has not applied yet (`lag_capped`: that many or more)."""
 
     name: str
     position: int
     head: int
+    lag: int
+    lag_capped: bool = False
 
-    @property
-    def lag(self) -> int:
-        return max(self.head - self.position, 0)
+
+class ProjectionBusy(Exception):
+    """Another runner (a worker, in another process) holds the projection's lease."""
 
 
 class ProjectionRunner:
@@ -57,16 +63,21 @@ class ProjectionRunner:
     async def catch_up(self, name: str,
                        progress: Callable[[int, int], None] | None = None) -> int:
         """Apply every stored event the projection has not seen; return its new position.
+        `progress(events read, position reached)` is called after each batch.
 
         One runner at a time applies a projection, among every process sharing the store
         (a lease): two that applied the same events from the same checkpoint would count
         them twice. A runner without the lease only learns how far the holder got.
         """
         projection = self.projections[name]
+        leased = await self.documents.try_lease(checkpoint_name(name), self.owner,
+                                                LEASE_SECONDS)
+        # Read after taking the lease: a holder that let go meanwhile may have moved it on.
         position = await self.documents.checkpoint(checkpoint_name(name))
-        if not await self.documents.try_lease(checkpoint_name(name), self.owner, LEASE_SECONDS):
+        if not leased:
             self.positions[name] = position
             return position
+        read = 0
         while True:
             try:
                 batch = await self.store.read_all(position + 1, self.batch_size)
@@ -84,6 +95,7 @@ class ProjectionRunner:
                 if record.event.event_type in projection.event_types:
                     await projection.apply(record.event, view)
             last = batch[-1].position
+            read += len(batch)
             if not await self.documents.commit(view.changes,
                                                checkpoint=(checkpoint_name(name), last)):
                 # Another runner applied this batch first; carry on from where it got to.
@@ -91,7 +103,7 @@ class ProjectionRunner:
             position = last
             self.positions[name] = position
             if progress is not None:
-                progress(position, batch[-1].position)
+                progress(read, position)
             if not await self.documents.try_lease(checkpoint_name(name), self.owner,
                                                   LEASE_SECONDS):
                 break  # held too long without renewing: another runner has taken over
@@ -143,19 +155,41 @@ class ProjectionRunner:
             await self.wait_for(name, head, timeout)
 
     async def status(self) -> list[ProjectionStatus]:
-        """Position and lag of each projection."""
+        """Position and lag (in events, counted up to LAG_COUNT_LIMIT) of each projection."""
         head = await self.store.head_position()
         checkpoints = await self.documents.checkpoints()
-        return [ProjectionStatus(n, checkpoints.get(checkpoint_name(n), 0), head)
-                for n in self.projections]
+        out = []
+        for n in self.projections:
+            position = checkpoints.get(checkpoint_name(n), 0)
+            lag = await self.store.count_after(position, LAG_COUNT_LIMIT)
+            out.append(ProjectionStatus(n, position, head, lag, lag >= LAG_COUNT_LIMIT))
+        return out
 
     async def rebuild(self, name: str,
                       progress: Callable[[int, int], None] | None = None) -> int:
-        """Drop the projection's documents and apply the whole global order again."""
+        """Drop the projection's documents and apply the whole global order again, holding
+        its lease from before the reset to the end; return the position reached.
+
+        Raises ProjectionBusy, changing nothing, if another runner holds the lease (a
+        worker would go on committing over the reset), or if one took it over midway.
+        """
         projection = self.projections[name]
-        await self.documents.reset_checkpoint(checkpoint_name(name), list(projection.collections))
-        self.positions[name] = 0
-        return await self.catch_up(name, progress)
+        lease = checkpoint_name(name)
+        if not await self.documents.try_lease(lease, self.owner, LEASE_SECONDS):
+            raise ProjectionBusy(f"projection {name!r} is being applied by another process (a"
+                                 " running worker holds its lease): stop the workers, then"
+                                 " rebuild it")
+        try:
+            await self.documents.reset_checkpoint(lease, list(projection.collections))
+            self.positions[name] = 0
+            position = await self.catch_up(name, progress)
+            if not await self.documents.try_lease(lease, self.owner, LEASE_SECONDS):
+                raise ProjectionBusy(f"projection {name!r} was rebuilt up to position"
+                                     f" {position}, then another process took its lease over"
+                                     " and goes on from there")
+            return position
+        finally:
+            await self.documents.release_lease(lease, self.owner)
 
     async def stop(self) -> None:
         """Stop following (a batch being applied finishes first)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from importlib.metadata import version
+from typing import Annotated
 
 import typer
 
@@ -27,6 +29,19 @@ app.add_typer(projections_app, name="projections")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(db_app, name="db")
 app.add_typer(sagas_app, name="sagas")
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"mussikon {version('mussikon')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(show_version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version,
+        help="Print the version and exit.")] = False) -> None:
+    pass
 
 
 def _mount_benchmarks() -> None:

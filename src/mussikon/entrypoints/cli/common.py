@@ -39,7 +39,9 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
             message = str(exc.args[0]) if exc.args else message
         if isinstance(exc, TimeoutError):
             message = "timed out waiting for the handlers to finish"
-        Console(stderr=True, highlight=False).print(Text("error: ", style="red") + plain(message))
+        # soft_wrap: the line is never broken (a console that is not a terminal is 80 wide)
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            Text("error: ", style="red") + plain(message))
         raise typer.Exit(1) from None
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from mussikon.config import mask_url
-from mussikon.entrypoints.cli.common import console, opened, run
+from mussikon.entrypoints.cli.common import opened, run
+from mussikon.entrypoints.cli.output import console_for_output, plain
 
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 
@@ -15,6 +16,7 @@ def db_migrate() -> None:
     """Create or upgrade the store's schema (also done on first use)."""
     async def go() -> None:
         async with opened() as application:
-            console.print(f"schema of {mask_url(application.settings.store_url)} is up to date")
+            console_for_output().print(plain(
+                f"schema of {mask_url(application.settings.store_url)} is up to date"))
 
     run(go)

@@ -1,71 +1,220 @@
-"""`mussikon events …`: the event store, stream by stream, by type, or in global order."""
+"""`mussikon events …`: the event store, stream by stream, by type, or in global order.
+
+Each command prints a table (whole ids), or with `--json` one JSON array of events, oldest
+first: position, stream, version, type, ids, times, and the event's own JSON as `data`
+(decimals as exact strings). Pages go on with `--after` the last position (for a stream,
+the last version) shown.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import json
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.text import Text
 
-from mussikon.entrypoints.cli.common import (
-    CommandFailed,
-    console,
-    events_table,
-    opened,
-    parse_time,
-    run,
+from mussikon.entrypoints.cli.common import CommandFailed, opened, parse_time, run
+from mussikon.entrypoints.cli.output import (
+    JsonOption,
+    console_for_output,
+    limit_option,
+    plain,
+    print_json,
+    print_table,
 )
+from mussikon.ports.event_store import EventStore, RecordedEvent, UndecodableEventError
+from mussikon.wire import EventCodec
 
 events_app = typer.Typer(help="Inspect the event store.", no_args_is_help=True)
 
+Warn = Callable[[UndecodableEventError], None]
+
+FOLLOW_BATCH = 1000
+"""Events read at a time while following the global order."""
+
+
+def after_option(what: str) -> Any:
+    """`--after N`: the page after N (a cursor: the last N of the page before)."""
+    return typer.Option("--after", min=0, help=f"Only events after this {what} (the last "
+                                               f"{what} of the page before).")
+
+
+def print_events(console: Console, records: Sequence[RecordedEvent], title: str) -> None:
+    """Events as a table whose stream and event ids are never cut."""
+    print_table(console, title, ("position", "stream", "version", "type", "occurred at", "id"),
+                ((r.position, r.stream_id, r.version, r.event.event_type,
+                  r.event.occurred_at.isoformat(), r.event.id) for r in records),
+                ids=("position", "stream", "id"))
+
+
+def event_document(record: RecordedEvent, codec: EventCodec) -> dict[str, Any]:
+    """One event for `--json`: where it is stored, and its own JSON as `data`."""
+    event = record.event
+    return {
+        "position": record.position, "stream_id": record.stream_id, "version": record.version,
+        "event_type": event.event_type, "event_id": event.id, "occurred_at": event.occurred_at,
+        "recorded_at": record.recorded_at, "correlation_id": event.correlation_id,
+        "causation_id": event.causation_id,
+        "data": json.loads(codec.encode(event), parse_float=Decimal),
+    }
+
+
+def warn_on_stderr(exc: UndecodableEventError) -> None:
+    """Say on stderr that an event was passed over, and why (stdout keeps the output)."""
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        Text("skipped: ", style="yellow") + plain(str(exc)))
+
+
+def more_hint(console: Console, records: Sequence[RecordedEvent], limit: int, cursor: int) -> None:
+    """After a full page, how to ask for the next one."""
+    if len(records) == limit:
+        console.print(plain(f"more may follow: --after {cursor}"))
+
+
+async def newest(store: EventStore, limit: int, warn: Warn) -> tuple[list[RecordedEvent], int]:
+    """The newest `limit` readable events, oldest first, passing over (and naming) any that
+    cannot be decoded; and the newest position among them and those passed over (0: none)."""
+    out: list[RecordedEvent] = []
+    before: int | None = None
+    reached = 0
+    while len(out) < limit:
+        try:
+            page = await store.read_last(limit - len(out), before)
+        except UndecodableEventError as exc:
+            warn(exc)
+            before = exc.position
+            reached = max(reached, exc.position)
+            continue
+        if not page:
+            break
+        out[:0] = page
+        before = page[0].position
+        reached = max(reached, page[-1].position)
+    return out, reached
+
+
+async def following(store: EventStore, after: int, limit: int, warn: Warn
+                    ) -> tuple[list[RecordedEvent], int]:
+    """Up to `limit` events after position `after`, passing over (and naming) any that cannot
+    be decoded; and the position reached (the newest of them and those passed over)."""
+    out: list[RecordedEvent] = []
+    reached = after
+    while len(out) < limit:
+        try:
+            page = await store.read_all(reached + 1, limit - len(out))
+        except UndecodableEventError as exc:
+            warn(exc)
+            reached = exc.position
+            continue
+        if not page:
+            break
+        out += page
+        reached = page[-1].position
+    return out, reached
+
 
 @events_app.command("stream")
-def events_stream(stream_id: str) -> None:
-    """The events of one stream (e.g. musician-<id>, gig-<id>, contract-<id>)."""
+def events_stream(stream_id: str,
+                  limit: Annotated[int, limit_option(100, "events")] = 100,
+                  after: Annotated[int, after_option("version")] = 0,
+                  as_json: JsonOption = False) -> None:
+    """The events of one stream (e.g. musician-<id>, gig-<id>, contract-<id>), with their
+    JSON."""
     async def go() -> None:
         async with opened() as application:
-            records = await application.store.read_stream(stream_id)
-            if not records:
+            records = (await application.store.read_stream(stream_id, after + 1))[:limit]
+            if not records and await application.store.stream_version(stream_id) == 0:
                 raise CommandFailed(f"no stream {stream_id!r}")
-            console.print(events_table(records, f"stream {stream_id}"))
+            if as_json:
+                print_json([event_document(r, application.codec) for r in records])
+                return
+            console = console_for_output()
+            print_events(console, records, f"stream {stream_id}")
             for r in records:
                 console.print_json(application.codec.encode(r.event).decode())
+            more_hint(console, records, limit, records[-1].version if records else after)
 
     run(go)
 
 
 @events_app.command("by-type")
 def events_by_type(event_type: str,
-                   since: Annotated[str, typer.Option(help="ISO date or time (UTC)")] = "1970-01-01"
-                   ) -> None:
-    """Events of one type since a date (the specification's GetEventsByTypeAsync)."""
+                   since: Annotated[str, typer.Option(
+                       help="ISO date or time (UTC)")] = "1970-01-01",
+                   limit: Annotated[int, limit_option(100, "events")] = 100,
+                   after: Annotated[int, after_option("position")] = 0,
+                   as_json: JsonOption = False) -> None:
+    """Events of one type since a date (the specification's GetEventsByTypeAsync), oldest
+    first."""
     async def go() -> None:
         async with opened() as application:
             if event_type not in application.codec.event_types:
                 raise CommandFailed(f"unknown event type {event_type!r}; known: "
                                     f"{', '.join(application.codec.event_types)}")
-            records = await application.store.read_by_type(event_type, parse_time(since))
-            console.print(events_table(records, f"{event_type} since {since}"))
+            records = await application.store.read_by_type(event_type, parse_time(since), limit,
+                                                           from_position=after + 1)
+            if as_json:
+                print_json([event_document(r, application.codec) for r in records])
+                return
+            console = console_for_output()
+            print_events(console, records, f"{event_type} since {since}")
+            more_hint(console, records, limit, records[-1].position if records else after)
 
     run(go)
 
 
 @events_app.command("tail")
-def events_tail(limit: Annotated[int, typer.Option(min=1)] = 20,
-                follow: Annotated[bool, typer.Option(help="Keep printing new events.")] = False,
-                ) -> None:
-    """The newest events of the global order."""
+def events_tail(limit: Annotated[int, limit_option(20, "events")] = 20,
+                after: Annotated[int | None, after_option("position")] = None,
+                follow: Annotated[bool, typer.Option(
+                    help="Keep printing new events until Ctrl-C (with --json: one JSON "
+                         "document per line, per event).")] = False,
+                as_json: JsonOption = False) -> None:
+    """The newest events of the global order (or, with --after, those after a position)."""
     async def go() -> None:
         async with opened() as application:
-            head = await application.store.head_position()
-            position = max(head - limit + 1, 1)
-            while True:
-                records = await application.store.read_all(position, 1000)
-                if records:
-                    console.print(events_table(records, "global order"))
-                    position = records[-1].position + 1
-                if not follow:
-                    return
-                await asyncio.sleep(0.5)
+            store, codec = application.store, application.codec
+            console = console_for_output()
 
-    run(go)
+            def show(records: list[RecordedEvent], title: str) -> None:
+                if as_json and follow:
+                    for r in records:
+                        print_json(event_document(r, codec))
+                elif as_json:
+                    print_json([event_document(r, codec) for r in records])
+                elif records or not follow:
+                    print_events(console, records, title)
+
+            if after is None:
+                records, position = await newest(store, limit, warn_on_stderr)
+                show(records, f"newest {len(records)} event(s) of the global order")
+            else:
+                records, position = await following(store, after, limit, warn_on_stderr)
+                show(records, f"{len(records)} event(s) after position {after}")
+                if not follow and not as_json:
+                    more_hint(console, records, limit, position)
+            if not follow:
+                return
+            # Every event readable later comes after those read so far: the stores never
+            # let a reader see an event behind one it has seen.
+            settings = application.settings
+            delay = settings.poll_interval
+            while True:
+                batch, reached = await following(store, position, FOLLOW_BATCH, warn_on_stderr)
+                if reached != position:
+                    show(batch, "new events")
+                    position = reached
+                    delay = settings.poll_interval
+                    continue
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, settings.poll_max_interval)
+
+    try:
+        run(go)
+    except KeyboardInterrupt:  # Ctrl-C is how --follow ends
+        raise typer.Exit(0) from None

@@ -2,29 +2,58 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from mussikon.entrypoints.cli.common import console, opened, run
+from mussikon.entrypoints.cli.common import opened, run
+from mussikon.entrypoints.cli.output import (
+    JsonOption,
+    console_for_output,
+    limit_option,
+    plain,
+    print_json,
+    print_table,
+)
 
 notifications_app = typer.Typer(help="Notifications sent.", no_args_is_help=True)
 
 
 @notifications_app.command("list")
-def notifications_list(limit: Annotated[int, typer.Option(min=1)] = 100) -> None:
-    """The notifications sent: to whom, which kind, about what."""
+def notifications_list(
+        limit: Annotated[int, limit_option(100, "notifications")] = 100,
+        after: Annotated[int | None, typer.Option(
+            "--after", min=0, help="Only those after this number (the last # of the page "
+                                   "before), oldest first.")] = None,
+        as_json: JsonOption = False) -> None:
+    """The notifications sent, in the order they went out, numbered (#) from the first: to
+    whom, which kind, about what. The newest `--limit` unless `--after` is given."""
     async def go() -> None:
         async with opened() as application:
-            sent = await application.notifier.sent(limit)
-            table = Table(title=f"{len(sent)} notification(s)")
-            for column in ("sent at", "kind", "to", "subject", "about"):
-                table.add_column(column)
-            for s in sent:
-                n = s.notification
-                table.add_row(s.sent_at.strftime("%Y-%m-%d %H:%M:%S"), n.kind,
-                              f"{n.recipient_name} <{n.recipient}>", n.subject, n.about)
-            console.print(table)
+            # The notifier lists what it sent in send order; the number is the rank there.
+            everything = await application.notifier.sent(sys.maxsize)
+            first = max(len(everything) - limit, 0) if after is None else after
+            page = list(enumerate(everything[first:first + limit], start=first + 1))
+            if as_json:
+                print_json([{
+                    "number": number, "sent_at": s.sent_at, "channel": s.channel,
+                    "key": s.notification.key, "kind": s.notification.kind,
+                    "recipient": s.notification.recipient,
+                    "recipient_name": s.notification.recipient_name,
+                    "subject": s.notification.subject, "about": s.notification.about,
+                    "body": s.notification.body, "created_at": s.notification.created_at,
+                } for number, s in page])
+                return
+            console = console_for_output()
+            print_table(
+                console, f"{len(page)} of {len(everything)} notification(s)",
+                ("#", "sent at", "kind", "to", "subject", "about"),
+                ((number, s.sent_at.strftime("%Y-%m-%d %H:%M:%S"), s.notification.kind,
+                  f"{s.notification.recipient_name} <{s.notification.recipient}>",
+                  s.notification.subject, s.notification.about) for number, s in page),
+                ids=("#", "about"))
+            if page and page[-1][0] < len(everything):
+                console.print(plain(f"more: --after {page[-1][0]}"))
 
     run(go)

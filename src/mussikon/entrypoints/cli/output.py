@@ -59,6 +59,33 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]], 
     return result
 
 
+NARROWEST_COLUMN = 8
+"""Width below which a wrapping column of a table is no longer worth reading."""
+
+
+def print_table(console: Console, title: str, columns: Sequence[str],
+                rows: Iterable[Sequence[object]], *, ids: Iterable[str] = ()) -> None:
+    """Print `table(title, columns, rows, ids=ids)`; on a console too narrow for its id
+    columns whole beside the others, each row as `column: value` lines instead, so that no
+    id is ever cut (an 80-column terminal holds one 36-character id, not two)."""
+    materialised = [list(row) for row in rows]
+    whole = set(ids)
+
+    def width(n: int, name: str) -> int:
+        natural = max([len(name), *(len(str(row[n])) for row in materialised)])
+        return natural if name in whole else min(natural, NARROWEST_COLUMN)
+
+    needed = 1 + sum(3 + width(n, name) for n, name in enumerate(columns))  # with borders
+    if needed <= console.width:
+        console.print(table(title, columns, materialised, ids=whole))
+        return
+    console.print(plain(title), soft_wrap=True)
+    for row in materialised:
+        console.print()
+        for name, cell in zip(columns, row, strict=True):
+            console.print(plain(f"{name}: {'' if cell is None else cell}"), soft_wrap=True)
+
+
 def to_json(value: object) -> Any:
     """A value as JSON sees it: times in ISO 8601, decimals exact (as strings), ids as text."""
     if isinstance(value, Mapping):

@@ -2,44 +2,74 @@
 
 from __future__ import annotations
 
-import typer
-from rich.table import Table
+import sys
 
-from mussikon.entrypoints.cli.common import CommandFailed, console, opened, run
+import typer
+from rich.console import Console
+from rich.progress import Progress
+
+from mussikon.application.projections.runner import ProjectionBusy
+from mussikon.entrypoints.cli.common import CommandFailed, opened, run
+from mussikon.entrypoints.cli.output import (
+    JsonOption,
+    YesOption,
+    confirm,
+    console_for_output,
+    plain,
+    print_json,
+    print_table,
+)
 
 projections_app = typer.Typer(help="Read models and their checkpoints.", no_args_is_help=True)
 
 
 @projections_app.command("status")
-def projections_status() -> None:
-    """Position and lag of each read model."""
+def projections_status(as_json: JsonOption = False) -> None:
+    """Position of each read model, the store's head, and the lag: how many events the read
+    model has not applied yet."""
     async def go() -> None:
         async with opened() as application:
-            table = Table(title="projections")
-            for column in ("name", "position", "head", "lag"):
-                table.add_column(column)
-            for s in await application.projections.status():
-                table.add_row(s.name, str(s.position), str(s.head), str(s.lag))
-            console.print(table)
+            statuses = await application.projections.status()
+            if as_json:
+                print_json([{"name": s.name, "position": s.position, "head": s.head,
+                             "lag": s.lag, "lag_capped": s.lag_capped} for s in statuses])
+                return
+            print_table(
+                console_for_output(), "projections", ("name", "position", "head", "lag (events)"),
+                ((s.name, s.position, s.head, f"{s.lag}+" if s.lag_capped else s.lag)
+                 for s in statuses), ids=("position", "head"))
 
     run(go)
 
 
 @projections_app.command("rebuild")
-def projections_rebuild(name: str) -> None:
-    """Rebuild one read model from position 0."""
-    from rich.progress import Progress
-
+def projections_rebuild(name: str, yes: YesOption = False) -> None:
+    """Drop one read model and apply every event again, from position 0. Refused while a
+    worker applies it (stop the workers first)."""
     async def go() -> None:
         async with opened() as application:
-            if name not in application.projections.projections:
+            runner = application.projections
+            if name not in runner.projections:
                 raise CommandFailed(f"no projection {name!r}; known: "
-                                    f"{', '.join(application.projections.projections)}")
-            head = await application.store.head_position()
-            with Progress(console=console) as progress:
-                task = progress.add_task(f"rebuilding {name}", total=max(head, 1))
-                position = await application.projections.rebuild(
-                    name, lambda done, _: progress.update(task, completed=done))
-            console.print(f"{name} rebuilt up to position {position}")
+                                    f"{', '.join(runner.projections)}")
+            confirm(f"Drop the read model {name!r} and apply every event again?", yes)
+            total = await application.store.count_after(0)
+            read = 0
+
+            def advanced(events_read: int, _: int) -> None:
+                nonlocal read
+                read = events_read
+                progress.update(task, completed=events_read)
+
+            with Progress(console=Console(stderr=True), transient=True,
+                          disable=not sys.stderr.isatty()) as progress:
+                task = progress.add_task(f"rebuilding {name}", total=max(total, 1))
+                try:
+                    position = await runner.rebuild(name, advanced)
+                except ProjectionBusy as exc:
+                    raise CommandFailed(str(exc)) from None
+            console_for_output().print(plain(
+                f"{name} rebuilt from position 0 up to position {position} ({read} events read)"
+                if read else f"{name} rebuilt: there are no events to apply (position 0)"))
 
     run(go)
