@@ -268,3 +268,17 @@ def test_the_demo_output_fits_80_columns_and_every_saga_id_it_prints_can_be_show
         shown = mussikon("sagas", "show", saga_id, cwd=tmp_path, **told)
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout.startswith(saga_id)
+
+
+def test_the_command_the_demo_prints_calls_mussikon_as_the_user_did(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "mussikon"
+    if not script.exists():
+        pytest.skip(f"no mussikon console script beside {sys.executable}")
+    env = environment(MUSSIKON_STORE_URL="sqlite:///./mussikon.db",
+                      PATH=os.defpath)  # where `mussikon` is not found
+    ran = subprocess.run([str(script), "demo"], cwd=tmp_path, env=env, text=True,
+                         stdin=subprocess.DEVNULL, capture_output=True, timeout=120, check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.rstrip().endswith(
+        f"MUSSIKON_STORE_URL=sqlite:///./mussikon-demo.db {shlex.quote(str(script))} "
+        "sagas show SAGA_ID")

@@ -130,16 +130,17 @@ def where_it_writes(settings: Settings) -> str:
     return where
 
 
-def sagas_show_command(settings: Settings) -> str | None:
+def sagas_show_command(settings: Settings, program: str = "mussikon") -> str | None:
     """The command that shows one of the demo's sagas (with `SAGA_ID` to replace), naming the
-    store through the environment; None when the store is memory, gone with the demo."""
+    store through the environment; None when the store is memory, gone with the demo.
+    `program` is how the `mussikon` command is called."""
     scheme = urlsplit(settings.store_url).scheme
     if scheme == "memory":
         return None
     env = f"MUSSIKON_STORE_URL={shlex.quote(mask_url(settings.store_url))}"
     if scheme in ("postgres", "postgresql"):
         env += f" MUSSIKON_POSTGRES_SCHEMA={shlex.quote(settings.postgres_schema)}"
-    return f"{env} mussikon sagas show SAGA_ID"
+    return f"{env} {shlex.quote(program)} sagas show SAGA_ID"
 
 
 def describe(settings: Settings) -> str:
@@ -152,8 +153,9 @@ def describe(settings: Settings) -> str:
             f"signature deadline), writing to {where_it_writes(settings)} and {email}.")
 
 
-async def run_demo(app: App, console: Console) -> Outcomes:
-    """Run the scenario; raise DemoFailed if an expected outcome is missing."""
+async def run_demo(app: App, console: Console, program: str = "mussikon") -> Outcomes:
+    """Run the scenario; raise DemoFailed if an expected outcome is missing. `program` is how
+    the `mussikon` command is called, for the command printed at the end."""
     if not isinstance(app.clock, AdjustableClock):
         raise DemoFailed("the demo moves time forward: open the app with an AdjustableClock")
     timeline = Timeline()
@@ -180,7 +182,7 @@ async def run_demo(app: App, console: Console) -> Outcomes:
         await _check(app, out)
         console.print()
         console.print(Text("All expected outcomes happened.", style="bold green"))
-        _print_how_to_look(app.settings, console)
+        _print_how_to_look(app.settings, console, program)
         return out
     finally:
         reactions.removeHandler(timeline)
@@ -330,7 +332,7 @@ def _print_table(console: Console, title: str, columns: list[str], rows: list[li
     _heading(console, title)
     table = Table()
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
     console.print(table)
@@ -392,8 +394,8 @@ async def _print_sagas(app: App, console: Console, out: Outcomes) -> None:
             _print_under(console, Text(f"reason: {saga.reason}"))
 
 
-def _print_how_to_look(settings: Settings, console: Console) -> None:
-    command = sagas_show_command(settings)
+def _print_how_to_look(settings: Settings, console: Console, program: str) -> None:
+    command = sagas_show_command(settings, program)
     if command is None:
         console.print(Text("The demo store was in memory: its sagas are gone with it."))
         return

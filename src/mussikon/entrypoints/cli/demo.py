@@ -12,6 +12,8 @@ events it did not write. On RabbitMQ its exchanges and queues carry a prefix of 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,7 +54,8 @@ def demo(fresh: Annotated[bool, typer.Option(
         async with opened(settings, OffsetClock()) as application:
             await _claim(application)
             try:
-                await run_demo(application, Console(quiet=True) if quiet else console)
+                await run_demo(application, Console(quiet=True) if quiet else console,
+                               _program())
             except DemoFailed as exc:
                 raise CommandFailed(f"demo failed: {exc}") from None
         if quiet:
@@ -60,6 +63,21 @@ def demo(fresh: Annotated[bool, typer.Option(
                           highlight=False, markup=False)
 
     run(go)
+
+
+def _program() -> str:
+    """How to call `mussikon` again from here: its name when that finds this program on the
+    PATH, else the path it was called by (`make demo` calls `.venv/bin/mussikon`)."""
+    called = sys.argv[0]
+    if os.path.basename(called) != "mussikon":
+        return "mussikon"  # `python -m mussikon`
+    found = shutil.which("mussikon")
+    try:
+        if found is not None and os.path.samefile(found, called):
+            return "mussikon"
+    except OSError:
+        pass
+    return called
 
 
 def demo_settings(settings: Settings, *, send_email: bool = False) -> Settings:
