@@ -137,6 +137,12 @@ def test_the_demo_leaves_the_configured_store_alone_and_writes_a_store_of_its_ow
     assert "payment-failed" in listed.stdout
     assert "welcome" in listed.stdout
     assert "directory" in inspect("projections", "status").stdout
+    # The same store named by a .env file, and --fresh: still only the demo's store is wiped.
+    (tmp_path / ".env").write_text(f"MUSSIKON_STORE_URL={sqlite_url(real)}\n")
+    fresh = mussikon("demo", "--fresh", "--yes", "--quiet", cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    assert files_of(real) == before
+    assert 0 < events_in(demo_store) <= after_one_run * 3 // 2
 
 
 def test_the_demo_neither_writes_into_nor_wipes_a_store_holding_events_it_did_not_write(
