@@ -21,6 +21,8 @@ class Settings(BaseSettings):
 
     store_url: str = Field("sqlite:///./mussikon.db",
                            description="Event store: sqlite:///PATH, memory://, postgresql://…")
+    demo_store_url: str = Field("", description="Store of `mussikon demo`; empty: its own "
+                                                "beside MUSSIKON_STORE_URL")
     broker_url: str = Field("memory://", description="Transport: memory:// or amqp://…")
     sqlite_synchronous: str = Field("FULL", description="SQLite durability: FULL or NORMAL")
     postgres_schema: str = Field("mussikon", description="PostgreSQL schema holding the tables")

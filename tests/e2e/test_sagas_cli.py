@@ -20,10 +20,10 @@ def mussikon(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("sagas") / "demo.db"
-    demo = mussikon("demo", "--fresh", "--quiet", store=path)
+    path = tmp_path_factory.mktemp("sagas") / "mussikon.db"
+    demo = mussikon("demo", "--quiet", store=path)
     assert demo.returncode == 0, demo.stderr
-    return path
+    return path.with_name("mussikon-demo.db")  # the demo's own store, beside the configured one
 
 
 def test_sagas_list_shows_every_instance_and_filters_by_status(store: Path) -> None:

@@ -86,14 +86,16 @@ class Marketplace:
 
     async def accept_application(self, application_id: str, *, organizer_id: str,
                                  agreed_fee: Decimal | None = None,
-                                 cause: Cause | None = None) -> None:
-        """The gig's organizer accepts an application."""
+                                 cause: Cause | None = None) -> str:
+        """The gig's organizer accepts an application; returns the id of the contract the
+        booking saga drafts for it."""
         application = await self._existing(Application, application_id)
         gig = await self.repo.load(Gig, application.gig_id)
         if gig.organizer_id != organizer_id:
             raise NotAParty(f"{organizer_id} is not the organizer of gig {gig.id}")
         application.accept(gig=gig, agreed_fee=agreed_fee)
         await self.repo.save(application, cause or Cause.new())
+        return contract_id_for(application_id)
 
     async def reject_application(self, application_id: str, reason: str,
                                  cause: Cause | None = None) -> None:

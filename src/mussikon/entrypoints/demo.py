@@ -11,6 +11,12 @@ signature deadline that contract is cancelled. The demo moves the app's clock fo
 (an `AdjustableClock`) instead of waiting hours. Every event and every reaction is
 printed as a timeline, then the read models and the sagas; any expected outcome that
 did not happen makes the demo fail.
+
+The output fits the console's width (80 columns when piped, or `COLUMNS`): facts and
+reasons are printed under their row and wrapped between words, and every id stays whole.
+Values that came from the scenario's people (names, messages, reasons) are printed as
+literal text (`rich.text.Text`), never as markup. The command (`entrypoints/cli/demo.py`)
+chooses the store: one of the demo's own, never the one `MUSSIKON_STORE_URL` names.
 """
 
 from __future__ import annotations
@@ -18,21 +24,25 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import shlex
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mussikon.application.projections.directory import APPLICATIONS, CONTRACTS, PROFILES
 from mussikon.application.sagas.booking import payment_id_for
 from mussikon.application.sagas.reservations import MusicianDays
 from mussikon.application.sagas.state import SagaState, SagaStatus
 from mussikon.bootstrap import App
-from mussikon.domain.contract import Contract, contract_id_for
+from mussikon.config import Settings, mask_url
+from mussikon.domain.contract import Contract
 from mussikon.domain.errors import DomainError
 from mussikon.domain.payment import Payment, PaymentStatus
 from mussikon.ports.clock import AdjustableClock
@@ -75,18 +85,77 @@ class Outcomes:
     """The two applications accepted for one night: which "won" the day, which "lost"."""
 
 
-_BASE_FIELDS = frozenset({"id", "occurred_at", "version", "correlation_id", "causation_id"})
+_BASE_FIELDS = frozenset({"id", "occurred_at", "schema_version", "correlation_id",
+                          "causation_id"})
+
+
+def _fact(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
 
 
 def _summary(record: RecordedEvent) -> str:
     e = record.event
-    parts = [f"{f.name}={getattr(e, f.name)}" for f in dataclasses.fields(e)
+    parts = [f"{f.name}={_fact(getattr(e, f.name))}" for f in dataclasses.fields(e)
              if f.name not in _BASE_FIELDS and not f.name.endswith("_id")]
-    return ", ".join(parts)[:100]
+    return ", ".join(parts)
 
 
-async def run_demo(app: App, console: Console) -> Outcomes:
-    """Run the scenario; raise DemoFailed if an expected outcome is missing."""
+def _print_wrapped(console: Console, text: Text, indent: int = 0) -> None:
+    """Print wrapped between words within the console's width, each line indented (a word
+    longer than a line is folded, never cut off)."""
+    for line in text.wrap(console, max(console.width - indent, 20), overflow="fold"):
+        line.rstrip()
+        console.print(Text(" " * indent) + line, soft_wrap=True)
+
+
+def _print_under(console: Console, text: Text) -> None:
+    """Print under the row it belongs to: indented, wrapped."""
+    _print_wrapped(console, text, indent=4)
+
+
+def _heading(console: Console, title: str) -> None:
+    console.print()
+    console.print(Text(title, style="bold"))
+
+
+def where_it_writes(settings: Settings) -> str:
+    """The store the settings name, as the demo tells its user (password masked)."""
+    if urlsplit(settings.store_url).scheme == "memory":
+        return "memory only (nothing is kept)"
+    where = f"the demo store {mask_url(settings.store_url)}"
+    if urlsplit(settings.store_url).scheme in ("postgres", "postgresql"):
+        where += f", schema {settings.postgres_schema}"
+    return where
+
+
+def sagas_show_command(settings: Settings, program: str = "mussikon") -> str | None:
+    """The command that shows one of the demo's sagas (with `SAGA_ID` to replace), naming the
+    store through the environment; None when the store is memory, gone with the demo.
+    `program` is how the `mussikon` command is called."""
+    scheme = urlsplit(settings.store_url).scheme
+    if scheme == "memory":
+        return None
+    env = f"MUSSIKON_STORE_URL={shlex.quote(mask_url(settings.store_url))}"
+    if scheme in ("postgres", "postgresql"):
+        env += f" MUSSIKON_POSTGRES_SCHEMA={shlex.quote(settings.postgres_schema)}"
+    return f"{env} {shlex.quote(program)} sagas show SAGA_ID"
+
+
+def describe(settings: Settings) -> str:
+    """The one sentence that opens the demo: what it simulates, where it writes, and whether
+    it sends email."""
+    email = (f"sending real email through {mask_url(settings.smtp_url)}" if settings.smtp_url
+             else "sending no email (notifications are only recorded)")
+    return ("This demo simulates the marketplace with made-up people (sign-ups, gigs, "
+            "applications, bookings, signatures, payments, a declined card and a missed "
+            f"signature deadline), writing to {where_it_writes(settings)} and {email}.")
+
+
+async def run_demo(app: App, console: Console, program: str = "mussikon") -> Outcomes:
+    """Run the scenario; raise DemoFailed if an expected outcome is missing. `program` is how
+    the `mussikon` command is called, for the command printed at the end."""
     if not isinstance(app.clock, AdjustableClock):
         raise DemoFailed("the demo moves time forward: open the app with an AdjustableClock")
     timeline = Timeline()
@@ -98,8 +167,9 @@ async def run_demo(app: App, console: Console) -> Outcomes:
     start = await app.store.head_position() + 1
     out = Outcomes()
     try:
+        _print_wrapped(console, Text(describe(app.settings)))
+        console.print()
         await app.start()
-        console.rule("[bold]MussikOn demo")
         await _marketplace_opens(app, out)
         await _applications_come_in(app, out)
         await _organizers_decide(app, out, console)
@@ -110,7 +180,9 @@ async def run_demo(app: App, console: Console) -> Outcomes:
         await _print_read_models(app, console, out)
         await _print_sagas(app, console, out)
         await _check(app, out)
-        console.print("[bold green]All expected outcomes happened.")
+        console.print()
+        console.print(Text("All expected outcomes happened.", style="bold green"))
+        _print_how_to_look(app.settings, console, program)
         return out
     finally:
         reactions.removeHandler(timeline)
@@ -192,9 +264,8 @@ async def _organizers_decide(app: App, out: Outcomes, console: Console) -> None:
     m = app.marketplace
 
     async def accept(key: str) -> None:
-        await m.accept_application(out.applications[key],
-                                   organizer_id=out.organizers[ACCEPTED[key]])
-        out.contracts[key] = contract_id_for(out.applications[key])
+        out.contracts[key] = await m.accept_application(
+            out.applications[key], organizer_id=out.organizers[ACCEPTED[key]])
 
     # Ana is accepted for two gigs on the same night at once: the two bookings race for it.
     await asyncio.gather(*(accept(key) for key in ACCEPTED))
@@ -203,8 +274,8 @@ async def _organizers_decide(app: App, out: Outcomes, console: Console) -> None:
     for key in ("ana-jazz", "ana-bolero"):
         contract = await app.repository.load(Contract, out.contracts[key])
         out.double_booking["won" if contract.exists else "lost"] = key
-    console.print(f"Double booking: {out.double_booking.get('won')} got Ana's night, "
-                  f"{out.double_booking.get('lost')} was compensated", highlight=False)
+    console.print(Text(f"Double booking: {out.double_booking.get('won')} got Ana's night, "
+                       f"{out.double_booking.get('lost')} was compensated"))
 
 
 async def _contracts_are_signed(app: App, out: Outcomes) -> None:
@@ -222,12 +293,13 @@ async def _time_passes(app: App, console: Console) -> None:
     clock, settings = app.clock, app.settings
     assert isinstance(clock, AdjustableClock)
     for retry in range(1, settings.saga_payment_retries + 1):
-        console.print(f"[bold]⏩ {settings.saga_payment_retry_delay} later:[/] payment retry "
-                      f"{retry} of {settings.saga_payment_retries}")
+        console.print(Text.assemble((f"⏩ {settings.saga_payment_retry_delay} later:", "bold"),
+                                    f" payment retry {retry} of "
+                                    f"{settings.saga_payment_retries}"))
         clock.advance(settings.saga_payment_retry_delay)
         await app.settle()
-    console.print(f"[bold]⏩ {settings.saga_signature_timeout} later:[/] the signature "
-                  "deadline passes")
+    console.print(Text.assemble((f"⏩ {settings.saga_signature_timeout} later:", "bold"),
+                                " the signature deadline passes"))
     clock.advance(settings.saga_signature_timeout)
     await app.settle()
 
@@ -241,57 +313,63 @@ async def _records_since(app: App, start: int) -> list[RecordedEvent]:
 
 
 def _print_timeline(console: Console, records: list[RecordedEvent], timeline: Timeline) -> None:
-    table = Table(title="Timeline: every event and what the handlers did about it",
-                  show_lines=False, expand=True)
-    table.add_column("#", justify="right", style="dim")
-    table.add_column("time", style="dim", no_wrap=True)
-    table.add_column("event", style="bold cyan", no_wrap=True)
-    table.add_column("facts / reactions")
+    _heading(console, "Timeline: every event, its facts, and what the handlers did about it")
     for record in records:
-        table.add_row(str(record.position), record.event.occurred_at.strftime("%H:%M:%S.%f")[:-3],
-                      record.event.event_type, _summary(record))
+        time = record.event.occurred_at.strftime("%H:%M:%S.%f")[:-3]
+        # soft_wrap: the row is never broken, so the event's name stays whole.
+        console.print(Text.assemble((f"#{record.position}", "dim"), "  ", (time, "dim"), "  ",
+                                    (record.event.event_type, "bold cyan")), soft_wrap=True)
+        facts = _summary(record)
+        if facts:
+            _print_under(console, Text(facts))
         for reaction in timeline.by_event.get(str(record.event.id), []):
-            table.add_row("", "", "", f"[green]↳ {reaction}")
+            _print_under(console, Text(f"↳ {reaction}", style="green"))
+
+
+def _print_table(console: Console, title: str, columns: list[str], rows: list[list[str]]
+                 ) -> None:
+    """A table of literal text that wraps between words, under its title."""
+    _heading(console, title)
+    table = Table()
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
     console.print(table)
 
 
 async def _print_read_models(app: App, console: Console, out: Outcomes) -> None:
-    profiles = Table(title="Read model: musician profiles")
-    for column in ("name", "genres", "location", "applications", "contracts"):
-        profiles.add_column(column)
+    rows = []
     for musician_id in out.musicians.values():
         p = await app.documents.get(PROFILES, musician_id)
         if p is not None:
-            profiles.add_row(p["name"], ", ".join(p["genres"]), p["location"],
-                             str(p["applications"]), str(p["contracts"]))
-    console.print(profiles)
-    contracts = Table(title="Read model: contracts")
-    for column in ("application", "amount", "status", "reason"):
-        contracts.add_column(column)
+            rows.append([p["name"], ", ".join(p["genres"]), p["location"],
+                         str(p["applications"]), str(p["contracts"])])
+    _print_table(console, "Read model: musician profiles",
+                 ["name", "genres", "location", "applications", "contracts"], rows)
+    _heading(console, "Read model: contracts (application, status, amount; why, under it)")
     for key, contract_id in out.contracts.items():
         c = await app.documents.get(CONTRACTS, contract_id)
         if c is not None:
-            contracts.add_row(key, str(c["amount"]), c["status"], c.get("reason", ""))
+            status, reason = f"{c['status']}  {c['amount']}", c.get("reason", "")
         else:
             a = await app.documents.get(APPLICATIONS, out.applications[key]) or {}
-            contracts.add_row(key, "", "(none)", f"application {a.get('status', '?').lower()}:"
-                                                 f" {a.get('reason', '')}")
-    console.print(contracts)
+            status = "no contract"
+            reason = f"application {a.get('status', '?').lower()}: {a.get('reason', '')}"
+        console.print(Text.assemble((key, "bold"), "  ", status), soft_wrap=True)
+        if reason:
+            _print_under(console, Text(reason))
     summary = await app.analytics.summary()
-    analytics = Table(title="Read model: analytics (whole store)")
-    analytics.add_column("measure")
-    analytics.add_column("value")
-    for kind, count in sorted(summary.by_kind.items()):
-        analytics.add_row(kind, str(count))
-    analytics.add_row("by genre (musicians, gigs, applications)", ", ".join(
-        f"{g}: {n}" for g, n in summary.by_genre.most_common()))
-    analytics.add_row("contracted", str(summary.contracted))
-    analytics.add_row("revenue (completed payments)", str(summary.revenue))
-    console.print(analytics)
+    rows = [[kind, str(count)] for kind, count in sorted(summary.by_kind.items())]
+    rows += [["by genre (musicians, gigs, applications)",
+              ", ".join(f"{g}: {n}" for g, n in summary.by_genre.most_common())],
+             ["contracted", str(summary.contracted)],
+             ["revenue (completed payments)", str(summary.revenue)]]
+    _print_table(console, "Read model: analytics (whole store)", ["measure", "value"], rows)
     sent = await app.notifier.sent(limit=1000)
-    console.print(f"[bold]{len(sent)}[/] notifications on record; refused commands:")
+    _heading(console, f"{len(sent)} notifications on record; refused commands:")
     for refusal in out.refused:
-        console.print(f"  [yellow]✗ {refusal}")
+        _print_under(console, Text(f"✗ {refusal}", style="yellow"))
 
 
 def _saga_ids(out: Outcomes) -> list[str]:
@@ -301,17 +379,32 @@ def _saga_ids(out: Outcomes) -> list[str]:
 
 async def _print_sagas(app: App, console: Console, out: Outcomes) -> None:
     assert app.sagas is not None
-    table = Table(title="Sagas of this run (mussikon sagas show ID for the history)")
-    for column in ("saga", "status", "steps done", "reason"):
-        table.add_column(column)
+    _heading(console, "Sagas of this run (saga id, status; steps and reason under it)")
     for saga_id in _saga_ids(out):
         saga = await app.sagas.journal.find(saga_id)
-        if saga is not None:
-            done = ", ".join(saga.completed)
-            undone = f"; undone: {', '.join(saga.compensated)}" if saga.compensated else ""
-            table.add_row(saga.saga_id[:30] + "…", saga.status.value, done + undone,
-                          saga.reason)
-    console.print(table)
+        if saga is None:
+            continue
+        # soft_wrap: the id is printed whole, to be copied into `mussikon sagas show`.
+        console.print(Text.assemble((saga.saga_id, "bold"), "  ", saga.status.value),
+                      soft_wrap=True)
+        _print_under(console, Text(f"done: {', '.join(saga.completed) or '-'}"))
+        if saga.compensated:
+            _print_under(console, Text(f"undone: {', '.join(saga.compensated)}"))
+        if saga.reason:
+            _print_under(console, Text(f"reason: {saga.reason}"))
+
+
+def _print_how_to_look(settings: Settings, console: Console, program: str) -> None:
+    command = sagas_show_command(settings, program)
+    if command is None:
+        console.print(Text("The demo store was in memory: its sagas are gone with it."))
+        return
+    relative = settings.store_url.startswith("sqlite:") and \
+        not settings.store_url.startswith("sqlite:////")
+    console.print(Text("The steps and history of a saga of this run"
+                       + (", from this directory:" if relative else ":")))
+    # soft_wrap: the command is never broken, so it can be copied whole.
+    console.print(Text(f"  {command}"), soft_wrap=True)
 
 
 async def _check_bookings(app: App, out: Outcomes, problems: list[str]) -> None:
