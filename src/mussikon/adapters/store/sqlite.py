@@ -32,6 +32,7 @@ from uuid import UUID
 
 import msgspec
 
+from mussikon.adapters.store.decoding import undecodable
 from mussikon.adapters.store.document_json import decode_document, encode_document
 from mussikon.adapters.store.group_commit import GroupCommit, is_busy
 from mussikon.domain.events import DomainEvent
@@ -45,12 +46,10 @@ from mussikon.ports.event_store import (
     RecordedEvent,
     StoreUnavailable,
     StreamAppend,
-    UndecodableEventError,
     check_batch,
-    recorded_event,
     refused_batch,
 )
-from mussikon.wire import EventCodec, WireFormatError
+from mussikon.wire import EventCodec
 
 T = TypeVar("T")
 
@@ -441,19 +440,19 @@ class SqliteEventStore(EventStore):
         recorded_at: dict[int, datetime] = {}  # the rows of one append share their time
         out: list[RecordedEvent] = []
         append = out.append
-        make = recorded_event
+        make = RecordedEvent
         for position, stream_id, version, event_type, data, correlation, causation, at in rows:
             try:
                 event = decode(data, event_type,
                                correlation_id=UUID(correlation) if correlation else None,
                                causation_id=UUID(causation) if causation else None)
-            except (WireFormatError, ValueError) as exc:
+                when = recorded_at.get(at)
+                if when is None:
+                    when = recorded_at[at] = _from_micros(at)
+            except Exception as exc:
                 if stop_at_bad and out:
                     break
-                raise UndecodableEventError(position, stream_id, version, str(exc)) from None
-            when = recorded_at.get(at)
-            if when is None:
-                when = recorded_at[at] = _from_micros(at)
+                raise undecodable(position, stream_id, version, exc) from None
             append(make(position, stream_id, version, event, when))
         return out
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from mussikon.application.projections import Projection, View
 from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore, UndecodableEventError
-
-log = logging.getLogger("mussikon.projections")
-
+from mussikon.ports.leases import Lease
+from mussikon.ports.polling import PollLoop, wait_until
+from mussikon.ports.undecodable import skip_undecodable
 
 LEASE_SECONDS = 10.0
 """How long a runner that stopped renewing its lease on a projection keeps the others out."""
@@ -47,12 +45,14 @@ class ProjectionRunner:
         self.store, self.documents = store, documents
         self.projections = {p.name: p for p in projections}
         self.batch_size = batch_size
-        self.poll_interval, self.poll_max_interval = poll_interval, poll_max_interval
         self.positions: dict[str, int] = {}
-        self._woken = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
         self.owner = f"projections-{uuid.uuid4()}"
+        self._leases = {name: Lease(documents, checkpoint_name(name), seconds=LEASE_SECONDS,
+                                    owner=self.owner) for name in self.projections}
+        self._loops = {name: PollLoop(f"projection {name}", interval=poll_interval,
+                                      max_interval=poll_max_interval)
+                       for name in self.projections}
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def catch_up(self, name: str,
                        progress: Callable[[int, int], None] | None = None) -> int:
@@ -62,20 +62,17 @@ class ProjectionRunner:
         (a lease): two that applied the same events from the same checkpoint would count
         them twice. A runner without the lease only learns how far the holder got.
         """
-        projection = self.projections[name]
+        projection, lease = self.projections[name], self._leases[name]
         position = await self.documents.checkpoint(checkpoint_name(name))
-        if not await self.documents.try_lease(checkpoint_name(name), self.owner, LEASE_SECONDS):
+        if not await lease.hold():
             self.positions[name] = position
             return position
         while True:
             try:
                 batch = await self.store.read_all(position + 1, self.batch_size)
-            except UndecodableEventError as exc:
-                # A row no code can read is skipped, loudly: the projection must not stall.
-                log.error("projection %s skips position %d: %s", name, exc.position, exc.reason)
-                await self.documents.commit(View(self.documents).changes,
-                                            checkpoint=(checkpoint_name(name), exc.position))
-                position = exc.position
+            except UndecodableEventError as error:
+                await skip_undecodable(self.documents, checkpoint_name(name), error)
+                position = error.position
                 continue
             if not batch:
                 break
@@ -92,49 +89,41 @@ class ProjectionRunner:
             self.positions[name] = position
             if progress is not None:
                 progress(position, batch[-1].position)
-            if not await self.documents.try_lease(checkpoint_name(name), self.owner,
-                                                  LEASE_SECONDS):
+            if not await lease.hold():
                 break  # held too long without renewing: another runner has taken over
         self.positions[name] = position
         return position
 
     async def start(self) -> None:
         """Follow live writes in the background."""
-        for name in self.projections:
-            self._tasks.append(asyncio.create_task(self._follow(name), name=f"projection:{name}"))
+        for name, loop in self._loops.items():
+            self._tasks.append(asyncio.create_task(loop.run(self._follow_step(name)),
+                                                   name=f"projection:{name}"))
 
-    async def _follow(self, name: str) -> None:
-        delay = self.poll_interval
-        while not self._stopping:
+    def _follow_step(self, name: str) -> Callable[[], Awaitable[bool]]:
+        async def step() -> bool:
             before = self.positions.get(name, -1)
-            try:
-                after = await self.catch_up(name)
-            except Exception:
-                log.exception("projection %s failed; retrying", name)
-                after = before
-            if after != before:
-                delay = self.poll_interval
-                continue
-            self._woken.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), delay)
-            delay = min(delay * 2, self.poll_max_interval)
+            return await self.catch_up(name) != before
+        return step
 
     def wake(self) -> None:
         """New events were appended."""
-        self._woken.set()
+        for loop in self._loops.values():
+            loop.wake()
 
     async def wait_for(self, name: str, position: int, timeout: float = 10.0) -> None:
         """Wait until projection `name` has applied everything up to `position`."""
-        async def reached() -> None:
-            while self.positions.get(name, 0) < position:
-                if not self._tasks:
-                    await self.catch_up(name)
-                    continue
-                self.wake()
-                await asyncio.sleep(0.005)
+        async def reached() -> bool:
+            return self.positions.get(name, 0) >= position
 
-        await asyncio.wait_for(reached(), timeout)
+        async def between() -> None:
+            if not self._tasks:  # nothing follows the store here: catch up ourselves
+                await self.catch_up(name)
+                return
+            self._loops[name].wake()
+            await asyncio.sleep(0.005)
+
+        await wait_until(reached, timeout, between=between)
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until every projection has caught up with the store's head."""
@@ -159,10 +148,9 @@ class ProjectionRunner:
 
     async def stop(self) -> None:
         """Stop following (a batch being applied finishes first)."""
-        self._stopping = True
-        self.wake()
+        for loop in self._loops.values():
+            loop.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        for name in self.projections:
-            with contextlib.suppress(Exception):  # a store already closed holds no lease
-                await self.documents.release_lease(checkpoint_name(name), self.owner)
+        for lease in self._leases.values():
+            await lease.release()
