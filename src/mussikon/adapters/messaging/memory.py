@@ -2,7 +2,8 @@
 
 Nothing is queued in memory that the store does not hold: a subscription reads events
 by position, runs at most `concurrency` handlers at once, and keeps as its checkpoint
-the position below which everything was handled or dead-lettered. A crash restarts it
+the position below which everything was handled, dead-lettered or skipped as undecodable
+(`ports/undecodable.py`). A crash restarts it
 from that checkpoint, so nothing is lost; the inbox makes the redelivered ones harmless.
 """
 
@@ -54,7 +55,7 @@ class _Reader:
 
     @property
     def done_up_to(self) -> int:
-        """Every position up to this one was handled or dead-lettered."""
+        """Every position up to this one was handled, dead-lettered or skipped."""
         return (min(self.in_flight) - 1) if self.in_flight else self.next_position - 1
 
     async def start(self) -> None:

@@ -244,12 +244,10 @@ def _read_in_small_chunks(conn: Connection) -> None:
 
     asyncio's socket transport receives each read into a new `bytes` of `max_size` (256
     KiB), which glibc, above its mmap threshold (128 KiB), maps afresh and unmaps when it is
-    freed: every page the kernel writes the data into is a page fault. A read of a page of
-    1,000 events is about seven such reads, a hundred page faults, and on this machine about
-    0.5 µs of system time per event (half the client's CPU in the fetch). Reads of 64 KiB
-    come from the heap and take no more system calls: on a local socket a read rarely finds
-    more than that waiting. A transport without `max_size` (another event loop) is left as
-    it is."""
+    freed: every page the kernel writes the data into is a page fault, a cost paid per event
+    read (docs/performance-notes.md). Reads of 64 KiB come from the heap and take no more
+    system calls: on a local socket a read rarely finds more than that waiting. A transport
+    without `max_size` (another event loop) is left as it is."""
     transport = getattr(conn, "_transport", None)  # asyncpg has no public handle on it
     if isinstance(getattr(transport, "max_size", None), int):
         transport.max_size = READ_CHUNK  # type: ignore[union-attr]
@@ -261,12 +259,12 @@ class _CollectorPaused:
     Reads pause it while they make a page's events: every object the page adds (event,
     GUID, record) outlives the read and none is in a cycle, so every collection it would
     trigger (one per 700 of them, a full one now and then) would go through the page made
-    so far and free nothing: a fifth of the time of reading a page, measured. Allocations
-    still count while it is paused, so it runs once the read is over, if it is due.
-    `read_all` keeps it paused across the awaits between the parts of its page (a few
-    milliseconds): a collection between two parts went through the part before, 1,300
-    instructions an event. Pauses nest and overlap: the collector runs again when the last
-    one ends (an explicit `gc.disable()` made during a pause is undone by its end)."""
+    so far and free nothing (docs/performance-notes.md). Allocations still count while it
+    is paused, so it runs once the read is over, if it is due. `read_all` keeps it paused
+    across the awaits between the parts of its page (a few milliseconds), where a
+    collection would go through the part before. Pauses nest and overlap: the collector
+    runs again when the last one ends (an explicit `gc.disable()` made during a pause is
+    undone by its end)."""
 
     __slots__ = ("_paused",)
     active = 0
@@ -290,9 +288,8 @@ READ_ALL_PART = 1000
 """`read_all` asks the server for its page in parts: `READ_ALL_FIRST_PART` events first,
 then up to `READ_ALL_PART` at a time, each part asked for before the one before is decoded.
 A small first part gets decoding going early; the later parts are large because each query
-costs this process about 50 µs of CPU (measured: mostly the kernel delivering it to the
-server over loopback). Pages of 1,000 (A/B rounds, 2026-11-28): parts of 250 then 1,000
-took 0.96 of the time of parts of 250 throughout, and 0.98 of one query."""
+costs this process CPU of its own, mostly the kernel delivering it to the server (the
+sizes were chosen by measurement: docs/performance-notes.md)."""
 
 
 def _recorded_at(raw: bytes) -> datetime:

@@ -3,8 +3,8 @@
 Statements of a single writer run on the event loop's own thread, on a connection that
 never waits for a lock: SQLite's work for one append (a few B-tree inserts and, at
 `synchronous=FULL`, one fsync of the write-ahead log) costs less than handing it to
-another thread and back, which takes two thread wake-ups (about 0.1-0.25 ms on a small
-virtual machine, more than half a FULL commit). Concurrent writers share transactions
+another thread and back, which takes two thread wake-ups (docs/performance-notes.md).
+Concurrent writers share transactions
 (group commit, `group_commit.py`): their writes run together on a worker thread, one
 fsync for all, while the event loop serves the other tasks. When the file is locked by
 another connection (another process), the operation goes to the worker thread, which
@@ -119,8 +119,8 @@ def _from_micros(value: int) -> datetime:
 
 _perf_counter = time.perf_counter
 _text = msgspec.json.Encoder().encode
-"""`_text(uuid)[1:-1].decode()` is `str(uuid)` (the JSON string's inside), in a third of the
-time: `UUID.__str__` formats in Python."""
+"""`_text(uuid)[1:-1].decode()` is `str(uuid)` (the JSON string's inside), made in C where
+`UUID.__str__` formats in Python."""
 
 
 def _now_micros() -> int:
@@ -187,8 +187,8 @@ class SqliteDatabase:
 
         Yields to the event loop first if it has not for `YIELD_EVERY` (a millisecond), so a
         task that runs many operations in a row does not starve the others; not before every
-        operation, as a round of the event loop costs 5-15 µs, a tenth of a commit at
-        `synchronous=NORMAL`.
+        operation, as a round of the event loop costs a good part of a commit at
+        `synchronous=NORMAL` (docs/performance-notes.md).
         """
         if _perf_counter() - self._yielded >= self.YIELD_EVERY:
             await asyncio.sleep(0)
