@@ -17,7 +17,7 @@ import pytest
 from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore, StoredRow
 from mussikon.domain.events import MusicianApplicationSubmittedEvent, MusicianRegisteredEvent
 from mussikon.domain.instant import epoch_micros, utc_now
-from mussikon.ports.undecodable import skipped_events
+from mussikon.ports.undecodable import UNDECODABLE_EVENTS
 from tests.integration.rabbitmq_kit import (
     BrokerNamespace,
     Recorder,
@@ -203,8 +203,9 @@ async def test_the_relay_skips_an_undecodable_row_records_why_and_publishes_what
 
     assert [e.message_id for e in recorder.handled] == [str(first.id), str(last.id)]
     assert await transport.relay.position() == 3  # type: ignore[union-attr]
-    [skipped] = await skipped_events(documents)
-    assert (skipped.reader, skipped.position, skipped.stream_id, skipped.version) == (
-        "relay", 2, "musician-old", 1)
-    assert "KeyError: 'Instruments'" in skipped.reason
+    [(key, skipped)] = await documents.scan(UNDECODABLE_EVENTS)
+    assert key == "relay:2"
+    assert (skipped["reader"], skipped["position"], skipped["stream_id"],
+            skipped["version"]) == ("relay", 2, "musician-old", 1)
+    assert "KeyError: 'Instruments'" in skipped["reason"]
     assert any("relay skips the event at position 2" in r.getMessage() for r in caplog.records)

@@ -127,24 +127,40 @@ async def test_a_wake_during_a_step_is_not_lost() -> None:
     assert calls == 2
 
 
-async def test_wait_until_checks_between_nudges_and_times_out() -> None:
-    checks = 0
-    nudges = 0
+async def test_wait_until_wakes_the_workers_between_checks_and_times_out() -> None:
+    checks, wakes = 0, 0
 
     async def reached() -> bool:
         nonlocal checks
         checks += 1
         return checks == 3
 
-    async def between() -> None:
-        nonlocal nudges
-        nudges += 1
+    def wake() -> None:
+        nonlocal wakes
+        wakes += 1
 
-    await wait_until(reached, 5, between=between)
-    assert (checks, nudges) == (3, 2)
+    await wait_until(reached, 5, wake=wake, every=0)
+    assert (checks, wakes) == (3, 2)
 
     async def never() -> bool:
         return False
 
     with pytest.raises(TimeoutError):
-        await wait_until(never, 0.05)
+        await wait_until(never, 0.05, wake=wake)
+
+
+async def test_wait_until_does_the_work_itself_where_no_loop_runs() -> None:
+    done = 0
+
+    async def reached() -> bool:
+        return done == 2
+
+    async def catch_up() -> None:
+        nonlocal done
+        done += 1
+
+    def wake() -> None:
+        raise AssertionError("no loop to wake")
+
+    await wait_until(reached, 5, wake=wake, catch_up=catch_up)
+    assert done == 2

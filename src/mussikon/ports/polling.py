@@ -83,11 +83,18 @@ class PollLoop:
 
 
 async def wait_until(reached: Callable[[], Awaitable[bool]], timeout: float, *,
-                     between: Callable[[], Awaitable[None]] | None = None) -> None:
-    """Return once `reached()` is true, awaiting `between()` between two checks (by default a
-    hundredth of a second's sleep); TimeoutError after `timeout` seconds."""
+                     wake: Callable[[], None],
+                     catch_up: Callable[[], Awaitable[object]] | None = None,
+                     every: float = 0.01) -> None:
+    """Return once `reached()` is true: between two checks, `wake()` the loops doing the work
+    and give them `every` seconds, or, where no loop runs, do the work with `catch_up()`.
+    TimeoutError after `timeout` seconds."""
     async def until() -> None:
         while not await reached():
-            await (between() if between is not None else asyncio.sleep(0.01))
+            if catch_up is not None:
+                await catch_up()
+                continue
+            wake()
+            await asyncio.sleep(every)
 
     await asyncio.wait_for(until(), timeout)

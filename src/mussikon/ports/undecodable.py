@@ -10,7 +10,6 @@ neither stops there nor passes it silently: it logs an error, records the row in
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mussikon.ports.documents import Changes, DocumentStore
@@ -19,19 +18,9 @@ from mussikon.ports.event_store import UndecodableEventError
 log = logging.getLogger("mussikon.undecodable")
 
 UNDECODABLE_EVENTS = "undecodable-events"
-"""The collection of the rows skipped, keyed by "<reader>:<position>"."""
-
-
-@dataclass(frozen=True, slots=True)
-class SkippedEvent:
-    """A stored event that `reader` (the name of its checkpoint) skipped, and why."""
-
-    reader: str
-    position: int
-    stream_id: str
-    version: int
-    reason: str
-    skipped_at: datetime
+"""The collection of the rows skipped, keyed by "<reader>:<position>", each document naming
+the reader, the row's position, stream id and version, the reason, and when it was
+skipped (`skipped_at`, ISO 8601)."""
 
 
 async def skip_undecodable(documents: DocumentStore, reader: str, error: UndecodableEventError,
@@ -52,10 +41,3 @@ async def skip_undecodable(documents: DocumentStore, reader: str, error: Undecod
     await documents.commit(changes,
                            checkpoint=(reader, error.position) if move_checkpoint else None)
 
-
-async def skipped_events(documents: DocumentStore) -> list[SkippedEvent]:
-    """Every row some reader skipped, by reader and position."""
-    skipped = [SkippedEvent(d["reader"], d["position"], d["stream_id"], d["version"],
-                            d["reason"], datetime.fromisoformat(d["skipped_at"]))
-               for _, d in await documents.scan(UNDECODABLE_EVENTS)]
-    return sorted(skipped, key=lambda s: (s.reader, s.position))

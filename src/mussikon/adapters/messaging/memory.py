@@ -149,11 +149,7 @@ class InProcessTransport(Transport):
             head = await self.store.head_position()
             return all(r.done_up_to >= head for r in self.readers.values())
 
-        async def between() -> None:
-            self.wake()
-            await asyncio.sleep(0.01)
-
-        await wait_until(idle, timeout, between=between)
+        await wait_until(idle, timeout, wake=self.wake)
 
     async def stop(self) -> None:
         for reader in self.readers.values():

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from mussikon.adapters.store.decoding import undecodable
+from mussikon.adapters.store.decoding import batch_before, undecodable
 from mussikon.adapters.store.document_json import decode_document, encode_document
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.instant import epoch_micros, utc_now
@@ -142,13 +142,11 @@ class InMemoryEventStore(EventStore):
 
     async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[RecordedEvent]:
         out: list[RecordedEvent] = []
-        for row in self.rows[max(from_position, 1) - 1 : max(from_position, 1) - 1 + limit]:
-            try:
+        try:
+            for row in self.rows[max(from_position, 1) - 1 : max(from_position, 1) - 1 + limit]:
                 out.append(self._decode(row))
-            except UndecodableEventError:
-                if out:
-                    break
-                raise
+        except UndecodableEventError as error:
+            return batch_before(error, out)
         return out
 
     async def read_by_type(self, event_type: str, since: datetime | None = None,

@@ -57,7 +57,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from mussikon.adapters.store.decoding import undecodable
+from mussikon.adapters.store.decoding import batch_before, undecodable
 from mussikon.adapters.store.document_json import decode_document, encode_document
 from mussikon.adapters.store.postgres_pool import Connection, ConnectionPool
 from mussikon.config import mask_url
@@ -71,6 +71,7 @@ from mussikon.ports.event_store import (
     StoreError,
     StoreUnavailable,
     StreamAppend,
+    UndecodableEventError,
     check_batch,
     refused_batch,
 )
@@ -607,20 +608,19 @@ class PostgresEventStore(EventStore):
             return int(actual)
         raise ConcurrencyError(stream_id, expected, int(actual))
 
-    def _records(self, rows: list[asyncpg.Record], *, stop_at_bad: bool = False,
+    def _records(self, rows: list[asyncpg.Record],
                  out: list[RecordedEvent] | None = None) -> list[RecordedEvent]:
         """Rows into recorded events, appended to `out` (a new list by default), which is
-        returned; a bad row raises UndecodableEventError or, with `stop_at_bad`, ends a list
-        that is not empty before it. The cyclic garbage collector is paused meanwhile (see
-        `_CollectorPaused`)."""
+        returned; a bad row raises UndecodableEventError. The cyclic garbage collector is
+        paused meanwhile (see `_CollectorPaused`)."""
         if out is None:
             out = []
         if not rows:
             return out
         with _CollectorPaused():
-            return self._decode_rows(rows, stop_at_bad, out)
+            return self._decode_rows(rows, out)
 
-    def _decode_rows(self, rows: list[asyncpg.Record], stop_at_bad: bool,
+    def _decode_rows(self, rows: list[asyncpg.Record],
                      out: list[RecordedEvent]) -> list[RecordedEvent]:
         """`_records`, with the collector as it is.
 
@@ -656,8 +656,6 @@ class PostgresEventStore(EventStore):
                     event = decode(data, event_type, correlation_id=correlation,
                                    causation_id=causation)
             except Exception as exc:
-                if stop_at_bad and out:
-                    break
                 raise undecodable(position, stream_id, version, exc) from None
             append(make(position, stream_id, version, event, at))
         return out
@@ -678,8 +676,11 @@ class PostgresEventStore(EventStore):
         is awaited first."""
         sql = self._read_all_sql
         out: list[RecordedEvent] = []
-        with _CollectorPaused():  # across the parts (see there)
-            return await self._read_all_parts(sql, from_position, limit, out)
+        try:
+            with _CollectorPaused():  # across the parts (see there)
+                return await self._read_all_parts(sql, from_position, limit, out)
+        except UndecodableEventError as error:
+            return batch_before(error, out)
 
     async def _read_all_parts(self, sql: str, from_position: int, limit: int,
                               out: list[RecordedEvent]) -> list[RecordedEvent]:
@@ -697,17 +698,13 @@ class PostgresEventStore(EventStore):
                     except BaseException:
                         following.cancel()
                         raise
-                decoded = len(out) + len(rows)
                 try:
-                    self._records(rows, stop_at_bad=True, out=out)
-                except BaseException:
+                    self._records(rows, out)
+                except BaseException:  # a bad row among them, or a cancellation
                     if following is not None:
                         await _settled(following)
                     raise
                 if following is None:
-                    break
-                if len(out) < decoded:  # stopped at a bad row
-                    await _settled(following)
                     break
                 rows = await following
                 left -= len(rows)

@@ -32,7 +32,7 @@ from uuid import UUID
 
 import msgspec
 
-from mussikon.adapters.store.decoding import undecodable
+from mussikon.adapters.store.decoding import batch_before, undecodable
 from mussikon.adapters.store.document_json import decode_document, encode_document
 from mussikon.adapters.store.group_commit import GroupCommit, is_busy
 from mussikon.domain.events import DomainEvent
@@ -46,6 +46,7 @@ from mussikon.ports.event_store import (
     RecordedEvent,
     StoreUnavailable,
     StreamAppend,
+    UndecodableEventError,
     check_batch,
     refused_batch,
 )
@@ -432,13 +433,14 @@ class SqliteEventStore(EventStore):
             return int(actual)  # the same events again: an idempotent retry
         raise ConcurrencyError(stream_id, expected, actual)
 
-    def _records(self, rows: list[tuple[Any, ...]], *, stop_at_bad: bool = False
+    def _records(self, rows: list[tuple[Any, ...]], out: list[RecordedEvent] | None = None
                  ) -> list[RecordedEvent]:
-        """Rows (`_COLUMNS`) into recorded events; a bad row raises UndecodableEventError, or
-        with `stop_at_bad`, ends the list before it if the list is not empty."""
+        """Rows (`_COLUMNS`) into recorded events, appended to `out` (a new list by default),
+        which is returned; a bad row raises UndecodableEventError."""
         decode = self.codec.decode
         recorded_at: dict[int, datetime] = {}  # the rows of one append share their time
-        out: list[RecordedEvent] = []
+        if out is None:
+            out = []
         append = out.append
         make = RecordedEvent
         for position, stream_id, version, event_type, data, correlation, causation, at in rows:
@@ -450,8 +452,6 @@ class SqliteEventStore(EventStore):
                 if when is None:
                     when = recorded_at[at] = _from_micros(at)
             except Exception as exc:
-                if stop_at_bad and out:
-                    break
                 raise undecodable(position, stream_id, version, exc) from None
             append(make(position, stream_id, version, event, when))
         return out
@@ -465,7 +465,11 @@ class SqliteEventStore(EventStore):
         rows = await self.db.run(lambda c: c.execute(
             f"SELECT {_COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?",
             (from_position, limit)).fetchall())
-        return self._records(rows, stop_at_bad=True)
+        out: list[RecordedEvent] = []
+        try:
+            return self._records(rows, out)
+        except UndecodableEventError as error:
+            return batch_before(error, out)
 
     async def read_by_type(self, event_type: str, since: datetime | None = None,
                            limit: int = 10_000) -> list[RecordedEvent]:

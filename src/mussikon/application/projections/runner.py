@@ -116,14 +116,11 @@ class ProjectionRunner:
         async def reached() -> bool:
             return self.positions.get(name, 0) >= position
 
-        async def between() -> None:
-            if not self._tasks:  # nothing follows the store here: catch up ourselves
-                await self.catch_up(name)
-                return
-            self._loops[name].wake()
-            await asyncio.sleep(0.005)
+        async def catch_up() -> None:
+            await self.catch_up(name)
 
-        await wait_until(reached, timeout, between=between)
+        await wait_until(reached, timeout, wake=self._loops[name].wake, every=0.005,
+                         catch_up=None if self._tasks else catch_up)
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until every projection has caught up with the store's head."""

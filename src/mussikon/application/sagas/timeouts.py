@@ -147,14 +147,8 @@ class TimeoutScheduler:
         async def idle() -> bool:
             return not self._firing.locked() and not await self.ready()
 
-        async def between() -> None:
-            if self._task is None:
-                await self.fire_due()  # no loop runs here: fire them ourselves
-                return
-            self.wake()
-            await asyncio.sleep(0.01)
-
-        await wait_until(idle, timeout, between=between)
+        await wait_until(idle, timeout, wake=self.wake,
+                         catch_up=self.fire_due if self._task is None else None)
 
     async def stop(self) -> None:
         """Stop the loop, letting a timeout being fired finish."""
