@@ -3,8 +3,8 @@
 Nothing is queued in memory that the store does not hold: a subscription reads events
 by position, runs at most `concurrency` handlers at once, and keeps as its checkpoint
 the position below which everything was handled, dead-lettered or skipped as undecodable
-(`ports/undecodable.py`). A crash restarts it
-from that checkpoint, so nothing is lost; the inbox makes the redelivered ones harmless.
+(`ports/undecodable.py`). A crash restarts it from that checkpoint, so nothing is lost;
+the inbox makes the redelivered ones harmless.
 """
 
 from __future__ import annotations

@@ -67,10 +67,10 @@ async def handle_with_retries(subscription: str, handler: Handler, envelope: Env
                           else replace(envelope, attempt=attempt))
             return None
         except Exception as exc:
+            log.warning("%s failed on %s %s (attempt %d): %r", subscription,
+                        envelope.event.event_type, envelope.message_id, attempt, exc)
             if delay is None:
                 return HandlerFailure(exc, attempt)
-            log.warning("%s failed on %s %s (attempt %d): %r; retrying", subscription,
-                        envelope.event.event_type, envelope.message_id, attempt, exc)
         await sleep(delay)
         attempt += 1
     raise AssertionError("unreachable")
