@@ -287,22 +287,17 @@ def _compile_json_reader(cls: type[DomainEvent], fields: tuple[_Field, ...], *,
     set by plain attribute stores, then made a `cls` by assigning `__class__` (a cheap check
     here: the same layout). Anything else (a field missing, null or of another type, a GUID
     or time in a rarer form) returns None: the general reader then decides, and names the
-    field at fault.
-
-    Measured (callgrind, a ContractPaymentFailedEvent: eight slots): making the event with
-    `object.__new__(cls)` and setting each slot through its descriptor's `__set__` cost more
-    than the JSON parse; the builder and `__class__` take about 4,500 instructions an event
-    less. Decoding straight into the builder (presented to msgspec as a dataclass under the
-    wire names) was 900 more than this: msgspec sets a dataclass's fields by name, each
-    looked up on the type.
+    field at fault. Setting each slot through its descriptor (`object.__new__(cls)` then
+    `__set__`) would cost more than the JSON parse, and msgspec decoding into a dataclass
+    sets each field by a name looked up on the type: the builder's plain stores are cheaper
+    than both (figures: docs/performance-notes.md).
 
     `stored=True`: `read(data, event_id, correlation_id, causation_id)` for JSON that a
     store wrote and found no time with a seventh fraction digit in (`may_have_ticks`), the
     event id coming from the store's own column: msgspec parses the times too (it would
-    round a seventh digit away) and skips the `Id` (a GUID parsed is about 0.1 µs), about
-    0.3 µs an event less in all; a time not in UTC still returns None. (msgspec also takes
-    RFC 3339's lowercase `t` and `z`, which the codec never writes and the general reader
-    refuses.)"""
+    round a seventh digit away) and the `Id` is not parsed at all; a time not in UTC still
+    returns None. (msgspec also takes RFC 3339's lowercase `t` and `z`, which the codec
+    never writes and the general reader refuses.)"""
     hints = typing.get_type_hints(cls)
     shadow_types = _STORED_SHADOW_TYPES if stored else _SHADOW_TYPES
     parsed = [f for f in fields if not (stored and f.attr == "id")]
@@ -361,7 +356,8 @@ def organizer_registered_v1_to_v2(body: Body) -> Body:
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("OrganizerRegisteredEvent", 1): organizer_registered_v1_to_v2,
 }
-"""Every schema change of an event, as a step from version N to N+1."""
+"""Every schema change of an event, by (event type, schema version N): the step from the body
+of schema version N to that of N+1."""
 
 
 class EventCodec:
@@ -383,9 +379,11 @@ class EventCodec:
         """The registered `EventType` names."""
         return list(self._shapes)
 
-    def register_upcaster(self, event_type: str, from_version: int, upcaster: Upcaster) -> None:
-        """Read bodies of `event_type` at `from_version` through `upcaster` (to version + 1)."""
-        self._upcasters[(event_type, from_version)] = upcaster
+    def register_upcaster(self, event_type: str, from_schema_version: int,
+                          upcaster: Upcaster) -> None:
+        """Read bodies of `event_type` at `from_schema_version` through `upcaster` (to the
+        next schema version)."""
+        self._upcasters[(event_type, from_schema_version)] = upcaster
         self._fast_readers.pop(event_type, None)
         self._stored_readers.pop(event_type, None)
 
@@ -474,11 +472,11 @@ class EventCodec:
         return shape.cls(**values, correlation_id=correlation_id, causation_id=causation_id)
 
     def _upcast(self, name: str, body: Body) -> Body:
-        version = body.get("Version", 1)
-        while (upcaster := self._upcasters.get((name, version))) is not None:
+        schema_version = body.get("Version", 1)
+        while (upcaster := self._upcasters.get((name, schema_version))) is not None:
             body = upcaster(dict(body))
-            version += 1
-            body["Version"] = version
+            schema_version += 1
+            body["Version"] = schema_version
         return body
 
 

@@ -19,6 +19,7 @@ from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore, 
 from mussikon.domain.instant import epoch_micros, utc_now
 from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore
+from mussikon.wire import EventCodec
 
 ADAPTERS = [
     pytest.param("memory"),
@@ -40,6 +41,8 @@ class StoresUnderTest:
     """Store a row as-is (stream id, version, event type, data): a way to plant a bad row."""
     settle: Callable[[], Awaitable[None]]
     """Wait until every committed event is readable in the global order."""
+    codec: EventCodec
+    """The codec the event store reads with (a test may register an upcaster on it)."""
 
 
 async def _nothing_to_wait_for() -> None:
@@ -66,21 +69,26 @@ async def open_stores(kind: str, tmp_path: Path,
 
 @asynccontextmanager
 async def _memory() -> AsyncIterator[StoresUnderTest]:
-    events = InMemoryEventStore()
+    codec = EventCodec()
+    events = InMemoryEventStore(codec)
 
     async def insert_raw(stream_id: str, version: int, event_type: str, data: str) -> None:
-        events.rows.append(StoredRow(
+        row = StoredRow(
             position=len(events.rows) + 1, event_id=str(uuid4()), stream_id=stream_id,
             version=version, event_type=event_type, data=data.encode(),
             occurred_at=epoch_micros(utc_now()), correlation_id=None, causation_id=None,
-            recorded_at=utc_now()))
+            recorded_at=utc_now())
+        events.rows.append(row)
+        events._streams.setdefault(stream_id, []).append(row)  # as an append keeps it
 
-    yield StoresUnderTest(events, InMemoryDocumentStore(), insert_raw, _nothing_to_wait_for)
+    yield StoresUnderTest(events, InMemoryDocumentStore(), insert_raw, _nothing_to_wait_for,
+                          codec)
 
 
 @asynccontextmanager
 async def _sqlite(path: Path) -> AsyncIterator[StoresUnderTest]:
     db = await SqliteDatabase(str(path)).open()
+    codec = EventCodec()
 
     async def insert_raw(stream_id: str, version: int, event_type: str, data: str) -> None:
         now = epoch_micros(utc_now())
@@ -90,8 +98,8 @@ async def _sqlite(path: Path) -> AsyncIterator[StoresUnderTest]:
             (str(uuid4()), stream_id, version, event_type, data, now, now)))
 
     try:
-        yield StoresUnderTest(SqliteEventStore(db), SqliteDocumentStore(db), insert_raw,
-                              _nothing_to_wait_for)
+        yield StoresUnderTest(SqliteEventStore(db, codec), SqliteDocumentStore(db), insert_raw,
+                              _nothing_to_wait_for, codec)
     finally:
         await db.close()
 
@@ -100,7 +108,8 @@ async def _sqlite(path: Path) -> AsyncIterator[StoresUnderTest]:
 async def postgres_stores(url: str, schema: str,
                           pool_size: int = 4) -> AsyncIterator[StoresUnderTest]:
     """PostgreSQL stores in their own schema, dropped afterwards."""
-    events, documents = await open_postgres(url, schema, pool_size=pool_size)
+    codec = EventCodec()
+    events, documents = await open_postgres(url, schema, pool_size=pool_size, codec=codec)
     admin = await asyncpg.connect(url)
 
     async def insert_raw(stream_id: str, version: int, event_type: str, data: str) -> None:
@@ -121,7 +130,7 @@ async def postgres_stores(url: str, schema: str,
         raise TimeoutError("a transaction in the PostgreSQL cluster stays open")
 
     try:
-        yield StoresUnderTest(events, documents, insert_raw, settle)
+        yield StoresUnderTest(events, documents, insert_raw, settle, codec)
     finally:
         await events.close()
         await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,6 +29,7 @@ from mussikon.ports.event_store import (
     StoreError,
     UndecodableEventError,
 )
+from mussikon.wire import EventCodec
 from tests.contract.store_adapters import ADAPTERS, StoresUnderTest, open_stores
 
 
@@ -391,6 +393,59 @@ async def test_an_undecodable_row_names_its_position_and_reading_goes_on(
         await stores.events.read_all(unknown.value.position + 1)
     assert corrupt.value.position > unknown.value.position and corrupt.value.version == 2
     assert ids(await stores.events.read_all(corrupt.value.position + 1)) == [last.id]
+    assert ids(await stores.events.read_stream("good")) == [first.id, last.id]
+
+
+def without(event: DomainEvent, field: str, **changes: Any) -> str:
+    """The event's stored JSON without `field`, with `changes` to its other fields."""
+    body = {k: v for k, v in json.loads(EventCodec().encode(event)).items() if k != field}
+    return json.dumps(body | changes)
+
+
+def upcaster_reading_a_field_old_bodies_lack(body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "Genres": body["Instruments"]}
+
+
+async def test_every_store_raises_the_same_error_for_any_row_it_cannot_decode(
+        stores: StoresUnderTest) -> None:
+    """An unknown type, JSON that is not an event, a field missing, an upcaster that raises
+    KeyError: every store raises UndecodableEventError naming the position, stream, version
+    and reason, from every read; read_all ends its batch before the row and reads on after."""
+    stores.codec.register_upcaster("MusicianRegisteredEvent", 0,
+                                   upcaster_reading_a_field_old_bodies_lack)
+    first, last = registered(1), registered(2)
+    bad_rows = [  # (event type, data, what the reason says)
+        ("NoSuchEvent", '{"EventType": "NoSuchEvent"}', "'NoSuchEvent' is not registered"),
+        ("MusicianRegisteredEvent", "{not json", "not valid JSON"),
+        ("EventCreatedEvent", without(created(3), "Title"), "'Title' is missing"),
+        ("MusicianRegisteredEvent", without(registered(4), "Version", Version=0),
+         "KeyError: 'Instruments'"),
+    ]
+    await stores.events.append("good", [first], NO_STREAM)
+    for version, (event_type, data, _) in enumerate(bad_rows, start=1):
+        await stores.insert_raw("bad", version, event_type, data)
+    await stores.events.append("good", [last], 1)
+    await stores.settle()
+
+    batch = await stores.events.read_all(1)
+    assert ids(batch) == [first.id]
+    position = batch[-1].position + 1
+    for version, (_, _, reason) in enumerate(bad_rows, start=1):
+        with pytest.raises(UndecodableEventError) as raised:
+            await stores.events.read_all(position)
+        error = raised.value
+        assert (error.stream_id, error.version) == ("bad", version)
+        assert error.position >= position
+        assert reason in error.reason
+        assert f"position {error.position}" in str(error)
+        position = error.position + 1
+    assert ids(await stores.events.read_all(position)) == [last.id]
+
+    with pytest.raises(UndecodableEventError, match="KeyError: 'Instruments'") as raised:
+        await stores.events.read_stream("bad", 4)
+    assert raised.value.version == 4
+    with pytest.raises(UndecodableEventError, match="not valid JSON"):
+        await stores.events.read_by_type("MusicianRegisteredEvent")
     assert ids(await stores.events.read_stream("good")) == [first.id, last.id]
 
 

@@ -355,15 +355,15 @@ async def test_recording_times_are_read_exactly_whatever_the_session_time_zone(
         await one.close()
 
 
-async def test_a_recording_time_python_cannot_hold_is_a_store_error_naming_the_event(
+async def test_a_recording_time_python_cannot_hold_makes_the_event_undecodable(
         server: Server) -> None:
-    """The recording time arrives in its binary form; one beyond `datetime` (infinity) is
-    refused with the event's position, not turned into some other time."""
+    """The recording time arrives in its binary form; one beyond `datetime` (infinity) makes
+    the row undecodable, named by its position, not turned into some other time."""
     await server.events.append("musician-inf", [registered("inf")], NO_STREAM)
     await server.settle()
     position = await server.admin.fetchval(
         f"UPDATE \"{server.schema}\".events SET recorded_at = 'infinity' RETURNING position")
-    with pytest.raises(StoreError, match=f"position {position} .*recording time"):
+    with pytest.raises(UndecodableEventError, match=f"position {position} .*recording time"):
         await server.events.read_all()
 
 

@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
-from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore, StoredRow
 from mussikon.domain.events import MusicianApplicationSubmittedEvent, MusicianRegisteredEvent
+from mussikon.domain.instant import epoch_micros, utc_now
+from mussikon.ports.undecodable import UNDECODABLE_EVENTS
 from tests.integration.rabbitmq_kit import (
     BrokerNamespace,
     Recorder,
@@ -171,3 +173,39 @@ async def test_a_message_published_by_the_dotnet_service_is_handled(
     await transport.wait_idle(10)
     assert len(recorder.handled) == 1
     assert await transport.dead_letters() == []
+
+
+def _upcaster_reading_a_field_old_bodies_lack(body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "Genres": body["Instruments"]}
+
+
+async def test_the_relay_skips_an_undecodable_row_records_why_and_publishes_what_follows(
+        broker: BrokerNamespace, caplog: pytest.LogCaptureFixture) -> None:
+    """The relay's side of the one policy for undecodable rows (the projections' and the
+    in-process transport's: tests/contract/test_undecodable_events.py)."""
+    broker.codec.register_upcaster("MusicianRegisteredEvent", 0,
+                                   _upcaster_reading_a_field_old_bodies_lack)
+    store, documents = InMemoryEventStore(broker.codec), InMemoryDocumentStore()
+    recorder = Recorder()
+    transport = broker.transport(store, documents)
+    await transport.start([recorder.subscription("welcome", ["MusicianRegisteredEvent"],
+                                                 documents)])
+    first, last = sample_event(MusicianRegisteredEvent, 1), sample_event(MusicianRegisteredEvent, 2)
+    await append(store, [first])
+    store.rows.append(StoredRow(
+        position=2, event_id=str(uuid.uuid4()), stream_id="musician-old", version=1,
+        event_type="MusicianRegisteredEvent", data=b'{"MusicianId": "old", "Version": 0}',
+        occurred_at=epoch_micros(utc_now()), correlation_id=None, causation_id=None,
+        recorded_at=utc_now()))
+    await append(store, [last])
+    transport.wake()
+    await transport.wait_idle(15)
+
+    assert [e.message_id for e in recorder.handled] == [str(first.id), str(last.id)]
+    assert await transport.relay.position() == 3  # type: ignore[union-attr]
+    [(key, skipped)] = await documents.scan(UNDECODABLE_EVENTS)
+    assert key == "relay:2"
+    assert (skipped["reader"], skipped["position"], skipped["stream_id"],
+            skipped["version"]) == ("relay", 2, "musician-old", 1)
+    assert "KeyError: 'Instruments'" in skipped["reason"]
+    assert any("relay skips the event at position 2" in r.getMessage() for r in caplog.records)

@@ -1,5 +1,5 @@
-"""The event store port's helpers: the adapters' fast RecordedEvent maker and the reading of a
-refused multi-stream append."""
+"""The event store port's helpers: the record the adapters' read loops make, and the reading
+of a refused multi-stream append."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from mussikon.ports.event_store import (
     ConcurrencyError,
     RecordedEvent,
     check_batch,
-    recorded_event,
     refused_batch,
 )
 
@@ -24,12 +23,11 @@ def registered(n: int) -> MusicianRegisteredEvent:
                                    genres=("jazz",), location="Santo Domingo")
 
 
-def test_recorded_event_makes_the_same_frozen_record() -> None:
+def test_a_recorded_event_is_a_frozen_record_compared_by_its_fields() -> None:
     event, at = registered(1), datetime(2026, 1, 2, tzinfo=UTC)
 
-    made = recorded_event(7, "s", 3, event, at)
+    made = RecordedEvent(7, "s", 3, event, at)
 
-    assert type(made) is RecordedEvent
     assert made == RecordedEvent(7, "s", 3, event, at)
     assert (made.position, made.stream_id, made.version, made.event, made.recorded_at) == (
         7, "s", 3, event, at)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -98,13 +98,3 @@ class Repository:
                     raise
         raise AssertionError("unreachable")
 
-
-async def with_retries(action: Callable[[], Awaitable[T]], attempts: int = 5) -> T:
-    """Run `action` again after a ConcurrencyError, up to `attempts` times."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return await action()
-        except ConcurrencyError:
-            if attempt == attempts:
-                raise
-    raise AssertionError("unreachable")

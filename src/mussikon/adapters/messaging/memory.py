@@ -2,25 +2,30 @@
 
 Nothing is queued in memory that the store does not hold: a subscription reads events
 by position, runs at most `concurrency` handlers at once, and keeps as its checkpoint
-the position below which everything was handled or dead-lettered. A crash restarts it
-from that checkpoint, so nothing is lost; the inbox makes the redelivered ones harmless.
+the position below which everything was handled, dead-lettered or skipped as undecodable
+(`ports/undecodable.py`). A crash restarts it from that checkpoint, so nothing is lost;
+the inbox makes the redelivered ones harmless.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import traceback
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 
+from mussikon.adapters.messaging.retries import (
+    exception_name,
+    failure_message,
+    handle_with_retries,
+)
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.instant import utc_now
 from mussikon.ports.documents import Changes, DocumentStore
 from mussikon.ports.event_store import EventStore, RecordedEvent, UndecodableEventError
+from mussikon.ports.polling import PollLoop, wait_until
 from mussikon.ports.transport import DeadLetter, Envelope, Subscription, Transport
+from mussikon.ports.undecodable import skip_undecodable
 from mussikon.wire import EventCodec
 
 log = logging.getLogger("mussikon.bus")
@@ -43,12 +48,14 @@ class _Reader:
         self.saved = 0
         self.in_flight: dict[int, asyncio.Task[None]] = {}
         self.slots = asyncio.Semaphore(transport.concurrency)
-        self.woken = asyncio.Event()
+        self.poll = PollLoop(f"subscription {subscription.name}",
+                             interval=transport.poll_interval,
+                             max_interval=transport.poll_max_interval)
         self.task: asyncio.Task[None] | None = None
 
     @property
     def done_up_to(self) -> int:
-        """Every position up to this one was handled or dead-lettered."""
+        """Every position up to this one was handled, dead-lettered or skipped."""
         return (min(self.in_flight) - 1) if self.in_flight else self.next_position - 1
 
     async def start(self) -> None:
@@ -57,39 +64,27 @@ class _Reader:
         self.task = asyncio.create_task(self.run(), name=f"subscription:{self.sub.name}")
 
     async def run(self) -> None:
-        delay = self.t.poll_interval
-        while not self.t.stopping:
-            try:
-                batch = await self._read_batch()
-                for record in batch:
-                    if record.event.event_type in self.sub.event_types:
-                        await self.slots.acquire()
-                        self.in_flight[record.position] = asyncio.create_task(
-                            self._deliver(record))
-                    self.next_position = record.position + 1
-                await self._save_checkpoint()
-            except Exception:
-                # The store is unreachable or failed: keep the position, try again later.
-                log.exception("subscription %s cannot read the store; retrying", self.sub.name)
-                batch = []
-            if batch:
-                delay = self.t.poll_interval
-                continue
-            self.woken.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.woken.wait(), delay)
-            delay = min(delay * 2, self.t.poll_max_interval)
+        await self.poll.run(self._dispatch_batch)
         await self._drain()
 
-    async def _read_batch(self) -> list[RecordedEvent]:
+    async def _dispatch_batch(self) -> bool:
+        """Start the handlers of the next batch; True if there was one (or a row skipped).
+        A store that fails leaves the position where it was, for the next try."""
         try:
-            return await self.t.store.read_all(self.next_position, self.t.batch_size)
-        except UndecodableEventError as exc:
-            # A corrupt row must not stop the subscription: dead-letter it and move past it.
-            await self.t.dead_letter(self.sub.name, str(exc.position), "", exc.position, 1,
-                                     "UndecodableEventError", str(exc), "")
-            self.next_position = exc.position + 1
-            return []
+            batch = await self.t.store.read_all(self.next_position, self.t.batch_size)
+        except UndecodableEventError as error:
+            # The checkpoint trails the handlers in flight: it passes the row with them.
+            await skip_undecodable(self.t.documents, checkpoint_name(self.sub.name), error,
+                                   move_checkpoint=False)
+            self.next_position = error.position + 1
+            return True
+        for record in batch:
+            if record.event.event_type in self.sub.event_types:
+                await self.slots.acquire()
+                self.in_flight[record.position] = asyncio.create_task(self._deliver(record))
+            self.next_position = record.position + 1
+        await self._save_checkpoint()
+        return bool(batch)
 
     async def _deliver(self, record: RecordedEvent) -> None:
         try:
@@ -126,7 +121,6 @@ class InProcessTransport(Transport):
         self.subscriptions: dict[str, Subscription] = {}
         """Those `replay` can run: started, or opened for operations."""
         self.readers: dict[str, _Reader] = {}
-        self.stopping = False
 
     async def start(self, subscriptions: Sequence[Subscription]) -> None:
         for subscription in subscriptions:
@@ -148,22 +142,18 @@ class InProcessTransport(Transport):
 
     def wake(self) -> None:
         for reader in self.readers.values():
-            reader.woken.set()
+            reader.poll.wake()
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
-        async def idle() -> None:
-            while True:
-                head = await self.store.head_position()
-                if all(r.done_up_to >= head for r in self.readers.values()):
-                    return
-                self.wake()
-                await asyncio.sleep(0.01)
+        async def idle() -> bool:
+            head = await self.store.head_position()
+            return all(r.done_up_to >= head for r in self.readers.values())
 
-        await asyncio.wait_for(idle(), timeout)
+        await wait_until(idle, timeout, wake=self.wake)
 
     async def stop(self) -> None:
-        self.stopping = True
-        self.wake()
+        for reader in self.readers.values():
+            reader.poll.stop()
         tasks = [r.task for r in self.readers.values() if r.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -172,22 +162,15 @@ class InProcessTransport(Transport):
         """Run the handler, retrying with the configured delays, then dead-letter it."""
         envelope = Envelope(str(event.id), event, position,
                             headers={"EventType": event.event_type, "Version": "1.0"})
-        for attempt in range(1, len(self.retry_delays) + 2):
-            try:
-                await subscription.handler(replace(envelope, attempt=attempt))
-                return
-            except Exception as exc:
-                if attempt > len(self.retry_delays):
-                    log.error("%s gave up on %s %s after %d attempts: %s", subscription.name,
-                              event.event_type, event.id, attempt, exc)
-                    await self.dead_letter(
-                        subscription.name, envelope.message_id, event.event_type, position,
-                        attempt, type(exc).__name__, _reason(exc),
-                        self.codec.encode(event).decode())
-                    return
-                log.warning("%s failed on %s %s (attempt %d): %s; retrying", subscription.name,
-                            event.event_type, event.id, attempt, exc)
-                await asyncio.sleep(self.retry_delays[attempt - 1])
+        failure = await handle_with_retries(subscription.name, subscription.handler, envelope,
+                                            self.retry_delays)
+        if failure is None:
+            return
+        log.error("%s gave up on %s %s after %d attempts: %s", subscription.name,
+                  event.event_type, event.id, failure.attempts, failure.error)
+        await self.dead_letter(subscription.name, envelope.message_id, event.event_type,
+                               position, failure.attempts, failure.exception, failure.message,
+                               self.codec.encode(event).decode())
 
     async def dead_letter(self, subscription: str, message_id: str, event_type: str,
                           position: int | None, attempts: int, exception: str, reason: str,
@@ -223,8 +206,8 @@ class InProcessTransport(Transport):
         try:
             await subscription.handler(Envelope(doc["message_id"], event, doc["position"]))
         except Exception as exc:
-            doc.update(attempts=doc["attempts"] + 1, exception=type(exc).__name__,
-                       reason=_reason(exc), failed_at=utc_now().isoformat())
+            doc.update(attempts=doc["attempts"] + 1, exception=exception_name(exc),
+                       reason=failure_message(exc), failed_at=utc_now().isoformat())
             changes = Changes()
             changes.put(DEAD_LETTERS, dead_letter_id, doc)
             await self.documents.commit(changes)
@@ -241,11 +224,3 @@ class InProcessTransport(Transport):
             changes.delete(DEAD_LETTERS, key)
         await self.documents.commit(changes)
         return len(letters)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-    if not where:
-        return text
-    return f"{text} (at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno})"

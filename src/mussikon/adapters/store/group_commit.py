@@ -7,7 +7,7 @@ runs them in one transaction, each inside its own savepoint (but a write of one
 statement, which SQLite undoes by itself when it fails), so each succeeds or fails on its
 own (a write that raises leaves nothing behind and only its caller sees the error), and
 all the successful ones become durable together, by one commit. A caller's write is
-durable when its call returns, as before: nobody is told "done" before the commit.
+durable when its call returns: nobody is told "done" before the commit.
 
 A write by a task writing alone runs at once, so a single writer pays nothing for this.
 When another task wrote a moment ago, writers are concurrent: a write then waits for the

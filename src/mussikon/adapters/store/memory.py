@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from mussikon.adapters.store.decoding import batch_before, undecodable
 from mussikon.adapters.store.document_json import decode_document, encode_document
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.instant import epoch_micros, utc_now
@@ -24,7 +25,7 @@ from mussikon.ports.event_store import (
     check_batch,
     refused_batch,
 )
-from mussikon.wire import EventCodec, WireFormatError
+from mussikon.wire import EventCodec
 
 
 @dataclass(slots=True)
@@ -43,25 +44,19 @@ class StoredRow:
     recorded_at: datetime
 
 
-def _uuid(value: str | UUID | None) -> UUID | None:
-    if value is None or isinstance(value, UUID):
-        return value
+def _uuid(value: str | None) -> UUID | None:
     return UUID(value) if value else None
 
 
-def decode_row(codec: EventCodec, position: int, stream_id: str, version: int, event_type: str,
-               data: bytes | str, correlation_id: str | UUID | None,
-               causation_id: str | UUID | None, recorded_at: datetime) -> RecordedEvent:
+def decode_row(codec: EventCodec, row: StoredRow) -> RecordedEvent:
     """Turn a stored row into a RecordedEvent, or raise UndecodableEventError naming it."""
     try:
-        event = codec.decode(data, event_type, correlation_id=_uuid(correlation_id),
-                             causation_id=_uuid(causation_id))
-    except WireFormatError as exc:
-        raise UndecodableEventError(position, stream_id, version, str(exc)) from None
-    except Exception as exc:  # a bad id column or a failing upcaster: still name the position
-        reason = f"{type(exc).__name__}: {exc}"
-        raise UndecodableEventError(position, stream_id, version, reason) from None
-    return RecordedEvent(position, stream_id, version, event, recorded_at)
+        event = codec.decode(row.data, row.event_type,
+                             correlation_id=_uuid(row.correlation_id),
+                             causation_id=_uuid(row.causation_id))
+    except Exception as exc:
+        raise undecodable(row.position, row.stream_id, row.version, exc) from None
+    return RecordedEvent(row.position, row.stream_id, row.version, event, row.recorded_at)
 
 
 class InMemoryEventStore(EventStore):
@@ -139,8 +134,7 @@ class InMemoryEventStore(EventStore):
         )
 
     def _decode(self, row: StoredRow) -> RecordedEvent:
-        return decode_row(self.codec, row.position, row.stream_id, row.version, row.event_type,
-                          row.data, row.correlation_id, row.causation_id, row.recorded_at)
+        return decode_row(self.codec, row)
 
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
         rows = self._streams.get(stream_id, [])[max(from_version, 1) - 1:]
@@ -148,13 +142,11 @@ class InMemoryEventStore(EventStore):
 
     async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[RecordedEvent]:
         out: list[RecordedEvent] = []
-        for row in self.rows[max(from_position, 1) - 1 : max(from_position, 1) - 1 + limit]:
-            try:
+        try:
+            for row in self.rows[max(from_position, 1) - 1 : max(from_position, 1) - 1 + limit]:
                 out.append(self._decode(row))
-            except UndecodableEventError:
-                if out:
-                    break
-                raise
+        except UndecodableEventError as error:
+            return batch_before(error, out)
         return out
 
     async def read_last(self, limit: int, before: int | None = None) -> list[RecordedEvent]:
@@ -192,11 +184,13 @@ class InMemoryEventStore(EventStore):
 class InMemoryDocumentStore(DocumentStore):
     """Documents in dicts, stored as JSON so values make the same round trip as in a database."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, wall_clock: Callable[[], float] = time.time) -> None:
         self._docs: dict[tuple[str, str], bytes] = {}
         self._checkpoints: dict[str, int] = {}
         self._inbox: set[tuple[str, str]] = set()
         self._leases: dict[str, tuple[str, float]] = {}
+        self._wall_clock = wall_clock
+        """Seconds since the epoch, by which leases expire."""
 
     async def get(self, collection: str, key: str) -> Document | None:
         data = self._docs.get((collection, key))
@@ -236,7 +230,7 @@ class InMemoryDocumentStore(DocumentStore):
         self._checkpoints[name] = 0
 
     async def try_lease(self, name: str, owner: str, seconds: float) -> bool:
-        now = time.time()
+        now = self._wall_clock()
         holder = self._leases.get(name)
         if holder is not None and holder[0] != owner and holder[1] > now:
             return False

@@ -58,6 +58,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from mussikon.adapters.store.decoding import batch_before, undecodable
 from mussikon.adapters.store.document_json import decode_document, encode_document
 from mussikon.adapters.store.postgres_pool import Connection, ConnectionPool
 from mussikon.config import mask_url
@@ -73,10 +74,9 @@ from mussikon.ports.event_store import (
     StreamAppend,
     UndecodableEventError,
     check_batch,
-    recorded_event,
     refused_batch,
 )
-from mussikon.wire import EventCodec, WireFormatError, may_have_ticks
+from mussikon.wire import EventCodec, may_have_ticks
 
 DEFAULT_SCHEMA = "mussikon"
 
@@ -246,12 +246,10 @@ def _read_in_small_chunks(conn: Connection) -> None:
 
     asyncio's socket transport receives each read into a new `bytes` of `max_size` (256
     KiB), which glibc, above its mmap threshold (128 KiB), maps afresh and unmaps when it is
-    freed: every page the kernel writes the data into is a page fault. A read of a page of
-    1,000 events is about seven such reads, a hundred page faults, and on this machine about
-    0.5 µs of system time per event (half the client's CPU in the fetch). Reads of 64 KiB
-    come from the heap and take no more system calls: on a local socket a read rarely finds
-    more than that waiting. A transport without `max_size` (another event loop) is left as
-    it is."""
+    freed: every page the kernel writes the data into is a page fault, a cost paid per event
+    read (docs/performance-notes.md). Reads of 64 KiB come from the heap and take no more
+    system calls: on a local socket a read rarely finds more than that waiting. A transport
+    without `max_size` (another event loop) is left as it is."""
     transport = getattr(conn, "_transport", None)  # asyncpg has no public handle on it
     if isinstance(getattr(transport, "max_size", None), int):
         transport.max_size = READ_CHUNK  # type: ignore[union-attr]
@@ -263,12 +261,12 @@ class _CollectorPaused:
     Reads pause it while they make a page's events: every object the page adds (event,
     GUID, record) outlives the read and none is in a cycle, so every collection it would
     trigger (one per 700 of them, a full one now and then) would go through the page made
-    so far and free nothing: a fifth of the time of reading a page, measured. Allocations
-    still count while it is paused, so it runs once the read is over, if it is due.
-    `read_all` keeps it paused across the awaits between the parts of its page (a few
-    milliseconds): a collection between two parts went through the part before, 1,300
-    instructions an event. Pauses nest and overlap: the collector runs again when the last
-    one ends (an explicit `gc.disable()` made during a pause is undone by its end)."""
+    so far and free nothing (docs/performance-notes.md). Allocations still count while it
+    is paused, so it runs once the read is over, if it is due. `read_all` keeps it paused
+    across the awaits between the parts of its page (a few milliseconds), where a
+    collection would go through the part before. Pauses nest and overlap: the collector
+    runs again when the last one ends (an explicit `gc.disable()` made during a pause is
+    undone by its end)."""
 
     __slots__ = ("_paused",)
     active = 0
@@ -292,9 +290,18 @@ READ_ALL_PART = 1000
 """`read_all` asks the server for its page in parts: `READ_ALL_FIRST_PART` events first,
 then up to `READ_ALL_PART` at a time, each part asked for before the one before is decoded.
 A small first part gets decoding going early; the later parts are large because each query
-costs this process about 50 µs of CPU (measured: mostly the kernel delivering it to the
-server over loopback). Pages of 1,000 (A/B rounds, 2026-11-28): parts of 250 then 1,000
-took 0.96 of the time of parts of 250 throughout, and 0.98 of one query."""
+costs this process CPU of its own, mostly the kernel delivering it to the server (the
+sizes were chosen by measurement: docs/performance-notes.md)."""
+
+
+def _recorded_at(raw: bytes) -> datetime:
+    """A recording time from its binary form; ValueError for one Python has no datetime for
+    (before year 1, after 9999, infinity)."""
+    try:
+        return _POSTGRES_EPOCH + timedelta(microseconds=int.from_bytes(raw, "big", signed=True))
+    except OverflowError:
+        raise ValueError("its recording time is out of the range of Python's datetime") \
+            from None
 
 
 async def _settled(task: asyncio.Future[Any]) -> None:
@@ -608,29 +615,27 @@ class PostgresEventStore(EventStore):
             return int(actual)
         raise ConcurrencyError(stream_id, expected, int(actual))
 
-    def _records(self, rows: list[asyncpg.Record], *, stop_at_bad: bool = False,
+    def _records(self, rows: list[asyncpg.Record],
                  out: list[RecordedEvent] | None = None) -> list[RecordedEvent]:
         """Rows into recorded events, appended to `out` (a new list by default), which is
-        returned; a bad row raises UndecodableEventError or, with `stop_at_bad`, ends a list
-        that is not empty before it. The cyclic garbage collector is paused meanwhile (see
-        `_CollectorPaused`)."""
+        returned; a bad row raises UndecodableEventError. The cyclic garbage collector is
+        paused meanwhile (see `_CollectorPaused`)."""
         if out is None:
             out = []
         if not rows:
             return out
         with _CollectorPaused():
-            return self._decode_rows(rows, stop_at_bad, out)
+            return self._decode_rows(rows, out)
 
-    def _decode_rows(self, rows: list[asyncpg.Record], stop_at_bad: bool,
+    def _decode_rows(self, rows: list[asyncpg.Record],
                      out: list[RecordedEvent]) -> list[RecordedEvent]:
         """`_records`, with the collector as it is.
 
         The recording time comes as the server's binary form (`timestamptz_send`: 8 bytes,
         microseconds since 2000 in UTC, whatever the session's time zone) and is made a
         datetime once per append, whose events share it: asyncpg's own decoding of a
-        timestamptz builds a `timedelta` (most of a microsecond) for each row, and the text
-        form (`recorded_at::text`, parsed here before) cost the server about 0.2 µs a row to
-        format and the client a string to compare.
+        timestamptz builds a `timedelta` for each row, and the text form would cost the
+        server a formatting and the client a string to compare, per row.
 
         An event written without a time of seven fraction digits (`has_ticks` false, nearly
         all) is read by msgspec's own time parsing, its id taken from its column
@@ -640,37 +645,25 @@ class PostgresEventStore(EventStore):
         fast = self.codec.stored_readers.get
         decode = self.codec.decode
         append = out.append
-        make = recorded_event
+        make = RecordedEvent
         last_raw: bytes | None = None
         at = datetime.min  # replaced at the first row
         last_type: str | None = None
         read = None
         for position, stream_id, version, event_type, data, event_id, correlation, causation, \
                 raw, ticks in rows:
-            if raw != last_raw:  # the events of one append share their recording time
-                try:
-                    at = _POSTGRES_EPOCH + timedelta(
-                        microseconds=int.from_bytes(raw, "big", signed=True))
-                except OverflowError:  # not a time Python has: BC, beyond 9999, infinity
-                    raise StoreError(f"event at position {position} (stream {stream_id!r},"
-                                     f" version {version}) has a recording time Python cannot"
-                                     f" hold") from None
-                last_raw = raw
-            if event_type != last_type:  # runs of one type are common: skip hashing the name
-                read, last_type = fast(event_type), event_type
-            if read is not None and not ticks and \
-                    (event := read(data, event_id, correlation, causation)) is not None:
-                append(make(position, stream_id, version, event, at))
-                continue
             try:
-                event = decode(data, event_type, correlation_id=correlation,
-                               causation_id=causation)
-            except Exception as exc:  # WireFormatError, or an upcaster's own failure
-                if stop_at_bad and out:
-                    break
-                reason = str(exc) if isinstance(exc, WireFormatError) else \
-                    f"{type(exc).__name__}: {exc}"
-                raise UndecodableEventError(position, stream_id, version, reason) from None
+                if raw != last_raw:  # the events of one append share their recording time
+                    at = _recorded_at(raw)
+                    last_raw = raw
+                if event_type != last_type:  # runs of one type are common: skip hashing it
+                    read, last_type = fast(event_type), event_type
+                if read is None or ticks or \
+                        (event := read(data, event_id, correlation, causation)) is None:
+                    event = decode(data, event_type, correlation_id=correlation,
+                                   causation_id=causation)
+            except Exception as exc:
+                raise undecodable(position, stream_id, version, exc) from None
             append(make(position, stream_id, version, event, at))
         return out
 
@@ -690,8 +683,11 @@ class PostgresEventStore(EventStore):
         is awaited first."""
         sql = self._read_all_sql
         out: list[RecordedEvent] = []
-        with _CollectorPaused():  # across the parts (see there)
-            return await self._read_all_parts(sql, from_position, limit, out)
+        try:
+            with _CollectorPaused():  # across the parts (see there)
+                return await self._read_all_parts(sql, from_position, limit, out)
+        except UndecodableEventError as error:
+            return batch_before(error, out)
 
     async def _read_all_parts(self, sql: str, from_position: int, limit: int,
                               out: list[RecordedEvent]) -> list[RecordedEvent]:
@@ -709,17 +705,13 @@ class PostgresEventStore(EventStore):
                     except BaseException:
                         following.cancel()
                         raise
-                decoded = len(out) + len(rows)
                 try:
-                    self._records(rows, stop_at_bad=True, out=out)
-                except BaseException:
+                    self._records(rows, out)
+                except BaseException:  # a bad row among them, or a cancellation
                     if following is not None:
                         await _settled(following)
                     raise
                 if following is None:
-                    break
-                if len(out) < decoded:  # stopped at a bad row
-                    await _settled(following)
                     break
                 rows = await following
                 left -= len(rows)
@@ -728,7 +720,12 @@ class PostgresEventStore(EventStore):
     async def read_last(self, limit: int, before: int | None = None) -> list[RecordedEvent]:
         async with self.db.connection("reading the newest events of the global order") as conn:
             rows = await conn.fetch(self._read_last_sql, before, limit)
-        return self._records(rows, stop_at_bad=True)[::-1]
+        newest_first: list[RecordedEvent] = []
+        try:
+            self._records(rows, newest_first)
+        except UndecodableEventError as error:
+            newest_first = batch_before(error, newest_first)
+        return newest_first[::-1]
 
     async def count_after(self, position: int, limit: int = 1_000_000) -> int:
         async with self.db.connection("counting events of the global order") as conn:

@@ -1,10 +1,10 @@
 """A small pool of asyncpg connections for the PostgreSQL store.
 
-Why not asyncpg's own pool: each acquire and release there costs about 100 µs of client
-CPU (a proxy object, holder bookkeeping, timeouts) and, by default, a reset query, a whole
-round trip. An append is one round trip of its own, so that was a third of its cost, and
-on a two-core machine the client's CPU is the database's CPU too. Here taking a connection
-is a list pop and giving it back a list append.
+Why not asyncpg's own pool: each acquire and release there costs client CPU (a proxy
+object, holder bookkeeping, timeouts) and, by default, a reset query, a whole round trip,
+next to an append that is one round trip of its own; where client and database share the
+cores, the client's CPU is the database's too (figures: docs/performance-notes.md). Here
+taking a connection is a list pop and giving it back a list append.
 
 A connection found closed (the server restarted, or terminated our backend) is dropped
 and replaced by a new one on the next acquire: reconnection costs no extra code path.

@@ -3,8 +3,8 @@
 Statements of a single writer run on the event loop's own thread, on a connection that
 never waits for a lock: SQLite's work for one append (a few B-tree inserts and, at
 `synchronous=FULL`, one fsync of the write-ahead log) costs less than handing it to
-another thread and back, which takes two thread wake-ups (about 0.1-0.25 ms on a small
-virtual machine, more than half a FULL commit). Concurrent writers share transactions
+another thread and back, which takes two thread wake-ups (docs/performance-notes.md).
+Concurrent writers share transactions
 (group commit, `group_commit.py`): their writes run together on a worker thread, one
 fsync for all, while the event loop serves the other tasks. When the file is locked by
 another connection (another process), the operation goes to the worker thread, which
@@ -32,6 +32,7 @@ from uuid import UUID
 
 import msgspec
 
+from mussikon.adapters.store.decoding import batch_before, undecodable
 from mussikon.adapters.store.document_json import decode_document, encode_document
 from mussikon.adapters.store.group_commit import GroupCommit, is_busy
 from mussikon.domain.events import DomainEvent
@@ -47,10 +48,9 @@ from mussikon.ports.event_store import (
     StreamAppend,
     UndecodableEventError,
     check_batch,
-    recorded_event,
     refused_batch,
 )
-from mussikon.wire import EventCodec, WireFormatError
+from mussikon.wire import EventCodec
 
 T = TypeVar("T")
 
@@ -120,8 +120,8 @@ def _from_micros(value: int) -> datetime:
 
 _perf_counter = time.perf_counter
 _text = msgspec.json.Encoder().encode
-"""`_text(uuid)[1:-1].decode()` is `str(uuid)` (the JSON string's inside), in a third of the
-time: `UUID.__str__` formats in Python."""
+"""`_text(uuid)[1:-1].decode()` is `str(uuid)` (the JSON string's inside), made in C where
+`UUID.__str__` formats in Python."""
 
 
 def _now_micros() -> int:
@@ -188,8 +188,8 @@ class SqliteDatabase:
 
         Yields to the event loop first if it has not for `YIELD_EVERY` (a millisecond), so a
         task that runs many operations in a row does not starve the others; not before every
-        operation, as a round of the event loop costs 5-15 µs, a tenth of a commit at
-        `synchronous=NORMAL`.
+        operation, as a round of the event loop costs a good part of a commit at
+        `synchronous=NORMAL` (docs/performance-notes.md).
         """
         if _perf_counter() - self._yielded >= self.YIELD_EVERY:
             await asyncio.sleep(0)
@@ -433,27 +433,26 @@ class SqliteEventStore(EventStore):
             return int(actual)  # the same events again: an idempotent retry
         raise ConcurrencyError(stream_id, expected, actual)
 
-    def _records(self, rows: list[tuple[Any, ...]], *, stop_at_bad: bool = False
+    def _records(self, rows: list[tuple[Any, ...]], out: list[RecordedEvent] | None = None
                  ) -> list[RecordedEvent]:
-        """Rows (`_COLUMNS`) into recorded events; a bad row raises UndecodableEventError, or
-        with `stop_at_bad`, ends the list before it if the list is not empty."""
+        """Rows (`_COLUMNS`) into recorded events, appended to `out` (a new list by default),
+        which is returned; a bad row raises UndecodableEventError."""
         decode = self.codec.decode
         recorded_at: dict[int, datetime] = {}  # the rows of one append share their time
-        out: list[RecordedEvent] = []
+        if out is None:
+            out = []
         append = out.append
-        make = recorded_event
+        make = RecordedEvent
         for position, stream_id, version, event_type, data, correlation, causation, at in rows:
             try:
                 event = decode(data, event_type,
                                correlation_id=UUID(correlation) if correlation else None,
                                causation_id=UUID(causation) if causation else None)
-            except (WireFormatError, ValueError) as exc:
-                if stop_at_bad and out:
-                    break
-                raise UndecodableEventError(position, stream_id, version, str(exc)) from None
-            when = recorded_at.get(at)
-            if when is None:
-                when = recorded_at[at] = _from_micros(at)
+                when = recorded_at.get(at)
+                if when is None:
+                    when = recorded_at[at] = _from_micros(at)
+            except Exception as exc:
+                raise undecodable(position, stream_id, version, exc) from None
             append(make(position, stream_id, version, event, when))
         return out
 
@@ -466,14 +465,23 @@ class SqliteEventStore(EventStore):
         rows = await self.db.run(lambda c: c.execute(
             f"SELECT {_COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?",
             (from_position, limit)).fetchall())
-        return self._records(rows, stop_at_bad=True)
+        out: list[RecordedEvent] = []
+        try:
+            return self._records(rows, out)
+        except UndecodableEventError as error:
+            return batch_before(error, out)
 
     async def read_last(self, limit: int, before: int | None = None) -> list[RecordedEvent]:
         below = 2**63 - 1 if before is None else before
         rows = await self.db.run(lambda c: c.execute(
             f"SELECT {_COLUMNS} FROM events WHERE position < ? ORDER BY position DESC LIMIT ?",
             (below, limit)).fetchall())
-        return self._records(rows, stop_at_bad=True)[::-1]
+        newest_first: list[RecordedEvent] = []
+        try:
+            self._records(rows, newest_first)
+        except UndecodableEventError as error:
+            newest_first = batch_before(error, newest_first)
+        return newest_first[::-1]
 
     async def count_after(self, position: int, limit: int = 1_000_000) -> int:
         return int(await self.db.run(lambda c: c.execute(

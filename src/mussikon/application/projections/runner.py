@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from mussikon.application.projections import Projection, View
 from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore, UndecodableEventError
-
-log = logging.getLogger("mussikon.projections")
-
+from mussikon.ports.leases import Lease
+from mussikon.ports.polling import PollLoop, wait_until
+from mussikon.ports.undecodable import skip_undecodable
 
 LEASE_SECONDS = 10.0
 """How long a runner that stopped renewing its lease on a projection keeps the others out."""
@@ -53,12 +51,14 @@ class ProjectionRunner:
         self.store, self.documents = store, documents
         self.projections = {p.name: p for p in projections}
         self.batch_size = batch_size
-        self.poll_interval, self.poll_max_interval = poll_interval, poll_max_interval
         self.positions: dict[str, int] = {}
-        self._woken = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
         self.owner = f"projections-{uuid.uuid4()}"
+        self._leases = {name: Lease(documents, checkpoint_name(name), seconds=LEASE_SECONDS,
+                                    owner=self.owner) for name in self.projections}
+        self._loops = {name: PollLoop(f"projection {name}", interval=poll_interval,
+                                      max_interval=poll_max_interval)
+                       for name in self.projections}
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def catch_up(self, name: str,
                        progress: Callable[[int, int], None] | None = None) -> int:
@@ -69,9 +69,8 @@ class ProjectionRunner:
         (a lease): two that applied the same events from the same checkpoint would count
         them twice. A runner without the lease only learns how far the holder got.
         """
-        projection = self.projections[name]
-        leased = await self.documents.try_lease(checkpoint_name(name), self.owner,
-                                                LEASE_SECONDS)
+        projection, lease = self.projections[name], self._leases[name]
+        leased = await lease.hold()
         # Read after taking the lease: a holder that let go meanwhile may have moved it on.
         position = await self.documents.checkpoint(checkpoint_name(name))
         if not leased:
@@ -81,12 +80,9 @@ class ProjectionRunner:
         while True:
             try:
                 batch = await self.store.read_all(position + 1, self.batch_size)
-            except UndecodableEventError as exc:
-                # A row no code can read is skipped, loudly: the projection must not stall.
-                log.error("projection %s skips position %d: %s", name, exc.position, exc.reason)
-                await self.documents.commit(View(self.documents).changes,
-                                            checkpoint=(checkpoint_name(name), exc.position))
-                position = exc.position
+            except UndecodableEventError as error:
+                await skip_undecodable(self.documents, checkpoint_name(name), error)
+                position = error.position
                 continue
             if not batch:
                 break
@@ -104,49 +100,38 @@ class ProjectionRunner:
             self.positions[name] = position
             if progress is not None:
                 progress(read, position)
-            if not await self.documents.try_lease(checkpoint_name(name), self.owner,
-                                                  LEASE_SECONDS):
+            if not await lease.hold():
                 break  # held too long without renewing: another runner has taken over
         self.positions[name] = position
         return position
 
     async def start(self) -> None:
         """Follow live writes in the background."""
-        for name in self.projections:
-            self._tasks.append(asyncio.create_task(self._follow(name), name=f"projection:{name}"))
+        for name, loop in self._loops.items():
+            self._tasks.append(asyncio.create_task(loop.run(self._follow_step(name)),
+                                                   name=f"projection:{name}"))
 
-    async def _follow(self, name: str) -> None:
-        delay = self.poll_interval
-        while not self._stopping:
+    def _follow_step(self, name: str) -> Callable[[], Awaitable[bool]]:
+        async def step() -> bool:
             before = self.positions.get(name, -1)
-            try:
-                after = await self.catch_up(name)
-            except Exception:
-                log.exception("projection %s failed; retrying", name)
-                after = before
-            if after != before:
-                delay = self.poll_interval
-                continue
-            self._woken.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), delay)
-            delay = min(delay * 2, self.poll_max_interval)
+            return await self.catch_up(name) != before
+        return step
 
     def wake(self) -> None:
         """New events were appended."""
-        self._woken.set()
+        for loop in self._loops.values():
+            loop.wake()
 
     async def wait_for(self, name: str, position: int, timeout: float = 10.0) -> None:
         """Wait until projection `name` has applied everything up to `position`."""
-        async def reached() -> None:
-            while self.positions.get(name, 0) < position:
-                if not self._tasks:
-                    await self.catch_up(name)
-                    continue
-                self.wake()
-                await asyncio.sleep(0.005)
+        async def reached() -> bool:
+            return self.positions.get(name, 0) >= position
 
-        await asyncio.wait_for(reached(), timeout)
+        async def catch_up() -> None:
+            await self.catch_up(name)
+
+        await wait_until(reached, timeout, wake=self._loops[name].wake, every=0.005,
+                         catch_up=None if self._tasks else catch_up)
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until every projection has caught up with the store's head."""
@@ -173,30 +158,29 @@ class ProjectionRunner:
         Raises ProjectionBusy, changing nothing, if another runner holds the lease (a
         worker would go on committing over the reset), or if one took it over midway.
         """
-        projection = self.projections[name]
-        lease = checkpoint_name(name)
-        if not await self.documents.try_lease(lease, self.owner, LEASE_SECONDS):
+        projection, lease = self.projections[name], self._leases[name]
+        if not await lease.hold():
             raise ProjectionBusy(f"projection {name!r} is being applied by another process (a"
                                  " running worker holds its lease): stop the workers, then"
                                  " rebuild it")
         try:
-            await self.documents.reset_checkpoint(lease, list(projection.collections))
+            await self.documents.reset_checkpoint(checkpoint_name(name),
+                                                  list(projection.collections))
             self.positions[name] = 0
             position = await self.catch_up(name, progress)
-            if not await self.documents.try_lease(lease, self.owner, LEASE_SECONDS):
+            if not await lease.hold():
                 raise ProjectionBusy(f"projection {name!r} was rebuilt up to position"
                                      f" {position}, then another process took its lease over"
                                      " and goes on from there")
             return position
         finally:
-            await self.documents.release_lease(lease, self.owner)
+            await lease.release()
 
     async def stop(self) -> None:
         """Stop following (a batch being applied finishes first)."""
-        self._stopping = True
-        self.wake()
+        for loop in self._loops.values():
+            loop.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        for name in self.projections:
-            with contextlib.suppress(Exception):  # a store already closed holds no lease
-                await self.documents.release_lease(checkpoint_name(name), self.owner)
+        for lease in self._leases.values():
+            await lease.release()

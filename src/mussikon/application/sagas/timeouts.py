@@ -11,7 +11,6 @@ engine recognises one it has already handled and resumes the work that followed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,6 +19,8 @@ from datetime import datetime, timedelta
 
 from mussikon.ports.clock import Clock
 from mussikon.ports.documents import Document, DocumentStore
+from mussikon.ports.leases import Lease
+from mussikon.ports.polling import PollLoop, wait_until
 
 log = logging.getLogger("mussikon.sagas.timeouts")
 
@@ -71,10 +72,14 @@ class TimeoutScheduler:
         self.poll_interval, self.poll_max_interval = poll_interval, poll_max_interval
         self._failures: dict[str, tuple[int, datetime]] = {}
         self._firing = asyncio.Lock()
-        self._woken = asyncio.Event()
+        self._poll = self._new_poll_loop()
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self.owner = f"timeouts-{uuid.uuid4()}"
+        self._lease = Lease(documents, TIMEOUTS, seconds=LEASE_SECONDS, owner=self.owner)
+
+    def _new_poll_loop(self) -> PollLoop:
+        return PollLoop("the timeout scheduler", interval=self.poll_interval,
+                        max_interval=self.poll_max_interval)
 
     async def pending(self) -> list[ScheduledTimeout]:
         """Every timeout not fired yet, soonest first."""
@@ -98,7 +103,7 @@ class TimeoutScheduler:
         others stand by and take over when a holder stops renewing it.
         """
         async with self._firing:
-            if not await self.documents.try_lease(TIMEOUTS, self.owner, LEASE_SECONDS):
+            if not await self._lease.hold():
                 return 0
             fired = 0
             for timeout in await self.ready():
@@ -119,54 +124,36 @@ class TimeoutScheduler:
 
     async def start(self) -> None:
         """Fire due timeouts in the background until `stop`."""
-        self._stopping = False
-        self._task = asyncio.create_task(self._loop(), name="saga-timeouts")
+        if self._poll.stopping:
+            self._poll = self._new_poll_loop()
+        self._task = asyncio.create_task(self._poll.run(self._fire_step), name="saga-timeouts")
 
     def wake(self) -> None:
         """Look for due timeouts now (the clock moved, or a timeout was scheduled)."""
-        self._woken.set()
+        self._poll.wake()
 
-    async def _loop(self) -> None:
-        delay = self.poll_interval
-        while not self._stopping:
-            try:
-                fired = await self.fire_due()
-                upcoming = await self.pending()
-            except Exception:
-                log.exception("the timeout scheduler failed; retrying")
-                fired, upcoming = 0, []
-            if fired:
-                delay = self.poll_interval
-                continue
-            if upcoming:
-                # Sleep no longer than until the next one is ready (by this clock's reckoning).
-                until = (min(self._ready_at(t) for t in upcoming) - self.clock.now())
-                delay = min(max(until.total_seconds(), self.poll_interval), delay)
-            self._woken.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), delay)
-            delay = min(delay * 2, self.poll_max_interval)
+    async def _fire_step(self) -> bool:
+        if await self.fire_due():
+            return True
+        upcoming = await self.pending()
+        if upcoming:
+            # Wait no longer than until the next one is ready (by this clock's reckoning).
+            until = min(self._ready_at(t) for t in upcoming) - self.clock.now()
+            self._poll.look_again_within(until.total_seconds())
+        return False
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until no timeout is ready to fire (those due later do not count)."""
-        async def idle() -> None:
-            while True:
-                if not self._firing.locked() and not await self.ready():
-                    return
-                if self._task is None:
-                    await self.fire_due()  # no loop runs here: fire them ourselves
-                    continue
-                self.wake()
-                await asyncio.sleep(0.01)
+        async def idle() -> bool:
+            return not self._firing.locked() and not await self.ready()
 
-        await asyncio.wait_for(idle(), timeout)
+        await wait_until(idle, timeout, wake=self.wake,
+                         catch_up=self.fire_due if self._task is None else None)
 
     async def stop(self) -> None:
         """Stop the loop, letting a timeout being fired finish."""
-        self._stopping = True
-        self.wake()
+        self._poll.stop()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        with contextlib.suppress(Exception):  # a store already closed has no lease to free
-            await self.documents.release_lease(TIMEOUTS, self.owner)
+        await self._lease.release()

@@ -1,7 +1,7 @@
 """Acknowledgements in as few frames as possible.
 
-Every frame sent is a system call, and at a few thousand messages per second one
-acknowledgement per message costs as much as the rest of the consumer. Messages
+Every frame sent is a system call, and under load one acknowledgement per message would
+be much of the consumer's work (docs/performance-notes.md). Messages
 finished during one turn of the event loop are acknowledged together at the end of it,
 by one sender that keeps the frames in order:
 the longest run of finished deliveries from the oldest unsettled one by a single

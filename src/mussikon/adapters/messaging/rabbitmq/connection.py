@@ -67,12 +67,6 @@ class BrokerConnection:
         self._supervisor = asyncio.create_task(self._supervise(), name="rabbitmq-connection")
 
     @property
-    def is_connected(self) -> bool:
-        """True while a connection is open and set up."""
-        return self._ready.is_set() and self._current is not None \
-            and not self._current.is_closed
-
-    @property
     def is_closed(self) -> bool:
         """True once `close()` was called."""
         return self._closing

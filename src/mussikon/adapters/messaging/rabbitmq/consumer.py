@@ -22,7 +22,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
@@ -41,6 +41,7 @@ from mussikon.adapters.messaging.rabbitmq.properties import (
     retry_properties,
 )
 from mussikon.adapters.messaging.rabbitmq.topology import Topology
+from mussikon.adapters.messaging.retries import handle_with_retries
 from mussikon.ports.transport import Envelope, Subscription
 from mussikon.wire import EventCodec, WireFormatError
 
@@ -232,30 +233,19 @@ class EventConsumer:
 
     async def _run(self, envelope: Envelope, subscriptions: list[Subscription],
                    state: DeliveryState) -> tuple[list[Subscription], Exception | None]:
-        """Run the handlers, retrying the failed ones in process; return those still failing."""
-        tries = 1 + len(self.retry_delays)
-        first = state.retries * tries
-        pending, error = subscriptions, None
-        for attempt in range(tries):
-            number = first + attempt + 1
-            delivery = envelope if envelope.attempt == number else replace(envelope,
-                                                                            attempt=number)
-            failed: list[Subscription] = []
-            for subscription in pending:
-                try:
-                    await subscription.handler(delivery)
-                except Exception as exc:
-                    log.warning("%s failed on %s %s (attempt %d): %r", subscription.name,
-                                envelope.event.event_type, envelope.message_id,
-                                delivery.attempt, exc)
-                    failed.append(subscription)
-                    error = exc
-            pending = failed
-            if not pending:
-                return [], None
-            if attempt < len(self.retry_delays):
-                await asyncio.sleep(self.retry_delays[attempt])
-        return pending, error
+        """Run each subscription's handler, retrying it in process while it fails; return
+        those still failing after their retries, and the last exception."""
+        first_attempt = state.retries * (1 + len(self.retry_delays)) + 1
+        failed: list[Subscription] = []
+        error: Exception | None = None
+        for subscription in subscriptions:
+            failure = await handle_with_retries(subscription.name, subscription.handler,
+                                                envelope, self.retry_delays,
+                                                first_attempt=first_attempt)
+            if failure is not None:
+                failed.append(subscription)
+                error = failure.error
+        return failed, error
 
     async def _retry_later(self, message: DeliveredMessage, state: DeliveryState,
                            failed: list[Subscription], error: Exception) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
+from mussikon.adapters.messaging.retries import exception_name, failure_message
 from mussikon.domain.events import DomainEvent
 from mussikon.ports.transport import DeadLetter, Envelope
 from mussikon.wire import EventCodec
@@ -186,8 +187,8 @@ def retry_properties(message: DeliveredMessage, state: DeliveryState,
         PENDING_SUBSCRIPTIONS: ",".join(sorted(pending)),
         ORIGINAL_QUEUE: state.original_queue,
         ORIGINAL_ROUTING_KEY: state.original_routing_key,
-        EXCEPTION_TYPE: _exception_name(error),
-        EXCEPTION_MESSAGE: _clip(str(error)),
+        EXCEPTION_TYPE: exception_name(error),
+        EXCEPTION_MESSAGE: _clip(failure_message(error)),
     }
     return _copy(message.header.properties, headers)
 
@@ -210,8 +211,8 @@ def dead_letter_properties(message: DeliveredMessage, state: DeliveryState,
         # A replayed dead letter that fails again keeps its id: operators follow one letter.
         DEAD_LETTER_ID: text(headers.get(DEAD_LETTER_ID)) or uuid.uuid4().hex,
         FAILURE_REASON: failure.reason,
-        EXCEPTION_TYPE: _exception_name(failure.error),
-        EXCEPTION_MESSAGE: _clip(str(failure.error)),
+        EXCEPTION_TYPE: exception_name(failure.error),
+        EXCEPTION_MESSAGE: _clip(failure_message(failure.error)),
         ATTEMPTS: failure.attempts + _int_or(headers.get(EARLIER_ATTEMPTS), 0),
         ORIGINAL_QUEUE: state.original_queue,
         ORIGINAL_ROUTING_KEY: state.original_routing_key,
@@ -305,10 +306,6 @@ def _parse_time(value: str) -> datetime | None:
         return datetime.fromisoformat(value) if value else None
     except ValueError:
         return None
-
-
-def _exception_name(error: BaseException) -> str:
-    return type(error).__qualname__
 
 
 def _clip(message: str, limit: int = 1000) -> str:

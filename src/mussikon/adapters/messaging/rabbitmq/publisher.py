@@ -6,8 +6,7 @@ publishing a batch means a task per message. Here a whole batch becomes one fram
 written at once, with one confirmation future per message registered exactly as
 `basic_publish` registers it: the channel's reader resolves it on the broker's ack,
 fails it on a nack or, for a mandatory message, on its return, and rejects it if the
-channel closes. On the 2-core test machine this publishes over twice as many messages
-per second for less CPU.
+channel closes (figures: docs/performance-notes.md).
 
 It relies on the channel's bookkeeping attributes (`delivery_tag`, `confirmations`,
 `message_id_delivery_tag`, `write_queue`, `max_content_size`, `lock`), present in aiormq

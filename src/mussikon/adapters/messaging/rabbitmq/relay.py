@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
-import uuid
 from collections import deque
 from typing import Any
 
@@ -29,14 +27,13 @@ from mussikon.adapters.messaging.rabbitmq.publisher import Outgoing, publish_bat
 from mussikon.adapters.messaging.rabbitmq.topology import Topology
 from mussikon.ports.documents import Changes, DocumentStore
 from mussikon.ports.event_store import EventStore, RecordedEvent, StoreError, UndecodableEventError
+from mussikon.ports.leases import Lease
+from mussikon.ports.polling import PollLoop
+from mussikon.ports.undecodable import skip_undecodable
 from mussikon.wire import EventCodec
 
-log = logging.getLogger("mussikon.rabbitmq.relay")
-
 _RETRYABLE: tuple[type[BaseException], ...] = (*BROKER_ERRORS, StoreError)
-
-UNDECODABLE = "relay-undecodable"
-"""Collection where the relay records stored events it could not read, keyed by position."""
+"""What a lost connection or an unreachable store raises: the relay tries again later."""
 
 
 class OutboxRelay:
@@ -54,18 +51,15 @@ class OutboxRelay:
         self.name = name
         self.batch_size = batch_size
         self.batches_in_flight = batches_in_flight
-        self.lease_seconds = lease_seconds
-        self.poll_interval, self.poll_max_interval = poll_interval, poll_max_interval
         self.checkpoint_interval = checkpoint_interval
         self.publish_timeout = publish_timeout
-        self.owner = owner or uuid.uuid4().hex
         self.published = 0
         """Messages this relay had confirmed by the broker (repeats included)."""
-        self._woken = asyncio.Event()
-        self._stopping = False
+        self._lease = Lease(documents, name, seconds=lease_seconds, owner=owner)
+        self._poll = PollLoop(f"relay {name}", interval=poll_interval,
+                              max_interval=poll_max_interval, expected_errors=_RETRYABLE)
         self._task: asyncio.Task[None] | None = None
         self._channel: AbstractChannel | None = None
-        self._lease_renewed_at: float | None = None
         self._confirmed = 0
         self._saved = 0
         self._saved_at = -checkpoint_interval
@@ -73,12 +67,7 @@ class OutboxRelay:
     @property
     def is_active(self) -> bool:
         """True while this relay holds the lease (the others are standing by)."""
-        return self._lease_renewed_at is not None
-
-    @property
-    def confirmed_position(self) -> int:
-        """The position up to which this relay had every event confirmed (maybe not saved yet)."""
-        return self._confirmed
+        return self._lease.held
 
     async def position(self) -> int:
         """The store position up to which every event was published and confirmed, by this
@@ -88,16 +77,16 @@ class OutboxRelay:
     def start(self) -> None:
         """Run in the background until `stop()`."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"relay:{self.name}")
+            self._task = asyncio.create_task(self._poll.run(self._publish_step),
+                                             name=f"relay:{self.name}")
 
     def wake(self) -> None:
         """Look for new events now rather than at the next poll."""
-        self._woken.set()
+        self._poll.wake()
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Finish the batch in flight (or give it up after `timeout`) and release the lease."""
-        self._stopping = True
-        self._woken.set()
+        self._poll.stop()
         if self._task is not None:
             done, _ = await asyncio.wait({self._task}, timeout=timeout)
             if not done:
@@ -107,41 +96,33 @@ class OutboxRelay:
             self._task = None
         with contextlib.suppress(StoreError, TimeoutError):
             await asyncio.wait_for(self._save_checkpoint(), timeout)
-        await self._release()
+        await self._lease.release()
         if self._channel is not None and not self._channel.is_closed:
             with contextlib.suppress(*BROKER_ERRORS):
                 await self._channel.close()
 
-    async def _run(self) -> None:
-        idle_delay = self.poll_interval
-        failures = 0
-        while not self._stopping:
-            try:
-                if not await self._hold_lease():
-                    # Standing by: the active relay's lease is checked a few times per term.
-                    await self._sleep(self.lease_seconds / 3)
-                    continue
-                published = await self.publish_pending()
-                failures = 0
-            except _RETRYABLE as exc:
-                failures += 1
-                if isinstance(exc, PublishError):
-                    # Unroutable: a queue of the topology is gone. A new connection declares
-                    # the topology again.
-                    self.broker.drop(f"an event could not be routed ({exc})")
-                log.warning("relay %s: %s; trying again", self.name, exc or type(exc).__name__)
-                await self._sleep(min(0.1 * 2 ** failures, 5.0))
-                continue
-            if published:
-                idle_delay = self.poll_interval
-                continue
-            due = self._checkpoint_due()
-            if due is not None and due <= 0:
-                with contextlib.suppress(StoreError):
-                    await self._save_checkpoint()
-                due = None
-            await self._sleep(idle_delay if due is None else min(idle_delay, due))
-            idle_delay = min(idle_delay * 2, self.poll_max_interval)
+    async def _publish_step(self) -> bool:
+        """Publish what is pending if this relay holds the lease; True if it published."""
+        if not await self._lease.hold():
+            # Standing by: the active relay's lease is checked a few times per term.
+            self._poll.look_again_within(self._lease.seconds / 3)
+            return False
+        try:
+            published = await self.publish_pending()
+        except PublishError as exc:
+            # Unroutable: a queue of the topology is gone. A new connection declares it again.
+            self.broker.drop(f"an event could not be routed ({exc})")
+            raise
+        if published:
+            return True
+        due = self._checkpoint_due()
+        if due is not None and due <= 0:
+            with contextlib.suppress(StoreError):
+                await self._save_checkpoint()
+            due = None
+        if due is not None:
+            self._poll.look_again_within(due)
+        return False
 
     def _checkpoint_due(self) -> float | None:
         """Seconds until the confirmed position should be saved (None: nothing to save)."""
@@ -157,30 +138,6 @@ class OutboxRelay:
         if position > self._saved:
             await self.documents.commit(Changes(), checkpoint=(self.name, position))
             self._saved, self._saved_at = position, time.monotonic()
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._woken.wait(), seconds)
-        self._woken.clear()
-
-    async def _hold_lease(self) -> bool:
-        now = time.monotonic()
-        if self._lease_renewed_at is not None and now - self._lease_renewed_at < \
-                self.lease_seconds / 3:
-            return True
-        if await self.documents.try_lease(self.name, self.owner, self.lease_seconds):
-            if self._lease_renewed_at is None:
-                log.info("relay %s: active (owner %s)", self.name, self.owner)
-            self._lease_renewed_at = now
-            return True
-        self._lease_renewed_at = None
-        return False
-
-    async def _release(self) -> None:
-        if self._lease_renewed_at is not None:
-            self._lease_renewed_at = None
-            with contextlib.suppress(StoreError):
-                await self.documents.release_lease(self.name, self.owner)
 
     async def publish_pending(self) -> int:
         """Publish every event after the checkpoint, moving the checkpoint batch by batch.
@@ -226,7 +183,7 @@ class OutboxRelay:
                 due = self._checkpoint_due()
                 if due is not None and due <= 0:
                     await self._save_checkpoint()
-                if self._stopping or not await self._hold_lease():
+                if self._poll.stopping or not await self._lease.hold():
                     exhausted = True  # finish the batches in flight, start no more
         finally:
             for _, _, unconfirmed in window:
@@ -249,13 +206,7 @@ class OutboxRelay:
                                                      on_return_raises=True)
         return self._channel
 
-    async def _skip_undecodable(self, exc: UndecodableEventError) -> None:
-        # No body to publish: record it where an operator can see it, and go on, so one bad
-        # row does not stop every event after it from being published.
-        log.error("relay %s: skipping unreadable event: %s", self.name, exc)
-        changes = Changes()
-        changes.put(UNDECODABLE, str(exc.position),
-                    {"position": exc.position, "stream_id": exc.stream_id,
-                     "version": exc.version, "reason": exc.reason})
-        await self.documents.commit(changes, checkpoint=(self.name, exc.position))
-        self._confirmed = self._saved = max(self._confirmed, exc.position)
+    async def _skip_undecodable(self, error: UndecodableEventError) -> None:
+        # No body to publish: one bad row must not stop every event after it.
+        await skip_undecodable(self.documents, self.name, error)
+        self._confirmed = self._saved = max(self._confirmed, error.position)

@@ -1,0 +1,43 @@
+"""What every reader of the global order does with a stored event no code can read.
+
+Every event store raises `UndecodableEventError` for such a row (unknown type, malformed
+JSON, an upcaster that fails), naming its position, stream, version and the reason. A
+reader (a projection, a subscription of the in-process transport, the outbox relay)
+neither stops there nor passes it silently: it logs an error, records the row in the
+`undecodable-events` collection under its own checkpoint's name, and reads on after it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from mussikon.ports.documents import Changes, DocumentStore
+from mussikon.ports.event_store import UndecodableEventError
+
+log = logging.getLogger("mussikon.undecodable")
+
+UNDECODABLE_EVENTS = "undecodable-events"
+"""The collection of the rows skipped, keyed by "<reader>:<position>", each document naming
+the reader, the row's position, stream id and version, the reason, and when it was
+skipped (`skipped_at`, ISO 8601)."""
+
+
+async def skip_undecodable(documents: DocumentStore, reader: str, error: UndecodableEventError,
+                           *, move_checkpoint: bool = True) -> None:
+    """Log the row `error` names and record it as skipped by `reader`; with `move_checkpoint`,
+    move the checkpoint named `reader` to its position in the same commit (a reader whose
+    checkpoint trails work still in flight moves it itself). The reader goes on reading
+    from `error.position + 1`."""
+    log.error("%s skips the event at position %d (stream %r, version %d): %s", reader,
+              error.position, error.stream_id, error.version, error.reason)
+    changes = Changes()
+    changes.put(UNDECODABLE_EVENTS, f"{reader}:{error.position}", {
+        "reader": reader, "position": error.position, "stream_id": error.stream_id,
+        "version": error.version, "reason": error.reason,
+        "skipped_at": datetime.now(UTC).isoformat()})
+    # A checkpoint already past the row means another process skipped it first and recorded
+    # it: the commit then writes nothing, which is right.
+    await documents.commit(changes,
+                           checkpoint=(reader, error.position) if move_checkpoint else None)
+

@@ -1,0 +1,89 @@
+"""The lease that lets one process at a time do a piece of work: taken, renewed, lost when not
+renewed in time, handed over at once when released."""
+
+from __future__ import annotations
+
+from mussikon.adapters.store.memory import InMemoryDocumentStore
+from mussikon.ports.leases import Lease
+
+
+class Time:
+    """A clock the test moves: the store's wall clock and the lease's monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingStore(InMemoryDocumentStore):
+    """Counts the store's lease writes."""
+
+    def __init__(self, time: Time) -> None:
+        super().__init__(wall_clock=time)
+        self.asked = 0
+
+    async def try_lease(self, name: str, owner: str, seconds: float) -> bool:
+        self.asked += 1
+        return await super().try_lease(name, owner, seconds)
+
+
+def leases(store: InMemoryDocumentStore, time: Time) -> tuple[Lease, Lease]:
+    return (Lease(store, "work", seconds=9, owner="a", monotonic=time),
+            Lease(store, "work", seconds=9, owner="b", monotonic=time))
+
+
+async def test_one_holder_at_a_time() -> None:
+    time = Time()
+    a, b = leases(InMemoryDocumentStore(wall_clock=time), time)
+    assert await a.hold() and a.held
+    assert not await b.hold() and not b.held
+
+
+async def test_holding_renews_the_lease_once_a_third_of_its_term_has_passed() -> None:
+    time = Time()
+    store = CountingStore(time)
+    a, b = leases(store, time)
+    assert await a.hold()
+    time.now += 2  # less than a third of the term: still held, the store is not asked
+    assert await a.hold()
+    assert store.asked == 1
+    time.now += 2  # past a third: renewed for a whole term from now
+    assert await a.hold()
+    assert store.asked == 2
+    time.now += 8  # 12 s after it was taken, 8 s after the renewal: still a's
+    assert not await b.hold()
+
+
+async def test_a_lease_not_renewed_in_time_is_lost_to_another() -> None:
+    time = Time()
+    a, b = leases(InMemoryDocumentStore(wall_clock=time), time)
+    assert await a.hold()
+    time.now += 10  # a stalled longer than the term
+    assert await b.hold()
+    assert not await a.hold()
+    assert not a.held and b.held
+
+
+async def test_a_released_lease_is_handed_over_at_once() -> None:
+    time = Time()
+    a, b = leases(InMemoryDocumentStore(wall_clock=time), time)
+    assert await a.hold()
+    await a.release()
+    assert not a.held
+    assert await b.hold()  # no wait for the term to end
+    await a.release()  # not held: nothing to give up, b keeps it
+    assert not await a.hold()
+
+
+async def test_releasing_on_a_closed_store_lets_the_lease_expire() -> None:
+    class Closed(InMemoryDocumentStore):
+        async def release_lease(self, name: str, owner: str) -> None:
+            raise RuntimeError("the store is closed")
+
+    time = Time()
+    lease = Lease(Closed(wall_clock=time), "work", seconds=9, monotonic=time)
+    assert await lease.hold()
+    await lease.release()
+    assert not lease.held
