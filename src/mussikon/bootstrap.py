@@ -27,6 +27,7 @@ from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore
 from mussikon.ports.notifier import Notifier
 from mussikon.ports.payments import PaymentGateway
+from mussikon.ports.polling import wait_until
 from mussikon.ports.transport import Subscription, Transport
 from mussikon.wire import EventCodec
 
@@ -128,15 +129,25 @@ class App:
         self.operating = True
 
     async def settle(self, timeout: float = 30.0) -> None:
-        """Wait until every event, including those handlers wrote meanwhile, was handled."""
+        """Wait until every committed event, including those handlers wrote meanwhile, is
+        readable and was handled (on PostgreSQL a transaction still running elsewhere holds
+        what is readable back: this waits for it)."""
+        async def readable(position: int) -> None:
+            async def reached() -> bool:
+                return await self.store.head_position() >= position
+
+            # Nothing to wake: the readers poll the store, and it is the commit that waits.
+            await wait_until(reached, timeout, wake=lambda: None)
+
         async def quiet() -> None:
             while True:
-                head = await self.store.head_position()
+                committed = await self.store.committed_position()
+                await readable(committed)
                 await self.projections.wait_idle(timeout)
                 await self.transport.wait_idle(timeout)
                 if self.sagas is not None:
                     await self.sagas.wait_idle(timeout)
-                if await self.store.head_position() == head:
+                if await self.store.committed_position() == committed:
                     return
 
         await asyncio.wait_for(quiet(), timeout)

@@ -469,3 +469,26 @@ def test_collector_pauses_nest_and_overlap_and_leave_a_disabled_collector_alone(
         assert not gc.isenabled()  # it was off before: left off
     finally:
         gc.enable()
+
+
+async def test_the_committed_position_is_ahead_of_what_readers_see_behind_an_open_transaction(
+        server: Server) -> None:
+    store = server.events
+    await store.append("m-1", [registered("m-1")], NO_STREAM)
+    await server.settle()
+    assert await store.committed_position() == await store.head_position() > 0
+    blocker = await asyncpg.connect(server.url)
+    try:
+        await blocker.execute("BEGIN")
+        await blocker.fetchval("SELECT pg_current_xact_id()")  # older than the next append
+        await store.append("m-2", [registered("m-2")], NO_STREAM)
+        readable = await store.head_position()
+        committed = await store.committed_position()
+        assert committed > readable
+        assert [r.event.musician_id for r in await store.read_all(1, 10)  # type: ignore[attr-defined]
+                ] == ["m-1"]
+        await blocker.execute("COMMIT")
+        await server.settle()
+        assert await store.head_position() == committed
+    finally:
+        await blocker.close()

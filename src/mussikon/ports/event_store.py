@@ -192,6 +192,12 @@ class EventStore(abc.ABC):
     async def head_position(self) -> int:
         """The global position of the newest event a reader may see (0 if none)."""
 
+    async def committed_position(self) -> int:
+        """The global position of the newest committed event (0 if none). Where commits
+        become readable in order, readers may not see it yet (on PostgreSQL, while an older
+        transaction is still running); elsewhere it is the head position."""
+        return await self.head_position()
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections and threads."""

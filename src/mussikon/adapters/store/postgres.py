@@ -496,6 +496,7 @@ class PostgresEventStore(EventStore):
         self._version_sql = f"SELECT coalesce(max(version), 0) FROM {t} WHERE stream_id = $1"
         self._head_sql = (f"SELECT coalesce(max(position), 0) FROM {t}"
                           f" WHERE position < {_READABLE_BOUND}")
+        self._committed_sql = f"SELECT coalesce(max(position), 0) FROM {t}"
 
     async def append(self, stream_id: str, events: Sequence[DomainEvent],
                      expected_version: int) -> int:
@@ -745,6 +746,10 @@ class PostgresEventStore(EventStore):
     async def head_position(self) -> int:
         async with self.db.connection("reading the head of the global order") as conn:
             return int(await conn.fetchval(self._head_sql))
+
+    async def committed_position(self) -> int:
+        async with self.db.connection("reading the newest committed position") as conn:
+            return int(await conn.fetchval(self._committed_sql))
 
     async def close(self) -> None:
         await self.db.close()
