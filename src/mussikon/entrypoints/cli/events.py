@@ -23,7 +23,7 @@ events_app = typer.Typer(help="Inspect the event store.", no_args_is_help=True)
 def events_stream(stream_id: str) -> None:
     """The events of one stream (e.g. musician-<id>, gig-<id>, contract-<id>)."""
     async def go() -> None:
-        async with opened() as application:
+        async with opened(read_only=True) as application:
             records = await application.store.read_stream(stream_id)
             if not records:
                 raise CommandFailed(f"no stream {stream_id!r}")
@@ -40,7 +40,7 @@ def events_by_type(event_type: str,
                    ) -> None:
     """Events of one type since a date (the specification's GetEventsByTypeAsync)."""
     async def go() -> None:
-        async with opened() as application:
+        async with opened(read_only=True) as application:
             if event_type not in application.codec.event_types:
                 raise CommandFailed(f"unknown event type {event_type!r}; known: "
                                     f"{', '.join(application.codec.event_types)}")
@@ -56,7 +56,7 @@ def events_tail(limit: Annotated[int, typer.Option(min=1)] = 20,
                 ) -> None:
     """The newest events of the global order."""
     async def go() -> None:
-        async with opened() as application:
+        async with opened(read_only=True) as application:
             head = await application.store.head_position()
             position = max(head - limit + 1, 1)
             while True:

@@ -16,7 +16,7 @@ notifications_app = typer.Typer(help="Notifications sent.", no_args_is_help=True
 def notifications_list(limit: Annotated[int, typer.Option(min=1)] = 100) -> None:
     """The notifications sent: to whom, which kind, about what."""
     async def go() -> None:
-        async with opened() as application:
+        async with opened(read_only=True) as application:
             sent = await application.notifier.sent(limit)
             table = Table(title=f"{len(sent)} notification(s)")
             for column in ("sent at", "kind", "to", "subject", "about"):

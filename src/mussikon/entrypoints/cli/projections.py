@@ -14,7 +14,7 @@ projections_app = typer.Typer(help="Read models and their checkpoints.", no_args
 def projections_status() -> None:
     """Position and lag of each read model."""
     async def go() -> None:
-        async with opened() as application:
+        async with opened(read_only=True) as application:
             table = Table(title="projections")
             for column in ("name", "position", "head", "lag"):
                 table.add_column(column)
