@@ -59,6 +59,18 @@ def test_a_setting_that_cannot_be_used_is_named_without_its_password(tmp_path: P
     assert line.startswith("error: MUSSIKON_STORE_URL 'mysql://root:***@db/x': ")
 
 
+def test_an_unreachable_store_or_broker_is_one_line_naming_its_variable(
+        tmp_path: Path) -> None:
+    env = environment(store_url="postgresql://postgres:s3cret@127.0.0.1:1/x")
+    line = one_error_line(mussikon("worker", cwd=tmp_path, env=env))
+    assert line.startswith("error: MUSSIKON_STORE_URL 'postgresql://postgres:***@127.0.0.1:1/x'"
+                           ": PostgreSQL at 127.0.0.1:1/x is unavailable")
+    env = environment(store_url="memory://", broker_url="amqp://guest:s3cret@127.0.0.1:1/")
+    line = one_error_line(mussikon("worker", cwd=tmp_path, env=env))
+    assert line.startswith("error: MUSSIKON_BROKER_URL: RabbitMQ is not reachable at "
+                           "amqp://guest:***@127.0.0.1:1/: ")
+
+
 def test_usage_errors_are_one_line_naming_the_option_and_exit_1(tmp_path: Path) -> None:
     env = environment(store_url="memory://")
     cases = {

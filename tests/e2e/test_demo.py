@@ -75,6 +75,7 @@ def test_the_demo_command_runs_twice_on_one_sqlite_file_and_the_store_can_be_ins
 
 def test_bad_input_gets_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
     store = tmp_path / "x.db"
+    assert mussikon("db", "migrate", store=store).returncode == 0  # reading makes no store
     unknown = mussikon("events", "by-type", "NoSuchEvent", store=store)
     assert unknown.returncode == 1
     assert "unknown event type 'NoSuchEvent'" in unknown.stderr

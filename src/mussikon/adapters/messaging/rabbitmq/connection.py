@@ -29,6 +29,13 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 OnConnected = Callable[[AbstractConnection], Awaitable[None]]
 
 
+def _not_a_failed_connect(record: logging.LogRecord) -> bool:
+    """aiormq logs a failed connect at ERROR before raising it; BrokerConnection reports that
+    failure itself (an error for the first connection, a warning while reconnecting), so
+    aiormq's line would only repeat it."""
+    return not record.getMessage().startswith("error when creating transport")
+
+
 class BrokerUnavailable(ConnectionError):
     """The broker could not be reached (the message names the URL without its password)."""
 
@@ -51,6 +58,7 @@ class BrokerConnection:
         self._supervisor: asyncio.Task[None] | None = None
         self.reconnections = 0
         """How many times the connection came back after a loss (for tests and status)."""
+        logging.getLogger("aiormq.connection").addFilter(_not_a_failed_connect)
 
     def on_connected(self, callback: OnConnected) -> None:
         """Run `callback` on every new connection, in registration order, before it is handed
