@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -88,17 +90,11 @@ async def _open_sqlite(settings: Settings, codec: EventCodec,
     url = settings.store_url
     path = _sqlite_file(url, read_only)
     db = SqliteDatabase(path, settings.sqlite_synchronous, read_only=read_only)
-    try:
+    async with _naming_store_url(url, closing=db.close):
         await db.open()
         if read_only:
             _check_readable(await db.schema_version(), len(MIGRATIONS),
                             f"{path} (MUSSIKON_STORE_URL)")
-    except (OSError, StoreError) as exc:
-        await db.close()
-        raise _naming_store_url(exc, url) from exc
-    except BaseException:
-        await db.close()
-        raise
     return SqliteEventStore(db, codec), SqliteDocumentStore(db)
 
 
@@ -123,25 +119,14 @@ async def _open_postgres(settings: Settings, codec: EventCodec,
     from mussikon.adapters.store.postgres import MIGRATIONS, open_postgres
 
     url, schema = settings.store_url, settings.postgres_schema
-    try:
+    async with _naming_store_url(url):
         store, documents = await open_postgres(url, schema, settings.postgres_pool_size, codec,
                                                read_only=read_only)
-    except (OSError, StoreError, ValueError) as exc:  # ValueError: asyncpg refused the URL
-        raise _naming_store_url(exc, url) from exc
     if read_only:
-        try:
+        async with _naming_store_url(url, closing=store.close):
             _check_readable(await store.db.schema_version(), len(MIGRATIONS),
                             f"{mask_url(url)} in schema {schema!r} (MUSSIKON_STORE_URL, "
                             "MUSSIKON_POSTGRES_SCHEMA)")
-        except ConfigurationError:
-            await store.close()
-            raise
-        except (OSError, StoreError, ValueError) as exc:
-            await store.close()
-            raise _naming_store_url(exc, url) from exc
-        except BaseException:
-            await store.close()
-            raise
     return store, documents
 
 
@@ -153,9 +138,21 @@ def _check_readable(version: int, latest: int, where: str) -> None:
                                  f"{latest}: migrate it first (mussikon db migrate)")
 
 
-def _naming_store_url(exc: Exception, url: str) -> ConfigurationError:
-    """A failure to open the store, as an error naming MUSSIKON_STORE_URL."""
-    return ConfigurationError(f"MUSSIKON_STORE_URL {mask_url(url)!r}: {exc}")
+@asynccontextmanager
+async def _naming_store_url(url: str, *, closing: Callable[[], Awaitable[None]] | None = None
+                            ) -> AsyncIterator[None]:
+    """`async with`: a failure to open the store comes out as a ConfigurationError naming
+    MUSSIKON_STORE_URL (ValueError included: asyncpg's for a URL it cannot read), after
+    `closing` what was opened."""
+    try:
+        yield
+    except BaseException as exc:
+        if closing is not None:
+            await closing()
+        if isinstance(exc, ConfigurationError) or not isinstance(exc, OSError | StoreError
+                                                                  | ValueError):
+            raise
+        raise ConfigurationError(f"MUSSIKON_STORE_URL {mask_url(url)!r}: {exc}") from exc
 
 
 def open_transport(settings: Settings, store: EventStore, documents: DocumentStore,
