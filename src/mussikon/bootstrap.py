@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from mussikon.adapters.clock import SystemClock
@@ -24,7 +27,7 @@ from mussikon.domain.events import DomainEvent
 from mussikon.ports.analytics import Analytics
 from mussikon.ports.clock import Clock
 from mussikon.ports.documents import DocumentStore
-from mussikon.ports.event_store import EventStore
+from mussikon.ports.event_store import EventStore, StoreError
 from mussikon.ports.notifier import Notifier
 from mussikon.ports.payments import PaymentGateway
 from mussikon.ports.polling import wait_until
@@ -33,11 +36,35 @@ from mussikon.wire import EventCodec
 
 
 class ConfigurationError(ValueError):
-    """A setting names something that does not exist or cannot be used."""
+    """A setting names something that does not exist or cannot be used: the message names
+    the setting (`MUSSIKON_*`)."""
 
 
-async def open_stores(settings: Settings, codec: EventCodec) -> tuple[EventStore, DocumentStore]:
-    """The event store and document store that `MUSSIKON_STORE_URL` names (one database)."""
+def sqlite_path(url: str) -> str:
+    """The file a `sqlite:` URL names, read as SQLAlchemy reads it: `sqlite:///x.db` is
+    `x.db` in the current directory, `sqlite:////tmp/x.db` is `/tmp/x.db`."""
+    path = url.removeprefix("sqlite://").removeprefix("/") or "mussikon.db"
+    if url.startswith("sqlite:////"):
+        path = "/" + path.lstrip("/")
+    return path
+
+
+def _sqlite_hint(url: str, path: str) -> str:
+    """For a relative path that looks meant as absolute (`sqlite:///tmp/x.db`), how to write
+    the absolute one."""
+    if Path(path).is_absolute() or path.startswith("."):
+        return ""
+    return (f"; sqlite:/// is followed by a path relative to the current directory, an "
+            f"absolute path takes four slashes: sqlite:////{path}")
+
+
+async def open_stores(settings: Settings, codec: EventCodec, *,
+                      read_only: bool = False) -> tuple[EventStore, DocumentStore]:
+    """The event store and document store that `MUSSIKON_STORE_URL` names (one database).
+
+    `read_only`: open an existing store for reading, creating and migrating nothing (a
+    ConfigurationError if there is none, or if it needs migrating).
+    """
     url = settings.store_url
     scheme = urlsplit(url).scheme
     if scheme == "memory":
@@ -45,24 +72,88 @@ async def open_stores(settings: Settings, codec: EventCodec) -> tuple[EventStore
 
         return InMemoryEventStore(codec), InMemoryDocumentStore()
     if scheme == "sqlite":
-        from mussikon.adapters.store.sqlite import (
-            SqliteDatabase,
-            SqliteDocumentStore,
-            SqliteEventStore,
-        )
-
-        path = url.removeprefix("sqlite://").removeprefix("/") or "mussikon.db"
-        if url.startswith("sqlite:////"):
-            path = "/" + path.lstrip("/")
-        db = await SqliteDatabase(path, settings.sqlite_synchronous).open()
-        return SqliteEventStore(db, codec), SqliteDocumentStore(db)
+        return await _open_sqlite(settings, codec, read_only)
     if scheme in ("postgres", "postgresql"):
-        from mussikon.adapters.store.postgres import open_postgres
-
-        return await open_postgres(url, settings.postgres_schema, settings.postgres_pool_size,
-                                   codec)
+        return await _open_postgres(settings, codec, read_only)
     raise ConfigurationError(
         f"MUSSIKON_STORE_URL {mask_url(url)!r}: use sqlite:///PATH, memory:// or postgresql://…")
+
+
+async def _open_sqlite(settings: Settings, codec: EventCodec,
+                       read_only: bool) -> tuple[EventStore, DocumentStore]:
+    from mussikon.adapters.store.sqlite import (
+        MIGRATIONS,
+        SqliteDatabase,
+        SqliteDocumentStore,
+        SqliteEventStore,
+    )
+
+    url = settings.store_url
+    path = _sqlite_file(url, read_only)
+    db = SqliteDatabase(path, settings.sqlite_synchronous, read_only=read_only)
+    async with _naming_store_url(url, closing=db.close):
+        await db.open()
+        if read_only:
+            _check_readable(await db.schema_version(), len(MIGRATIONS),
+                            f"{path} (MUSSIKON_STORE_URL)")
+    return SqliteEventStore(db, codec), SqliteDocumentStore(db)
+
+
+def _sqlite_file(url: str, read_only: bool) -> str:
+    """The absolute path of the file the URL names, which must exist if `read_only`, and whose
+    directory must exist (it is never made: a typo would go unseen)."""
+    path = sqlite_path(url)
+    if path == ":memory:":
+        return path
+    absolute = Path(path).absolute()
+    if read_only and not absolute.is_file():
+        raise ConfigurationError(f"no store at {absolute} (MUSSIKON_STORE_URL"
+                                 f"{_sqlite_hint(url, path)})")
+    if not absolute.parent.is_dir():
+        raise ConfigurationError(f"MUSSIKON_STORE_URL {url!r}: no directory {absolute.parent}"
+                                 f"{_sqlite_hint(url, path)}")
+    return str(absolute)
+
+
+async def _open_postgres(settings: Settings, codec: EventCodec,
+                         read_only: bool) -> tuple[EventStore, DocumentStore]:
+    from mussikon.adapters.store.postgres import MIGRATIONS, open_postgres
+
+    url, schema = settings.store_url, settings.postgres_schema
+    async with _naming_store_url(url):
+        store, documents = await open_postgres(url, schema, settings.postgres_pool_size, codec,
+                                               read_only=read_only)
+    if read_only:
+        async with _naming_store_url(url, closing=store.close):
+            _check_readable(await store.db.schema_version(), len(MIGRATIONS),
+                            f"{mask_url(url)} in schema {schema!r} (MUSSIKON_STORE_URL, "
+                            "MUSSIKON_POSTGRES_SCHEMA)")
+    return store, documents
+
+
+def _check_readable(version: int, latest: int, where: str) -> None:
+    if version == 0:
+        raise ConfigurationError(f"no store at {where}")
+    if version < latest:
+        raise ConfigurationError(f"the store at {where} has schema version {version} of "
+                                 f"{latest}: migrate it first (mussikon db migrate)")
+
+
+@asynccontextmanager
+async def _naming_store_url(url: str, *, closing: Callable[[], Awaitable[None]] | None = None
+                            ) -> AsyncIterator[None]:
+    """`async with`: a failure to open the store comes out as a ConfigurationError naming
+    MUSSIKON_STORE_URL (ValueError included: asyncpg's for a URL it cannot read), after
+    `closing` what was opened."""
+    try:
+        yield
+    except BaseException as exc:
+        if closing is not None:
+            await closing()
+        if isinstance(exc, ConfigurationError) or not isinstance(exc, OSError | StoreError
+                                                                  | ValueError):
+            raise
+        raise ConfigurationError(f"MUSSIKON_STORE_URL {mask_url(url)!r}: {exc}") from exc
 
 
 def open_transport(settings: Settings, store: EventStore, documents: DocumentStore,
@@ -80,12 +171,14 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
     if scheme in ("amqp", "amqps"):
         from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport
 
-        return RabbitMqTransport(
+        transport = RabbitMqTransport(
             url, store, documents, codec, prefix=settings.rabbitmq_prefix,
             queue_type=settings.rabbitmq_queue_type, prefetch=settings.rabbitmq_prefetch,
             concurrency=settings.bus_concurrency, retry_delays=settings.retry_delays,
             delayed_retry_delays=settings.delayed_retry_delays,
             poll_interval=settings.poll_interval, poll_max_interval=settings.poll_max_interval)
+        transport.broker.connect_timeout = settings.broker_connect_timeout
+        return transport
     raise ConfigurationError(
         f"MUSSIKON_BROKER_URL {mask_url(url)!r}: use memory:// or amqp://user:pass@host:5672/")
 
@@ -114,7 +207,13 @@ class App:
     async def start(self) -> None:
         """Run the read models and the handlers in the background."""
         await self.projections.start()
-        await self.transport.start(self.subscriptions)
+        try:
+            await self.transport.start(self.subscriptions)
+        except BaseException as exc:
+            await self.projections.stop()
+            if isinstance(exc, ConnectionError):
+                raise _naming_broker_url(exc) from exc
+            raise
         if self.sagas is not None:
             await self.sagas.start()
         self.running = True
@@ -125,7 +224,10 @@ class App:
         message meant for the workers. On a transport that `replays_in_place`, `replay` runs
         the handlers in this process (their new events are delivered by whatever runs the
         transport next)."""
-        await self.transport.open_for_operations(self.subscriptions)
+        try:
+            await self.transport.open_for_operations(self.subscriptions)
+        except ConnectionError as exc:
+            raise _naming_broker_url(exc) from exc
         self.operating = True
 
     async def settle(self, timeout: float = 30.0) -> None:
@@ -172,25 +274,53 @@ class App:
         await self.store.close()
 
 
-async def open_app(settings: Settings | None = None, clock: Clock | None = None) -> App:
+def _naming_broker_url(exc: ConnectionError) -> ConfigurationError:
+    """The broker could not be reached: an error naming MUSSIKON_BROKER_URL (the transport's
+    message names the URL, its password masked)."""
+    return ConfigurationError(f"MUSSIKON_BROKER_URL: {exc}")
+
+
+def open_notifier(settings: Settings, documents: DocumentStore) -> Notifier:
+    """The SMTP notifier `MUSSIKON_SMTP_URL` names, or the recording one if it is empty."""
+    if not settings.smtp_url:
+        return RecordingNotifier(documents)
+    try:
+        return SmtpNotifier(settings.smtp_url, settings.mail_from, documents,
+                            timeout=settings.smtp_timeout)
+    except ValueError as exc:  # its message never holds the password
+        raise ConfigurationError(f"MUSSIKON_SMTP_URL {mask_url(settings.smtp_url)!r}: {exc}")\
+            from None
+
+
+async def open_app(settings: Settings | None = None, clock: Clock | None = None, *,
+                   read_only: bool = False) -> App:
     """Build the application the settings describe (nothing runs until `start`); `clock` is
-    the system clock unless given."""
+    the system clock unless given. `read_only`: on a store that exists already, which the
+    application only reads (see `open_stores`)."""
     settings = settings or Settings()
     clock = clock or SystemClock()
+    if settings.payment_gateway != "sandbox":
+        raise ConfigurationError(
+            f"MUSSIKON_PAYMENT_GATEWAY {settings.payment_gateway!r}: only 'sandbox' exists")
     codec = EventCodec()
-    store, documents = await open_stores(settings, codec)
+    store, documents = await open_stores(settings, codec, read_only=read_only)
+    try:
+        return _wire(settings, clock, codec, store, documents)
+    except BaseException:
+        await store.close()
+        raise
+
+
+def _wire(settings: Settings, clock: Clock, codec: EventCodec, store: EventStore,
+          documents: DocumentStore) -> App:
     repository = Repository(store, snapshots=Snapshots(documents, settings.snapshot_every))
     marketplace = Marketplace(repository, clock.now)
     read_models = [Directory(), Availability(), AnalyticsProjection()]
     projections = ProjectionRunner(store, documents, read_models,
                                    poll_interval=settings.poll_interval,
                                    poll_max_interval=settings.poll_max_interval)
-    notifier: Notifier = (SmtpNotifier(settings.smtp_url, settings.mail_from, documents)
-                          if settings.smtp_url else RecordingNotifier(documents))
+    notifier = open_notifier(settings, documents)
     analytics = ProjectionAnalytics(documents)
-    if settings.payment_gateway != "sandbox":
-        raise ConfigurationError(
-            f"MUSSIKON_PAYMENT_GATEWAY {settings.payment_gateway!r}: only 'sandbox' exists")
     gateway = SandboxGateway(documents)
     transport = open_transport(settings, store, documents, codec)
     app = App(settings, codec, store, documents, repository, marketplace, projections,

@@ -10,8 +10,11 @@ from datetime import timedelta
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+"""The values of `MUSSIKON_LOG_LEVEL` (in any case)."""
 
 
 class Settings(BaseSettings):
@@ -25,10 +28,15 @@ class Settings(BaseSettings):
                                                 "beside MUSSIKON_STORE_URL")
     broker_url: str = Field("memory://", description="Transport: memory:// or amqp://…")
     sqlite_synchronous: str = Field("FULL", description="SQLite durability: FULL or NORMAL")
-    postgres_schema: str = Field("mussikon", description="PostgreSQL schema holding the tables")
+    postgres_schema: str = Field("mussikon", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+                                 description="PostgreSQL schema holding the tables")
     postgres_pool_size: int = Field(10, ge=1, le=200)
     smtp_url: str = Field("", description="smtp://user:pass@host:port; empty: log and record")
+    smtp_timeout: float = Field(10.0, gt=0, description="Seconds to wait for the SMTP server "
+                                                        "to connect and to answer each command")
     mail_from: str = Field("MussikOn <no-reply@mussikon.example>")
+    broker_connect_timeout: float = Field(10.0, gt=0, description="Seconds to wait for the "
+                                                                  "broker to accept a connection")
     bus_concurrency: int = Field(8, ge=1, le=1000, description="Handlers running at once, per "
                                                               "subscription")
     bus_retry_delays: str = Field("0.05,0.25,1.0", description="Seconds between in-process "
@@ -52,6 +60,7 @@ class Settings(BaseSettings):
     saga_payment_retry_delay: timedelta = Field(
         timedelta(hours=1), gt=timedelta(0),
         description="Booking saga: wait before retrying a declined payment")
+    log_level: str = Field("WARNING", description="Log level of the command line")
 
     @field_validator("bus_retry_delays", "rabbitmq_retry_delays")
     @classmethod
@@ -59,11 +68,31 @@ class Settings(BaseSettings):
         try:
             delays = [float(x) for x in value.split(",") if x.strip()]
         except ValueError:
-            raise ValueError(f"bus_retry_delays must be comma-separated seconds, got {value!r}")\
-                from None
+            raise ValueError("must be comma-separated seconds") from None
         if any(d < 0 for d in delays):
-            raise ValueError("bus_retry_delays must not be negative")
+            raise ValueError("must not be negative")
         return value
+
+    @field_validator("sqlite_synchronous")
+    @classmethod
+    def _synchronous_is_known(cls, value: str) -> str:
+        if value.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError("must be OFF, NORMAL, FULL or EXTRA")
+        return value.upper()
+
+    @field_validator("mail_from")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        if "@" not in value or any(c in value for c in "\r\n"):
+            raise ValueError("must be one email address, as `Name <name@example.com>`")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level_is_known(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
 
     @field_validator("saga_signature_timeout", "saga_payment_retry_delay", mode="before")
     @classmethod
@@ -85,6 +114,34 @@ class Settings(BaseSettings):
     def delayed_retry_delays(self) -> tuple[float, ...]:
         """The broker's delayed retry delays, in seconds."""
         return tuple(float(x) for x in self.rabbitmq_retry_delays.split(",") if x.strip())
+
+
+class SettingsError(ValueError):
+    """A `MUSSIKON_*` variable (or its line in `.env`) holds a value that cannot be used; the
+    message names the variable."""
+
+
+def load_settings() -> Settings:
+    """The settings of the environment and `.env`; a SettingsError names every variable at
+    fault, in one line."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe_invalid_settings(exc)) from None
+
+
+def describe_invalid_settings(error: ValidationError) -> str:
+    """One line naming each `MUSSIKON_*` variable that Settings refused, its value (passwords
+    masked) and why."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    parts = []
+    for problem in error.errors():
+        name = ".".join(str(part) for part in problem["loc"])
+        reason = problem["msg"].removeprefix("Value error, ")
+        value = problem.get("input")
+        shown = f"={mask_url(value)!r}" if isinstance(value, str) else ""
+        parts.append(f"{prefix}{name.upper()}{shown}: {reason}")
+    return "; ".join(parts)
 
 
 def mask_url(url: str) -> str:

@@ -288,3 +288,18 @@ def test_the_command_the_demo_prints_calls_mussikon_as_the_user_did(tmp_path: Pa
     assert ran.stdout.rstrip().endswith(
         f"MUSSIKON_STORE_URL=sqlite:///./mussikon-demo.db {shlex.quote(str(script))} "
         "sagas show SAGA_ID")
+
+
+def test_bad_input_gets_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
+    store = sqlite_url(tmp_path / "x.db")
+    migrated = mussikon("db", "migrate", cwd=tmp_path, MUSSIKON_STORE_URL=store)
+    assert migrated.returncode == 0, migrated.stderr  # reading makes no store
+    unknown = mussikon("events", "by-type", "NoSuchEvent", cwd=tmp_path, MUSSIKON_STORE_URL=store)
+    one_line_error(unknown, "unknown event type 'NoSuchEvent'")
+    missing = mussikon("events", "stream", "musician-nobody", cwd=tmp_path,
+                       MUSSIKON_STORE_URL=store)
+    one_line_error(missing, "no stream 'musician-nobody'")
+    bad = mussikon("events", "tail", cwd=tmp_path,
+                   MUSSIKON_STORE_URL="mysql://root:hunter2@localhost/x")
+    one_line_error(bad, "MUSSIKON_STORE_URL")
+    assert "hunter2" not in bad.stderr

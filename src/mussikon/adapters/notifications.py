@@ -104,7 +104,8 @@ class RecordingNotifier(Notifier):
 @dataclass(frozen=True, slots=True)
 class SmtpServer:
     """Where and how to submit mail, parsed from smtp://user:pass@host:port[?starttls=1]
-    (smtps:// for implicit TLS; `timeout` in seconds as another query parameter)."""
+    (smtps:// for implicit TLS). `timeout`: seconds to wait for the connection and for each
+    answer of the server (a `timeout` query parameter overrides the one given)."""
 
     host: str
     port: int
@@ -115,7 +116,7 @@ class SmtpServer:
     timeout: float
 
     @classmethod
-    def from_url(cls, url: str) -> SmtpServer:
+    def from_url(cls, url: str, timeout: float = 10.0) -> SmtpServer:
         """Parse the URL; a ValueError names what is wrong, never the password."""
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps"):
@@ -129,10 +130,12 @@ class SmtpServer:
         start_tls = None if flag == "" else flag in ("1", "true", "yes")
         try:
             port = parts.port
-            timeout = float(query.get("timeout", "10"))
+            timeout = float(query.get("timeout", timeout))
         except ValueError:
             raise ValueError(f"SMTP URL for {parts.hostname}: port and timeout must be numbers")\
                 from None
+        if not timeout > 0:
+            raise ValueError(f"SMTP URL for {parts.hostname}: timeout must be more than 0")
         use_tls = parts.scheme == "smtps"
         return cls(
             host=parts.hostname, port=port or (465 if use_tls else 587 if start_tls else 25),
@@ -181,12 +184,14 @@ def _describe(exc: Exception) -> str:
 
 
 class SmtpNotifier(Notifier):
-    """Sends email through an SMTP server with aiosmtplib, each key once."""
+    """Sends email through an SMTP server with aiosmtplib, each key once. A server that does
+    not connect or answer a command within `timeout` seconds fails the send."""
 
-    def __init__(self, url: str, mail_from: str, documents: DocumentStore) -> None:
+    def __init__(self, url: str, mail_from: str, documents: DocumentStore, *,
+                 timeout: float = 10.0) -> None:
         if "@" not in mail_from or any(c in mail_from for c in "\r\n"):
             raise ValueError(f"mail_from must be one email address, got {mail_from!r}")
-        self.server = SmtpServer.from_url(url)
+        self.server = SmtpServer.from_url(url, timeout)
         self.mail_from = mail_from
         self.documents = documents
         self.log = NotificationLog(documents)
@@ -228,7 +233,10 @@ class SmtpNotifier(Notifier):
                 start_tls=s.start_tls, timeout=s.timeout,
             )
         except (aiosmtplib.SMTPException, OSError) as exc:
+            reason = s.scrub(_describe(exc))
+            if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
+                reason += f" (no answer within {s.timeout:g} s)"
             # `from None`: the original exception may carry the credentials in its arguments.
             raise NotificationError(
                 f"cannot send {notification.kind} notification {notification.key!r} through"
-                f" SMTP server {s.address}: {s.scrub(_describe(exc))}") from None
+                f" SMTP server {s.address}: {reason}") from None

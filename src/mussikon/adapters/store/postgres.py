@@ -224,10 +224,13 @@ def _quoted_schema(schema: str) -> str:
 
 
 def create_pool(url: str, pool_size: int = 10,
-                application_name: str = "mussikon") -> ConnectionPool:
+                application_name: str = "mussikon", *, read_only: bool = False
+                ) -> ConnectionPool:
     """A pool of up to `pool_size` connections to `url`, opened when first needed, named
-    `application_name` in pg_stat_activity."""
+    `application_name` in pg_stat_activity; `read_only`: their transactions cannot write."""
     settings = {"application_name": application_name[:63]}
+    if read_only:
+        settings["default_transaction_read_only"] = "on"
 
     async def connect() -> Connection:
         conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT, server_settings=settings)
@@ -395,6 +398,14 @@ class PostgresDatabase:
         """`async with db.connection("reading x") as conn`: a pooled connection; a lost
         server comes out as StoreUnavailable saying what was being done."""
         return _Using(self.pool, doing)
+
+    async def schema_version(self) -> int:
+        """How many of the MIGRATIONS the schema has had (0: there is no such schema)."""
+        async with self.connection(f"reading the version of schema {self.schema!r}") as conn:
+            table = f"{self.table_prefix}.schema_version"
+            if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+                return int(await conn.fetchval(f"SELECT coalesce(max(version), 0) FROM {table}"))
+            return 0
 
     async def close(self) -> None:
         """Close every connection of the pool."""
@@ -837,17 +848,20 @@ class PostgresDocumentStore(DocumentStore):
 
 
 async def open_postgres(url: str, schema: str = DEFAULT_SCHEMA, pool_size: int = 10,
-                        codec: EventCodec | None = None
+                        codec: EventCodec | None = None, *, read_only: bool = False
                         ) -> tuple[PostgresEventStore, PostgresDocumentStore]:
-    """Connect, migrate the schema, and return both stores over one pool.
+    """Connect, migrate the schema, and return both stores over one pool. `read_only`: only
+    connect, on connections whose transactions cannot write (the schema is neither created
+    nor migrated: `PostgresDatabase.schema_version` tells whether it is there).
 
     Connections are named `mussikon:<schema>` (pg_stat_activity's application_name).
     Closing the event store closes the pool.
     """
     _quoted_schema(schema)
-    pool = create_pool(url, pool_size, f"mussikon:{schema}")
+    pool = create_pool(url, pool_size, f"mussikon:{schema}", read_only=read_only)
     try:
-        await migrate(pool, schema)
+        if not read_only:
+            await migrate(pool, schema)
     except BaseException:
         await pool.close()
         raise

@@ -129,15 +129,25 @@ def _now_micros() -> int:
     return time.time_ns() // 1000
 
 
+_NO_SHARED_MEMORY_FILE = ("SQLITE_READONLY_DIRECTORY", "SQLITE_READONLY_CANTINIT",
+                          "SQLITE_CANTOPEN")
+"""What reading a WAL database raises when its `-shm` file can be neither created nor used
+(a read-only directory; a read-only file system: CANTOPEN)."""
+
+
 class SqliteDatabase:
     """One SQLite file: a non-waiting connection used on the event loop, and a waiting one
     on a worker thread for when the file is locked (or for everything, if not `inline`)."""
 
-    def __init__(self, path: str, synchronous: str = "FULL", *, inline: bool = True) -> None:
+    def __init__(self, path: str, synchronous: str = "FULL", *, inline: bool = True,
+                 read_only: bool = False) -> None:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
         self.path = path
         self.synchronous = synchronous.upper()
+        self.read_only = read_only
+        """Open the file for reading only: never create it, migrate it or write to it (a
+        write raises); it may be on read-only media."""
         self.inline = inline and path != ":memory:"  # a second connection would be another db
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="mussikon-sqlite")
         self._conn: sqlite3.Connection | None = None
@@ -152,30 +162,52 @@ class SqliteDatabase:
     BUSY_TIMEOUT_MS = 10_000
 
     async def open(self) -> SqliteDatabase:
-        """Connect, switch to WAL and apply pending migrations (on the worker thread)."""
+        """Connect, switch to WAL and apply pending migrations (on the worker thread); if
+        `read_only`, only connect (the file must exist)."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._open)
         return self
 
+    async def schema_version(self) -> int:
+        """How many of the MIGRATIONS the file has had (0: none, it holds no store)."""
+        return int(await self.run(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]))
+
     def _open(self) -> None:
         if self._conn is None:
-            self._conn = self._connect(0, migrations=True)
+            self._conn = self._connect(0, migrations=not self.read_only)
         if self.inline and self._fast is None:
             self._fast = self._connect(0, migrations=False)
 
     def _connect(self, busy_timeout_ms: int, *, migrations: bool) -> sqlite3.Connection:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if self.read_only:
+                conn = self._connect_read_only()
+            else:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA busy_timeout={self.BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             if migrations:
                 migrate(conn)
             conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from None
+        return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A connection that cannot write. Reading a WAL database needs its `-shm` file,
+        which SQLite creates beside it when missing; where it cannot (a read-only directory),
+        the file is opened as immutable: nothing else can be writing to it there."""
+        uri = f"{Path(self.path).absolute().as_uri()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA user_version").fetchone()  # reads the file: finds the WAL
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorname not in _NO_SHARED_MEMORY_FILE:
+                raise
+            conn.close()
+            conn = sqlite3.connect(f"{uri}&immutable=1", uri=True, isolation_level=None,
+                                   check_same_thread=False)
         return conn
 
     YIELD_EVERY = 0.001

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 from importlib.metadata import version
 from typing import Annotated
 
 import typer
 
+from mussikon.config import LOG_LEVELS
+from mussikon.entrypoints.cli.common import error_line, options, print_error
 from mussikon.entrypoints.cli.db import db_app
 from mussikon.entrypoints.cli.demo import demo
 from mussikon.entrypoints.cli.dlq import dlq_app
@@ -21,6 +24,8 @@ from mussikon.entrypoints.cli.worker import worker
 
 app = typer.Typer(help="MussikOn: the event-driven backend of a marketplace for musicians.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
+
+
 app.command()(demo)
 app.command()(worker)
 app.add_typer(events_app, name="events")
@@ -38,10 +43,13 @@ def _print_version(asked: bool) -> None:
 
 
 @app.callback()
-def _options(show_version: Annotated[bool, typer.Option(
+def root(debug: Annotated[bool, typer.Option(
+        "--debug", help="On an error, show its traceback rather than one line.")] = False,
+         show_version: Annotated[bool, typer.Option(
         "--version", is_eager=True, callback=_print_version,
         help="Print the version and exit.")] = False) -> None:
-    pass
+    """MussikOn: the event-driven backend of a marketplace for musicians."""
+    options.debug = debug
 
 
 def _mount_benchmarks() -> None:
@@ -55,10 +63,38 @@ def _mount_benchmarks() -> None:
 _mount_benchmarks()
 
 
-def main() -> None:
-    """Console entry point."""
-    logging.basicConfig(level=os.environ.get("MUSSIKON_LOG_LEVEL", "WARNING").upper(),
+def main(args: list[str] | None = None) -> None:
+    """Console entry point: exit code 0, or 1 with one line on stderr (`--debug`: the
+    traceback); 130 when interrupted."""
+    # The level is checked with the other settings, when a command reads them: `--help`
+    # works whatever the environment says.
+    level = os.environ.get("MUSSIKON_LOG_LEVEL", "WARNING").strip().upper()
+    logging.basicConfig(level=level if level in LOG_LEVELS else "WARNING",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    app()
+    sys.exit(_run(args))
 
+
+def _run(args: list[str] | None) -> int:
+    try:
+        result = app(args, prog_name="mussikon", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        print_error("aborted")
+        return 1
+    except typer.TyperException as exc:  # click's errors: a usage error names the option
+        context = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `mussikon events`: its help
+            typer.echo(exc.format_message())
+            return 0
+        where = f" (see `{context.command_path} --help`)" if context is not None else ""
+        print_error(f"{exc.format_message().rstrip('.')}{where}")
+        return 1
+    except Exception as exc:
+        if options.debug:
+            traceback.print_exc()
+        else:
+            print_error(error_line(exc))
+        return 1
+    return result if isinstance(result, int) else 0

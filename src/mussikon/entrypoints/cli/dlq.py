@@ -16,7 +16,7 @@ dlq_app = typer.Typer(help="The dead-letter queue, for operators.", no_args_is_h
 def dlq_list() -> None:
     """The dead-lettered messages, with why."""
     async def go() -> None:
-        async with opened() as application:
+        async with opened(read_only=True) as application:
             await application.open_for_operations()
             letters = await application.transport.dead_letters()
             table = Table(title=f"{len(letters)} dead letter(s)")
@@ -34,7 +34,7 @@ def dlq_list() -> None:
 def dlq_show(letter_id: str) -> None:
     """One dead letter, with its body."""
     async def go() -> None:
-        async with opened() as application:
+        async with opened(read_only=True) as application:
             await application.open_for_operations()
             for d in await application.transport.dead_letters():
                 if d.id == letter_id:

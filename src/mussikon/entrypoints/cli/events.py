@@ -126,7 +126,7 @@ def events_stream(stream_id: str,
     """The events of one stream (e.g. musician-<id>, gig-<id>, contract-<id>), with their
     JSON."""
     async def go() -> None:
-        async with opened() as application:
+        async with opened(read_only=True) as application:
             records = (await application.store.read_stream(stream_id, after + 1))[:limit]
             if not records and await application.store.stream_version(stream_id) == 0:
                 raise CommandFailed(f"no stream {stream_id!r}")
@@ -152,7 +152,7 @@ def events_by_type(event_type: str,
     """Events of one type since a date (the specification's GetEventsByTypeAsync), oldest
     first."""
     async def go() -> None:
-        async with opened() as application:
+        async with opened(read_only=True) as application:
             if event_type not in application.codec.event_types:
                 raise CommandFailed(f"unknown event type {event_type!r}; known: "
                                     f"{', '.join(application.codec.event_types)}")
@@ -177,7 +177,7 @@ def events_tail(limit: Annotated[int, limit_option(20, "events")] = 20,
                 as_json: JsonOption = False) -> None:
     """The newest events of the global order (or, with --after, those after a position)."""
     async def go() -> None:
-        async with opened() as application:
+        async with opened(read_only=True) as application:
             store, codec = application.store, application.codec
             console = console_for_output()
 

@@ -30,7 +30,7 @@ def notifications_list(
     """The notifications sent, in the order they went out, numbered (#) from the first: to
     whom, which kind, about what. The newest `--limit` unless `--after` is given."""
     async def go() -> None:
-        async with opened() as application:
+        async with opened(read_only=True) as application:
             # The notifier lists what it sent in send order; the number is the rank there.
             everything = await application.notifier.sent(sys.maxsize)
             first = max(len(everything) - limit, 0) if after is None else after

@@ -28,7 +28,7 @@ def projections_status(as_json: JsonOption = False) -> None:
     """Position of each read model, the store's head, and the lag: how many events the read
     model has not applied yet."""
     async def go() -> None:
-        async with opened() as application:
+        async with opened(read_only=True) as application:
             statuses = await application.projections.status()
             if as_json:
                 print_json([{"name": s.name, "position": s.position, "head": s.head,

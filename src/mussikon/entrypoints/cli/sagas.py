@@ -109,7 +109,7 @@ def sagas_list(
 
     async def go() -> None:
         wanted = _status(status)
-        async with opened() as application:
+        async with opened(read_only=True) as application:
             console.print(list_table(await _journal(application).instances(wanted, kind)))
 
     run(go)
@@ -122,7 +122,7 @@ def sagas_show(saga_id: Annotated[str, typer.Argument(
     """One saga instance: state, steps done, data, pending timeouts, history with times."""
 
     async def go() -> None:
-        async with opened() as application:
+        async with opened(read_only=True) as application:
             journal = _journal(application)
             found = await journal.find(saga_id)
             if found is None:

@@ -3,25 +3,44 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 
 from mussikon.config import mask_url
 from mussikon.entrypoints.cli.common import console, opened, run
 
 
 def worker() -> None:
-    """Run the handlers and read models until SIGTERM or Ctrl-C (finishing what is in flight)."""
-    import signal
+    """Run the handlers and read models until SIGTERM or Ctrl-C, which finishes the messages in
+    flight; a second one stops at once (what was not acknowledged is delivered again later)."""
 
     async def go() -> None:
+        stop = asyncio.Event()
+
+        def on_signal(signum: int) -> None:
+            if stop.is_set():
+                _stop_now(signum)
+            stop.set()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
         async with opened() as application:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
             await application.start()
             console.print(f"worker running on {mask_url(application.settings.store_url)} and "
                           f"{mask_url(application.settings.broker_url)}", highlight=False)
             await stop.wait()
-            console.print("stopping: finishing messages in flight")
+            console.print("stopping: finishing messages in flight (again to stop at once)")
 
     run(go)
+
+
+def _stop_now(signum: int) -> None:
+    """Exit at once, as a crash would: every store commits atomically, and a message not
+    acknowledged yet is delivered again (by the broker, or from the subscription's checkpoint,
+    which never passes an event still being handled)."""
+    console.print("stopped at once: the messages in flight will be delivered again")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)

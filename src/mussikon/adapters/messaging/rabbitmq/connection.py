@@ -29,6 +29,13 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 OnConnected = Callable[[AbstractConnection], Awaitable[None]]
 
 
+def _not_a_failed_connect(record: logging.LogRecord) -> bool:
+    """aiormq logs a failed connect at ERROR before raising it; BrokerConnection reports that
+    failure itself (an error for the first connection, a warning while reconnecting), so
+    aiormq's line would only repeat it."""
+    return not record.getMessage().startswith("error when creating transport")
+
+
 class BrokerUnavailable(ConnectionError):
     """The broker could not be reached (the message names the URL without its password)."""
 
@@ -37,10 +44,13 @@ class BrokerConnection:
     """A connection to RabbitMQ that comes back after it is lost."""
 
     def __init__(self, url: str, *, reconnect_delays: Sequence[float] = (0.1, 0.5, 1.0, 2.0, 5.0),
-                 name: str = "mussikon") -> None:
+                 name: str = "mussikon", connect_timeout: float = 10.0) -> None:
         self.url = url
         self.reconnect_delays = tuple(reconnect_delays)
         self.name = name
+        self.connect_timeout = connect_timeout
+        """Seconds the broker may take to accept a connection (one that accepts the socket and
+        never answers fails it then)."""
         self._listeners: list[OnConnected] = []
         self._current: AbstractConnection | None = None
         self._ready = asyncio.Event()
@@ -48,6 +58,7 @@ class BrokerConnection:
         self._supervisor: asyncio.Task[None] | None = None
         self.reconnections = 0
         """How many times the connection came back after a loss (for tests and status)."""
+        logging.getLogger("aiormq.connection").addFilter(_not_a_failed_connect)
 
     def on_connected(self, callback: OnConnected) -> None:
         """Run `callback` on every new connection, in registration order, before it is handed
@@ -61,8 +72,11 @@ class BrokerConnection:
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                reason = f"no answer within {self.connect_timeout:g} s"
             raise BrokerUnavailable(
-                f"RabbitMQ is not reachable at {mask_url(self.url)}: {exc}") from None
+                f"RabbitMQ is not reachable at {mask_url(self.url)}: {reason}") from None
         self._ready.set()
         self._supervisor = asyncio.create_task(self._supervise(), name="rabbitmq-connection")
 
@@ -107,8 +121,9 @@ class BrokerConnection:
                 await self._current.close()
 
     async def _connect(self) -> AbstractConnection:
-        connection = await aiormq.connect(self.url, client_properties={"connection_name":
-                                                                        self.name})
+        async with asyncio.timeout(self.connect_timeout):
+            connection = await aiormq.connect(self.url, client_properties={"connection_name":
+                                                                            self.name})
         try:
             for listener in self._listeners:
                 await listener(connection)

@@ -1,0 +1,99 @@
+"""Running the real `mussikon` command in a subprocess with a controlled environment, and a
+server that accepts connections and never answers (a hanging SMTP server or broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def environment(**settings: str) -> dict[str, str]:
+    """This process's environment without its `MUSSIKON_*` variables, plus `settings`
+    (`store_url="memory://"` sets MUSSIKON_STORE_URL)."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MUSSIKON_")}
+    return {**inherited, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1",
+            "COLUMNS": "250", **{f"MUSSIKON_{k.upper()}": v for k, v in settings.items()}}
+
+
+def mussikon(*args: str, cwd: Path, env: dict[str, str], prefix: tuple[str, ...] = (),
+             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`mussikon ARGS` run to its end in `cwd` (`prefix`: a command that runs it, as
+    `unshare …`)."""
+    return subprocess.run([*prefix, sys.executable, "-m", "mussikon", *args], cwd=cwd, env=env,
+                          text=True, capture_output=True, timeout=timeout, check=False)
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The failed command's stderr, checked to be one `error: …` line and exit code 1."""
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30,
+                     interval: float = 0.02) -> None:
+    """Poll `check` until it is true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {timeout} s: {check}")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class HeldConnection:
+    """One connection to a SilentServer: when it was accepted, when the client closed it."""
+
+    accepted_at: float
+    closed_at: float | None = None
+
+
+@dataclass
+class SilentServer:
+    """A TCP server on loopback that accepts every connection and never sends a byte (what
+    an SMTP server or a broker that hangs looks like); `async with` runs it."""
+
+    port: int = 0
+    connections: list[HeldConnection] = field(default_factory=list)
+    _server: asyncio.Server | None = None
+    _writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held = HeldConnection(time.monotonic())
+        self.connections.append(held)
+        self._writers.append(writer)
+        try:
+            while await reader.read(4096):
+                pass  # whatever the client says, no answer
+        except ConnectionError:
+            pass
+        finally:
+            held.closed_at = time.monotonic()
+            writer.close()
+
+    async def __aenter__(self) -> SilentServer:
+        self._server = await asyncio.start_server(self._hold, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+    async def accepted(self, count: int = 1) -> bool:
+        """Whether `count` connections were accepted."""
+        return len(self.connections) >= count

@@ -1,0 +1,91 @@
+"""`mussikon worker` stopped by a signal while a handler hangs on an SMTP server that never
+answers: the first signal waits for the messages in flight, a second one stops at once, and
+the message is handled by the next worker (nothing lost)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tests.command_line import SilentServer, environment, eventually, mussikon
+
+from mussikon.bootstrap import open_app
+from mussikon.config import Settings
+
+
+async def _read_line_with(stream: asyncio.StreamReader | None, text: str) -> str:
+    assert stream is not None
+
+    async def until() -> str:
+        seen = []
+        while line := (await stream.readline()).decode():
+            seen.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"{text!r} never came; got {seen}")
+
+    return await asyncio.wait_for(until(), 30)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM],
+                         ids=["SIGINT", "SIGTERM"])
+async def test_a_second_signal_stops_the_worker_at_once_and_loses_nothing(
+        tmp_path: Path, signum: signal.Signals) -> None:
+    url = f"sqlite:///{tmp_path}/mussikon.db"
+    app = await open_app(Settings(store_url=url, broker_url="memory://"))
+    try:
+        await app.marketplace.register_musician(email="ana@example.com", name="Ana Díaz",
+                                                genres=["jazz"], location="Santo Domingo")
+    finally:
+        await app.close()
+
+    async with SilentServer() as smtp:
+        env = environment(store_url=url, smtp_url=f"smtp://127.0.0.1:{smtp.port}",
+                          smtp_timeout="60", poll_interval="0.02", poll_max_interval="0.2")
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mussikon", "worker", cwd=tmp_path, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            await _read_line_with(worker.stdout, "worker running")
+            await eventually(smtp.accepted, 30)  # the welcome email waits for the server
+            worker.send_signal(signum)
+            stopping = await _read_line_with(worker.stdout, "stopping")
+            assert "finishing messages in flight" in stopping
+            with pytest.raises(TimeoutError):  # it waits for the handler in flight
+                await asyncio.wait_for(asyncio.shield(worker.wait()), 0.5)
+            worker.send_signal(signum)
+            out, err = await asyncio.wait_for(worker.communicate(), 5)
+        finally:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+        assert worker.returncode == 128 + signum
+        assert "stopped at once" in out.decode()
+        assert "Traceback" not in err.decode()
+
+    # Nothing was sent, nothing is marked handled: the next worker sends the welcome.
+    listed = mussikon("notifications", "list", cwd=tmp_path, env=environment(store_url=url))
+    assert listed.returncode == 0, listed.stderr
+    assert "0 notification(s)" in listed.stdout
+    env = environment(store_url=url, poll_interval="0.02", poll_max_interval="0.2")
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mussikon", "worker", cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        async def welcomed() -> bool:
+            listed = await asyncio.to_thread(mussikon, "notifications", "list", cwd=tmp_path,
+                                             env=environment(store_url=url))
+            return "ana@example.com" in listed.stdout
+
+        await eventually(welcomed, 30, interval=0.2)
+        worker.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(worker.communicate(), 30)
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+    assert worker.returncode == 0, err.decode()
