@@ -15,6 +15,7 @@ import pytest
 from mussikon.adapters.store.postgres import open_postgres
 from mussikon.domain.events import MusicianRegisteredEvent
 from mussikon.ports.event_store import NO_STREAM, StoreUnavailable
+from tests.polling import eventually
 
 
 def restart_command() -> list[str]:
@@ -33,17 +34,15 @@ def registered(tag: str) -> MusicianRegisteredEvent:
 
 
 async def wait_for_server(url: str, timeout: float = 60.0) -> None:
-    async def up() -> None:
-        while True:
-            try:
-                conn = await asyncpg.connect(url)
-            except (OSError, asyncpg.PostgresError):
-                await asyncio.sleep(0.2)
-                continue
-            await conn.close()
-            return
+    async def accepts_connections() -> bool:
+        try:
+            conn = await asyncpg.connect(url)
+        except (OSError, asyncpg.PostgresError):
+            return False
+        await conn.close()
+        return True
 
-    await asyncio.wait_for(up(), timeout)
+    await eventually(accepts_connections, timeout, interval=0.2)
 
 
 async def test_a_restart_fails_appends_cleanly_and_the_store_reconnects(
@@ -51,6 +50,7 @@ async def test_a_restart_fails_appends_cleanly_and_the_store_reconnects(
     command = restart_command()
     events, _ = await open_postgres(postgres_url, unique_name, pool_size=4)
     batches: dict[str, list[MusicianRegisteredEvent]] = {}
+    appended: list[str] = []
     failed: list[str] = []
     server_back = asyncio.Event()
     try:
@@ -65,9 +65,11 @@ async def test_a_restart_fails_appends_cleanly_and_the_store_reconnects(
                 except StoreUnavailable:
                     failed.append(stream)
                     await asyncio.sleep(0.05)  # the server is down: do not spin
+                else:
+                    appended.append(stream)
 
         writers = [asyncio.create_task(writer(w)) for w in range(4)]
-        await asyncio.sleep(0.3)
+        await eventually(lambda: len(appended) >= 20, 30, what="appends before the restart")
         restarted = await asyncio.to_thread(subprocess.run, command, capture_output=True,
                                             text=True, timeout=120, check=False)
         assert restarted.returncode == 0, restarted.stderr
