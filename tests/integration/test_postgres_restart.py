@@ -14,7 +14,7 @@ import pytest
 
 from mussikon.adapters.store.postgres import open_postgres
 from mussikon.domain.events import MusicianRegisteredEvent
-from mussikon.ports.event_store import NO_STREAM, StoreUnavailable
+from mussikon.ports.event_store import NO_STREAM, RecordedEvent, StoreUnavailable
 from tests.polling import eventually
 
 
@@ -84,11 +84,18 @@ async def test_a_restart_fails_appends_cleanly_and_the_store_reconnects(
             assert await events.stream_version(stream) in (0, 3)
         for stream in failed:  # retrying the same events is safe
             assert await events.append(stream, batches[stream], NO_STREAM) == 3
-        everything = []
-        position = 1
-        while batch := await events.read_all(position, 1000):
-            everything.extend(batch)
-            position = batch[-1].position + 1
+        everything: list[RecordedEvent] = []
+
+        async def every_event_in_the_global_order() -> bool:
+            everything.clear()
+            position = 1
+            while batch := await events.read_all(position, 1000):
+                everything.extend(batch)
+                position = batch[-1].position + 1
+            return len(everything) >= 3 * len(batches) + 1
+
+        # A transaction open elsewhere in the cluster holds the global order back a while.
+        await eventually(every_event_in_the_global_order)
         assert len(everything) == 3 * len(batches) + 1
     finally:
         await events.close()
