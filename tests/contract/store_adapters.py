@@ -3,7 +3,6 @@ contract suites: memory, SQLite on a temporary file, PostgreSQL in a unique sche
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from mussikon.domain.instant import epoch_micros, utc_now
 from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore
 from mussikon.wire import EventCodec
+from tests.polling import eventually
 
 ADAPTERS = [
     pytest.param("memory"),
@@ -122,12 +122,12 @@ async def postgres_stores(url: str, schema: str,
         # every transaction that began before now has ended: the global order is complete
         started = await admin.fetchval(
             "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
-        for _ in range(2000):
-            if await admin.fetchval(
-                    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint") >= started:
-                return
-            await asyncio.sleep(0.005)
-        raise TimeoutError("a transaction in the PostgreSQL cluster stays open")
+
+        async def transactions_begun_before_ended() -> bool:
+            return bool(await admin.fetchval(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint") >= started)
+
+        await eventually(transactions_begun_before_ended, interval=0.005)
 
     try:
         yield StoresUnderTest(events, documents, insert_raw, settle, codec)

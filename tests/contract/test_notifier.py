@@ -80,6 +80,8 @@ class NotifierUnderTest:
     documents: DocumentStore
     deliveries: Callable[[], list[str]]
     restart: Callable[[], Notifier]
+    channel: str
+    """How the adapter says it sent a notification."""
 
 
 @pytest.fixture(params=["recording", "smtp"])
@@ -92,11 +94,12 @@ def subject(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture,
             RecordingNotifier(documents), documents,
             lambda: [r.getMessage() for r in caplog.records
                      if r.name == "mussikon.notifications"],
-            lambda: RecordingNotifier(documents))
+            lambda: RecordingNotifier(documents), "log")
     return NotifierUnderTest(
         SmtpNotifier(mail_server.url(), MAIL_FROM, documents), documents,
         lambda: [message.as_string() for _, message in mail_server.received],
-        lambda: SmtpNotifier(mail_server.url(), MAIL_FROM, documents))
+        lambda: SmtpNotifier(mail_server.url(), MAIL_FROM, documents),
+        f"smtp 127.0.0.1:{mail_server.port}")
 
 
 def notification(key: str = "welcome:e-1:ana@example.com", **changes: Any) -> Notification:
@@ -119,7 +122,7 @@ async def test_a_notification_is_sent_and_listed(subject: NotifierUnderTest) -> 
     [sent] = await subject.notifier.sent()
     assert sent.notification == n
     assert sent.sent_at.tzinfo is not None
-    assert sent.channel
+    assert sent.channel == subject.channel
 
 
 async def test_a_second_send_with_the_same_key_sends_nothing(subject: NotifierUnderTest) -> None:

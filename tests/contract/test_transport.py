@@ -1,17 +1,21 @@
 """The transport contract: at-least-once delivery per subscription, acknowledgement after the
 handler, bounded retries then a dead letter with the reason, bounded concurrency, nothing lost
-when the process dies. Runs over every store the in-process transport can sit on."""
+when the process dies. Runs over the in-process transport on every store it can sit on, and
+over the RabbitMQ transport (each test in a broker namespace of its own, deleted afterwards)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from mussikon.adapters.messaging.memory import InProcessTransport
+from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport
 from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
 from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
 from mussikon.application.inbox import idempotent
@@ -20,26 +24,123 @@ from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore
 from mussikon.ports.transport import Envelope, Subscription, Transport
 from mussikon.wire import EventCodec
+from tests.integration.rabbitmq_kit import BrokerNamespace, TcpProxy
+from tests.polling import eventually
 
 Stores = tuple[EventStore, DocumentStore]
+
+BROKER_RETRY_DELAYS = (0.05, 0.1, 0.15)
+"""The RabbitMQ transport's retries go through TTL queues, one per delay: short ones here."""
+
+
+@dataclass
+class Bus:
+    """A transport adapter under test, over its stores.
+
+    `transport(retries=…, concurrency=…)` makes a transport (called again, another process's
+    over the same stores and broker) that retries a failing handler `retries` times, shortly,
+    before dead-lettering it. `crash(transport)` stops one as a killed process stops.
+    """
+
+    store: EventStore
+    documents: DocumentStore
+    transport: Callable[..., Transport]
+    crash: Callable[[Transport], Awaitable[None]]
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Bus]:
+    if request.param == "rabbitmq":
+        async with rabbitmq_bus(request) as opened:
+            yield opened
+        return
+    async with in_process_stores(request.param, tmp_path) as (store, documents):
+        def in_process(retries: int = 2, concurrency: int = 8) -> Transport:
+            return InProcessTransport(store, documents, EventCodec(),
+                                      retry_delays=(0.01,) * retries, concurrency=concurrency,
+                                      poll_interval=0.01, poll_max_interval=0.05)
+
+        yield Bus(store, documents, in_process, crash_in_process)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
 async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
-    if request.param == "memory":
+    async with in_process_stores(request.param, tmp_path) as opened:
+        yield opened
+
+
+@contextlib.asynccontextmanager
+async def in_process_stores(kind: str, tmp_path: Path) -> AsyncIterator[Stores]:
+    if kind == "memory":
         yield InMemoryEventStore(), InMemoryDocumentStore()
         return
     db = await SqliteDatabase(str(tmp_path / "bus.db")).open()
-    yield SqliteEventStore(db), SqliteDocumentStore(db)
-    await db.close()
+    try:
+        yield SqliteEventStore(db), SqliteDocumentStore(db)
+    finally:
+        await db.close()
 
 
-def make_transport(stores: Stores, **options: object) -> InProcessTransport:
-    store, documents = stores
-    settings: dict[str, object] = {"retry_delays": (0.01, 0.01), "poll_interval": 0.01,
-                                   "poll_max_interval": 0.05}
-    settings.update(options)
-    return InProcessTransport(store, documents, EventCodec(), **settings)  # type: ignore[arg-type]
+@contextlib.asynccontextmanager
+async def rabbitmq_bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
+    """RabbitMQ transports under a prefix of the test's own, reaching the broker through a proxy
+    whose connections `crash` cuts; every exchange and queue is deleted at the end."""
+    url, unique_name = request.getfixturevalue("rabbitmq_url"), request.getfixturevalue(
+        "unique_name")
+    namespace = BrokerNamespace(url, f"{unique_name}.")
+    proxy = TcpProxy(url)
+    proxy_url = await proxy.start()
+    store, documents = InMemoryEventStore(namespace.codec), InMemoryDocumentStore()
+
+    def on_rabbitmq(retries: int = 2, concurrency: int = 8) -> Transport:
+        return namespace.transport(store, documents, url=proxy_url, retry_delays=(),
+                                   delayed_retry_delays=BROKER_RETRY_DELAYS[:retries],
+                                   concurrency=concurrency)
+
+    async def crash(transport: Transport) -> None:
+        assert isinstance(transport, RabbitMqTransport)
+        await crash_rabbitmq(transport, proxy)
+
+    try:
+        yield Bus(store, documents, on_rabbitmq, crash)
+    finally:
+        await namespace.cleanup()
+        await proxy.close()
+
+
+async def crash_in_process(transport: Transport) -> None:
+    """Die like a killed process: every task stops where it is, nothing is drained or saved."""
+    assert isinstance(transport, InProcessTransport)
+    tasks = [t for r in transport.readers.values() for t in (r.task, *r.in_flight.values()) if t]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def crash_rabbitmq(transport: RabbitMqTransport, proxy: TcpProxy) -> None:
+    """Die like a killed process: the relay and the handlers stop where they are, nothing is
+    acknowledged or saved, and the connection vanishes without a word (the broker gives the
+    unacknowledged messages to the next consumer)."""
+    tasks = [transport.broker._supervisor,  # no reconnecting
+             transport.relay._task if transport.relay else None,
+             *(transport.consumer._workers if transport.consumer else [])]
+    for task in tasks:
+        if task is not None:
+            task.cancel()
+    await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
+    proxy.cut()
+
+
+async def replay(transport: Transport, dead_letter_id: str) -> bool:
+    """Replay a dead letter and wait for the outcome: True if it was handled and left the dead
+    letters. (A transport that does not replay in place sends it back to its queue, where a
+    consumer handles it; failing again, it comes back.)"""
+    sent_back = await transport.replay(dead_letter_id)
+    if transport.replays_in_place:
+        return sent_back
+    assert sent_back is True
+    await transport.wait_idle(10)
+    return dead_letter_id not in {letter.id for letter in await transport.dead_letters()}
 
 
 def musician(n: int) -> MusicianRegisteredEvent:
@@ -62,8 +163,7 @@ def subscription(name: str, handler: Callable[[Envelope], Awaitable[None]],
                         handler)
 
 
-async def test_each_subscription_gets_every_event_of_its_types(stores: Stores) -> None:
-    store, _ = stores
+async def test_each_subscription_gets_every_event_of_its_types(bus: Bus) -> None:
     seen: dict[str, list[str]] = {"a": [], "b": [], "closed": []}
 
     def recorder(name: str) -> Callable[[Envelope], Awaitable[None]]:
@@ -71,10 +171,10 @@ async def test_each_subscription_gets_every_event_of_its_types(stores: Stores) -
             seen[name].append(envelope.message_id)
         return handle
 
-    ids = await append_musicians(store, 5)
+    ids = await append_musicians(bus.store, 5)
     closed = EventClosedEvent(gig_id="g1", reason="booked")
-    await store.append(closed.stream_id, [closed], 0)
-    transport = make_transport(stores)
+    await bus.store.append(closed.stream_id, [closed], 0)
+    transport = bus.transport()
     await transport.start([subscription("a", recorder("a")), subscription("b", recorder("b")),
                            subscription("closed", recorder("closed"), EventClosedEvent)])
     await transport.wait_idle(5)
@@ -84,24 +184,22 @@ async def test_each_subscription_gets_every_event_of_its_types(stores: Stores) -
     assert seen["closed"] == [str(closed.id)]
 
 
-async def test_live_events_after_start_are_delivered(stores: Stores) -> None:
-    store, _ = stores
+async def test_live_events_after_start_are_delivered(bus: Bus) -> None:
     got: list[str] = []
 
     async def handle(envelope: Envelope) -> None:
         got.append(envelope.message_id)
 
-    transport = make_transport(stores)
+    transport = bus.transport()
     await transport.start([subscription("live", handle)])
-    ids = await append_musicians(store, 3)
+    ids = await append_musicians(bus.store, 3)
     transport.wake()
     await transport.wait_idle(5)
     await transport.stop()
     assert got == ids
 
 
-async def test_a_failing_handler_is_retried_until_it_succeeds(stores: Stores) -> None:
-    store, _ = stores
+async def test_a_failing_handler_is_retried_until_it_succeeds(bus: Bus) -> None:
     attempts: list[int] = []
 
     async def flaky(envelope: Envelope) -> None:
@@ -109,20 +207,19 @@ async def test_a_failing_handler_is_retried_until_it_succeeds(stores: Stores) ->
         if envelope.attempt < 3:
             raise ConnectionError("mail server busy")
 
-    await append_musicians(store, 1)
-    transport = make_transport(stores)
+    await append_musicians(bus.store, 1)
+    transport = bus.transport(retries=2)
     await transport.start([subscription("flaky", flaky)])
     await transport.wait_idle(5)
+    assert await transport.dead_letters() == []
     await transport.stop()
     assert attempts == [1, 2, 3]
-    assert await transport.dead_letters() == []
 
 
 async def test_a_poison_message_is_dead_lettered_with_the_reason_and_blocks_nothing(
-        stores: Stores) -> None:
-    store, _ = stores
+        bus: Bus) -> None:
     handled: list[str] = []
-    ids = await append_musicians(store, 4)
+    ids = await append_musicians(bus.store, 4)
     poison = ids[1]
 
     async def handle(envelope: Envelope) -> None:
@@ -130,12 +227,12 @@ async def test_a_poison_message_is_dead_lettered_with_the_reason_and_blocks_noth
             raise ValueError("cannot render the welcome email")
         handled.append(envelope.message_id)
 
-    transport = make_transport(stores)
+    transport = bus.transport(retries=2)
     await transport.start([subscription("welcome", handle)])
     await transport.wait_idle(5)
+    [letter] = await transport.dead_letters()
     await transport.stop()
     assert handled == [i for i in ids if i != poison]
-    [letter] = await transport.dead_letters()
     assert letter.message_id == poison
     assert letter.subscription == "welcome"
     assert letter.exception == "ValueError"
@@ -145,8 +242,7 @@ async def test_a_poison_message_is_dead_lettered_with_the_reason_and_blocks_noth
     assert '"MusicianId"' in letter.body
 
 
-async def test_dead_letters_replay_and_purge(stores: Stores) -> None:
-    store, _ = stores
+async def test_dead_letters_replay_and_purge(bus: Bus) -> None:
     broken = True
     handled: list[str] = []
 
@@ -155,28 +251,28 @@ async def test_dead_letters_replay_and_purge(stores: Stores) -> None:
             raise RuntimeError("down")
         handled.append(envelope.message_id)
 
-    ids = await append_musicians(store, 2)
-    transport = make_transport(stores, retry_delays=())
+    ids = await append_musicians(bus.store, 2)
+    transport = bus.transport(retries=0)
     await transport.start([subscription("s", handle)])
     await transport.wait_idle(5)
     letters = await transport.dead_letters()
-    assert len(letters) == 2
-    assert await transport.replay(letters[0].id) is False  # still broken: stays, attempts grow
+    assert sorted(d.message_id for d in letters) == sorted(ids)
+    assert await replay(transport, letters[0].id) is False  # still broken: stays, attempts grow
     again = {d.id: d for d in await transport.dead_letters()}
+    assert set(again) == {d.id for d in letters}
     assert again[letters[0].id].attempts == 2
     broken = False
-    assert await transport.replay(letters[0].id) is True
+    assert await replay(transport, letters[0].id) is True
     assert handled == [letters[0].message_id]
+    assert [d.id for d in await transport.dead_letters()] == [letters[1].id]
     assert await transport.purge_dead_letters() == 1
     assert await transport.dead_letters() == []
     with pytest.raises(KeyError):
         await transport.replay("s:no-such-letter")
     await transport.stop()
-    assert set(handled) <= set(ids)
 
 
-async def test_concurrency_per_subscription_is_bounded(stores: Stores) -> None:
-    store, _ = stores
+async def test_concurrency_per_subscription_is_bounded(bus: Bus) -> None:
     running = 0
     peak = 0
 
@@ -184,29 +280,20 @@ async def test_concurrency_per_subscription_is_bounded(stores: Stores) -> None:
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the handler's work: others may start meanwhile
         running -= 1
 
-    await append_musicians(store, 20)
-    transport = make_transport(stores, concurrency=3)
+    await append_musicians(bus.store, 20)
+    transport = bus.transport(concurrency=3)
     await transport.start([subscription("slow", slow)])
     await transport.wait_idle(10)
     await transport.stop()
     assert 1 < peak <= 3
 
 
-async def crash(transport: InProcessTransport) -> None:
-    """Die like a killed process: every task stops where it is, nothing is drained or saved."""
-    tasks = [t for r in transport.readers.values() for t in (r.task, *r.in_flight.values()) if t]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
 async def test_a_message_in_flight_when_the_process_dies_is_delivered_again_and_has_one_effect(
-        stores: Stores) -> None:
-    store, documents = stores
-    ids = await append_musicians(store, 3)
+        bus: Bus) -> None:
+    ids = await append_musicians(bus.store, 3)
     effects: Counter[str] = Counter()
     release = asyncio.Event()
 
@@ -215,18 +302,20 @@ async def test_a_message_in_flight_when_the_process_dies_is_delivered_again_and_
             await asyncio.sleep(3600)  # the process dies while this runs
         effects[envelope.message_id] += 1
 
-    sub = idempotent(subscription("effects", stuck_on_second), documents)
-    first = make_transport(stores)
+    sub = idempotent(subscription("effects", stuck_on_second), bus.documents)
+    first = bus.transport()
     await first.start([sub])
-    for _ in range(200):
-        if effects[ids[0]] and effects[ids[2]]:
-            break
-        await asyncio.sleep(0.01)
-    await crash(first)
-    assert effects[ids[1]] == 0
+
+    async def the_others_handled_and_in_the_inbox() -> bool:
+        return all([await bus.documents.has_seen("effects", ids[0]),
+                    await bus.documents.has_seen("effects", ids[2])])
+
+    await eventually(the_others_handled_and_in_the_inbox)
+    await bus.crash(first)
+    assert effects == Counter({ids[0]: 1, ids[2]: 1})
 
     release.set()
-    second = make_transport(stores)
+    second = bus.transport()
     await second.start([sub])
     await second.wait_idle(5)
     await second.stop()
@@ -234,25 +323,37 @@ async def test_a_message_in_flight_when_the_process_dies_is_delivered_again_and_
 
 
 async def test_a_graceful_stop_keeps_the_checkpoint_so_nothing_is_delivered_twice(
-        stores: Stores) -> None:
-    store, _ = stores
+        bus: Bus) -> None:
     got: list[str] = []
 
     async def handle(envelope: Envelope) -> None:
         got.append(envelope.message_id)
 
-    await append_musicians(store, 3)
-    first: Transport = make_transport(stores)
+    earlier = await append_musicians(bus.store, 3)
+    first = bus.transport()
     await first.start([subscription("once", handle)])
     await first.wait_idle(5)
     await first.stop()
-    later = await append_musicians(store, 2, start=10)
-    second = make_transport(stores)
+    later = await append_musicians(bus.store, 2, start=10)
+    second = bus.transport()
     await second.start([subscription("once", handle)])
     await second.wait_idle(5)
     await second.stop()
-    assert len(got) == 5
-    assert got[-2:] == later
+    assert sorted(got[:3]) == sorted(earlier)
+    assert got[3:] == later
+
+
+async def test_two_subscriptions_with_one_name_are_refused(bus: Bus) -> None:
+    async def handle(envelope: Envelope) -> None:
+        return None
+
+    transport = bus.transport()
+    with pytest.raises(ValueError, match="two subscriptions are named 'x'"):
+        await transport.start([subscription("x", handle), subscription("x", handle)])
+    await transport.stop()
+
+
+# --- not about a transport: the inbox a subscription keeps in its document store ------------
 
 
 async def test_the_inbox_turns_a_redelivery_into_a_no_op(stores: Stores) -> None:
@@ -270,13 +371,3 @@ async def test_the_inbox_turns_a_redelivery_into_a_no_op(stores: Stores) -> None
     await sub.handler(envelope)
     assert effects == [event_id]
     assert await documents.has_seen("inbox", event_id)
-
-
-async def test_two_subscriptions_with_one_name_are_refused(stores: Stores) -> None:
-    async def handle(envelope: Envelope) -> None:
-        return None
-
-    transport = make_transport(stores)
-    with pytest.raises(ValueError, match="two subscriptions are named 'x'"):
-        await transport.start([subscription("x", handle), subscription("x", handle)])
-    await transport.stop()

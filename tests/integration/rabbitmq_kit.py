@@ -11,7 +11,7 @@ import subprocess
 import typing
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -29,10 +29,14 @@ from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore
 from mussikon.ports.transport import Envelope, Handler, Subscription
 from mussikon.wire import EventCodec
+from tests import polling
 
 FAST: dict[str, Any] = {"retry_delays": (0.01,), "delayed_retry_delays": (0.2, 0.4),
                         "lease_seconds": 1.5, "poll_interval": 0.02, "poll_max_interval": 0.2}
 """Transport options that keep the tests quick: short retries, short lease, quick polling."""
+
+eventually = polling.eventually
+"""The tests' polling helper (tests/polling.py), for the tests that take it from this kit."""
 
 _SAMPLES: dict[Any, Callable[[int], Any]] = {
     str: lambda n: f"value-{n}",
@@ -154,18 +158,6 @@ def dotnet_publish(url: str, exchange: str, routing_key: str, body: bytes,
     finally:
         connection.close()
     return message_id
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Wait until `check()` is true (AssertionError after `timeout` seconds)."""
-    async def poll() -> None:
-        while not await check():  # noqa: ASYNC110 - the condition lives elsewhere: polled
-            await asyncio.sleep(0.02)
-
-    try:
-        await asyncio.wait_for(poll(), timeout)
-    except TimeoutError:
-        raise AssertionError(f"condition not met within {timeout} s") from None
 
 
 class TcpProxy:

@@ -14,7 +14,8 @@ import pytest
 
 from mussikon.adapters.store.postgres import open_postgres
 from mussikon.domain.events import MusicianRegisteredEvent
-from mussikon.ports.event_store import NO_STREAM, StoreUnavailable
+from mussikon.ports.event_store import NO_STREAM, RecordedEvent, StoreUnavailable
+from tests.polling import eventually
 
 
 def restart_command() -> list[str]:
@@ -33,17 +34,15 @@ def registered(tag: str) -> MusicianRegisteredEvent:
 
 
 async def wait_for_server(url: str, timeout: float = 60.0) -> None:
-    async def up() -> None:
-        while True:
-            try:
-                conn = await asyncpg.connect(url)
-            except (OSError, asyncpg.PostgresError):
-                await asyncio.sleep(0.2)
-                continue
-            await conn.close()
-            return
+    async def accepts_connections() -> bool:
+        try:
+            conn = await asyncpg.connect(url)
+        except (OSError, asyncpg.PostgresError):
+            return False
+        await conn.close()
+        return True
 
-    await asyncio.wait_for(up(), timeout)
+    await eventually(accepts_connections, timeout, interval=0.2)
 
 
 async def test_a_restart_fails_appends_cleanly_and_the_store_reconnects(
@@ -51,6 +50,7 @@ async def test_a_restart_fails_appends_cleanly_and_the_store_reconnects(
     command = restart_command()
     events, _ = await open_postgres(postgres_url, unique_name, pool_size=4)
     batches: dict[str, list[MusicianRegisteredEvent]] = {}
+    appended: list[str] = []
     failed: list[str] = []
     server_back = asyncio.Event()
     try:
@@ -65,9 +65,11 @@ async def test_a_restart_fails_appends_cleanly_and_the_store_reconnects(
                 except StoreUnavailable:
                     failed.append(stream)
                     await asyncio.sleep(0.05)  # the server is down: do not spin
+                else:
+                    appended.append(stream)
 
         writers = [asyncio.create_task(writer(w)) for w in range(4)]
-        await asyncio.sleep(0.3)
+        await eventually(lambda: len(appended) >= 20, 30, what="appends before the restart")
         restarted = await asyncio.to_thread(subprocess.run, command, capture_output=True,
                                             text=True, timeout=120, check=False)
         assert restarted.returncode == 0, restarted.stderr
@@ -82,11 +84,18 @@ async def test_a_restart_fails_appends_cleanly_and_the_store_reconnects(
             assert await events.stream_version(stream) in (0, 3)
         for stream in failed:  # retrying the same events is safe
             assert await events.append(stream, batches[stream], NO_STREAM) == 3
-        everything = []
-        position = 1
-        while batch := await events.read_all(position, 1000):
-            everything.extend(batch)
-            position = batch[-1].position + 1
+        everything: list[RecordedEvent] = []
+
+        async def every_event_in_the_global_order() -> bool:
+            everything.clear()
+            position = 1
+            while batch := await events.read_all(position, 1000):
+                everything.extend(batch)
+                position = batch[-1].position + 1
+            return len(everything) >= 3 * len(batches) + 1
+
+        # A transaction open elsewhere in the cluster holds the global order back a while.
+        await eventually(every_event_in_the_global_order)
         assert len(everything) == 3 * len(batches) + 1
     finally:
         await events.close()

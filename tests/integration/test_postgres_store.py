@@ -37,6 +37,7 @@ from mussikon.ports.event_store import (
     StoreUnavailable,
     UndecodableEventError,
 )
+from tests.polling import eventually
 
 pytestmark = pytest.mark.postgres
 
@@ -67,15 +68,28 @@ class Server:
         """Wait until every transaction that began before now has ended."""
         started = await self.admin.fetchval(
             "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
-        for _ in range(2000):
-            if await self.admin.fetchval(
-                    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint") >= started:
-                return
-            await asyncio.sleep(0.005)
-        raise TimeoutError("a transaction in the PostgreSQL cluster stays open")
+
+        async def transactions_begun_before_ended() -> bool:
+            return bool(await self.admin.fetchval(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint") >= started)
+
+        await eventually(transactions_begun_before_ended, interval=0.005)
 
     async def commit_at_once(self) -> None:
         await self.admin.execute(f'DROP TRIGGER delay_commit ON "{self.schema}".events')
+
+    async def appends_waiting_to_commit(self) -> int:
+        """How many of the stores' connections are in an append held up by `delay_commits`."""
+        return int(await self.admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+            " AND wait_event = 'PgSleep'", f"mussikon:{self.schema}"))
+
+    async def stores_are_quiet(self) -> bool:
+        """True when none of the stores' connections is running a statement or holds a
+        transaction open (a statement cut off by the client may still run on the server)."""
+        return not await self.admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+            " AND state <> 'idle'", f"mussikon:{self.schema}")
 
     async def terminate_our_connections(self) -> int:
         return int(await self.admin.fetchval(
@@ -216,7 +230,11 @@ async def test_dropped_connections_fail_appends_cleanly_and_the_store_reconnects
     await server.delay_commits(2.0, 2.0)
     batches = {f"cut-{n}": [registered(f"cut-{n}-{k}") for k in range(3)] for n in range(6)}
     in_flight = [asyncio.create_task(store.append(s, b, NO_STREAM)) for s, b in batches.items()]
-    await asyncio.sleep(0.5)  # every append is inside its transaction, waiting to commit
+
+    async def every_append_waits_to_commit() -> bool:
+        return await server.appends_waiting_to_commit() == len(batches)
+
+    await eventually(every_append_waits_to_commit)
     assert await server.terminate_our_connections() >= len(batches)
     results = await asyncio.gather(*in_flight, return_exceptions=True)
 
@@ -228,6 +246,7 @@ async def test_dropped_connections_fail_appends_cleanly_and_the_store_reconnects
     for stream, batch in batches.items():  # the pool reconnects; the retries go through
         assert await store.append(stream, batch, NO_STREAM) == 3
     assert await store.append("after", [registered("after")], NO_STREAM) == 1
+    await server.settle()  # a transaction open elsewhere in the cluster holds the order back
     everything = await store.read_all(limit=100)
     assert len(everything) == 3 * len(batches) + 1
     assert len({r.event.id for r in everything}) == len(everything)
@@ -240,7 +259,11 @@ async def test_a_cancelled_append_is_whole_or_absent_and_frees_its_connection(
         await server.delay_commits(0.5, 0.5)
         batch = [registered(f"cancelled-{k}") for k in range(3)]
         append = asyncio.create_task(store.append("cancelled", batch, NO_STREAM))
-        await asyncio.sleep(0.2)
+
+        async def the_append_waits_to_commit() -> bool:
+            return await server.appends_waiting_to_commit() == 1
+
+        await eventually(the_append_waits_to_commit)
         append.cancel()
         with pytest.raises(asyncio.CancelledError):
             await append
@@ -248,7 +271,7 @@ async def test_a_cancelled_append_is_whole_or_absent_and_frees_its_connection(
         # the only connection was given up, not leaked: the pool opens another one
         later = await asyncio.wait_for(store.append("later", [registered("l")], NO_STREAM), 5)
         assert later == 1
-        await asyncio.sleep(0.5)  # let the interrupted statement end on the server
+        await eventually(server.stores_are_quiet)  # the interrupted statement has ended
         assert await store.stream_version("cancelled") in (0, 3)
         assert await store.append("cancelled", batch, NO_STREAM) == 3  # retrying is safe
     finally:

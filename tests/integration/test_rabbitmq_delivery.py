@@ -28,6 +28,7 @@ from tests.integration.rabbitmq_kit import (
     pika_channel,
     sample_event,
 )
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -91,13 +92,16 @@ async def test_each_subscription_runs_for_its_own_types(broker: BrokerNamespace)
 
 def _get_with_pika(url: str, queue: str) -> tuple[Any, Any, bytes]:
     connection, channel = pika_channel(url)
+    got: list[tuple[Any, Any, bytes]] = []
+
+    def arrived() -> bool:
+        method, properties, body = channel.basic_get(queue, auto_ack=True)
+        got.extend([(method, properties, body)] if method is not None else [])
+        return bool(got)
+
     try:
-        for _ in range(100):
-            method, properties, body = channel.basic_get(queue, auto_ack=True)
-            if method is not None:
-                return method, properties, body
-            connection.sleep(0.05)
-        raise AssertionError(f"nothing arrived in {queue}")
+        wait_until(arrived, 5, what=f"a message in {queue}")
+        return got[0]
     finally:
         connection.close()
 

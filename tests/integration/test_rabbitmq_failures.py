@@ -67,7 +67,8 @@ async def test_a_poison_message_is_retried_a_bounded_number_of_times_then_dead_l
 
     # The raw headers name the queue and routing key it came from; nothing loops afterwards.
     channel = await broker.channel()
-    raw = await channel.basic_get(transport.topology.dead_letter_queue, no_ack=False)
+    dead_letter_queue = transport.topology.dead_letter_queue
+    raw = await channel.basic_get(dead_letter_queue, no_ack=False)
     headers = raw.header.properties.headers or {}
     assert headers["x-original-queue"] == f"{broker.prefix}musician.registered"
     assert headers["x-original-routing-key"] == "musician.registered"
@@ -75,9 +76,18 @@ async def test_a_poison_message_is_retried_a_bounded_number_of_times_then_dead_l
     assert headers["x-attempts"] == 9
     assert headers["x-subscription"] == "welcome"
     assert headers["x-failure-reason"] == "handler-failed"
-    await channel.close()
-    await asyncio.sleep(0.5)
+    await channel.close()  # hands the letter back to the dead-letter queue
+
+    async def letter_back_in_the_queue() -> bool:
+        monitor = await broker.channel()
+        ok = await monitor.queue_declare(dead_letter_queue, passive=True)
+        await monitor.close()
+        return ok.message_count == 1
+
+    await eventually(letter_back_in_the_queue)
+    await transport.wait_idle(10)
     assert recorder.calls[poison] == 9
+    assert [d.message_id for d in await transport.dead_letters()] == [poison]
 
 
 async def test_only_the_failing_subscription_runs_again(broker: BrokerNamespace) -> None:

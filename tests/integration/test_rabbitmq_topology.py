@@ -7,10 +7,12 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelPreconditionFailed
 
 from mussikon.adapters.messaging.rabbitmq import QueueType, Topology
 from tests.integration.rabbitmq_kit import BrokerNamespace, pika_channel
+from tests.polling import eventually
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -55,11 +57,17 @@ async def test_start_declares_exactly_the_topology(broker: BrokerNamespace,
     channel = await broker.channel()
     queues = [f"{p}{name}" for name in SPECIFICATION_QUEUES]
     assert all(q in topology.event_queues() for q in queues)
-    for key in [topology.routing_key(t) for t in topology.event_types]:
+    keys = [topology.routing_key(t) for t in topology.event_types]
+    for key in keys:
         await channel.basic_publish(key.encode(), exchange=f"{p}mussikon.events",
                                     routing_key=key)
-    await asyncio.sleep(0.2)
-    for key in [topology.routing_key(t) for t in topology.event_types]:
+
+    async def every_queue_holds_one() -> bool:
+        return all([(await channel.queue_declare(f"{p}{key}", passive=True)).message_count == 1
+                    for key in keys])
+
+    await eventually(every_queue_holds_one)
+    for key in keys:
         message = await channel.basic_get(f"{p}{key}", no_ack=True)
         assert message.body == key.encode()
         assert (await channel.queue_declare(f"{p}{key}", passive=True)).message_count == 0
@@ -83,19 +91,33 @@ async def test_a_dotnet_service_can_declare_the_classic_topology_too(
     await transport.start([])
     p = broker.prefix
 
-    def declare_as_the_specification_does() -> None:
+    def declare_as_the_specification_does() -> list[str]:
+        """Declare and bind as the specification's `SetupQueues` does (PRECONDITION_FAILED, if
+        anything differed from ours), then publish one message with each queue's key."""
         connection, channel = pika_channel(broker.url)
         try:
+            channel.confirm_delivery()  # an unroutable message raises
             channel.exchange_declare(f"{p}mussikon.events", "topic", durable=True)
             channel.exchange_declare(f"{p}mussikon.notifications", "direct", durable=True)
+            declared = []
             for name in SPECIFICATION_QUEUES:
-                channel.queue_declare(f"{p}{name}", durable=True, exclusive=False,
-                                      auto_delete=False)
+                ok = channel.queue_declare(f"{p}{name}", durable=True, exclusive=False,
+                                           auto_delete=False)
+                declared.append(ok.method.queue)
                 channel.queue_bind(f"{p}{name}", f"{p}mussikon.events", name)
+                channel.basic_publish(f"{p}mussikon.events", name, name.encode(),
+                                      mandatory=True)
+            return declared
         finally:
             connection.close()
 
-    await asyncio.to_thread(declare_as_the_specification_does)
+    declared = await asyncio.to_thread(declare_as_the_specification_does)
+    # The specification's queues are the ones we consume, and its messages land in them.
+    assert set(declared) <= set(transport.topology.event_queues())
+    channel = await broker.channel()
+    for queue, name in zip(declared, SPECIFICATION_QUEUES, strict=True):
+        message = await channel.basic_get(queue, no_ack=True)
+        assert message.body == name.encode()
 
 
 async def test_retry_queues_send_messages_back_to_their_queue_after_the_delay(
@@ -105,15 +127,19 @@ async def test_retry_queues_send_messages_back_to_their_queue_after_the_delay(
     stage = transport.topology.retry_stages[0]
     queue = transport.topology.queue("ContractSignedEvent")
     channel = await broker.channel()
+    loop = asyncio.get_running_loop()
+    sent_at = loop.time()
     await channel.basic_publish(b"later", exchange=stage.exchange, routing_key=queue)
-    await asyncio.sleep(0.05)
-    assert (await channel.basic_get(queue, no_ack=True)).delivery_tag is None
-    for _ in range(50):
+    came_back: list[DeliveredMessage] = []
+
+    async def back_in_its_queue() -> bool:
         message = await channel.basic_get(queue, no_ack=True)
-        if message.delivery_tag is not None:
-            break
-        await asyncio.sleep(0.05)
-    assert message.body == b"later"
+        came_back.extend([message] if message.delivery_tag is not None else [])
+        return bool(came_back)
+
+    await eventually(back_in_its_queue, 5)
+    assert loop.time() - sent_at >= 0.2 * 0.9  # not before its delay (timers are coarse)
+    assert [m.body for m in came_back] == [b"later"]
     # Back in its own queue only, not in the other event queues.
     other = transport.topology.queue("PaymentProcessedEvent")
     assert (await channel.queue_declare(other, passive=True)).message_count == 0

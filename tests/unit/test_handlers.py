@@ -156,7 +156,10 @@ async def test_a_new_gig_notifies_only_musicians_of_its_genre_and_location(world
 async def test_an_application_is_announced_to_the_organizer(world: World) -> None:
     await world.booked_contract()
     await world.handle_new()
-    assert "application-received" in world.notifier.kinds_to("org@casa.example")
+    [notice] = [n for n in world.notifier.outbox if n.recipient == "org@casa.example"]
+    assert notice.kind == "application-received"
+    assert "Ana applied to play Jazz night for 1,200.50 USD" in notice.body
+    assert "Trio" in notice.body  # the musician's message
 
 
 async def test_an_application_for_a_day_the_musician_is_booked_is_rejected(

@@ -190,8 +190,11 @@ def test_copies_keep_the_tick() -> None:
 
 
 def test_utc_now_is_aware_and_in_utc() -> None:
+    before = datetime.now(UTC)
     now = utc_now()
+    after = datetime.now(UTC)
     assert now.utcoffset() == timedelta(0)
+    assert before <= now <= after
 
 
 def test_epoch_micros_counts_microseconds_since_1970() -> None:

@@ -97,11 +97,12 @@ async def test_a_write_whose_caller_gave_up_before_its_turn_is_not_run(
 
     await asyncio.create_task(other_task_writes())  # another task wrote: the next one waits
     waiting = asyncio.ensure_future(db.write(insert("abandoned")))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # its write is handed in
     waiting.cancel()
-    await asyncio.sleep(0.01)
+    await db.write(insert("next"))  # handed in after it: done once its turn has passed
 
-    assert await keys(db) == ["first"]
+    assert waiting.cancelled()
+    assert await keys(db) == ["first", "next"]
 
 
 async def test_a_failing_one_statement_write_in_a_group_fails_alone(db: SqliteDatabase) -> None:
