@@ -171,14 +171,13 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
     if scheme in ("amqp", "amqps"):
         from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport
 
-        transport = RabbitMqTransport(
+        return RabbitMqTransport(
             url, store, documents, codec, prefix=settings.rabbitmq_prefix,
             queue_type=settings.rabbitmq_queue_type, prefetch=settings.rabbitmq_prefetch,
             concurrency=settings.bus_concurrency, retry_delays=settings.retry_delays,
             delayed_retry_delays=settings.delayed_retry_delays,
-            poll_interval=settings.poll_interval, poll_max_interval=settings.poll_max_interval)
-        transport.broker.connect_timeout = settings.broker_connect_timeout
-        return transport
+            poll_interval=settings.poll_interval, poll_max_interval=settings.poll_max_interval,
+            connect_timeout=settings.broker_connect_timeout)
     raise ConfigurationError(
         f"MUSSIKON_BROKER_URL {mask_url(url)!r}: use memory:// or amqp://user:pass@host:5672/")
 

@@ -9,12 +9,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from mussikon.bootstrap import App, ConfigurationError, open_app
@@ -111,13 +110,3 @@ def parse_time(text: str) -> datetime:
         raise CommandFailed(f"--since {text!r} is not a date (use 2026-11-27 or "
                             "2026-11-27T10:00:00Z)") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def events_table(records: list[Any], title: str) -> Table:
-    table = Table(title=title)
-    for column in ("position", "stream", "version", "type", "occurred at", "id"):
-        table.add_column(column)
-    for r in records:
-        table.add_row(str(r.position), r.stream_id, str(r.version), r.event.event_type,
-                      r.event.occurred_at.isoformat(), str(r.event.id))
-    return table

@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 
 from mussikon.adapters.clock import OffsetClock
-from mussikon.bootstrap import App
+from mussikon.bootstrap import App, sqlite_path
 from mussikon.config import Settings, mask_url
 from mussikon.entrypoints.cli.common import CommandFailed, console, opened, run
 from mussikon.entrypoints.cli.output import YesOption, confirm
@@ -88,7 +88,7 @@ def demo_settings(settings: Settings, *, send_email: bool = False) -> Settings:
         if urlsplit(url).scheme not in ("memory", "sqlite", *_POSTGRES):
             raise CommandFailed(f"MUSSIKON_DEMO_STORE_URL {mask_url(url)!r}: use "
                                 "sqlite:///PATH, postgresql://… or memory://")
-        if url.startswith("sqlite:") and _sqlite_path(url) == _sqlite_path(settings.store_url):
+        if url.startswith("sqlite:") and sqlite_path(url) == sqlite_path(settings.store_url):
             raise CommandFailed("MUSSIKON_DEMO_STORE_URL names the store of MUSSIKON_STORE_URL: "
                                 "the demo needs a store of its own")
     else:
@@ -109,20 +109,12 @@ def _beside(store_url: str) -> str:
     if scheme == "memory" or scheme in _POSTGRES:
         return store_url
     if scheme == "sqlite":
-        directory, name = os.path.split(_sqlite_path(store_url))
+        directory, name = os.path.split(sqlite_path(store_url))
         stem, suffix = os.path.splitext(name)
         return "sqlite:///" + os.path.join(directory, f"{stem}-demo{suffix or '.db'}")
     raise CommandFailed(f"MUSSIKON_STORE_URL {mask_url(store_url)!r}: the demo runs beside a "
                         "sqlite:///, postgresql:// or memory:// store; name the demo's store "
                         "with MUSSIKON_DEMO_STORE_URL")
-
-
-def _sqlite_path(url: str) -> str:
-    # The same reading of sqlite:///relative and sqlite:////absolute as the store's.
-    path = url.removeprefix("sqlite://").removeprefix("/") or "mussikon.db"
-    if url.startswith("sqlite:////"):
-        path = "/" + path.lstrip("/")
-    return path
 
 
 async def _is_the_demos(application: App) -> bool:
@@ -158,7 +150,7 @@ async def _wipe(settings: Settings, yes: bool) -> None:
             raise CommandFailed(f"--fresh refused: {_foreign(settings)}")
     confirm(f"Delete {where_it_writes(settings)} and everything in it?", yes)
     if scheme == "sqlite":
-        _delete_sqlite_files(_sqlite_path(settings.store_url))
+        _delete_sqlite_files(sqlite_path(settings.store_url))
     else:
         await _drop_schema(settings)
 

@@ -48,14 +48,15 @@ class RabbitMqTransport(Transport):
                  notifications_exchange: str = "mussikon.notifications",
                  dead_letter_queue: str = "mussikon.dlq",
                  routing_keys: Mapping[str, str] | None = None,
-                 connection_name: str = "mussikon") -> None:
+                 connection_name: str = "mussikon", connect_timeout: float = 10.0) -> None:
         self.store, self.documents, self.codec = store, documents, codec
         self.topology = Topology(
             codec.event_types, prefix=prefix, queue_type=queue_type,
             delayed_retry_delays=delayed_retry_delays, events_exchange=events_exchange,
             notifications_exchange=notifications_exchange, dead_letter_queue=dead_letter_queue,
             routing_keys=routing_keys, delivery_limit=delivery_limit)
-        self.broker = BrokerConnection(url, name=connection_name)
+        self.broker = BrokerConnection(url, name=connection_name,
+                                       connect_timeout=connect_timeout)
         self.broker.on_connected(self._declare_topology)
         self.relay: OutboxRelay | None = OutboxRelay(
             store, documents, codec, self.topology, self.broker, name=relay_name,
