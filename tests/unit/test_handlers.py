@@ -179,6 +179,17 @@ async def test_an_application_for_a_day_the_musician_is_booked_is_rejected(
     assert "application-rejected" in world.notifier.kinds_to("ana@x.example")
 
 
+async def test_an_application_handled_after_its_own_contract_booked_the_day_stands(
+        world: World) -> None:
+    _, _, contract = await world.booked_contract()  # drafted before any handler ran
+    await world.handle_new()
+    [submitted] = await world.store.read_by_type("MusicianApplicationSubmittedEvent")
+    application = await world.repository.load(Application, submitted.event.application_id)  # type: ignore[attr-defined]
+    assert application.status is ApplicationStatus.ACCEPTED
+    assert "application-rejected" not in world.notifier.kinds_to("ana@x.example")
+    assert (await world.repository.load(Contract, contract)).exists
+
+
 async def test_a_signed_contract_is_confirmed_once_and_tracked_but_not_charged_here(
         world: World) -> None:
     organizer, musician, contract_id = await world.booked_contract()

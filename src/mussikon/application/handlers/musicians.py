@@ -9,6 +9,7 @@ from mussikon.application.handlers.dependencies import Dependencies, react, read
 from mussikon.application.projections.availability import BOOKINGS, booking_key
 from mussikon.application.projections.directory import ORGANIZERS, PROFILES
 from mussikon.application.repository import Cause
+from mussikon.domain.contract import contract_id_for
 from mussikon.domain.errors import IllegalTransition
 from mussikon.domain.events import MusicianApplicationSubmittedEvent, MusicianRegisteredEvent
 from mussikon.domain.gig import Gig
@@ -58,8 +59,9 @@ async def on_application_submitted(envelope: Envelope, deps: Dependencies) -> No
     react(envelope, "musicians", "application counted in analytics")
     assert gig.event_date is not None
     booked = await deps.documents.get(BOOKINGS, booking_key(event.musician_id, gig.event_date))
-    if booked is None:
-        react(envelope, "musicians", f"musician free on {gig.event_date.date()}")
+    if booked is None or booked["contract_id"] == contract_id_for(event.application_id):
+        react(envelope, "musicians", f"musician free on {gig.event_date.date()}"
+              if booked is None else "the day is booked by this application's own contract")
         return
     reason = (f"{musician['name']} already has contract {booked['contract_id']} on "
               f"{gig.event_date.date()}")
