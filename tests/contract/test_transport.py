@@ -280,3 +280,61 @@ async def test_two_subscriptions_with_one_name_are_refused(stores: Stores) -> No
     with pytest.raises(ValueError, match="two subscriptions are named 'x'"):
         await transport.start([subscription("x", handle), subscription("x", handle)])
     await transport.stop()
+
+
+async def test_dead_letters_page_in_a_stable_order_and_one_can_be_deleted(
+        stores: Stores) -> None:
+    store, _ = stores
+
+    async def refuse(envelope: Envelope) -> None:
+        raise RuntimeError("down")
+
+    await append_musicians(store, 5)
+    transport = make_transport(stores, retry_delays=())
+    await transport.start([subscription("s", refuse)])
+    await transport.wait_idle(5)
+    everything = [d.id for d in await transport.dead_letters()]
+    assert len(everything) == 5
+    seen: list[str] = []
+    after: str | None = None
+    while page := await transport.dead_letters(limit=2, after=after):
+        seen += [d.id for d in page]
+        after = page[-1].id
+    assert seen == everything
+    with pytest.raises(KeyError):
+        await transport.dead_letters(limit=2, after="s:no-such-letter")
+    await transport.delete_dead_letter(everything[2])
+    assert [d.id for d in await transport.dead_letters()] == everything[:2] + everything[3:]
+    with pytest.raises(KeyError):
+        await transport.delete_dead_letter(everything[2])
+    await transport.stop()
+
+
+async def test_replay_all_runs_each_letter_once_and_reports_each(stores: Stores) -> None:
+    store, _ = stores
+    failing: set[str] = set()
+    handled: Counter[str] = Counter()
+
+    async def handle(envelope: Envelope) -> None:
+        if not handled and not failing:
+            raise RuntimeError("down")
+        if envelope.message_id in failing:
+            raise RuntimeError("still down")
+        handled[envelope.message_id] += 1
+
+    ids = await append_musicians(store, 3)
+    transport = make_transport(stores, retry_delays=())
+    await transport.start([subscription("s", handle)])
+    await transport.wait_idle(5)
+    letters = await transport.dead_letters()
+    assert len(letters) == 3
+    failing.add(ids[1])
+    results = await transport.replay_all_dead_letters()
+    assert [(r.dead_letter_id, r.ok) for r in results] == [
+        (d.id, d.message_id != ids[1]) for d in letters]
+    [failed] = [r for r in results if not r.ok]
+    assert "still down" in failed.reason
+    assert handled == {ids[0]: 1, ids[2]: 1}
+    [left] = await transport.dead_letters()
+    assert (left.message_id, left.attempts) == (ids[1], 2)
+    await transport.stop()
