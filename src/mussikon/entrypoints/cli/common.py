@@ -39,7 +39,8 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
             message = str(exc.args[0]) if exc.args else message
         if isinstance(exc, TimeoutError):
             message = "timed out waiting for the handlers to finish"
-        Console(stderr=True, highlight=False).print(Text("error: ", style="red") + plain(message))
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            Text("error: ", style="red") + plain(message))
         raise typer.Exit(1) from None
 
 
