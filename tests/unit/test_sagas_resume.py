@@ -14,7 +14,7 @@ from mussikon.application.sagas.state import RecordKind, SagaStatus
 from mussikon.domain.contract import Contract, ContractStatus
 from mussikon.domain.events import ContractSignedEvent
 from mussikon.ports.payments import ChargeRequest, ChargeResult
-from tests.unit.sagas_kit import ScriptedGateway, SagaWorld
+from tests.unit.sagas_kit import SagaWorld, ScriptedGateway
 
 
 @dataclass

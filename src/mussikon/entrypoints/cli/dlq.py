@@ -39,7 +39,8 @@ def _letter(d: DeadLetter) -> dict[str, object]:
 
 
 async def _resolved(application: App, given: str) -> DeadLetter:
-    """The dead letter `given` names, whole or by the start of its id."""
+    """The dead letter `given` names, whole or by the start of its id. Every letter is read
+    to know the start names only one (on RabbitMQ, a pass over the whole queue)."""
     letters = await application.transport.dead_letters()
     chosen = resolve_id(given, (d.id for d in letters), "dead letter")
     return next(d for d in letters if d.id == chosen)
@@ -132,14 +133,16 @@ def dlq_replay(letter_id: Annotated[str, typer.Argument(
                     if again is not None:
                         results = [Replayed(letter.id, False,
                                             f"{again.exception}: {again.reason}")]
+            in_place = transport.replays_in_place
             out = console_for_output()
             for result in results:
-                out.print(plain(_outcome(result, transport.replays_in_place)))
+                out.print(plain(_outcome(result, in_place)))
         failed = [r for r in results if not r.ok]
+        how = "failed again" if in_place else "could not be sent back"
         if len(results) > 1 and failed:
-            raise CommandFailed(f"{len(failed)} of {len(results)} dead letters failed again")
+            raise CommandFailed(f"{len(failed)} of {len(results)} dead letters {how}")
         if failed:
-            raise CommandFailed(f"{failed[0].dead_letter_id} failed again")
+            raise CommandFailed(f"{failed[0].dead_letter_id} {how}")
 
     run(go)
 

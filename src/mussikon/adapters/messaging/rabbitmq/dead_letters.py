@@ -153,8 +153,9 @@ class DeadLetterQueue:
         browse = _Browse(channel, queue, ok.message_count or 0)
         try:
             yield browse
-            await browse.give_back_in_order()
         finally:
+            with contextlib.suppress(*BROKER_ERRORS):  # a broken channel gave them back
+                await browse.give_back_in_order()
             with contextlib.suppress(*BROKER_ERRORS):
                 await channel.close()
         if browse.taken > browse.removed:
