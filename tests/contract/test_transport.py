@@ -371,3 +371,62 @@ async def test_the_inbox_turns_a_redelivery_into_a_no_op(stores: Stores) -> None
     await sub.handler(envelope)
     assert effects == [event_id]
     assert await documents.has_seen("inbox", event_id)
+
+
+async def test_dead_letters_page_in_a_stable_order_and_one_can_be_deleted(bus: Bus) -> None:
+    store = bus.store
+
+    async def refuse(envelope: Envelope) -> None:
+        raise RuntimeError("down")
+
+    await append_musicians(store, 5)
+    transport = bus.transport(retries=0)
+    await transport.start([subscription("s", refuse)])
+    await transport.wait_idle(5)
+    everything = [d.id for d in await transport.dead_letters()]
+    assert len(everything) == 5
+    seen: list[str] = []
+    after: str | None = None
+    while page := await transport.dead_letters(limit=2, after=after):
+        seen += [d.id for d in page]
+        after = page[-1].id
+    assert seen == everything
+    with pytest.raises(KeyError):
+        await transport.dead_letters(limit=2, after="s:no-such-letter")
+    await transport.delete_dead_letter(everything[2])
+    assert [d.id for d in await transport.dead_letters()] == everything[:2] + everything[3:]
+    with pytest.raises(KeyError):
+        await transport.delete_dead_letter(everything[2])
+    await transport.stop()
+
+
+async def test_replay_all_in_place_runs_each_letter_once_and_reports_each(
+        stores: Stores) -> None:
+    store, documents = stores
+    failing: set[str] = set()
+    handled: Counter[str] = Counter()
+
+    async def handle(envelope: Envelope) -> None:
+        if not handled and not failing:
+            raise RuntimeError("down")
+        if envelope.message_id in failing:
+            raise RuntimeError("still down")
+        handled[envelope.message_id] += 1
+
+    ids = await append_musicians(store, 3)
+    transport = InProcessTransport(store, documents, EventCodec(), retry_delays=(),
+                                   poll_interval=0.01, poll_max_interval=0.05)
+    await transport.start([subscription("s", handle)])
+    await transport.wait_idle(5)
+    letters = await transport.dead_letters()
+    assert len(letters) == 3
+    failing.add(ids[1])
+    results = await transport.replay_all_dead_letters()
+    assert [(r.dead_letter_id, r.ok) for r in results] == [
+        (d.id, d.message_id != ids[1]) for d in letters]
+    [failed] = [r for r in results if not r.ok]
+    assert "still down" in failed.reason
+    assert handled == {ids[0]: 1, ids[2]: 1}
+    [left] = await transport.dead_letters()
+    assert (left.message_id, left.attempts) == (ids[1], 2)
+    await transport.stop()

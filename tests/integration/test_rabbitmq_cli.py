@@ -8,10 +8,12 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import json
 import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP
+from pamqp.commands import Basic
 
 from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore
 from mussikon.bootstrap import open_app
@@ -108,7 +111,8 @@ class Command:
         """Run one command to its end: exit code, stdout, stderr."""
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "mussikon", *args, cwd=self.store.parent,
-            env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            env=self.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
         out, err = await asyncio.wait_for(process.communicate(), timeout)
         assert process.returncode is not None
         return process.returncode, out.decode(), err.decode()
@@ -248,8 +252,8 @@ async def test_dlq_commands_list_show_replay_and_purge_real_dead_letters(
 
         code, out, err = await mussikon.run("dlq", "show", welcome.id)
         assert code == 0, err
-        assert welcome.id in out
-        assert "exception='NotificationError'" in out
+        assert f"dead letter {welcome.id}" in out
+        assert "NotificationError" in out
         assert "554 Transaction failed" in out
         assert '"Email": "ana@example.com"' in out  # the body
         assert mail_server.received == []
@@ -283,7 +287,7 @@ async def test_dlq_commands_list_show_replay_and_purge_real_dead_letters(
             assert err.strip() == "error: no dead letter 'no-such-letter'", args
             assert "Traceback" not in out + err
 
-        code, out, err = await mussikon.run("dlq", "purge")
+        code, out, err = await mussikon.run("dlq", "purge", "--yes")
         assert code == 0, err
         assert "purged 1" in out
         code, out, err = await mussikon.run("dlq", "list")
@@ -324,7 +328,7 @@ async def test_dlq_commands_take_no_message_from_the_queues_and_publish_none(
     await eventually(waiting, 10)
 
     for args in (["dlq", "list"], ["dlq", "show", "no-such-letter"],
-                 ["dlq", "replay", "--all"], ["dlq", "purge"], ["dlq", "list"]):
+                 ["dlq", "replay", "--all"], ["dlq", "purge", "--yes"], ["dlq", "list"]):
         code, out, err = await mussikon.run(*args)
         assert code == (1 if "no-such-letter" in args else 0), (args, err)
         assert "Traceback" not in out + err, args
@@ -340,3 +344,87 @@ async def test_dlq_commands_take_no_message_from_the_queues_and_publish_none(
         assert await documents.scan("notifications") == []
     finally:
         await db.close()
+
+
+async def test_dlq_commands_page_resolve_delete_refuse_and_report_on_rabbitmq(
+        mussikon: Command, mail_server: SlowMailServer, broker: BrokerNamespace) -> None:
+    """Real dead letters (welcome emails the mail server refused) paged through, named by the
+    start of their ids, one deleted, purge refused without --yes, and a letter the broker
+    cannot take back (its queue is gone) reported by replay, which then exits 1."""
+    tools = broker.transports[0]
+    mail_server.refuse = True
+    mail_server.release.set()
+    for n in range(4):
+        await mussikon.register_musician(f"Musician {n}", f"m{n}@example.com")
+    async with mussikon.running("worker") as worker:
+        await read_line_with(worker.stdout, "worker running")
+
+        async def dead_lettered() -> bool:
+            return len(await tools.dead_letters()) == 4
+
+        await eventually(dead_lettered, 30)
+        await terminate(worker)
+    letters = [d.id for d in await tools.dead_letters()]
+
+    seen: list[str] = []
+    after: list[str] = []
+    while True:
+        code, out, err = await mussikon.run("dlq", "list", "--limit", "3", *after, "--json")
+        assert code == 0, err
+        document = json.loads(out)
+        seen += [d["id"] for d in document["dead_letters"]]
+        if document["next_after"] is None:
+            break
+        after = ["--after", document["next_after"]]
+    assert seen == letters
+    assert [d.id for d in await tools.dead_letters()] == letters  # nothing moved
+
+    code, out, err = await mussikon.run("dlq", "list", "--limit", "2")
+    assert code == 0, err
+    assert letters[0] in out and letters[1] in out and letters[2] not in out
+    assert f"--after {letters[1]}" in out
+
+    code, out, err = await mussikon.run("dlq", "show", letters[2][:12])
+    assert code == 0, err
+    assert f"dead letter {letters[2]}" in out
+    code, out, err = await mussikon.run("dlq", "show", "no-such-letter", "--json")
+    assert (code, out, err) == (1, "", "error: no dead letter 'no-such-letter'\n")
+
+    code, out, err = await mussikon.run("dlq", "delete", letters[1][:12])  # no --yes
+    assert code == 1 and "refused without --yes" in err
+    code, out, err = await mussikon.run("dlq", "delete", letters[1][:12], "--yes")
+    assert (code, out) == (0, f"deleted {letters[1]}\n"), err
+    assert [d.id for d in await tools.dead_letters()] == [letters[0], *letters[2:]]
+
+    code, out, err = await mussikon.run("dlq", "purge")
+    assert code == 1 and "refused without --yes" in err
+    assert len(await tools.dead_letters()) == 3
+
+    # A letter whose queue no longer exists (its .NET service was retired).
+    stray = uuid.uuid4().hex
+    channel = await broker.channel()
+    try:
+        await channel.basic_publish(b"{}", routing_key=tools.topology.dead_letter_queue,
+                                    properties=Basic.Properties(headers={
+                                        "x-dead-letter-id": stray,
+                                        "x-original-queue": f"{broker.prefix}retired.queue",
+                                        "x-failure-reason": "handler-failed"}))
+    finally:
+        await channel.close()
+    code, out, err = await mussikon.run("dlq", "replay", stray[:12])
+    assert code == 1
+    assert err == (f"error: dead letter {stray} cannot be sent back to queue "
+                   f"'{broker.prefix}retired.queue': the broker refused it (NO_ROUTE)\n")
+
+    mail_server.refuse = False
+    code, out, err = await mussikon.run("dlq", "replay", "--all")
+    assert code == 1
+    assert out.splitlines() == [
+        *(f"{letter}: sent back to its queue, for a worker to handle (it returns here if it "
+          "fails again)" for letter in (letters[0], *letters[2:])),
+        f"{stray}: not sent back: dead letter {stray} cannot be sent back to queue "
+        f"'{broker.prefix}retired.queue': the broker refused it (NO_ROUTE)"]
+    assert err == "error: 1 of 4 dead letters could not be sent back\n"
+    assert [d.id for d in await tools.dead_letters()] == [stray]
+    queue = tools.topology.queue("MusicianRegisteredEvent")
+    assert await queued(broker, queue) == 3  # back in their queue, for the next worker

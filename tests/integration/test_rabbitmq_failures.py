@@ -212,7 +212,9 @@ async def test_replay_all_sends_every_letter_back(broker: BrokerNamespace) -> No
     transport.wake()
     await transport.wait_idle(10)
     recorder.fail_for.clear()
-    assert await transport.replay_all_dead_letters() == 3
+    letters = await transport.dead_letters()
+    results = await transport.replay_all_dead_letters()
+    assert [(r.dead_letter_id, r.ok) for r in results] == [(d.id, True) for d in letters]
     await transport.wait_idle(10)
     assert sorted(e.message_id for e in recorder.handled) == sorted(str(e.id) for e in events)
     assert await transport.dead_letters() == []

@@ -89,7 +89,8 @@ class SagaWorld:
                                      self.gateway, self.days)
         self.policy = policy or BookingPolicy()
         self.runtime = SagaRuntime(self.documents, self.clock, [
-            MusicianApplicationSaga(self.services), BookingSaga(self.services, self.policy)])
+            MusicianApplicationSaga(self.services), BookingSaga(self.services, self.policy)],
+            store=self.store)
         self.seen = 0
 
     @property

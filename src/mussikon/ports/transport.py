@@ -60,6 +60,18 @@ class DeadLetter:
     failed_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """What replaying one dead letter did."""
+
+    dead_letter_id: str
+    ok: bool
+    """Handled and gone from the dead letters (if the transport does not replay in place:
+    back in its queue, for a worker)."""
+    reason: str = ""
+    """Why not, when not `ok`: the handler's failure, or why it could not be sent back."""
+
+
 class Transport(abc.ABC):
     """Moves events from the store's global order to subscriptions."""
 
@@ -73,10 +85,10 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def open_for_operations(self, subscriptions: Sequence[Subscription]) -> None:
-        """Make `dead_letters`, `replay` and `purge_dead_letters` usable without delivering
-        anything (no message is taken from the store or a queue, none is published): for an
-        operator's command. `replay` runs these subscriptions' handlers if the transport
-        `replays_in_place`. `stop` closes what this opened."""
+        """Make the dead-letter methods (`dead_letters`, `replay`, `delete_dead_letter`…)
+        usable without delivering anything (no message is taken from the store or a queue,
+        none is published): for an operator's command. `replay` runs these subscriptions'
+        handlers if the transport `replays_in_place`. `stop` closes what this opened."""
 
     @abc.abstractmethod
     def wake(self) -> None:
@@ -91,13 +103,28 @@ class Transport(abc.ABC):
         """Stop taking messages, finish those in flight, acknowledge them, disconnect."""
 
     @abc.abstractmethod
-    async def dead_letters(self) -> list[DeadLetter]:
-        """The dead-lettered messages, oldest first."""
+    async def dead_letters(self, limit: int | None = None,
+                           after: str | None = None) -> list[DeadLetter]:
+        """Up to `limit` dead letters (all if None), in the transport's stable order: those
+        that follow the letter `after` (KeyError if there is no such letter), or from the
+        first. The order is the order they were given up on; a letter replayed and given up
+        on again moves to the end. Paging with `after` visits each letter once while the
+        dead letters do not change."""
 
     @abc.abstractmethod
     async def replay(self, dead_letter_id: str) -> bool:
         """Deliver a dead letter again; True if it was handled and left the dead-letter queue
-        (if not `replays_in_place`: True once it left it for its queue, not yet handled)."""
+        (if not `replays_in_place`: True once it left it for its queue, not yet handled).
+        KeyError if there is no such letter."""
+
+    @abc.abstractmethod
+    async def replay_all_dead_letters(self) -> list[Replayed]:
+        """Replay every dead letter in one pass over them, oldest first; one result each. A
+        letter that fails again stays, with its attempts added up."""
+
+    @abc.abstractmethod
+    async def delete_dead_letter(self, dead_letter_id: str) -> None:
+        """Drop one dead letter (KeyError if there is no such letter); the others stay."""
 
     @abc.abstractmethod
     async def purge_dead_letters(self) -> int:

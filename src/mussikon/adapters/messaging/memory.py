@@ -21,10 +21,16 @@ from mussikon.adapters.messaging.retries import (
 )
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.instant import utc_now
-from mussikon.ports.documents import Changes, DocumentStore
+from mussikon.ports.documents import Changes, Document, DocumentStore
 from mussikon.ports.event_store import EventStore, RecordedEvent, UndecodableEventError
 from mussikon.ports.polling import PollLoop, wait_until
-from mussikon.ports.transport import DeadLetter, Envelope, Subscription, Transport
+from mussikon.ports.transport import (
+    DeadLetter,
+    Envelope,
+    Replayed,
+    Subscription,
+    Transport,
+)
 from mussikon.ports.undecodable import skip_undecodable
 from mussikon.wire import EventCodec
 
@@ -185,15 +191,20 @@ class InProcessTransport(Transport):
         })
         await self.documents.commit(changes)
 
-    async def dead_letters(self) -> list[DeadLetter]:
-        letters = [
-            DeadLetter(id=key, subscription=d["subscription"], message_id=d["message_id"],
-                       event_type=d["event_type"], position=d["position"],
-                       attempts=d["attempts"], exception=d["exception"], reason=d["reason"],
-                       body=d["body"], failed_at=datetime.fromisoformat(d["failed_at"]))
-            for key, d in await self.documents.scan(DEAD_LETTERS)
-        ]
-        return sorted(letters, key=lambda letter: letter.failed_at)
+    async def dead_letters(self, limit: int | None = None,
+                           after: str | None = None) -> list[DeadLetter]:
+        """Oldest failure first (ties by id). Reads every dead letter of the document store
+        to order them; they are few, and kept as documents, not in memory."""
+        letters = sorted((_dead_letter(key, doc)
+                          for key, doc in await self.documents.scan(DEAD_LETTERS)),
+                         key=lambda letter: (letter.failed_at, letter.id))
+        if after is not None:
+            following = next((n + 1 for n, letter in enumerate(letters) if letter.id == after),
+                             None)
+            if following is None:
+                raise KeyError(f"no dead letter {after!r}")
+            letters = letters[following:]
+        return letters if limit is None else letters[:limit]
 
     async def replay(self, dead_letter_id: str) -> bool:
         doc = await self.documents.get(DEAD_LETTERS, dead_letter_id)
@@ -202,20 +213,47 @@ class InProcessTransport(Transport):
         subscription = self.subscriptions.get(doc["subscription"])
         if subscription is None:
             raise KeyError(f"subscription {doc['subscription']!r} is not known here")
-        event = self.codec.decode(doc["body"])
+        return (await self._replay(dead_letter_id, doc, subscription)).ok
+
+    async def replay_all_dead_letters(self) -> list[Replayed]:
+        """Each dead letter's handler runs once, oldest first; each outcome is committed
+        before the next letter runs."""
+        results = []
+        for letter in await self.dead_letters():
+            doc = await self.documents.get(DEAD_LETTERS, letter.id)
+            if doc is None:  # replayed or dropped meanwhile by another command
+                continue
+            subscription = self.subscriptions.get(doc["subscription"])
+            if subscription is None:
+                results.append(Replayed(letter.id, False, f"subscription "
+                                        f"{doc['subscription']!r} is not known here"))
+                continue
+            results.append(await self._replay(letter.id, doc, subscription))
+        return results
+
+    async def _replay(self, dead_letter_id: str, doc: Document,
+                      subscription: Subscription) -> Replayed:
+        """Run the handler on the letter: gone if it succeeds, else kept with the new failure."""
+        changes = Changes()
         try:
+            event = self.codec.decode(doc["body"])
             await subscription.handler(Envelope(doc["message_id"], event, doc["position"]))
         except Exception as exc:
             doc.update(attempts=doc["attempts"] + 1, exception=exception_name(exc),
                        reason=failure_message(exc), failed_at=utc_now().isoformat())
-            changes = Changes()
             changes.put(DEAD_LETTERS, dead_letter_id, doc)
             await self.documents.commit(changes)
-            return False
+            return Replayed(dead_letter_id, False, f"{doc['exception']}: {doc['reason']}")
+        changes.delete(DEAD_LETTERS, dead_letter_id)
+        await self.documents.commit(changes)
+        return Replayed(dead_letter_id, True)
+
+    async def delete_dead_letter(self, dead_letter_id: str) -> None:
+        if await self.documents.get(DEAD_LETTERS, dead_letter_id) is None:
+            raise KeyError(f"no dead letter {dead_letter_id!r}")
         changes = Changes()
         changes.delete(DEAD_LETTERS, dead_letter_id)
         await self.documents.commit(changes)
-        return True
 
     async def purge_dead_letters(self) -> int:
         letters = await self.documents.scan(DEAD_LETTERS)
@@ -224,3 +262,10 @@ class InProcessTransport(Transport):
             changes.delete(DEAD_LETTERS, key)
         await self.documents.commit(changes)
         return len(letters)
+
+
+def _dead_letter(key: str, doc: Document) -> DeadLetter:
+    return DeadLetter(id=key, subscription=doc["subscription"], message_id=doc["message_id"],
+                      event_type=doc["event_type"], position=doc["position"],
+                      attempts=doc["attempts"], exception=doc["exception"], reason=doc["reason"],
+                      body=doc["body"], failed_at=datetime.fromisoformat(doc["failed_at"]))

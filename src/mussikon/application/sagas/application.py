@@ -11,7 +11,7 @@ both react to the application.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -181,6 +181,9 @@ class MusicianApplicationSaga(SagaDefinition):
 
     def starts(self, event: DomainEvent) -> bool:
         return isinstance(event, MusicianApplicationSubmittedEvent)
+
+    def streams(self, instance: str, data: Mapping[str, Any]) -> list[str]:
+        return [f"{MusicianApplicationSubmittedEvent.aggregate_type}-{instance}"]
 
     def initial_data(self, event: DomainEvent) -> dict[str, Any]:
         assert isinstance(event, MusicianApplicationSubmittedEvent)

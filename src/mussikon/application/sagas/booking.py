@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -328,6 +328,10 @@ class BookingSaga(SagaDefinition):
 
     def starts(self, event: DomainEvent) -> bool:
         return isinstance(event, ApplicationAcceptedEvent)
+
+    def streams(self, instance: str, data: Mapping[str, Any]) -> list[str]:
+        return [f"{ApplicationAcceptedEvent.aggregate_type}-{data['application_id']}",
+                f"{ContractSignedEvent.aggregate_type}-{instance}"]
 
     def initial_data(self, event: DomainEvent) -> dict[str, Any]:
         assert isinstance(event, ApplicationAcceptedEvent)

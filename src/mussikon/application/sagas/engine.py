@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -52,7 +53,8 @@ CORRELATION = "correlation_id"
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
-    """A message for an instance: an event, or one of its timeouts that fired."""
+    """A message for an instance: an event, one of its timeouts that fired, or neither (an
+    operator's resume, which only does the work that needs no message)."""
 
     message_id: str
     event: DomainEvent | None = None
@@ -100,6 +102,19 @@ class SagaEngine:
         await self.handle(timeout.instance, Trigger(timeout.id, timeout=timeout))
         await self.journal.drop_timeout(timeout.id)
 
+    async def resume(self, instance: str, events: Sequence[DomainEvent] = ()) -> SagaState:
+        """Move an instance on from its durable state, as the deliveries it lost would have:
+        first the work that needs no message (the current step run again, the next
+        compensations), then each of `events` delivered again, in order. Everything goes
+        through `handle`, so nothing is decided twice: a message the instance has handled
+        decides nothing again, and each step's work is idempotent."""
+        state = await self.handle(instance, Trigger(f"resume-{uuid.uuid4()}"))
+        for event in events:
+            if state.finished:
+                break
+            state = await self.handle(instance, Trigger(str(event.id), event=event))
+        return state
+
     async def handle(self, instance: str, trigger: Trigger) -> SagaState:
         """Handle one message for one instance; return the instance as it was left."""
         for _ in range(self.conflict_attempts):
@@ -125,6 +140,8 @@ class SagaEngine:
         state = await self._work(state, trigger)
         if state.has_handled(trigger.message_id) or state.status is not SagaStatus.WAITING:
             return state
+        if trigger.event is None and trigger.timeout is None:
+            return state  # a resume: a waiting step waits for its event or timeout
         step = self.steps[state.step]
         context = self._context(state, step)
         fired: PendingTimeout | None = None
@@ -203,7 +220,8 @@ class SagaEngine:
             raise _Lost
         what = describe(records)
         log.info("saga %s: %s", after.saga_id, what)
-        event_type = trigger.event.event_type if trigger.event else "timeout"
+        event_type = trigger.event.event_type if trigger.event else \
+            "timeout" if trigger.timeout else "resume"
         reactions.info("saga %s: %s", self.kind, what,
                        extra={"event_type": event_type, "event_id": trigger.message_id,
                               "handler": f"saga {self.kind}", "reaction": what})

@@ -17,7 +17,7 @@ would, plus the timeouts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from mussikon.application.sagas.state import (
     HistoryEntry,
@@ -99,3 +99,25 @@ class SagaJournal:
         chosen = [s for s in states if status is None or s.status is status]
         return sorted(chosen, key=lambda s: s.updated_at.timestamp() if s.updated_at else 0.0,
                       reverse=True)
+
+    async def page(self, status: SagaStatus | None = None, kind: str | None = None, *,
+                   limit: int | None = None, after: str | None = None) -> list[SagaState]:
+        """Up to `limit` instances (of one status, of one kind), newest started first, ties
+        by id: those after the instance `after` (KeyError if there is none), or from the
+        first. A start never changes, so paging with `after` visits each instance once
+        however the instances move meanwhile; one started meanwhile comes before the first
+        page."""
+        rows = await self.documents.scan(SAGAS, f"{kind}-" if kind else "")
+        states = [SagaState.from_document(doc, int(doc["version"])) for _, doc in rows]
+        ordered = sorted(states, key=_by_start, reverse=True)
+        if after is not None:
+            cursor = await self.find(after)
+            if cursor is None:
+                raise KeyError(f"no saga {after!r}")
+            ordered = [s for s in ordered if _by_start(s) < _by_start(cursor)]
+        chosen = [s for s in ordered if status is None or s.status is status]
+        return chosen if limit is None else chosen[:limit]
+
+
+def _by_start(state: SagaState) -> tuple[datetime, str]:
+    return state.started_at or datetime.min.replace(tzinfo=UTC), state.saga_id

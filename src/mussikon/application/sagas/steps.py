@@ -128,6 +128,11 @@ class SagaDefinition(abc.ABC):
     def initial_data(self, event: DomainEvent) -> dict[str, Any]:
         """What the instance remembers of the event that started it."""
 
+    def streams(self, instance: str, data: Mapping[str, Any]) -> list[str]:
+        """The event-store streams holding the events this instance listens to, so that an
+        instance that lost a delivery can be given them again (none by default)."""
+        return []
+
     def step_named(self, name: str) -> Step:
         """The step called `name`."""
         for step in self.steps:

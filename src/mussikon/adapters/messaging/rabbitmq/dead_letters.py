@@ -1,10 +1,21 @@
-"""The dead-letter queue, for operators: list without losing, replay, purge.
+"""The dead-letter queue, for operators: list a page without losing anything, replay, delete,
+purge.
 
-Listing takes every message without acknowledging it, then closes the channel, which
-hands them all back to the queue in order. Replaying publishes the message to the queue
-it failed in (through the default exchange: a message sent back through the topic
-exchange would reach every other queue bound to its routing key, other services' too),
-waits for the broker's confirm, and only then removes it from the dead-letter queue.
+A queue cannot be read without taking messages off it. Browsing takes messages from the
+head without acknowledging them, then gives back those it keeps, one negative
+acknowledgement each, in the order it took them (`basic.nack`, never `basic.reject`, which a
+quorum queue counts toward a delivery limit). A classic queue puts each one back where it
+was. A quorum queue of RabbitMQ 3.x puts returned messages at its back instead (and, when
+they come back with the channel's closing, in no particular order), which would turn the
+queue and change the order of the next page; a browse that sees this goes on to take the
+rest of the queue, one message at a time, and gives each back behind the others, which
+brings the queue round to the order it had. So the queue's order, the order in which
+letters were given up on, is the same before and after every browse.
+
+Replaying publishes the message to the queue it failed in (through the default exchange: a
+message sent back through the topic exchange would reach every other queue bound to its
+routing key, other services' too), waits for the broker's confirm, and only then removes it
+from the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
+from aiormq.exceptions import DeliveryError
 
 from mussikon.adapters.messaging.rabbitmq.connection import BROKER_ERRORS, BrokerConnection
 from mussikon.adapters.messaging.rabbitmq.properties import (
@@ -26,54 +38,75 @@ from mussikon.adapters.messaging.rabbitmq.properties import (
     text,
 )
 from mussikon.adapters.messaging.rabbitmq.topology import Topology
-from mussikon.ports.transport import DeadLetter
+from mussikon.ports.transport import DeadLetter, Replayed
 
 
 class DeadLetterQueue:
-    """`mussikon.dlq`, browsed and replayed."""
+    """`mussikon.dlq`, browsed, replayed and pruned without changing its order."""
 
     def __init__(self, broker: BrokerConnection, topology: Topology,
                  publish_timeout: float = 30.0) -> None:
         self.broker, self.topology = broker, topology
         self.publish_timeout = publish_timeout
 
-    async def list(self, limit: int = 10_000) -> list[DeadLetter]:
-        """The dead letters, oldest first, left in the queue."""
+    async def page(self, limit: int | None = None, after: str | None = None) -> list[DeadLetter]:
+        """Up to `limit` dead letters in queue order, after the letter `after` (KeyError if it
+        is not in the queue) or from the head; they stay in the queue, in their places.
+
+        Cost: the messages in front of `after`, `after` itself and the `limit` letters are
+        taken from the broker (bodies included) and held unacknowledged by this command until
+        it gives them back, plus one more to see where the broker put them. On a queue that
+        puts returned messages at its back (a quorum queue of RabbitMQ 3.x), the rest of the
+        queue is then read too, one message at a time, to restore the order: a full pass.
+        Without `limit` the whole queue is read.
+        """
+        letters: list[DeadLetter] = []
         async with self._browsing() as browse:
-            letters = []
-            for _ in range(browse.count):
-                message = await browse.take()
-                if message is None:
-                    break
-                letters.append(dead_letter_of(message))
-        # A quorum queue puts returned messages at its back, so its order drifts as letters
-        # are browsed and replayed: the time of failure is the order that means something.
-        letters.sort(key=lambda letter: letter.failed_at)
-        return letters[:limit]
+            found = after is None
+            while (message := await browse.next()) is not None:
+                if found:
+                    letters.append(dead_letter_of(message))
+                    if limit is not None and len(letters) >= limit:
+                        break
+                elif dead_letter_id(message) == after:
+                    found = True
+            if not found:
+                raise KeyError(f"no dead letter {after!r}")
+        return letters
 
     async def replay(self, dead_letter_id_: str) -> None:
-        """Send one dead letter back to its queue (KeyError if no dead letter has this id)."""
+        """Send one dead letter back to its queue (KeyError if no dead letter has this id;
+        ValueError naming why if the broker cannot route it there)."""
         async with self._browsing() as browse:
-            for _ in range(browse.count):
-                message = await browse.take()
-                if message is None:
-                    break
+            while (message := await browse.next()) is not None:
                 if dead_letter_id(message) == dead_letter_id_:
                     await self._send_back(browse, message)
                     return
         raise KeyError(f"no dead letter {dead_letter_id_!r}")
 
-    async def replay_all(self) -> int:
-        """Send every dead letter back to its queue; return how many."""
-        replayed = 0
+    async def replay_all(self) -> list[Replayed]:
+        """Send every dead letter back to its queue, in one pass over the queue; a letter that
+        cannot be sent back stays, in its place, with the reason in its result."""
+        results = []
         async with self._browsing() as browse:
-            for _ in range(browse.count):
-                message = await browse.take()
-                if message is None:
-                    break
-                await self._send_back(browse, message)
-                replayed += 1
-        return replayed
+            while (message := await browse.next()) is not None:
+                letter_id = dead_letter_id(message)
+                try:
+                    await self._send_back(browse, message)
+                except ValueError as exc:
+                    results.append(Replayed(letter_id, False, str(exc)))
+                else:
+                    results.append(Replayed(letter_id, True))
+        return results
+
+    async def delete(self, dead_letter_id_: str) -> None:
+        """Drop one dead letter (KeyError if no dead letter has this id)."""
+        async with self._browsing() as browse:
+            while (message := await browse.next()) is not None:
+                if dead_letter_id(message) == dead_letter_id_:
+                    await browse.remove(message)
+                    return
+        raise KeyError(f"no dead letter {dead_letter_id_!r}")
 
     async def purge(self) -> int:
         """Drop every dead letter; return how many."""
@@ -92,18 +125,27 @@ class DeadLetterQueue:
         if not queue:
             exchange = self.topology.events_exchange
             routing_key = text(headers_of(message).get(ORIGINAL_ROUTING_KEY))
+        letter = dead_letter_id(message)
         if not routing_key:
-            raise ValueError("the dead letter names neither its queue nor its routing key")
-        await browse.channel.basic_publish(
-            message.body, exchange=exchange, routing_key=routing_key,
-            properties=replay_properties(message), mandatory=True, timeout=self.publish_timeout)
+            raise ValueError(f"dead letter {letter} names neither its queue nor its "
+                             "routing key")
+        try:
+            await browse.channel.basic_publish(
+                message.body, exchange=exchange, routing_key=routing_key,
+                properties=replay_properties(message), mandatory=True,
+                timeout=self.publish_timeout)
+        except DeliveryError as exc:
+            where = f"queue {queue!r}" if queue else f"routing key {routing_key!r}"
+            raise ValueError(f"dead letter {letter} cannot be sent back to {where}: the broker "
+                             f"refused it ({_refusal(exc)})") from None
         await browse.remove(message)
 
     @contextlib.asynccontextmanager
     async def _browsing(self) -> AsyncIterator[_Browse]:
-        """A confirming channel on the dead-letter queue. Closing it at the end returns every
-        message taken and not removed; this waits until the queue shows them again, because a
-        quorum queue takes them back asynchronously and the next listing would miss them."""
+        """A confirming channel on the dead-letter queue. At the end, every message taken and
+        not removed is given back, and the queue's order restored (see the module's
+        docstring); this then waits until the queue shows them all again, because a quorum
+        queue takes them back asynchronously and the next command would miss them."""
         connection = await self.broker.connection()
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         queue = self.topology.dead_letter_queue
@@ -112,6 +154,8 @@ class DeadLetterQueue:
         try:
             yield browse
         finally:
+            with contextlib.suppress(*BROKER_ERRORS):  # a broken channel gave them back
+                await browse.give_back_in_order()
             with contextlib.suppress(*BROKER_ERRORS):
                 await channel.close()
         if browse.taken > browse.removed:
@@ -133,22 +177,70 @@ class DeadLetterQueue:
 
 
 class _Browse:
-    """Messages taken from the dead-letter queue on one channel, unacknowledged until removed."""
+    """Messages taken from the dead-letter queue on one channel, unacknowledged until removed
+    or given back. `count` is how many the queue held when the browse began."""
 
     def __init__(self, channel: AbstractChannel, queue: str, count: int) -> None:
         self.channel, self.queue, self.count = channel, queue, count
+        self.held: list[DeliveredMessage] = []
         self.taken = self.removed = 0
 
-    async def take(self) -> DeliveredMessage | None:
-        """The next message, or None if the queue has no more."""
+    async def next(self) -> DeliveredMessage | None:
+        """The next message from the head of the queue; None once the `count` it held at the
+        start were taken (letters arriving meanwhile are left for the next command) or it has
+        no more."""
+        return await self._take() if self.taken < self.count else None
+
+    async def _take(self) -> DeliveredMessage | None:
         message = await self.channel.basic_get(self.queue, no_ack=False)
         if message.delivery_tag is None:
             return None
         self.taken += 1
+        self.held.append(message)
         return message
 
     async def remove(self, message: DeliveredMessage) -> None:
         """Acknowledge a taken message: it leaves the queue for good."""
         assert message.delivery_tag is not None
         await self.channel.basic_ack(message.delivery_tag)
+        self.held.remove(message)
         self.removed += 1
+
+    async def give_back_in_order(self) -> None:
+        """Give back every message held, in the order taken, and make sure the queue's order
+        is what it was before the browse."""
+        if not self.held:
+            return
+        first = self.held[0]
+        untouched = self.count - self.taken
+        await self._give_back()
+        if untouched <= 0:
+            return  # every message went round once: the order is as it was
+        head = await self._take()
+        if head is None:
+            return
+        await self._give_back()
+        if _same(head, first):
+            return  # the broker put them back in their places
+        # The broker put them at its back, behind the messages not taken yet: take those too,
+        # one by one, each given back behind the others, until the queue has come round.
+        for _ in range(untouched - 1):
+            if await self._take() is None:
+                return
+            await self._give_back()
+
+    async def _give_back(self) -> None:
+        for message in self.held:
+            assert message.delivery_tag is not None
+            await self.channel.basic_nack(message.delivery_tag, multiple=False, requeue=True)
+        self.held.clear()
+
+
+def _same(one: DeliveredMessage, other: DeliveredMessage) -> bool:
+    return dead_letter_id(one) == dead_letter_id(other) and one.body == other.body
+
+
+def _refusal(exc: DeliveryError) -> str:
+    frame = exc.frame
+    reply = getattr(frame, "reply_text", "") or ""
+    return reply or type(exc).__name__

@@ -21,7 +21,7 @@ from mussikon.adapters.messaging.rabbitmq.relay import OutboxRelay
 from mussikon.adapters.messaging.rabbitmq.topology import QueueType, Topology
 from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore
-from mussikon.ports.transport import DeadLetter, Subscription, Transport
+from mussikon.ports.transport import DeadLetter, Replayed, Subscription, Transport
 from mussikon.wire import EventCodec
 
 
@@ -169,14 +169,19 @@ class RabbitMqTransport(Transport):
                 await self._monitor.close()
         await self.broker.close()
 
-    async def dead_letters(self) -> list[DeadLetter]:
-        """The messages in the dead-letter queue, oldest first (they stay there)."""
+    async def dead_letters(self, limit: int | None = None,
+                           after: str | None = None) -> list[DeadLetter]:
+        """The messages in the dead-letter queue, in queue order (they stay there, in their
+        places). What a page costs is in `DeadLetterQueue.page`: it reads the letters up to
+        `after` and `limit` more, not the whole queue (unless the queue is a quorum queue of
+        RabbitMQ 3.x, which puts browsed messages at its back: then one full pass)."""
         await self._open()
-        return await self.dead_letter_queue.list()
+        return await self.dead_letter_queue.page(limit, after)
 
     async def replay(self, dead_letter_id: str) -> bool:
         """Send a dead letter back to the queue it failed in, with fresh retries, for the
-        subscriptions that failed (KeyError if there is no such dead letter).
+        subscriptions that failed (KeyError if there is no such dead letter; ValueError naming
+        why if the broker cannot route it there, and it stays).
 
         Returns True once the broker has it and it left the dead-letter queue; a consumer
         handles it asynchronously, and if it fails again it comes back under the same id with
@@ -186,10 +191,15 @@ class RabbitMqTransport(Transport):
         await self.dead_letter_queue.replay(dead_letter_id)
         return True
 
-    async def replay_all_dead_letters(self) -> int:
-        """Send every dead letter back to its queue; return how many."""
+    async def replay_all_dead_letters(self) -> list[Replayed]:
+        """Send every dead letter back to its queue, in one pass over the dead-letter queue."""
         await self._open()
         return await self.dead_letter_queue.replay_all()
+
+    async def delete_dead_letter(self, dead_letter_id: str) -> None:
+        """Drop one dead letter; the others stay in their places."""
+        await self._open()
+        await self.dead_letter_queue.delete(dead_letter_id)
 
     async def purge_dead_letters(self) -> int:
         """Drop every dead letter; return how many."""
