@@ -81,7 +81,7 @@ def test_usage_errors_are_one_line_naming_the_option_and_exit_1(tmp_path: Path) 
         ("events", "stream"): "error: Missing argument 'stream_id' "
                               "(see `mussikon events stream --help`)",
         ("nonsense",): "error: No such command 'nonsense' (see `mussikon --help`)",
-        ("dlq", "replay"): "error: Invalid value: give a dead letter id or --all",
+        ("dlq", "replay"): "error: give a dead letter id or --all",
     }
     for args, start in cases.items():
         line = one_error_line(mussikon(*args, cwd=tmp_path, env=env))
