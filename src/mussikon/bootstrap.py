@@ -24,13 +24,13 @@ from mussikon.application.sagas.runtime import SagaRuntime, open_sagas
 from mussikon.application.snapshots import Snapshots
 from mussikon.config import Settings, mask_url
 from mussikon.domain.events import DomainEvent
+from mussikon.followers.polling import wait_until
 from mussikon.ports.analytics import Analytics
 from mussikon.ports.clock import Clock
 from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore, StoreError
 from mussikon.ports.notifier import Notifier
 from mussikon.ports.payments import PaymentGateway
-from mussikon.ports.polling import wait_until
 from mussikon.ports.transport import Subscription, Transport
 from mussikon.wire import EventCodec
 

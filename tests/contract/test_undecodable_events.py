@@ -18,10 +18,10 @@ from mussikon.adapters.messaging.memory import checkpoint_name as subscription_c
 from mussikon.application.projections.runner import ProjectionRunner
 from mussikon.application.projections.runner import checkpoint_name as projection_checkpoint
 from mussikon.domain.events import MusicianRegisteredEvent
+from mussikon.followers.undecodable import UNDECODABLE_EVENTS
 from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import UndecodableEventError
 from mussikon.ports.transport import Envelope, Subscription
-from mussikon.ports.undecodable import UNDECODABLE_EVENTS
 from tests.contract.store_adapters import ADAPTERS, StoresUnderTest, open_stores
 from tests.contract.test_projections import CountMusicians, count
 

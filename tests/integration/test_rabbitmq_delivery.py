@@ -17,7 +17,7 @@ import pytest
 from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore, StoredRow
 from mussikon.domain.events import MusicianApplicationSubmittedEvent, MusicianRegisteredEvent
 from mussikon.domain.instant import epoch_micros, utc_now
-from mussikon.ports.undecodable import UNDECODABLE_EVENTS
+from mussikon.followers.undecodable import UNDECODABLE_EVENTS
 from tests.integration.rabbitmq_kit import (
     BrokerNamespace,
     Recorder,

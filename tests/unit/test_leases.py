@@ -4,7 +4,7 @@ renewed in time, handed over at once when released."""
 from __future__ import annotations
 
 from mussikon.adapters.store.memory import InMemoryDocumentStore
-from mussikon.ports.leases import Lease
+from mussikon.followers.leases import Lease
 
 
 class Time:

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from mussikon.ports.polling import PollLoop, Step, wait_until
+from mussikon.followers.polling import PollLoop, Step, wait_until
 
 
 class RecordedWaits(PollLoop):

@@ -3,7 +3,7 @@
 Nothing is queued in memory that the store does not hold: a subscription reads events
 by position, runs at most `concurrency` handlers at once, and keeps as its checkpoint
 the position below which everything was handled, dead-lettered or skipped as undecodable
-(`ports/undecodable.py`). A crash restarts it from that checkpoint, so nothing is lost;
+(`followers/undecodable.py`). A crash restarts it from that checkpoint, so nothing is lost;
 the inbox makes the redelivered ones harmless.
 """
 
@@ -21,9 +21,10 @@ from mussikon.adapters.messaging.retries import (
 )
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.instant import utc_now
+from mussikon.followers.polling import PollLoop, wait_until
+from mussikon.followers.undecodable import skip_undecodable
 from mussikon.ports.documents import Changes, Document, DocumentStore
 from mussikon.ports.event_store import EventStore, RecordedEvent, UndecodableEventError
-from mussikon.ports.polling import PollLoop, wait_until
 from mussikon.ports.transport import (
     DeadLetter,
     Envelope,
@@ -31,7 +32,6 @@ from mussikon.ports.transport import (
     Subscription,
     Transport,
 )
-from mussikon.ports.undecodable import skip_undecodable
 from mussikon.wire import EventCodec
 
 log = logging.getLogger("mussikon.bus")

@@ -8,11 +8,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from mussikon.application.projections import Projection, View
+from mussikon.followers.leases import Lease
+from mussikon.followers.polling import PollLoop, wait_until
+from mussikon.followers.undecodable import skip_undecodable
 from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore, UndecodableEventError
-from mussikon.ports.leases import Lease
-from mussikon.ports.polling import PollLoop, wait_until
-from mussikon.ports.undecodable import skip_undecodable
 
 LEASE_SECONDS = 10.0
 """How long a runner that stopped renewing its lease on a projection keeps the others out."""

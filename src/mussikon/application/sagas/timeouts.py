@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from mussikon.followers.leases import Lease
+from mussikon.followers.polling import PollLoop, wait_until
 from mussikon.ports.clock import Clock
 from mussikon.ports.documents import Document, DocumentStore
-from mussikon.ports.leases import Lease
-from mussikon.ports.polling import PollLoop, wait_until
 
 log = logging.getLogger("mussikon.sagas.timeouts")
 

@@ -25,11 +25,11 @@ from mussikon.adapters.messaging.rabbitmq.connection import BROKER_ERRORS, Broke
 from mussikon.adapters.messaging.rabbitmq.properties import event_properties
 from mussikon.adapters.messaging.rabbitmq.publisher import Outgoing, publish_batch
 from mussikon.adapters.messaging.rabbitmq.topology import Topology
+from mussikon.followers.leases import Lease
+from mussikon.followers.polling import PollLoop
+from mussikon.followers.undecodable import skip_undecodable
 from mussikon.ports.documents import Changes, DocumentStore
 from mussikon.ports.event_store import EventStore, RecordedEvent, StoreError, UndecodableEventError
-from mussikon.ports.leases import Lease
-from mussikon.ports.polling import PollLoop
-from mussikon.ports.undecodable import skip_undecodable
 from mussikon.wire import EventCodec
 
 _RETRYABLE: tuple[type[BaseException], ...] = (*BROKER_ERRORS, StoreError)
