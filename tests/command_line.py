@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,14 +44,33 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30,
-                     interval: float = 0.02) -> None:
-    """Poll `check` until it is true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still not true after {timeout} s: {check}")
-        await asyncio.sleep(interval)
+async def worker_until(reached: Callable[[], Awaitable[bool]], *, cwd: Path,
+                       env: dict[str, str], timeout: float = 30) -> None:
+    """Run `mussikon worker` until `reached()` holds, then stop it with SIGTERM: it must exit
+    0, without a traceback."""
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mussikon", "worker", cwd=cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        await eventually(reached, timeout, interval=0.2)
+        worker.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(worker.communicate(), 30)
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+    assert worker.returncode == 0, err.decode()
+    assert "Traceback" not in err.decode()
+
+
+def prints(text: str, *args: str, cwd: Path, env: dict[str, str]
+           ) -> Callable[[], Awaitable[bool]]:
+    """A check for `eventually`: `mussikon ARGS` prints `text`."""
+    async def check() -> bool:
+        done = await asyncio.to_thread(mussikon, *args, cwd=cwd, env=env)
+        return text in done.stdout
+
+    return check
 
 
 @dataclass

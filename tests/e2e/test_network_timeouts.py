@@ -5,14 +5,19 @@ never answers fails the send or the connection after the configured seconds
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from tests.command_line import SilentServer, environment, eventually, mussikon, one_error_line
+from tests.command_line import (
+    SilentServer,
+    environment,
+    mussikon,
+    one_error_line,
+    prints,
+    worker_until,
+)
+from tests.polling import eventually
 
 from mussikon.adapters.notifications import SmtpNotifier
 from mussikon.adapters.store.memory import InMemoryDocumentStore
@@ -56,23 +61,8 @@ async def test_the_worker_gives_up_on_a_silent_smtp_server_and_dead_letters_the_
         env = environment(store_url=url, smtp_url=f"smtp://127.0.0.1:{smtp.port}",
                           smtp_timeout="0.4", bus_retry_delays="0.01",
                           poll_interval="0.02", poll_max_interval="0.2")
-        worker = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mussikon", "worker", cwd=tmp_path, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            async def dead_lettered() -> bool:
-                listed = await asyncio.to_thread(mussikon, "dlq", "list", cwd=tmp_path,
-                                                 env=environment(store_url=url))
-                return "1 dead letter(s)" in listed.stdout
-
-            await eventually(dead_lettered, 30, interval=0.2)
-            worker.send_signal(signal.SIGTERM)
-            _, err = await asyncio.wait_for(worker.communicate(), 30)
-        finally:
-            if worker.returncode is None:
-                worker.kill()
-                await worker.wait()
-    assert worker.returncode == 0, err.decode()
+        await worker_until(prints("1 dead letter(s)", "dlq", "list", cwd=tmp_path,
+                                  env=environment(store_url=url)), cwd=tmp_path, env=env)
     # Two attempts (one in-process retry), each given up by the client after the timeout.
     assert len(smtp.connections) == 2
     for held in smtp.connections:

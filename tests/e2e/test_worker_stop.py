@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.command_line import SilentServer, environment, eventually, mussikon
+from tests.command_line import SilentServer, environment, mussikon, prints, worker_until
+from tests.polling import eventually
 
 from mussikon.bootstrap import open_app
 from mussikon.config import Settings
@@ -71,21 +72,7 @@ async def test_a_second_signal_stops_the_worker_at_once_and_loses_nothing(
     listed = mussikon("notifications", "list", cwd=tmp_path, env=environment(store_url=url))
     assert listed.returncode == 0, listed.stderr
     assert "0 notification(s)" in listed.stdout
-    env = environment(store_url=url, poll_interval="0.02", poll_max_interval="0.2")
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mussikon", "worker", cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        async def welcomed() -> bool:
-            listed = await asyncio.to_thread(mussikon, "notifications", "list", cwd=tmp_path,
-                                             env=environment(store_url=url))
-            return "ana@example.com" in listed.stdout
-
-        await eventually(welcomed, 30, interval=0.2)
-        worker.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(worker.communicate(), 30)
-    finally:
-        if worker.returncode is None:
-            worker.kill()
-            await worker.wait()
-    assert worker.returncode == 0, err.decode()
+    await worker_until(prints("ana@example.com", "notifications", "list", cwd=tmp_path,
+                              env=environment(store_url=url)),
+                       cwd=tmp_path, env=environment(store_url=url, poll_interval="0.02",
+                                                     poll_max_interval="0.2"))

@@ -15,8 +15,9 @@ import pytest
 
 from mussikon.bootstrap import open_app
 from mussikon.config import Settings
-from tests.command_line import SilentServer, environment, eventually, mussikon
+from tests.command_line import SilentServer, environment, prints, worker_until
 from tests.integration.rabbitmq_kit import BrokerNamespace
+from tests.polling import eventually
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -71,20 +72,6 @@ async def test_a_second_sigint_stops_at_once_and_the_broker_delivers_the_message
     assert "Traceback" not in err.decode()
 
     # The next worker (mail recorded, not sent) gets the unacknowledged message.
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mussikon", "worker", cwd=tmp_path, env=environment(**settings),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        async def welcomed() -> bool:
-            listed = await asyncio.to_thread(mussikon, "notifications", "list", cwd=tmp_path,
-                                             env=environment(store_url=url))
-            return "ana@example.com" in listed.stdout
-
-        await eventually(welcomed, 30, interval=0.2)
-        worker.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(worker.communicate(), 30)
-    finally:
-        if worker.returncode is None:
-            worker.kill()
-            await worker.wait()
-    assert worker.returncode == 0, err.decode()
+    await worker_until(prints("ana@example.com", "notifications", "list", cwd=tmp_path,
+                              env=environment(store_url=url)),
+                       cwd=tmp_path, env=environment(**settings))
