@@ -5,10 +5,12 @@ raises, whatever it raises, a column no Python value can hold) the store raises
 `UndecodableEventError` naming the row's position, stream and version and the reason.
 `read_all` ends its batch before such a row, and raises only when the row comes first, so
 a reader gets every good event before it and then learns where the bad one is
-(`batch_before`).
+(`batch_before`, `until_undecodable`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from mussikon.ports.event_store import RecordedEvent, UndecodableEventError
 from mussikon.wire import WireFormatError
@@ -30,4 +32,16 @@ def batch_before(error: UndecodableEventError, decoded: list[RecordedEvent]
     those events, or, if there are none, `error` raised."""
     if not decoded:
         raise error
+    return decoded
+
+
+def until_undecodable(fill: Callable[[list[RecordedEvent]], object]) -> list[RecordedEvent]:
+    """The events `fill` appends to a list, up to a row it cannot decode: those, or that row's
+    error raised when it comes first (as `read_all` reads, and `read_last` from the newest
+    down)."""
+    decoded: list[RecordedEvent] = []
+    try:
+        fill(decoded)
+    except UndecodableEventError as error:
+        return batch_before(error, decoded)
     return decoded

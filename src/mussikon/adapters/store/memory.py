@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from mussikon.adapters.store.decoding import batch_before, undecodable
+from mussikon.adapters.store.decoding import undecodable, until_undecodable
 from mussikon.adapters.store.document_json import decode_document, encode_document
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.instant import epoch_micros, utc_now
@@ -21,7 +21,6 @@ from mussikon.ports.event_store import (
     EventStore,
     RecordedEvent,
     StreamAppend,
-    UndecodableEventError,
     check_batch,
     refused_batch,
 )
@@ -141,25 +140,14 @@ class InMemoryEventStore(EventStore):
         return [self._decode(r) for r in rows]
 
     async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[RecordedEvent]:
-        out: list[RecordedEvent] = []
-        try:
-            for row in self.rows[max(from_position, 1) - 1 : max(from_position, 1) - 1 + limit]:
-                out.append(self._decode(row))
-        except UndecodableEventError as error:
-            return batch_before(error, out)
-        return out
+        start = max(from_position, 1) - 1
+        rows = self.rows[start:start + limit]
+        return until_undecodable(lambda out: out.extend(map(self._decode, rows)))
 
     async def read_last(self, limit: int, before: int | None = None) -> list[RecordedEvent]:
         end = len(self.rows) if before is None else min(max(before - 1, 0), len(self.rows))
-        newest_first: list[RecordedEvent] = []
-        for row in reversed(self.rows[max(end - limit, 0):end]):
-            try:
-                newest_first.append(self._decode(row))
-            except UndecodableEventError:
-                if newest_first:
-                    break
-                raise
-        return newest_first[::-1]
+        rows = self.rows[max(end - limit, 0):end]
+        return until_undecodable(lambda out: out.extend(map(self._decode, reversed(rows))))[::-1]
 
     async def count_after(self, position: int, limit: int = 1_000_000) -> int:
         return min(max(len(self.rows) - max(position, 0), 0), limit)

@@ -58,7 +58,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from mussikon.adapters.store.decoding import batch_before, undecodable
+from mussikon.adapters.store.decoding import batch_before, undecodable, until_undecodable
 from mussikon.adapters.store.document_json import decode_document, encode_document
 from mussikon.adapters.store.postgres_pool import Connection, ConnectionPool
 from mussikon.config import mask_url
@@ -732,12 +732,7 @@ class PostgresEventStore(EventStore):
     async def read_last(self, limit: int, before: int | None = None) -> list[RecordedEvent]:
         async with self.db.connection("reading the newest events of the global order") as conn:
             rows = await conn.fetch(self._read_last_sql, before, limit)
-        newest_first: list[RecordedEvent] = []
-        try:
-            self._records(rows, newest_first)
-        except UndecodableEventError as error:
-            newest_first = batch_before(error, newest_first)
-        return newest_first[::-1]
+        return until_undecodable(lambda out: self._records(rows, out))[::-1]
 
     async def count_after(self, position: int, limit: int = 1_000_000) -> int:
         async with self.db.connection("counting events of the global order") as conn:

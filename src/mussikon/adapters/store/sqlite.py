@@ -32,7 +32,7 @@ from uuid import UUID
 
 import msgspec
 
-from mussikon.adapters.store.decoding import batch_before, undecodable
+from mussikon.adapters.store.decoding import undecodable, until_undecodable
 from mussikon.adapters.store.document_json import decode_document, encode_document
 from mussikon.adapters.store.group_commit import GroupCommit, is_busy
 from mussikon.domain.events import DomainEvent
@@ -46,7 +46,6 @@ from mussikon.ports.event_store import (
     RecordedEvent,
     StoreUnavailable,
     StreamAppend,
-    UndecodableEventError,
     check_batch,
     refused_batch,
 )
@@ -497,23 +496,14 @@ class SqliteEventStore(EventStore):
         rows = await self.db.run(lambda c: c.execute(
             f"SELECT {_COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?",
             (from_position, limit)).fetchall())
-        out: list[RecordedEvent] = []
-        try:
-            return self._records(rows, out)
-        except UndecodableEventError as error:
-            return batch_before(error, out)
+        return until_undecodable(lambda out: self._records(rows, out))
 
     async def read_last(self, limit: int, before: int | None = None) -> list[RecordedEvent]:
         below = 2**63 - 1 if before is None else before
         rows = await self.db.run(lambda c: c.execute(
             f"SELECT {_COLUMNS} FROM events WHERE position < ? ORDER BY position DESC LIMIT ?",
             (below, limit)).fetchall())
-        newest_first: list[RecordedEvent] = []
-        try:
-            self._records(rows, newest_first)
-        except UndecodableEventError as error:
-            newest_first = batch_before(error, newest_first)
-        return newest_first[::-1]
+        return until_undecodable(lambda out: self._records(rows, out))[::-1]
 
     async def count_after(self, position: int, limit: int = 1_000_000) -> int:
         return int(await self.db.run(lambda c: c.execute(
