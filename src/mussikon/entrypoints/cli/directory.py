@@ -3,6 +3,7 @@ as the projections last left it, a page at a time, ordered by id."""
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Annotated
@@ -90,16 +91,28 @@ def _exact(doc: Document) -> Document:
             for k, v in doc.items()}
 
 
+def _again(name: str, limit: int, *options: tuple[str, str | bool | None]) -> list[str]:
+    """The command line of this listing with its options (a flag: its value True), for the
+    next page."""
+    words = ["mussikon", "directory", name]
+    for option, value in options:
+        if value is True:
+            words.append(option)
+        elif isinstance(value, str):
+            words.extend((option, value))
+    return [*words, "--limit", str(limit)]
+
+
 def _print(name: str, items: Sequence[Document], next_after: str | None, json_: bool,
            columns: Sequence[str], row: Callable[[Document], Sequence[object]],
-           ids: Sequence[str]) -> None:
+           ids: Sequence[str], again: list[str]) -> None:
     if json_:
         print_json({name: [_exact(doc) for doc in items], "next_after": next_after})
         return
     out = console_for_output()
     print_table(out, f"{len(items)} {name}", columns, (row(doc) for doc in items), ids=ids)
     if next_after is not None:
-        out.print(plain(f"more: the same command with --after {next_after}"))
+        out.print(plain(f"more: {shlex.join([*again, '--after', next_after])}"))
 
 
 def _cell(value: object) -> object:
@@ -143,7 +156,8 @@ def directory_musicians(
                lambda d: (d["musician_id"], d["name"], ", ".join(d["genres"]), d["location"],
                           d.get("applications", 0), d.get("contracts", 0),
                           d.get("registered_at", "")),
-               ids=("id",))
+               ids=("id",),
+               again=_again("musicians", limit, ("--genre", genre), ("--location", location)))
 
     run(go)
 
@@ -169,7 +183,8 @@ def directory_gigs(
                ("id", "title", "organizer", "date", "location", "genre", "budget", "status"),
                lambda d: (d["gig_id"], d["title"], d["organizer_id"], d["event_date"],
                           d["location"], d["genre"], d["budget"], d["status"]),
-               ids=("id", "organizer"))
+               ids=("id", "organizer"),
+               again=_again("gigs", limit, ("--all", not open_only), ("--organizer", organizer)))
 
     run(go)
 
@@ -198,7 +213,8 @@ def directory_applications(
                lambda d: (d["application_id"], d["gig_id"], d["musician_id"],
                           d["proposed_fee"], _cell(d.get("agreed_fee")), d["status"],
                           d.get("reason", "")),
-               ids=("id", "gig", "musician"))
+               ids=("id", "gig", "musician"),
+               again=_again("applications", limit, ("--gig", gig), ("--musician", musician)))
 
     run(go)
 
@@ -233,6 +249,8 @@ def directory_contracts(
                 "reason"),
                lambda d: (d["contract_id"], d["gig_id"], d["musician_id"], d["organizer_id"],
                           d["amount"], d["event_date"], d["status"], d.get("reason", "")),
-               ids=("id", "gig", "musician", "organizer"))
+               ids=("id", "gig", "musician", "organizer"),
+               again=_again("contracts", limit, ("--status", status), ("--musician", musician),
+                            ("--organizer", organizer)))
 
     run(go)
