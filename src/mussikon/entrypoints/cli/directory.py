@@ -57,18 +57,19 @@ CONTRACT_STATUSES = tuple(s.value for s in ContractStatus if s is not ContractSt
 Keep = Callable[[Document], bool]
 
 
-async def _page(documents: DocumentStore, collection: str, keep: Keep | None, *, limit: int,
-                after: str, prefix: str = "") -> tuple[list[tuple[str, Document]], bool]:
+async def filtered_page(documents: DocumentStore, collection: str, keep: Keep | None, *,
+                        limit: int, after: str, prefix: str = "", batch: int = BATCH
+                        ) -> tuple[list[tuple[str, Document]], bool]:
     """Up to `limit` documents that `keep` accepts, in key order after the key `after`, and
-    whether there are more: the store is read a batch at a time, never whole."""
+    whether there are more: the store is read `batch` documents at a time, never whole."""
     found: list[tuple[str, Document]] = []
-    size = limit + 1 if keep is None else max(limit + 1, BATCH)
+    size = limit + 1 if keep is None else max(limit + 1, batch)
     while len(found) <= limit:
-        batch = await documents.scan_page(collection, after=after, limit=size, prefix=prefix)
-        found.extend(item for item in batch if keep is None or keep(item[1]))
-        if len(batch) < size:
+        read = await documents.scan_page(collection, after=after, limit=size, prefix=prefix)
+        found.extend(item for item in read if keep is None or keep(item[1]))
+        if len(read) < size:
             break
-        after = batch[-1][0]
+        after = read[-1][0]
     return found[:limit], len(found) > limit
 
 
@@ -134,9 +135,9 @@ def directory_musicians(
             if genre is not None and location is not None:
                 # The matching index holds exactly these musicians, keyed by prefix + id.
                 prefix = matching_prefix(genre, location)
-                entries, more = await _page(documents, MATCHING_INDEX, None, limit=limit,
-                                            after=prefix + after if after else "",
-                                            prefix=prefix)
+                entries, more = await filtered_page(
+                    documents, MATCHING_INDEX, None, limit=limit,
+                    after=prefix + after if after else "", prefix=prefix)
                 found = [await documents.get(PROFILES, key[len(prefix):])
                          for key, _ in entries]
                 musicians = [doc for doc in found if doc is not None]
@@ -147,7 +148,8 @@ def directory_musicians(
                             and (location is None
                                  or _folded(location) == _folded(doc["location"])))
 
-                page, more = await _page(documents, PROFILES, keep, limit=limit, after=after)
+                page, more = await filtered_page(documents, PROFILES, keep, limit=limit,
+                                                 after=after)
                 musicians = [doc for _, doc in page]
                 last = page[-1][0] if page else ""
         _print("musicians", musicians, last if more else None, json_,
@@ -178,7 +180,7 @@ def directory_gigs(
                 return ((not open_only or doc["status"] == "Open")
                         and (organizer_id is None or doc["organizer_id"] == organizer_id))
 
-            page, more = await _page(documents, GIGS, keep, limit=limit, after=after)
+            page, more = await filtered_page(documents, GIGS, keep, limit=limit, after=after)
         _print("gigs", [doc for _, doc in page], page[-1][0] if more else None, json_,
                ("id", "title", "organizer", "date", "location", "genre", "budget", "status"),
                lambda d: (d["gig_id"], d["title"], d["organizer_id"], d["event_date"],
@@ -207,7 +209,8 @@ def directory_applications(
                 return ((gig_id is None or doc["gig_id"] == gig_id)
                         and (musician_id is None or doc["musician_id"] == musician_id))
 
-            page, more = await _page(documents, APPLICATIONS, keep, limit=limit, after=after)
+            page, more = await filtered_page(documents, APPLICATIONS, keep, limit=limit,
+                                             after=after)
         _print("applications", [doc for _, doc in page], page[-1][0] if more else None, json_,
                ("id", "gig", "musician", "proposed fee", "agreed fee", "status", "reason"),
                lambda d: (d["application_id"], d["gig_id"], d["musician_id"],
@@ -243,7 +246,7 @@ def directory_contracts(
                         and (musician_id is None or doc["musician_id"] == musician_id)
                         and (organizer_id is None or doc["organizer_id"] == organizer_id))
 
-            page, more = await _page(documents, CONTRACTS, keep, limit=limit, after=after)
+            page, more = await filtered_page(documents, CONTRACTS, keep, limit=limit, after=after)
         _print("contracts", [doc for _, doc in page], page[-1][0] if more else None, json_,
                ("id", "gig", "musician", "organizer", "amount", "event date", "status",
                 "reason"),
