@@ -237,7 +237,25 @@ def test_analytics_counts_and_exact_amounts(filled: Filled) -> None:
         assert text in table
 
 
+def test_an_id_or_its_start_shows_that_one_alone(filled: Filled) -> None:
+    gig = filled.gigs["bolero"]
+    shown = document("directory", "gigs", gig[:9], store=filled.store)
+    assert shown["gig_id"] == gig and shown["status"] == "Closed"
+    assert shown["budget"] == "1500.00"
+    evil = filled.musicians[EVIL_NAME]
+    table = output("directory", "musicians", evil, "--genre", "Tango", store=filled.store)
+    assert f"musician {evil}" in table
+    assert EVIL_NAME in table and "Jazz" in table and "Cali" in table
+    contract = filled.contracts["Ana-jazz"]
+    assert document("directory", "contracts", contract, store=filled.store)["status"] == "Paid"
+    application = filled.applications["Luis-jazz"]
+    assert document("directory", "applications", application[:12],
+                    store=filled.store)["reason"] == "another act"
+
+
 @pytest.mark.parametrize("args, names", [
+    (("directory", "gigs", "not-a-gig"), "no gig 'not-a-gig'"),
+    (("directory", "musicians", "0000", "--json"), "'0000' names 2 musicians"),
     (("directory", "contracts", "--status", "lost"), "--status 'lost'"),
     (("directory", "applications", "--musician", "no-such-id"), "no musician 'no-such-id'"),
     (("directory", "gigs", "--organizer", ""), "no organizer ''"),

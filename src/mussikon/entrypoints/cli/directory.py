@@ -37,6 +37,9 @@ directory_app = typer.Typer(
     help="The directory read model: musicians, gigs, applications and contracts.",
     no_args_is_help=True)
 
+IdArgument = Annotated[str | None, typer.Argument(
+    help="Show this one alone, whatever the filters: an id, or the start of one that names "
+         "only one.", show_default=False)]
 LimitOption = Annotated[int, limit_option(50)]
 AfterOption = Annotated[str, typer.Option(
     "--after", help="The page after this id (the last one of the page before).")]
@@ -120,17 +123,36 @@ def _cell(value: object) -> object:
     return "" if value is None else value
 
 
+async def _show(documents: DocumentStore, collection: str, given: str, what: str,
+                json_: bool) -> None:
+    """One document, the one `given` names: its fields, or with `--json` the document."""
+    key = await _resolved(documents, collection, given, what)
+    doc = None if key is None else await documents.get(collection, key)
+    if doc is None:
+        raise CommandFailed(f"no {what} {given!r}")
+    if json_:
+        print_json(_exact(doc))
+        return
+    print_table(console_for_output(), f"{what} {key}", ("field", "value"),
+                ((name, ", ".join(map(str, value)) if isinstance(value, list) else _cell(value))
+                 for name, value in doc.items()), ids=("value",))
+
+
 @directory_app.command("musicians")
 def directory_musicians(
+        one: IdArgument = None,
         genre: Annotated[str | None, typer.Option(
             "--genre", help="Only musicians who play this genre (any case).")] = None,
         location: Annotated[str | None, typer.Option(
             "--location", help="Only musicians in this location (any case).")] = None,
         limit: LimitOption = 50, after: AfterOption = "", json_: JsonOption = False) -> None:
     """Musicians' profiles, by id: what they play, where, and how many applications and
-    contracts they have."""
+    contracts they have. With an ID: that musician alone."""
     async def go() -> None:
         async with opened(read_only=True) as application:
+            if one is not None:
+                await _show(application.documents, PROFILES, one, "musician", json_)
+                return
             documents = application.documents
             if genre is not None and location is not None:
                 # The matching index holds exactly these musicians, keyed by prefix + id.
@@ -166,13 +188,17 @@ def directory_musicians(
 
 @directory_app.command("gigs")
 def directory_gigs(
+        one: IdArgument = None,
         open_only: Annotated[bool, typer.Option(
             "--open/--all", help="Only the gigs open to applications, or every gig.")] = True,
         organizer: OrganizerOption = None, limit: LimitOption = 50, after: AfterOption = "",
         json_: JsonOption = False) -> None:
-    """Gigs, by id: the open ones unless `--all`."""
+    """Gigs, by id: the open ones unless `--all`. With an ID: that gig alone."""
     async def go() -> None:
         async with opened(read_only=True) as application:
+            if one is not None:
+                await _show(application.documents, GIGS, one, "gig", json_)
+                return
             documents = application.documents
             organizer_id = await _resolved(documents, ORGANIZERS, organizer, "organizer")
 
@@ -193,14 +219,19 @@ def directory_gigs(
 
 @directory_app.command("applications")
 def directory_applications(
+        one: IdArgument = None,
         gig: Annotated[str | None, typer.Option(
             "--gig", help="Only applications to this gig (an id, or the start of one that "
                           "names only one).")] = None,
         musician: MusicianOption = None, limit: LimitOption = 50, after: AfterOption = "",
         json_: JsonOption = False) -> None:
-    """Applications to gigs, by id, with their fees and where they stand."""
+    """Applications to gigs, by id, with their fees and where they stand. With an ID: that
+    application alone."""
     async def go() -> None:
         async with opened(read_only=True) as application:
+            if one is not None:
+                await _show(application.documents, APPLICATIONS, one, "application", json_)
+                return
             documents = application.documents
             gig_id = await _resolved(documents, GIGS, gig, "gig")
             musician_id = await _resolved(documents, PROFILES, musician, "musician")
@@ -224,12 +255,14 @@ def directory_applications(
 
 @directory_app.command("contracts")
 def directory_contracts(
+        one: IdArgument = None,
         status: Annotated[str | None, typer.Option(
             "--status", help=f"Only contracts in this status: {', '.join(CONTRACT_STATUSES)} "
                              "(any case).")] = None,
         musician: MusicianOption = None, organizer: OrganizerOption = None,
         limit: LimitOption = 50, after: AfterOption = "", json_: JsonOption = False) -> None:
-    """Contracts, by id: who, for which gig, how much, and where they stand."""
+    """Contracts, by id: who, for which gig, how much, and where they stand. With an ID: that
+    contract alone."""
     async def go() -> None:
         wanted = None if status is None else next(
             (s for s in CONTRACT_STATUSES if _folded(s) == _folded(status)), "")
@@ -237,6 +270,9 @@ def directory_contracts(
             raise CommandFailed(f"--status {status!r}: give one of "
                                 f"{', '.join(CONTRACT_STATUSES)}")
         async with opened(read_only=True) as application:
+            if one is not None:
+                await _show(application.documents, CONTRACTS, one, "contract", json_)
+                return
             documents = application.documents
             musician_id = await _resolved(documents, PROFILES, musician, "musician")
             organizer_id = await _resolved(documents, ORGANIZERS, organizer, "organizer")
