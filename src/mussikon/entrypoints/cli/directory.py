@@ -39,7 +39,7 @@ directory_app = typer.Typer(
 
 IdArgument = Annotated[str | None, typer.Argument(
     help="Show this one alone, whatever the filters: an id, or the start of one that names "
-         "only one.", show_default=False)]
+         "only one.", metavar="ID", show_default=False)]
 LimitOption = Annotated[int, limit_option(50)]
 AfterOption = Annotated[str, typer.Option(
     "--after", help="The page after this id (the last one of the page before).")]
