@@ -115,3 +115,23 @@ async def test_a_lease_belongs_to_one_owner_until_it_expires(docs: DocumentStore
     assert not await docs.try_lease("relay", "A", 0.2)
     await asyncio.sleep(0.35)
     assert await docs.try_lease("relay", "A", 0.2)  # B's lease expired
+
+
+async def test_scan_page_reads_a_collection_in_key_order_a_page_at_a_time(
+        docs: DocumentStore) -> None:
+    keys = ["b-2", "a_1", "a%1", "a-2", "a-10", "B-1", "é-1", "a-1|x"]
+    await docs.commit(putting(*(("c", k, {"k": k}) for k in keys), ("d", "a-1", {"k": "x"})))
+    pages, after = [], ""
+    while page := await docs.scan_page("c", after=after, limit=3):
+        assert len(page) <= 3
+        pages.append(page)
+        after = page[-1][0]
+    assert [len(p) for p in pages] == [3, 3, 2]
+    assert [item for p in pages for item in p] == await docs.scan("c")
+    assert [k for k, _ in await docs.scan_page("c", after="a-10", limit=2)] == ["a-1|x", "a-2"]
+    assert await docs.scan_page("c", prefix="a-", limit=10) == await docs.scan("c", "a-")
+    assert [k for k, _ in await docs.scan_page("c", prefix="a-", after="a-10", limit=1)] == [
+        "a-1|x"]
+    assert [k for k, _ in await docs.scan_page("c", prefix="a_", limit=5)] == ["a_1"]
+    assert await docs.scan_page("c", after="é-1", limit=5) == []
+    assert await docs.scan_page("empty", limit=5) == []

@@ -76,3 +76,10 @@ class DocumentStore(abc.ABC):
     @abc.abstractmethod
     async def has_seen(self, consumer: str, message_id: str) -> bool:
         """True if the consumer's inbox holds this message id."""
+
+    @abc.abstractmethod
+    async def scan_page(self, collection: str, *, after: str = "", limit: int,
+                        prefix: str = "") -> list[tuple[str, Document]]:
+        """At most `limit` documents of a collection whose key starts with `prefix` and comes
+        after `after` (`""`: from the first), ordered by key (by code point): a page of
+        `scan`, the next page after the last key of this one."""

@@ -231,3 +231,9 @@ class InMemoryDocumentStore(DocumentStore):
 
     async def has_seen(self, consumer: str, message_id: str) -> bool:
         return (consumer, message_id) in self._inbox
+
+    async def scan_page(self, collection: str, *, after: str = "", limit: int,
+                        prefix: str = "") -> list[tuple[str, Document]]:
+        keys = sorted(k for c, k in self._docs
+                      if c == collection and k > after and k.startswith(prefix))[:limit]
+        return [(k, decode_document(self._docs[(collection, k)])) for k in keys]

@@ -841,6 +841,16 @@ class PostgresDocumentStore(DocumentStore):
         async with self.db.connection(f"reading inbox of {consumer!r}") as conn:
             return await conn.fetchval(self._seen_sql, consumer, message_id) is not None
 
+    async def scan_page(self, collection: str, *, after: str = "", limit: int,
+                        prefix: str = "") -> list[tuple[str, Document]]:
+        s = self.db.table_prefix
+        async with self.db.connection(f"scanning collection {collection!r}") as conn:
+            rows = await conn.fetch(
+                f"SELECT key, body FROM {s}.documents WHERE collection = $1 AND key > $2"
+                " AND starts_with(key, $3) ORDER BY key LIMIT $4",
+                collection, after, prefix, limit)
+        return [(key, decode_document(body)) for key, body in rows]
+
 
 async def open_postgres(url: str, schema: str = DEFAULT_SCHEMA, pool_size: int = 10,
                         codec: EventCodec | None = None, *, read_only: bool = False

@@ -625,3 +625,11 @@ class SqliteDocumentStore(DocumentStore):
             "SELECT 1 FROM inbox WHERE consumer = ? AND message_id = ?",
             (consumer, message_id)).fetchone())
         return row is not None
+
+    async def scan_page(self, collection: str, *, after: str = "", limit: int,
+                        prefix: str = "") -> list[tuple[str, Document]]:
+        rows = await self.db.run(lambda c: c.execute(
+            "SELECT key, body FROM documents WHERE collection = ? AND key > ?"
+            " AND substr(key, 1, ?) = ? ORDER BY key LIMIT ?",
+            (collection, after, len(prefix), prefix, limit)).fetchall())
+        return [(k, decode_document(b)) for k, b in rows]

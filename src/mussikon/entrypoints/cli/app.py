@@ -12,9 +12,11 @@ from typing import Annotated
 import typer
 
 from mussikon.config import LOG_LEVELS
+from mussikon.entrypoints.cli.analytics import analytics
 from mussikon.entrypoints.cli.common import error_line, options, print_error
 from mussikon.entrypoints.cli.db import db_app
 from mussikon.entrypoints.cli.demo import demo
+from mussikon.entrypoints.cli.directory import directory_app
 from mussikon.entrypoints.cli.dlq import dlq_app
 from mussikon.entrypoints.cli.events import events_app
 from mussikon.entrypoints.cli.notifications import notifications_app
@@ -34,6 +36,8 @@ app.add_typer(projections_app, name="projections")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(db_app, name="db")
 app.add_typer(sagas_app, name="sagas")
+app.add_typer(directory_app, name="directory")
+app.command()(analytics)
 
 
 def _print_version(asked: bool) -> None:
