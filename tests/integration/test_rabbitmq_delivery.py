@@ -147,7 +147,8 @@ async def test_a_message_published_by_the_dotnet_service_is_handled(
         broker: BrokerNamespace) -> None:
     documents = InMemoryDocumentStore()
     recorder = Recorder()
-    transport = broker.transport(documents=documents, relay=False)
+    # with a relay, which passes the recorded event by (wait_idle waits for it to)
+    transport = broker.transport(documents=documents)
     await transport.start([recorder.subscription(
         "applications", ["MusicianApplicationSubmittedEvent"], documents)])
     message_id = await asyncio.to_thread(
@@ -168,7 +169,9 @@ async def test_a_message_published_by_the_dotnet_service_is_handled(
     assert event.proposed_fee == Decimal("1200.50")
     assert event.message == "Trío de jazz con repertorio de standards y bolero."
     assert event.correlation_id is None and event.causation_id is None
-    assert envelope.position is None
+    # recorded in the store before any handler ran, as another service's event
+    [stored] = await transport.store.read_all()
+    assert (stored.event, stored.origin, envelope.position) == (event, "rabbitmq", 1)
 
     # The .NET service publishing the same event again (a new GUID) has no second effect.
     await asyncio.to_thread(
