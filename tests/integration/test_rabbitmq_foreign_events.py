@@ -1,7 +1,8 @@
 """Events another MussikOn service publishes, with pika playing the .NET service (PascalCase
 JSON from tests/golden/, a new GUID as `message_id` on every publish, headers `EventType` and
-`Version`): recorded once in our store with origin `rabbitmq`, handled like our own, one
-effect however often they come, and never published back to the events exchange."""
+`Version`), on SQLite and on PostgreSQL: recorded once in our store with origin `rabbitmq`,
+handled like our own, one effect however often they come, and never published back to the
+events exchange."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from mussikon.adapters.clock import OffsetClock
@@ -56,11 +58,18 @@ class Bus:
         return (await channel.queue_declare(self.spy, passive=True)).message_count or 0
 
 
-@pytest.fixture
-async def bus(rabbitmq_url: str, unique_name: str, tmp_path: Path) -> AsyncIterator[Bus]:
-    app = await open_app(Settings(store_url=f"sqlite:///{tmp_path / 'foreign.db'}",
-                                  sqlite_synchronous="NORMAL", poll_interval=0.01,
-                                  poll_max_interval=0.1), OffsetClock())
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def bus(request: pytest.FixtureRequest, rabbitmq_url: str, unique_name: str,
+              tmp_path: Path) -> AsyncIterator[Bus]:
+    """The application on SQLite or PostgreSQL (a schema of its own, dropped afterwards)."""
+    settings = Settings(poll_interval=0.01, poll_max_interval=0.1)
+    if request.param == "sqlite":
+        settings = settings.model_copy(update={
+            "store_url": f"sqlite:///{tmp_path / 'foreign.db'}", "sqlite_synchronous": "NORMAL"})
+    else:
+        settings = settings.model_copy(update={
+            "store_url": request.getfixturevalue("postgres_url"), "postgres_schema": unique_name})
+    app = await open_app(settings, OffsetClock())
     namespace = BrokerNamespace(rabbitmq_url, f"{unique_name}.")
     transport = namespace.transport(app.store, app.documents, queue_type="classic")
     app.transport = transport
@@ -76,6 +85,10 @@ async def bus(rabbitmq_url: str, unique_name: str, tmp_path: Path) -> AsyncItera
         channel = await namespace.channel()
         await channel.queue_delete(spy)
         await namespace.cleanup()
+        if request.param == "postgres":
+            admin = await asyncpg.connect(settings.store_url)
+            await admin.execute(f'DROP SCHEMA IF EXISTS "{unique_name}" CASCADE')
+            await admin.close()
 
 
 async def welcome_emails(app: App) -> int:
