@@ -563,3 +563,92 @@ async def test_racing_batches_over_one_stream_have_one_winner(stores: StoresUnde
     assert await stores.events.stream_version("shared") == 2
     own = [await stores.events.stream_version(f"own-{n}") for n in range(1, 9)]
     assert sorted(own) == [0] * 7 + [1]
+
+
+# --- events from other services -----------------------------------------------------------
+
+
+async def test_a_foreign_event_is_recorded_at_the_end_of_its_stream_with_its_origin(
+        stores: StoresUnderTest) -> None:
+    foreign = registered(1, correlation_id=uuid4(), causation_id=uuid4())
+    recorded = await stores.events.record_foreign(foreign, "rabbitmq")
+    assert (recorded.stream_id, recorded.version, recorded.origin) == \
+        (foreign.stream_id, 1, "rabbitmq")
+    assert recorded.event == foreign
+    assert (recorded.event.occurred_at, recorded.event.correlation_id,
+            recorded.event.causation_id) == (foreign.occurred_at, foreign.correlation_id,
+                                             foreign.causation_id)
+    assert recorded.position == await stores.events.head_position()
+    # ours, appended to that stream afterwards, continue its versions
+    assert await stores.events.append(foreign.stream_id, [registered(2)], 1) == 2
+    assert [(r.version, r.origin) for r in await stores.events.read_stream(foreign.stream_id)] \
+        == [(1, "rabbitmq"), (2, "")]
+
+
+async def test_a_foreign_event_is_recorded_once_however_often(stores: StoresUnderTest) -> None:
+    foreign = registered(1)
+    first = await stores.events.record_foreign(foreign, "rabbitmq")
+    again = [await stores.events.record_foreign(foreign, "rabbitmq") for _ in range(3)]
+    assert again == [first] * 3
+    assert await stores.events.record_foreign(foreign, "elsewhere") == first
+    assert ids(await read_everything(stores)) == [foreign.id]
+    assert await stores.events.stream_version(foreign.stream_id) == 1
+
+
+async def test_racing_records_of_one_foreign_event_write_it_once(
+        stores: StoresUnderTest) -> None:
+    foreign = [registered(n) for n in range(4)]
+    same_stream = [dataclasses.replace(registered(0), id=uuid4()) for _ in range(3)]
+    results = await asyncio.gather(*(stores.events.record_foreign(e, "rabbitmq")
+                                     for e in foreign * 4 + same_stream))
+    for event in foreign:
+        assert len({r for r in results if r.event.id == event.id}) == 1
+    everything = await read_everything(stores)
+    assert sorted(ids(everything)) == sorted(e.id for e in foreign + same_stream)
+    assert [r.version for r in await stores.events.read_stream(foreign[0].stream_id)] == \
+        [1, 2, 3, 4]
+
+
+async def test_recording_one_of_our_own_events_as_foreign_changes_nothing(
+        stores: StoresUnderTest) -> None:
+    ours = registered(1)
+    await stores.events.append("elsewhere", [ours], NO_STREAM)
+    recorded = await stores.events.record_foreign(ours, "rabbitmq")
+    assert (recorded.stream_id, recorded.version, recorded.origin) == ("elsewhere", 1, "")
+    assert ids(await read_everything(stores)) == [ours.id]
+    assert await stores.events.stream_version(ours.stream_id) == 0
+
+
+async def test_a_foreign_event_needs_an_origin(stores: StoresUnderTest) -> None:
+    with pytest.raises(ValueError, match="origin"):
+        await stores.events.record_foreign(registered(1), "")
+    assert await stores.events.head_position() == 0
+
+
+async def test_the_origin_survives_every_read(stores: StoresUnderTest) -> None:
+    ours, foreign = created(1), registered(1)
+    await stores.events.append(ours.stream_id, [ours], NO_STREAM)
+    await stores.events.record_foreign(foreign, "rabbitmq")
+    await stores.settle()
+    expected = [(ours.id, ""), (foreign.id, "rabbitmq")]
+
+    def origins(records: list[RecordedEvent]) -> list[tuple[Any, str]]:
+        return [(r.event.id, r.origin) for r in records]
+
+    assert origins(await stores.events.read_all()) == expected
+    assert origins(await stores.events.read_last(10)) == expected
+    assert origins(await stores.events.read_stream(foreign.stream_id)) == expected[1:]
+    assert origins(await stores.events.read_by_type(foreign.event_type)) == expected[1:]
+    assert origins(await stores.events.read_by_type(ours.event_type)) == expected[:1]
+    found = [await stores.events.find_event(e.id) for e in (ours, foreign)]
+    assert origins([f for f in found if f is not None]) == expected
+
+
+async def test_find_event_finds_an_event_by_its_id(stores: StoresUnderTest) -> None:
+    first, second = registered(1), registered(2)
+    await stores.events.append("s", [first, second], NO_STREAM)
+    found = await stores.events.find_event(second.id)
+    assert found is not None
+    assert (found.stream_id, found.version, found.event) == ("s", 2, second)
+    assert found == (await stores.events.read_stream("s", 2))[0]
+    assert await stores.events.find_event(uuid4()) is None

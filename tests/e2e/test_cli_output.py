@@ -263,6 +263,27 @@ def test_by_type_and_stream_page_and_keep_their_one_line_errors(tmp_path: Path) 
         == "error: no stream 'gig-nowhere'\n"
 
 
+def test_events_commands_show_where_each_event_came_from(tmp_path: Path) -> None:
+    store = tmp_path / "origins.db"
+    ours, foreign = registrations(1, "ours")[0], registrations(1, "foreign")[0]
+
+    async def fill() -> None:
+        async with opened(store) as app:
+            await app.store.append(ours.stream_id, [ours], NO_STREAM)
+            await app.store.record_foreign(foreign, "rabbitmq")
+
+    asyncio.run(fill())
+    expected = {str(ours.id): "", str(foreign.id): "rabbitmq"}
+    for command in (("events", "tail"), ("events", "by-type", "MusicianRegisteredEvent")):
+        assert {e["event_id"]: e["origin"] for e in json_of(*command, store=store)} == expected
+        assert "origin" in succeeded(*command, store=store)
+    [shown] = json_of("events", "stream", foreign.stream_id, store=store)
+    assert shown["origin"] == "rabbitmq"
+    table = succeeded("events", "stream", foreign.stream_id, store=store)
+    assert "origin" in table and "rabbitmq" in table
+    assert "rabbitmq" not in succeeded("events", "stream", ours.stream_id, store=store)
+
+
 # --- notifications -------------------------------------------------------------------------
 
 

@@ -307,7 +307,8 @@ async def test_events_stored_before_has_ticks_existed_are_marked_by_the_migratio
     await server.events.append("s", [plain], NO_STREAM)
     await server.events.append("s", [ticked], 1)
     s = f'"{server.schema}"'
-    await server.admin.execute(f"ALTER TABLE {s}.events DROP COLUMN has_ticks;"
+    await server.admin.execute(f"ALTER TABLE {s}.events DROP COLUMN has_ticks,"
+                               " DROP COLUMN origin;"
                                f" DELETE FROM {s}.schema_version WHERE version >= 2")
     assert await migrate(server.url, server.schema) >= 2
     marks = await server.admin.fetch(f"SELECT has_ticks FROM {s}.events ORDER BY version")
@@ -515,3 +516,20 @@ async def test_the_committed_position_is_ahead_of_what_readers_see_behind_an_ope
         assert await store.head_position() == committed
     finally:
         await blocker.close()
+
+
+async def test_events_stored_before_the_origin_column_are_ours(server: Server) -> None:
+    """Migration 3 adds `origin`: the events stored before read as ours."""
+    ours = registered("ours")
+    await server.events.append("s", [ours], NO_STREAM)
+    s = f'"{server.schema}"'
+    await server.admin.execute(f"ALTER TABLE {s}.events DROP COLUMN origin;"
+                               f" DELETE FROM {s}.schema_version WHERE version >= 3")
+    assert await migrate(server.url, server.schema) >= 3
+    store, _ = await open_postgres(server.url, server.schema, pool_size=1)
+    try:
+        assert [(r.event, r.origin) for r in await store.read_all()] == [(ours, "")]
+        foreign = registered("foreign")
+        assert (await store.record_foreign(foreign, "rabbitmq")).origin == "rabbitmq"
+    finally:
+        await store.close()

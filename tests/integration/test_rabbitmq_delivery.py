@@ -147,7 +147,8 @@ async def test_a_message_published_by_the_dotnet_service_is_handled(
         broker: BrokerNamespace) -> None:
     documents = InMemoryDocumentStore()
     recorder = Recorder()
-    transport = broker.transport(documents=documents, relay=False)
+    # with a relay, which passes the recorded event by (wait_idle waits for it to)
+    transport = broker.transport(documents=documents)
     await transport.start([recorder.subscription(
         "applications", ["MusicianApplicationSubmittedEvent"], documents)])
     message_id = await asyncio.to_thread(
@@ -168,7 +169,9 @@ async def test_a_message_published_by_the_dotnet_service_is_handled(
     assert event.proposed_fee == Decimal("1200.50")
     assert event.message == "Trío de jazz con repertorio de standards y bolero."
     assert event.correlation_id is None and event.causation_id is None
-    assert envelope.position is None
+    # recorded in the store before any handler ran, as another service's event
+    [stored] = await transport.store.read_all()
+    assert (stored.event, stored.origin, envelope.position) == (event, "rabbitmq", 1)
 
     # The .NET service publishing the same event again (a new GUID) has no second effect.
     await asyncio.to_thread(
@@ -213,3 +216,31 @@ async def test_the_relay_skips_an_undecodable_row_records_why_and_publishes_what
             skipped["version"]) == ("relay", 2, "musician-old", 1)
     assert "KeyError: 'Instruments'" in skipped["reason"]
     assert any("relay skips the event at position 2" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_relay_never_publishes_an_event_another_service_published(
+        broker: BrokerNamespace) -> None:
+    store, documents = InMemoryEventStore(broker.codec), InMemoryDocumentStore()
+    foreign = [sample_event(MusicianRegisteredEvent, n) for n in range(3)]
+    ours = sample_event(MusicianRegisteredEvent, 9)
+    for event in foreign[:2]:
+        await store.record_foreign(event, "rabbitmq")
+    await append(store, [ours])
+    await store.record_foreign(foreign[2], "rabbitmq")
+    transport = broker.transport(store, documents)
+    await transport.start([])  # relay only: what it publishes waits in the queue
+    transport.wake()
+    assert transport.relay is not None
+
+    async def passed_everything() -> bool:
+        assert transport.relay is not None
+        return await transport.relay.position() == 4
+
+    await eventually(passed_everything)
+    _, properties, _ = await asyncio.to_thread(
+        _get_with_pika, broker.url, f"{broker.prefix}musician.registered")
+    assert properties.message_id == str(ours.id)
+    channel = await broker.channel()
+    queue = await channel.queue_declare(f"{broker.prefix}musician.registered", passive=True)
+    assert queue.message_count == 0
+    assert transport.relay.published == 1

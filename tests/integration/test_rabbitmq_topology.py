@@ -147,3 +147,34 @@ async def test_retry_queues_send_messages_back_to_their_queue_after_the_delay(
 
 def test_topology_type_is_importable_from_the_package() -> None:
     assert Topology(["ContractSignedEvent"]).queue_type == "quorum"
+
+
+async def test_both_dotnet_routing_key_styles_reach_the_queue_after_every_declaration(
+        broker: BrokerNamespace) -> None:
+    """`RabbitMQService` publishes with the queue's name, the exercise's `EventBus` with
+    `EventType.ToLower()`: pika publishing both ways fills the same queue."""
+    transport = broker.transport()
+    await transport.start([])
+    await transport.start([])  # declared again: the bindings are still there, once each
+    p = broker.prefix
+    queue = f"{p}musician.registered"
+
+    def publish_both_ways() -> None:
+        connection, channel = pika_channel(broker.url)
+        try:
+            channel.confirm_delivery()
+            for key in ("musician.registered", "musicianregisteredevent"):
+                channel.basic_publish(f"{p}mussikon.events", key, key.encode(),
+                                      mandatory=True)
+        finally:
+            connection.close()
+
+    await asyncio.to_thread(publish_both_ways)
+    channel = await broker.channel()
+
+    async def both_arrived() -> bool:
+        return (await channel.queue_declare(queue, passive=True)).message_count == 2
+
+    await eventually(both_arrived)
+    bodies = {(await channel.basic_get(queue, no_ack=True)).body for _ in range(2)}
+    assert bodies == {b"musician.registered", b"musicianregisteredevent"}

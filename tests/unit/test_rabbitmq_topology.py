@@ -87,8 +87,24 @@ def test_classic_queues_are_declared_as_the_specification_declares_them() -> Non
     topology = Topology(ALL, queue_type="classic")
     by_name = {q.name: q for q in topology.queues()}
     assert by_name["musician.registered"].arguments == {}
-    assert by_name["musician.registered"].bindings == (("mussikon.events",
-                                                        "musician.registered"),)
+    assert by_name["musician.registered"].bindings == (
+        ("mussikon.events", "musician.registered"),
+        ("mussikon.events", "musicianregisteredevent"))
+
+
+@pytest.mark.parametrize("event_type", ALL)
+def test_each_queue_is_bound_by_its_routing_key_and_by_the_event_bus_key(
+        event_type: str) -> None:
+    """The specification's `RabbitMQService` publishes with the queue's name; the exercise's
+    `EventBus` with `EventType.ToLower()`: both reach the queue, on any prefix."""
+    topology = Topology(ALL, prefix="t.")
+    by_name = {q.name: q for q in topology.queues()}
+    key = topology.routing_key(event_type)
+    assert by_name[topology.queue(event_type)].bindings == (
+        ("t.mussikon.events", key), ("t.mussikon.events", event_type.lower()))
+    every_key = [k for q in topology.queues() for _, k in q.bindings if q.name != "t.mussikon.dlq"
+                 and not q.name.startswith("t.mussikon.retry")]
+    assert len(every_key) == len(set(every_key))  # no key reaches two queues
 
 
 def test_quorum_queues_bound_redeliveries_of_a_message_that_kills_its_consumer() -> None:

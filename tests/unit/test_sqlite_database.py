@@ -10,10 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
+from mussikon.adapters.store.sqlite import (
+    MIGRATIONS,
+    SqliteDatabase,
+    SqliteDocumentStore,
+    SqliteEventStore,
+)
 from mussikon.domain.events import MusicianRegisteredEvent
 from mussikon.ports.documents import Changes
 from mussikon.ports.event_store import ANY_VERSION, NO_STREAM, ConcurrencyError
+from mussikon.wire import EventCodec
 
 
 def registered(musician_id: str = "m-1") -> MusicianRegisteredEvent:
@@ -105,5 +111,27 @@ async def test_a_task_running_many_operations_lets_the_others_run(tmp_path: Path
         await store.stream_version("s")
         assert other_ran.is_set()
         await task
+    finally:
+        await db.close()
+
+
+async def test_events_stored_before_the_origin_column_are_ours(tmp_path: Path) -> None:
+    """Migration 2 adds `origin`: an event written by the first schema reads as one of ours."""
+    path = tmp_path / "old.db"
+    event = registered()
+    old = sqlite3.connect(path, isolation_level=None)
+    old.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
+    old.execute("INSERT INTO events (event_id, stream_id, version, event_type, data,"
+                " occurred_at, recorded_at) VALUES (?, 's', 1, ?, ?, 0, 0)",
+                (str(event.id), event.event_type, EventCodec().encode(event).decode()))
+    old.close()
+    db = await SqliteDatabase(str(path)).open()
+    try:
+        assert await db.schema_version() == len(MIGRATIONS)
+        store = SqliteEventStore(db)
+        [record] = await store.read_all()
+        assert (record.event, record.origin) == (event, "")
+        foreign = registered("m-2")
+        assert (await store.record_foreign(foreign, "rabbitmq")).origin == "rabbitmq"
     finally:
         await db.close()

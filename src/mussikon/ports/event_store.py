@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from uuid import UUID
 
 import msgspec
 
@@ -105,6 +106,12 @@ def refused_batch(batch: Sequence[StreamAppend], actual: Mapping[str, int],
     return None
 
 
+def check_origin(origin: str) -> None:
+    """Refuse the origin "" for a foreign event ("" marks the events this service wrote)."""
+    if not origin:
+        raise ValueError("a foreign event needs an origin (where it was received), not ''")
+
+
 class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     """An event as stored: its stream, its version in the stream and its global position.
 
@@ -120,6 +127,9 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     version: int
     event: DomainEvent
     recorded_at: datetime
+    origin: str = ""
+    """"" for an event this service wrote; for an event another service published, where it
+    was received (`rabbitmq`): see `EventStore.record_foreign`."""
 
 
 class EventStore(abc.ABC):
@@ -147,6 +157,21 @@ class EventStore(abc.ABC):
         events already stored in it in the same order, is a no-op that returns the streams'
         versions (an idempotent retry).
         """
+
+    @abc.abstractmethod
+    async def record_foreign(self, event: DomainEvent, origin: str) -> RecordedEvent:
+        """Record an event another service published, exactly once, keyed by its id.
+
+        It is appended at the end of its stream (`event.stream_id`, with no expected version:
+        the service that published it decided it), keeping its id, time, type, body and
+        correlation and causation ids, marked with `origin` (where it was received, not "").
+        If an event with that id is stored already (one of ours, or this one recorded
+        before) nothing is written. Returns the event as stored, either way.
+        """
+
+    @abc.abstractmethod
+    async def find_event(self, event_id: UUID) -> RecordedEvent | None:
+        """The stored event with this id, wherever it is (None if there is none)."""
 
     @abc.abstractmethod
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:

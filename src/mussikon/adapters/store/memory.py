@@ -22,6 +22,7 @@ from mussikon.ports.event_store import (
     RecordedEvent,
     StreamAppend,
     check_batch,
+    check_origin,
     refused_batch,
 )
 from mussikon.wire import EventCodec
@@ -41,6 +42,7 @@ class StoredRow:
     correlation_id: str | None
     causation_id: str | None
     recorded_at: datetime
+    origin: str = ""
 
 
 def _uuid(value: str | None) -> UUID | None:
@@ -55,7 +57,8 @@ def decode_row(codec: EventCodec, row: StoredRow) -> RecordedEvent:
                              causation_id=_uuid(row.causation_id))
     except Exception as exc:
         raise undecodable(row.position, row.stream_id, row.version, exc) from None
-    return RecordedEvent(row.position, row.stream_id, row.version, event, row.recorded_at)
+    return RecordedEvent(row.position, row.stream_id, row.version, event, row.recorded_at,
+                         row.origin)
 
 
 class InMemoryEventStore(EventStore):
@@ -114,6 +117,22 @@ class InMemoryEventStore(EventStore):
                 out.append(version + len(events))
             return out
 
+    async def record_foreign(self, event: DomainEvent, origin: str) -> RecordedEvent:
+        check_origin(origin)
+        async with self._lock:
+            row = self._ids.get(str(event.id))
+            if row is None:
+                stream = self._streams.setdefault(event.stream_id, [])
+                row = self._row(event.stream_id, len(stream) + 1, event, origin)
+                self.rows.append(row)
+                stream.append(row)
+                self._ids[row.event_id] = row
+            return self._decode(row)
+
+    async def find_event(self, event_id: UUID) -> RecordedEvent | None:
+        row = self._ids.get(str(event_id))
+        return None if row is None else self._decode(row)
+
     def _stored_in_order(self, stream_id: str, ids: list[str]) -> bool:
         """True if every id is stored in this stream, at consecutive versions in this order."""
         rows = [self._ids.get(i) for i in ids]
@@ -122,14 +141,15 @@ class InMemoryEventStore(EventStore):
         versions = [r.version for r in rows if r is not None]
         return versions == list(range(versions[0], versions[0] + len(versions)))
 
-    def _row(self, stream_id: str, version: int, event: DomainEvent) -> StoredRow:
+    def _row(self, stream_id: str, version: int, event: DomainEvent,
+             origin: str = "") -> StoredRow:
         return StoredRow(
             position=len(self.rows) + 1, event_id=str(event.id), stream_id=stream_id,
             version=version, event_type=event.event_type, data=self.codec.encode(event),
             occurred_at=epoch_micros(event.occurred_at),
             correlation_id=str(event.correlation_id) if event.correlation_id else None,
             causation_id=str(event.causation_id) if event.causation_id else None,
-            recorded_at=utc_now(),
+            recorded_at=utc_now(), origin=origin,
         )
 
     def _decode(self, row: StoredRow) -> RecordedEvent:

@@ -55,6 +55,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
+from uuid import UUID
 
 import asyncpg
 
@@ -74,6 +75,7 @@ from mussikon.ports.event_store import (
     StreamAppend,
     UndecodableEventError,
     check_batch,
+    check_origin,
     refused_batch,
 )
 from mussikon.wire import EventCodec, may_have_ticks
@@ -187,6 +189,12 @@ MIGRATIONS: tuple[str, ...] = (
     COMMENT ON COLUMN {s}.events.has_ticks IS
         'the data may hold a time with a seventh fraction digit (100 ns), which only the exact'
         ' readers keep';
+    """,
+    # 3: where an event another service published was received ("" for our own events).
+    """
+    ALTER TABLE {s}.events ADD COLUMN origin text NOT NULL DEFAULT '';
+    COMMENT ON COLUMN {s}.events.origin IS
+        'where an event another service published was received (rabbitmq); empty for ours';
     """,
 )
 """Schema versions, applied in order; `schema_version` records which ran. `{s}` is the schema."""
@@ -437,7 +445,7 @@ class PostgresEventStore(EventStore):
         t = f"{db.table_prefix}.events"
         # The recording time as its 8 bytes (see `_decode_rows`)
         columns = ("position, stream_id, version, event_type, data, event_id, correlation_id,"
-                   " causation_id, timestamptz_send(recorded_at), has_ticks")
+                   " causation_id, timestamptz_send(recorded_at), has_ticks, origin")
         insert = (f"INSERT INTO {t} (position, event_id, stream_id, version, event_type, data,"
                   " occurred_at, correlation_id, causation_id, has_ticks)")
         this_transaction = f"(pg_current_xact_id()::text::bigint << {POSITION_BITS})"
@@ -451,6 +459,14 @@ class PostgresEventStore(EventStore):
         self._append_one_sql = (
             f"{insert} SELECT {this_transaction}, $2, $1, $8::integer + 1, $3, $4, $5, $6, $7,"
             f" $9::boolean {at_expected}")
+        # A foreign event at the end of its stream; its id already stored, nothing.
+        self._record_foreign_sql = (
+            f"INSERT INTO {t} (position, event_id, stream_id, version, event_type, data,"
+            " occurred_at, correlation_id, causation_id, has_ticks, origin)"
+            f" SELECT {this_transaction}, $2, $1, (SELECT coalesce(max(version), 0) FROM {t}"
+            " WHERE stream_id = $1) + 1, $3, $4, $5, $6, $7, $8, $9"
+            " ON CONFLICT (event_id) DO NOTHING")
+        self._find_event_sql = f"SELECT {columns} FROM {t} WHERE event_id = $1"
         self._append_batch_sql = (
             f"{insert} SELECT {this_transaction} + e.n - 1, e.id, $1, $8::integer + e.n, e.type,"
             f" e.data, e.occurred_at, e.correlation_id, e.causation_id, $9::boolean FROM {batch}"
@@ -663,7 +679,7 @@ class PostgresEventStore(EventStore):
         last_type: str | None = None
         read = None
         for position, stream_id, version, event_type, data, event_id, correlation, causation, \
-                raw, ticks in rows:
+                raw, ticks, origin in rows:
             try:
                 if raw != last_raw:  # the events of one append share their recording time
                     at = _recorded_at(raw)
@@ -676,8 +692,33 @@ class PostgresEventStore(EventStore):
                                    causation_id=causation)
             except Exception as exc:
                 raise undecodable(position, stream_id, version, exc) from None
-            append(make(position, stream_id, version, event, at))
+            append(make(position, stream_id, version, event, at, origin))
         return out
+
+    async def record_foreign(self, event: DomainEvent, origin: str) -> RecordedEvent:
+        check_origin(origin)
+        body = self.codec.encode(event).decode()
+        doing = f"recording event {event.id} from {origin}; retrying it is safe"
+        async with self.db.connection(doing) as conn:
+            # Losing the race for the stream's next version to another writer: try again at
+            # the new end. Losing it to this very event (recorded meanwhile): nothing to do.
+            while True:
+                try:
+                    await conn.execute(
+                        self._record_foreign_sql, event.stream_id, event.id, event.event_type,
+                        body, event.occurred_at, event.correlation_id, event.causation_id,
+                        may_have_ticks(body), origin)
+                    break
+                except asyncpg.UniqueViolationError as exc:
+                    if exc.constraint_name != "events_stream_version":
+                        raise
+            rows = await conn.fetch(self._find_event_sql, event.id)
+        return self._records(rows)[0]
+
+    async def find_event(self, event_id: UUID) -> RecordedEvent | None:
+        async with self.db.connection(f"finding event {event_id}") as conn:
+            rows = await conn.fetch(self._find_event_sql, event_id)
+        return self._records(rows)[0] if rows else None
 
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
         async with self.db.connection(f"reading stream {stream_id!r}") as conn:

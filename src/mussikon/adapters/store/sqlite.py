@@ -47,6 +47,7 @@ from mussikon.ports.event_store import (
     StoreUnavailable,
     StreamAppend,
     check_batch,
+    check_origin,
     refused_batch,
 )
 from mussikon.wire import EventCodec
@@ -85,6 +86,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL)
         WITHOUT ROWID;
     """,
+    # 2: where an event another service published was received ("" for our own events).
+    """
+    ALTER TABLE events ADD COLUMN origin TEXT NOT NULL DEFAULT ''
+    """,
 )
 """Schema versions, applied in order; `PRAGMA user_version` records how many ran."""
 
@@ -98,11 +103,18 @@ _INSERT_IF_AT = (
     " WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?) = ?"
 )
 """One event, written only if its stream is at the expected version: one statement, atomic."""
+_RECORD_FOREIGN = (
+    "INSERT INTO events (event_id, stream_id, version, event_type, data, occurred_at,"
+    " correlation_id, causation_id, recorded_at, origin) SELECT ?, ?, coalesce(max(version), 0)"
+    " + 1, ?,?,?,?,?,?,? FROM events WHERE stream_id = ? ON CONFLICT (event_id) DO NOTHING"
+)
+"""A foreign event at the end of its stream, unless its id is stored: one statement, atomic."""
 _STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?"
 _COLUMNS = ("position, stream_id, version, event_type, data, correlation_id, causation_id,"
-            " recorded_at")
+            " recorded_at, origin")
 _READ_STREAM = (f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND version >= ?"
                 " ORDER BY version")
+_FIND_EVENT = f"SELECT {_COLUMNS} FROM events WHERE event_id = ?"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -474,7 +486,8 @@ class SqliteEventStore(EventStore):
             out = []
         append = out.append
         make = RecordedEvent
-        for position, stream_id, version, event_type, data, correlation, causation, at in rows:
+        for position, stream_id, version, event_type, data, correlation, causation, at, origin \
+                in rows:
             try:
                 event = decode(data, event_type,
                                correlation_id=UUID(correlation) if correlation else None,
@@ -484,8 +497,26 @@ class SqliteEventStore(EventStore):
                     when = recorded_at[at] = _from_micros(at)
             except Exception as exc:
                 raise undecodable(position, stream_id, version, exc) from None
-            append(make(position, stream_id, version, event, when))
+            append(make(position, stream_id, version, event, when, origin))
         return out
+
+    async def record_foreign(self, event: DomainEvent, origin: str) -> RecordedEvent:
+        check_origin(origin)
+        stream_id = event.stream_id
+        row = (str(event.id), stream_id, event.event_type, self.codec.encode(event).decode(),
+               _micros(event.occurred_at),
+               None if event.correlation_id is None else str(event.correlation_id),
+               None if event.causation_id is None else str(event.causation_id),
+               _now_micros(), origin, stream_id)
+        await self.db.write(lambda c: c.execute(_RECORD_FOREIGN, row), one_statement=True)
+        stored = await self.find_event(event.id)
+        assert stored is not None  # written now, or before
+        return stored
+
+    async def find_event(self, event_id: UUID) -> RecordedEvent | None:
+        rows = await self.db.run(lambda c: c.execute(_FIND_EVENT, (str(event_id),))
+                                 .fetchall())
+        return self._records(rows)[0] if rows else None
 
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
         rows = await self.db.run(lambda c: c.execute(_READ_STREAM, (stream_id, from_version))

@@ -1,9 +1,10 @@
 """`mussikon events …`: the event store, stream by stream, by type, or in global order.
 
 Each command prints a table (whole ids), or with `--json` one JSON array of events, oldest
-first: position, stream, version, type, ids, times, and the event's own JSON as `data`
-(decimals as exact strings). Pages go on with `--after` the last position (for a stream,
-the last version) shown.
+first: position, stream, version, type, origin, ids, times, and the event's own JSON as
+`data` (decimals as exact strings). The origin is empty for an event this service wrote;
+for one another service published, where it was received (`rabbitmq`). Pages go on with
+`--after` the last position (for a stream, the last version) shown.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def after_option(what: str) -> Any:
 
 def print_events(console: Console, records: Sequence[RecordedEvent], title: str) -> None:
     """Events as a table whose stream and event ids are never cut."""
-    print_table(console, title, ("position", "stream", "version", "type", "occurred at", "id"),
-                ((r.position, r.stream_id, r.version, r.event.event_type,
+    print_table(console, title, ("position", "stream", "version", "type", "origin",
+                                 "occurred at", "id"),
+                ((r.position, r.stream_id, r.version, r.event.event_type, r.origin,
                   r.event.occurred_at.isoformat(), r.event.id) for r in records),
                 ids=("position", "stream", "id"))
 
@@ -57,9 +59,9 @@ def event_document(record: RecordedEvent, codec: EventCodec) -> dict[str, Any]:
     event = record.event
     return {
         "position": record.position, "stream_id": record.stream_id, "version": record.version,
-        "event_type": event.event_type, "event_id": event.id, "occurred_at": event.occurred_at,
-        "recorded_at": record.recorded_at, "correlation_id": event.correlation_id,
-        "causation_id": event.causation_id,
+        "event_type": event.event_type, "origin": record.origin, "event_id": event.id,
+        "occurred_at": event.occurred_at, "recorded_at": record.recorded_at,
+        "correlation_id": event.correlation_id, "causation_id": event.causation_id,
         "data": json.loads(codec.encode(event), parse_float=Decimal),
     }
 

@@ -1,6 +1,11 @@
 """The consumer: takes messages from the event queues and runs the subscriptions' handlers.
 
-For each message, every subscription that wants its event type runs; the message is
+Every message's event is first looked up in the store by its id: one this service wrote
+(coming back from the broker) or recorded before gets its stored position; one another
+service published is recorded (`EventStore.record_foreign`, origin `rabbitmq`) before any
+handler runs, so the projections, which follow the store's global order, apply it too, and
+a handler waiting for them (`read_models_at`) waits for its position. Then, for each message,
+every subscription that wants its event type runs; the message is
 acknowledged only after all of them succeeded (or it was handed on to a retry or to the
 dead-letter queue, confirmed by the broker). A failing handler is retried in process a
 few times, then the message waits in a TTL queue and comes back (1 s, 10 s, 60 s by
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Iterable, Sequence
@@ -42,10 +48,14 @@ from mussikon.adapters.messaging.rabbitmq.properties import (
 )
 from mussikon.adapters.messaging.rabbitmq.topology import Topology
 from mussikon.adapters.messaging.retries import handle_with_retries
+from mussikon.ports.event_store import EventStore
 from mussikon.ports.transport import Envelope, Subscription
 from mussikon.wire import EventCodec, WireFormatError
 
 log = logging.getLogger("mussikon.rabbitmq.consumer")
+
+FOREIGN_ORIGIN = "rabbitmq"
+"""The origin of the events other services published that this consumer records."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +70,12 @@ class EventConsumer:
     """Runs subscriptions as RabbitMQ consumers, with bounded prefetch and concurrency."""
 
     def __init__(self, broker: BrokerConnection, topology: Topology, codec: EventCodec,
-                 subscriptions: Sequence[Subscription], *, prefetch: int = 100,
+                 subscriptions: Sequence[Subscription], *, store: EventStore,
+                 prefetch: int = 100,
                  concurrency: int = 8, retry_delays: Iterable[float] = (0.05, 0.25, 1.0),
                  publish_timeout: float = 30.0) -> None:
         self.broker, self.topology, self.codec = broker, topology, codec
+        self.store = store
         self.prefetch = prefetch
         self.concurrency = concurrency
         self.retry_delays = tuple(retry_delays)
@@ -201,6 +213,7 @@ class EventConsumer:
             log.error("malformed message in %s goes to the dead-letter queue: %s", queue, exc)
             await self._dead_letter(message, state, Failure(MALFORMED, exc, attempts=0))
             return
+        envelope = await self._as_stored(envelope)
         subscriptions = [s for s in self._by_type.get(envelope.event.event_type, [])
                          if state.pending is None or s.name in state.pending]
         if not subscriptions:
@@ -230,6 +243,16 @@ class EventConsumer:
                   envelope.message_id, tries, ", ".join(s.name for s in failed), error)
         await self._dead_letter(message, state, Failure(
             HANDLER_FAILED, error, tries, frozenset(s.name for s in failed)))
+
+    async def _as_stored(self, envelope: Envelope) -> Envelope:
+        """The envelope of the event as the store holds it, with its position; an event the
+        store does not hold (another service published it) is recorded first."""
+        stored = await self.store.find_event(envelope.event.id)
+        if stored is None:
+            stored = await self.store.record_foreign(envelope.event, FOREIGN_ORIGIN)
+            log.debug("recorded %s %s from another service at position %d",
+                      stored.event.event_type, stored.event.id, stored.position)
+        return dataclasses.replace(envelope, event=stored.event, position=stored.position)
 
     async def _run(self, envelope: Envelope, subscriptions: list[Subscription],
                    state: DeliveryState) -> tuple[list[Subscription], Exception | None]:

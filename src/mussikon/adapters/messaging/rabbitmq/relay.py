@@ -5,6 +5,10 @@ with publisher confirms (many in flight at once), and moves the checkpoint only 
 broker has confirmed the whole batch. A crash re-publishes at most the unconfirmed batch;
 every message's id is its event's id, so consumers recognise the repeats.
 
+Events another service published (recorded with an origin, `EventStore.record_foreign`)
+are never published again: the checkpoint moves past them, so no event echoes back to the
+bus it came from.
+
 One relay is active among all the processes sharing a store: the holder of a lease in
 the document store, renewed while it works. The others stand by and take over when the
 lease expires or is released.
@@ -145,11 +149,13 @@ class OutboxRelay:
         Up to `batches_in_flight` batches await their confirms at once, so the broker never
         waits for the relay; a batch's position is saved only when it and every batch before
         it are confirmed, and at most every `checkpoint_interval` seconds. Returns how many
-        events were published (0: nothing new). Raises a broker error if a message was not
-        confirmed; the position stays at the last batch confirmed in full.
+        events it went through, those of other services passed by included (0: nothing
+        new). Raises a broker error if a message was not confirmed; the position stays at
+        the last batch confirmed in full.
         """
         next_position = await self.position() + 1
-        window: deque[tuple[int, int, asyncio.Future[list[Any]]]] = deque()
+        # (last position, events, messages published, their confirms) per batch in flight
+        window: deque[tuple[int, int, int, asyncio.Future[list[Any]]]] = deque()
         published = 0
         exhausted = False
         try:
@@ -167,17 +173,19 @@ class OutboxRelay:
                     if not records:
                         exhausted = True
                         break
-                    channel = await self._publishing_channel()
-                    sent = await publish_batch(channel, [self._outgoing(r) for r in records])
+                    outgoing = [self._outgoing(r) for r in records if not r.origin]
+                    sent = await publish_batch(await self._publishing_channel(),
+                                               outgoing) if outgoing else []
                     confirms = asyncio.gather(*sent)
-                    window.append((records[-1].position, len(records), confirms))
+                    window.append((records[-1].position, len(records), len(outgoing),
+                                   confirms))
                     next_position = records[-1].position + 1
                 if not window:
                     return published
-                position, count, confirms = window[0]
+                position, count, messages, confirms = window[0]
                 await asyncio.wait_for(asyncio.shield(confirms), self.publish_timeout)
                 window.popleft()
-                self.published += count
+                self.published += messages
                 published += count
                 self._confirmed = max(self._confirmed, position)
                 due = self._checkpoint_due()
@@ -186,7 +194,7 @@ class OutboxRelay:
                 if self._poll.stopping or not await self._lease.hold():
                     exhausted = True  # finish the batches in flight, start no more
         finally:
-            for _, _, unconfirmed in window:
+            for _, _, _, unconfirmed in window:
                 unconfirmed.cancel()
                 with contextlib.suppress(BaseException):
                     await unconfirmed

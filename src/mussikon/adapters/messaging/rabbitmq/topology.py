@@ -2,11 +2,16 @@
 
 ```
 mussikon.events (topic) --<routing key>--> one durable queue per event type, named as its key
+                        --<event type, lower case>--> the same queue
 mussikon.notifications (direct)
 mussikon.retry.<delay> (fanout) --> queue with that TTL --dead-letters back via ""--> the queue
 mussikon.dlx (fanout) --> mussikon.dlq   (the broker's own dead letters: delivery limit)
 mussikon.dlq                             (our dead letters, published with their reasons)
 ```
+
+Each event queue is bound by both keys .NET services following the specification publish
+with: `RabbitMQService`'s queue names (`musician.registered`, what our relay publishes with)
+and the exercise's `EventBus` key, `EventType.ToLower()` (`musicianregisteredevent`).
 
 Everything is declared idempotently at every (re)connect. A `prefix` is put before every
 exchange and queue name (not before routing keys), so tests and tenants share a broker safely.
@@ -131,6 +136,13 @@ class Topology:
         except KeyError:
             raise KeyError(f"event type {event_type!r} has no queue in this topology") from None
 
+    def binding_keys(self, event_type: str) -> tuple[str, ...]:
+        """Every routing key that reaches this type's queue: its routing key, and the
+        exercise's `EventBus` key (the type's name in lower case)."""
+        key = self.routing_key(event_type)
+        bus_key = event_type.lower()
+        return (key,) if bus_key == key else (key, bus_key)
+
     def queue(self, event_type: str) -> str:
         """The queue events of this type land in: the routing key, prefixed."""
         return self.prefix + self.routing_key(event_type)
@@ -152,8 +164,9 @@ class Topology:
         """Every queue, with its arguments and bindings, in declaration order."""
         events = [
             QueueSpec(self.prefix + key, self._event_queue_arguments(),
-                      ((self.events_exchange, key),))
-            for key in self._routing_keys.values()
+                      tuple((self.events_exchange, bound)
+                            for bound in self.binding_keys(event_type)))
+            for event_type, key in self._routing_keys.items()
         ]
         retries = [
             QueueSpec(stage.queue, self._retry_queue_arguments(stage), ((stage.exchange, ""),))

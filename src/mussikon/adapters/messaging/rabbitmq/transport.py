@@ -79,8 +79,9 @@ class RabbitMqTransport(Transport):
         """
         if subscriptions:
             self.consumer = EventConsumer(
-                self.broker, self.topology, self.codec, subscriptions, prefetch=self.prefetch,
-                concurrency=self.concurrency, retry_delays=self.retry_delays)
+                self.broker, self.topology, self.codec, subscriptions, store=self.store,
+                prefetch=self.prefetch, concurrency=self.concurrency,
+                retry_delays=self.retry_delays)
             self.broker.on_connected(self.consumer.attach)
             if self._opened:  # connected already, for the dead-letter tools
                 await self.consumer.attach(await self.broker.connection())
