@@ -16,6 +16,7 @@ from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport
 from mussikon.adapters.messaging.rabbitmq import dead_letters as dead_letter_module
 from mussikon.domain.events import MusicianRegisteredEvent
 from tests.integration.rabbitmq_kit import BrokerNamespace, sample_event
+from tests.polling import eventually
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -64,7 +65,19 @@ async def dead_letter(broker: BrokerNamespace, tools: RabbitMqTransport, n: int,
 
 
 async def made(broker: BrokerNamespace, tools: RabbitMqTransport, count: int) -> list[str]:
-    return [await dead_letter(broker, tools, n) for n in range(count)]
+    """`count` letters, once the broker counts them in the queue (a quorum queue counts a
+    confirmed message when its log entry is applied, a moment after the confirm)."""
+    letters = [await dead_letter(broker, tools, n) for n in range(count)]
+    channel = await broker.channel()
+    try:
+        async def counted() -> bool:
+            ok = await channel.queue_declare(tools.topology.dead_letter_queue, passive=True)
+            return (ok.message_count or 0) >= count
+
+        await eventually(counted, 10, what="the letters counted in the dead-letter queue")
+    finally:
+        await channel.close()
+    return letters
 
 
 async def ids(tools: RabbitMqTransport) -> list[str]:
