@@ -111,7 +111,7 @@ async def rabbitmq_bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
 async def crash_in_process(transport: Transport) -> None:
     """Die like a killed process: every task stops where it is, nothing is drained or saved."""
     assert isinstance(transport, InProcessTransport)
-    tasks = [t for r in transport.readers.values() for t in (r.task, *r.in_flight.values()) if t]
+    tasks = [t for r in transport.readers.values() for t in (r.task, *r.workers.tasks) if t]
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -123,7 +123,7 @@ async def crash_rabbitmq(transport: RabbitMqTransport, proxy: TcpProxy) -> None:
     unacknowledged messages to the next consumer)."""
     tasks = [transport.broker._supervisor,  # no reconnecting
              transport.relay._task if transport.relay else None,
-             *(transport.consumer._workers if transport.consumer else [])]
+             *(transport.consumer._workers.tasks if transport.consumer else [])]
     for task in tasks:
         if task is not None:
             task.cancel()
