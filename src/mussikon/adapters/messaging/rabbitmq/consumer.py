@@ -22,7 +22,12 @@ receipt, on whichever queue. A message waiting for its next in-process attempt g
 worker back and holds back only the later messages of its stream; it stays
 unacknowledged meanwhile, so it counts against the prefetch of its queue: at most
 `prefetch` messages per consumed queue are held in memory, whether queued, running or
-waiting for a retry (if all of them wait, that queue pauses until one is due).
+waiting for a retry. So that failing messages cannot fill that window and pause their
+queue, at most `retry_wait_limit` (half the prefetch) messages wait in process at once:
+a message failing beyond that skips the rest of its in-process retries and goes on at
+once to its next delayed retry (the TTL queue), or in its last round to the dead-letter
+queue (with the number of attempts it did have). In-process retries are for a passing
+blip; that many messages failing at once is not one, and the healthy ones keep flowing.
 The same event delivered again while its first delivery is still in progress here
 (after a reconnect) is of the same stream, so it waits for it and the inbox sees the
 first one's result.
@@ -113,6 +118,9 @@ class EventConsumer:
         self._workers = StreamOrderedWorkers("consumer", concurrency, self._attempt,
                                              _stream_of)
         self._unsettled = 0
+        self.retry_wait_limit = max(1, prefetch // 2)
+        """Messages that may wait for an in-process retry at once (see the module's doc)."""
+        self._retry_waits = 0
         self._channel: AbstractChannel | None = None
         self._acks: Acknowledgements | None = None
         self._consumer_tags: list[str] = []
@@ -170,6 +178,8 @@ class EventConsumer:
                     await channel.basic_cancel(tag)
         for delivery in await self._workers.stop():
             self._unsettled -= 1
+            if delivery.tries:
+                self._retry_waits -= 1
             if delivery.acks.is_open:
                 delivery.acks.reject(delivery.tag, requeue=True)
         if self._acks is not None:
@@ -207,9 +217,13 @@ class EventConsumer:
     async def _attempt(self, delivery: _Delivery) -> float | None:
         """One attempt at a delivery: None once it is settled (or its channel is gone),
         else the seconds before the next attempt."""
+        if delivery.tries:
+            self._retry_waits -= 1  # it waited for this attempt
         delay = await self._handle(delivery)
         if delay is None:
             self._unsettled -= 1
+        else:
+            self._retry_waits += 1
         return delay
 
     async def _handle(self, delivery: _Delivery) -> float | None:
@@ -257,12 +271,12 @@ class EventConsumer:
             return None
         assert error is not None
         delay = next_retry_delay(self.retry_delays, delivery.tries)
-        if delay is not None:
+        if delay is not None and self._retry_waits < self.retry_wait_limit:
             return delay
+        tries = self._earlier_attempts(state) + delivery.tries
         if state.retries < len(self.topology.retry_stages):
-            await self._retry_later(message, state, failed, error)
+            await self._retry_later(message, state, failed, error, tries)
             return None
-        tries = (state.retries + 1) * (1 + len(self.retry_delays))
         log.error("giving up on %s %s after %d attempts (%s): %s", envelope.event.event_type,
                   envelope.message_id, tries, ", ".join(s.name for s in failed), error)
         await self._dead_letter(message, state, Failure(
@@ -275,7 +289,7 @@ class EventConsumer:
         envelope = delivery.envelope
         assert envelope is not None
         delivery.tries += 1
-        attempt = delivery.state.retries * (1 + len(self.retry_delays)) + delivery.tries
+        attempt = self._earlier_attempts(delivery.state) + delivery.tries
         failed: list[Subscription] = []
         for subscription in delivery.subscriptions:
             error = await try_handler(subscription.name, subscription.handler, envelope,
@@ -287,11 +301,19 @@ class EventConsumer:
             delivery.subscriptions = failed
         return failed, delivery.error
 
+    def _earlier_attempts(self, state: DeliveryState) -> int:
+        """Attempts made in the message's earlier delayed-retry rounds."""
+        if state.attempts_made is not None:
+            return state.attempts_made
+        return state.retries * (1 + len(self.retry_delays))  # each round made them all
+
     async def _retry_later(self, message: DeliveredMessage, state: DeliveryState,
-                           failed: list[Subscription], error: Exception) -> None:
+                           failed: list[Subscription], error: Exception,
+                           attempts_made: int) -> None:
         stage = self.topology.retry_stages[state.retries]
         await self._publish(message.body, stage.exchange, state.original_queue,
-                            retry_properties(message, state, (s.name for s in failed), error))
+                            retry_properties(message, state, (s.name for s in failed), error,
+                                             attempts_made))
 
     async def _dead_letter(self, message: DeliveredMessage, state: DeliveryState,
                            failure: Failure) -> None:
