@@ -93,3 +93,31 @@ async def test_a_burst_of_failing_messages_does_not_slow_the_healthy_ones(
     # (100 here), they would pause the queue for 1.3 s at a time.
     assert best_burst <= 1.2 * best_quiet + 0.25, (
         f"{best_burst:.2f} s with the failures, {best_quiet:.2f} s without")
+
+
+async def test_beyond_half_the_prefetch_a_failing_message_skips_its_in_process_retries(
+        namespaces: list[BrokerNamespace]) -> None:
+    broker = namespaces[0]
+    store, documents = InMemoryEventStore(broker.codec), InMemoryDocumentStore()
+    first, second = (sample_event(MusicianRegisteredEvent, n) for n in range(2))
+    attempts: dict[str, list[int]] = {str(first.id): [], str(second.id): []}
+
+    async def handle(envelope: Envelope) -> None:
+        attempts[envelope.message_id].append(envelope.attempt)
+        if envelope.message_id == str(second.id) or envelope.attempt == 1:
+            raise ConnectionError("profile store unreachable")
+
+    # A prefetch of 2: one message may wait in process. The first takes that place for a
+    # second; the second, failing meanwhile, goes on to the retry queue at once, and coming
+    # back in its last round while the place is still taken, to the dead letter.
+    transport = broker.transport(store, documents, retry_delays=(1.0,),
+                                 delayed_retry_delays=(0.2,), prefetch=2)
+    await store.append(first.stream_id, [first], 0)
+    await store.append(second.stream_id, [second], 0)
+    await transport.start([Subscription("welcome", frozenset({"MusicianRegisteredEvent"}),
+                                        handle)])
+    await transport.wait_idle(10)
+    [letter] = await transport.dead_letters()
+    await transport.stop()
+    assert (letter.message_id, letter.attempts) == (str(second.id), 2)
+    assert attempts == {str(first.id): [1, 2], str(second.id): [1, 2]}
