@@ -351,6 +351,29 @@ async def test_the_events_of_each_stream_are_handled_in_stream_order(bus: Bus) -
     assert 1 < peak <= 8
 
 
+async def test_a_message_waiting_for_its_retry_at_a_stop_is_delivered_again_after(
+        bus: Bus) -> None:
+    ids = await append_musicians(bus.store, 10)
+    attempts: Counter[str] = Counter()
+
+    async def fails_once(envelope: Envelope) -> None:
+        attempts[envelope.message_id] += 1
+        if envelope.message_id == ids[0] and attempts[ids[0]] == 1:
+            raise ConnectionError("mail server busy")
+
+    first = bus.transport(retries=0, in_process_delays=(3600.0,))
+    await first.start([subscription("welcome", fails_once)])
+    await eventually(lambda: sum(attempts.values()) == 10)
+    await first.stop()  # the first message is waiting for its retry, an hour away
+    assert attempts[ids[0]] == 1
+    second = bus.transport(retries=0)
+    await second.start([subscription("welcome", fails_once)])
+    await eventually(lambda: attempts[ids[0]] == 2)
+    await second.wait_idle(5)
+    assert await second.dead_letters() == []
+    await second.stop()
+
+
 async def test_a_message_in_flight_when_the_process_dies_is_delivered_again_and_has_one_effect(
         bus: Bus) -> None:
     ids = await append_musicians(bus.store, 3)

@@ -84,10 +84,12 @@ class _Delivery:
     tries: int = 0
     """In-process attempts made so far, in this delivery."""
     error: Exception | None = None
+    stream: str | None = None
+    """The event's stream, whose order it keeps (None for a malformed message)."""
 
 
 def _stream_of(delivery: _Delivery) -> str | None:
-    return delivery.envelope.event.stream_id if delivery.envelope is not None else None
+    return delivery.stream
 
 
 class EventConsumer:
@@ -212,7 +214,8 @@ class EventConsumer:
             return _Delivery(acks, queue, message, tag, state, None, exc)
         subscriptions = [s for s in self._by_type.get(envelope.event.event_type, [])
                          if state.pending is None or s.name in state.pending]
-        return _Delivery(acks, queue, message, tag, state, envelope, None, subscriptions)
+        return _Delivery(acks, queue, message, tag, state, envelope, None, subscriptions,
+                         stream=envelope.event.stream_id)
 
     async def _attempt(self, delivery: _Delivery) -> float | None:
         """One attempt at a delivery: None once it is settled (or its channel is gone),
