@@ -26,6 +26,7 @@ log = logging.getLogger("mussikon.bus")
 
 Job = TypeVar("Job")
 
+
 class StreamOrderedWorkers(Generic[Job]):
     """Runs jobs `concurrency` at once, one stream's jobs in the order submitted.
 

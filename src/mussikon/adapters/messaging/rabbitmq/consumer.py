@@ -19,7 +19,9 @@ The workers are `StreamOrderedWorkers`: the messages of one stream (the event's
 other streams in parallel. The broker does not order messages across queues, nor a
 message coming back from a retry queue among the others: the order kept is that of
 receipt, on whichever queue. A message waiting for its next in-process attempt gives its
-worker back and holds back only the later messages of its stream; it stays
+worker back and holds back only the later messages of its stream (a message handed on
+to a delayed retry is settled here and holds back nothing: it comes back after them,
+as any message from another queue may); it stays
 unacknowledged meanwhile, so it counts against the prefetch of its queue: at most
 `prefetch` messages per consumed queue are held in memory, whether queued, running or
 waiting for a retry. So that failing messages cannot fill that window and pause their
