@@ -4,7 +4,11 @@ message and the number of attempts."""
 
 from __future__ import annotations
 
-from mussikon.adapters.messaging.memory import InProcessTransport
+from typing import Any
+
+import pytest
+
+from mussikon.adapters.messaging.memory import InProcessTransport, checkpoint_name
 from mussikon.adapters.messaging.retries import HandlerFailure, next_retry_delay, try_handler
 from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
 from mussikon.domain.events import MusicianRegisteredEvent
@@ -72,3 +76,32 @@ async def test_the_in_process_transport_dead_letters_what_it_gave_up_on() -> Non
     assert letter.exception == "ValueError"
     assert letter.reason.startswith("cannot render the welcome email (3) (at ")
     assert EventCodec().decode(letter.body) == EVENT
+
+
+async def test_a_dead_letter_that_cannot_be_written_is_tried_again_before_the_event_is_passed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    store, documents = InMemoryEventStore(), InMemoryDocumentStore()
+    transport = InProcessTransport(store, documents, EventCodec(), retry_delays=(0.0,),
+                                   poll_interval=0.01)
+    handler = Handler(failures=99)
+    subscription = Subscription("welcome", frozenset({EVENT.event_type}), handler)
+    await store.append(EVENT.stream_id, [EVENT], 0)
+    write_dead_letter = transport.dead_letter
+    checkpoints_while_failing: list[int] = []
+
+    async def store_down_once(*args: Any) -> None:
+        if not checkpoints_while_failing:
+            checkpoints_while_failing.append(
+                await documents.checkpoint(checkpoint_name("welcome")))
+            raise OSError("document store unreachable")
+        await write_dead_letter(*args)
+
+    monkeypatch.setattr(transport, "dead_letter", store_down_once)
+    await transport.start([subscription])
+    await transport.wait_idle(5)
+    await transport.stop()
+
+    [letter] = await transport.dead_letters()
+    assert checkpoints_while_failing == [0]
+    assert handler.attempts == [1, 2, 3] and letter.attempts == 3
+    assert await documents.checkpoint(checkpoint_name("welcome")) == 1
