@@ -39,7 +39,9 @@ class Bus:
 
     `transport(retries=…, concurrency=…)` makes a transport (called again, another process's
     over the same stores and broker) that retries a failing handler `retries` times, shortly,
-    before dead-lettering it. `crash(transport)` stops one as a killed process stops.
+    before dead-lettering it; `in_process_delays=…` gives the delays of the retries made in
+    the process before those (on RabbitMQ, before the retry queues' `retries`).
+    `crash(transport)` stops one as a killed process stops.
     """
 
     store: EventStore
@@ -55,9 +57,11 @@ async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[B
             yield opened
         return
     async with in_process_stores(request.param, tmp_path) as (store, documents):
-        def in_process(retries: int = 2, concurrency: int = 8) -> Transport:
+        def in_process(retries: int = 2, concurrency: int = 8,
+                       in_process_delays: tuple[float, ...] = ()) -> Transport:
             return InProcessTransport(store, documents, EventCodec(),
-                                      retry_delays=(0.01,) * retries, concurrency=concurrency,
+                                      retry_delays=in_process_delays + (0.01,) * retries,
+                                      concurrency=concurrency,
                                       poll_interval=0.01, poll_max_interval=0.05)
 
         yield Bus(store, documents, in_process, crash_in_process)
@@ -92,8 +96,10 @@ async def rabbitmq_bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
     proxy_url = await proxy.start()
     store, documents = InMemoryEventStore(namespace.codec), InMemoryDocumentStore()
 
-    def on_rabbitmq(retries: int = 2, concurrency: int = 8) -> Transport:
-        return namespace.transport(store, documents, url=proxy_url, retry_delays=(),
+    def on_rabbitmq(retries: int = 2, concurrency: int = 8,
+                    in_process_delays: tuple[float, ...] = ()) -> Transport:
+        return namespace.transport(store, documents, url=proxy_url,
+                                   retry_delays=in_process_delays,
                                    delayed_retry_delays=BROKER_RETRY_DELAYS[:retries],
                                    concurrency=concurrency)
 
@@ -111,7 +117,7 @@ async def rabbitmq_bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
 async def crash_in_process(transport: Transport) -> None:
     """Die like a killed process: every task stops where it is, nothing is drained or saved."""
     assert isinstance(transport, InProcessTransport)
-    tasks = [t for r in transport.readers.values() for t in (r.task, *r.in_flight.values()) if t]
+    tasks = [t for r in transport.readers.values() for t in (r.task, *r.workers.tasks) if t]
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -123,7 +129,7 @@ async def crash_rabbitmq(transport: RabbitMqTransport, proxy: TcpProxy) -> None:
     unacknowledged messages to the next consumer)."""
     tasks = [transport.broker._supervisor,  # no reconnecting
              transport.relay._task if transport.relay else None,
-             *(transport.consumer._workers if transport.consumer else [])]
+             *(transport.consumer._workers.tasks if transport.consumer else [])]
     for task in tasks:
         if task is not None:
             task.cancel()
@@ -289,6 +295,83 @@ async def test_concurrency_per_subscription_is_bounded(bus: Bus) -> None:
     await transport.wait_idle(10)
     await transport.stop()
     assert 1 < peak <= 3
+
+
+async def test_a_message_waiting_for_its_retry_holds_no_handler_slot(bus: Bus) -> None:
+    ids = await append_musicians(bus.store, 201)
+    failing, others = ids[0], 0
+    others_handled_at_each_attempt: list[int] = []
+
+    async def handle(envelope: Envelope) -> None:
+        nonlocal others
+        if envelope.message_id != failing:
+            others += 1
+            return
+        others_handled_at_each_attempt.append(others)
+        if envelope.attempt == 1:
+            raise ConnectionError("mail server busy")
+
+    # One handler slot, and the failing message comes first: the 200 others can only be
+    # handled before its second attempt if it gave its slot back while it waits.
+    transport = bus.transport(retries=0, concurrency=1, in_process_delays=(2.0,))
+    await transport.start([subscription("welcome", handle)])
+    await transport.wait_idle(20)
+    await transport.stop()
+    assert others_handled_at_each_attempt == [0, 200]
+
+
+async def test_the_events_of_each_stream_are_handled_in_stream_order(bus: Bus) -> None:
+    handled: dict[str, list[str]] = {}
+    running = peak = 0
+
+    async def handle(envelope: Envelope) -> None:
+        nonlocal running, peak
+        event = envelope.event
+        assert isinstance(event, MusicianRegisteredEvent)
+        running += 1
+        peak = max(peak, running)
+        # The handler's work, longer for some events than others: without the order kept
+        # per stream, a later event of a stream would often overtake an earlier one.
+        await asyncio.sleep(0.002 * (int(event.name[1:]) % 3))
+        running -= 1
+        handled.setdefault(event.stream_id, []).append(event.name)
+
+    versions = [f"v{n}" for n in range(20)]
+    for stream in range(50):
+        events = [MusicianRegisteredEvent(musician_id=f"m{stream}", email=f"m{stream}@x.io",
+                                          name=version, genres=("Jazz",),
+                                          location="Santo Domingo") for version in versions]
+        await bus.store.append(events[0].stream_id, events, 0)
+    transport = bus.transport(concurrency=8)
+    await transport.start([subscription("ordered", handle)])
+    await transport.wait_idle(30)
+    await transport.stop()
+    assert len(handled) == 50
+    assert all(names == versions for names in handled.values())
+    assert 1 < peak <= 8
+
+
+async def test_a_message_waiting_for_its_retry_at_a_stop_is_delivered_again_after(
+        bus: Bus) -> None:
+    ids = await append_musicians(bus.store, 10)
+    attempts: Counter[str] = Counter()
+
+    async def fails_once(envelope: Envelope) -> None:
+        attempts[envelope.message_id] += 1
+        if envelope.message_id == ids[0] and attempts[ids[0]] == 1:
+            raise ConnectionError("mail server busy")
+
+    first = bus.transport(retries=0, in_process_delays=(3600.0,))
+    await first.start([subscription("welcome", fails_once)])
+    await eventually(lambda: sum(attempts.values()) == 10)
+    await first.stop()  # the first message is waiting for its retry, an hour away
+    assert attempts[ids[0]] == 1
+    second = bus.transport(retries=0)
+    await second.start([subscription("welcome", fails_once)])
+    await eventually(lambda: attempts[ids[0]] == 2)
+    await second.wait_idle(5)
+    assert await second.dead_letters() == []
+    await second.stop()
 
 
 async def test_a_message_in_flight_when_the_process_dies_is_delivered_again_and_has_one_effect(

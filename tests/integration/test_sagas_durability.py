@@ -63,7 +63,7 @@ async def kill(app: App) -> None:
     """Die like a killed process: every task stops where it is, nothing is drained or saved."""
     transport = app.transport
     assert isinstance(transport, InProcessTransport)
-    tasks = [t for r in transport.readers.values() for t in (r.task, *r.in_flight.values()) if t]
+    tasks = [t for r in transport.readers.values() for t in (r.task, *r.workers.tasks) if t]
     tasks += app.projections._tasks
     if app.sagas is not None and app.sagas.scheduler._task is not None:
         tasks.append(app.sagas.scheduler._task)

@@ -4,8 +4,12 @@ message and the number of attempts."""
 
 from __future__ import annotations
 
-from mussikon.adapters.messaging.memory import InProcessTransport
-from mussikon.adapters.messaging.retries import HandlerFailure, handle_with_retries
+from typing import Any
+
+import pytest
+
+from mussikon.adapters.messaging.memory import InProcessTransport, checkpoint_name
+from mussikon.adapters.messaging.retries import HandlerFailure, next_retry_delay, try_handler
 from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
 from mussikon.domain.events import MusicianRegisteredEvent
 from mussikon.ports.transport import Envelope, Subscription
@@ -28,50 +32,42 @@ class Handler:
             raise ValueError(f"cannot render the welcome email ({len(self.attempts)})")
 
 
-class Sleeps(list[float]):
-    """A fake sleep that records how long it was asked to sleep."""
-
-    async def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-async def test_a_handler_that_recovers_is_retried_after_each_delay_until_it_succeeds() -> None:
-    handler, sleeps = Handler(failures=2), Sleeps()
-    failure = await handle_with_retries("welcome", handler, Envelope(str(EVENT.id), EVENT),
-                                        (0.1, 0.5, 2.0), sleep=sleeps)
-    assert failure is None
-    assert handler.attempts == [1, 2, 3]
-    assert sleeps == [0.1, 0.5]
-
-
-async def test_a_handler_failing_every_time_is_given_up_after_its_retries() -> None:
-    handler, sleeps = Handler(failures=99), Sleeps()
-    failure = await handle_with_retries("welcome", handler, Envelope(str(EVENT.id), EVENT),
-                                        (0.1, 0.5), sleep=sleeps)
-    assert isinstance(failure, HandlerFailure)
-    assert handler.attempts == [1, 2, 3]
-    assert sleeps == [0.1, 0.5]  # no sleep after the last attempt
-    assert failure.attempts == 3
-    assert failure.exception == "ValueError"
-    assert failure.message.startswith("cannot render the welcome email (3) (at ")
-    assert "test_handler_retries.py:" in failure.message
-
-
-async def test_attempts_go_on_counting_from_the_first_attempt_given() -> None:
-    handler = Handler(failures=99)
-    failure = await handle_with_retries("welcome", handler, Envelope(str(EVENT.id), EVENT),
-                                        (0.0,), first_attempt=5, sleep=Sleeps())
+async def test_one_try_passes_the_attempt_number_and_returns_what_the_handler_raised() -> None:
+    handler = Handler(failures=1)
+    envelope = Envelope(str(EVENT.id), EVENT)
+    error = await try_handler("welcome", handler, envelope, 5)
+    assert isinstance(error, ValueError)
+    assert await try_handler("welcome", handler, envelope, 6) is None
     assert handler.attempts == [5, 6]
-    assert failure is not None and failure.attempts == 6
+
+
+def test_each_retry_waits_its_delay_and_none_follows_the_last() -> None:
+    delays = (0.1, 0.5)
+    assert [next_retry_delay(delays, tries) for tries in (1, 2, 3)] == [0.1, 0.5, None]
+    assert next_retry_delay((), 1) is None
+
+
+def test_a_failure_names_the_exception_its_message_and_where_it_was_raised() -> None:
+    try:
+        raise ValueError("cannot render the welcome email")
+    except ValueError as exc:
+        failure = HandlerFailure(exc, attempts=3)
+    assert failure.exception == "ValueError"
+    assert failure.message.startswith("cannot render the welcome email (at ")
+    assert "test_handler_retries.py:" in failure.message
 
 
 async def test_the_in_process_transport_dead_letters_what_it_gave_up_on() -> None:
     store, documents = InMemoryEventStore(), InMemoryDocumentStore()
-    transport = InProcessTransport(store, documents, EventCodec(), retry_delays=(0.0, 0.0))
+    transport = InProcessTransport(store, documents, EventCodec(), retry_delays=(0.0, 0.0),
+                                   poll_interval=0.01)
     handler = Handler(failures=99)
     subscription = Subscription("welcome", frozenset({EVENT.event_type}), handler)
+    await store.append(EVENT.stream_id, [EVENT], 0)
 
-    await transport.deliver(subscription, EVENT, position=1)
+    await transport.start([subscription])
+    await transport.wait_idle(5)
+    await transport.stop()
 
     [letter] = await transport.dead_letters()
     assert (letter.subscription, letter.message_id, letter.event_type, letter.position) == (
@@ -80,3 +76,32 @@ async def test_the_in_process_transport_dead_letters_what_it_gave_up_on() -> Non
     assert letter.exception == "ValueError"
     assert letter.reason.startswith("cannot render the welcome email (3) (at ")
     assert EventCodec().decode(letter.body) == EVENT
+
+
+async def test_a_dead_letter_that_cannot_be_written_is_tried_again_before_the_event_is_passed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    store, documents = InMemoryEventStore(), InMemoryDocumentStore()
+    transport = InProcessTransport(store, documents, EventCodec(), retry_delays=(0.0,),
+                                   poll_interval=0.01)
+    handler = Handler(failures=99)
+    subscription = Subscription("welcome", frozenset({EVENT.event_type}), handler)
+    await store.append(EVENT.stream_id, [EVENT], 0)
+    write_dead_letter = transport.dead_letter
+    checkpoints_while_failing: list[int] = []
+
+    async def store_down_once(*args: Any) -> None:
+        if not checkpoints_while_failing:
+            checkpoints_while_failing.append(
+                await documents.checkpoint(checkpoint_name("welcome")))
+            raise OSError("document store unreachable")
+        await write_dead_letter(*args)
+
+    monkeypatch.setattr(transport, "dead_letter", store_down_once)
+    await transport.start([subscription])
+    await transport.wait_idle(5)
+    await transport.stop()
+
+    [letter] = await transport.dead_letters()
+    assert checkpoints_while_failing == [0]
+    assert handler.attempts == [1, 2, 3] and letter.attempts == 3
+    assert await documents.checkpoint(checkpoint_name("welcome")) == 1

@@ -3,7 +3,10 @@
 A subscription is a named group of handlers for some event types. Every transport
 gives each subscription every event it subscribes to at least once, acknowledges a
 message only after its handler finished, retries a failing handler with backoff and
-then dead-letters the message with the reason, without holding up other messages.
+then dead-letters the message with the reason, without holding up other messages: a
+message waiting for its next try holds no handler slot. The events of one stream are
+handled one after another in stream order (on a broker: in the order received), other
+streams in parallel.
 Events enter a transport from the store's global order (an outbox), never beside
 the write, so a crash between saving and publishing loses nothing.
 

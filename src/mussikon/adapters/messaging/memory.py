@@ -1,7 +1,9 @@
 """The in-process transport: each subscription is a catch-up reader of the store's global order.
 
 Nothing is queued in memory that the store does not hold: a subscription reads events
-by position, runs at most `concurrency` handlers at once, and keeps as its checkpoint
+by position, runs at most `concurrency` handlers at once (the events of one stream in
+stream order, a failing one waiting for its retry without holding a handler's place:
+`stream_order.py`), and keeps as its checkpoint
 the position below which everything was handled, dead-lettered or skipped as undecodable
 (`followers/undecodable.py`). A crash restarts it from that checkpoint, so nothing is lost;
 the inbox makes the redelivered ones harmless.
@@ -15,11 +17,13 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from mussikon.adapters.messaging.retries import (
+    HandlerFailure,
     exception_name,
     failure_message,
-    handle_with_retries,
+    next_retry_delay,
+    try_handler,
 )
-from mussikon.domain.events import DomainEvent
+from mussikon.adapters.messaging.stream_order import StreamOrderedWorkers
 from mussikon.domain.instant import utc_now
 from mussikon.followers.polling import PollLoop, wait_until
 from mussikon.followers.undecodable import skip_undecodable
@@ -45,15 +49,26 @@ def checkpoint_name(subscription: str) -> str:
 
 
 class _Reader:
-    """One subscription's loop: read, dispatch with bounded concurrency, advance the checkpoint."""
+    """One subscription's loop: read, hand to the workers, advance the checkpoint.
+
+    The workers (`StreamOrderedWorkers`) run at most `concurrency` handlers at once, the
+    events of one stream in stream order; a failing event gives its worker back while it
+    waits for its next attempt, holding back only the later events of its stream. At most
+    `batch_size` events are held at once (handled, queued behind their stream, or waiting
+    for a retry): the reader waits for room before it dispatches more.
+    """
 
     def __init__(self, transport: InProcessTransport, subscription: Subscription) -> None:
         self.t = transport
         self.sub = subscription
         self.next_position = 1
         self.saved = 0
-        self.in_flight: dict[int, asyncio.Task[None]] = {}
-        self.slots = asyncio.Semaphore(transport.concurrency)
+        self.in_flight: dict[int, RecordedEvent] = {}
+        """Dispatched and neither handled nor dead-lettered yet, by position."""
+        self.failed_attempts: dict[int, int] = {}
+        """Attempts made so far, by position, of the events failing (and only those)."""
+        self.workers = StreamOrderedWorkers(f"subscription:{subscription.name}",
+                                            transport.concurrency, self._attempt, _stream_of)
         self.poll = PollLoop(f"subscription {subscription.name}",
                              interval=transport.poll_interval,
                              max_interval=transport.poll_max_interval)
@@ -67,6 +82,7 @@ class _Reader:
     async def start(self) -> None:
         self.saved = await self.t.documents.checkpoint(checkpoint_name(self.sub.name))
         self.next_position = self.saved + 1
+        self.workers.start()
         self.task = asyncio.create_task(self.run(), name=f"subscription:{self.sub.name}")
 
     async def run(self) -> None:
@@ -74,7 +90,7 @@ class _Reader:
         await self._drain()
 
     async def _dispatch_batch(self) -> bool:
-        """Start the handlers of the next batch; True if there was one (or a row skipped).
+        """Hand the next batch to the workers; True if there was one (or a row skipped).
         A store that fails leaves the position where it was, for the next try."""
         try:
             batch = await self.t.store.read_all(self.next_position, self.t.batch_size)
@@ -84,20 +100,51 @@ class _Reader:
                                    move_checkpoint=False)
             self.next_position = error.position + 1
             return True
+        held = self.t.batch_size
         for record in batch:
             if record.event.event_type in self.sub.event_types:
-                await self.slots.acquire()
-                self.in_flight[record.position] = asyncio.create_task(self._deliver(record))
+                if self.workers.pending >= held:
+                    await self.workers.room(held)
+                self.in_flight[record.position] = record
+                self.workers.submit(record)
             self.next_position = record.position + 1
         await self._save_checkpoint()
         return bool(batch)
 
-    async def _deliver(self, record: RecordedEvent) -> None:
+    async def _attempt(self, record: RecordedEvent) -> float | None:
+        """Run the handler once: None once it succeeded or was dead-lettered after its last
+        retry, else the seconds before the next attempt."""
+        position, event = record.position, record.event
+        tries = self.failed_attempts.get(position, 0) + 1
+        envelope = Envelope(str(event.id), event, position, tries,
+                            headers={"EventType": event.event_type, "Version": "1.0"})
+        error = await try_handler(self.sub.name, self.sub.handler, envelope, tries)
+        if error is not None:
+            delay = next_retry_delay(self.t.retry_delays, tries)
+            if delay is None:
+                delay = await self._dead_letter(envelope, HandlerFailure(error, tries))
+            if delay is not None:
+                self.failed_attempts[position] = tries
+                return delay
+        self.failed_attempts.pop(position, None)
+        del self.in_flight[position]
+        return None
+
+    async def _dead_letter(self, envelope: Envelope, failure: HandlerFailure) -> float | None:
+        """Dead-letter what was given up on: None once kept, else (the document store
+        failing) the seconds before the handler and the dead letter are tried again."""
+        event = envelope.event
+        log.error("%s gave up on %s %s after %d attempts: %s", self.sub.name,
+                  event.event_type, event.id, failure.attempts, failure.error)
         try:
-            await self.t.deliver(self.sub, record.event, record.position)
-        finally:
-            del self.in_flight[record.position]
-            self.slots.release()
+            await self.t.dead_letter(self.sub.name, envelope.message_id, event.event_type,
+                                     envelope.position, failure.attempts, failure.exception,
+                                     failure.message, self.t.codec.encode(event).decode())
+        except Exception:
+            log.exception("%s could not dead-letter %s %s", self.sub.name, event.event_type,
+                          event.id)
+            return self.t.retry_delays[-1] if self.t.retry_delays else self.t.poll_max_interval
+        return None
 
     async def _save_checkpoint(self) -> None:
         position = self.done_up_to
@@ -107,9 +154,14 @@ class _Reader:
             self.saved = position
 
     async def _drain(self) -> None:
-        if self.in_flight:
-            await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
+        # Events queued or waiting for a retry stay in flight: the checkpoint stays before
+        # them, and they are delivered again at the next start.
+        await self.workers.stop()
         await self._save_checkpoint()
+
+
+def _stream_of(record: RecordedEvent) -> str:
+    return record.stream_id
 
 
 class InProcessTransport(Transport):
@@ -162,21 +214,6 @@ class InProcessTransport(Transport):
             reader.poll.stop()
         tasks = [r.task for r in self.readers.values() if r.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def deliver(self, subscription: Subscription, event: DomainEvent,
-                      position: int | None) -> None:
-        """Run the handler, retrying with the configured delays, then dead-letter it."""
-        envelope = Envelope(str(event.id), event, position,
-                            headers={"EventType": event.event_type, "Version": "1.0"})
-        failure = await handle_with_retries(subscription.name, subscription.handler, envelope,
-                                            self.retry_delays)
-        if failure is None:
-            return
-        log.error("%s gave up on %s %s after %d attempts: %s", subscription.name,
-                  event.event_type, event.id, failure.attempts, failure.error)
-        await self.dead_letter(subscription.name, envelope.message_id, event.event_type,
-                               position, failure.attempts, failure.exception, failure.message,
-                               self.codec.encode(event).decode())
 
     async def dead_letter(self, subscription: str, message_id: str, event_type: str,
                           position: int | None, attempts: int, exception: str, reason: str,

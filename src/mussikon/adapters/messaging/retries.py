@@ -1,17 +1,17 @@
 """Retrying a failing handler, and what a dead letter says about the failure.
 
-Both transports run a handler through `handle_with_retries`: once, then again after each
-of the configured delays; a handler still failing after the last is dead-lettered by the
-transport with the `HandlerFailure` (the exception's type, its message and where it was
-raised, the number of attempts).
+Both transports run a handler once per attempt through `try_handler`, then again after
+each of the configured delays (`next_retry_delay`), scheduled by `StreamOrderedWorkers`
+so that no worker sleeps through the wait; a handler still failing after the last is
+dead-lettered by the transport with the `HandlerFailure` (the exception's type, its
+message and where it was raised, the number of attempts).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from mussikon.ports.transport import Envelope, Handler
@@ -52,25 +52,21 @@ def failure_message(error: BaseException) -> str:
     return f"{text} (at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno})"
 
 
-async def handle_with_retries(subscription: str, handler: Handler, envelope: Envelope,
-                              delays: Sequence[float], *, first_attempt: int = 1,
-                              sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-                              ) -> HandlerFailure | None:
-    """Run `handler` on `envelope`, and again after each of `delays` while it raises; None
-    once it succeeded, else how it failed the last time. Attempts are numbered from
-    `first_attempt` (in `Envelope.attempt`); `HandlerFailure.attempts` is the last one's
-    number."""
-    attempt = first_attempt
-    for delay in (*delays, None):
-        try:
-            await handler(envelope if envelope.attempt == attempt
-                          else replace(envelope, attempt=attempt))
-            return None
-        except Exception as exc:
-            log.warning("%s failed on %s %s (attempt %d): %r", subscription,
-                        envelope.event.event_type, envelope.message_id, attempt, exc)
-            if delay is None:
-                return HandlerFailure(exc, attempt)
-        await sleep(delay)
-        attempt += 1
-    raise AssertionError("unreachable")
+async def try_handler(subscription: str, handler: Handler, envelope: Envelope,
+                      attempt: int) -> Exception | None:
+    """Run `handler` once on `envelope` as attempt number `attempt` (in `Envelope.attempt`);
+    None if it succeeded, else the exception it raised (logged as a warning)."""
+    try:
+        await handler(envelope if envelope.attempt == attempt
+                      else replace(envelope, attempt=attempt))
+        return None
+    except Exception as exc:
+        log.warning("%s failed on %s %s (attempt %d): %r", subscription,
+                    envelope.event.event_type, envelope.message_id, attempt, exc)
+        return exc
+
+
+def next_retry_delay(delays: Sequence[float], tries: int) -> float | None:
+    """The seconds to wait before trying again after `tries` failed attempts, None once
+    the in-process retries (one per delay) are used up."""
+    return delays[tries - 1] if tries <= len(delays) else None

@@ -18,6 +18,26 @@ channel, so a lost connection does not cut a handler off halfway: it finishes, i
 acknowledgement is lost with the channel, and the broker redelivers the message, which
 the subscription's inbox recognises. Messages received on a channel that has closed
 since are not started at all: they come again on the new one.
+
+The workers are `StreamOrderedWorkers`: the messages of one stream (the event's
+`stream_id`) are handled one after another in the order this consumer received them,
+other streams in parallel. The broker does not order messages across queues, nor a
+message coming back from a retry queue among the others: the order kept is that of
+receipt, on whichever queue. A message waiting for its next in-process attempt gives its
+worker back and holds back only the later messages of its stream (a message handed on
+to a delayed retry is settled here and holds back nothing: it comes back after them,
+as any message from another queue may); it stays
+unacknowledged meanwhile, so it counts against the prefetch of its queue: at most
+`prefetch` messages per consumed queue are held in memory, whether queued, running or
+waiting for a retry. So that failing messages cannot fill that window and pause their
+queue, at most `retry_wait_limit` (half the prefetch) messages wait in process at once:
+a message failing beyond that skips the rest of its in-process retries and goes on at
+once to its next delayed retry (the TTL queue), or in its last round to the dead-letter
+queue (with the number of attempts it did have). In-process retries are for a passing
+blip; that many messages failing at once is not one, and the healthy ones keep flowing.
+The same event delivered again while its first delivery is still in progress here
+(after a reconnect) is of the same stream, so it waits for it and the inbox sees the
+first one's result.
 """
 
 from __future__ import annotations
@@ -28,7 +48,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
@@ -47,7 +67,8 @@ from mussikon.adapters.messaging.rabbitmq.properties import (
     retry_properties,
 )
 from mussikon.adapters.messaging.rabbitmq.topology import Topology
-from mussikon.adapters.messaging.retries import handle_with_retries
+from mussikon.adapters.messaging.retries import next_retry_delay, try_handler
+from mussikon.adapters.messaging.stream_order import StreamOrderedWorkers
 from mussikon.ports.event_store import EventStore
 from mussikon.ports.transport import Envelope, Subscription
 from mussikon.wire import EventCodec, WireFormatError
@@ -58,12 +79,29 @@ FOREIGN_ORIGIN = "rabbitmq"
 """The origin of the events other services published that this consumer records."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class _Delivery:
+    """A message received, decoded on receipt (`envelope` None: it carries no valid event,
+    `malformed` says why), and where it stands in its in-process attempts."""
+
     acks: Acknowledgements
     queue: str
     message: DeliveredMessage
     tag: int
+    state: DeliveryState
+    envelope: Envelope | None
+    malformed: WireFormatError | None = None
+    subscriptions: list[Subscription] = field(default_factory=list)
+    """Those still to run its handler (all that want it, until some succeeded)."""
+    tries: int = 0
+    """In-process attempts made so far, in this delivery."""
+    error: Exception | None = None
+    stream: str | None = None
+    """The event's stream, whose order it keeps (None for a malformed message)."""
+
+
+def _stream_of(delivery: _Delivery) -> str | None:
+    return delivery.stream
 
 
 class EventConsumer:
@@ -93,10 +131,12 @@ class EventConsumer:
         """The queues consumed: those of every event type some subscription wants."""
         self.delivered = 0
         """Messages received so far (redeliveries included)."""
-        self._waiting: asyncio.Queue[_Delivery | None] = asyncio.Queue()
-        self._workers: list[asyncio.Task[None]] = []
+        self._workers = StreamOrderedWorkers("consumer", concurrency, self._attempt,
+                                             _stream_of)
         self._unsettled = 0
-        self._running: dict[str, asyncio.Future[None]] = {}
+        self.retry_wait_limit = max(1, prefetch // 2)
+        """Messages that may wait for an in-process retry at once (see the module's doc)."""
+        self._retry_waits = 0
         self._channel: AbstractChannel | None = None
         self._acks: Acknowledgements | None = None
         self._consumer_tags: list[str] = []
@@ -121,11 +161,9 @@ class EventConsumer:
         channel.closing.add_done_callback(
             functools.partial(self._on_channel_closed, connection))
         self._acks = acks = Acknowledgements(channel)
-        if not self._workers:
-            # Handlers run in these tasks, not in the channel's: a lost connection does not
-            # cut a handler off halfway.
-            self._workers = [asyncio.create_task(self._work(), name=f"consumer-{n}")
-                             for n in range(self.concurrency)]
+        # Handlers run in these tasks, not in the channel's: a lost connection does not
+        # cut a handler off halfway.
+        self._workers.start()
         self._consumer_tags = []
         for queue in self.queues:
             ok = await channel.basic_consume(
@@ -145,7 +183,8 @@ class EventConsumer:
     async def stop(self) -> None:
         """Stop taking messages, finish the handlers running, settle their messages.
 
-        Messages received but not started yet are handed back to the broker unprocessed.
+        Messages received but not started yet, or waiting for their next in-process attempt,
+        are handed back to the broker.
         """
         self._stopping = True
         channel = self._channel
@@ -153,10 +192,12 @@ class EventConsumer:
             for tag in self._consumer_tags:
                 with contextlib.suppress(*BROKER_ERRORS):
                     await channel.basic_cancel(tag)
-        for _ in self._workers:
-            self._waiting.put_nowait(None)
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
+        for delivery in await self._workers.stop():
+            self._unsettled -= 1
+            if delivery.tries:
+                self._retry_waits -= 1
+            if delivery.acks.is_open:
+                delivery.acks.reject(delivery.tag, requeue=True)
         if self._acks is not None:
             await self._acks.drain()
         for open_channel in (self._channel, self._publisher):
@@ -170,26 +211,47 @@ class EventConsumer:
         if tag is None:
             return
         self.delivered += 1
-        self._unsettled += 1
         acks.received(tag)
-        self._waiting.put_nowait(_Delivery(acks, queue, message, tag))
-
-    async def _work(self) -> None:
-        while (delivery := await self._waiting.get()) is not None:
-            try:
-                await self._handle(delivery)
-            finally:
-                self._unsettled -= 1
-
-    async def _handle(self, delivery: _Delivery) -> None:
-        acks, queue, tag = delivery.acks, delivery.queue, delivery.tag
-        if not acks.is_open:
-            return  # its channel is gone: the broker delivers it again on the new one
         if self._stopping:
             acks.reject(tag, requeue=True)
             return
+        self._unsettled += 1
+        # Decoded here, in the order received, so that it joins its stream in that order.
+        self._workers.submit(self._receive(acks, queue, message, tag))
+
+    def _receive(self, acks: Acknowledgements, queue: str, message: DeliveredMessage,
+                 tag: int) -> _Delivery:
+        state = DeliveryState.of(message, queue)
         try:
-            await self._process(queue, delivery.message)
+            envelope = read_envelope(self.codec, message)
+        except WireFormatError as exc:
+            return _Delivery(acks, queue, message, tag, state, None, exc)
+        subscriptions = [s for s in self._by_type.get(envelope.event.event_type, [])
+                         if state.pending is None or s.name in state.pending]
+        return _Delivery(acks, queue, message, tag, state, envelope, None, subscriptions,
+                         stream=envelope.event.stream_id)
+
+    async def _attempt(self, delivery: _Delivery) -> float | None:
+        """One attempt at a delivery: None once it is settled (or its channel is gone),
+        else the seconds before the next attempt."""
+        if delivery.tries:
+            self._retry_waits -= 1  # it waited for this attempt
+        delay = await self._handle(delivery)
+        if delay is None:
+            self._unsettled -= 1
+        else:
+            self._retry_waits += 1
+        return delay
+
+    async def _handle(self, delivery: _Delivery) -> float | None:
+        acks, queue, tag = delivery.acks, delivery.queue, delivery.tag
+        if not acks.is_open:
+            return None  # its channel is gone: the broker delivers it again on the new one
+        if self._stopping:
+            acks.reject(tag, requeue=True)
+            return None
+        try:
+            delay = await self._process(delivery)
         except BROKER_ERRORS as exc:
             # A retry or a dead letter could not be published: leave the message to be
             # delivered again rather than acknowledge what was not handed on.
@@ -198,51 +260,47 @@ class EventConsumer:
                 # The retry or dead-letter queue is gone: declare the topology again.
                 self.broker.drop(f"a retry or dead letter could not be routed ({exc})")
             acks.reject(tag, requeue=True)
-            return
+            return None
         except Exception:
             log.exception("unexpected failure handling a message from %s", queue)
             acks.reject(tag, requeue=True)
-            return
-        acks.ack(tag)
+            return None
+        if delay is None:
+            acks.ack(tag)
+        return delay
 
-    async def _process(self, queue: str, message: DeliveredMessage) -> None:
-        state = DeliveryState.of(message, queue)
-        try:
-            envelope = read_envelope(self.codec, message)
-        except WireFormatError as exc:
+    async def _process(self, delivery: _Delivery) -> float | None:
+        """Run the handlers still to run once: None once the message is handled or handed
+        on (retry queue, dead letter), else the seconds before its next in-process attempt."""
+        queue, message, state, envelope = (delivery.queue, delivery.message, delivery.state,
+                                           delivery.envelope)
+        if envelope is None:
+            exc = delivery.malformed
+            assert exc is not None
             log.error("malformed message in %s goes to the dead-letter queue: %s", queue, exc)
             await self._dead_letter(message, state, Failure(MALFORMED, exc, attempts=0))
-            return
-        envelope = await self._as_stored(envelope)
-        subscriptions = [s for s in self._by_type.get(envelope.event.event_type, [])
-                         if state.pending is None or s.name in state.pending]
-        if not subscriptions:
+            return None
+        if delivery.tries == 0:  # once, before the first attempt, in the stream's order
+            envelope = delivery.envelope = await self._as_stored(envelope)
+        if not delivery.subscriptions:
             log.debug("no subscription here wants %s", envelope.event.event_type)
-            return
-        # The same event delivered again while its first delivery is still running here
-        # (after a reconnect) waits for it, so the inbox sees the first one's result.
-        earlier = self._running.get(envelope.message_id)
-        if earlier is not None:
-            await asyncio.shield(earlier)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._running[envelope.message_id] = done
-        try:
-            failed, error = await self._run(envelope, subscriptions, state)
-        finally:
-            if self._running.get(envelope.message_id) is done:
-                del self._running[envelope.message_id]
-            done.set_result(None)
+            return None
+        failed, error = await self._run(delivery)
         if not failed:
-            return
+            return None
         assert error is not None
+        delay = next_retry_delay(self.retry_delays, delivery.tries)
+        if delay is not None and self._retry_waits < self.retry_wait_limit:
+            return delay
+        tries = self._earlier_attempts(state) + delivery.tries
         if state.retries < len(self.topology.retry_stages):
-            await self._retry_later(message, state, failed, error)
-            return
-        tries = (state.retries + 1) * (1 + len(self.retry_delays))
+            await self._retry_later(message, state, failed, error, tries)
+            return None
         log.error("giving up on %s %s after %d attempts (%s): %s", envelope.event.event_type,
                   envelope.message_id, tries, ", ".join(s.name for s in failed), error)
         await self._dead_letter(message, state, Failure(
             HANDLER_FAILED, error, tries, frozenset(s.name for s in failed)))
+        return None
 
     async def _as_stored(self, envelope: Envelope) -> Envelope:
         """The envelope of the event as the store holds it, with its position; an event the
@@ -254,27 +312,37 @@ class EventConsumer:
                       stored.event.event_type, stored.event.id, stored.position)
         return dataclasses.replace(envelope, event=stored.event, position=stored.position)
 
-    async def _run(self, envelope: Envelope, subscriptions: list[Subscription],
-                   state: DeliveryState) -> tuple[list[Subscription], Exception | None]:
-        """Run each subscription's handler, retrying it in process while it fails; return
-        those still failing after their retries, and the last exception."""
-        first_attempt = state.retries * (1 + len(self.retry_delays)) + 1
+    async def _run(self, delivery: _Delivery) -> tuple[list[Subscription], Exception | None]:
+        """Run once each handler still to run; keep those that failed as the ones still to
+        run, and return them with the last exception."""
+        envelope = delivery.envelope
+        assert envelope is not None
+        delivery.tries += 1
+        attempt = self._earlier_attempts(delivery.state) + delivery.tries
         failed: list[Subscription] = []
-        error: Exception | None = None
-        for subscription in subscriptions:
-            failure = await handle_with_retries(subscription.name, subscription.handler,
-                                                envelope, self.retry_delays,
-                                                first_attempt=first_attempt)
-            if failure is not None:
+        for subscription in delivery.subscriptions:
+            error = await try_handler(subscription.name, subscription.handler, envelope,
+                                      attempt)
+            if error is not None:
                 failed.append(subscription)
-                error = failure.error
-        return failed, error
+                delivery.error = error
+        if failed:
+            delivery.subscriptions = failed
+        return failed, delivery.error
+
+    def _earlier_attempts(self, state: DeliveryState) -> int:
+        """Attempts made in the message's earlier delayed-retry rounds."""
+        if state.attempts_made is not None:
+            return state.attempts_made
+        return state.retries * (1 + len(self.retry_delays))  # each round made them all
 
     async def _retry_later(self, message: DeliveredMessage, state: DeliveryState,
-                           failed: list[Subscription], error: Exception) -> None:
+                           failed: list[Subscription], error: Exception,
+                           attempts_made: int) -> None:
         stage = self.topology.retry_stages[state.retries]
         await self._publish(message.body, stage.exchange, state.original_queue,
-                            retry_properties(message, state, (s.name for s in failed), error))
+                            retry_properties(message, state, (s.name for s in failed), error,
+                                             attempts_made))
 
     async def _dead_letter(self, message: DeliveredMessage, state: DeliveryState,
                            failure: Failure) -> None:

@@ -176,6 +176,10 @@ class DeadLetterQueue:
                 await channel.close()
 
 
+_AGAIN_AFTER = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+"""Seconds between asking again a queue that answered empty before its count was taken."""
+
+
 class _Browse:
     """Messages taken from the dead-letter queue on one channel, unacknowledged until removed
     or given back. `count` is how many the queue held when the browse began."""
@@ -188,8 +192,17 @@ class _Browse:
     async def next(self) -> DeliveredMessage | None:
         """The next message from the head of the queue; None once the `count` it held at the
         start were taken (letters arriving meanwhile are left for the next command) or it has
-        no more."""
-        return await self._take() if self.taken < self.count else None
+        no more. A quorum queue that counted a message may answer empty a moment longer (a
+        message given back by an earlier browse comes back after its nack is applied): an
+        empty answer before `count` is asked again a few times, for about a second at most."""
+        if self.taken >= self.count:
+            return None
+        for pause in _AGAIN_AFTER:
+            message = await self._take()
+            if message is not None:
+                return message
+            await asyncio.sleep(pause)
+        return await self._take()
 
     async def _take(self) -> DeliveredMessage | None:
         message = await self.channel.basic_get(self.queue, no_ack=False)

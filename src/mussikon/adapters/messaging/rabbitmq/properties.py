@@ -42,6 +42,9 @@ RETRIES = "x-retries"
 """Delayed retries (through a TTL queue) the message has been through."""
 PENDING_SUBSCRIPTIONS = "x-pending-subscriptions"
 """Comma-separated subscriptions that have not handled the message yet; absent means all."""
+ATTEMPTS_MADE = "x-attempts-made"
+"""Attempts made in the message's earlier delayed-retry rounds, those in process included
+(a round may skip the rest of its in-process retries: the consumer's `retry_wait_limit`)."""
 ORIGINAL_QUEUE = "x-original-queue"
 ORIGINAL_ROUTING_KEY = "x-original-routing-key"
 DEAD_LETTER_ID = "x-dead-letter-id"
@@ -140,18 +143,22 @@ class DeliveryState:
     pending: frozenset[str] | None
     original_queue: str
     original_routing_key: str
+    attempts_made: int | None = None
+    """Attempts made in the earlier delayed-retry rounds (None: not said)."""
 
     @classmethod
     def of(cls, message: DeliveredMessage, queue: str) -> DeliveryState:
         """Read it from the message's headers (a fresh message: no retries, all subscriptions)."""
         headers = headers_of(message)
         pending = headers.get(PENDING_SUBSCRIPTIONS)
+        made = headers.get(ATTEMPTS_MADE)
         return cls(
             retries=_int_or(headers.get(RETRIES), 0),
             pending=frozenset(filter(None, text(pending).split(","))) if pending else None,
             original_queue=text(headers.get(ORIGINAL_QUEUE)) or queue,
             original_routing_key=(text(headers.get(ORIGINAL_ROUTING_KEY))
                                   or message.routing_key or ""),
+            attempts_made=_int_or(made, 0) if made is not None else None,
         )
 
 
@@ -180,10 +187,13 @@ def _without_broker_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def retry_properties(message: DeliveredMessage, state: DeliveryState,
-                     pending: Iterable[str], error: BaseException) -> Basic.Properties:
-    """The message as it goes through a delayed retry: one more retry, only `pending` left."""
+                     pending: Iterable[str], error: BaseException,
+                     attempts_made: int) -> Basic.Properties:
+    """The message as it goes through a delayed retry: one more retry, only `pending` left,
+    `attempts_made` so far."""
     headers = _without_broker_headers(headers_of(message)) | {
         RETRIES: state.retries + 1,
+        ATTEMPTS_MADE: attempts_made,
         PENDING_SUBSCRIPTIONS: ",".join(sorted(pending)),
         ORIGINAL_QUEUE: state.original_queue,
         ORIGINAL_ROUTING_KEY: state.original_routing_key,
