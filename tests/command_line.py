@@ -44,6 +44,38 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+async def store_with_one_registration(tmp_path: Path) -> str:
+    """The URL of a new SQLite store holding one musician's registration (Ana, ana@example.com),
+    not yet handled."""
+    from mussikon.bootstrap import open_app
+    from mussikon.config import Settings
+
+    url = f"sqlite:///{tmp_path}/mussikon.db"
+    app = await open_app(Settings(store_url=url, broker_url="memory://"))
+    try:
+        await app.marketplace.register_musician(email="ana@example.com", name="Ana Díaz",
+                                                genres=["jazz"], location="Santo Domingo")
+    finally:
+        await app.close()
+    return url
+
+
+async def line_with(stream: asyncio.StreamReader | None, text: str, timeout: float = 30) -> str:
+    """The first line of a process's output that holds `text`; fails after `timeout` seconds
+    or at the end of the output, naming what came."""
+    assert stream is not None
+    seen: list[str] = []
+
+    async def until() -> str:
+        while line := (await stream.readline()).decode():
+            seen.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"{text!r} never came; got {seen}")
+
+    return await asyncio.wait_for(until(), timeout)
+
+
 async def worker_until(reached: Callable[[], Awaitable[bool]], *, cwd: Path,
                        env: dict[str, str], timeout: float = 30) -> None:
     """Run `mussikon worker` until `reached()` holds, then stop it with SIGTERM: it must exit

@@ -15,6 +15,7 @@ from tests.command_line import (
     mussikon,
     one_error_line,
     prints,
+    store_with_one_registration,
     worker_until,
 )
 from tests.polling import eventually
@@ -49,13 +50,7 @@ async def _closed(server: SilentServer) -> bool:
 
 async def test_the_worker_gives_up_on_a_silent_smtp_server_and_dead_letters_the_email(
         tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/mussikon.db"
-    app = await open_app(Settings(store_url=url, broker_url="memory://"))
-    try:
-        await app.marketplace.register_musician(email="ana@example.com", name="Ana Díaz",
-                                                genres=["jazz"], location="Santo Domingo")
-    finally:
-        await app.close()
+    url = await store_with_one_registration(tmp_path)
 
     async with SilentServer() as smtp:
         env = environment(store_url=url, smtp_url=f"smtp://127.0.0.1:{smtp.port}",

@@ -11,38 +11,23 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.command_line import SilentServer, environment, mussikon, prints, worker_until
+from tests.command_line import (
+    SilentServer,
+    environment,
+    line_with,
+    mussikon,
+    prints,
+    store_with_one_registration,
+    worker_until,
+)
 from tests.polling import eventually
-
-from mussikon.bootstrap import open_app
-from mussikon.config import Settings
-
-
-async def _read_line_with(stream: asyncio.StreamReader | None, text: str) -> str:
-    assert stream is not None
-
-    async def until() -> str:
-        seen = []
-        while line := (await stream.readline()).decode():
-            seen.append(line)
-            if text in line:
-                return line
-        raise AssertionError(f"{text!r} never came; got {seen}")
-
-    return await asyncio.wait_for(until(), 30)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM],
                          ids=["SIGINT", "SIGTERM"])
 async def test_a_second_signal_stops_the_worker_at_once_and_loses_nothing(
         tmp_path: Path, signum: signal.Signals) -> None:
-    url = f"sqlite:///{tmp_path}/mussikon.db"
-    app = await open_app(Settings(store_url=url, broker_url="memory://"))
-    try:
-        await app.marketplace.register_musician(email="ana@example.com", name="Ana Díaz",
-                                                genres=["jazz"], location="Santo Domingo")
-    finally:
-        await app.close()
+    url = await store_with_one_registration(tmp_path)
 
     async with SilentServer() as smtp:
         env = environment(store_url=url, smtp_url=f"smtp://127.0.0.1:{smtp.port}",
@@ -51,10 +36,10 @@ async def test_a_second_signal_stops_the_worker_at_once_and_loses_nothing(
             sys.executable, "-m", "mussikon", "worker", cwd=tmp_path, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            await _read_line_with(worker.stdout, "worker running")
+            await line_with(worker.stdout, "worker running")
             await eventually(smtp.accepted, 30)  # the welcome email waits for the server
             worker.send_signal(signum)
-            stopping = await _read_line_with(worker.stdout, "stopping")
+            stopping = await line_with(worker.stdout, "stopping")
             assert "finishing messages in flight" in stopping
             with pytest.raises(TimeoutError):  # it waits for the handler in flight
                 await asyncio.wait_for(asyncio.shield(worker.wait()), 0.5)
