@@ -158,8 +158,9 @@ class DeadLetterQueue:
                 await browse.give_back_in_order()
             with contextlib.suppress(*BROKER_ERRORS):
                 await channel.close()
-        if browse.taken > browse.removed:
-            await self._until_returned(browse.count - browse.removed)
+            if browse.taken > browse.removed:  # also when the command failed midway
+                with contextlib.suppress(*BROKER_ERRORS):
+                    await self._until_returned(browse.count - browse.removed)
 
     async def _until_returned(self, expected: int, timeout: float = 5.0) -> None:
         connection = await self.broker.connection()
