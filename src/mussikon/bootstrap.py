@@ -177,7 +177,8 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
             concurrency=settings.bus_concurrency, retry_delays=settings.retry_delays,
             delayed_retry_delays=settings.delayed_retry_delays,
             poll_interval=settings.poll_interval, poll_max_interval=settings.poll_max_interval,
-            connect_timeout=settings.broker_connect_timeout)
+            connect_timeout=settings.broker_connect_timeout,
+            prerequisite_wait=settings.prerequisite_wait)
     raise ConfigurationError(
         f"MUSSIKON_BROKER_URL {mask_url(url)!r}: use memory:// or amqp://user:pass@host:5672/")
 

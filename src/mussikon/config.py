@@ -50,6 +50,10 @@ class Settings(BaseSettings):
                                                                    "per consumer")
     rabbitmq_retry_delays: str = Field("1,10,60", description="Seconds of the delayed retries "
                                                               "through TTL queues")
+    prerequisite_wait: float = Field(
+        600.0, gt=0, description="Seconds an event from another service may wait for what it "
+                                 "presupposes (an application its gig) before it is "
+                                 "dead-lettered")
     payment_gateway: str = Field("sandbox", description="Payment gateway adapter")
     snapshot_every: int = Field(50, ge=0, description="Snapshot an aggregate every N events")
     saga_signature_timeout: timedelta = Field(

@@ -8,20 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from mussikon.adapters.clock import OffsetClock
-from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport
-from mussikon.application.projections.analytics import USER_REGISTERED
-from mussikon.application.projections.directory import PROFILES
+from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport, Topology
+from mussikon.application.projections.analytics import (
+    APPLICATION_SUBMITTED,
+    CONTRACT_SIGNED,
+    GIG_CREATED,
+    PAYMENT_COMPLETED,
+    USER_REGISTERED,
+)
+from mussikon.application.projections.directory import (
+    APPLICATIONS,
+    CONTRACTS,
+    GIGS,
+    ORGANIZERS,
+    PROFILES,
+)
 from mussikon.bootstrap import App, open_app
 from mussikon.config import Settings
-from mussikon.domain.events import SPECIFICATION_EVENT_TYPES
+from mussikon.domain.events import ContractDraftedEvent, OrganizerRegisteredEvent
+from mussikon.wire import EventCodec
 from tests.integration.rabbitmq_kit import BrokerNamespace, dotnet_publish
 from tests.polling import eventually
 
@@ -138,29 +154,155 @@ async def test_the_same_event_published_twice_with_new_guids_has_one_effect(bus:
     assert await bus.on_exchange() == 2
 
 
-async def test_every_seed_event_type_from_outside_is_recorded_once(bus: Bus) -> None:
+ORGANIZER_ID = json.loads((GOLDEN / "EventCreatedEvent.json").read_bytes())["OrganizerId"]
+
+
+def _golden(event_type: str) -> bytes:
+    return (GOLDEN / f"{event_type}.json").read_bytes()
+
+
+def _world() -> list[tuple[str, bytes]]:
+    """The golden events of the specification, plus what they presuppose that the
+    specification has no event for (the organizer, the contract's draft), as .NET writes
+    them: (event type, body), in causal order."""
+    application = json.loads(_golden("MusicianApplicationSubmittedEvent"))
+    signed = json.loads(_golden("ContractSignedEvent"))
+    codec = EventCodec()
+    organizer = OrganizerRegisteredEvent(
+        organizer_id=ORGANIZER_ID, email="lucia.gomez@example.org", name="Lucía Gómez",
+        payment_source="tok_sandbox_visa")
+    draft = ContractDraftedEvent(
+        contract_id=signed["ContractId"], application_id=application["ApplicationId"],
+        musician_id=MUSICIAN_ID, organizer_id=ORGANIZER_ID, gig_id=signed["EventId"],
+        amount=Decimal(str(signed["Amount"])),
+        event_date=datetime.fromisoformat(signed["EventDate"]))
+    return [("MusicianRegisteredEvent", REGISTERED),
+            ("OrganizerRegisteredEvent", codec.encode(organizer)),
+            ("EventCreatedEvent", _golden("EventCreatedEvent")),
+            ("MusicianApplicationSubmittedEvent", _golden("MusicianApplicationSubmittedEvent")),
+            ("ContractDraftedEvent", codec.encode(draft)),
+            ("ContractSignedEvent", _golden("ContractSignedEvent")),
+            ("PaymentProcessedEvent", _golden("PaymentProcessedEvent"))]
+
+
+CAUSES = [("EventCreatedEvent", "MusicianApplicationSubmittedEvent"),
+          ("MusicianRegisteredEvent", "MusicianApplicationSubmittedEvent"),
+          ("MusicianApplicationSubmittedEvent", "ContractDraftedEvent"),
+          ("ContractDraftedEvent", "ContractSignedEvent"),
+          ("ContractSignedEvent", "PaymentProcessedEvent")]
+
+
+def _key(style: str, topology: Topology, event_type: str) -> str:
+    return topology.routing_key(event_type) if style == "RabbitMQService" else \
+        event_type.lower()
+
+
+@pytest.mark.parametrize("style", ["RabbitMQService", "EventBus"])
+async def test_every_seed_event_type_from_outside_is_handled_into_the_read_models(
+        bus: Bus, style: str) -> None:
+    """Published in reverse causal order, each twice with a new GUID: each event waits for
+    what it presupposes, is recorded once in causal order, handled, and applied by every
+    read model; nothing is dead-lettered and only what our handlers wrote is published."""
     app, topology = bus.app, bus.transport.topology
-    types = [cls.__name__ for cls in SPECIFICATION_EVENT_TYPES]
-    bodies = {t: (GOLDEN / f"{t}.json").read_bytes() for t in types}
-    for _ in range(2):  # each twice, a new GUID each time
-        for event_type in types:
-            await bus.publish(topology.routing_key(event_type), bodies[event_type], event_type)
+    world = _world()
+    for _ in range(2):
+        for event_type, body in reversed(world):
+            await bus.publish(_key(style, topology, event_type), body, event_type)
+    ids = [json.loads(body)["Id"] for _, body in world]
+    contract_id = json.loads(_golden("ContractSignedEvent"))["ContractId"]
 
-    async def all_delivered() -> bool:
-        consumer = bus.transport.consumer
-        return consumer is not None and consumer.delivered >= 2 * len(types)
+    async def paid() -> bool:
+        contract = await app.documents.get(CONTRACTS, contract_id)
+        return contract is not None and contract["status"] == "Paid"
 
-    await eventually(all_delivered, timeout=20)
+    await eventually(paid, timeout=30)
     await bus.transport.wait_idle(30)
+    await app.settle()
     stored = await app.store.read_all()
     foreign = [r for r in stored if r.origin]
-    assert sorted((r.event.event_type, str(r.event.id), r.origin) for r in foreign) == sorted(
-        (t, json.loads(bodies[t])["Id"], "rabbitmq") for t in types)
+    assert sorted((str(r.event.id), r.origin) for r in foreign) == sorted(
+        (i, "rabbitmq") for i in ids)
+    at = {r.event.event_type: r.position for r in foreign}
+    for before, after in CAUSES:  # each recorded after what it presupposes
+        assert at[before] < at[after], (before, after)
+    assert await bus.transport.dead_letters() == []
+    documents = app.documents
+    assert await documents.get(PROFILES, MUSICIAN_ID) is not None
+    assert await documents.get(ORGANIZERS, ORGANIZER_ID) is not None
+    gig = json.loads(_golden("EventCreatedEvent"))["EventId"]
+    assert (await documents.get(GIGS, gig) or {}).get("title") == "Noche de Jazz en la Zona " \
+                                                                  "Colonial"
+    application = json.loads(_golden("MusicianApplicationSubmittedEvent"))["ApplicationId"]
+    assert await documents.get(APPLICATIONS, application) is not None
+    summary = await app.analytics.summary()
+    assert {kind: summary.by_kind[kind] for kind in (
+        USER_REGISTERED, GIG_CREATED, APPLICATION_SUBMITTED, CONTRACT_SIGNED,
+        PAYMENT_COMPLETED)} == {USER_REGISTERED: 2,  # the musician and the organizer
+                                GIG_CREATED: 1, APPLICATION_SUBMITTED: 1, CONTRACT_SIGNED: 1,
+                                PAYMENT_COMPLETED: 1}
+    kinds = sorted(s.notification.kind for s in await app.notifier.sent())
+    assert kinds.count("welcome") == 1 and kinds.count("application-received") == 1
+    assert kinds.count("contract-confirmation") == 2 and kinds.count("payment-confirmation") == 2
     # What our handlers wrote in reply is ours, and our relay publishes it; nothing else.
     ours = len(stored) - len(foreign)
+    assert ours >= 1  # the contract marked paid, at least
 
     async def ours_alone_published() -> bool:
-        return await bus.on_exchange() == 2 * len(types) + ours
+        return await bus.on_exchange() == 2 * len(world) + ours
 
     await eventually(ours_alone_published)
     assert bus.transport.relay is not None and bus.transport.relay.published == ours
+
+
+async def test_an_application_published_before_its_gig_is_handled_once_the_gig_arrives(
+        bus: Bus) -> None:
+    app = bus.app
+    await bus.publish("musician.registered", REGISTERED, "MusicianRegisteredEvent")
+    await bus.publish("application.submitted", _golden("MusicianApplicationSubmittedEvent"),
+                      "MusicianApplicationSubmittedEvent")
+    application = json.loads(_golden("MusicianApplicationSubmittedEvent"))["ApplicationId"]
+
+    async def waiting() -> bool:  # went round a delayed queue at least once, not recorded
+        consumer = bus.transport.consumer
+        return consumer is not None and consumer.delivered >= 3
+    await eventually(waiting, timeout=20)
+    assert await app.documents.get(APPLICATIONS, application) is None
+    organizer = OrganizerRegisteredEvent(
+        organizer_id=ORGANIZER_ID, email="lucia.gomez@example.org", name="Lucía Gómez",
+        payment_source="tok_sandbox_visa")
+    await bus.publish("organizer.registered", EventCodec().encode(organizer),
+                      "OrganizerRegisteredEvent")
+    await bus.publish("event.created", _golden("EventCreatedEvent"), "EventCreatedEvent")
+
+    async def organizer_told() -> bool:
+        sent = await app.notifier.sent()
+        return any(s.notification.kind == "application-received" for s in sent)
+
+    await eventually(organizer_told, timeout=20)
+    await bus.transport.wait_idle(30)
+    types = [r.event.event_type for r in await app.store.read_all() if r.origin]
+    assert types.index("EventCreatedEvent") < types.index("MusicianApplicationSubmittedEvent")
+    assert await app.documents.get(APPLICATIONS, application) is not None
+    assert await bus.transport.dead_letters() == []
+
+
+async def test_a_signature_whose_draft_never_comes_is_dead_lettered_naming_it(
+        bus: Bus) -> None:
+    consumer = bus.transport.consumer
+    assert consumer is not None
+    consumer.prerequisite_wait = 0.5
+    signed = _golden("ContractSignedEvent")
+    await bus.publish("contract.signed", signed, "ContractSignedEvent")
+
+    async def dead_lettered() -> bool:
+        return bool(await bus.transport.dead_letters())
+
+    await eventually(dead_lettered, timeout=20)
+    [letter] = await bus.transport.dead_letters()
+    contract_id = json.loads(signed)["ContractId"]
+    assert letter.reason.startswith("prerequisite-missing: ContractSignedEvent ")
+    assert letter.reason.endswith(f"not known: contract {contract_id} (ContractDraftedEvent)")
+    assert letter.attempts == 0
+    assert await bus.app.store.find_event(uuid.UUID(json.loads(signed)["Id"])) is None
+    assert not any(s.notification.kind == "contract-confirmation"
+                   for s in await bus.app.notifier.sent())

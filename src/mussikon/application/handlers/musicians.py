@@ -7,7 +7,7 @@ import contextlib
 from mussikon.application import templates
 from mussikon.application.handlers.dependencies import Dependencies, react, read_models_at
 from mussikon.application.projections.availability import BOOKINGS, booking_key
-from mussikon.application.projections.directory import ORGANIZERS, PROFILES
+from mussikon.application.projections.directory import CONTRACTS, ORGANIZERS, PROFILES
 from mussikon.application.repository import Cause
 from mussikon.domain.contract import contract_id_for
 from mussikon.domain.errors import IllegalTransition
@@ -59,7 +59,8 @@ async def on_application_submitted(envelope: Envelope, deps: Dependencies) -> No
     react(envelope, "musicians", "application counted in analytics")
     assert gig.event_date is not None
     booked = await deps.documents.get(BOOKINGS, booking_key(event.musician_id, gig.event_date))
-    if booked is None or booked["contract_id"] == contract_id_for(event.application_id):
+    if booked is None or await _is_own_contract(deps, booked["contract_id"],
+                                                event.application_id):
         react(envelope, "musicians", f"musician free on {gig.event_date.date()}"
               if booked is None else "the day is booked by this application's own contract")
         return
@@ -72,3 +73,12 @@ async def on_application_submitted(envelope: Envelope, deps: Dependencies) -> No
         musician["name"], musician["email"], event.id, application_id=event.application_id,
         gig_title=gig.title, reason=reason))
     react(envelope, "musicians", f"musician busy: application rejected ({reason})")
+
+
+async def _is_own_contract(deps: Dependencies, contract_id: str, application_id: str) -> bool:
+    """True if the contract is this application's own: the one we draft for it, or one that
+    another service drafted for it."""
+    if contract_id == contract_id_for(application_id):
+        return True
+    contract = await deps.documents.get(CONTRACTS, contract_id)
+    return contract is not None and contract.get("application_id") == application_id

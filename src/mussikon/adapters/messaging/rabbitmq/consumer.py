@@ -4,7 +4,13 @@ Every message's event is first looked up in the store by its id: one this servic
 (coming back from the broker) or recorded before gets its stored position; one another
 service published is recorded (`EventStore.record_foreign`, origin `rabbitmq`) before any
 handler runs, so the projections, which follow the store's global order, apply it too, and
-a handler waiting for them (`read_models_at`) waits for its position. Then, for each message,
+a handler waiting for them (`read_models_at`) waits for its position. A foreign event is
+recorded only once what it presupposes is in the store (`mussikon.domain.prerequisites`: an
+application its gig and musician, a signature its contract's draft…), since the broker
+does not order messages across queues: until then it waits in the delayed-retry queues
+(settled here, so it holds no handler, no prefetch room and none of its stream's later
+messages), and after `prerequisite_wait` seconds it goes to the dead-letter queue with the
+reason `prerequisite-missing`, naming what was not known. Then, for each message,
 every subscription that wants its event type runs; the message is
 acknowledged only after all of them succeeded (or it was handed on to a retry or to the
 dead-letter queue, confirmed by the broker). A failing handler is retried in process a
@@ -47,6 +53,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,15 +67,19 @@ from mussikon.adapters.messaging.rabbitmq.connection import BROKER_ERRORS, Broke
 from mussikon.adapters.messaging.rabbitmq.properties import (
     HANDLER_FAILED,
     MALFORMED,
+    PREREQUISITE_MISSING,
     DeliveryState,
     Failure,
     dead_letter_properties,
     read_envelope,
     retry_properties,
+    wait_properties,
 )
 from mussikon.adapters.messaging.rabbitmq.topology import Topology
 from mussikon.adapters.messaging.retries import next_retry_delay, try_handler
 from mussikon.adapters.messaging.stream_order import StreamOrderedWorkers
+from mussikon.domain.events import DomainEvent
+from mussikon.domain.prerequisites import Prerequisite, PrerequisitesMissing, prerequisites
 from mussikon.ports.event_store import EventStore
 from mussikon.ports.transport import Envelope, Subscription
 from mussikon.wire import EventCodec, WireFormatError
@@ -111,9 +122,11 @@ class EventConsumer:
                  subscriptions: Sequence[Subscription], *, store: EventStore,
                  prefetch: int = 100,
                  concurrency: int = 8, retry_delays: Iterable[float] = (0.05, 0.25, 1.0),
-                 publish_timeout: float = 30.0) -> None:
+                 publish_timeout: float = 30.0, prerequisite_wait: float = 600.0) -> None:
         self.broker, self.topology, self.codec = broker, topology, codec
         self.store = store
+        self.prerequisite_wait = prerequisite_wait
+        """Seconds an event from another service may wait for what it presupposes."""
         self.prefetch = prefetch
         self.concurrency = concurrency
         self.retry_delays = tuple(retry_delays)
@@ -127,8 +140,10 @@ class EventConsumer:
             for event_type in sorted(subscription.event_types):
                 topology.routing_key(event_type)  # fails early for a type with no queue
                 self._by_type.setdefault(event_type, []).append(subscription)
-        self.queues = sorted({topology.queue(t) for t in self._by_type})
-        """The queues consumed: those of every event type some subscription wants."""
+        self.queues = sorted(topology.event_queues())
+        """The queues consumed: every event type's, those no subscription wants included, so
+        that every event another service publishes is recorded (the projections follow
+        more types than the handlers) and no queue fills up unread."""
         self.delivered = 0
         """Messages received so far (redeliveries included)."""
         self._workers = StreamOrderedWorkers("consumer", concurrency, self._attempt,
@@ -281,7 +296,10 @@ class EventConsumer:
             await self._dead_letter(message, state, Failure(MALFORMED, exc, attempts=0))
             return None
         if delivery.tries == 0:  # once, before the first attempt, in the stream's order
-            envelope = delivery.envelope = await self._as_stored(envelope)
+            stored = await self._as_stored(delivery, envelope)
+            if stored is None:
+                return None  # gone round a delayed queue to wait, or dead-lettered
+            envelope = delivery.envelope = stored
         if not delivery.subscriptions:
             log.debug("no subscription here wants %s", envelope.event.event_type)
             return None
@@ -302,15 +320,58 @@ class EventConsumer:
             HANDLER_FAILED, error, tries, frozenset(s.name for s in failed)))
         return None
 
-    async def _as_stored(self, envelope: Envelope) -> Envelope:
+    async def _as_stored(self, delivery: _Delivery, envelope: Envelope) -> Envelope | None:
         """The envelope of the event as the store holds it, with its position; an event the
-        store does not hold (another service published it) is recorded first."""
+        store does not hold (another service published it) is recorded first, once what it
+        presupposes is known. None if it is not: it waits, or it waited long enough."""
         stored = await self.store.find_event(envelope.event.id)
         if stored is None:
+            missing = await self._missing(envelope.event)
+            if missing:
+                await self._wait(delivery, envelope.event, missing)
+                return None
             stored = await self.store.record_foreign(envelope.event, FOREIGN_ORIGIN)
             log.debug("recorded %s %s from another service at position %d",
                       stored.event.event_type, stored.event.id, stored.position)
         return dataclasses.replace(envelope, event=stored.event, position=stored.position)
+
+    async def _missing(self, event: DomainEvent) -> list[Prerequisite]:
+        """What `event` presupposes and the store does not hold."""
+        missing = []
+        for needed in prerequisites(event):
+            if needed.opens_stream:
+                known = await self.store.stream_version(needed.stream_id) > 0
+            else:
+                known = any(r.event.event_type == needed.event_type
+                            for r in await self.store.read_stream(needed.stream_id))
+            if not known:
+                missing.append(needed)
+        return missing
+
+    async def _wait(self, delivery: _Delivery, event: DomainEvent,
+                    missing: list[Prerequisite]) -> None:
+        """Send the message round a delayed queue to wait for what it presupposes, or to the
+        dead-letter queue once it waited `prerequisite_wait` seconds."""
+        message, state = delivery.message, delivery.state
+        now = time.time()
+        since = state.waiting_since if state.waiting_since is not None else now
+        what = ", ".join(m.what for m in missing)
+        stages = self.topology.retry_stages
+        if now - since >= self.prerequisite_wait or not stages:
+            error = PrerequisitesMissing(
+                f"{event.event_type} {event.id} waited {now - since:.0f} s for what it "
+                f"presupposes; not known: {what}")
+            log.error("giving up on %s", error)
+            await self._dead_letter(message, state, Failure(
+                PREREQUISITE_MISSING, error, attempts=0,
+                subscriptions=frozenset(s.name for s in delivery.subscriptions)))
+            return
+        # A few short rounds first (what it waits for is usually a moment behind), then longer.
+        stage = stages[min(state.waits // 3, len(stages) - 1)]
+        log.info("%s %s waits for %s (round %d)", event.event_type, event.id, what,
+                 state.waits + 1)
+        await self._publish(message.body, stage.exchange, state.original_queue,
+                            wait_properties(message, state, since, what))
 
     async def _run(self, delivery: _Delivery) -> tuple[list[Subscription], Exception | None]:
         """Run once each handler still to run; keep those that failed as the ones still to

@@ -54,6 +54,13 @@ EXCEPTION_MESSAGE = "x-exception-message"
 ATTEMPTS = "x-attempts"
 SUBSCRIPTION = "x-subscription"
 FAILED_AT = "x-failed-at"
+WAITS = "x-waits"
+"""Times an event from another service went round a delayed queue waiting for what it
+presupposes (not failures: no handler ran)."""
+WAITING_SINCE = "x-waiting-since"
+"""When it started waiting, in Unix milliseconds."""
+WAITING_FOR = "x-waiting-for"
+"""What it was still waiting for, last time it was looked at."""
 EARLIER_ATTEMPTS = "x-earlier-attempts"
 """Attempts made before the dead letter was last replayed, so the count keeps growing."""
 
@@ -61,6 +68,9 @@ MALFORMED = "malformed"
 """`x-failure-reason` of a body that is not a valid event: never retried."""
 HANDLER_FAILED = "handler-failed"
 """`x-failure-reason` of a valid event whose handler kept failing."""
+PREREQUISITE_MISSING = "prerequisite-missing"
+"""`x-failure-reason` of an event from another service that waited longer than it may for
+what it presupposes (`mussikon.domain.prerequisites`)."""
 
 
 def event_properties(event: DomainEvent, position: int | None = None) -> Basic.Properties:
@@ -145,6 +155,10 @@ class DeliveryState:
     original_routing_key: str
     attempts_made: int | None = None
     """Attempts made in the earlier delayed-retry rounds (None: not said)."""
+    waits: int = 0
+    """Delayed rounds it went through waiting for what it presupposes."""
+    waiting_since: float | None = None
+    """When it started waiting (Unix seconds), None if it never waited."""
 
     @classmethod
     def of(cls, message: DeliveredMessage, queue: str) -> DeliveryState:
@@ -159,6 +173,9 @@ class DeliveryState:
             original_routing_key=(text(headers.get(ORIGINAL_ROUTING_KEY))
                                   or message.routing_key or ""),
             attempts_made=_int_or(made, 0) if made is not None else None,
+            waits=_int_or(headers.get(WAITS), 0),
+            waiting_since=(_int_or(since, 0) / 1000
+                           if (since := headers.get(WAITING_SINCE)) is not None else None),
         )
 
 
@@ -203,6 +220,20 @@ def retry_properties(message: DeliveredMessage, state: DeliveryState,
     return _copy(message.header.properties, headers)
 
 
+def wait_properties(message: DeliveredMessage, state: DeliveryState, since: float,
+                    missing: str) -> Basic.Properties:
+    """The message as it goes round a delayed queue waiting for what its event presupposes
+    (`missing`), having started to wait at `since` (Unix seconds)."""
+    headers = _without_broker_headers(headers_of(message)) | {
+        WAITS: state.waits + 1,
+        WAITING_SINCE: round(since * 1000),
+        WAITING_FOR: _clip(missing),
+        ORIGINAL_QUEUE: state.original_queue,
+        ORIGINAL_ROUTING_KEY: state.original_routing_key,
+    }
+    return _copy(message.header.properties, headers)
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     """Why a message is given up on."""
@@ -235,10 +266,11 @@ def dead_letter_properties(message: DeliveredMessage, state: DeliveryState,
 
 
 def replay_properties(message: DeliveredMessage) -> Basic.Properties:
-    """A dead letter as it is sent back to its queue: retries start again, and only the
+    """A dead letter as it is sent back to its queue: retries (and the wait for what it
+    presupposes) start again, and only the
     subscriptions that failed run it. It keeps its dead-letter id and its attempt count."""
     drop = {FAILURE_REASON, EXCEPTION_TYPE, EXCEPTION_MESSAGE, ATTEMPTS, SUBSCRIPTION, FAILED_AT,
-            RETRIES}
+            RETRIES, WAITS, WAITING_SINCE, WAITING_FOR}
     original = headers_of(message)
     headers = {key: value for key, value in _without_broker_headers(original).items()
                if key not in drop}

@@ -48,7 +48,8 @@ class RabbitMqTransport(Transport):
                  notifications_exchange: str = "mussikon.notifications",
                  dead_letter_queue: str = "mussikon.dlq",
                  routing_keys: Mapping[str, str] | None = None,
-                 connection_name: str = "mussikon", connect_timeout: float = 10.0) -> None:
+                 connection_name: str = "mussikon", connect_timeout: float = 10.0,
+                 prerequisite_wait: float = 600.0) -> None:
         self.store, self.documents, self.codec = store, documents, codec
         self.topology = Topology(
             codec.event_types, prefix=prefix, queue_type=queue_type,
@@ -67,6 +68,7 @@ class RabbitMqTransport(Transport):
         self.consumer: EventConsumer | None = None
         self.prefetch, self.concurrency = prefetch, concurrency
         self.retry_delays = tuple(retry_delays)
+        self.prerequisite_wait = prerequisite_wait
         self.dead_letter_queue = DeadLetterQueue(self.broker, self.topology)
         self._opened = False
         self._monitor: AbstractChannel | None = None
@@ -81,7 +83,7 @@ class RabbitMqTransport(Transport):
             self.consumer = EventConsumer(
                 self.broker, self.topology, self.codec, subscriptions, store=self.store,
                 prefetch=self.prefetch, concurrency=self.concurrency,
-                retry_delays=self.retry_delays)
+                retry_delays=self.retry_delays, prerequisite_wait=self.prerequisite_wait)
             self.broker.on_connected(self.consumer.attach)
             if self._opened:  # connected already, for the dead-letter tools
                 await self.consumer.attach(await self.broker.connection())
