@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +32,8 @@ from tests.integration.rabbitmq_kit import (
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.rabbitmq
+
+GOLDEN = Path(__file__).parent.parent / "golden"
 
 DOTNET_APPLICATION = """{
   "ApplicationId": "7d8e9f0a-1b2c-4d3e-9f4a-5b6c7d8e9f0a",
@@ -151,6 +154,12 @@ async def test_a_message_published_by_the_dotnet_service_is_handled(
     transport = broker.transport(documents=documents)
     await transport.start([recorder.subscription(
         "applications", ["MusicianApplicationSubmittedEvent"], documents)])
+    # What the application presupposes, from the .NET services too.
+    for routing_key, event_type in (("musician.registered", "MusicianRegisteredEvent"),
+                                    ("event.created", "EventCreatedEvent")):
+        await asyncio.to_thread(
+            dotnet_publish, broker.url, f"{broker.prefix}mussikon.events", routing_key,
+            (GOLDEN / f"{event_type}.json").read_bytes(), event_type)
     message_id = await asyncio.to_thread(
         dotnet_publish, broker.url, f"{broker.prefix}mussikon.events", "application.submitted",
         DOTNET_APPLICATION.encode(), "MusicianApplicationSubmittedEvent")
@@ -170,8 +179,10 @@ async def test_a_message_published_by_the_dotnet_service_is_handled(
     assert event.message == "Trío de jazz con repertorio de standards y bolero."
     assert event.correlation_id is None and event.causation_id is None
     # recorded in the store before any handler ran, as another service's event
-    [stored] = await transport.store.read_all()
-    assert (stored.event, stored.origin, envelope.position) == (event, "rabbitmq", 1)
+    *presupposed, stored = await transport.store.read_all()
+    assert sorted(r.event.event_type for r in presupposed) == ["EventCreatedEvent",
+                                                              "MusicianRegisteredEvent"]
+    assert (stored.event, stored.origin, envelope.position) == (event, "rabbitmq", 3)
 
     # The .NET service publishing the same event again (a new GUID) has no second effect.
     await asyncio.to_thread(

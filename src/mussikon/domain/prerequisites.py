@@ -1,9 +1,10 @@
 """What an event presupposes: the earlier events it makes sense only after.
 
 An application is about a gig and a musician, so it presupposes the gig's
-`EventCreatedEvent` and the musician's `MusicianRegisteredEvent`; a draft presupposes its application;
-a contract's signature presupposes its draft; a payment presupposes the signed contract. Our own commands check
-this before they write, so our own history is always in this order. Events that other
+`EventCreatedEvent` and the musician's `MusicianRegisteredEvent`; a draft presupposes its
+application; a contract's signature presupposes its draft; a payment presupposes the signed
+contract. Our own commands check this before they write, so our own history is always in
+this order. Events that other
 services publish can arrive in any order (the broker does not order messages across
 queues): the consumer records one only once everything it presupposes is in the store,
 so that projections, sagas and handlers see one history in causal order.
