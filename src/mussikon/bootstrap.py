@@ -173,6 +173,7 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
 
         return RabbitMqTransport(
             url, store, documents, codec, prefix=settings.rabbitmq_prefix,
+            events_exchange=settings.rabbitmq_events_exchange,
             queue_type=settings.rabbitmq_queue_type, prefetch=settings.rabbitmq_prefetch,
             concurrency=settings.bus_concurrency, retry_delays=settings.retry_delays,
             delayed_retry_delays=settings.delayed_retry_delays,

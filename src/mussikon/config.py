@@ -6,12 +6,16 @@ and recorded): no server needed.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_EXCHANGE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
+"""What AMQP 0-9-1 allows in an exchange name."""
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 """The values of `MUSSIKON_LOG_LEVEL` (in any case)."""
@@ -43,7 +47,11 @@ class Settings(BaseSettings):
                                                                "retries, then dead letter")
     poll_interval: float = Field(0.05, gt=0, description="Catch-up polling: first interval (s)")
     poll_max_interval: float = Field(1.0, gt=0, description="Catch-up polling: longest interval")
-    rabbitmq_prefix: str = Field("", description="Prefix of every exchange and queue name")
+    rabbitmq_prefix: str = Field("", description="Prefix of every exchange and queue name "
+                                                 "(not of a named events exchange)")
+    rabbitmq_events_exchange: str = Field(
+        "", description="Events exchange shared with the other services, by its full name; "
+                        "empty: <prefix>mussikon.events")
     rabbitmq_queue_type: Literal["quorum", "classic"] = Field(
         "quorum", description="Queue type: quorum (replicated, poison-safe) or classic")
     rabbitmq_prefetch: int = Field(100, ge=1, le=65535, description="Unacknowledged messages "
@@ -89,6 +97,16 @@ class Settings(BaseSettings):
     def _one_address(cls, value: str) -> str:
         if "@" not in value or any(c in value for c in "\r\n"):
             raise ValueError("must be one email address, as `Name <name@example.com>`")
+        return value
+
+    @field_validator("rabbitmq_events_exchange")
+    @classmethod
+    def _exchange_name(cls, value: str) -> str:
+        if value and not _EXCHANGE_NAME.fullmatch(value):
+            raise ValueError("must be an exchange name: up to 255 letters, digits, '-', '_', "
+                             "'.' or ':'")
+        if value.startswith("amq."):
+            raise ValueError("names starting with 'amq.' are the broker's own")
         return value
 
     @field_validator("log_level")

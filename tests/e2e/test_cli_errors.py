@@ -40,9 +40,11 @@ def test_a_bad_integer_setting_names_its_variable(tmp_path: Path) -> None:
 
 def test_every_variable_at_fault_is_named_in_the_one_line(tmp_path: Path) -> None:
     env = environment(smtp_timeout="0", broker_connect_timeout="soon",
-                      rabbitmq_retry_delays="1,x", sqlite_synchronous="sometimes")
+                      rabbitmq_retry_delays="1,x", sqlite_synchronous="sometimes",
+                      rabbitmq_events_exchange="our events")
     line = one_error_line(mussikon("db", "migrate", cwd=tmp_path, env=env))
     for part in ("MUSSIKON_SMTP_TIMEOUT='0': Input should be greater than 0",
+                 "MUSSIKON_RABBITMQ_EVENTS_EXCHANGE='our events': must be an exchange name",
                  "MUSSIKON_BROKER_CONNECT_TIMEOUT='soon': ",
                  "MUSSIKON_RABBITMQ_RETRY_DELAYS='1,x': must be comma-separated seconds",
                  "MUSSIKON_SQLITE_SYNCHRONOUS='sometimes': must be OFF, NORMAL, FULL or EXTRA"):

@@ -151,10 +151,11 @@ async def test_the_demo_command_on_postgresql_keeps_to_a_schema_of_its_own(
 @pytest.mark.rabbitmq
 async def test_the_demo_command_on_rabbitmq_uses_exchanges_and_queues_of_its_own(
         rabbitmq_url: str, unique_name: str, tmp_path: Path) -> None:
-    prefix = f"{unique_name}."
+    prefix, shared = f"{unique_name}.", f"{unique_name}.shared.events"
     ran = await asyncio.to_thread(
         _mussikon, "demo", "--quiet", cwd=tmp_path, MUSSIKON_STORE_URL="memory://",
-        MUSSIKON_BROKER_URL=rabbitmq_url, MUSSIKON_RABBITMQ_PREFIX=prefix)
+        MUSSIKON_BROKER_URL=rabbitmq_url, MUSSIKON_RABBITMQ_PREFIX=prefix,
+        MUSSIKON_RABBITMQ_EVENTS_EXCHANGE=shared)
     assert ran.returncode == 0, ran.stderr
     own = Topology(EventCodec().event_types, prefix=f"{prefix}demo.",
                    delayed_retry_delays=Settings().delayed_retry_delays)
@@ -162,8 +163,10 @@ async def test_the_demo_command_on_rabbitmq_uses_exchanges_and_queues_of_its_own
     try:
         channel = await connection.channel()
         await channel.exchange_declare(own.events_exchange, passive=True)
-        with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
-            await channel.exchange_declare(f"{prefix}mussikon.events", passive=True)
+        # Neither this prefix's exchange nor the one shared with other services.
+        for exchange in (f"{prefix}mussikon.events", shared):
+            with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
+                await (await connection.channel()).exchange_declare(exchange, passive=True)
     finally:
         await own.delete(await connection.channel())
         await connection.close()

@@ -105,7 +105,7 @@ class BrokerNamespace:
         self.url, self.prefix = url, prefix
         self.codec = EventCodec()
         self.transports: list[RabbitMqTransport] = []
-        self._topologies: dict[tuple[str, tuple[float, ...]], Topology] = {}
+        self._topologies: dict[tuple[str, str, str, tuple[float, ...]], Topology] = {}
 
     def transport(self, store: EventStore | None = None, documents: DocumentStore | None = None,
                   url: str | None = None, **options: Any) -> RabbitMqTransport:
@@ -115,10 +115,15 @@ class BrokerNamespace:
         transport = RabbitMqTransport(url or self.url, store or InMemoryEventStore(self.codec),
                                       documents or InMemoryDocumentStore(), self.codec,
                                       **settings)
+        return self.track(transport)
+
+    def track(self, transport: RabbitMqTransport) -> RabbitMqTransport:
+        """A transport made elsewhere (by `open_app`), stopped and cleaned up at the end with
+        this namespace's: its exchanges and queues too, a shared events exchange included."""
         self.transports.append(transport)
         topology = transport.topology
-        self._topologies[(topology.queue_type, tuple(s.delay for s in topology.retry_stages))] \
-            = topology
+        self._topologies[(topology.prefix, topology.events_exchange, topology.queue_type,
+                          tuple(s.delay for s in topology.retry_stages))] = topology
         return transport
 
     async def channel(self) -> aiormq.abc.AbstractChannel:

@@ -1,5 +1,5 @@
 """RabbitMQ topology names: the specification's five keys, derived keys for the rest, never an
-empty key, a prefix on every exchange and queue name."""
+empty key, a prefix on every exchange and queue name but a named events exchange."""
 
 from __future__ import annotations
 
@@ -71,6 +71,20 @@ def test_a_prefix_goes_before_every_exchange_and_queue_but_not_the_routing_keys(
     assert all(q.name.startswith("t1.") for q in topology.queues())
     assert topology.routing_key("ContractSignedEvent") == "contract.signed"
     assert topology.queue("ContractSignedEvent") == "t1.contract.signed"
+
+
+def test_a_named_events_exchange_is_shared_as_it_is_and_the_queues_stay_prefixed() -> None:
+    """Two instances, each its own prefix, one events exchange: each has its own queues on
+    that exchange."""
+    a, b = (Topology(ALL, prefix=p, events_exchange="bus.events") for p in ("a.", "b."))
+    assert a.events_exchange == b.events_exchange == "bus.events"
+    assert a.queue("ContractSignedEvent") == "a.contract.signed"
+    bound = {q.name: {e for e, _ in q.bindings} for t in (a, b) for q in t.queues()}
+    assert bound["a.contract.signed"] == bound["b.contract.signed"] == {"bus.events"}
+    assert not set(a.event_queues()) & set(b.event_queues())
+    assert a.dead_letter_queue == "a.mussikon.dlq"
+    assert all(e.name.startswith("a.") for e in a.exchanges() if e.name != "bus.events")
+    assert Topology(ALL, prefix="a.").events_exchange == "a.mussikon.events"
 
 
 def test_the_default_names_are_the_specifications() -> None:

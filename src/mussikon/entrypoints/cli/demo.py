@@ -81,8 +81,8 @@ def _program() -> str:
 
 
 def demo_settings(settings: Settings, *, send_email: bool = False) -> Settings:
-    """The settings the demo runs on: its own store, its own RabbitMQ names, and no SMTP
-    server unless `send_email`."""
+    """The settings the demo runs on: its own store, its own RabbitMQ names (its events
+    exchange included), and no SMTP server unless `send_email`."""
     if settings.demo_store_url:
         url = settings.demo_store_url
         if urlsplit(url).scheme not in ("memory", "sqlite", *_POSTGRES):
@@ -97,6 +97,7 @@ def demo_settings(settings: Settings, *, send_email: bool = False) -> Settings:
                                "postgres_schema": f"{settings.postgres_schema}_demo"}
     if urlsplit(settings.broker_url).scheme in ("amqp", "amqps"):
         changes["rabbitmq_prefix"] = f"{settings.rabbitmq_prefix}demo."
+        changes["rabbitmq_events_exchange"] = ""  # never the one shared with other services
     if not send_email:
         changes["smtp_url"] = ""
     return settings.model_copy(update=changes)

@@ -15,6 +15,9 @@ and the exercise's `EventBus` key, `EventType.ToLower()` (`musicianregisteredeve
 
 Everything is declared idempotently at every (re)connect. A `prefix` is put before every
 exchange and queue name (not before routing keys), so tests and tenants share a broker safely.
+An `events_exchange` given by name is the exchange shared with the other services, taken as
+it is (no prefix): instances with their own prefixes then have their own queues, each bound
+to that one exchange, so every instance gets every event.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ SPECIFICATION_ROUTING_KEYS: Mapping[str, str] = {
 }
 """The specification's five routing keys; its `SetupQueues` binds them by hand, and one of them
 (`application.submitted`) is not what the class name would give."""
+
+DEFAULT_EVENTS_EXCHANGE = "mussikon.events"
+"""The events exchange's name, after the prefix, unless one is named."""
 
 _WORD = re.compile(r"[A-Z][a-z0-9]*|[a-z0-9]+")
 
@@ -93,12 +99,16 @@ class RetryStage:
 
 
 class Topology:
-    """The names and shape of everything this transport declares on the broker."""
+    """The names and shape of everything this transport declares on the broker.
+
+    `events_exchange`: the events exchange's full name, shared with other services and
+    instances; empty: `<prefix>mussikon.events`, this prefix's own.
+    """
 
     def __init__(self, event_types: Iterable[str], *, prefix: str = "",
                  queue_type: QueueType = "quorum",
                  delayed_retry_delays: Iterable[float] = (1.0, 10.0, 60.0),
-                 events_exchange: str = "mussikon.events",
+                 events_exchange: str = "",
                  notifications_exchange: str = "mussikon.notifications",
                  dead_letter_queue: str = "mussikon.dlq",
                  routing_keys: Mapping[str, str] | None = None,
@@ -108,7 +118,7 @@ class Topology:
         self.prefix = prefix
         self.queue_type = queue_type
         self.delivery_limit = delivery_limit
-        self.events_exchange = prefix + events_exchange
+        self.events_exchange = events_exchange or prefix + DEFAULT_EVENTS_EXCHANGE
         self.notifications_exchange = prefix + notifications_exchange
         self.dead_letter_queue = prefix + dead_letter_queue
         self.dead_letter_exchange = prefix + "mussikon.dlx"

@@ -31,7 +31,8 @@ class RabbitMqTransport(Transport):
     `retry_delays` are the in-process retries of a failing handler (seconds between tries);
     `delayed_retry_delays` the waits in TTL queues after those are used up; then the message
     goes to the dead-letter queue. `prefetch` is per queue consumed, `concurrency` bounds
-    the handlers running at once in this process.
+    the handlers running at once in this process. `events_exchange`: the exchange shared with
+    the other services, by its full name (empty: `<prefix>mussikon.events`).
     """
 
     replays_in_place = False  # a replayed letter goes back to its queue, for any consumer
@@ -44,7 +45,7 @@ class RabbitMqTransport(Transport):
                  relay: bool = True, relay_name: str = "relay", relay_batch_size: int = 500,
                  lease_seconds: float = 10.0, poll_interval: float = 0.05,
                  poll_max_interval: float = 1.0, delivery_limit: int = 20,
-                 events_exchange: str = "mussikon.events",
+                 events_exchange: str = "",
                  notifications_exchange: str = "mussikon.notifications",
                  dead_letter_queue: str = "mussikon.dlq",
                  routing_keys: Mapping[str, str] | None = None,
