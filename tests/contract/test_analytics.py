@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mussikon.application.projections import View
 from mussikon.application.projections.analytics import (
     APPLICATION_SUBMITTED,
     CONTRACT_SIGNED,
@@ -21,7 +22,11 @@ from mussikon.application.projections.analytics import (
     AnalyticsProjection,
     ProjectionAnalytics,
 )
-from mussikon.application.projections.runner import ProjectionRunner
+from mussikon.application.projections.runner import (
+    ProjectionBusy,
+    ProjectionRunner,
+    checkpoint_name,
+)
 from mussikon.domain.events import (
     ContractSignedEvent,
     DomainEvent,
@@ -31,6 +36,7 @@ from mussikon.domain.events import (
     PaymentProcessedEvent,
 )
 from tests.contract.store_adapters import ADAPTERS, StoresUnderTest, open_stores
+from tests.polling import eventually
 
 WHEN = datetime(2030, 5, 1, 22, 0, tzinfo=UTC)
 
@@ -108,3 +114,106 @@ async def test_an_empty_store_has_an_empty_summary(stores: StoresUnderTest) -> N
     summary = await ProjectionAnalytics(stores.documents).summary()
     assert summary.by_kind == {}
     assert summary.revenue == 0
+
+
+class StallingAnalytics(AnalyticsProjection):
+    """The analytics projection of a runner that stalls (a pause, a slow batch) before the
+    event after its first `applied` ones, until `resume` is set; `stalled` tells it got
+    there."""
+
+    def __init__(self, applied: int) -> None:
+        self.left = applied
+        self.stalled, self.resume = asyncio.Event(), asyncio.Event()
+
+    async def apply(self, event: DomainEvent, view: View) -> None:
+        if self.left == 0 and not self.resume.is_set():
+            self.stalled.set()
+            await self.resume.wait()
+        self.left -= 1
+        await super().apply(event, view)
+
+
+async def register_many(stores: StoresUnderTest, count: int) -> None:
+    """Store `count` musicians' registrations, many streams per transaction."""
+    for start in range(0, count, 250):
+        await stores.events.append_streams([(f"musician-{n}", [MusicianRegisteredEvent(
+            musician_id=f"m{n}", email="a@b.io", name="A", genres=("Jazz",),
+            location="Santiago")], 0) for n in range(start, min(start + 250, count))])
+    await stores.settle()
+
+
+async def registrations(stores: StoresUnderTest) -> int:
+    return (await ProjectionAnalytics(stores.documents).summary()).by_kind[USER_REGISTERED]
+
+
+async def take_lease_over(stores: StoresUnderTest, runner: ProjectionRunner) -> None:
+    """Wait until the lease on the analytics projection expires, and take it for `runner`."""
+    async def taken() -> bool:
+        return await stores.documents.try_lease(checkpoint_name("analytics"), runner.owner, 10)
+
+    await eventually(taken)
+
+
+EVENTS = 2_000
+
+
+async def test_a_runner_whose_lease_was_taken_over_mid_batch_commits_nothing_of_it(
+        stores: StoresUnderTest) -> None:
+    await register_many(stores, EVENTS)
+    # The first holds the lease briefly, commits its first batch (1-500), then stalls
+    # before it applies anything of the next (501-1000), past the end of its lease.
+    stalling = StallingAnalytics(applied=500)
+    first = ProjectionRunner(stores.events, stores.documents, [stalling], batch_size=500,
+                             lease_seconds=0.3)
+    first_run = asyncio.create_task(first.catch_up("analytics"))
+    await stalling.stalled.wait()
+    # The second takes the lease over, commits 501-600, and stalls in its next batch.
+    taking_over = StallingAnalytics(applied=100)
+    second = ProjectionRunner(stores.events, stores.documents, [taking_over], batch_size=100)
+    await take_lease_over(stores, second)
+    second_run = asyncio.create_task(second.catch_up("analytics"))
+    await taking_over.stalled.wait()
+    checkpoint = await stores.documents.checkpoint(checkpoint_name("analytics"))
+    assert await registrations(stores) == 600
+    # The first wakes, applies 501-1000 over the second's 600 counted: refused.
+    stalling.resume.set()
+    assert await first_run == checkpoint  # and it stopped: the second holds the lease
+    assert await registrations(stores) == 600
+    taking_over.resume.set()
+    assert await second_run == await stores.events.head_position()
+    assert await registrations(stores) == EVENTS
+
+
+async def test_a_worker_whose_lease_expired_mid_batch_commits_nothing_over_a_rebuild(
+        stores: StoresUnderTest) -> None:
+    await register_many(stores, EVENTS)
+    worker_analytics = StallingAnalytics(applied=500)
+    worker = ProjectionRunner(stores.events, stores.documents, [worker_analytics],
+                              batch_size=500, lease_seconds=0.3)
+    worker_run = asyncio.create_task(worker.catch_up("analytics"))
+    await worker_analytics.stalled.wait()
+    # The rebuild takes the lease once the worker's expires, resets, replays 1-600 and
+    # stalls in its next batch.
+    rebuilding = StallingAnalytics(applied=600)
+    operator = ProjectionRunner(stores.events, stores.documents, [rebuilding], batch_size=300)
+
+    async def rebuild_started() -> bool:
+        try:
+            await operator.rebuild("analytics")
+        except ProjectionBusy:
+            return False
+        return True
+
+    rebuild = asyncio.create_task(eventually(rebuild_started))
+    await rebuilding.stalled.wait()
+    checkpoint = await stores.documents.checkpoint(checkpoint_name("analytics"))
+    assert await registrations(stores) == 600
+    # The worker wakes, applies 501-1000 over the rebuild's 600 counted: refused.
+    worker_analytics.resume.set()
+    assert await worker_run == checkpoint
+    assert await registrations(stores) == 600
+    rebuilding.resume.set()
+    await rebuild
+    assert await stores.documents.checkpoint(checkpoint_name("analytics")) == \
+        await stores.events.head_position()
+    assert await registrations(stores) == EVENTS

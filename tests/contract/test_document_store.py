@@ -93,6 +93,35 @@ async def test_a_stale_checkpoint_also_drops_the_inbox_entry(docs: DocumentStore
     assert await docs.has_seen("p", "msg-1")
 
 
+async def test_a_checkpoint_commit_expecting_a_stale_position_changes_nothing(
+        docs: DocumentStore) -> None:
+    # never set: it stands at 0
+    assert not await docs.commit(putting(("c", "a", {"v": 1})), checkpoint=("p", 5),
+                                 expected=3, inbox=("p", "msg-0"))
+    assert await docs.checkpoint("p") == 0 and await docs.checkpoints() == {}
+    assert await docs.commit(putting(("c", "a", {"v": 5})), checkpoint=("p", 5), expected=0)
+    # Two runners began at 5; the first moved it to 10, the second read further (to 12).
+    assert await docs.commit(putting(("c", "a", {"v": 10})), checkpoint=("p", 10), expected=5)
+    assert not await docs.commit(putting(("c", "a", {"v": 12}), ("c", "b", {"v": 12})),
+                                 checkpoint=("p", 12), expected=5, inbox=("p", "msg-1"))
+    assert await docs.scan("c") == [("a", {"v": 10})]
+    assert await docs.checkpoint("p") == 10
+    assert not await docs.has_seen("p", "msg-1")
+    assert not await docs.commit(putting(("c", "b", {})), checkpoint=("p", 10), expected=10)
+    # A rebuild set it back to 0: a batch begun before the reset does not land over it.
+    await docs.reset_checkpoint("p", ["c"])
+    assert not await docs.commit(putting(("c", "a", {"v": 12})), checkpoint=("p", 12),
+                                 expected=10)
+    assert await docs.scan("c") == [] and await docs.checkpoint("p") == 0
+    assert await docs.commit(putting(("c", "a", {"v": 2})), checkpoint=("p", 2), expected=0)
+    assert await docs.commit(Changes(), checkpoint=("p", 2**40), expected=2,
+                             inbox=("p", "msg-1"))
+    assert await docs.checkpoints() == {"p": 2**40} and await docs.has_seen("p", "msg-1")
+    with pytest.raises(ValueError, match="needs a checkpoint"):
+        await docs.commit(putting(("c", "z", {})), expected=0)
+    assert await docs.scan("c") == [("a", {"v": 2})]
+
+
 async def test_reset_checkpoint_drops_its_collections(docs: DocumentStore) -> None:
     await docs.commit(putting(("profiles", "a", {}), ("by-genre", "jazz", {}),
                               ("kept", "x", {})), checkpoint=("profiles", 7))

@@ -133,11 +133,12 @@ class StallingCheckpoints(InMemoryDocumentStore):
         self.stalled = asyncio.Event()
 
     async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
-                     inbox: tuple[str, str] | None = None) -> bool:
+                     inbox: tuple[str, str] | None = None, expected: int | None = None) -> bool:
         if checkpoint is not None and checkpoint[0] == "relay" and self.stall:
             self.stalled.set()
             await asyncio.Event().wait()
-        return await super().commit(changes, checkpoint=checkpoint, inbox=inbox)
+        return await super().commit(changes, checkpoint=checkpoint, inbox=inbox,
+                                    expected=expected)
 
 
 async def test_a_relay_dying_before_saving_its_position_republishes_only_the_unsaved_batch(

@@ -64,9 +64,10 @@ class YieldingDocumentStore(InMemoryDocumentStore):
         return await super().get(collection, key)
 
     async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
-                     inbox: tuple[str, str] | None = None) -> bool:
+                     inbox: tuple[str, str] | None = None, expected: int | None = None) -> bool:
         await asyncio.sleep(0)
-        return await super().commit(changes, checkpoint=checkpoint, inbox=inbox)
+        return await super().commit(changes, checkpoint=checkpoint, inbox=inbox,
+                                    expected=expected)
 
 
 ORGANIZER = "org@casa.example"

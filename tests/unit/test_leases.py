@@ -56,6 +56,18 @@ async def test_holding_renews_the_lease_once_a_third_of_its_term_has_passed() ->
     assert not await b.hold()
 
 
+async def test_a_recheck_asks_the_store_even_right_after_a_renewal() -> None:
+    time = Time()
+    store = CountingStore(time)
+    a, b = leases(store, time)
+    assert await a.hold()
+    await store.release_lease("work", "a")  # a's lease is gone, unknown to a
+    assert await b.hold()
+    assert await a.hold()  # renewed lately: a does not ask
+    assert not await a.hold(recheck=True)
+    assert store.asked == 3 and not a.held
+
+
 async def test_a_lease_not_renewed_in_time_is_lost_to_another() -> None:
     time = Time()
     a, b = leases(InMemoryDocumentStore(wall_clock=time), time)

@@ -41,10 +41,12 @@ class Lease:
         """True if the last `hold()` got the lease and it has not been released since."""
         return self._renewed_at is not None
 
-    async def hold(self) -> bool:
-        """Take or renew the lease; False while another owner holds it."""
+    async def hold(self, *, recheck: bool = False) -> bool:
+        """Take or renew the lease; False while another owner holds it. `recheck`: ask the
+        store even if renewed lately (the holder has seen a sign that it lost the lease)."""
         now = self._monotonic()
-        if self._renewed_at is not None and now - self._renewed_at < self.seconds / 3:
+        if (not recheck and self._renewed_at is not None
+                and now - self._renewed_at < self.seconds / 3):
             return True
         if await self.documents.try_lease(self.name, self.owner, self.seconds):
             if self._renewed_at is None:

@@ -24,11 +24,13 @@ skipped (`skipped_at`, ISO 8601)."""
 
 
 async def skip_undecodable(documents: DocumentStore, reader: str, error: UndecodableEventError,
-                           *, move_checkpoint: bool = True) -> None:
+                           *, move_checkpoint: bool = True, expected: int | None = None) -> bool:
     """Log the row `error` names and record it as skipped by `reader`; with `move_checkpoint`,
     move the checkpoint named `reader` to its position in the same commit (a reader whose
-    checkpoint trails work still in flight moves it itself). The reader goes on reading
-    from `error.position + 1`."""
+    checkpoint trails work still in flight moves it itself), from exactly `expected` if
+    given (see `DocumentStore.commit`). The reader goes on reading from
+    `error.position + 1`; False (nothing recorded) if the checkpoint was not moved: it is
+    past the row, or (with `expected`) not where the reader left it."""
     log.error("%s skips the event at position %d (stream %r, version %d): %s", reader,
               error.position, error.stream_id, error.version, error.reason)
     changes = Changes()
@@ -36,8 +38,9 @@ async def skip_undecodable(documents: DocumentStore, reader: str, error: Undecod
         "reader": reader, "position": error.position, "stream_id": error.stream_id,
         "version": error.version, "reason": error.reason,
         "skipped_at": datetime.now(UTC).isoformat()})
+    if not move_checkpoint:
+        return await documents.commit(changes)
     # A checkpoint already past the row means another process skipped it first and recorded
     # it: the commit then writes nothing, which is right.
-    await documents.commit(changes,
-                           checkpoint=(reader, error.position) if move_checkpoint else None)
-
+    return await documents.commit(changes, checkpoint=(reader, error.position),
+                                  expected=expected)

@@ -44,12 +44,20 @@ class DocumentStore(abc.ABC):
 
     @abc.abstractmethod
     async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
-                     inbox: tuple[str, str] | None = None) -> bool:
+                     inbox: tuple[str, str] | None = None, expected: int | None = None) -> bool:
         """Apply `changes` atomically, with a checkpoint move and an inbox entry.
 
         Returns False and applies nothing when the inbox entry (consumer, message id)
         exists already, or when the checkpoint (name, position) would not move forward:
         a message or an event is applied at most once.
+
+        With `expected` the checkpoint move is a compare-and-set: the commit is applied
+        only if the checkpoint stands exactly at `expected` (0 if never set), the position
+        the batch was applied from, and `position` is after it; otherwise False, nothing
+        applied. A reader whose changes build on the documents as they stood at its
+        checkpoint (a projection) passes it: a checkpoint another runner moved on (having
+        applied some of the same events) or a rebuild set back means the batch was applied
+        to the wrong state, and must not land. ValueError if given without a checkpoint.
         """
 
     @abc.abstractmethod

@@ -147,6 +147,9 @@ class _Reader:
         return None
 
     async def _save_checkpoint(self) -> None:
+        # Forward-only, no compare-and-set: the checkpoint is only where a restart resumes,
+        # committed with no documents, and every position up to it was handled by whoever
+        # moved it; the inbox makes an event delivered again harmless.
         position = self.done_up_to
         if position > self.saved:
             await self.t.documents.commit(

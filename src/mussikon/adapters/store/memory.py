@@ -211,11 +211,15 @@ class InMemoryDocumentStore(DocumentStore):
         )
 
     async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
-                     inbox: tuple[str, str] | None = None) -> bool:
+                     inbox: tuple[str, str] | None = None, expected: int | None = None) -> bool:
+        if expected is not None and checkpoint is None:
+            raise ValueError("an expected checkpoint position needs a checkpoint to move")
         if inbox is not None and inbox in self._inbox:
             return False
-        if checkpoint is not None and checkpoint[1] <= self._checkpoints.get(checkpoint[0], 0):
-            return False
+        if checkpoint is not None:
+            current = self._checkpoints.get(checkpoint[0], 0)
+            if checkpoint[1] <= current or (expected is not None and current != expected):
+                return False
         encoded = {k: encode_document(v) for k, v in changes.puts.items()}
         for key in changes.deletes:
             self._docs.pop(key, None)

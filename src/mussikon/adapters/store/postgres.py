@@ -196,6 +196,57 @@ MIGRATIONS: tuple[str, ...] = (
     COMMENT ON COLUMN {s}.events.origin IS
         'where an event another service published was received (rabbitmq); empty for ours';
     """,
+    # 4: a projection's commit as a compare-and-set of its checkpoint (`p_expected`: it
+    # applies only if the checkpoint stands there). A new overload: a program from before
+    # this version still calls the nine-argument function during a rolling upgrade.
+    """
+    CREATE OR REPLACE FUNCTION {s}.commit_documents(
+        p_consumer text, p_message_id text, p_checkpoint text, p_position bigint,
+        p_expected bigint,
+        p_delete_collections text[], p_delete_keys text[],
+        p_put_collections text[], p_put_keys text[], p_put_bodies text[]
+    ) RETURNS boolean LANGUAGE plpgsql AS $body$
+    BEGIN
+        IF p_consumer IS NOT NULL THEN
+            INSERT INTO {s}.inbox (consumer, message_id) VALUES (p_consumer, p_message_id)
+                ON CONFLICT DO NOTHING;
+            IF NOT FOUND THEN
+                RETURN false;
+            END IF;
+        END IF;
+        IF p_checkpoint IS NOT NULL THEN
+            IF p_expected IS NULL THEN
+                INSERT INTO {s}.checkpoints AS c (name, position)
+                    VALUES (p_checkpoint, p_position)
+                    ON CONFLICT (name) DO UPDATE SET position = excluded.position
+                    WHERE c.position < excluded.position;
+            ELSE
+                -- the row lock makes a concurrent move wait, then see the new position
+                UPDATE {s}.checkpoints SET position = p_position
+                    WHERE name = p_checkpoint AND position = p_expected
+                    AND p_position > p_expected;
+                IF NOT FOUND AND p_expected = 0 AND p_position > 0 THEN
+                    -- a checkpoint never set stands at 0
+                    INSERT INTO {s}.checkpoints (name, position)
+                        VALUES (p_checkpoint, p_position) ON CONFLICT DO NOTHING;
+                END IF;
+            END IF;
+            IF NOT FOUND THEN
+                -- the inbox entry was written by this very call: take it back
+                DELETE FROM {s}.inbox WHERE consumer = p_consumer AND message_id = p_message_id;
+                RETURN false;
+            END IF;
+        END IF;
+        DELETE FROM {s}.documents d
+            USING unnest(p_delete_collections, p_delete_keys) AS x(collection, key)
+            WHERE d.collection = x.collection AND d.key = x.key;
+        INSERT INTO {s}.documents (collection, key, body)
+            SELECT * FROM unnest(p_put_collections, p_put_keys, p_put_bodies)
+            ON CONFLICT (collection, key) DO UPDATE SET body = excluded.body;
+        RETURN true;
+    END
+    $body$;
+    """,
 )
 """Schema versions, applied in order; `schema_version` records which ran. `{s}` is the schema."""
 
@@ -814,7 +865,8 @@ class PostgresDocumentStore(DocumentStore):
         self._get_sql = f"SELECT body FROM {s}.documents WHERE collection = $1 AND key = $2"
         self._scan_sql = (f"SELECT key, body FROM {s}.documents WHERE collection = $1"
                           " AND starts_with(key, $2) ORDER BY key")
-        self._commit_sql = f"SELECT {s}.commit_documents($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        self._commit_sql = (f"SELECT {s}.commit_documents($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+                            " $10)")
         self._checkpoint_sql = f"SELECT position FROM {s}.checkpoints WHERE name = $1"
         self._checkpoints_sql = f"SELECT name, position FROM {s}.checkpoints"
         self._drop_collections_sql = f"DELETE FROM {s}.documents WHERE collection = ANY($1)"
@@ -842,14 +894,16 @@ class PostgresDocumentStore(DocumentStore):
         return [(key, decode_document(body)) for key, body in rows]
 
     async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
-                     inbox: tuple[str, str] | None = None) -> bool:
+                     inbox: tuple[str, str] | None = None, expected: int | None = None) -> bool:
+        if expected is not None and checkpoint is None:
+            raise ValueError("an expected checkpoint position needs a checkpoint to move")
         deletes = list(changes.deletes)
         puts = [(c, k, encode_document(doc).decode()) for (c, k), doc in changes.puts.items()]
         consumer, message_id = inbox if inbox is not None else (None, None)
         name, position = checkpoint if checkpoint is not None else (None, None)
         async with self.db.connection("committing documents") as conn:
             applied = await conn.fetchval(
-                self._commit_sql, consumer, message_id, name, position,
+                self._commit_sql, consumer, message_id, name, position, expected,
                 [c for c, _ in deletes], [k for _, k in deletes],
                 [c for c, _, _ in puts], [k for _, k, _ in puts], [b for _, _, b in puts])
         return bool(applied)

@@ -566,6 +566,25 @@ class _Refused(Exception):
     """A document commit refused (its checkpoint is behind): undone, reported as False."""
 
 
+def _move_checkpoint(conn: sqlite3.Connection, name: str, position: int,
+                     expected: int | None) -> bool:
+    """Move checkpoint `name` forward to `position` (from exactly `expected`, if given);
+    False if it is not moved."""
+    if expected is None:
+        return conn.execute(
+            "INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT (name) DO UPDATE"
+            " SET position = excluded.position WHERE position < excluded.position",
+            (name, position)).rowcount > 0
+    if position <= expected:
+        return False
+    if conn.execute("UPDATE checkpoints SET position = ? WHERE name = ? AND position = ?",
+                    (position, name, expected)).rowcount > 0:
+        return True
+    # A checkpoint never set stands at 0.
+    return expected == 0 and conn.execute(
+        "INSERT OR IGNORE INTO checkpoints VALUES (?, ?)", (name, position)).rowcount > 0
+
+
 class SqliteDocumentStore(DocumentStore):
     """Read models, checkpoints and inboxes in the same SQLite file as the events."""
 
@@ -585,7 +604,9 @@ class SqliteDocumentStore(DocumentStore):
         return [(k, decode_document(b)) for k, b in rows]
 
     async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
-                     inbox: tuple[str, str] | None = None) -> bool:
+                     inbox: tuple[str, str] | None = None, expected: int | None = None) -> bool:
+        if expected is not None and checkpoint is None:
+            raise ValueError("an expected checkpoint position needs a checkpoint to move")
         puts = [(c, k, encode_document(d).decode()) for (c, k), d in changes.puts.items()]
         deletes = list(changes.deletes)
         now = epoch_micros(utc_now())
@@ -595,12 +616,8 @@ class SqliteDocumentStore(DocumentStore):
                 "INSERT OR IGNORE INTO inbox VALUES (?,?,?)", (*inbox, now)
             ).rowcount == 0:
                 return False  # handled before: nothing written
-            if checkpoint is not None and conn.execute(
-                "INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT (name) DO UPDATE"
-                " SET position = excluded.position WHERE position < excluded.position",
-                checkpoint,
-            ).rowcount == 0:
-                raise _Refused  # the checkpoint is past this: undo the inbox entry too
+            if checkpoint is not None and not _move_checkpoint(conn, *checkpoint, expected):
+                raise _Refused  # the checkpoint is elsewhere: undo the inbox entry too
             if deletes:
                 conn.executemany("DELETE FROM documents WHERE collection = ? AND key = ?",
                                  deletes)

@@ -47,13 +47,14 @@ class ProjectionRunner:
 
     def __init__(self, store: EventStore, documents: DocumentStore,
                  projections: Sequence[Projection], *, batch_size: int = 500,
-                 poll_interval: float = 0.05, poll_max_interval: float = 1.0) -> None:
+                 poll_interval: float = 0.05, poll_max_interval: float = 1.0,
+                 lease_seconds: float = LEASE_SECONDS) -> None:
         self.store, self.documents = store, documents
         self.projections = {p.name: p for p in projections}
         self.batch_size = batch_size
         self.positions: dict[str, int] = {}
         self.owner = f"projections-{uuid.uuid4()}"
-        self._leases = {name: Lease(documents, checkpoint_name(name), seconds=LEASE_SECONDS,
+        self._leases = {name: Lease(documents, checkpoint_name(name), seconds=lease_seconds,
                                     owner=self.owner) for name in self.projections}
         self._loops = {name: PollLoop(f"projection {name}", interval=poll_interval,
                                       max_interval=poll_max_interval)
@@ -63,45 +64,52 @@ class ProjectionRunner:
     async def catch_up(self, name: str,
                        progress: Callable[[int, int], None] | None = None) -> int:
         """Apply every stored event the projection has not seen; return its new position.
-        `progress(events read, position reached)` is called after each batch.
+        `progress(events applied, position reached)` is called after each batch.
 
         One runner at a time applies a projection, among every process sharing the store
         (a lease): two that applied the same events from the same checkpoint would count
-        them twice. A runner without the lease only learns how far the holder got.
+        them twice. A runner without the lease only learns how far the holder got. A holder
+        that stalls longer than the lease (a pause, a slow batch) loses it to another runner
+        or to a rebuild while it still applies a batch: so each batch commits only if the
+        checkpoint still stands where the batch began (a compare-and-set). A refused batch
+        writes nothing; the runner goes on only once it holds the lease again, from where
+        the checkpoint stands then.
         """
         projection, lease = self.projections[name], self._leases[name]
+        checkpoint = checkpoint_name(name)
         leased = await lease.hold()
         # Read after taking the lease: a holder that let go meanwhile may have moved it on.
-        position = await self.documents.checkpoint(checkpoint_name(name))
-        if not leased:
-            self.positions[name] = position
-            return position
-        read = 0
-        while True:
+        position = await self.documents.checkpoint(checkpoint)
+        applied = 0
+        while leased:
             try:
                 batch = await self.store.read_all(position + 1, self.batch_size)
             except UndecodableEventError as error:
-                await skip_undecodable(self.documents, checkpoint_name(name), error)
-                position = error.position
-                continue
-            if not batch:
-                break
-            view = View(self.documents)
-            for record in batch:
-                if record.event.event_type in projection.event_types:
-                    await projection.apply(record.event, view)
-            last = batch[-1].position
-            read += len(batch)
-            if not await self.documents.commit(view.changes,
-                                               checkpoint=(checkpoint_name(name), last)):
-                # Another runner applied this batch first; carry on from where it got to.
-                last = await self.documents.checkpoint(checkpoint_name(name))
-            position = last
+                batch, last = [], error.position
+                moved = await skip_undecodable(self.documents, checkpoint, error,
+                                               expected=position)
+            else:
+                if not batch:
+                    break
+                view = View(self.documents)
+                for record in batch:
+                    if record.event.event_type in projection.event_types:
+                        await projection.apply(record.event, view)
+                last = batch[-1].position
+                moved = await self.documents.commit(view.changes, checkpoint=(checkpoint, last),
+                                                    expected=position)
+            if moved:
+                position, applied = last, applied + len(batch)
+                # False once held too long without renewing: another runner took it over
+                leased = await lease.hold()
+            else:
+                # Another runner moved the checkpoint since the batch began (it took the
+                # lease over, or a rebuild reset it): nothing of the batch was written.
+                leased = await lease.hold(recheck=True)
+                position = await self.documents.checkpoint(checkpoint)
             self.positions[name] = position
-            if progress is not None:
-                progress(read, position)
-            if not await lease.hold():
-                break  # held too long without renewing: another runner has taken over
+            if moved and batch and progress is not None:
+                progress(applied, position)
         self.positions[name] = position
         return position
 

@@ -138,6 +138,9 @@ class OutboxRelay:
         # Saved at most every `checkpoint_interval`, not per batch: under a trickle of events
         # every batch is one event, and a write per event would double the store's commits.
         # A crash re-publishes what was confirmed since; consumers recognise the repeats.
+        # Forward-only, no compare-and-set: the checkpoint only says "published up to here",
+        # and this relay had everything up to `position` confirmed. A stale relay (its lease
+        # taken over) moving it past the new holder's skips only events it published itself.
         position = self._confirmed
         if position > self._saved:
             await self.documents.commit(Changes(), checkpoint=(self.name, position))
@@ -215,6 +218,7 @@ class OutboxRelay:
         return self._channel
 
     async def _skip_undecodable(self, error: UndecodableEventError) -> None:
-        # No body to publish: one bad row must not stop every event after it.
+        # No body to publish: one bad row must not stop every event after it. Forward-only,
+        # as `_save_checkpoint`: moving past a row nobody can publish loses nothing.
         await skip_undecodable(self.documents, self.name, error)
         self._confirmed = self._saved = max(self._confirmed, error.position)
