@@ -16,6 +16,13 @@ Workloads (issue 4's "Benchmark"):
   not counted (fresh connections, caches, the relay taking its lease).
 - `worker-rss-growth` (ratio): the worker's resident size after `rss_messages` messages over
   that after `rss_baseline` (flat memory: close to 1).
+- `foreign-path` (messages/s): a publisher process plays the .NET service (raw aiormq, each
+  registration as `RabbitMQService.PublishEventAsync` sends it: its own JSON, a new GUID as
+  message id, no position); the worker process is the whole `mussikon worker` (`open_app`
+  on the store, SQLite by default): its consumer looks each event up by id and records
+  it, the read models apply it, and the registration's handler runs through the inbox,
+  waiting for them. Peer `raw-aio-pika`: the same publisher, and a consumer process doing nothing
+  else (acknowledges each message).
 
 Every contender runs in fresh processes (spawned, not forked), on its own queues, deleted
 afterwards. With `rounds` > 1 the contenders take turns round after round and a figure is
@@ -37,6 +44,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from pathlib import Path
@@ -44,7 +52,7 @@ from typing import Any
 
 from bench.report import Report, Result
 from mussikon.application.inbox import idempotent
-from mussikon.config import mask_url
+from mussikon.config import Settings, mask_url
 from mussikon.domain.events import MusicianRegisteredEvent
 from mussikon.ports.transport import Envelope, Subscription
 
@@ -54,6 +62,7 @@ FULL_PATH = "full-path"
 LATENCY_P50 = "latency-p50"
 LATENCY_P99 = "latency-p99"
 RSS_GROWTH = "worker-rss-growth"
+FOREIGN_PATH = "foreign-path"
 RAW_AIORMQ = "raw-aiormq"
 RAW_AIO_PIKA = "raw-aio-pika"
 FASTSTREAM = "faststream"
@@ -62,10 +71,13 @@ THROUGHPUT = "messages/s"
 TARGETS: dict[str, dict[str, float]] = {
     TRANSPORT_PATH: {RAW_AIORMQ: 0.8},
     FULL_PATH: {FASTSTREAM: 2.0},
+    FOREIGN_PATH: {RAW_AIO_PIKA: 0.5},
 }
-"""Issue 4's targets: the least ours/peer ratio wanted."""
+"""The least ours/peer ratio wanted (issue 4's, and the foreign path's)."""
 
 EVENT_TYPE = "MusicianRegisteredEvent"
+REGISTRATION_HANDLER = "musicians.on-registered"
+"""The application's subscription to registrations, which the foreign path counts."""
 ROUTING_KEY = "musician.registered"
 PEER_IN_FLIGHT = 500
 """Unconfirmed publishes and unacknowledged deliveries the raw peers allow, as in the anchors."""
@@ -137,6 +149,8 @@ def run(options: Options, progress: Progress | None = None) -> Report:
             report.results.extend(_latency(options, directory, say))
         if RSS_GROWTH in options.workloads:
             report.results.append(_rss_growth(options, directory, say))
+        if FOREIGN_PATH in options.workloads:
+            report.results.append(_foreign_path(options, directory, say))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return report
@@ -155,7 +169,7 @@ def _transport_path(options: Options, directory: Path, say: Progress) -> Result:
         tally.add("ours", n, _ours(options, _Job(store=store, messages=n, mode="relay"))[0])
         if options.peers:
             say(f"{TRANSPORT_PATH} round {round_ + 1}: {RAW_AIORMQ}")
-            tally.add(RAW_AIORMQ, n, _raw_aiormq(options, n))
+            tally.add(RAW_AIORMQ, n, _raw_pair(options, n, _aiormq_consumer, _aiormq_publisher))
         asyncio.run(_drop_store(store))
     peers = {RAW_AIORMQ: tally.rate(RAW_AIORMQ)} if options.peers else {}
     return Result(TRANSPORT_PATH, THROUGHPUT, tally.rate("ours"), peers,
@@ -211,6 +225,24 @@ def _rss_growth(options: Options, directory: Path, say: Progress) -> Result:
     return Result(RSS_GROWTH, "ratio", rss[str(total)] / rss[str(baseline)])
 
 
+def _foreign_path(options: Options, directory: Path, say: Progress) -> Result:
+    tally = _Tally()
+    n = options.messages
+    for round_ in range(options.rounds):
+        say(f"{FOREIGN_PATH} round {round_ + 1}: ours")
+        store = _store_spec(options, directory, f"foreign{round_}")
+        job = _Job(store=store, messages=n, mode="dotnet", worker="app")
+        tally.add("ours", n, _ours(options, job)[0])
+        asyncio.run(_drop_store(store))
+        if options.peers:
+            say(f"{FOREIGN_PATH} round {round_ + 1}: {RAW_AIO_PIKA}")
+            tally.add(RAW_AIO_PIKA, n, _raw_pair(options, n, _aio_pika_consumer,
+                                                 _dotnet_publisher))
+    peers = {RAW_AIO_PIKA: tally.rate(RAW_AIO_PIKA)} if options.peers else {}
+    return Result(FOREIGN_PATH, THROUGHPUT, tally.rate("ours"), peers,
+                  TARGETS[FOREIGN_PATH] if options.peers else {})
+
+
 # --- ours -----------------------------------------------------------------------------------
 
 
@@ -233,7 +265,12 @@ class _Job:
     messages: int
     mode: str
     """`relay`: publish events already stored; `append`: append them (and relay them);
-    `wire`: publish them straight to the exchange in the wire format (raw aiormq)."""
+    `wire`: publish them straight to the exchange in the wire format (raw aiormq);
+    `dotnet`: publish them as the .NET service does (raw aiormq)."""
+    worker: str = "transport"
+    """`transport`: the transport with one handler that counts (through the inbox if
+    `inbox`); `app`: the whole worker, as `open_app` wires it, counting its registration
+    handler."""
     inbox: bool = False
     latencies: bool = False
     rate: float = 0.0
@@ -335,7 +372,7 @@ def _ours(options: Options, job: _Job) -> tuple[float, dict[str, Any]]:
 def _our_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None:
     """A worker process: consume until `job.messages` distinct messages were handled."""
     _log_warnings()
-    asyncio.run(_run_our_worker(job, ready, out))
+    asyncio.run((_run_app_worker if job.worker == "app" else _run_our_worker)(job, ready, out))
 
 
 async def _run_our_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None:
@@ -377,11 +414,59 @@ async def _run_our_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None
     await close()
 
 
+async def _run_app_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None:
+    """The whole worker (`mussikon worker`): the consumer records each foreign event, the
+    read models apply it, the registration handler (inbox, welcome email, waiting for the
+    read models) runs; done when that handler has succeeded `job.messages` times."""
+    from mussikon.bootstrap import open_app
+
+    app = await open_app(_app_settings(job))
+    handled = 0
+    done = asyncio.Event()
+
+    def counted(subscription: Subscription) -> Subscription:
+        async def handle(envelope: Envelope) -> None:
+            nonlocal handled
+            await subscription.handler(envelope)
+            handled += 1
+            if handled == job.messages:
+                done.set()
+
+        return replace(subscription, handler=handle)
+
+    app.subscriptions = [counted(s) if s.name == REGISTRATION_HANDLER else s
+                         for s in app.subscriptions]
+    await app.start()
+    ready.put("ready")
+    cpu = time.process_time()
+    await done.wait()
+    out.put({"end": time.perf_counter(), "cpu": time.process_time() - cpu,
+             "commits": getattr(getattr(app.documents, "db", None), "commits", 0)})
+    await app.close()
+
+
+def _app_settings(job: _Job) -> Settings:
+    """The worker's settings: the run's store, broker, queues, prefetch and concurrency (over
+    the environment's; no `.env` file read)."""
+    options, spec = job.options, job.store
+    sqlite = spec.kind == "sqlite"
+    return Settings(
+        _env_file=None,
+        store_url=f"sqlite:///{Path(spec.location).absolute()}" if sqlite else spec.location,
+        sqlite_synchronous=spec.synchronous, postgres_schema=spec.schema or "mussikon",
+        postgres_pool_size=min(200, options.concurrency + 2), broker_url=options.url,
+        rabbitmq_prefix=job.prefix, rabbitmq_queue_type=options.queue_type,
+        rabbitmq_prefetch=options.prefetch, bus_concurrency=options.concurrency, smtp_url="")
+
+
 def _our_source(job: _Job, out: Queue[Any]) -> None:
     """The process that feeds the worker, by `job.mode`."""
     _log_warnings()
     if job.mode == "wire":
         asyncio.run(_run_wire_publisher(job, out))
+    elif job.mode == "dotnet":
+        _dotnet_publisher(job.options.url, _topology(job.options, job.prefix).events_exchange,
+                          job.messages, out)
     else:
         asyncio.run(_run_our_source(job, out))
 
@@ -461,8 +546,11 @@ async def _run_wire_publisher(job: _Job, out: Queue[Any]) -> None:
 # --- peers ----------------------------------------------------------------------------------
 
 
-def _raw_aiormq(options: Options, n: int) -> float:
-    """The anchor's two-process aiormq loop, on a queue of the same type."""
+def _raw_pair(options: Options, n: int, consumer_target: Callable[..., None],
+              publisher_target: Callable[..., None]) -> float:
+    """A consumer process and a publisher process (the anchor's two-process loop), on a queue
+    of the same type; the seconds from the first publish to the last message consumed.
+    `consumer_target(url, queue, n, ready, out)`, `publisher_target(url, exchange, n, out)`."""
     prefix = _prefix()
     exchange, queue = prefix + "raw.events", prefix + "raw.queue"
     asyncio.run(_declare_raw(options, exchange, queue))
@@ -470,10 +558,10 @@ def _raw_aiormq(options: Options, n: int) -> float:
     ready: Queue[Any] = context.Queue()
     consumer_out: Queue[Any] = context.Queue()
     publisher_out: Queue[Any] = context.Queue()
-    consumer = context.Process(target=_aiormq_consumer, args=(options.url, queue, n, ready,
-                                                              consumer_out))
-    publisher = context.Process(target=_aiormq_publisher, args=(
-        options.url, exchange, n, _body(), publisher_out))
+    consumer = context.Process(target=consumer_target, args=(options.url, queue, n, ready,
+                                                             consumer_out))
+    publisher = context.Process(target=publisher_target, args=(
+        options.url, exchange, n, publisher_out))
     try:
         consumer.start()
         _get(ready, "the raw consumer to start", consumer)
@@ -517,13 +605,14 @@ def _aiormq_consumer(url: str, queue: str, n: int, ready: Queue[Any], out: Queue
     asyncio.run(main())
 
 
-def _aiormq_publisher(url: str, exchange: str, n: int, body: bytes, out: Queue[Any]) -> None:
+def _aiormq_publisher(url: str, exchange: str, n: int, out: Queue[Any]) -> None:
     """Raw aiormq publisher: persistent messages, confirms, many in flight."""
 
     async def main() -> None:
         import aiormq
         from pamqp.commands import Basic
 
+        body = _body()
         connection = await aiormq.connect(url)
         channel = await connection.channel(publisher_confirms=True)
         slots = asyncio.Semaphore(PEER_IN_FLIGHT)
@@ -541,6 +630,80 @@ def _aiormq_publisher(url: str, exchange: str, n: int, body: bytes, out: Queue[A
         await connection.close()
 
     asyncio.run(main())
+
+
+def _aio_pika_consumer(url: str, queue: str, n: int, ready: Queue[Any],
+                       out: Queue[Any]) -> None:
+    """Raw aio-pika consumer, as in its one-process loop: prefetch 200, acknowledge each."""
+
+    async def main() -> None:
+        import aio_pika
+
+        connection = await aio_pika.connect_robust(url)
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=200)
+        consumed = await channel.get_queue(queue, ensure=False)
+        done = asyncio.Event()
+        got = 0
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal got
+            await message.ack()
+            got += 1
+            if got == n:
+                done.set()
+
+        await consumed.consume(on_message)
+        ready.put("ready")
+        await done.wait()
+        out.put({"end": time.perf_counter()})
+        await connection.close()
+
+    asyncio.run(main())
+
+
+def _dotnet_publisher(url: str, exchange: str, n: int, out: Queue[Any]) -> None:
+    """The .NET service's publisher, in raw aiormq: `n` distinct registrations made before
+    the clock starts (`_dotnet_message`), published with confirms, many in flight."""
+
+    async def main() -> None:
+        import aiormq
+
+        messages = [_dotnet_message(i) for i in range(n)]
+        connection = await aiormq.connect(url)
+        channel = await connection.channel(publisher_confirms=True)
+        slots = asyncio.Semaphore(PEER_IN_FLIGHT)
+
+        async def publish(body: bytes, properties: Any) -> None:
+            async with slots:
+                await channel.basic_publish(body, exchange=exchange, routing_key=ROUTING_KEY,
+                                            properties=properties)
+
+        started = time.perf_counter()
+        for first in range(0, n, 10_000):
+            await asyncio.gather(*(publish(*m) for m in messages[first:first + 10_000]))
+        out.put({"start": started})
+        await connection.close()
+
+    asyncio.run(main())
+
+
+def _dotnet_message(i: int) -> tuple[bytes, Any]:
+    """Registration `i` as the .NET service sends it (`RabbitMQService.PublishEventAsync`):
+    the body as System.Text.Json writes the seed's `MusicianRegisteredEvent` (PascalCase,
+    compact, a new GUID as `Id`, the time to the 100 ns tick), persistent, a new GUID as
+    message id, the time in Unix seconds, headers `EventType` and `Version` "1.0"."""
+    from pamqp.commands import Basic
+
+    now = datetime.now(UTC)
+    body = json.dumps({
+        "MusicianId": str(uuid.uuid4()), "Email": f"ana{i}@example.com", "Name": "Ana",
+        "Genres": ["Jazz", "Bolero"], "Location": "Santo Domingo", "Id": str(uuid.uuid4()),
+        "OccurredAt": f"{now:%Y-%m-%dT%H:%M:%S.%f}{i % 9 + 1}Z", "EventType": EVENT_TYPE,
+        "Version": 1}, separators=(",", ":")).encode()
+    return body, Basic.Properties(delivery_mode=2, message_id=str(uuid.uuid4()),
+                                  timestamp=now.replace(microsecond=0),
+                                  headers={"EventType": EVENT_TYPE, "Version": "1.0"})
 
 
 def _single_process(target: Callable[..., None], options: Options, n: int,

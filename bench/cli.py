@@ -160,18 +160,19 @@ def bus(
         min=1, help="Rounds; contenders take turns in each.")] = _BUS.rounds,
     peers: Annotated[bool, typer.Option(help="Measure the peers too.")] = True,
     workloads: Annotated[str, typer.Option(
-        help="Comma-separated: transport-path, full-path, latency-p50, worker-rss-growth.")] =
-        ",".join(_BUS.workloads),
+        help="Comma-separated: transport-path, full-path, latency-p50, worker-rss-growth, "
+             "foreign-path.")] = ",".join(_BUS.workloads),
 ) -> None:
     """RabbitMQ end to end (store, relay, broker, worker, inbox) beside raw aiormq, raw
-    aio-pika and FastStream, in messages/s, latency (ms) and the worker's memory growth."""
+    aio-pika and FastStream, in messages/s, latency (ms) and the worker's memory growth;
+    and events the .NET service publishes, through the whole worker (foreign-path)."""
     from aiormq.exceptions import AMQPError
 
     from bench import bus as bus_bench
 
     chosen = tuple(w.strip() for w in workloads.split(",") if w.strip())
     known = {bus_bench.TRANSPORT_PATH, bus_bench.FULL_PATH, bus_bench.LATENCY_P50,
-             bus_bench.LATENCY_P99, bus_bench.RSS_GROWTH}
+             bus_bench.LATENCY_P99, bus_bench.RSS_GROWTH, bus_bench.FOREIGN_PATH}
     unknown = sorted(set(chosen) - known)
     err = Console(stderr=True)
     if unknown or not chosen:

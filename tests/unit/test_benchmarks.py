@@ -15,6 +15,10 @@ from bench.report import Report, Result, from_json
 from rich.console import Console
 from typer.testing import CliRunner
 
+from mussikon.domain.events import MusicianRegisteredEvent
+from mussikon.domain.instant import ticks_of
+from mussikon.wire import EventCodec
+
 
 def test_the_json_shape_is_the_one_of_the_design() -> None:
     report = Report("store-sqlite", [
@@ -183,6 +187,39 @@ def test_the_bus_benchmark_deletes_every_queue_it_made(
 
     assert next(made) == 2  # ours and raw aiormq each made their own queues
     assert _queues_named(unique_name) == []
+
+
+@pytest.mark.rabbitmq
+def test_the_foreign_path_runs_the_whole_worker_beside_raw_aio_pika_and_deletes_its_queues(
+        rabbitmq_url: str, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = iter(range(100))
+    monkeypatch.setattr(bus, "_prefix", lambda: f"{unique_name}{next(made)}.")
+    report = bus.run(bus.Options(url=rabbitmq_url, messages=100, queue_type="classic",
+                                 workloads=("foreign-path",)))
+
+    [result] = report.results
+    assert (result.workload, result.unit) == ("foreign-path", "messages/s")
+    assert set(result.peers) == {"raw-aio-pika"}
+    assert result.ours > 0 and result.peers["raw-aio-pika"] > 0
+    assert result.targets == {"raw-aio-pika": 0.5}
+    assert next(made) == 2  # ours and raw aio-pika each made their own queues
+    assert _queues_named(unique_name) == []
+
+
+def test_the_foreign_path_publishes_registrations_as_the_dotnet_service_does() -> None:
+    golden = json.loads((Path(__file__).parent.parent / "golden"
+                         / "MusicianRegisteredEvent.json").read_text())
+    (body, properties), (other, _) = bus._dotnet_message(0), bus._dotnet_message(1)
+
+    event = EventCodec().decode(body)
+    assert list(json.loads(body)) == list(golden)  # the .NET class's properties, in order
+    assert b", " not in body and b": " not in body  # compact, as System.Text.Json writes
+    assert isinstance(event, MusicianRegisteredEvent)
+    assert ticks_of(event.occurred_at) != 0  # the seventh fraction digit .NET writes
+    assert EventCodec().decode(other).id != event.id
+    assert properties.message_id not in (str(event.id), None)
+    assert properties.headers == {"EventType": "MusicianRegisteredEvent", "Version": "1.0"}
+    assert properties.delivery_mode == 2 and properties.timestamp is not None
 
 
 def _queues_named(prefix: str) -> list[str]:
