@@ -579,6 +579,7 @@ async def test_a_foreign_event_is_recorded_at_the_end_of_its_stream_with_its_ori
             recorded.event.causation_id) == (foreign.occurred_at, foreign.correlation_id,
                                              foreign.causation_id)
     assert recorded.position == await stores.events.head_position()
+    assert await stores.events.find_event(foreign.id) == recorded  # as it reads back
     # ours, appended to that stream afterwards, continue its versions
     assert await stores.events.append(foreign.stream_id, [registered(2)], 1) == 2
     assert [(r.version, r.origin) for r in await stores.events.read_stream(foreign.stream_id)] \

@@ -107,8 +107,10 @@ _RECORD_FOREIGN = (
     "INSERT INTO events (event_id, stream_id, version, event_type, data, occurred_at,"
     " correlation_id, causation_id, recorded_at, origin) SELECT ?, ?, coalesce(max(version), 0)"
     " + 1, ?,?,?,?,?,?,? FROM events WHERE stream_id = ? ON CONFLICT (event_id) DO NOTHING"
+    " RETURNING position, version"
 )
-"""A foreign event at the end of its stream, unless its id is stored: one statement, atomic."""
+"""A foreign event at the end of its stream, unless its id is stored: one statement, atomic;
+its position and version if it was recorded now (no row if it was stored already)."""
 _STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?"
 _COLUMNS = ("position, stream_id, version, event_type, data, correlation_id, causation_id,"
             " recorded_at, origin")
@@ -508,9 +510,15 @@ class SqliteEventStore(EventStore):
                None if event.correlation_id is None else str(event.correlation_id),
                None if event.causation_id is None else str(event.causation_id),
                _now_micros(), origin, stream_id)
-        await self.db.write(lambda c: c.execute(_RECORD_FOREIGN, row), one_statement=True)
+        now = row[7]
+        inserted = await self.db.write(lambda c: c.execute(_RECORD_FOREIGN, row).fetchall(),
+                                       one_statement=True)
+        if inserted:  # the event as given is the event as stored: no need to read it back
+            [(position, version)] = inserted
+            return RecordedEvent(position, stream_id, version, event, _from_micros(now),
+                                 origin)
         stored = await self.find_event(event.id)
-        assert stored is not None  # written now, or before
+        assert stored is not None  # recorded before
         return stored
 
     async def find_event(self, event_id: UUID) -> RecordedEvent | None:
