@@ -495,6 +495,33 @@ def test_collector_pauses_nest_and_overlap_and_leave_a_disabled_collector_alone(
         gc.enable()
 
 
+def test_overlapping_pauses_that_never_all_end_collect_once_a_second(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    collections: list[float] = []
+    monkeypatch.setattr(_CollectorPaused, "clock", staticmethod(lambda: now[0]))
+
+    def collect(*args: int) -> int:
+        collections.append(now[0])
+        return 0
+
+    monkeypatch.setattr(gc, "collect", collect)
+    readers = [_CollectorPaused()]
+    readers[0].__enter__()
+    for step in range(1, 41):  # a new reader every 0.1 s, each ending after the next began
+        now[0] += 0.1
+        reader = _CollectorPaused()
+        reader.__enter__()
+        readers.pop(0).__exit__()
+        readers.append(reader)
+        assert not gc.isenabled(), step
+    readers[0].__exit__()
+    assert gc.isenabled()
+    assert len(collections) == 3  # in 4 s: the collector never off longer than about a second
+    assert all(b - a >= _CollectorPaused.LONGEST - 1e-9
+               for a, b in zip([100.0, *collections], collections, strict=False))
+
+
 async def test_the_committed_position_is_ahead_of_what_readers_see_behind_an_open_transaction(
         server: Server) -> None:
     store = server.events

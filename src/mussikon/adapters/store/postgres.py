@@ -50,7 +50,8 @@ import asyncio
 import contextlib
 import gc
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -318,7 +319,8 @@ def _read_in_small_chunks(conn: Connection) -> None:
 
 
 class _CollectorPaused:
-    """`with _CollectorPaused():` the cyclic garbage collector does not run (if it ran).
+    """`with _CollectorPaused():` the cyclic garbage collector does not run (if it ran), for
+    at most `LONGEST` seconds at a time.
 
     Reads pause it while they make a page's events: every object the page adds (event,
     GUID, record) outlives the read and none is in a cycle, so every collection it would
@@ -328,16 +330,25 @@ class _CollectorPaused:
     across the awaits between the parts of its page (a few milliseconds), where a
     collection would go through the part before. Pauses nest and overlap: the collector
     runs again when the last one ends (an explicit `gc.disable()` made during a pause is
-    undone by its end)."""
+    undone by its end). Readers that overlap without end (several followers of the global
+    order under load) would keep it off for good, and cycles made meanwhile elsewhere would
+    never be freed: a pause that begins or ends after the collector has been off for
+    `LONGEST` seconds runs a full collection first, and the count starts again."""
 
     __slots__ = ("_paused",)
+    LONGEST = 1.0
     active = 0
+    off_since = 0.0
+    clock: Callable[[], float] = time.monotonic
 
     def __enter__(self) -> None:
         self._paused = _CollectorPaused.active > 0 or gc.isenabled()
         if self._paused:
             if not _CollectorPaused.active:
                 gc.disable()
+                _CollectorPaused.off_since = _CollectorPaused.clock()
+            else:
+                _CollectorPaused._collect_if_long()
             _CollectorPaused.active += 1
 
     def __exit__(self, *exc_info: object) -> None:
@@ -345,6 +356,15 @@ class _CollectorPaused:
             _CollectorPaused.active -= 1
             if not _CollectorPaused.active:
                 gc.enable()
+            else:
+                _CollectorPaused._collect_if_long()
+
+    @staticmethod
+    def _collect_if_long() -> None:
+        now = _CollectorPaused.clock()
+        if now - _CollectorPaused.off_since >= _CollectorPaused.LONGEST:
+            gc.collect()
+            _CollectorPaused.off_since = now
 
 
 READ_ALL_FIRST_PART = 250
