@@ -43,17 +43,22 @@ class ProjectionBusy(Exception):
 
 
 class ProjectionRunner:
-    """Keeps each projection up to date: read a batch, apply it, commit it with the checkpoint."""
+    """Keeps each projection up to date: read a batch, apply it, commit it with the checkpoint.
+
+    `lease_seconds`: how long a runner that stopped renewing its lease on a projection keeps
+    the others out.
+    """
 
     def __init__(self, store: EventStore, documents: DocumentStore,
                  projections: Sequence[Projection], *, batch_size: int = 500,
-                 poll_interval: float = 0.05, poll_max_interval: float = 1.0) -> None:
+                 poll_interval: float = 0.05, poll_max_interval: float = 1.0,
+                 lease_seconds: float = LEASE_SECONDS) -> None:
         self.store, self.documents = store, documents
         self.projections = {p.name: p for p in projections}
         self.batch_size = batch_size
         self.positions: dict[str, int] = {}
         self.owner = f"projections-{uuid.uuid4()}"
-        self._leases = {name: Lease(documents, checkpoint_name(name), seconds=LEASE_SECONDS,
+        self._leases = {name: Lease(documents, checkpoint_name(name), seconds=lease_seconds,
                                     owner=self.owner) for name in self.projections}
         self._loops = {name: PollLoop(f"projection {name}", interval=poll_interval,
                                       max_interval=poll_max_interval)
