@@ -178,6 +178,7 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
             concurrency=settings.bus_concurrency, retry_delays=settings.retry_delays,
             delayed_retry_delays=settings.delayed_retry_delays,
             poll_interval=settings.poll_interval, poll_max_interval=settings.poll_max_interval,
+            lease_seconds=settings.lease_seconds,
             connect_timeout=settings.broker_connect_timeout,
             prerequisite_wait=settings.prerequisite_wait)
     raise ConfigurationError(
@@ -319,7 +320,8 @@ def _wire(settings: Settings, clock: Clock, codec: EventCodec, store: EventStore
     read_models = [Directory(), Availability(), AnalyticsProjection()]
     projections = ProjectionRunner(store, documents, read_models,
                                    poll_interval=settings.poll_interval,
-                                   poll_max_interval=settings.poll_max_interval)
+                                   poll_max_interval=settings.poll_max_interval,
+                                   lease_seconds=settings.lease_seconds)
     notifier = open_notifier(settings, documents)
     analytics = ProjectionAnalytics(documents)
     gateway = SandboxGateway(documents)

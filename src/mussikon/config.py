@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _EXCHANGE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
@@ -47,6 +47,9 @@ class Settings(BaseSettings):
                                                                "retries, then dead letter")
     poll_interval: float = Field(0.05, gt=0, description="Catch-up polling: first interval (s)")
     poll_max_interval: float = Field(1.0, gt=0, description="Catch-up polling: longest interval")
+    lease_seconds: float = Field(10.0, gt=0, description="Seconds a worker that died holds on "
+                                                         "to the read models and the outbox "
+                                                         "relay before another takes over")
     rabbitmq_prefix: str = Field("", description="Prefix of every exchange and queue name "
                                                  "(not of a named events exchange)")
     rabbitmq_events_exchange: str = Field(
@@ -83,6 +86,17 @@ class Settings(BaseSettings):
             raise ValueError("must be comma-separated seconds") from None
         if any(d < 0 for d in delays):
             raise ValueError("must not be negative")
+        return value
+
+    @field_validator("lease_seconds")
+    @classmethod
+    def _lease_outlasts_polling(cls, value: float, info: ValidationInfo) -> float:
+        # A holder renews its lease at its first poll after a third of the term, so at the
+        # latest a third of the term plus the longest poll interval after the last renewal.
+        longest_poll = info.data.get("poll_max_interval")
+        if longest_poll is not None and value < 2 * longest_poll:
+            raise ValueError(f"must be at least 2 x MUSSIKON_POLL_MAX_INTERVAL "
+                             f"({2 * longest_poll:g} s), so a worker renews its leases in time")
         return value
 
     @field_validator("sqlite_synchronous")

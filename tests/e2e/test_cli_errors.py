@@ -41,13 +41,16 @@ def test_a_bad_integer_setting_names_its_variable(tmp_path: Path) -> None:
 def test_every_variable_at_fault_is_named_in_the_one_line(tmp_path: Path) -> None:
     env = environment(smtp_timeout="0", broker_connect_timeout="soon",
                       rabbitmq_retry_delays="1,x", sqlite_synchronous="sometimes",
-                      rabbitmq_events_exchange="our events")
+                      rabbitmq_events_exchange="our events", poll_max_interval="0.5",
+                      lease_seconds="0.9")
     line = one_error_line(mussikon("db", "migrate", cwd=tmp_path, env=env))
     for part in ("MUSSIKON_SMTP_TIMEOUT='0': Input should be greater than 0",
                  "MUSSIKON_RABBITMQ_EVENTS_EXCHANGE='our events': must be an exchange name",
                  "MUSSIKON_BROKER_CONNECT_TIMEOUT='soon': ",
                  "MUSSIKON_RABBITMQ_RETRY_DELAYS='1,x': must be comma-separated seconds",
-                 "MUSSIKON_SQLITE_SYNCHRONOUS='sometimes': must be OFF, NORMAL, FULL or EXTRA"):
+                 "MUSSIKON_SQLITE_SYNCHRONOUS='sometimes': must be OFF, NORMAL, FULL or EXTRA",
+                 "MUSSIKON_LEASE_SECONDS='0.9': must be at least 2 x "
+                 "MUSSIKON_POLL_MAX_INTERVAL (1 s), so a worker renews its leases in time"):
         assert part in line, part
 
 

@@ -152,17 +152,28 @@ def dotnet_publish(url: str, exchange: str, routing_key: str, body: bytes,
                    event_type: str) -> str:
     """Publish as the specification's `RabbitMQService.PublishEventAsync` does; return the
     message id (a new GUID, unrelated to the event's id)."""
-    message_id = str(uuid.uuid4())
+    [message_id] = dotnet_publish_all(url, exchange, routing_key, [body], event_type)
+    return message_id
+
+
+def dotnet_publish_all(url: str, exchange: str, routing_key: str, bodies: Iterable[bytes],
+                       event_type: str) -> list[str]:
+    """Publish each body as `dotnet_publish` does, one after another on one connection and
+    channel, each confirmed by the broker; return their message ids."""
+    message_ids = []
     connection, channel = pika_channel(url)
     try:
         channel.confirm_delivery()
-        channel.basic_publish(exchange, routing_key, body, pika.BasicProperties(
-            delivery_mode=2, message_id=message_id,
-            timestamp=int(utc_now().timestamp()),
-            headers={"EventType": event_type, "Version": "1.0"}))
+        for body in bodies:
+            message_id = str(uuid.uuid4())
+            channel.basic_publish(exchange, routing_key, body, pika.BasicProperties(
+                delivery_mode=2, message_id=message_id,
+                timestamp=int(utc_now().timestamp()),
+                headers={"EventType": event_type, "Version": "1.0"}))
+            message_ids.append(message_id)
     finally:
         connection.close()
-    return message_id
+    return message_ids
 
 
 class TcpProxy:

@@ -16,7 +16,6 @@ import pytest
 
 from mussikon.adapters.clock import FakeClock
 from mussikon.adapters.messaging.memory import InProcessTransport
-from mussikon.application.projections import runner
 from mussikon.application.sagas import timeouts
 from mussikon.application.sagas.runtime import open_sagas
 from mussikon.application.sagas.state import SagaState, SagaStatus
@@ -31,7 +30,8 @@ START = FakeClock().now()
 
 def settings_for(path: Path) -> Settings:
     return Settings(store_url=f"sqlite:///{path}", sqlite_synchronous="NORMAL",
-                    poll_interval=0.01, poll_max_interval=0.05, bus_retry_delays="0.01,0.02")
+                    poll_interval=0.01, poll_max_interval=0.05, bus_retry_delays="0.01,0.02",
+                    lease_seconds=0.3)
 
 
 class StuckAfterCharging(PaymentGateway):
@@ -107,9 +107,9 @@ async def saga(app: App, contract_id: str) -> SagaState:
 
 
 async def test_a_worker_killed_between_charging_and_recording_resumes_and_charges_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The killed worker cannot release its lease on the read models; the next waits it out.
-    monkeypatch.setattr(runner, "LEASE_SECONDS", 0.3)
+        tmp_path: Path) -> None:
+    # The killed worker cannot release its lease on the read models; the next waits it out
+    # (a short lease: settings_for).
     path = tmp_path / "sagas.db"
     first = await open_app(settings_for(path), FakeClock(START))
     stuck = StuckAfterCharging(first.gateway)
@@ -189,9 +189,9 @@ class StuckOnCancellationNotices(Notifier):
 
 async def test_killed_while_compensating_after_a_deadline_the_compensation_resumes_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The killed process cannot release its leases; the next one waits them out.
+    # The killed process cannot release its leases; the next one waits them out (a short lease
+    # on the read models: settings_for).
     monkeypatch.setattr(timeouts, "LEASE_SECONDS", 0.3)
-    monkeypatch.setattr(runner, "LEASE_SECONDS", 0.3)
     path = tmp_path / "sagas.db"
     async with running(path, FakeClock(START)) as first:
         _, _, contract_id = await booked(first)

@@ -3,8 +3,11 @@ renewed in time, handed over at once when released."""
 
 from __future__ import annotations
 
-from mussikon.adapters.store.memory import InMemoryDocumentStore
+from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.application.projections.analytics import AnalyticsProjection
+from mussikon.application.projections.runner import ProjectionRunner
 from mussikon.followers.leases import Lease
+from tests.unit.given import musician_registered
 
 
 class Time:
@@ -99,3 +102,19 @@ async def test_releasing_on_a_closed_store_lets_the_lease_expire() -> None:
     assert await lease.hold()
     await lease.release()
     assert not lease.held
+
+
+async def test_a_dead_runners_projection_is_taken_over_after_its_lease_seconds() -> None:
+    time = Time()
+    documents, events = InMemoryDocumentStore(wall_clock=time), InMemoryEventStore()
+    registered = musician_registered()
+    await events.append(registered.stream_id, [registered], 0)
+    dead = ProjectionRunner(events, documents, [AnalyticsProjection()], lease_seconds=2)
+    assert await dead.catch_up("analytics") == 1  # and it never lets go (killed)
+    another = musician_registered(musician_id="m2")
+    await events.append(another.stream_id, [another], 0)
+    successor = ProjectionRunner(events, documents, [AnalyticsProjection()], lease_seconds=2)
+    time.now += 1.9
+    assert await successor.catch_up("analytics") == 1  # still the dead runner's
+    time.now += 0.2
+    assert await successor.catch_up("analytics") == 2

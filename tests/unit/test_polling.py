@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from mussikon.followers.polling import PollLoop, Step, wait_until
+from tests.polling import eventually
 
 
 class RecordedWaits(PollLoop):
@@ -164,3 +165,47 @@ async def test_wait_until_does_the_work_itself_where_no_loop_runs() -> None:
 
     await wait_until(reached, 5, wake=wake, catch_up=catch_up)
     assert done == 2
+
+
+async def test_a_loop_cancelled_as_it_is_woken_ends_cancelled() -> None:
+    """A loop cancelled (a worker stopped) at the moment it is woken stops, rather than run
+    on as if the cancellation had not come (Python 3.11's `asyncio.wait_for` loses it)."""
+    loop = PollLoop("test loop", interval=60, max_interval=60)
+    stepped = 0
+
+    async def step() -> bool:
+        nonlocal stepped
+        stepped += 1
+        return False
+
+    task = asyncio.create_task(loop.run(step))
+    await eventually(lambda: stepped == 1)
+    await asyncio.sleep(0)  # into its wait
+    loop.wake()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert task in done and task.cancelled()
+    assert stepped == 1
+
+
+async def test_wait_until_cancelled_as_the_condition_is_reached_ends_cancelled() -> None:
+    """The same for `wait_until`: a handler waiting for its read models, cancelled at the
+    moment they catch up, stops there."""
+    reached, working = False, asyncio.Event()
+    work_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def is_reached() -> bool:
+        return reached
+
+    async def catch_up() -> None:
+        working.set()
+        await work_done
+
+    task = asyncio.create_task(wait_until(is_reached, 60, wake=lambda: None,
+                                          catch_up=catch_up))
+    await working.wait()
+    reached = True
+    work_done.set_result(None)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert task in done and task.cancelled()

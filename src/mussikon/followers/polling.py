@@ -78,7 +78,8 @@ class PollLoop:
     async def pause(self, seconds: float) -> None:
         """Wait `seconds`, or less if woken."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._woken.wait(), seconds)
+            async with asyncio.timeout(seconds):  # not wait_for: see `wait_until`
+                await self._woken.wait()
         self._woken.clear()
 
 
@@ -88,7 +89,12 @@ async def wait_until(reached: Callable[[], Awaitable[bool]], timeout: float, *,
                      every: float = 0.01) -> None:
     """Return once `reached()` is true: between two checks, `wake()` the loops doing the work
     and give them `every` seconds, or, where no loop runs, do the work with `catch_up()`.
-    TimeoutError after `timeout` seconds."""
+    TimeoutError after `timeout` seconds.
+
+    `asyncio.timeout` rather than `asyncio.wait_for`: on Python 3.11, `wait_for` returns
+    normally when its caller is cancelled just as the awaited work finishes, and a handler or
+    loop cancelled that way would carry on as if nothing had happened.
+    """
     async def until() -> None:
         while not await reached():
             if catch_up is not None:
@@ -97,4 +103,5 @@ async def wait_until(reached: Callable[[], Awaitable[bool]], timeout: float, *,
             wake()
             await asyncio.sleep(every)
 
-    await asyncio.wait_for(until(), timeout)
+    async with asyncio.timeout(timeout):
+        await until()

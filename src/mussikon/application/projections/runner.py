@@ -43,7 +43,11 @@ class ProjectionBusy(Exception):
 
 
 class ProjectionRunner:
-    """Keeps each projection up to date: read a batch, apply it, commit it with the checkpoint."""
+    """Keeps each projection up to date: read a batch, apply it, commit it with the checkpoint.
+
+    `lease_seconds`: how long a runner that stopped renewing its lease on a projection keeps
+    the others out.
+    """
 
     def __init__(self, store: EventStore, documents: DocumentStore,
                  projections: Sequence[Projection], *, batch_size: int = 500,
