@@ -25,7 +25,7 @@ BROKER_DELAYS = (0.5,)
 @pytest.fixture
 async def namespaces(rabbitmq_url: str, unique_name: str) -> AsyncIterator[list[BrokerNamespace]]:
     """One per worker run."""
-    runs = [BrokerNamespace(rabbitmq_url, f"{unique_name}.{n}.") for n in range(4)]
+    runs = [BrokerNamespace(rabbitmq_url, f"{unique_name}.{n}.") for n in range(6)]
     yield runs
     for run in runs:
         await run.cleanup()
@@ -76,8 +76,8 @@ async def run_worker(broker: BrokerNamespace, with_failures: bool) -> Run:
 
 async def test_a_burst_of_failing_messages_does_not_slow_the_healthy_ones(
         namespaces: list[BrokerNamespace]) -> None:
-    # Taking turns, twice each, and comparing the best of each: a loaded machine only ever
-    # adds time to a run.
+    # Taking turns, three times each, and comparing the best of each: a loaded machine only
+    # ever adds time to a run.
     quiet: list[Run] = []
     burst: list[Run] = []
     for broker in namespaces:
@@ -87,11 +87,12 @@ async def test_a_burst_of_failing_messages_does_not_slow_the_healthy_ones(
     assert all(run.failed_attempts >= FAILING for run in burst)
     best_quiet = min(run.healthy_seconds for run in quiet)
     best_burst = min(run.healthy_seconds for run in burst)
-    # No more than 20 % slower than when those 200 succeed (a quarter of a second of leeway
-    # for a loaded machine). 200 failures holding their handler slots through their
-    # in-process retries would take 200 x 1.3 s / 8 = 32 s; holding their prefetch slots
-    # (100 here), they would pause the queue for 1.3 s at a time.
-    assert best_burst <= 1.2 * best_quiet + 0.25, (
+    # No more than 20 % slower than when those 200 succeed, with half a second of leeway: on
+    # a loaded machine the failures' own work (their attempts, their retries and dead
+    # letters published) takes CPU the healthy messages wait for. 200 failures holding their
+    # handler slots through their in-process retries would take 200 x 1.3 s / 8 = 32 s;
+    # holding their prefetch slots (100 here), they would pause the queue for 1.3 s at a time.
+    assert best_burst <= 1.2 * best_quiet + 0.5, (
         f"{best_burst:.2f} s with the failures, {best_quiet:.2f} s without")
 
 
