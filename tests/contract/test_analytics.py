@@ -149,7 +149,8 @@ async def registrations(stores: StoresUnderTest) -> int:
 async def take_lease_over(stores: StoresUnderTest, runner: ProjectionRunner) -> None:
     """Wait until the lease on the analytics projection expires, and take it for `runner`."""
     async def taken() -> bool:
-        return await stores.documents.try_lease(checkpoint_name("analytics"), runner.owner, 10)
+        return await stores.documents.try_lease(checkpoint_name("analytics"), runner.owner,
+                                                10) is not None
 
     await eventually(taken)
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mussikon.ports.documents import Changes, Document, DocumentStore
+from mussikon.ports.documents import Changes, Document, DocumentStore, Fence
 from tests.contract.store_adapters import ADAPTERS, open_stores
+from tests.polling import eventually
 
 
 @pytest.fixture(params=ADAPTERS)
@@ -144,6 +145,85 @@ async def test_a_lease_belongs_to_one_owner_until_it_expires(docs: DocumentStore
     assert not await docs.try_lease("relay", "A", 0.2)
     await asyncio.sleep(0.35)
     assert await docs.try_lease("relay", "A", 0.2)  # B's lease expired
+
+
+async def taken_over(docs: DocumentStore, name: str, owner: str, seconds: float) -> int:
+    """Wait until `owner` gets the lease (another's ran out); its generation."""
+    got: list[int] = []
+
+    async def taken() -> bool:
+        generation = await docs.try_lease(name, owner, seconds)
+        got.extend([] if generation is None else [generation])
+        return bool(got)
+
+    await eventually(taken, 5, interval=0.01)
+    return got[0]
+
+
+async def test_a_lease_has_a_new_greater_generation_each_time_another_owner_takes_it(
+        docs: DocumentStore) -> None:
+    a = await docs.try_lease("relay", "A", 0.2)
+    assert a is not None and a > 0
+    assert await docs.try_lease("relay", "A", 0.2) == a  # a renewal keeps it
+    assert await docs.try_lease("relay", "B", 0.2) is None
+    b = await taken_over(docs, "relay", "B", 30)  # A's term ran out
+    assert b > a
+    await docs.release_lease("relay", "B")
+    again = await docs.try_lease("relay", "A", 30)  # A again, after another held it
+    assert again is not None and again > b
+    await docs.release_lease("relay", "A")
+    assert (await docs.try_lease("relay", "A", 30) or 0) > again  # released: a new take
+
+
+async def test_a_fenced_commit_applies_only_while_its_owner_holds_the_lease_at_that_generation(
+        docs: DocumentStore) -> None:
+    a = await docs.try_lease("relay", "A", 0.2)
+    assert a is not None
+    fence = Fence("relay", "A", a)
+    assert await docs.commit(putting(("c", "k", {"v": 1})), checkpoint=("relay", 1),
+                             fence=fence)
+    assert not await docs.commit(putting(("c", "k", {"v": 2})), checkpoint=("relay", 2),
+                                 fence=Fence("relay", "B", a))  # not the owner
+    assert not await docs.commit(putting(("c", "k", {"v": 2})), checkpoint=("relay", 2),
+                                 fence=Fence("relay", "A", a + 1))  # not the generation
+    assert not await docs.commit(Changes(), checkpoint=("relay", 2),
+                                 fence=Fence("other", "A", a))  # not that lease
+    await taken_over(docs, "relay", "B", 30)  # A stalled past its term; B took over
+    # A resumes: nothing it commits under its fence is written, whatever it carries.
+    stale = putting(("c", "k", {"v": 3}), ("c", "new", {"v": 3}))
+    stale.delete("c", "k")
+    assert not await docs.commit(stale, checkpoint=("relay", 9), inbox=("relay", "m-1"),
+                                 fence=fence)
+    assert not await docs.commit(putting(("c", "k", {"v": 4})), checkpoint=("p", 4),
+                                 expected=0, fence=fence)
+    assert not await docs.commit(putting(("c", "k", {"v": 5})), inbox=("relay", "m-2"),
+                                 fence=fence)
+    assert not await docs.commit(putting(("c", "k", {"v": 6})), fence=fence)
+    assert await docs.scan("c") == [("k", {"v": 1})]
+    assert await docs.checkpoints() == {"relay": 1}
+    assert not await docs.has_seen("relay", "m-1") and not await docs.has_seen("relay", "m-2")
+    # Nor once A holds the lease again: that is a new generation.
+    await docs.release_lease("relay", "B")
+    again = await docs.try_lease("relay", "A", 30)
+    assert again is not None
+    assert not await docs.commit(Changes(), checkpoint=("relay", 9), fence=fence)
+    assert await docs.commit(Changes(), checkpoint=("relay", 9),
+                             fence=Fence("relay", "A", again))
+    assert await docs.checkpoint("relay") == 9
+
+
+async def test_a_fenced_commit_applies_after_the_term_ran_out_if_nobody_took_the_lease(
+        docs: DocumentStore) -> None:
+    """No other owner can have written meanwhile: the commit is as safe as one in the term,
+    and the holder's renewal keeps the generation."""
+    a = await docs.try_lease("relay", "A", 0.05)
+    assert a is not None
+    assert await docs.try_lease("timer", "X", 0.05)  # taken later: runs out later
+    await taken_over(docs, "timer", "Y", 30)  # X's term ran out, so A's has too
+    assert await docs.commit(putting(("c", "k", {})), checkpoint=("relay", 3),
+                             fence=Fence("relay", "A", a))
+    assert await docs.try_lease("relay", "A", 30) == a
+    assert await docs.checkpoint("relay") == 3
 
 
 async def test_scan_page_reads_a_collection_in_key_order_a_page_at_a_time(

@@ -3,6 +3,7 @@ event is applied once; rebuild starts from zero and ends where a live run ends."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import ClassVar
@@ -17,6 +18,7 @@ from mussikon.application.projections.runner import (
 )
 from mussikon.domain.events import DomainEvent, MusicianRegisteredEvent
 from tests.contract.store_adapters import ADAPTERS, StoresUnderTest, open_stores
+from tests.polling import eventually
 
 
 class CountMusicians(Projection):
@@ -139,3 +141,63 @@ async def test_rebuild_refuses_while_another_runner_holds_the_lease(
     await stores.settle()
     assert await worker.catch_up("count") == await stores.events.head_position()
     assert await count(stores) == 4
+
+
+class Tagged(Projection):
+    """One document per registration naming the code that wrote it (`tag`: an old version of
+    the projection, or the new one a rebuild runs); stalls before its `stall_at`-th event
+    (from 0) until `resume` is set, and sets `stalled` when it gets there."""
+
+    name = "tagged"
+    collections: ClassVar[tuple[str, ...]] = ("tagged",)
+    event_types = frozenset({MusicianRegisteredEvent.__name__})
+
+    def __init__(self, tag: str, stall_at: int) -> None:
+        self.tag, self.stall_at, self.applied = tag, stall_at, 0
+        self.stalled, self.resume = asyncio.Event(), asyncio.Event()
+
+    async def apply(self, event: DomainEvent, view: View) -> None:
+        assert isinstance(event, MusicianRegisteredEvent)
+        if self.applied == self.stall_at and not self.resume.is_set():
+            self.stalled.set()
+            await self.resume.wait()
+        self.applied += 1
+        view.put("tagged", event.musician_id, {"by": self.tag})
+
+
+async def test_a_stale_batch_does_not_land_where_a_rebuild_brought_the_checkpoint_back_to(
+        stores: StoresUnderTest) -> None:
+    """A worker stalls in a batch begun at position P past its lease; a rebuild takes the
+    lease, resets, and replays exactly up to P. The checkpoint stands where the stale batch
+    began, so its compare-and-set alone would let it land, old documents in the rebuilt
+    model: the lease fence refuses it."""
+    for n in range(8):
+        await register(stores, n)
+    await stores.settle()
+    positions = [r.position for r in await stores.events.read_all(1, 8)]
+    old = Tagged("old", stall_at=4)
+    worker = ProjectionRunner(stores.events, stores.documents, [old], batch_size=4,
+                              lease_seconds=0.3)
+    worker_run = asyncio.create_task(worker.catch_up("tagged"))
+    await asyncio.wait_for(old.stalled.wait(), 10)  # committed 1-4, stalled in 5-8
+    new = Tagged("new", stall_at=4)
+    operator = ProjectionRunner(stores.events, stores.documents, [new], batch_size=4)
+
+    async def rebuild_started() -> bool:
+        try:
+            await operator.rebuild("tagged")
+        except ProjectionBusy:
+            return False  # the worker's lease has not run out yet
+        return True
+
+    rebuild = asyncio.create_task(eventually(rebuild_started))
+    await asyncio.wait_for(new.stalled.wait(), 10)  # reset, replayed 1-4, stalled in 5-8
+    assert await stores.documents.checkpoint(checkpoint_name("tagged")) == positions[3]
+    old.resume.set()
+    assert await worker_run == positions[3]  # refused, and it stopped: not its lease
+    assert sorted(await stores.documents.scan("tagged")) == [
+        (f"m{n}", {"by": "new"}) for n in range(4)]
+    new.resume.set()
+    await rebuild
+    assert await stores.documents.scan("tagged") == [(f"m{n}", {"by": "new"}) for n in range(8)]
+    assert await stores.documents.checkpoint(checkpoint_name("tagged")) == positions[7]

@@ -178,7 +178,9 @@ def dotnet_publish_all(url: str, exchange: str, routing_key: str, bodies: Iterab
 
 class TcpProxy:
     """A TCP proxy in front of the broker whose connections the test can cut, as a network
-    failure would: the client sees its socket die, the broker sees the peer vanish."""
+    failure would: the client sees its socket die, the broker sees the peer vanish. It can
+    also hold what the broker sends (`hold_replies`): the client's messages still reach the
+    broker, but no confirm or answer comes back until `release_replies`."""
 
     def __init__(self, target_url: str) -> None:
         parts = urlsplit(target_url)
@@ -186,6 +188,8 @@ class TcpProxy:
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 5672
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.StreamWriter] = set()
+        self._replies = asyncio.Event()
+        self._replies.set()
         self.cuts = 0
 
     async def start(self) -> str:
@@ -205,9 +209,17 @@ class TcpProxy:
             writer.close()
             return
         self._pipes |= {writer, up_writer}
-        await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer),
+        await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer, self._replies),
                              return_exceptions=True)
         self._pipes -= {writer, up_writer}
+
+    def hold_replies(self) -> None:
+        """Stop passing on what the broker sends, from now on (kept, not lost)."""
+        self._replies.clear()
+
+    def release_replies(self) -> None:
+        """Pass on what the broker sent meanwhile, and what it sends from now on."""
+        self._replies.set()
 
     def cut(self) -> None:
         """Abort every connection through the proxy (new ones are accepted)."""
@@ -223,9 +235,12 @@ class TcpProxy:
             await self._server.wait_closed()
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                flowing: asyncio.Event | None = None) -> None:
     try:
         while data := await reader.read(65536):
+            if flowing is not None:
+                await flowing.wait()
             writer.write(data)
             await writer.drain()
     finally:

@@ -28,6 +28,7 @@ from mussikon.adapters.store.postgres import (
 )
 from mussikon.domain.events import MusicianRegisteredEvent
 from mussikon.domain.instant import Instant, ticks_of
+from mussikon.ports.documents import Changes, Fence
 from mussikon.ports.event_store import (
     ANY_VERSION,
     NO_STREAM,
@@ -560,3 +561,49 @@ async def test_events_stored_before_the_origin_column_are_ours(server: Server) -
         assert (await store.record_foreign(foreign, "rabbitmq")).origin == "rabbitmq"
     finally:
         await store.close()
+
+
+async def test_a_program_from_before_lease_generations_still_commits_and_is_still_fenced(
+        server: Server) -> None:
+    """Migration 5 adds lease generations and the fenced commit. A program from before it,
+    still running during an upgrade, takes leases without a generation and commits through
+    the ten-argument function; a fence still refuses the commit of a holder it took the
+    lease from, and a holder taking it back gets a new generation."""
+    _, documents = await open_postgres(server.url, server.schema, pool_size=1)
+    s = f'"{server.schema}"'
+    old_lease = f"""
+        INSERT INTO {s}.leases AS l (name, owner, expires)
+            VALUES ('relay', 'old', clock_timestamp() + interval '50 milliseconds')
+        ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires = excluded.expires
+            WHERE l.owner = excluded.owner OR l.expires <= clock_timestamp()
+        RETURNING true"""
+    try:
+        generation = await documents.try_lease("relay", "new", 0.05)
+        assert generation is not None and generation > 0
+        fence = Fence("relay", "new", generation)
+
+        async def old_took_it() -> bool:
+            return bool(await server.admin.fetchval(old_lease))
+
+        await eventually(old_took_it, interval=0.01)
+        assert not await documents.commit(Changes(), checkpoint=("relay", 3), fence=fence)
+        assert await server.admin.fetchval(
+            f"SELECT {s}.commit_documents(NULL, NULL, 'relay', 5, NULL, '{{}}'::text[],"
+            " '{}'::text[], '{}'::text[], '{}'::text[], '{}'::text[])")
+        assert await documents.checkpoint("relay") == 5
+
+        taken: list[int] = []
+
+        async def new_took_it_back() -> bool:
+            again = await documents.try_lease("relay", "new", 30)
+            taken.extend([] if again is None else [again])
+            return bool(taken)
+
+        await eventually(new_took_it_back, interval=0.01)
+        assert taken[0] > generation
+        assert not await documents.commit(Changes(), checkpoint=("relay", 6), fence=fence)
+        assert await documents.commit(Changes(), checkpoint=("relay", 6),
+                                      fence=Fence("relay", "new", taken[0]))
+        assert await documents.checkpoint("relay") == 6
+    finally:
+        await documents.db.pool.close()

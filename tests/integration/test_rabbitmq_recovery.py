@@ -16,7 +16,7 @@ import pytest
 from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
 from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
 from mussikon.domain.events import MusicianRegisteredEvent
-from mussikon.ports.documents import Changes
+from mussikon.ports.documents import Changes, Fence
 from tests.integration.rabbitmq_kit import (
     BrokerNamespace,
     Recorder,
@@ -133,12 +133,13 @@ class StallingCheckpoints(InMemoryDocumentStore):
         self.stalled = asyncio.Event()
 
     async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
-                     inbox: tuple[str, str] | None = None, expected: int | None = None) -> bool:
+                     inbox: tuple[str, str] | None = None, expected: int | None = None,
+                     fence: Fence | None = None) -> bool:
         if checkpoint is not None and checkpoint[0] == "relay" and self.stall:
             self.stalled.set()
             await asyncio.Event().wait()
         return await super().commit(changes, checkpoint=checkpoint, inbox=inbox,
-                                    expected=expected)
+                                    expected=expected, fence=fence)
 
 
 async def test_a_relay_dying_before_saving_its_position_republishes_only_the_unsaved_batch(

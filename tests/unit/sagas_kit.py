@@ -21,7 +21,7 @@ from mussikon.application.sagas.runtime import SagaRuntime
 from mussikon.application.sagas.services import SagaServices
 from mussikon.application.sagas.state import SagaState
 from mussikon.domain.contract import contract_id_for
-from mussikon.ports.documents import Changes, Document
+from mussikon.ports.documents import Changes, Document, Fence
 from mussikon.ports.payments import (
     ChargeRequest,
     ChargeResult,
@@ -64,10 +64,11 @@ class YieldingDocumentStore(InMemoryDocumentStore):
         return await super().get(collection, key)
 
     async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
-                     inbox: tuple[str, str] | None = None, expected: int | None = None) -> bool:
+                     inbox: tuple[str, str] | None = None, expected: int | None = None,
+                     fence: Fence | None = None) -> bool:
         await asyncio.sleep(0)
         return await super().commit(changes, checkpoint=checkpoint, inbox=inbox,
-                                    expected=expected)
+                                    expected=expected, fence=fence)
 
 
 ORGANIZER = "org@casa.example"

@@ -27,7 +27,7 @@ class CountingStore(InMemoryDocumentStore):
         super().__init__(wall_clock=time)
         self.asked = 0
 
-    async def try_lease(self, name: str, owner: str, seconds: float) -> bool:
+    async def try_lease(self, name: str, owner: str, seconds: float) -> int | None:
         self.asked += 1
         return await super().try_lease(name, owner, seconds)
 
@@ -118,3 +118,45 @@ async def test_a_dead_runners_projection_is_taken_over_after_its_lease_seconds()
     assert await successor.catch_up("analytics") == 1  # still the dead runner's
     time.now += 0.2
     assert await successor.catch_up("analytics") == 2
+
+
+async def test_the_fence_names_the_generation_the_lease_is_held_at() -> None:
+    time = Time()
+    a, b = leases(InMemoryDocumentStore(wall_clock=time), time)
+    assert (a.fence, b.fence) == (None, None)
+    assert await a.hold()
+    fence = a.fence
+    assert fence is not None and (fence.lease, fence.owner) == ("work", "a")
+    time.now += 4
+    assert await a.hold() and a.fence == fence  # renewed: the same generation
+    time.now += 10  # a stalled past its term; b takes over, then lets go
+    assert await b.hold()
+    taken = b.fence
+    assert taken is not None and taken.generation > fence.generation
+    await b.release()
+    assert b.fence is None
+    assert await a.hold()  # a holds it again, but not as before: its old fence is stale
+    again = a.fence
+    assert again is not None and again.generation > taken.generation
+
+
+async def test_what_is_left_of_the_term_counts_from_before_the_store_was_asked() -> None:
+    time = Time()
+    store = CountingStore(time)
+
+    class Slow(InMemoryDocumentStore):
+        async def try_lease(self, name: str, owner: str, seconds: float) -> int | None:
+            time.now += 2  # the store takes 2 s to answer
+            return await store.try_lease(name, owner, seconds)
+
+    lease = Lease(Slow(), "work", seconds=9, owner="a", monotonic=time)
+    assert lease.remaining() == 0 and lease.renewal_due() == 0
+    assert await lease.hold()
+    assert lease.remaining() == 7  # the store counts 9 s from its answer; the holder from its ask
+    assert lease.renewal_due() == 1
+    time.now += 1
+    assert lease.renewal_due() == 0
+    assert await lease.hold()  # renewed
+    assert store.asked == 2 and lease.remaining() == 7
+    await lease.release()
+    assert lease.remaining() == 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from mussikon.ports.documents import Changes, DocumentStore
+from mussikon.ports.documents import Changes, DocumentStore, Fence
 from mussikon.ports.event_store import UndecodableEventError
 
 log = logging.getLogger("mussikon.undecodable")
@@ -24,13 +24,15 @@ skipped (`skipped_at`, ISO 8601)."""
 
 
 async def skip_undecodable(documents: DocumentStore, reader: str, error: UndecodableEventError,
-                           *, move_checkpoint: bool = True, expected: int | None = None) -> bool:
+                           *, move_checkpoint: bool = True, expected: int | None = None,
+                           fence: Fence | None = None) -> bool:
     """Log the row `error` names and record it as skipped by `reader`; with `move_checkpoint`,
     move the checkpoint named `reader` to its position in the same commit (a reader whose
     checkpoint trails work still in flight moves it itself), from exactly `expected` if
-    given (see `DocumentStore.commit`). The reader goes on reading from
-    `error.position + 1`; False (nothing recorded) if the checkpoint was not moved: it is
-    past the row, or (with `expected`) not where the reader left it."""
+    given and under the lease `fence` if given (see `DocumentStore.commit`). The reader
+    goes on reading from `error.position + 1`; False (nothing recorded) if the checkpoint
+    was not moved: it is past the row, or (with `expected`) not where the reader left it,
+    or (with `fence`) another owner took the reader's lease."""
     log.error("%s skips the event at position %d (stream %r, version %d): %s", reader,
               error.position, error.stream_id, error.version, error.reason)
     changes = Changes()
@@ -43,4 +45,4 @@ async def skip_undecodable(documents: DocumentStore, reader: str, error: Undecod
     # A checkpoint already past the row means another process skipped it first and recorded
     # it: the commit then writes nothing, which is right.
     return await documents.commit(changes, checkpoint=(reader, error.position),
-                                  expected=expected)
+                                  expected=expected, fence=fence)

@@ -31,6 +31,16 @@ class Changes:
         return bool(self.puts or self.deletes)
 
 
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """What a lease holder shows to write: the lease, its owner, and the generation at which
+    that owner took it (`DocumentStore.try_lease`)."""
+
+    lease: str
+    owner: str
+    generation: int
+
+
 class DocumentStore(abc.ABC):
     """JSON documents by (collection, key), with checkpoints and inboxes in one transaction."""
 
@@ -44,7 +54,8 @@ class DocumentStore(abc.ABC):
 
     @abc.abstractmethod
     async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
-                     inbox: tuple[str, str] | None = None, expected: int | None = None) -> bool:
+                     inbox: tuple[str, str] | None = None, expected: int | None = None,
+                     fence: Fence | None = None) -> bool:
         """Apply `changes` atomically, with a checkpoint move and an inbox entry.
 
         Returns False and applies nothing when the inbox entry (consumer, message id)
@@ -58,6 +69,12 @@ class DocumentStore(abc.ABC):
         checkpoint (a projection) passes it: a checkpoint another runner moved on (having
         applied some of the same events) or a rebuild set back means the batch was applied
         to the wrong state, and must not land. ValueError if given without a checkpoint.
+
+        With `fence` the commit is applied only if the lease is still the fence's owner's at
+        the fence's generation, checked in the same transaction: no other owner took it
+        since (whether or not its term ran out meanwhile); otherwise False, nothing applied.
+        A holder that stalled past its term (a pause, a long wait) and lost the lease to
+        another writes nothing over the new holder's work, however late it resumes.
         """
 
     @abc.abstractmethod
@@ -73,9 +90,15 @@ class DocumentStore(abc.ABC):
         """Set a checkpoint back to 0 and drop its collections, atomically (for rebuilds)."""
 
     @abc.abstractmethod
-    async def try_lease(self, name: str, owner: str, seconds: float) -> bool:
-        """Take or renew the lease `name` for `owner` for `seconds`; False if another owner holds
-        an unexpired lease. One active relay among several processes uses this."""
+    async def try_lease(self, name: str, owner: str, seconds: float) -> int | None:
+        """Take or renew the lease `name` for `owner` for `seconds`; return its generation, or
+        None if another owner holds an unexpired lease. One active relay among several
+        processes uses this.
+
+        The generation is positive, and new each time an owner takes the lease that it did
+        not hold (a greater number than any given before, by this store): the holder's
+        renewals keep it, even after the term ran out if nobody took the lease meanwhile.
+        With its name and owner it is the fencing token of `commit(fence=...)`."""
 
     @abc.abstractmethod
     async def release_lease(self, name: str, owner: str) -> None:

@@ -14,7 +14,7 @@ from mussikon.adapters.store.decoding import undecodable, until_undecodable
 from mussikon.adapters.store.document_json import decode_document, encode_document
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.instant import epoch_micros, utc_now
-from mussikon.ports.documents import Changes, Document, DocumentStore
+from mussikon.ports.documents import Changes, Document, DocumentStore, Fence
 from mussikon.ports.event_store import (
     ANY_VERSION,
     ConcurrencyError,
@@ -196,7 +196,10 @@ class InMemoryDocumentStore(DocumentStore):
         self._docs: dict[tuple[str, str], bytes] = {}
         self._checkpoints: dict[str, int] = {}
         self._inbox: set[tuple[str, str]] = set()
-        self._leases: dict[str, tuple[str, float]] = {}
+        self._leases: dict[str, tuple[str, float, int]] = {}
+        """Owner, expiry and generation by lease name."""
+        self._generations = 0
+        """The last generation given to a lease."""
         self._wall_clock = wall_clock
         """Seconds since the epoch, by which leases expire."""
 
@@ -211,9 +214,13 @@ class InMemoryDocumentStore(DocumentStore):
         )
 
     async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
-                     inbox: tuple[str, str] | None = None, expected: int | None = None) -> bool:
+                     inbox: tuple[str, str] | None = None, expected: int | None = None,
+                     fence: Fence | None = None) -> bool:
         if expected is not None and checkpoint is None:
             raise ValueError("an expected checkpoint position needs a checkpoint to move")
+        if fence is not None and self._leases.get(fence.lease, ("", 0.0, 0))[::2] != (
+                fence.owner, fence.generation):
+            return False
         if inbox is not None and inbox in self._inbox:
             return False
         if checkpoint is not None:
@@ -241,16 +248,21 @@ class InMemoryDocumentStore(DocumentStore):
             del self._docs[key]
         self._checkpoints[name] = 0
 
-    async def try_lease(self, name: str, owner: str, seconds: float) -> bool:
+    async def try_lease(self, name: str, owner: str, seconds: float) -> int | None:
         now = self._wall_clock()
         holder = self._leases.get(name)
         if holder is not None and holder[0] != owner and holder[1] > now:
-            return False
-        self._leases[name] = (owner, now + seconds)
-        return True
+            return None
+        if holder is not None and holder[0] == owner:
+            generation = holder[2]
+        else:
+            self._generations += 1
+            generation = self._generations
+        self._leases[name] = (owner, now + seconds, generation)
+        return generation
 
     async def release_lease(self, name: str, owner: str) -> None:
-        if self._leases.get(name, ("", 0.0))[0] == owner:
+        if self._leases.get(name, ("", 0.0, 0))[0] == owner:
             del self._leases[name]
 
     async def has_seen(self, consumer: str, message_id: str) -> bool:

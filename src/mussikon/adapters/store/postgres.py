@@ -65,7 +65,7 @@ from mussikon.adapters.store.document_json import decode_document, encode_docume
 from mussikon.adapters.store.postgres_pool import Connection, ConnectionPool
 from mussikon.config import mask_url
 from mussikon.domain.events import DomainEvent
-from mussikon.ports.documents import Changes, Document, DocumentStore
+from mussikon.ports.documents import Changes, Document, DocumentStore, Fence
 from mussikon.ports.event_store import (
     ANY_VERSION,
     ConcurrencyError,
@@ -208,6 +208,74 @@ MIGRATIONS: tuple[str, ...] = (
         p_put_collections text[], p_put_keys text[], p_put_bodies text[]
     ) RETURNS boolean LANGUAGE plpgsql AS $body$
     BEGIN
+        IF p_consumer IS NOT NULL THEN
+            INSERT INTO {s}.inbox (consumer, message_id) VALUES (p_consumer, p_message_id)
+                ON CONFLICT DO NOTHING;
+            IF NOT FOUND THEN
+                RETURN false;
+            END IF;
+        END IF;
+        IF p_checkpoint IS NOT NULL THEN
+            IF p_expected IS NULL THEN
+                INSERT INTO {s}.checkpoints AS c (name, position)
+                    VALUES (p_checkpoint, p_position)
+                    ON CONFLICT (name) DO UPDATE SET position = excluded.position
+                    WHERE c.position < excluded.position;
+            ELSE
+                -- the row lock makes a concurrent move wait, then see the new position
+                UPDATE {s}.checkpoints SET position = p_position
+                    WHERE name = p_checkpoint AND position = p_expected
+                    AND p_position > p_expected;
+                IF NOT FOUND AND p_expected = 0 AND p_position > 0 THEN
+                    -- a checkpoint never set stands at 0
+                    INSERT INTO {s}.checkpoints (name, position)
+                        VALUES (p_checkpoint, p_position) ON CONFLICT DO NOTHING;
+                END IF;
+            END IF;
+            IF NOT FOUND THEN
+                -- the inbox entry was written by this very call: take it back
+                DELETE FROM {s}.inbox WHERE consumer = p_consumer AND message_id = p_message_id;
+                RETURN false;
+            END IF;
+        END IF;
+        DELETE FROM {s}.documents d
+            USING unnest(p_delete_collections, p_delete_keys) AS x(collection, key)
+            WHERE d.collection = x.collection AND d.key = x.key;
+        INSERT INTO {s}.documents (collection, key, body)
+            SELECT * FROM unnest(p_put_collections, p_put_keys, p_put_bodies)
+            ON CONFLICT (collection, key) DO UPDATE SET body = excluded.body;
+        RETURN true;
+    END
+    $body$;
+    """,
+    # 5: leases get a generation, the fencing token: new (from the sequence) each time an
+    # owner takes a lease it did not hold, kept by its renewals. A commit can be fenced
+    # (`p_fence_*`): it applies only if the lease is still that owner's at that generation.
+    # A new overload again, for the programs still calling the older ones; a lease such a
+    # program takes keeps the generation it had, and its owner differs: fences still refuse.
+    """
+    ALTER TABLE {s}.leases ADD COLUMN IF NOT EXISTS generation bigint NOT NULL DEFAULT 0;
+    CREATE SEQUENCE IF NOT EXISTS {s}.lease_generations;
+    COMMENT ON COLUMN {s}.leases.generation IS
+        'new each time an owner takes the lease it did not hold: the fencing token of commits';
+    CREATE OR REPLACE FUNCTION {s}.commit_documents(
+        p_consumer text, p_message_id text, p_checkpoint text, p_position bigint,
+        p_expected bigint, p_fence_lease text, p_fence_owner text, p_fence_generation bigint,
+        p_delete_collections text[], p_delete_keys text[],
+        p_put_collections text[], p_put_keys text[], p_put_bodies text[]
+    ) RETURNS boolean LANGUAGE plpgsql AS $body$
+    BEGIN
+        IF p_fence_lease IS NOT NULL THEN
+            -- the share lock makes a takeover wait for this commit, and this wait for a
+            -- takeover under way, then see its new owner
+            PERFORM 1 FROM {s}.leases
+                WHERE name = p_fence_lease AND owner = p_fence_owner
+                AND generation = p_fence_generation
+                FOR SHARE;
+            IF NOT FOUND THEN
+                RETURN false;
+            END IF;
+        END IF;
         IF p_consumer IS NOT NULL THEN
             INSERT INTO {s}.inbox (consumer, message_id) VALUES (p_consumer, p_message_id)
                 ON CONFLICT DO NOTHING;
@@ -886,19 +954,23 @@ class PostgresDocumentStore(DocumentStore):
         self._scan_sql = (f"SELECT key, body FROM {s}.documents WHERE collection = $1"
                           " AND starts_with(key, $2) ORDER BY key")
         self._commit_sql = (f"SELECT {s}.commit_documents($1, $2, $3, $4, $5, $6, $7, $8, $9,"
-                            " $10)")
+                            " $10, $11, $12, $13)")
         self._checkpoint_sql = f"SELECT position FROM {s}.checkpoints WHERE name = $1"
         self._checkpoints_sql = f"SELECT name, position FROM {s}.checkpoints"
         self._drop_collections_sql = f"DELETE FROM {s}.documents WHERE collection = ANY($1)"
         self._zero_checkpoint_sql = (
             f"INSERT INTO {s}.checkpoints (name, position) VALUES ($1, 0)"
             " ON CONFLICT (name) DO UPDATE SET position = 0")
+        # The proposed row takes a number from the sequence, which a renewal leaves unused.
         self._lease_sql = f"""
-            INSERT INTO {s}.leases AS l (name, owner, expires)
-                VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))
-            ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires = excluded.expires
+            INSERT INTO {s}.leases AS l (name, owner, expires, generation)
+                VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3),
+                        nextval('{s}.lease_generations'))
+            ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires = excluded.expires,
+                generation = CASE WHEN l.owner = excluded.owner THEN l.generation
+                                  ELSE excluded.generation END
                 WHERE l.owner = excluded.owner OR l.expires <= clock_timestamp()
-            RETURNING true
+            RETURNING generation
         """
         self._release_sql = f"DELETE FROM {s}.leases WHERE name = $1 AND owner = $2"
         self._seen_sql = f"SELECT 1 FROM {s}.inbox WHERE consumer = $1 AND message_id = $2"
@@ -914,16 +986,20 @@ class PostgresDocumentStore(DocumentStore):
         return [(key, decode_document(body)) for key, body in rows]
 
     async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
-                     inbox: tuple[str, str] | None = None, expected: int | None = None) -> bool:
+                     inbox: tuple[str, str] | None = None, expected: int | None = None,
+                     fence: Fence | None = None) -> bool:
         if expected is not None and checkpoint is None:
             raise ValueError("an expected checkpoint position needs a checkpoint to move")
         deletes = list(changes.deletes)
         puts = [(c, k, encode_document(doc).decode()) for (c, k), doc in changes.puts.items()]
         consumer, message_id = inbox if inbox is not None else (None, None)
         name, position = checkpoint if checkpoint is not None else (None, None)
+        lease, owner, generation = ((fence.lease, fence.owner, fence.generation)
+                                    if fence is not None else (None, None, None))
         async with self.db.connection("committing documents") as conn:
             applied = await conn.fetchval(
                 self._commit_sql, consumer, message_id, name, position, expected,
+                lease, owner, generation,
                 [c for c, _ in deletes], [k for _, k in deletes],
                 [c for c, _, _ in puts], [k for _, k, _ in puts], [b for _, _, b in puts])
         return bool(applied)
@@ -944,9 +1020,10 @@ class PostgresDocumentStore(DocumentStore):
             await conn.execute(self._drop_collections_sql, collections)
             await conn.execute(self._zero_checkpoint_sql, name)
 
-    async def try_lease(self, name: str, owner: str, seconds: float) -> bool:
+    async def try_lease(self, name: str, owner: str, seconds: float) -> int | None:
         async with self.db.connection(f"taking lease {name!r}") as conn:
-            return bool(await conn.fetchval(self._lease_sql, name, owner, float(seconds)))
+            generation = await conn.fetchval(self._lease_sql, name, owner, float(seconds))
+        return None if generation is None else int(generation)
 
     async def release_lease(self, name: str, owner: str) -> None:
         async with self.db.connection(f"releasing lease {name!r}") as conn:

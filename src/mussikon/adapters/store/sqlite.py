@@ -37,7 +37,7 @@ from mussikon.adapters.store.document_json import decode_document, encode_docume
 from mussikon.adapters.store.group_commit import GroupCommit, is_busy
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.instant import epoch_micros, utc_now
-from mussikon.ports.documents import Changes, Document, DocumentStore
+from mussikon.ports.documents import Changes, Document, DocumentStore, Fence
 from mussikon.ports.event_store import (
     ANY_VERSION,
     NO_STREAM,
@@ -89,6 +89,15 @@ MIGRATIONS: tuple[str, ...] = (
     # 2: where an event another service published was received ("" for our own events).
     """
     ALTER TABLE events ADD COLUMN origin TEXT NOT NULL DEFAULT ''
+    """,
+    # 3: a lease's generation, the fencing token of a fenced commit, new (from the counter)
+    # each time an owner takes a lease it did not hold. A program from before this version
+    # cannot take leases on the file any more (it inserts three columns): every process
+    # sharing a file is upgraded together.
+    """
+    ALTER TABLE leases ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE lease_generations (last INTEGER NOT NULL);
+    INSERT INTO lease_generations VALUES (0)
     """,
 )
 """Schema versions, applied in order; `PRAGMA user_version` records how many ran."""
@@ -574,6 +583,13 @@ class _Refused(Exception):
     """A document commit refused (its checkpoint is behind): undone, reported as False."""
 
 
+def _fence_holds(conn: sqlite3.Connection, fence: Fence) -> bool:
+    """True if the lease is still the fence's owner's, at the fence's generation."""
+    return conn.execute(
+        "SELECT 1 FROM leases WHERE name = ? AND owner = ? AND generation = ?",
+        (fence.lease, fence.owner, fence.generation)).fetchone() is not None
+
+
 def _move_checkpoint(conn: sqlite3.Connection, name: str, position: int,
                      expected: int | None) -> bool:
     """Move checkpoint `name` forward to `position` (from exactly `expected`, if given);
@@ -612,7 +628,8 @@ class SqliteDocumentStore(DocumentStore):
         return [(k, decode_document(b)) for k, b in rows]
 
     async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
-                     inbox: tuple[str, str] | None = None, expected: int | None = None) -> bool:
+                     inbox: tuple[str, str] | None = None, expected: int | None = None,
+                     fence: Fence | None = None) -> bool:
         if expected is not None and checkpoint is None:
             raise ValueError("an expected checkpoint position needs a checkpoint to move")
         puts = [(c, k, encode_document(d).decode()) for (c, k), d in changes.puts.items()]
@@ -620,6 +637,10 @@ class SqliteDocumentStore(DocumentStore):
         now = epoch_micros(utc_now())
 
         def write(conn: sqlite3.Connection) -> bool:
+            # In the write transaction: a lease taken over commits after this, or before it
+            # (and this sees the new owner).
+            if fence is not None and not _fence_holds(conn, fence):
+                return False
             if inbox is not None and conn.execute(
                 "INSERT OR IGNORE INTO inbox VALUES (?,?,?)", (*inbox, now)
             ).rowcount == 0:
@@ -635,7 +656,8 @@ class SqliteDocumentStore(DocumentStore):
 
         # An inbox entry alone (an idempotent handler that wrote nothing else) is one
         # statement: no savepoint needed around it.
-        alone = inbox is not None and checkpoint is None and not puts and not deletes
+        alone = (inbox is not None and checkpoint is None and fence is None and not puts
+                 and not deletes)
         try:
             return await self.db.write(write, one_statement=alone)
         except _Refused:
@@ -659,17 +681,26 @@ class SqliteDocumentStore(DocumentStore):
 
         await self.db.write(reset)
 
-    async def try_lease(self, name: str, owner: str, seconds: float) -> bool:
-        def take(conn: sqlite3.Connection) -> bool:
+    async def try_lease(self, name: str, owner: str, seconds: float) -> int | None:
+        def take(conn: sqlite3.Connection) -> int | None:
             now = time.time()
-            cursor = conn.execute(
-                "INSERT INTO leases VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
-                " SET owner = excluded.owner, expires = excluded.expires"
-                " WHERE leases.owner = excluded.owner OR leases.expires <= ?",
-                (name, owner, now + seconds, now))
-            return cursor.rowcount == 1
+            # fetchall: a statement with RETURNING is finished only once read to the end
+            renewed = conn.execute(
+                "UPDATE leases SET expires = ? WHERE name = ? AND owner = ? RETURNING generation",
+                (now + seconds, name, owner)).fetchall()
+            if renewed:
+                return int(renewed[0][0])
+            holder = conn.execute("SELECT expires FROM leases WHERE name = ?",
+                                  (name,)).fetchone()
+            if holder is not None and holder[0] > now:
+                return None
+            generation = int(conn.execute(
+                "UPDATE lease_generations SET last = last + 1 RETURNING last").fetchall()[0][0])
+            conn.execute("INSERT OR REPLACE INTO leases (name, owner, expires, generation)"
+                         " VALUES (?, ?, ?, ?)", (name, owner, now + seconds, generation))
+            return generation
 
-        return await self.db.write(take, one_statement=True)
+        return await self.db.write(take)
 
     async def release_lease(self, name: str, owner: str) -> None:
         await self.db.write(lambda c: c.execute(

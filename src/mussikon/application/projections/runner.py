@@ -75,9 +75,12 @@ class ProjectionRunner:
         them twice. A runner without the lease only learns how far the holder got. A holder
         that stalls longer than the lease (a pause, a slow batch) loses it to another runner
         or to a rebuild while it still applies a batch: so each batch commits only if the
-        checkpoint still stands where the batch began (a compare-and-set). A refused batch
-        writes nothing; the runner goes on only once it holds the lease again, from where
-        the checkpoint stands then.
+        checkpoint still stands where the batch began (a compare-and-set) and the lease is
+        still this runner's, at the generation it held when the batch began (the fence: a
+        rebuild that reset the checkpoint may have brought it back to exactly where the
+        stale batch began, over documents the batch never saw). A refused batch writes
+        nothing; the runner goes on only once it holds the lease again, from where the
+        checkpoint stands then.
         """
         projection, lease = self.projections[name], self._leases[name]
         checkpoint = checkpoint_name(name)
@@ -85,13 +88,13 @@ class ProjectionRunner:
         # Read after taking the lease: a holder that let go meanwhile may have moved it on.
         position = await self.documents.checkpoint(checkpoint)
         applied = 0
-        while leased:
+        while leased and (fence := lease.fence) is not None:
             try:
                 batch = await self.store.read_all(position + 1, self.batch_size)
             except UndecodableEventError as error:
                 batch, last = [], error.position
                 moved = await skip_undecodable(self.documents, checkpoint, error,
-                                               expected=position)
+                                               expected=position, fence=fence)
             else:
                 if not batch:
                     break
@@ -101,14 +104,14 @@ class ProjectionRunner:
                         await projection.apply(record.event, view)
                 last = batch[-1].position
                 moved = await self.documents.commit(view.changes, checkpoint=(checkpoint, last),
-                                                    expected=position)
+                                                    expected=position, fence=fence)
             if moved:
                 position, applied = last, applied + len(batch)
                 # False once held too long without renewing: another runner took it over
                 leased = await lease.hold()
             else:
-                # Another runner moved the checkpoint since the batch began (it took the
-                # lease over, or a rebuild reset it): nothing of the batch was written.
+                # Another runner took the lease over or moved the checkpoint since the batch
+                # began (a rebuild reset it): nothing of the batch was written.
                 leased = await lease.hold(recheck=True)
                 position = await self.documents.checkpoint(checkpoint)
             self.positions[name] = position

@@ -100,13 +100,19 @@ class TimeoutScheduler:
         """Fire every ready timeout once; return how many were handled without error.
 
         Among processes sharing the store, the one holding the scheduler lease fires; the
-        others stand by and take over when a holder stops renewing it.
+        others stand by and take over when a holder stops renewing it. The lease is kept
+        (renewed when due) before each timeout: a holder that lost it while firing a long
+        list stops there. The scheduler writes nothing itself: a timeout is handled by the
+        saga engine, whose optimistic commits decide each step once even if a holder that
+        lost the lease without knowing fires it at the same time as the new one.
         """
         async with self._firing:
             if not await self._lease.hold():
                 return 0
             fired = 0
             for timeout in await self.ready():
+                if not await self._lease.hold():
+                    break
                 try:
                     await self.fire(timeout)
                 except Exception as exc:

@@ -11,13 +11,22 @@ bus it came from.
 
 One relay is active among all the processes sharing a store: the holder of a lease in
 the document store, renewed while it works. The others stand by and take over when the
-lease expires or is released.
+lease expires or is released. A relay that stalls (a paused process, a store it cannot
+reach) may lose the lease without knowing; it still never publishes alongside the one
+that took over: it sends a batch only with a third of its term surely left (counted on its
+own clock from before it last renewed), waits for confirms no longer than until the next
+renewal, and gives the batches in flight up as soon as a renewal fails. Its checkpoint
+writes are fenced (`DocumentStore.commit(fence=...)`): once another relay took the lease
+over, nothing the stale one had confirmed moves the checkpoint. So no event is published by
+two relays but those the stale one had sent and not saved when the lease changed hands: the
+new holder starts from the saved checkpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from typing import Any
@@ -32,9 +41,11 @@ from mussikon.adapters.messaging.rabbitmq.topology import Topology
 from mussikon.followers.leases import Lease
 from mussikon.followers.polling import PollLoop
 from mussikon.followers.undecodable import skip_undecodable
-from mussikon.ports.documents import Changes, DocumentStore
+from mussikon.ports.documents import Changes, DocumentStore, Fence
 from mussikon.ports.event_store import EventStore, RecordedEvent, StoreError, UndecodableEventError
 from mussikon.wire import EventCodec
+
+log = logging.getLogger("mussikon.relay")
 
 _RETRYABLE: tuple[type[BaseException], ...] = (*BROKER_ERRORS, StoreError)
 """What a lost connection or an unreachable store raises: the relay tries again later."""
@@ -105,9 +116,26 @@ class OutboxRelay:
             with contextlib.suppress(*BROKER_ERRORS):
                 await self._channel.close()
 
+    async def _hold(self, *, recheck: bool = False) -> bool:
+        """Keep the lease. If it was lost (even if taken back since, at a new generation),
+        forget what was confirmed and not saved: that was the next holder's to publish
+        again, and the checkpoint is the holders' since to move."""
+        before = self._lease.fence
+        held = await self._lease.hold(recheck=recheck)
+        if not held or self._lease.fence != before:
+            self._confirmed = self._saved = 0
+        return held
+
+    async def _may_publish(self, term: Fence) -> bool:
+        """True if a batch may be sent now: not stopping, and the lease still held at the
+        generation `term` with a third of its term surely left (a holder that renewed lately
+        has two thirds)."""
+        return (not self._poll.stopping and await self._hold() and self._lease.fence == term
+                and self._lease.remaining() > self._lease.seconds / 3)
+
     async def _publish_step(self) -> bool:
         """Publish what is pending if this relay holds the lease; True if it published."""
-        if not await self._lease.hold():
+        if not await self._hold():
             # Standing by: the active relay's lease is checked a few times per term.
             self._poll.look_again_within(self._lease.seconds / 3)
             return False
@@ -139,23 +167,36 @@ class OutboxRelay:
         # every batch is one event, and a write per event would double the store's commits.
         # A crash re-publishes what was confirmed since; consumers recognise the repeats.
         # Forward-only, no compare-and-set: the checkpoint only says "published up to here",
-        # and this relay had everything up to `position` confirmed. A stale relay (its lease
-        # taken over) moving it past the new holder's skips only events it published itself.
-        position = self._confirmed
-        if position > self._saved:
-            await self.documents.commit(Changes(), checkpoint=(self.name, position))
+        # and this relay had everything up to `position` confirmed. Fenced: a stale relay
+        # (its lease taken over) moves it no more.
+        position, fence = self._confirmed, self._lease.fence
+        if position <= self._saved or fence is None:
+            return
+        if await self.documents.commit(Changes(), checkpoint=(self.name, position),
+                                       fence=fence):
             self._saved, self._saved_at = position, time.monotonic()
+        elif await self._hold(recheck=True) and self._lease.fence == fence:
+            # Held all along, and the checkpoint is past `position` already: nothing to save.
+            self._saved = max(self._saved, position)
+        else:
+            log.warning("relay %s lost its lease before saving position %d", self.name,
+                        position)
 
     async def publish_pending(self) -> int:
-        """Publish every event after the checkpoint, moving the checkpoint batch by batch.
+        """Publish every event after the checkpoint, moving the checkpoint batch by batch,
+        while this relay holds the lease (nothing if it does not).
 
         Up to `batches_in_flight` batches await their confirms at once, so the broker never
         waits for the relay; a batch's position is saved only when it and every batch before
         it are confirmed, and at most every `checkpoint_interval` seconds. Returns how many
         events it went through, those of other services passed by included (0: nothing
         new). Raises a broker error if a message was not confirmed; the position stays at
-        the last batch confirmed in full.
+        the last batch confirmed in full. Stops, giving up the batches in flight, when the
+        lease is lost.
         """
+        term = self._lease.fence
+        if term is None:
+            return 0
         next_position = await self.position() + 1
         # (last position, events, messages published, their confirms) per batch in flight
         window: deque[tuple[int, int, int, asyncio.Future[list[Any]]]] = deque()
@@ -170,15 +211,19 @@ class OutboxRelay:
                         if window:  # settle what is in flight first
                             exhausted = True
                             break
-                        await self._skip_undecodable(exc)
+                        if not await self._skip_undecodable(exc, term):
+                            return published
                         next_position, published = exc.position + 1, published + 1
                         continue
                     if not records:
                         exhausted = True
                         break
                     outgoing = [self._outgoing(r) for r in records if not r.origin]
-                    sent = await publish_batch(await self._publishing_channel(),
-                                               outgoing) if outgoing else []
+                    channel = await self._publishing_channel() if outgoing else None
+                    if channel is not None and not await self._may_publish(term):
+                        exhausted = True  # the lease is lost or nearly over: send no more
+                        break
+                    sent = await publish_batch(channel, outgoing) if channel else []
                     confirms = asyncio.gather(*sent)
                     window.append((records[-1].position, len(records), len(outgoing),
                                    confirms))
@@ -186,7 +231,8 @@ class OutboxRelay:
                 if not window:
                     return published
                 position, count, messages, confirms = window[0]
-                await asyncio.wait_for(asyncio.shield(confirms), self.publish_timeout)
+                if not await self._confirmed_while_leased(confirms, term):
+                    return published  # lost the lease: the batches in flight are given up
                 window.popleft()
                 self.published += messages
                 published += count
@@ -194,13 +240,36 @@ class OutboxRelay:
                 due = self._checkpoint_due()
                 if due is not None and due <= 0:
                     await self._save_checkpoint()
-                if self._poll.stopping or not await self._lease.hold():
+                if self._poll.stopping:
                     exhausted = True  # finish the batches in flight, start no more
         finally:
             for _, _, _, unconfirmed in window:
                 unconfirmed.cancel()
                 with contextlib.suppress(BaseException):
                     await unconfirmed
+
+    async def _confirmed_while_leased(self, confirms: asyncio.Future[list[Any]],
+                                      term: Fence) -> bool:
+        """Wait for a batch's confirms, at most `publish_timeout` (then TimeoutError); each
+        wait lasts only until the lease is due for renewal, then it is renewed, so the lease
+        never runs out while this waits. False as soon as the lease is lost (not held at the
+        generation `term` any more)."""
+        give_up = time.monotonic() + self.publish_timeout
+        while True:
+            left = give_up - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"the broker did not confirm a batch within"
+                                   f" {self.publish_timeout:g} s")
+            due = self._lease.renewal_due()
+            if due > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(confirms), min(left, due))
+                    return True
+                continue
+            if not await self._hold() or self._lease.fence != term:
+                log.warning("relay %s lost its lease while waiting for the broker's confirms;"
+                            " the batches in flight are the new holder's to publish", self.name)
+                return False
 
     def _outgoing(self, record: RecordedEvent) -> Outgoing:
         event = record.event
@@ -217,8 +286,12 @@ class OutboxRelay:
                                                      on_return_raises=True)
         return self._channel
 
-    async def _skip_undecodable(self, error: UndecodableEventError) -> None:
-        # No body to publish: one bad row must not stop every event after it. Forward-only,
-        # as `_save_checkpoint`: moving past a row nobody can publish loses nothing.
-        await skip_undecodable(self.documents, self.name, error)
+    async def _skip_undecodable(self, error: UndecodableEventError, term: Fence) -> bool:
+        """Pass a row nobody can publish (no body): one bad row must not stop every event
+        after it. Forward-only, as `_save_checkpoint`: moving past it loses nothing. False
+        if the lease was lost (the row is left to the new holder)."""
+        if not await skip_undecodable(self.documents, self.name, error, fence=term) and (
+                not await self._hold(recheck=True) or self._lease.fence != term):
+            return False  # refused by the fence, not because the checkpoint is past the row
         self._confirmed = self._saved = max(self._confirmed, error.position)
+        return True
