@@ -12,6 +12,9 @@ bus it came from.
 One relay is active among all the processes sharing a store: the holder of a lease in
 the document store, renewed while it works. The others stand by and take over when the
 lease expires or is released.
+
+A batch the broker does not confirm within its timeout (`BrokerConnection.answer`) is
+published again, on a new connection; the position moves only past confirmed batches.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from collections import deque
 from typing import Any
 
-from aiormq.abc import AbstractChannel
+from aiormq.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import PublishError
 
 from mussikon.adapters.messaging.rabbitmq.connection import BROKER_ERRORS, BrokerConnection
@@ -48,15 +51,13 @@ class OutboxRelay:
                  batch_size: int = 500, batches_in_flight: int = 4,
                  lease_seconds: float = 10.0,
                  poll_interval: float = 0.05, poll_max_interval: float = 1.0,
-                 checkpoint_interval: float = 0.25, publish_timeout: float = 30.0,
-                 owner: str | None = None) -> None:
+                 checkpoint_interval: float = 0.25, owner: str | None = None) -> None:
         self.store, self.documents, self.codec = store, documents, codec
         self.topology, self.broker = topology, broker
         self.name = name
         self.batch_size = batch_size
         self.batches_in_flight = batches_in_flight
         self.checkpoint_interval = checkpoint_interval
-        self.publish_timeout = publish_timeout
         self.published = 0
         """Messages this relay had confirmed by the broker (repeats included)."""
         self._lease = Lease(documents, name, seconds=lease_seconds, owner=owner)
@@ -103,7 +104,8 @@ class OutboxRelay:
         await self._lease.release()
         if self._channel is not None and not self._channel.is_closed:
             with contextlib.suppress(*BROKER_ERRORS):
-                await self._channel.close()
+                await self.broker.answer(self._channel.close(), "closing a channel",
+                                         self._channel.connection)
 
     async def _publish_step(self) -> bool:
         """Publish what is pending if this relay holds the lease; True if it published."""
@@ -154,8 +156,10 @@ class OutboxRelay:
         the last batch confirmed in full.
         """
         next_position = await self.position() + 1
-        # (last position, events, messages published, their confirms) per batch in flight
-        window: deque[tuple[int, int, int, asyncio.Future[list[Any]]]] = deque()
+        # (last position, events, messages published, their confirms, the channel's
+        # connection) per batch in flight
+        window: deque[tuple[int, int, int, asyncio.Future[list[Any]],
+                           AbstractConnection | None]] = deque()
         published = 0
         exhausted = False
         try:
@@ -174,16 +178,22 @@ class OutboxRelay:
                         exhausted = True
                         break
                     outgoing = [self._outgoing(r) for r in records if not r.origin]
-                    sent = await publish_batch(await self._publishing_channel(),
-                                               outgoing) if outgoing else []
+                    connection: AbstractConnection | None = None
+                    sent: list[asyncio.Future[Any]] = []
+                    if outgoing:
+                        channel = await self._publishing_channel()
+                        connection = channel.connection
+                        sent = await self.broker.answer(publish_batch(channel, outgoing),
+                                                        "taking events to publish", connection)
                     confirms = asyncio.gather(*sent)
                     window.append((records[-1].position, len(records), len(outgoing),
-                                   confirms))
+                                   confirms, connection))
                     next_position = records[-1].position + 1
                 if not window:
                     return published
-                position, count, messages, confirms = window[0]
-                await asyncio.wait_for(asyncio.shield(confirms), self.publish_timeout)
+                position, count, messages, confirms, connection = window[0]
+                await self.broker.answer(asyncio.shield(confirms), "confirming published "
+                                         "events", connection)
                 window.popleft()
                 self.published += messages
                 published += count
@@ -194,7 +204,7 @@ class OutboxRelay:
                 if self._poll.stopping or not await self._lease.hold():
                     exhausted = True  # finish the batches in flight, start no more
         finally:
-            for _, _, _, unconfirmed in window:
+            for _, _, _, unconfirmed, _ in window:
                 unconfirmed.cancel()
                 with contextlib.suppress(BaseException):
                     await unconfirmed
@@ -210,8 +220,9 @@ class OutboxRelay:
     async def _publishing_channel(self) -> AbstractChannel:
         if self._channel is None or self._channel.is_closed:
             connection = await self.broker.connection()
-            self._channel = await connection.channel(publisher_confirms=True,
-                                                     on_return_raises=True)
+            self._channel = await self.broker.answer(
+                connection.channel(publisher_confirms=True, on_return_raises=True),
+                "opening a channel", connection)
         return self._channel
 
     async def _skip_undecodable(self, error: UndecodableEventError) -> None:
