@@ -121,8 +121,10 @@ async def _open_postgres(settings: Settings, codec: EventCodec,
 
     url, schema = settings.store_url, settings.postgres_schema
     async with _naming_store_url(url):
-        store, documents = await open_postgres(url, schema, settings.postgres_pool_size, codec,
-                                               read_only=read_only)
+        store, documents = await open_postgres(
+            url, schema, settings.postgres_pool_size, codec, read_only=read_only,
+            statement_timeout=settings.postgres_statement_timeout,
+            lock_timeout=settings.postgres_lock_timeout)
     if read_only:
         async with _naming_store_url(url, closing=store.close):
             _check_readable(await store.db.schema_version(), len(MIGRATIONS),
@@ -167,7 +169,8 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
         return InProcessTransport(store, documents, codec, concurrency=settings.bus_concurrency,
                                   retry_delays=settings.retry_delays,
                                   poll_interval=settings.poll_interval,
-                                  poll_max_interval=settings.poll_max_interval)
+                                  poll_max_interval=settings.poll_max_interval,
+                                  stop_grace=settings.stop_grace)
     if scheme in ("amqp", "amqps"):
         from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport
 
@@ -179,8 +182,8 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
             delayed_retry_delays=settings.delayed_retry_delays,
             poll_interval=settings.poll_interval, poll_max_interval=settings.poll_max_interval,
             lease_seconds=settings.lease_seconds,
-            connect_timeout=settings.broker_connect_timeout,
-            prerequisite_wait=settings.prerequisite_wait)
+            connect_timeout=settings.broker_connect_timeout, timeout=settings.broker_timeout,
+            stop_grace=settings.stop_grace, prerequisite_wait=settings.prerequisite_wait)
     raise ConfigurationError(
         f"MUSSIKON_BROKER_URL {mask_url(url)!r}: use memory:// or amqp://user:pass@host:5672/")
 
@@ -261,7 +264,9 @@ class App:
         self.transport.wake()
 
     async def close(self) -> None:
-        """Stop handlers (finishing those in flight) and close connections."""
+        """Stop handlers (finishing those in flight, within MUSSIKON_STOP_GRACE seconds: those
+        still running then are cancelled, their messages delivered again) and close
+        connections."""
         if self.running:
             if self.sagas is not None:
                 await self.sagas.stop()

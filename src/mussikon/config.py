@@ -35,12 +35,26 @@ class Settings(BaseSettings):
     postgres_schema: str = Field("mussikon", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
                                  description="PostgreSQL schema holding the tables")
     postgres_pool_size: int = Field(10, ge=1, le=200)
+    postgres_statement_timeout: float = Field(
+        30.0, gt=0, description="Seconds a PostgreSQL statement may run before the server "
+                                "cancels it (and the operation fails, to be retried)")
+    postgres_lock_timeout: float = Field(
+        10.0, gt=0, description="Seconds a PostgreSQL statement may wait for a lock another "
+                                "connection holds before it fails")
     smtp_url: str = Field("", description="smtp://user:pass@host:port; empty: log and record")
     smtp_timeout: float = Field(10.0, gt=0, description="Seconds to wait for the SMTP server "
                                                         "to connect and to answer each command")
     mail_from: str = Field("MussikOn <no-reply@mussikon.example>")
     broker_connect_timeout: float = Field(10.0, gt=0, description="Seconds to wait for the "
                                                                   "broker to accept a connection")
+    broker_timeout: float = Field(
+        30.0, gt=0, description="Seconds the broker may take to answer an operation (open a "
+                                "channel, declare, consume, confirm a publish); then the "
+                                "connection is dropped and opened again")
+    stop_grace: float = Field(
+        30.0, ge=0, description="Seconds a stopping worker waits for the handlers running; "
+                                "those still running are then cancelled, their messages "
+                                "delivered again later")
     bus_concurrency: int = Field(8, ge=1, le=1000, description="Handlers running at once, per "
                                                               "subscription")
     bus_retry_delays: str = Field("0.05,0.25,1.0", description="Seconds between in-process "

@@ -1,18 +1,24 @@
 """The notifier contract: every adapter passes these tests. The SMTP notifier talks to a real
-SMTP server (aiosmtpd) that each test starts on a free loopback port."""
+SMTP server (aiosmtpd) that each test starts on a free loopback port, and logs in to it only
+after STARTTLS (with a certificate made for the tests)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import logging
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,19 +34,19 @@ USER, PASSWORD = "mussikon", "s3cr%et-Pa55"
 URL_PASSWORD = "s3cr%25et-Pa55"  # the same password, as it is written in a URL
 MAIL_FROM = "MussikOn <no-reply@mussikon.example>"
 
-# The test server takes a login without TLS: it listens on loopback only.
-pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-
 
 @dataclass
 class MailServer:
-    """An SMTP server on loopback that keeps what it accepts."""
+    """An SMTP server on loopback that keeps what it accepts (and the logins tried)."""
 
     port: int
+    certificate: Path
     received: list[tuple[list[str], EmailMessage]] = field(default_factory=list)
+    logins: list[str] = field(default_factory=list)
 
     def url(self, password: str = URL_PASSWORD) -> str:
-        return f"smtp://{USER}:{password}@127.0.0.1:{self.port}?timeout=5"
+        return (f"smtp://{USER}:{password}@127.0.0.1:{self.port}?starttls=1"
+                f"&cafile={self.certificate}&timeout=5")
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
@@ -49,20 +55,44 @@ class MailServer:
         return "250 Message accepted for delivery"
 
 
-def _check_login(server: Any, session: Any, envelope: Any, mechanism: str,
-                 auth_data: Any) -> AuthResult:
-    ok = isinstance(auth_data, LoginPassword) and \
-        (auth_data.login, auth_data.password) == (USER.encode(), PASSWORD.encode())
-    return AuthResult(success=ok, handled=False)  # False: the server answers 535 itself
+    def check_login(self, server: Any, session: Any, envelope: Any, mechanism: str,
+                    auth_data: Any) -> AuthResult:
+        self.logins.append(mechanism)
+        ok = isinstance(auth_data, LoginPassword) and \
+            (auth_data.login, auth_data.password) == (USER.encode(), PASSWORD.encode())
+        return AuthResult(success=ok, handled=False)  # False: the server answers 535 itself
 
 
-@pytest.fixture
-async def mail_server() -> AsyncIterator[MailServer]:
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, in PEM (made by openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make the test server's certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+@contextlib.asynccontextmanager
+async def smtp_server(certificate: tuple[Path, Path], *, starttls: bool = True
+                      ) -> AsyncIterator[MailServer]:
+    """An SMTP server asking for a login; with `starttls`, it offers STARTTLS and takes a
+    login only after it; without, it offers no TLS and would take a login in cleartext."""
+    cert, key = certificate
+    context = None
+    if starttls:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+    box = MailServer(port=0, certificate=cert)
     # In the test's own event loop, on port 0: no thread to start, no port to guess.
-    box = MailServer(port=0)
     server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(box, hostname="localhost", auth_required=True, auth_require_tls=False,
-                     authenticator=_check_login),
+        lambda: SMTP(box, hostname="localhost", tls_context=context, require_starttls=starttls,
+                     auth_required=True, auth_require_tls=starttls,
+                     authenticator=box.check_login),
         "127.0.0.1", 0)
     box.port = server.sockets[0].getsockname()[1]
     try:
@@ -70,6 +100,12 @@ async def mail_server() -> AsyncIterator[MailServer]:
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.fixture
+async def mail_server(certificate: tuple[Path, Path]) -> AsyncIterator[MailServer]:
+    async with smtp_server(certificate) as box:
+        yield box
 
 
 @dataclass
@@ -241,7 +277,7 @@ async def test_an_unreachable_server_raises_naming_the_host() -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    notifier = SmtpNotifier(f"smtp://{USER}:{URL_PASSWORD}@127.0.0.1:{port}?timeout=2",
+    notifier = SmtpNotifier(f"smtp://{USER}:{URL_PASSWORD}@127.0.0.1:{port}?starttls=1&timeout=2",
                             MAIL_FROM, InMemoryDocumentStore())
 
     with pytest.raises(NotificationError, match=f"127.0.0.1:{port}") as failure:
@@ -261,22 +297,48 @@ async def test_a_send_in_flight_elsewhere_asks_for_a_retry(mail_server: MailServ
 
 
 def test_smtp_urls_are_parsed_and_never_shown_with_their_password() -> None:
-    plain = SmtpServer.from_url(f"smtp://{USER}:{URL_PASSWORD}@mail.example:2525")
-    assert (plain.host, plain.port, plain.username, plain.password) == \
+    login = SmtpServer.from_url(f"smtp://{USER}:{URL_PASSWORD}@mail.example:2525?starttls=1")
+    assert (login.host, login.port, login.username, login.password) == \
         ("mail.example", 2525, USER, PASSWORD)
-    assert (plain.use_tls, plain.start_tls) == (False, None)
-    assert PASSWORD not in repr(plain)
-    implicit = SmtpServer.from_url("smtps://mail.example")
+    assert (login.use_tls, login.start_tls, login.cafile) == (False, True, None)
+    assert PASSWORD not in repr(login)
+    plain = SmtpServer.from_url("smtp://mail.example")  # no login: STARTTLS when offered
+    assert (plain.port, plain.use_tls, plain.start_tls) == (25, False, None)
+    implicit = SmtpServer.from_url(f"smtps://{USER}:{URL_PASSWORD}@mail.example")
     assert (implicit.port, implicit.use_tls, implicit.start_tls) == (465, True, False)
     submission = SmtpServer.from_url("smtp://mail.example?starttls=1")
     assert (submission.port, submission.start_tls) == (587, True)
-    notifier = SmtpNotifier(f"smtp://{USER}:{URL_PASSWORD}@mail.example", MAIL_FROM,
+    notifier = SmtpNotifier(f"smtp://{USER}:{URL_PASSWORD}@mail.example?starttls=1", MAIL_FROM,
                             InMemoryDocumentStore())
     assert URL_PASSWORD not in repr(notifier) and PASSWORD not in repr(notifier)
-    for bad in ("http://mail.example", "smtp://", f"smtp://{USER}:{URL_PASSWORD}@h:port"):
+    for bad in ("http://mail.example", "smtp://", f"smtp://{USER}:{URL_PASSWORD}@h:port",
+                "smtp://mail.example?cafile=/no/such/ca.pem"):
         with pytest.raises(ValueError) as refused:
             SmtpServer.from_url(bad)
         assert URL_PASSWORD not in str(refused.value)
+
+
+def test_a_login_without_tls_is_refused_before_anything_is_sent() -> None:
+    for cleartext in (f"smtp://{USER}:{URL_PASSWORD}@mail.example",
+                      f"smtp://{USER}:{URL_PASSWORD}@mail.example:587?starttls=0",
+                      f"smtp://{USER}@mail.example"):
+        with pytest.raises(ValueError, match=r"only over TLS: use smtps:// or add "
+                                             r"\?starttls=1") as refused:
+            SmtpNotifier(cleartext, MAIL_FROM, InMemoryDocumentStore())
+        assert URL_PASSWORD not in str(refused.value) and PASSWORD not in str(refused.value)
+
+
+# aiosmtpd warns of the server that would take a login in cleartext: the one this test needs.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+async def test_a_server_that_offers_no_starttls_fails_the_send_and_never_sees_the_login(
+        certificate: tuple[Path, Path]) -> None:
+    async with smtp_server(certificate, starttls=False) as cleartext_only:
+        notifier = SmtpNotifier(cleartext_only.url(), MAIL_FROM, InMemoryDocumentStore())
+        with pytest.raises(NotificationError, match="STARTTLS") as failure:
+            await notifier.send(notification())
+    assert f"127.0.0.1:{cleartext_only.port}" in str(failure.value)
+    assert cleartext_only.logins == [] and cleartext_only.received == []
+    assert await notifier.sent() == []  # nothing recorded: sent once TLS works
 
 
 async def test_user_text_cannot_inject_headers(mail_server: MailServer) -> None:

@@ -24,8 +24,9 @@ from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore
 from mussikon.ports.transport import Envelope, Subscription, Transport
 from mussikon.wire import EventCodec
-from tests.integration.rabbitmq_kit import BrokerNamespace, TcpProxy
+from tests.integration.rabbitmq_kit import BrokerNamespace
 from tests.polling import eventually
+from tests.tcp_proxy import TcpProxy
 
 Stores = tuple[EventStore, DocumentStore]
 
@@ -41,6 +42,7 @@ class Bus:
     over the same stores and broker) that retries a failing handler `retries` times, shortly,
     before dead-lettering it; `in_process_delays=…` gives the delays of the retries made in
     the process before those (on RabbitMQ, before the retry queues' `retries`).
+    `stop_grace=…` is what `stop` gives the handlers running before it cancels them.
     `crash(transport)` stops one as a killed process stops.
     """
 
@@ -58,10 +60,11 @@ async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[B
         return
     async with in_process_stores(request.param, tmp_path) as (store, documents):
         def in_process(retries: int = 2, concurrency: int = 8,
-                       in_process_delays: tuple[float, ...] = ()) -> Transport:
+                       in_process_delays: tuple[float, ...] = (),
+                       stop_grace: float = 30.0) -> Transport:
             return InProcessTransport(store, documents, EventCodec(),
                                       retry_delays=in_process_delays + (0.01,) * retries,
-                                      concurrency=concurrency,
+                                      concurrency=concurrency, stop_grace=stop_grace,
                                       poll_interval=0.01, poll_max_interval=0.05)
 
         yield Bus(store, documents, in_process, crash_in_process)
@@ -97,11 +100,12 @@ async def rabbitmq_bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
     store, documents = InMemoryEventStore(namespace.codec), InMemoryDocumentStore()
 
     def on_rabbitmq(retries: int = 2, concurrency: int = 8,
-                    in_process_delays: tuple[float, ...] = ()) -> Transport:
+                    in_process_delays: tuple[float, ...] = (),
+                    stop_grace: float = 30.0) -> Transport:
         return namespace.transport(store, documents, url=proxy_url,
                                    retry_delays=in_process_delays,
                                    delayed_retry_delays=BROKER_RETRY_DELAYS[:retries],
-                                   concurrency=concurrency)
+                                   concurrency=concurrency, stop_grace=stop_grace)
 
     async def crash(transport: Transport) -> None:
         assert isinstance(transport, RabbitMqTransport)
@@ -398,6 +402,49 @@ async def test_a_message_in_flight_when_the_process_dies_is_delivered_again_and_
     assert effects == Counter({ids[0]: 1, ids[2]: 1})
 
     release.set()
+    second = bus.transport()
+    await second.start([sub])
+    await second.wait_idle(5)
+    await second.stop()
+    assert effects == Counter({ids[0]: 1, ids[1]: 1, ids[2]: 1})
+
+
+async def test_a_handler_still_running_after_the_stop_grace_is_cancelled_and_comes_again(
+        bus: Bus) -> None:
+    ids = await append_musicians(bus.store, 3)
+    effects: Counter[str] = Counter()
+    hanging, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def hangs_on_second(envelope: Envelope) -> None:
+        if envelope.message_id == ids[1] and not cancelled.is_set():
+            hanging.set()
+            try:
+                await asyncio.Event().wait()  # never returns by itself
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+        effects[envelope.message_id] += 1
+
+    sub = idempotent(subscription("effects", hangs_on_second), bus.documents)
+    first = bus.transport(stop_grace=0.3)
+    await first.start([sub])
+
+    async def the_others_handled_the_second_hanging() -> bool:
+        return hanging.is_set() and all([await bus.documents.has_seen("effects", ids[0]),
+                                         await bus.documents.has_seen("effects", ids[2])])
+
+    await eventually(the_others_handled_the_second_hanging)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await first.stop()
+    took = loop.time() - began
+    assert 0.3 <= took < 3  # the grace, not the handler's forever
+    assert cancelled.is_set()
+    assert effects == Counter({ids[0]: 1, ids[2]: 1})
+    assert not await bus.documents.has_seen("effects", ids[1])
+
+    # The next process gets it again: the broker redelivers the message handed back, the
+    # in-process bus starts again from its checkpoint, which stayed before it.
     second = bus.transport()
     await second.start([sub])
     await second.wait_idle(5)

@@ -62,6 +62,12 @@ def test_a_setting_that_cannot_be_used_is_named_without_its_password(tmp_path: P
     line = one_error_line(mussikon("db", "migrate", cwd=tmp_path,
                                    env=environment(store_url="mysql://root:s3cret@db/x")))
     assert line.startswith("error: MUSSIKON_STORE_URL 'mysql://root:***@db/x': ")
+    # A password that would go over the network in cleartext is refused before any send.
+    env = environment(store_url="memory://", smtp_url="smtp://mailer:s3cret@mail.example:25")
+    line = one_error_line(mussikon("db", "migrate", cwd=tmp_path, env=env))
+    assert line == ("error: MUSSIKON_SMTP_URL 'smtp://mailer:***@mail.example:25': SMTP URL "
+                    "for mail.example: a user and password are sent only over TLS: use "
+                    "smtps:// or add ?starttls=1")
 
 
 def test_an_unreachable_store_or_broker_is_one_line_naming_its_variable(

@@ -1,5 +1,5 @@
 """What the RabbitMQ transport tests share: sample events, a per-test broker namespace that
-cleans up after itself, a TCP proxy that cuts connections, and pika playing the .NET service."""
+cleans up after itself, and pika playing the .NET service."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiormq
 import pika
@@ -174,77 +173,6 @@ def dotnet_publish_all(url: str, exchange: str, routing_key: str, bodies: Iterab
     finally:
         connection.close()
     return message_ids
-
-
-class TcpProxy:
-    """A TCP proxy in front of the broker whose connections the test can cut, as a network
-    failure would: the client sees its socket die, the broker sees the peer vanish. It can
-    also hold what the broker sends (`hold_replies`): the client's messages still reach the
-    broker, but no confirm or answer comes back until `release_replies`."""
-
-    def __init__(self, target_url: str) -> None:
-        parts = urlsplit(target_url)
-        self.target_url = target_url
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 5672
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.StreamWriter] = set()
-        self._replies = asyncio.Event()
-        self._replies.set()
-        self.cuts = 0
-
-    async def start(self) -> str:
-        """Listen on a free port; return the broker URL that goes through the proxy."""
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        parts = urlsplit(self.target_url)
-        netloc = parts.netloc.rsplit("@", 1)
-        host = f"127.0.0.1:{port}"
-        return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2
-                                         else host))
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
-        except OSError:
-            writer.close()
-            return
-        self._pipes |= {writer, up_writer}
-        await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer, self._replies),
-                             return_exceptions=True)
-        self._pipes -= {writer, up_writer}
-
-    def hold_replies(self) -> None:
-        """Stop passing on what the broker sends, from now on (kept, not lost)."""
-        self._replies.clear()
-
-    def release_replies(self) -> None:
-        """Pass on what the broker sent meanwhile, and what it sends from now on."""
-        self._replies.set()
-
-    def cut(self) -> None:
-        """Abort every connection through the proxy (new ones are accepted)."""
-        self.cuts += 1
-        for writer in list(self._pipes):
-            writer.transport.abort()
-
-    async def close(self) -> None:
-        """Stop listening and cut what is left."""
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                flowing: asyncio.Event | None = None) -> None:
-    try:
-        while data := await reader.read(65536):
-            if flowing is not None:
-                await flowing.wait()
-            writer.write(data)
-            await writer.drain()
-    finally:
-        writer.transport.abort()
 
 
 def close_broker_connections(name: str) -> int:

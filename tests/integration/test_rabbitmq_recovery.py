@@ -1,6 +1,6 @@
-"""Recovery on RabbitMQ: connections lost under load, a relay dying between publishing and
-saving its position, a worker killed mid-handler, two relays sharing one lease, a graceful
-stop. Nothing is lost and no effect happens twice."""
+"""Recovery on RabbitMQ: connections lost under load, a broker that stops answering, a relay
+dying between publishing and saving its position, a worker killed mid-handler, two relays
+sharing one lease, a graceful stop. Nothing is lost and no effect happens twice."""
 
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ from mussikon.ports.documents import Changes, Fence
 from tests.integration.rabbitmq_kit import (
     BrokerNamespace,
     Recorder,
-    TcpProxy,
     append,
     close_broker_connections,
     eventually,
     sample_event,
 )
 from tests.integration.rabbitmq_worker import EFFECTS, effect_writer
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -68,6 +68,59 @@ async def test_network_loss_under_load_loses_nothing_and_duplicates_no_effect(
     assert transport.broker.reconnections >= 2
     assert set(recorder.effects) == {str(e.id) for e in events}
     assert max(recorder.effects.values()) == 1
+
+
+async def test_the_heartbeat_finds_a_silent_connection_dead_within_about_the_timeout(
+        broker: BrokerNamespace) -> None:
+    transport = broker.transport(timeout=30, relay=False)
+    await transport.start([])
+    connection = await transport.broker.connection()
+    # aiormq gives up after three heartbeat intervals and a second each: (9 + 1) * 3 = 30 s
+    assert connection.connection_tune.heartbeat == 9
+
+
+async def test_a_broker_that_stops_answering_fails_the_publish_in_time_and_is_reconnected(
+        broker: BrokerNamespace, proxy: TcpProxy, caplog: pytest.LogCaptureFixture) -> None:
+    store, documents = InMemoryEventStore(broker.codec), InMemoryDocumentStore()
+    recorder = Recorder()
+    # A long heartbeat: what finds the broker silent here is the operation's timeout.
+    url = await proxy.start() + "?heartbeat=60"
+    transport = broker.transport(store, documents, url=url, timeout=0.5)
+    await transport.start([recorder.subscription("welcome", MUSICIANS, documents)])
+    events = [sample_event(MusicianRegisteredEvent, n) for n in range(6)]
+    await append(store, events[:1])
+    transport.wake()
+    await eventually(lambda: len(recorder.handled) == 1)
+
+    proxy.stall()  # the connection stays open, and the broker is never heard from again
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await append(store, events[1:])
+    transport.wake()  # the relay publishes, and waits for confirms that never come
+    await eventually(lambda: transport.broker.reconnections >= 1, timeout=10)
+    took = loop.time() - began
+    # The timeout, then the close of the silent connection (aiormq waits 2 s for the broker's
+    # last word), then a new connection: not the minutes of the heartbeat, never forever.
+    assert 0.5 <= took < 6
+    assert any("no answer within 0.5 s (confirming published events)" in r.getMessage()
+               for r in caplog.records)
+    await transport.wait_idle(15)
+    assert set(recorder.effects) == {str(e.id) for e in events}
+    assert max(recorder.effects.values()) == 1
+
+
+async def test_a_stop_returns_when_the_broker_stops_answering(
+        broker: BrokerNamespace, proxy: TcpProxy) -> None:
+    store, documents = InMemoryEventStore(broker.codec), InMemoryDocumentStore()
+    recorder = Recorder()
+    url = await proxy.start() + "?heartbeat=60"
+    transport = broker.transport(store, documents, url=url, timeout=0.5, relay=False)
+    await transport.start([recorder.subscription("welcome", MUSICIANS, documents)])
+    proxy.stall()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.wait_for(transport.stop(), 20)  # cancelling the consumers is never answered
+    assert loop.time() - began < 6
 
 
 async def test_connections_closed_by_the_broker_are_reopened(broker: BrokerNamespace) -> None:

@@ -14,13 +14,8 @@ from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport
 from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
 from mussikon.domain.events import MusicianRegisteredEvent
 from mussikon.ports.documents import Changes, Document, DocumentStore, Fence
-from tests.integration.rabbitmq_kit import (
-    BrokerNamespace,
-    TcpProxy,
-    append,
-    eventually,
-    sample_event,
-)
+from tests.integration.rabbitmq_kit import BrokerNamespace, append, eventually, sample_event
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -119,7 +114,7 @@ def relay_of(transport: RabbitMqTransport) -> RabbitMqTransport:
     assert transport.relay is not None
     transport.relay.checkpoint_interval = 0.0
     transport.relay.batches_in_flight = 1
-    transport.relay.publish_timeout = 30.0
+    transport.broker.timeout = 30.0
     return transport
 
 

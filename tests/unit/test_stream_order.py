@@ -127,3 +127,33 @@ async def test_room_waits_until_fewer_jobs_are_pending() -> None:
     await asyncio.wait_for(room, 5)
     await eventually(lambda: pool.pending == 0)
     await pool.stop()
+
+
+async def test_a_stop_with_a_grace_cancels_the_attempts_still_running_and_returns_their_jobs(
+        ) -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def hangs(job: Job) -> float | None:
+        if job.number == 0:
+            started.set()
+            try:
+                await asyncio.Event().wait()  # never returns
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+        return None
+
+    pool = StreamOrderedWorkers("test", 1, hangs, lambda job: job.stream)
+    pool.start()
+    for n in range(3):
+        pool.submit(Job("s" if n < 2 else "t", n))
+    await asyncio.wait_for(started.wait(), 5)
+    room = asyncio.create_task(pool.room(1))  # the reader waiting for room is let go
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    left = await pool.stop(grace=0.2)
+    took = loop.time() - began
+    assert 0.2 <= took < 1.5
+    assert cancelled.is_set()
+    assert sorted(j.number for j in left) == [0, 1, 2]  # cut off, behind it, not started
+    await asyncio.wait_for(room, 1)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
+from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import aiosmtplib
@@ -105,7 +106,12 @@ class RecordingNotifier(Notifier):
 class SmtpServer:
     """Where and how to submit mail, parsed from smtp://user:pass@host:port[?starttls=1]
     (smtps:// for implicit TLS). `timeout`: seconds to wait for the connection and for each
-    answer of the server (a `timeout` query parameter overrides the one given)."""
+    answer of the server (a `timeout` query parameter overrides the one given); `cafile`: the
+    certificates to trust besides the system's (a private CA's), in PEM.
+
+    A user and password are only ever sent over TLS: a URL with them must be smtps:// or
+    say ?starttls=1, and a server that then does not offer STARTTLS fails the send (never a
+    login in cleartext)."""
 
     host: str
     port: int
@@ -114,6 +120,7 @@ class SmtpServer:
     use_tls: bool
     start_tls: bool | None  # None: upgrade when the server offers STARTTLS
     timeout: float
+    cafile: str | None = None
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 10.0) -> SmtpServer:
@@ -137,11 +144,18 @@ class SmtpServer:
         if not timeout > 0:
             raise ValueError(f"SMTP URL for {parts.hostname}: timeout must be more than 0")
         use_tls = parts.scheme == "smtps"
+        if (parts.username or parts.password) and not use_tls and start_tls is not True:
+            raise ValueError(f"SMTP URL for {parts.hostname}: a user and password are sent "
+                             "only over TLS: use smtps:// or add ?starttls=1")
+        cafile = query.get("cafile") or None
+        if cafile is not None and not Path(cafile).is_file():
+            raise ValueError(f"SMTP URL for {parts.hostname}: no cafile {cafile}")
         return cls(
             host=parts.hostname, port=port or (465 if use_tls else 587 if start_tls else 25),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password is not None else None,
             use_tls=use_tls, start_tls=False if use_tls else start_tls, timeout=timeout,
+            cafile=cafile,
         )
 
     @property
@@ -230,7 +244,7 @@ class SmtpNotifier(Notifier):
             await aiosmtplib.send(
                 build_email(notification, self.mail_from), hostname=s.host, port=s.port,
                 username=s.username, password=s.password, use_tls=s.use_tls,
-                start_tls=s.start_tls, timeout=s.timeout,
+                start_tls=s.start_tls, timeout=s.timeout, cert_bundle=s.cafile,
             )
         except (aiosmtplib.SMTPException, OSError) as exc:
             reason = s.scrub(_describe(exc))

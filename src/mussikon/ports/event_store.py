@@ -52,7 +52,8 @@ class UndecodableEventError(StoreError):
 
 
 class StoreUnavailable(StoreError):
-    """The database could not be reached or dropped the connection; the operation may be retried.
+    """The database could not be reached, dropped the connection or gave up on the operation
+    (a timeout); the operation may be retried.
 
     An append that raised this was written completely or not at all: retrying with the
     same events is safe (appends are idempotent by event id).

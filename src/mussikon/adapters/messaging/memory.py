@@ -6,12 +6,15 @@ stream order, a failing one waiting for its retry without holding a handler's pl
 `stream_order.py`), and keeps as its checkpoint
 the position below which everything was handled, dead-lettered or skipped as undecodable
 (`followers/undecodable.py`). A crash restarts it from that checkpoint, so nothing is lost;
-the inbox makes the redelivered ones harmless.
+the inbox makes the redelivered ones harmless. `stop` gives the handlers running
+`stop_grace` seconds, then cancels them: the checkpoint stays before their events, which
+the next start delivers again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -87,7 +90,25 @@ class _Reader:
 
     async def run(self) -> None:
         await self.poll.run(self._dispatch_batch)
-        await self._drain()
+
+    async def stop(self, grace: float) -> None:
+        """Stop reading; give the handlers running `grace` seconds, then cancel them; save the
+        checkpoint, which stays before every event not handled (queued, waiting for a retry,
+        or cut off), for the next start to deliver again."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        self.poll.stop()
+        await self.workers.stop(grace)  # a dispatch waiting for room is let go
+        task = self.task
+        if task is not None:
+            # The step in progress (a read of the store) ends at once now, unless the store
+            # is slow: it is not waited for past the grace.
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+            if not done:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self._save_checkpoint()
 
     async def _dispatch_batch(self) -> bool:
         """Hand the next batch to the workers; True if there was one (or a row skipped).
@@ -105,6 +126,8 @@ class _Reader:
             if record.event.event_type in self.sub.event_types:
                 if self.workers.pending >= held:
                     await self.workers.room(held)
+                    if self.poll.stopping:
+                        break  # this event and those after it wait for the next start
                 self.in_flight[record.position] = record
                 self.workers.submit(record)
             self.next_position = record.position + 1
@@ -156,12 +179,6 @@ class _Reader:
                 Changes(), checkpoint=(checkpoint_name(self.sub.name), position))
             self.saved = position
 
-    async def _drain(self) -> None:
-        # Events queued or waiting for a retry stay in flight: the checkpoint stays before
-        # them, and they are delivered again at the next start.
-        await self.workers.stop()
-        await self._save_checkpoint()
-
 
 def _stream_of(record: RecordedEvent) -> str:
     return record.stream_id
@@ -173,8 +190,10 @@ class InProcessTransport(Transport):
     def __init__(self, store: EventStore, documents: DocumentStore, codec: EventCodec, *,
                  concurrency: int = 8, retry_delays: Sequence[float] = (0.05, 0.25, 1.0),
                  poll_interval: float = 0.05, poll_max_interval: float = 1.0,
-                 batch_size: int = 500) -> None:
+                 batch_size: int = 500, stop_grace: float = 30.0) -> None:
         self.store, self.documents, self.codec = store, documents, codec
+        self.stop_grace = stop_grace
+        """Seconds `stop` gives the handlers running before it cancels them."""
         self.concurrency = concurrency
         self.retry_delays = tuple(retry_delays)
         self.poll_interval, self.poll_max_interval = poll_interval, poll_max_interval
@@ -213,10 +232,17 @@ class InProcessTransport(Transport):
         await wait_until(idle, timeout, wake=self.wake)
 
     async def stop(self) -> None:
-        for reader in self.readers.values():
+        """Stop reading; the handlers running have `stop_grace` seconds to finish, then are
+        cancelled (their events are delivered again at the next start)."""
+        readers = list(self.readers.values())
+        for reader in readers:
             reader.poll.stop()
-        tasks = [r.task for r in self.readers.values() if r.task is not None]
-        await asyncio.gather(*tasks, return_exceptions=True)
+        results = await asyncio.gather(*(r.stop(self.stop_grace) for r in readers),
+                                       return_exceptions=True)
+        for reader, result in zip(readers, results, strict=True):
+            if isinstance(result, Exception):  # the checkpoint stays where it was saved last
+                log.warning("%s: could not save its checkpoint on stopping: %s",
+                            reader.sub.name, result)
 
     async def dead_letter(self, subscription: str, message_id: str, event_type: str,
                           position: int | None, attempts: int, exception: str, reason: str,

@@ -12,6 +12,10 @@ A job is run by the `attempt` function given, which returns None once the job is
 finished (handled, or given up on) or else the seconds to wait before its next attempt.
 While it waits, its worker takes other jobs: the waiting job holds back only its own
 stream, whose later events wait for it (they must, for the order), never other streams.
+
+`stop(grace)` gives the attempts running `grace` seconds to finish, then cancels them: a
+handler that never returns cannot hold a stopping process. Their jobs are returned with
+the others not finished, for the transport to leave to be delivered again.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 log = logging.getLogger("mussikon.bus")
+
+CANCEL_WAIT = 1.0
+"""Seconds `stop` waits for the attempts it cancelled to end; one that ignores its
+cancellation is then left behind, running, and its job returned as not finished."""
 
 Job = TypeVar("Job")
 
@@ -51,6 +59,8 @@ class StreamOrderedWorkers(Generic[Job]):
         self._retrying: dict[int, tuple[Job, asyncio.TimerHandle]] = {}
         self._retry_count = 0
         self._workers: list[asyncio.Task[None]] = []
+        self._running: list[Job | None] = []
+        """The job each worker is attempting (None: none)."""
         self._stopping = False
         self._not_started: list[Job] = []
         self._room: asyncio.Future[None] | None = None
@@ -69,7 +79,8 @@ class StreamOrderedWorkers(Generic[Job]):
     def start(self) -> None:
         """Start the worker tasks (once)."""
         if not self._workers:
-            self._workers = [asyncio.create_task(self._work(), name=f"{self.name}-{n}")
+            self._running = [None] * self.concurrency
+            self._workers = [asyncio.create_task(self._work(n), name=f"{self.name}-{n}")
                              for n in range(self.concurrency)]
 
     def submit(self, job: Job) -> None:
@@ -90,17 +101,21 @@ class StreamOrderedWorkers(Generic[Job]):
             behind.append(job)
 
     async def room(self, below: int) -> None:
-        """Wait until fewer than `below` jobs are pending."""
-        while self.pending >= below:
+        """Wait until fewer than `below` jobs are pending, or the workers are stopping."""
+        while self.pending >= below and not self._stopping:
             self._room_below = below
             if self._room is None:
                 self._room = asyncio.get_running_loop().create_future()
             await self._room
 
-    async def stop(self) -> list[Job]:
-        """Let the attempts running finish and start no other; return the jobs not finished
-        (queued, behind their stream, or waiting for a retry)."""
+    async def stop(self, grace: float | None = None) -> list[Job]:
+        """Let the attempts running finish, within `grace` seconds if given (those still
+        running then are cancelled), and start no other; return the jobs not finished
+        (queued, behind their stream, waiting for a retry, or cancelled)."""
         self._stopping = True
+        room, self._room = self._room, None
+        if room is not None:
+            room.set_result(None)
         left = []
         for job, timer in self._retrying.values():
             timer.cancel()
@@ -108,7 +123,19 @@ class StreamOrderedWorkers(Generic[Job]):
         self._retrying.clear()
         for _ in self._workers:
             self._ready.put_nowait(None)
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._workers:
+            _, running = await asyncio.wait(self._workers, timeout=grace)
+            if running:
+                log.warning("%s: %d handler(s) still running after %g s are cancelled; their"
+                            " messages will be delivered again", self.name, len(running), grace)
+                for task in running:
+                    task.cancel()
+                _, running = await asyncio.wait(running, timeout=CANCEL_WAIT)
+                if running:
+                    log.error("%s: %d handler(s) ignored their cancellation and are left "
+                              "running", self.name, len(running))
+        left += [job for job in self._running if job is not None]
+        self._running = []
         self._workers = []
         left += self._not_started
         self._not_started = []
@@ -122,17 +149,19 @@ class StreamOrderedWorkers(Generic[Job]):
         self.pending = 0
         return left
 
-    async def _work(self) -> None:
-        ready = self._ready
+    async def _work(self, number: int) -> None:
+        ready, running = self._ready, self._running
         while (job := await ready.get()) is not None:
             if self._stopping:
                 self._not_started.append(job)
                 continue
+            running[number] = job  # until the attempt ends (not if it is cancelled)
             try:
                 delay = await self._attempt(job)
             except Exception:
                 log.exception("%s: unexpected failure of a job", self.name)
                 delay = None
+            running[number] = None
             if delay is None:
                 self._finished(job)
             else:
@@ -152,11 +181,11 @@ class StreamOrderedWorkers(Generic[Job]):
         self.pending -= 1
         stream = self._stream_of(job)
         if stream is not None:
-            behind = self._behind[stream]
+            behind = self._behind.get(stream)  # none if stopped meanwhile
             if behind:
                 self._ready.put_nowait(behind.popleft())
             else:
-                del self._behind[stream]
+                self._behind.pop(stream, None)
         room = self._room
         if room is not None and self.pending < self._room_below:
             self._room = None

@@ -92,6 +92,18 @@ MAX_EVENTS_PER_APPEND = 2**POSITION_BITS
 CONNECT_TIMEOUT = 10.0
 """Seconds to wait for a new connection before StoreUnavailable."""
 
+STATEMENT_TIMEOUT = 30.0
+"""Seconds a statement may run before the server cancels it (`statement_timeout`)."""
+
+LOCK_TIMEOUT = 10.0
+"""Seconds a statement may wait for a lock before the server cancels it (`lock_timeout`)."""
+
+NO_ANSWER_MARGIN = 5.0
+"""Seconds past the statement timeout after which the client gives up on a server that has
+not answered at all (a network that drops everything) and closes the connection: the
+server's own cancellation, which leaves the connection usable, comes first whenever the
+server is there to send it."""
+
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 _POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -352,11 +364,21 @@ def _quoted_schema(schema: str) -> str:
 
 
 def create_pool(url: str, pool_size: int = 10,
-                application_name: str = "mussikon", *, read_only: bool = False
-                ) -> ConnectionPool:
+                application_name: str = "mussikon", *, read_only: bool = False,
+                statement_timeout: float = STATEMENT_TIMEOUT,
+                lock_timeout: float = LOCK_TIMEOUT) -> ConnectionPool:
     """A pool of up to `pool_size` connections to `url`, opened when first needed, named
-    `application_name` in pg_stat_activity; `read_only`: their transactions cannot write."""
-    settings = {"application_name": application_name[:63]}
+    `application_name` in pg_stat_activity; `read_only`: their transactions cannot write.
+
+    On every connection a statement is cancelled by the server after `statement_timeout`
+    seconds, or after `lock_timeout` seconds waiting for a lock (both more than 0); a
+    connection the server does not answer on at all is closed by the pool
+    `NO_ANSWER_MARGIN` seconds later, which fails the operation waiting on it."""
+    if not (statement_timeout > 0 and lock_timeout > 0):
+        raise ValueError("statement and lock timeouts must be more than 0 seconds")
+    settings = {"application_name": application_name[:63],
+                "statement_timeout": _milliseconds(statement_timeout),
+                "lock_timeout": _milliseconds(lock_timeout)}
     if read_only:
         settings["default_transaction_read_only"] = "on"
 
@@ -365,7 +387,13 @@ def create_pool(url: str, pool_size: int = 10,
         _read_in_small_chunks(conn)
         return conn
 
-    return ConnectionPool(connect, pool_size, where=_where(url))
+    return ConnectionPool(connect, pool_size, where=_where(url),
+                          answer_within=statement_timeout + NO_ANSWER_MARGIN)
+
+
+def _milliseconds(seconds: float) -> str:
+    """A duration as PostgreSQL's settings take it (at least 1 ms: 0 would mean none)."""
+    return str(max(1, round(seconds * 1000)))
 
 
 READ_CHUNK = 64 * 1024
@@ -461,15 +489,28 @@ async def _settled(task: asyncio.Future[Any]) -> None:
         await task
 
 
+_CANCELLED: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.QueryCanceledError,  # statement_timeout (or an operator's cancel)
+    asyncpg.exceptions.LockNotAvailableError,  # lock_timeout (or NOWAIT)
+)
+"""What a statement the server gave up on raises: the connection stays usable."""
+
+
 def _unavailable(pool: ConnectionPool, doing: str, exc: BaseException) -> StoreUnavailable:
     # asyncpg's messages name host and port at most, never the password
     return StoreUnavailable(f"PostgreSQL at {pool.where} is unavailable ({doing}):"
                             f" {type(exc).__name__}: {exc}")
 
 
+def _given_up(pool: ConnectionPool, doing: str, exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"PostgreSQL at {pool.where} gave up on a statement ({doing}):"
+                            f" {exc}")
+
+
 class _Using:
-    """`async with`: a pooled connection; errors that mean "the server is gone" come out as
-    StoreUnavailable saying what was being done. A class, as it is on every operation's path.
+    """`async with`: a pooled connection; errors that mean "the server is gone", and a
+    statement the server cancelled (a timeout), come out as StoreUnavailable saying what was
+    being done. A class, as it is on every operation's path.
     """
 
     __slots__ = ("_conn", "_doing", "_pool")
@@ -499,6 +540,8 @@ class _Using:
                 isinstance(exc, Exception) and not _is_unavailable(exc)))
         if exc is not None and _is_unavailable(exc):
             raise _unavailable(self._pool, self._doing, exc) from None
+        if isinstance(exc, _CANCELLED):
+            raise _given_up(self._pool, self._doing, exc) from None
 
 
 async def migrate(pool_or_url: ConnectionPool | str, schema: str = DEFAULT_SCHEMA) -> int:
@@ -515,6 +558,8 @@ async def migrate(pool_or_url: ConnectionPool | str, schema: str = DEFAULT_SCHEM
         finally:
             await pool.close()
     async with _Using(pool_or_url, f"migrating schema {schema!r}") as conn, conn.transaction():
+        # Several statements, each within the statement timeout: together they may take longer.
+        pool_or_url.unwatched(conn)
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                            f"mussikon-migrate:{schema}")
         await conn.execute(
@@ -1045,17 +1090,22 @@ class PostgresDocumentStore(DocumentStore):
 
 
 async def open_postgres(url: str, schema: str = DEFAULT_SCHEMA, pool_size: int = 10,
-                        codec: EventCodec | None = None, *, read_only: bool = False
+                        codec: EventCodec | None = None, *, read_only: bool = False,
+                        statement_timeout: float = STATEMENT_TIMEOUT,
+                        lock_timeout: float = LOCK_TIMEOUT
                         ) -> tuple[PostgresEventStore, PostgresDocumentStore]:
     """Connect, migrate the schema, and return both stores over one pool. `read_only`: only
     connect, on connections whose transactions cannot write (the schema is neither created
     nor migrated: `PostgresDatabase.schema_version` tells whether it is there).
 
-    Connections are named `mussikon:<schema>` (pg_stat_activity's application_name).
+    Connections are named `mussikon:<schema>` (pg_stat_activity's application_name); their
+    statements have the timeouts given (see `create_pool`), the migration's included: a
+    statement cancelled by one raises StoreUnavailable, and the operation may be retried.
     Closing the event store closes the pool.
     """
     _quoted_schema(schema)
-    pool = create_pool(url, pool_size, f"mussikon:{schema}", read_only=read_only)
+    pool = create_pool(url, pool_size, f"mussikon:{schema}", read_only=read_only,
+                       statement_timeout=statement_timeout, lock_timeout=lock_timeout)
     try:
         if not read_only:
             await migrate(pool, schema)

@@ -8,11 +8,19 @@ taking a connection is a list pop and giving it back a list append.
 
 A connection found closed (the server restarted, or terminated our backend) is dropped
 and replaced by a new one on the next acquire: reconnection costs no extra code path.
+
+A server that stops answering (a network that drops everything, a server stuck on its
+disk) would leave a query waiting forever: with `answer_within`, one watchdog task closes
+every connection taken for longer than that, which fails the query waiting on it. It costs
+an operation a time stamp, where asyncpg's `command_timeout` arms a timer for every query
+(figures: docs/performance-notes.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -24,6 +32,8 @@ from mussikon.ports.event_store import StoreError
 
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record]"  # generic only in the stubs
 
+log = logging.getLogger("mussikon.store")
+
 
 class PoolClosed(StoreError):
     """The pool was closed; no connection can be taken any more."""
@@ -33,13 +43,18 @@ class ConnectionPool:
     """Up to `size` connections, opened on demand, handed out newest first (warm caches)."""
 
     def __init__(self, connect: Callable[[], Awaitable[Connection]], size: int,
-                 where: str = "the database") -> None:
+                 where: str = "the database", *, answer_within: float | None = None) -> None:
         if size < 1:
             raise ValueError(f"pool size must be at least 1, got {size}")
         self._connect = connect
         self.size = size
         self.where = where
         """Where the connections go, without credentials: for error messages."""
+        self.answer_within = answer_within
+        """Seconds a connection may stay taken before it is closed as one the server stopped
+        answering on (None: no limit)."""
+        self._taken_at: dict[Connection, float] = {}
+        self._watchdog: asyncio.Task[None] | None = None
         self._idle: list[Connection] = []
         self._open = 0  # connections open or being opened, idle or in use
         self._waiters: deque[asyncio.Future[Connection | None]] = deque()
@@ -57,19 +72,44 @@ class ConnectionPool:
             while self._idle:
                 conn = self._idle.pop()
                 if not conn.is_closed():
-                    return conn
+                    return self._lent(conn)
                 self._open -= 1  # closed while idle: the server went away
             if self._open < self.size:
                 self._open += 1
                 try:
-                    return await self._connect()
+                    return self._lent(await self._connect())
                 except BaseException:
                     self._open -= 1
                     self._hand_over(None)
                     raise
             handed = await self._wait()
             if handed is not None:
-                return handed
+                return self._lent(handed)
+
+    def _lent(self, conn: Connection) -> Connection:
+        if self.answer_within is not None:
+            self._taken_at[conn] = time.monotonic()
+            if self._watchdog is None:
+                self._watchdog = asyncio.create_task(self._watch(self.answer_within),
+                                                     name=f"pool-watchdog:{self.where}")
+        return conn
+
+    def unwatched(self, conn: Connection) -> None:
+        """Let this connection, taken, stay taken as long as it needs (a migration)."""
+        self._taken_at.pop(conn, None)
+
+    async def _watch(self, limit: float) -> None:
+        """Close every connection taken for longer than `limit` seconds, looking four times
+        in that time."""
+        while not self._closed:
+            await asyncio.sleep(limit / 4)
+            now = time.monotonic()
+            for conn, since in list(self._taken_at.items()):
+                if now - since > limit:
+                    del self._taken_at[conn]
+                    log.warning("no answer from PostgreSQL at %s within %g s: closing the "
+                                "connection", self.where, limit)
+                    conn.terminate()
 
     async def _wait(self) -> Connection | None:
         """Wait for a connection given back (returned) or a free slot (None)."""
@@ -90,6 +130,7 @@ class ConnectionPool:
 
     def give_back(self, conn: Connection, reusable: bool) -> None:
         """Return a connection taken; `reusable=False` (or a closed one) frees its slot."""
+        self._taken_at.pop(conn, None)
         if reusable and not self._closed and not conn.is_closed() \
                 and not conn.is_in_transaction():
             self._hand_over(conn)
@@ -112,6 +153,8 @@ class ConnectionPool:
     async def close(self) -> None:
         """Close idle connections now; those in use close when given back."""
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         idle, self._idle = self._idle, []
         self._open -= len(idle)
         while self._waiters:

@@ -13,7 +13,8 @@ from mussikon.entrypoints.cli.common import console, opened, run
 
 def worker() -> None:
     """Run the handlers and read models until SIGTERM or Ctrl-C, which finishes the messages in
-    flight; a second one stops at once (what was not acknowledged is delivered again later)."""
+    flight (for up to MUSSIKON_STOP_GRACE seconds: handlers still running then are cancelled);
+    a second one stops at once (what was not acknowledged is delivered again later)."""
 
     async def go() -> None:
         stop = asyncio.Event()
@@ -31,7 +32,9 @@ def worker() -> None:
             console.print(f"worker running on {mask_url(application.settings.store_url)} and "
                           f"{mask_url(application.settings.broker_url)}", highlight=False)
             await stop.wait()
-            console.print("stopping: finishing messages in flight (again to stop at once)")
+            console.print(f"stopping: finishing messages in flight, for up to "
+                          f"{application.settings.stop_grace:g} s (again to stop at once)",
+                          highlight=False)
 
     run(go)
 

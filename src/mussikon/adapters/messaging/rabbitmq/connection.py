@@ -4,6 +4,13 @@ aiormq has no automatic recovery, so this does it: a supervisor waits for the co
 to close, connects again, and calls every `on_connected` callback (declare the topology,
 resume consuming) before users see the new connection. Channels belong to a connection;
 users open theirs from `connection()` and open new ones after a loss.
+
+A broker that accepts the connection and then stops answering (or a network that drops
+everything) must not hang anyone: the operations that wait for the broker go through
+`answer`, which gives up after `timeout` seconds and drops the connection, so that it is
+opened again; and the connection's heartbeat (unless the URL sets one) is chosen so that a
+connection on which nothing at all arrives is found dead and reopened within about that
+time, also when nothing is waiting for an answer (a consumer with no message coming).
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiormq
 from aiormq.abc import AbstractConnection
@@ -28,6 +37,8 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 
 OnConnected = Callable[[AbstractConnection], Awaitable[None]]
 
+T = TypeVar("T")
+
 
 def _not_a_failed_connect(record: logging.LogRecord) -> bool:
     """aiormq logs a failed connect at ERROR before raising it; BrokerConnection reports that
@@ -40,17 +51,37 @@ class BrokerUnavailable(ConnectionError):
     """The broker could not be reached (the message names the URL without its password)."""
 
 
+class BrokerTimeout(TimeoutError):
+    """The broker did not answer an operation in time; the connection is being reopened."""
+
+
+def with_heartbeat(url: str, timeout: float) -> str:
+    """The URL asking for a heartbeat with which aiormq finds a silent connection dead within
+    about `timeout` seconds (it allows three missed heartbeat intervals and one more second
+    each), unless the URL sets one itself."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "heartbeat" for name, _ in query):
+        return url
+    seconds = max(1, int(timeout // 3) - 1)
+    return urlunsplit(parts._replace(query=urlencode([*query, ("heartbeat", str(seconds))])))
+
+
 class BrokerConnection:
     """A connection to RabbitMQ that comes back after it is lost."""
 
     def __init__(self, url: str, *, reconnect_delays: Sequence[float] = (0.1, 0.5, 1.0, 2.0, 5.0),
-                 name: str = "mussikon", connect_timeout: float = 10.0) -> None:
+                 name: str = "mussikon", connect_timeout: float = 10.0,
+                 timeout: float = 30.0) -> None:
         self.url = url
         self.reconnect_delays = tuple(reconnect_delays)
         self.name = name
         self.connect_timeout = connect_timeout
         """Seconds the broker may take to accept a connection (one that accepts the socket and
         never answers fails it then)."""
+        self.timeout = timeout
+        """Seconds the broker may take to answer an operation on the connection (see
+        `answer`); also how soon a connection on which nothing arrives is found dead."""
         self._listeners: list[OnConnected] = []
         self._current: AbstractConnection | None = None
         self._ready = asyncio.Event()
@@ -73,7 +104,7 @@ class BrokerConnection:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             reason = str(exc) or type(exc).__name__
-            if isinstance(exc, TimeoutError):
+            if isinstance(exc, TimeoutError) and not str(exc):
                 reason = f"no answer within {self.connect_timeout:g} s"
             raise BrokerUnavailable(
                 f"RabbitMQ is not reachable at {mask_url(self.url)}: {reason}") from None
@@ -97,6 +128,19 @@ class BrokerConnection:
             # Closed but the supervisor has not noticed yet: give it a turn.
             await asyncio.sleep(0.01)
 
+    async def answer(self, operation: Awaitable[T], doing: str,
+                     connection: AbstractConnection | None = None) -> T:
+        """What `operation` (`doing` something on `connection`, or on the current one) comes
+        to; if the broker has not answered within `timeout` seconds, BrokerTimeout, and the
+        connection is dropped to be opened again (its other operations fail with it)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await operation
+        except TimeoutError:
+            reason = f"no answer within {self.timeout:g} s ({doing})"
+            self.drop(reason, connection)
+            raise BrokerTimeout(f"RabbitMQ gave {reason}") from None
+
     def drop(self, reason: str, connection: AbstractConnection | None = None) -> None:
         """Close the current connection so that it is re-established (after a channel-level
         failure that leaves the connection in an unknown state). Given `connection`, only if
@@ -118,18 +162,18 @@ class BrokerConnection:
                 await self._supervisor
         if self._current is not None and not self._current.is_closed:
             with contextlib.suppress(*BROKER_ERRORS):
-                await self._current.close()
+                await asyncio.wait_for(self._current.close(), self.timeout)
 
     async def _connect(self) -> AbstractConnection:
         async with asyncio.timeout(self.connect_timeout):
-            connection = await aiormq.connect(self.url, client_properties={"connection_name":
-                                                                            self.name})
+            connection = await aiormq.connect(with_heartbeat(self.url, self.timeout),
+                                              client_properties={"connection_name": self.name})
         try:
             for listener in self._listeners:
                 await listener(connection)
         except BaseException:
             with contextlib.suppress(*BROKER_ERRORS):
-                await connection.close()
+                await asyncio.wait_for(connection.close(), self.timeout)
             raise
         return connection
 

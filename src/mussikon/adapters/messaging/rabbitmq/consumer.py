@@ -23,7 +23,9 @@ Handlers run in `concurrency` worker tasks owned by the consumer rather than by 
 channel, so a lost connection does not cut a handler off halfway: it finishes, its
 acknowledgement is lost with the channel, and the broker redelivers the message, which
 the subscription's inbox recognises. Messages received on a channel that has closed
-since are not started at all: they come again on the new one.
+since are not started at all: they come again on the new one. `stop(grace)` gives the
+handlers running `grace` seconds, then cancels them and hands their messages back to the
+broker, which delivers them again (to this or another consumer).
 
 The workers are `StreamOrderedWorkers`: the messages of one stream (the event's
 `stream_id`) are handled one after another in the order this consumer received them,
@@ -122,7 +124,7 @@ class EventConsumer:
                  subscriptions: Sequence[Subscription], *, store: EventStore,
                  prefetch: int = 100,
                  concurrency: int = 8, retry_delays: Iterable[float] = (0.05, 0.25, 1.0),
-                 publish_timeout: float = 30.0, prerequisite_wait: float = 600.0) -> None:
+                 prerequisite_wait: float = 600.0) -> None:
         self.broker, self.topology, self.codec = broker, topology, codec
         self.store = store
         self.prerequisite_wait = prerequisite_wait
@@ -130,7 +132,6 @@ class EventConsumer:
         self.prefetch = prefetch
         self.concurrency = concurrency
         self.retry_delays = tuple(retry_delays)
-        self.publish_timeout = publish_timeout
         self._by_type: dict[str, list[Subscription]] = {}
         names: set[str] = set()
         for subscription in subscriptions:
@@ -167,11 +168,15 @@ class EventConsumer:
         """Start consuming on a (new) connection; the broker calls this after every reconnect."""
         if self._stopping or not self.queues:
             return
-        channel = await connection.channel(publisher_confirms=False)
+        answer = self.broker.answer
+        channel = await answer(connection.channel(publisher_confirms=False),
+                               "opening a channel", connection)
         # Per consumer, that is per queue: quorum queues do not support a channel-wide limit.
-        await channel.basic_qos(prefetch_count=self.prefetch)
-        self._publisher = await connection.channel(publisher_confirms=True,
-                                                   on_return_raises=True)
+        await answer(channel.basic_qos(prefetch_count=self.prefetch), "setting the prefetch",
+                     connection)
+        self._publisher = await answer(
+            connection.channel(publisher_confirms=True, on_return_raises=True),
+            "opening a channel", connection)
         self._channel = channel
         channel.closing.add_done_callback(
             functools.partial(self._on_channel_closed, connection))
@@ -181,8 +186,9 @@ class EventConsumer:
         self._workers.start()
         self._consumer_tags = []
         for queue in self.queues:
-            ok = await channel.basic_consume(
-                queue, functools.partial(self._on_message, acks, queue))
+            ok = await answer(channel.basic_consume(
+                queue, functools.partial(self._on_message, acks, queue)),
+                f"consuming {queue}", connection)
             if ok.consumer_tag:
                 self._consumer_tags.append(ok.consumer_tag)
 
@@ -195,30 +201,35 @@ class EventConsumer:
         # open: nothing would be consumed again. A new connection sets everything up anew.
         self.broker.drop(f"the consuming channel was closed ({reason})", connection)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
         """Stop taking messages, finish the handlers running, settle their messages.
 
         Messages received but not started yet, or waiting for their next in-process attempt,
-        are handed back to the broker.
+        are handed back to the broker; so are those whose handlers are still running after
+        `grace` seconds (if given), which are cancelled.
         """
         self._stopping = True
         channel = self._channel
         if channel is not None and not channel.is_closed:
-            for tag in self._consumer_tags:
-                with contextlib.suppress(*BROKER_ERRORS):
-                    await channel.basic_cancel(tag)
-        for delivery in await self._workers.stop():
-            self._unsettled -= 1
-            if delivery.tries:
-                self._retry_waits -= 1
+            try:
+                for tag in self._consumer_tags:
+                    await self.broker.answer(channel.basic_cancel(tag),
+                                             "cancelling a consumer", channel.connection)
+            except BROKER_ERRORS as exc:  # the channel is gone: the broker takes them back
+                log.debug("could not cancel the consumers: %s", exc)
+        for delivery in await self._workers.stop(grace):
             if delivery.acks.is_open:
                 delivery.acks.reject(delivery.tag, requeue=True)
+        # Every delivery is settled or handed back now.
+        self._unsettled = self._retry_waits = 0
         if self._acks is not None:
-            await self._acks.drain()
+            with contextlib.suppress(TimeoutError):  # a silent broker: they are lost with it
+                await asyncio.wait_for(self._acks.drain(), self.broker.timeout)
         for open_channel in (self._channel, self._publisher):
             if open_channel is not None and not open_channel.is_closed:
                 with contextlib.suppress(*BROKER_ERRORS):
-                    await open_channel.close()
+                    await self.broker.answer(open_channel.close(), "closing a channel",
+                                             open_channel.connection)
 
     async def _on_message(self, acks: Acknowledgements, queue: str,
                           message: DeliveredMessage) -> None:
@@ -268,8 +279,9 @@ class EventConsumer:
         try:
             delay = await self._process(delivery)
         except BROKER_ERRORS as exc:
-            # A retry or a dead letter could not be published: leave the message to be
-            # delivered again rather than acknowledge what was not handed on.
+            # A retry or a dead letter could not be published (nor confirmed in time, and the
+            # connection is being reopened): leave the message to be delivered again rather
+            # than acknowledge what was not handed on.
             log.warning("could not settle a message from %s: %s", queue, exc)
             if isinstance(exc, PublishError):
                 # The retry or dead-letter queue is gone: declare the topology again.
@@ -412,11 +424,13 @@ class EventConsumer:
 
     async def _publish(self, body: bytes, exchange: str, routing_key: str,
                        properties: Basic.Properties) -> None:
+        answer = self.broker.answer
         publisher = self._publisher
         if publisher is None or publisher.is_closed:
             connection = await self.broker.connection()
-            publisher = self._publisher = await connection.channel(publisher_confirms=True,
-                                                                   on_return_raises=True)
-        await publisher.basic_publish(body, exchange=exchange, routing_key=routing_key,
-                                      properties=properties,
-                                      mandatory=True, timeout=self.publish_timeout)
+            publisher = self._publisher = await answer(
+                connection.channel(publisher_confirms=True, on_return_raises=True),
+                "opening a channel", connection)
+        await answer(publisher.basic_publish(body, exchange=exchange, routing_key=routing_key,
+                                             properties=properties, mandatory=True),
+                     f"confirming a message to {routing_key}", publisher.connection)

@@ -44,10 +44,8 @@ from mussikon.ports.transport import DeadLetter, Replayed
 class DeadLetterQueue:
     """`mussikon.dlq`, browsed, replayed and pruned without changing its order."""
 
-    def __init__(self, broker: BrokerConnection, topology: Topology,
-                 publish_timeout: float = 30.0) -> None:
+    def __init__(self, broker: BrokerConnection, topology: Topology) -> None:
         self.broker, self.topology = broker, topology
-        self.publish_timeout = publish_timeout
 
     async def page(self, limit: int | None = None, after: str | None = None) -> list[DeadLetter]:
         """Up to `limit` dead letters in queue order, after the letter `after` (KeyError if it
@@ -110,14 +108,23 @@ class DeadLetterQueue:
 
     async def purge(self) -> int:
         """Drop every dead letter; return how many."""
-        connection = await self.broker.connection()
-        channel = await connection.channel(publisher_confirms=False)
+        channel = await self._channel(publisher_confirms=False)
         try:
-            ok = await channel.queue_purge(self.topology.dead_letter_queue)
+            ok = await self.broker.answer(channel.queue_purge(self.topology.dead_letter_queue),
+                                          "purging the dead letters", channel.connection)
             return ok.message_count or 0
         finally:
-            with contextlib.suppress(*BROKER_ERRORS):
-                await channel.close()
+            await self._close(channel)
+
+    async def _channel(self, *, publisher_confirms: bool) -> AbstractChannel:
+        connection = await self.broker.connection()
+        return await self.broker.answer(
+            connection.channel(publisher_confirms=publisher_confirms, on_return_raises=True),
+            "opening a channel", connection)
+
+    async def _close(self, channel: AbstractChannel) -> None:
+        with contextlib.suppress(*BROKER_ERRORS):
+            await self.broker.answer(channel.close(), "closing a channel", channel.connection)
 
     async def _send_back(self, browse: _Browse, message: DeliveredMessage) -> None:
         queue = original_queue_of(message)
@@ -130,10 +137,11 @@ class DeadLetterQueue:
             raise ValueError(f"dead letter {letter} names neither its queue nor its "
                              "routing key")
         try:
-            await browse.channel.basic_publish(
+            await self.broker.answer(browse.channel.basic_publish(
                 message.body, exchange=exchange, routing_key=routing_key,
-                properties=replay_properties(message), mandatory=True,
-                timeout=self.publish_timeout)
+                properties=replay_properties(message), mandatory=True),
+                f"confirming a dead letter sent back to {routing_key}",
+                browse.channel.connection)
         except DeliveryError as exc:
             where = f"queue {queue!r}" if queue else f"routing key {routing_key!r}"
             raise ValueError(f"dead letter {letter} cannot be sent back to {where}: the broker "
@@ -146,35 +154,38 @@ class DeadLetterQueue:
         not removed is given back, and the queue's order restored (see the module's
         docstring); this then waits until the queue shows them all again, because a quorum
         queue takes them back asynchronously and the next command would miss them."""
-        connection = await self.broker.connection()
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        channel = await self._channel(publisher_confirms=True)
         queue = self.topology.dead_letter_queue
-        ok = await channel.queue_declare(queue, passive=True)
-        browse = _Browse(channel, queue, ok.message_count or 0)
+        try:
+            ok = await self.broker.answer(channel.queue_declare(queue, passive=True),
+                                          "counting the dead letters", channel.connection)
+        except BaseException:
+            await self._close(channel)
+            raise
+        browse = _Browse(channel, queue, ok.message_count or 0, self.broker)
         try:
             yield browse
         finally:
             with contextlib.suppress(*BROKER_ERRORS):  # a broken channel gave them back
                 await browse.give_back_in_order()
-            with contextlib.suppress(*BROKER_ERRORS):
-                await channel.close()
+            await self._close(channel)
             if browse.taken > browse.removed:  # also when the command failed midway
                 with contextlib.suppress(*BROKER_ERRORS):
                     await self._until_returned(browse.count - browse.removed)
 
     async def _until_returned(self, expected: int, timeout: float = 5.0) -> None:
-        connection = await self.broker.connection()
-        channel = await connection.channel(publisher_confirms=False)
+        channel = await self._channel(publisher_confirms=False)
         try:
             deadline = asyncio.get_running_loop().time() + timeout
             while asyncio.get_running_loop().time() < deadline:
-                ok = await channel.queue_declare(self.topology.dead_letter_queue, passive=True)
+                ok = await self.broker.answer(
+                    channel.queue_declare(self.topology.dead_letter_queue, passive=True),
+                    "counting the dead letters", channel.connection)
                 if (ok.message_count or 0) >= expected:
                     return
                 await asyncio.sleep(0.02)
         finally:
-            with contextlib.suppress(*BROKER_ERRORS):
-                await channel.close()
+            await self._close(channel)
 
 
 _AGAIN_AFTER = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
@@ -185,8 +196,10 @@ class _Browse:
     """Messages taken from the dead-letter queue on one channel, unacknowledged until removed
     or given back. `count` is how many the queue held when the browse began."""
 
-    def __init__(self, channel: AbstractChannel, queue: str, count: int) -> None:
+    def __init__(self, channel: AbstractChannel, queue: str, count: int,
+                 broker: BrokerConnection) -> None:
         self.channel, self.queue, self.count = channel, queue, count
+        self.broker = broker
         self.held: list[DeliveredMessage] = []
         self.taken = self.removed = 0
 
@@ -206,7 +219,8 @@ class _Browse:
         return await self._take()
 
     async def _take(self) -> DeliveredMessage | None:
-        message = await self.channel.basic_get(self.queue, no_ack=False)
+        message = await self.broker.answer(self.channel.basic_get(self.queue, no_ack=False),
+                                           "taking a dead letter", self.channel.connection)
         if message.delivery_tag is None:
             return None
         self.taken += 1
@@ -216,7 +230,8 @@ class _Browse:
     async def remove(self, message: DeliveredMessage) -> None:
         """Acknowledge a taken message: it leaves the queue for good."""
         assert message.delivery_tag is not None
-        await self.channel.basic_ack(message.delivery_tag)
+        await self.broker.answer(self.channel.basic_ack(message.delivery_tag),
+                                 "removing a dead letter", self.channel.connection)
         self.held.remove(message)
         self.removed += 1
 

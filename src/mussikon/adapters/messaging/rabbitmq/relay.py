@@ -20,6 +20,9 @@ writes are fenced (`DocumentStore.commit(fence=...)`): once another relay took t
 over, nothing the stale one had confirmed moves the checkpoint. So no event is published by
 two relays but those the stale one had sent and not saved when the lease changed hands: the
 new holder starts from the saved checkpoint.
+
+A batch the broker does not confirm within its timeout (`BrokerConnection.timeout`) is
+published again, on a new connection; the position moves only past confirmed batches.
 """
 
 from __future__ import annotations
@@ -31,10 +34,14 @@ import time
 from collections import deque
 from typing import Any
 
-from aiormq.abc import AbstractChannel
+from aiormq.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import PublishError
 
-from mussikon.adapters.messaging.rabbitmq.connection import BROKER_ERRORS, BrokerConnection
+from mussikon.adapters.messaging.rabbitmq.connection import (
+    BROKER_ERRORS,
+    BrokerConnection,
+    BrokerTimeout,
+)
 from mussikon.adapters.messaging.rabbitmq.properties import event_properties
 from mussikon.adapters.messaging.rabbitmq.publisher import Outgoing, publish_batch
 from mussikon.adapters.messaging.rabbitmq.topology import Topology
@@ -59,15 +66,13 @@ class OutboxRelay:
                  batch_size: int = 500, batches_in_flight: int = 4,
                  lease_seconds: float = 10.0,
                  poll_interval: float = 0.05, poll_max_interval: float = 1.0,
-                 checkpoint_interval: float = 0.25, publish_timeout: float = 30.0,
-                 owner: str | None = None) -> None:
+                 checkpoint_interval: float = 0.25, owner: str | None = None) -> None:
         self.store, self.documents, self.codec = store, documents, codec
         self.topology, self.broker = topology, broker
         self.name = name
         self.batch_size = batch_size
         self.batches_in_flight = batches_in_flight
         self.checkpoint_interval = checkpoint_interval
-        self.publish_timeout = publish_timeout
         self.published = 0
         """Messages this relay had confirmed by the broker (repeats included)."""
         self._lease = Lease(documents, name, seconds=lease_seconds, owner=owner)
@@ -114,7 +119,8 @@ class OutboxRelay:
         await self._lease.release()
         if self._channel is not None and not self._channel.is_closed:
             with contextlib.suppress(*BROKER_ERRORS):
-                await self._channel.close()
+                await self.broker.answer(self._channel.close(), "closing a channel",
+                                         self._channel.connection)
 
     async def _hold(self, *, recheck: bool = False) -> bool:
         """Keep the lease. If it was lost (even if taken back since, at a new generation),
@@ -198,8 +204,10 @@ class OutboxRelay:
         if term is None:
             return 0
         next_position = await self.position() + 1
-        # (last position, events, messages published, their confirms) per batch in flight
-        window: deque[tuple[int, int, int, asyncio.Future[list[Any]]]] = deque()
+        # (last position, events, messages published, their confirms, the channel's
+        # connection) per batch in flight
+        window: deque[tuple[int, int, int, asyncio.Future[list[Any]],
+                           AbstractConnection | None]] = deque()
         published = 0
         exhausted = False
         try:
@@ -219,19 +227,24 @@ class OutboxRelay:
                         exhausted = True
                         break
                     outgoing = [self._outgoing(r) for r in records if not r.origin]
-                    channel = await self._publishing_channel() if outgoing else None
-                    if channel is not None and not await self._may_publish(term):
-                        exhausted = True  # the lease is lost or nearly over: send no more
-                        break
-                    sent = await publish_batch(channel, outgoing) if channel else []
+                    connection: AbstractConnection | None = None
+                    sent: list[asyncio.Future[Any]] = []
+                    if outgoing:
+                        channel = await self._publishing_channel()
+                        if not await self._may_publish(term):
+                            exhausted = True  # the lease is lost or nearly over: send no more
+                            break
+                        connection = channel.connection
+                        sent = await self.broker.answer(publish_batch(channel, outgoing),
+                                                        "taking events to publish", connection)
                     confirms = asyncio.gather(*sent)
                     window.append((records[-1].position, len(records), len(outgoing),
-                                   confirms))
+                                   confirms, connection))
                     next_position = records[-1].position + 1
                 if not window:
                     return published
-                position, count, messages, confirms = window[0]
-                if not await self._confirmed_while_leased(confirms, term):
+                position, count, messages, confirms, connection = window[0]
+                if not await self._confirmed_while_leased(confirms, term, connection):
                     return published  # lost the lease: the batches in flight are given up
                 window.popleft()
                 self.published += messages
@@ -243,23 +256,26 @@ class OutboxRelay:
                 if self._poll.stopping:
                     exhausted = True  # finish the batches in flight, start no more
         finally:
-            for _, _, _, unconfirmed in window:
+            for _, _, _, unconfirmed, _ in window:
                 unconfirmed.cancel()
                 with contextlib.suppress(BaseException):
                     await unconfirmed
 
     async def _confirmed_while_leased(self, confirms: asyncio.Future[list[Any]],
-                                      term: Fence) -> bool:
-        """Wait for a batch's confirms, at most `publish_timeout` (then TimeoutError); each
+                                      term: Fence,
+                                      connection: AbstractConnection | None) -> bool:
+        """Wait for a batch's confirms, at most the broker's timeout (then BrokerTimeout, and
+        the connection is dropped to be opened again); each
         wait lasts only until the lease is due for renewal, then it is renewed, so the lease
         never runs out while this waits. False as soon as the lease is lost (not held at the
         generation `term` any more)."""
-        give_up = time.monotonic() + self.publish_timeout
+        give_up = time.monotonic() + self.broker.timeout
         while True:
             left = give_up - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"the broker did not confirm a batch within"
-                                   f" {self.publish_timeout:g} s")
+                reason = f"no answer within {self.broker.timeout:g} s (confirming published events)"
+                self.broker.drop(reason, connection)
+                raise BrokerTimeout(f"RabbitMQ gave {reason}")
             due = self._lease.renewal_due()
             if due > 0:
                 with contextlib.suppress(TimeoutError):
@@ -282,8 +298,9 @@ class OutboxRelay:
     async def _publishing_channel(self) -> AbstractChannel:
         if self._channel is None or self._channel.is_closed:
             connection = await self.broker.connection()
-            self._channel = await connection.channel(publisher_confirms=True,
-                                                     on_return_raises=True)
+            self._channel = await self.broker.answer(
+                connection.channel(publisher_confirms=True, on_return_raises=True),
+                "opening a channel", connection)
         return self._channel
 
     async def _skip_undecodable(self, error: UndecodableEventError, term: Fence) -> bool:

@@ -23,13 +23,20 @@ to that one exchange, so every instance gets every event.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiormq.abc import AbstractChannel
 
 QueueType = Literal["quorum", "classic"]
+
+Answer = Callable[[Awaitable[Any], str], Awaitable[Any]]
+"""How an operation on the broker is awaited: given it and what it does, its outcome."""
+
+
+async def _as_it_comes(operation: Awaitable[Any], doing: str) -> Any:
+    return await operation
 
 SPECIFICATION_ROUTING_KEYS: Mapping[str, str] = {
     "MusicianRegisteredEvent": "musician.registered",
@@ -210,16 +217,21 @@ class Topology:
             arguments |= _AT_LEAST_ONCE_DEAD_LETTERING
         return arguments
 
-    async def declare(self, channel: AbstractChannel) -> None:
-        """Declare every exchange, queue and binding (idempotent; the broker keeps what exists)."""
+    async def declare(self, channel: AbstractChannel, answer: Answer = _as_it_comes) -> None:
+        """Declare every exchange, queue and binding (idempotent; the broker keeps what exists).
+        Each declaration is awaited through `answer(operation, what it does)` (which may bound
+        the wait)."""
         for exchange in self.exchanges():
-            await channel.exchange_declare(exchange.name, exchange_type=exchange.type,
-                                           durable=exchange.durable)
+            await answer(channel.exchange_declare(exchange.name, exchange_type=exchange.type,
+                                                  durable=exchange.durable),
+                         f"declaring exchange {exchange.name}")
         for queue in self.queues():
-            await channel.queue_declare(queue.name, durable=queue.durable,
-                                        arguments=dict(queue.arguments))
+            await answer(channel.queue_declare(queue.name, durable=queue.durable,
+                                               arguments=dict(queue.arguments)),
+                         f"declaring queue {queue.name}")
             for exchange_name, key in queue.bindings:
-                await channel.queue_bind(queue.name, exchange_name, routing_key=key)
+                await answer(channel.queue_bind(queue.name, exchange_name, routing_key=key),
+                             f"binding queue {queue.name}")
 
     async def delete(self, channel: AbstractChannel) -> None:
         """Delete every queue and exchange of this topology, messages and all (tests, teardown)."""

@@ -32,7 +32,10 @@ class RabbitMqTransport(Transport):
     `delayed_retry_delays` the waits in TTL queues after those are used up; then the message
     goes to the dead-letter queue. `prefetch` is per queue consumed, `concurrency` bounds
     the handlers running at once in this process. `events_exchange`: the exchange shared with
-    the other services, by its full name (empty: `<prefix>mussikon.events`).
+    the other services, by its full name (empty: `<prefix>mussikon.events`). `timeout`: seconds
+    the broker may take to answer an operation or confirm a publish before the connection is
+    dropped and opened again (`BrokerConnection.answer`). `stop_grace`: seconds `stop` gives
+    the handlers running before it cancels them (their messages are delivered again).
     """
 
     replays_in_place = False  # a replayed letter goes back to its queue, for any consumer
@@ -50,6 +53,7 @@ class RabbitMqTransport(Transport):
                  dead_letter_queue: str = "mussikon.dlq",
                  routing_keys: Mapping[str, str] | None = None,
                  connection_name: str = "mussikon", connect_timeout: float = 10.0,
+                 timeout: float = 30.0, stop_grace: float = 30.0,
                  prerequisite_wait: float = 600.0) -> None:
         self.store, self.documents, self.codec = store, documents, codec
         self.topology = Topology(
@@ -58,7 +62,8 @@ class RabbitMqTransport(Transport):
             notifications_exchange=notifications_exchange, dead_letter_queue=dead_letter_queue,
             routing_keys=routing_keys, delivery_limit=delivery_limit)
         self.broker = BrokerConnection(url, name=connection_name,
-                                       connect_timeout=connect_timeout)
+                                       connect_timeout=connect_timeout, timeout=timeout)
+        self.stop_grace = stop_grace
         self.broker.on_connected(self._declare_topology)
         self.relay: OutboxRelay | None = OutboxRelay(
             store, documents, codec, self.topology, self.broker, name=relay_name,
@@ -104,11 +109,14 @@ class RabbitMqTransport(Transport):
             self._opened = True
 
     async def _declare_topology(self, connection: AbstractConnection) -> None:
-        channel = await connection.channel(publisher_confirms=False)
+        answer = self.broker.answer
+        channel = await answer(connection.channel(publisher_confirms=False),
+                               "opening a channel", connection)
         try:
-            await self.topology.declare(channel)
+            await self.topology.declare(
+                channel, lambda operation, doing: answer(operation, doing, connection))
         finally:
-            await channel.close()
+            await answer(channel.close(), "closing a channel", connection)
 
     def wake(self) -> None:
         """Tell the relay new events were appended."""
@@ -153,25 +161,34 @@ class RabbitMqTransport(Transport):
             return False
 
     async def _queued(self, queues: Iterable[str]) -> int:
+        answer = self.broker.answer
         if self._monitor is None or self._monitor.is_closed:
             connection = await self.broker.connection()
-            self._monitor = await connection.channel(publisher_confirms=False)
+            self._monitor = await answer(connection.channel(publisher_confirms=False),
+                                         "opening a channel", connection)
+        monitor = self._monitor
         total = 0
         for queue in queues:
-            ok = await self._monitor.queue_declare(queue, passive=True)
+            ok = await answer(monitor.queue_declare(queue, passive=True),
+                              f"counting the messages of {queue}", monitor.connection)
             total += ok.message_count or 0
         return total
 
     async def stop(self) -> None:
-        """Stop the relay, stop consuming, finish and settle the messages in flight, disconnect."""
-        if self.relay is not None:
-            await self.relay.stop()
-        if self.consumer is not None:
-            await self.consumer.stop()
+        """Stop the relay and stop consuming, finish and settle the messages in flight (the
+        handlers still running after `stop_grace` seconds are cancelled, their messages
+        handed back to the broker, which delivers them again), disconnect."""
+        parts = [part.stop(self.stop_grace) for part in (self.relay, self.consumer)
+                 if part is not None]
+        results = await asyncio.gather(*parts, return_exceptions=True)
         if self._monitor is not None and not self._monitor.is_closed:
             with contextlib.suppress(*BROKER_ERRORS):
-                await self._monitor.close()
+                await self.broker.answer(self._monitor.close(), "closing a channel",
+                                         self._monitor.connection)
         await self.broker.close()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def dead_letters(self, limit: int | None = None,
                            after: str | None = None) -> list[DeadLetter]:
