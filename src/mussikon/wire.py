@@ -308,7 +308,8 @@ def _compile_json_reader(cls: type[DomainEvent], fields: tuple[_Field, ...], *,
     decoder = msgspec.json.Decoder(shadow, float_hook=Decimal)
     env: dict[str, Any] = {"decode": decoder.decode, "Error": msgspec.MsgspecError,
                            "cls": cls, "builder": _builder_class(cls), "UTC": UTC,
-                           "Decimal": Decimal, "fromisoformat": datetime.fromisoformat}
+                           "Decimal": Decimal, "fromisoformat": datetime.fromisoformat,
+                           "to_datetime": _to_datetime}
     lines = [f"def read_json(data, {'event_id, ' if stored else ''}correlation_id,"
              " causation_id):",
              "    try:", "        s = decode(data)", "    except Error:", "        return None"]
@@ -322,13 +323,17 @@ def _compile_json_reader(cls: type[DomainEvent], fields: tuple[_Field, ...], *,
                       f"    if x{n}.tzinfo is not UTC:", "        return None"]
             values.append(f"x{n}")
         elif kind is datetime:
-            # _to_datetime's common case: UTC, at most six fraction digits (a dot, if any,
-            # among the last eight characters)
+            # _to_datetime's common case inline: UTC, at most six fraction digits (a dot, if
+            # any, among the last eight characters); any other form (.NET's seven digits, an
+            # offset) through _to_datetime itself, which fails for what the general reader
+            # would refuse (it then names the field).
             lines += [f"    x{n} = s.{f.attr}",
-                      f"    if x{n}[-1:] != 'Z' or '.' in x{n}[:-8]:", "        return None",
-                      "    try:", f"        x{n} = fromisoformat(x{n})",
-                      "    except ValueError:", "        return None",
-                      f"    if x{n}.tzinfo is not UTC:", "        return None"]
+                      f"    if x{n}[-1:] == 'Z' and '.' not in x{n}[:-8]:",
+                      "        try:", f"            x{n} = fromisoformat(x{n})",
+                      "        except ValueError:", "            return None",
+                      f"        if x{n}.tzinfo is not UTC:", "            return None",
+                      "    else:", "        try:", f"            x{n} = to_datetime(x{n})",
+                      "        except Exception:", "            return None"]
             values.append(f"x{n}")
         elif kind is Decimal:  # _to_decimal: a JSON number, never a string or a boolean
             lines += [f"    x{n} = s.{f.attr}",

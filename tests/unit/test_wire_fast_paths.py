@@ -384,3 +384,18 @@ def test_events_read_from_json_are_of_their_own_frozen_class(cls: type[DomainEve
     for twin in (copy.copy(read), copy.deepcopy(read), pickle.loads(pickle.dumps(read))):
         assert type(twin) is cls and twin == read
     assert dataclasses.replace(read, schema_version=3).schema_version == 3
+
+
+def test_dotnet_times_with_seven_fraction_digits_stay_on_the_json_fast_path() -> None:
+    """.NET writes `DateTime.UtcNow` with seven fraction digits: the compiled reader reads
+    such a document itself (with the tick kept), as the general reader would."""
+    codec = EventCodec()
+    event = sample(ALL_EVENT_TYPES[0], 1)
+    body = {**codec.to_body(event), "OccurredAt": "2026-11-27T21:53:28.1234567Z"}
+    data = codec._encoder.encode(body)
+    fast = codec._shapes[event.event_type].read_json(data, None, None)
+    assert fast is not None
+    expected = reference_from_body(codec, dict(body))
+    same_event(fast, expected)
+    assert ticks_of(fast.occurred_at) == ticks_of(expected.occurred_at)
+    assert format_dotnet(fast.occurred_at) == "2026-11-27T21:53:28.1234567Z"
