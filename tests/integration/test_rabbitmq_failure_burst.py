@@ -87,12 +87,13 @@ async def test_a_burst_of_failing_messages_does_not_slow_the_healthy_ones(
     assert all(run.failed_attempts >= FAILING for run in burst)
     best_quiet = min(run.healthy_seconds for run in quiet)
     best_burst = min(run.healthy_seconds for run in burst)
-    # No more than 20 % slower than when those 200 succeed, with half a second of leeway: on
-    # a loaded machine the failures' own work (their attempts, their retries and dead
-    # letters published) takes CPU the healthy messages wait for. 200 failures holding their
-    # handler slots through their in-process retries would take 200 x 1.3 s / 8 = 32 s;
-    # holding their prefetch slots (100 here), they would pause the queue for 1.3 s at a time.
-    assert best_burst <= 1.2 * best_quiet + 0.5, (
+    # The failures' own work (their attempts, their retries and dead letters published)
+    # takes CPU the healthy messages wait for: 1.1-1.5 x on this 2-core machine, more when
+    # it is loaded. So the bound is 1.5 x the run without failures plus a quarter of a
+    # second, far below what holding slots would cost: 200 failures holding their handler
+    # slots through their in-process retries would take 200 x 1.3 s / 8 = 32 s; holding their
+    # prefetch slots (100 here), they would pause the queue for 1.3 s at a time.
+    assert best_burst <= 1.5 * best_quiet + 0.25, (
         f"{best_burst:.2f} s with the failures, {best_quiet:.2f} s without")
 
 
