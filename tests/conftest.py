@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.servicebus_peer import ServiceBusPeer
 
 POSTGRES_URL = os.environ.get("MUSSIKON_TEST_POSTGRES_URL",
                               "postgresql://postgres@127.0.0.1:5432/test")
@@ -49,3 +54,13 @@ def rabbitmq_url() -> str:
 def unique_name() -> str:
     """A short unique name, for schemas, exchanges and queues that tests must not share."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def servicebus_peer() -> Iterator[ServiceBusPeer]:
+    """A local Service Bus peer on a free port, with no entities yet (create them on it) and
+    short locks (2 s); stopped after the test, failing it if the peer itself failed."""
+    from tests.servicebus_peer import EntityOptions, ServiceBusPeer
+
+    with ServiceBusPeer(defaults=EntityOptions(lock_duration=2.0)) as peer:
+        yield peer
