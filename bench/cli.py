@@ -12,6 +12,7 @@ from rich.console import Console
 
 from bench.bus import Options as BusOptions
 from bench.report import Report
+from bench.retention import Options as RetentionOptions
 from mussikon.config import mask_url
 
 bench_app = typer.Typer(
@@ -196,6 +197,63 @@ def bus(
         err.print(f"error: RabbitMQ at {mask_url(url)}: {type(exc).__name__}: "
                   f"{mask_url(str(exc))}", style="red", markup=False)
         raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(report.dumps() + "\n")
+    else:
+        report.render()
+
+
+_RETENTION = RetentionOptions()
+"""`bench retention`'s defaults: those of the benchmark's own options."""
+_RETENTION_SYNCHRONOUS = Synchronous(_RETENTION.synchronous)
+
+
+@bench_app.command("retention")
+def retention(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    messages: Annotated[int, typer.Option(
+        min=10, help="Messages through the worker.")] = _RETENTION.messages,
+    baseline: Annotated[int, typer.Option(
+        min=1, help="Messages after which the baseline figures are taken.")] =
+        _RETENTION.baseline,
+    retention_seconds: Annotated[float, typer.Option(
+        "--retention", min=0.001, help="Simulated seconds an inbox entry is kept.")] =
+        _RETENTION.retention,
+    tick: Annotated[float, typer.Option(
+        min=0.000001, help="Simulated seconds per message handled.")] = _RETENTION.tick,
+    prune_interval: Annotated[float, typer.Option(
+        min=0.01, help="Real seconds between two rounds of pruning.")] =
+        _RETENTION.prune_interval,
+    concurrency: Annotated[int, typer.Option(
+        min=1, help="Handlers the worker runs at once.")] = _RETENTION.concurrency,
+    synchronous: Annotated[Synchronous, typer.Option(
+        help="SQLite durability of the worker's store.")] = _RETENTION_SYNCHRONOUS,
+    workloads: Annotated[str, typer.Option(
+        help="Comma-separated: inbox-size, worker-rss-growth.")] = ",".join(
+        _RETENTION.workloads),
+) -> None:
+    """The inbox's size and the worker's memory after many messages against after fewer, with
+    the inbox retention pruning (in-process transport, SQLite store, simulated time)."""
+    from bench import retention as retention_bench
+
+    chosen = tuple(w.strip() for w in workloads.split(",") if w.strip())
+    unknown = sorted(set(chosen) - set(retention_bench.WORKLOADS))
+    err = Console(stderr=True)
+    if unknown or not chosen:
+        err.print(f"error: unknown workload(s) {', '.join(unknown) or '(none given)'}; "
+                  f"choose from {', '.join(retention_bench.WORKLOADS)}", style="red",
+                  markup=False)
+        raise typer.Exit(2)
+    if baseline >= messages:
+        err.print(f"error: --baseline ({baseline}) must be less than --messages ({messages})",
+                  style="red", markup=False)
+        raise typer.Exit(2)
+    options = RetentionOptions(
+        messages=messages, baseline=baseline, retention=retention_seconds, tick=tick,
+        prune_interval=prune_interval, concurrency=concurrency,
+        synchronous=synchronous.value, workloads=chosen)
+    progress = None if as_json else (lambda line: err.print(line, style="dim"))
+    report = retention_bench.run(options, progress)
     if as_json:
         sys.stdout.write(report.dumps() + "\n")
     else:

@@ -20,6 +20,7 @@ from mussikon.application.projections.availability import Availability
 from mussikon.application.projections.directory import Directory
 from mussikon.application.projections.runner import ProjectionRunner
 from mussikon.application.repository import Repository
+from mussikon.application.retention import InboxRetention
 from mussikon.application.sagas.runtime import SagaRuntime, open_sagas
 from mussikon.application.snapshots import Snapshots
 from mussikon.config import Settings, mask_url
@@ -205,6 +206,7 @@ class App:
     gateway: PaymentGateway
     clock: Clock = field(default_factory=SystemClock)
     sagas: SagaRuntime | None = None
+    retention: InboxRetention | None = None
     subscriptions: list[Subscription] = field(default_factory=list)
     running: bool = False
     operating: bool = False
@@ -221,6 +223,8 @@ class App:
             raise
         if self.sagas is not None:
             await self.sagas.start()
+        if self.retention is not None:
+            await self.retention.start()
         self.running = True
 
     async def open_for_operations(self) -> None:
@@ -268,6 +272,8 @@ class App:
         still running then are cancelled, their messages delivered again) and close
         connections."""
         if self.running:
+            if self.retention is not None:
+                await self.retention.stop()
             if self.sagas is not None:
                 await self.sagas.stop()
             await self.transport.stop()
@@ -332,7 +338,9 @@ def _wire(settings: Settings, clock: Clock, codec: EventCodec, store: EventStore
     gateway = SandboxGateway(documents)
     transport = open_transport(settings, store, documents, codec)
     app = App(settings, codec, store, documents, repository, marketplace, projections,
-              transport, notifier, analytics, gateway, clock)
+              transport, notifier, analytics, gateway, clock,
+              retention=InboxRetention(documents, settings.inbox_retention,
+                                       lease_seconds=settings.lease_seconds))
     repository.on_saved = app._saved
     deps = Dependencies(marketplace, repository, documents, notifier, analytics, gateway,
                         projections)

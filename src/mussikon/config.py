@@ -20,6 +20,9 @@ _EXCHANGE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 """The values of `MUSSIKON_LOG_LEVEL` (in any case)."""
 
+INBOX_RETENTION_DEFAULT = timedelta(days=7)
+INBOX_RETENTION_MINIMUM = timedelta(seconds=10)
+
 
 class Settings(BaseSettings):
     """Everything configurable, with the embedded defaults."""
@@ -89,6 +92,10 @@ class Settings(BaseSettings):
     saga_payment_retry_delay: timedelta = Field(
         timedelta(hours=1), gt=timedelta(0),
         description="Booking saga: wait before retrying a declined payment")
+    inbox_retention: timedelta = Field(
+        INBOX_RETENTION_DEFAULT,
+        description="How long a handled message id is kept in the inbox (seconds or ISO 8601, "
+                    "P7D); longer than any delay before a message is delivered again")
     log_level: str = Field("WARNING", description="Log level of the command line")
 
     @field_validator("bus_retry_delays", "rabbitmq_retry_delays")
@@ -144,7 +151,16 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return value.upper()
 
-    @field_validator("saga_signature_timeout", "saga_payment_retry_delay", mode="before")
+    @field_validator("inbox_retention")
+    @classmethod
+    def _retention_outlasts_redelivery(cls, value: timedelta) -> timedelta:
+        if value < INBOX_RETENTION_MINIMUM:
+            raise ValueError(f"must be at least {INBOX_RETENTION_MINIMUM.total_seconds():g} s "
+                             "(PT10S); it must outlast any redelivery delay (README)")
+        return value
+
+    @field_validator("saga_signature_timeout", "saga_payment_retry_delay", "inbox_retention",
+                     mode="before")
     @classmethod
     def _seconds_as_text(cls, value: object) -> object:
         # The environment gives text: "30" means seconds, as a number would.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -69,6 +71,24 @@ async def test_a_duplicate_inbox_entry_applies_nothing(docs: DocumentStore) -> N
     assert await docs.get("c", "a") == {"v": 1}
     assert not await docs.has_seen("other-consumer", "msg-1")
     assert await docs.commit(Changes(), inbox=("other-consumer", "msg-1"))
+
+
+async def test_prune_inbox_removes_old_entries_a_batch_at_a_time_oldest_first(
+        docs: DocumentStore) -> None:
+    assert await docs.prune_inbox(timedelta(0), 10) == 0
+    for n in range(5):
+        assert await docs.commit(Changes(), inbox=(f"consumer-{n % 2}", f"old-{n}"))
+    written = time.monotonic()
+    # The entries age by the store's clock (the server's, on PostgreSQL): let real time pass.
+    await eventually(lambda: time.monotonic() - written > 1.5, what="1.5 s to pass")
+    assert await docs.commit(putting(("c", "new", {"v": 1})), inbox=("consumer-0", "new"))
+    removed = [await docs.prune_inbox(timedelta(seconds=0.75), 2) for _ in range(4)]
+    assert removed == [2, 2, 1, 0]
+    assert not any([await docs.has_seen(f"consumer-{n % 2}", f"old-{n}") for n in range(5)])
+    assert await docs.has_seen("consumer-0", "new")
+    # an id pruned is new again to its consumer; the documents are untouched
+    assert await docs.commit(Changes(), inbox=("consumer-0", "old-0"))
+    assert await docs.get("c", "new") == {"v": 1}
 
 
 async def test_a_checkpoint_only_moves_forward(docs: DocumentStore) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 
@@ -101,6 +102,10 @@ class StoreView(DocumentStore):
     async def has_seen(self, consumer: str, message_id: str) -> bool:
         await self._reachable.wait()
         return await self.shared.has_seen(consumer, message_id)
+
+    async def prune_inbox(self, older_than: timedelta, limit: int) -> int:
+        await self._reachable.wait()
+        return await self.shared.prune_inbox(older_than, limit)
 
     async def scan_page(self, collection: str, *, after: str = "", limit: int,
                         prefix: str = "") -> list[tuple[str, Document]]:

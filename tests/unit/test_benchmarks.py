@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from bench import bus, store_postgres, store_sqlite
+from bench import bus, retention, store_postgres, store_sqlite
 from bench.cli import bench_app
 from bench.peer_eventsourcing import available
 from bench.report import Report, Result, from_json
@@ -240,3 +240,17 @@ def test_the_bus_benchmark_names_an_unknown_workload_and_an_unreachable_broker()
     assert unreachable.exit_code == 2
     assert "RabbitMQ at" in unreachable.output and "secret" not in unreachable.output
     assert "Traceback" not in unreachable.output
+
+
+def test_the_retention_benchmark_keeps_the_inbox_to_its_window_when_run_tiny(
+        tmp_path: Path) -> None:
+    options = retention.Options(messages=3000, baseline=1000, retention=0.1, tick=0.001,
+                                prune_interval=0.01, concurrency=8, directory=str(tmp_path))
+    first, last = retention.measure(options)
+    # a window of 100 messages, pruned every 10 ms: far fewer rows than messages handled
+    assert 0 < last["rows"] < 1000, last
+    assert first["rss"] > 0 and last["bytes"] > 0
+    report = retention.report_of(options, first, last)
+    assert [r.workload for r in report.results] == [
+        retention.INBOX_SIZE, retention.INBOX_BYTES, retention.RSS_GROWTH]
+    assert list(tmp_path.iterdir()) == []  # the scratch store is gone

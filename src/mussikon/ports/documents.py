@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 Document = dict[str, Any]
@@ -107,6 +108,14 @@ class DocumentStore(abc.ABC):
     @abc.abstractmethod
     async def has_seen(self, consumer: str, message_id: str) -> bool:
         """True if the consumer's inbox holds this message id."""
+
+    @abc.abstractmethod
+    async def prune_inbox(self, older_than: timedelta, limit: int) -> int:
+        """Remove up to `limit` inbox entries (of every consumer) written more than
+        `older_than` ago, oldest first, by the store's own clock (the one that stamps an entry
+        when it is written); return how many were removed. Fewer than `limit` means none that
+        old is left. A message id removed is new again to its consumer: an entry may go only
+        once its message can no longer be delivered again (`application/retention.py`)."""
 
     @abc.abstractmethod
     async def scan_page(self, collection: str, *, after: str = "", limit: int,

@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from mussikon.adapters.store.decoding import undecodable, until_undecodable
@@ -195,13 +195,14 @@ class InMemoryDocumentStore(DocumentStore):
     def __init__(self, *, wall_clock: Callable[[], float] = time.time) -> None:
         self._docs: dict[tuple[str, str], bytes] = {}
         self._checkpoints: dict[str, int] = {}
-        self._inbox: set[tuple[str, str]] = set()
+        self._inbox: dict[tuple[str, str], float] = {}
+        """When (by `wall_clock`) each (consumer, message id) was written."""
         self._leases: dict[str, tuple[str, float, int]] = {}
         """Owner, expiry and generation by lease name."""
         self._generations = 0
         """The last generation given to a lease."""
         self._wall_clock = wall_clock
-        """Seconds since the epoch, by which leases expire."""
+        """Seconds since the epoch, by which leases expire and inbox entries age."""
 
     async def get(self, collection: str, key: str) -> Document | None:
         data = self._docs.get((collection, key))
@@ -234,7 +235,7 @@ class InMemoryDocumentStore(DocumentStore):
         if checkpoint is not None:
             self._checkpoints[checkpoint[0]] = checkpoint[1]
         if inbox is not None:
-            self._inbox.add(inbox)
+            self._inbox[inbox] = self._wall_clock()
         return True
 
     async def checkpoint(self, name: str) -> int:
@@ -267,6 +268,13 @@ class InMemoryDocumentStore(DocumentStore):
 
     async def has_seen(self, consumer: str, message_id: str) -> bool:
         return (consumer, message_id) in self._inbox
+
+    async def prune_inbox(self, older_than: timedelta, limit: int) -> int:
+        cutoff = self._wall_clock() - older_than.total_seconds()
+        old = sorted((at, entry) for entry, at in self._inbox.items() if at < cutoff)[:limit]
+        for _, entry in old:
+            del self._inbox[entry]
+        return len(old)
 
     async def scan_page(self, collection: str, *, after: str = "", limit: int,
                         prefix: str = "") -> list[tuple[str, Document]]:

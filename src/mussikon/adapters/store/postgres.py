@@ -328,6 +328,12 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $body$;
     """,
+    # 6: reserved (taken by another change being made at the same time).
+    "SELECT 1",
+    # 7: inbox entries found by age, for pruning them (`DocumentStore.prune_inbox`).
+    """
+    CREATE INDEX IF NOT EXISTS inbox_by_time ON {s}.inbox (handled_at);
+    """,
 )
 """Schema versions, applied in order; `schema_version` records which ran. `{s}` is the schema."""
 
@@ -1019,6 +1025,11 @@ class PostgresDocumentStore(DocumentStore):
         """
         self._release_sql = f"DELETE FROM {s}.leases WHERE name = $1 AND owner = $2"
         self._seen_sql = f"SELECT 1 FROM {s}.inbox WHERE consumer = $1 AND message_id = $2"
+        # by the index on handled_at: the oldest `limit` entries, then their rows
+        self._prune_inbox_sql = (
+            f"DELETE FROM {s}.inbox WHERE (consumer, message_id) IN (SELECT consumer, message_id"
+            f" FROM {s}.inbox WHERE handled_at < now() - $1::interval ORDER BY handled_at"
+            " LIMIT $2)")
 
     async def get(self, collection: str, key: str) -> Document | None:
         async with self.db.connection(f"reading document {collection}/{key}") as conn:
@@ -1077,6 +1088,11 @@ class PostgresDocumentStore(DocumentStore):
     async def has_seen(self, consumer: str, message_id: str) -> bool:
         async with self.db.connection(f"reading inbox of {consumer!r}") as conn:
             return await conn.fetchval(self._seen_sql, consumer, message_id) is not None
+
+    async def prune_inbox(self, older_than: timedelta, limit: int) -> int:
+        async with self.db.connection("pruning the inbox") as conn:
+            status = await conn.execute(self._prune_inbox_sql, older_than, limit)
+        return int(status.rsplit(" ", 1)[1])  # "DELETE <count>"
 
     async def scan_page(self, collection: str, *, after: str = "", limit: int,
                         prefix: str = "") -> list[tuple[str, Document]]:

@@ -36,7 +36,7 @@ from mussikon.adapters.store.decoding import undecodable, until_undecodable
 from mussikon.adapters.store.document_json import decode_document, encode_document
 from mussikon.adapters.store.group_commit import GroupCommit, is_busy
 from mussikon.domain.events import DomainEvent
-from mussikon.domain.instant import epoch_micros, utc_now
+from mussikon.domain.instant import epoch_micros
 from mussikon.ports.documents import Changes, Document, DocumentStore, Fence
 from mussikon.ports.event_store import (
     ANY_VERSION,
@@ -98,6 +98,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE leases ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE lease_generations (last INTEGER NOT NULL);
     INSERT INTO lease_generations VALUES (0)
+    """,
+    # 4: reserved (taken by another change being made at the same time).
+    "",
+    # 5: inbox entries found by age, for pruning them (`DocumentStore.prune_inbox`).
+    """
+    CREATE INDEX inbox_by_time ON inbox (handled_at)
     """,
 )
 """Schema versions, applied in order; `PRAGMA user_version` records how many ran."""
@@ -610,10 +616,15 @@ def _move_checkpoint(conn: sqlite3.Connection, name: str, position: int,
 
 
 class SqliteDocumentStore(DocumentStore):
-    """Read models, checkpoints and inboxes in the same SQLite file as the events."""
+    """Read models, checkpoints and inboxes in the same SQLite file as the events.
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    `now_micros` stamps inbox entries and ages them for `prune_inbox` (microseconds since
+    the Unix epoch; the machine's time unless given)."""
+
+    def __init__(self, db: SqliteDatabase, *,
+                 now_micros: Callable[[], int] = _now_micros) -> None:
         self.db = db
+        self._now_micros = now_micros
 
     async def get(self, collection: str, key: str) -> Document | None:
         row = await self.db.run(lambda c: c.execute(
@@ -634,7 +645,7 @@ class SqliteDocumentStore(DocumentStore):
             raise ValueError("an expected checkpoint position needs a checkpoint to move")
         puts = [(c, k, encode_document(d).decode()) for (c, k), d in changes.puts.items()]
         deletes = list(changes.deletes)
-        now = epoch_micros(utc_now())
+        now = self._now_micros()
 
         def write(conn: sqlite3.Connection) -> bool:
             # In the write transaction: a lease taken over commits after this, or before it
@@ -712,6 +723,14 @@ class SqliteDocumentStore(DocumentStore):
             "SELECT 1 FROM inbox WHERE consumer = ? AND message_id = ?",
             (consumer, message_id)).fetchone())
         return row is not None
+
+    async def prune_inbox(self, older_than: timedelta, limit: int) -> int:
+        cutoff = self._now_micros() - older_than // _MICROSECOND
+        # by the index on handled_at: the oldest `limit` entries, then their rows
+        return await self.db.write(lambda c: c.execute(
+            "DELETE FROM inbox WHERE (consumer, message_id) IN (SELECT consumer, message_id"
+            " FROM inbox WHERE handled_at < ? ORDER BY handled_at LIMIT ?)",
+            (cutoff, limit)).rowcount, one_statement=True)
 
     async def scan_page(self, collection: str, *, after: str = "", limit: int,
                         prefix: str = "") -> list[tuple[str, Document]]:

@@ -38,7 +38,7 @@ class Resumption:
     before: SagaState
     after: SagaState
     redelivered: list[RecordedEvent]
-    """The stored events given to it again, that it had not handled."""
+    """The stored events given to it again that moved it (it had not handled them)."""
     records: list[HistoryEntry]
     """What it recorded meanwhile, oldest first."""
 
@@ -92,7 +92,12 @@ class SagaRuntime:
                                "and no stored event it has not handled moves it: nothing to "
                                "resume")
         records = [h for h in await self.journal.history(saga_id) if h.version > before.version]
-        return Resumption(before, after, lost, records)
+        # An instance keeps only the ids it still needs: `lost` may hold events it handled
+        # in an earlier step, which decide nothing now. Those that moved it are named in
+        # what it recorded.
+        moved_by = {h.message_id for h in records}
+        return Resumption(before, after, [r for r in lost if str(r.event.id) in moved_by],
+                          records)
 
     async def _stored_events(self, definition: SagaDefinition,
                              state: SagaState) -> list[RecordedEvent]:

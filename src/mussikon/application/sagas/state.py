@@ -2,7 +2,16 @@
 
 Each record is a saga event (started, step completed, waiting, failed, compensated, timeout
 scheduled or fired, completed, compensated) and names the message whose handling wrote
-it, so the state also knows every message it has handled.
+it, so the state also knows the messages it has handled, as far as it still needs them.
+
+The ids of handled messages are only looked at while a step waits: a message that comes
+again must not decide the wait a second time. So the state keeps the ids of the messages
+that decided something in the current step, and that of the message that ended the step
+before (it may come again while this one waits, or runs again after a crash); a message
+that decided an earlier step ended that step's wait, and no later step waits for it (a
+rule of saga definitions: the booking saga's waits are for signatures, then, after a
+declined payment, for a cancellation or the retry's timeout). A finished instance keeps
+none: nothing waits any more. So an instance's bookkeeping never grows with its age.
 """
 
 from __future__ import annotations
@@ -49,6 +58,10 @@ class RecordKind(StrEnum):
     TIMEOUT_FIRED = "TimeoutFired"
     COMPLETED = "Completed"
     COMPENSATED = "Compensated"
+
+
+_ENDING_A_STEP = frozenset({RecordKind.STEP_COMPLETED, RecordKind.STEP_FAILED})
+_FINISHING = frozenset({RecordKind.COMPLETED, RecordKind.COMPENSATED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +159,8 @@ class SagaState:
         return self.steps[self.step] if self.step < len(self.steps) else ""
 
     def has_handled(self, message_id: str) -> bool:
-        """True if a committed record was written while handling this message."""
+        """True if a committed record was written while handling this message, in the current
+        step or the one that led to it (see the module's docstring); False once finished."""
         return message_id in self.handled
 
     def apply(self, record: SagaRecord, message_id: str, at: datetime) -> None:
@@ -183,7 +197,11 @@ class SagaState:
             case RecordKind.COMPENSATED:
                 self.status = SagaStatus.COMPENSATED
                 self.timeouts.clear()
-        if message_id and message_id not in self.handled:
+        if record.kind in _FINISHING:
+            self.handled.clear()
+        elif message_id and record.kind in _ENDING_A_STEP:
+            self.handled = [message_id]
+        elif message_id and message_id not in self.handled:
             self.handled.append(message_id)
         self.updated_at = at
 
