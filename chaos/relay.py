@@ -1,0 +1,26 @@
+"""An outbox relay alone (no handlers, no read models), on the store and broker MUSSIKON_*
+name: what a deployment runs beside its workers to publish the store's events.
+
+    python -m chaos.relay
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from mussikon.bootstrap import open_app
+from mussikon.config import Settings, mask_url
+
+
+async def main() -> None:
+    app = await open_app(Settings())
+    try:
+        await app.transport.start([])  # no subscription: the relay alone
+        print(f"relay running on {mask_url(app.settings.broker_url)}", flush=True)
+        await asyncio.Event().wait()
+    finally:
+        await app.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
