@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,8 +30,8 @@ from mussikon.wire import EventCodec
 
 POSTGRES_URL = "postgresql://root@127.0.0.1:5432/test"
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
-RETRY_DELAYS = "0.5,2"
-"""The workers' delayed retries (seconds): short, so a retried message comes back soon."""
+RETRY_DELAYS = "1,10,60"
+"""The workers' delayed retries (seconds): the default ones, which outlast a database restart."""
 
 
 @dataclass
@@ -43,6 +46,9 @@ class Run:
     workers: list[Workers] = field(default_factory=list)
     workload: asyncio.subprocess.Process | None = None
     started: float = field(default_factory=time.monotonic)
+    clean: bool = False
+    """True once the run was counted clean: its folder is then removed (else kept, to look
+    into the processes' outputs)."""
 
     @property
     def journal(self) -> Path:
@@ -110,17 +116,17 @@ async def prepared(name: str, store: str, broker_urls: str,
     """A run on a new SQLite file or PostgreSQL schema and a broker prefix of its own, all
     removed at the end (the processes stopped, the queues deleted, the schema dropped)."""
     tag = f"chaos{uuid.uuid4().hex[:8]}"
-    with tempfile.TemporaryDirectory(prefix=f"mussikon-{name}-") as folder:
-        root = Path(folder)
-        store_settings = ({"store_url": f"sqlite:///{root / 'mussikon.db'}"} if store == "sqlite"
-                          else {"store_url": POSTGRES_URL, "postgres_schema": tag})
-        run = Run(name, root, {
-            **store_settings, "broker_url": worker_urls or broker_urls,
-            "rabbitmq_prefix": f"{tag}.", "rabbitmq_retry_delays": RETRY_DELAYS,
-            "sqlite_synchronous": "NORMAL", "poll_interval": "0.02", "poll_max_interval": "0.2",
-            "lease_seconds": "2", "bus_concurrency": "16", "broker_timeout": "10",
-            "broker_connect_timeout": "5", "stop_grace": "10", "log_level": "WARNING",
-            **settings}, broker_urls)
+    root = Path(tempfile.mkdtemp(prefix=f"mussikon-chaos-{name}-"))
+    store_settings = ({"store_url": f"sqlite:///{root / 'mussikon.db'}"} if store == "sqlite"
+                      else {"store_url": POSTGRES_URL, "postgres_schema": tag})
+    run = Run(name, root, {
+        **store_settings, "broker_url": worker_urls or broker_urls,
+        "rabbitmq_prefix": f"{tag}.", "rabbitmq_retry_delays": RETRY_DELAYS,
+        "sqlite_synchronous": "NORMAL", "poll_interval": "0.02", "poll_max_interval": "0.2",
+        "lease_seconds": "2", "bus_concurrency": "16", "broker_timeout": "10",
+        "broker_connect_timeout": "5", "stop_grace": "10", "log_level": "WARNING",
+        **settings}, broker_urls)
+    try:
         app = await open_app(Settings.model_validate({**run.settings, "broker_url": "memory://"}))
         await app.close()  # the store created and migrated before anything runs on it
         try:
@@ -133,7 +139,7 @@ async def prepared(name: str, store: str, broker_urls: str,
                 await run.workload.wait()
             with contextlib.suppress(Exception):
                 connection, channel = await broker_channel(broker_urls)
-                await run.topology().delete(channel)
+                await asyncio.wait_for(run.topology().delete(channel), 120)
                 await connection.close()
             if store != "sqlite":
                 admin = await asyncpg.connect(POSTGRES_URL)
@@ -141,6 +147,14 @@ async def prepared(name: str, store: str, broker_urls: str,
                     await admin.execute(f'DROP SCHEMA IF EXISTS "{tag}" CASCADE')
                 finally:
                     await admin.close()
+    finally:
+        if run.clean:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            for database in ("mussikon.db", "mussikon.db-wal", "mussikon.db-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(root / database)
+            print(f"  {name}: the processes' outputs are kept in {root}", flush=True)
 
 
 async def start_workload(run: Run, units: int, rate: float) -> None:
@@ -186,14 +200,26 @@ async def drive(run: Run, units: int, rate: float, faults: Faults, *,
     for worker in run.workers:
         await worker.terminate()
     _, dead = await queued(run)
+    if dead:
+        await dead_letters(run)
     app = await run.app()
     try:
         tally = await audit(app, run.journal, dead)
     finally:
         await app.close()
     if "Traceback" in run.output():
-        tally.examples.append(f"a process wrote a traceback: see the outputs in {run.root}")
+        tally.examples.append("a process wrote a traceback")
+    run.clean = tally.clean
     return tally
+
+
+async def dead_letters(run: Run) -> None:
+    """Keep the dead letters' reasons (`mussikon dlq list`) in the run's folder."""
+    listed = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "mussikon", "dlq", "list", "--json", "--limit",
+                         "1000"], cwd=run.root, env=run.env(), capture_output=True, text=True,
+        timeout=120, check=False)
+    (run.root / "dead-letters.json").write_text(listed.stdout + listed.stderr)
 
 
 async def settled(run: Run, timeout: float, faults: asyncio.Task[None] | None = None) -> None:

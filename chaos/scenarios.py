@@ -93,19 +93,19 @@ async def cluster() -> Tally:
             queue = run.topology().queue("MusicianRegisteredEvent")
 
             async def faults(run: Run) -> None:
-                await asyncio.sleep(15)
+                await asyncio.sleep(10)
                 members = await asyncio.to_thread(nodes.members, queue)
                 leader = await asyncio.to_thread(nodes.leader, queue)
                 run.log(f"{queue} on {len(members)} nodes; killing its leader {leader.name}")
                 await asyncio.to_thread(nodes.kill, leader)
-                await asyncio.sleep(15)
+                await asyncio.sleep(10)
                 run.log(f"new leader {(await asyncio.to_thread(nodes.leader, queue)).name}; "
                         f"starting {leader.name} again")
                 await asyncio.to_thread(nodes.launch, leader)
                 run.log(f"{leader.name} is back")
                 await asyncio.Event().wait()
 
-            return await drive(run, units(600), RATE, faults)
+            return await drive(run, units(1000), RATE, faults)
     finally:
         await asyncio.to_thread(nodes.stop)
 

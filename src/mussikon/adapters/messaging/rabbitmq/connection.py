@@ -47,10 +47,13 @@ T = TypeVar("T")
 
 
 def _not_a_failed_connect(record: logging.LogRecord) -> bool:
-    """aiormq logs a failed connect at ERROR before raising it; BrokerConnection reports that
-    failure itself (an error for the first connection, a warning while reconnecting), so
-    aiormq's line would only repeat it."""
-    return not record.getMessage().startswith("error when creating transport")
+    """aiormq logs a failed connect at ERROR before raising it, and a lost connection with a
+    traceback; BrokerConnection reports both itself (an error for the first connection, a
+    warning while reconnecting, a warning naming the node and the reason of a loss), so
+    aiormq's lines would only repeat them."""
+    message = record.getMessage()
+    return not (message.startswith("error when creating transport")
+                or message.startswith("Cancelling cause reader exited abnormally"))
 
 
 class BrokerUnavailable(ConnectionError):
@@ -209,13 +212,15 @@ class BrokerConnection:
             current = self._current
             assert current is not None
             # asyncio.wait rather than await: the future holds the reason for the closing (an
-            # exception, or a cancellation) and only the fact matters here.
+            # exception, or a cancellation), which is only logged here.
             await asyncio.wait({current.closing})
             if self.is_closed:
                 return
             self._ready.clear()
-            log.warning("RabbitMQ connection to %s lost; reconnecting to %s",
-                        mask_url(self.node_url), mask_url(self.urls[self._next(0)]))
+            closing = current.closing
+            reason = (closing.exception() if not closing.cancelled() else None) or "closed"
+            log.warning("RabbitMQ connection to %s lost (%s); reconnecting to %s",
+                        mask_url(self.node_url), reason, mask_url(self.urls[self._next(0)]))
             self._current = await self._reconnect()
             self.reconnections += 1
             self._ready.set()
