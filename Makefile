@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint imports typecheck unit bench clean
+.PHONY: demo test lint imports typecheck unit bench chaos clean
 
 # The demo needs the package alone; the tests also need the test tools and the benchmark
 # peers (the benchmark tests run them, and mypy checks our code against their real types).
@@ -24,7 +24,7 @@ demo: $(BIN)/.installed-demo
 	$(BIN)/mussikon demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench chaos
 
 imports: $(BIN)/.installed
 	$(BIN)/lint-imports
@@ -36,6 +36,11 @@ unit: $(BIN)/.installed
 	$(BIN)/pytest -q
 
 test: lint imports typecheck unit
+
+# Not part of `test`: about a quarter of an hour of faults (see README, "Chaos"). Needs root,
+# PostgreSQL and RabbitMQ on loopback, and the RabbitMQ package (for its three-node cluster).
+chaos: $(BIN)/.installed
+	$(BIN)/python -m chaos $(SCENARIOS)
 
 bench: $(BIN)/.installed
 	$(BIN)/mussikon bench store --backend sqlite

@@ -151,3 +151,51 @@ class SilentServer:
     async def accepted(self, count: int = 1) -> bool:
         """Whether `count` connections were accepted."""
         return len(self.connections) >= count
+
+
+@dataclass
+class Workers:
+    """`mussikon worker` processes (or another command: `args`, printing `ready` once it runs)
+    run one after another, each one's output in a file of `cwd` named after `name`."""
+
+    cwd: Path
+    env: dict[str, str]
+    name: str = "worker"
+    args: tuple[str, ...] = ("-m", "mussikon", "worker")
+    ready: str = "worker running"
+    process: asyncio.subprocess.Process | None = None
+    outputs: list[Path] = field(default_factory=list)
+
+    async def start(self, timeout: float = 30) -> None:
+        out = self.cwd / f"{self.name}-{len(self.outputs)}.out"
+        self.outputs.append(out)
+        with out.open("wb") as sink:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, *self.args, cwd=self.cwd, env=self.env,
+                stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
+
+        def running() -> bool:
+            assert self.process is not None and self.process.returncode is None, self.output()
+            return self.ready in out.read_text()
+
+        await eventually(running, timeout, what=f"{self.name} running")
+
+    async def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        assert await self.process.wait() == -9, self.output()
+
+    async def terminate(self) -> None:
+        """SIGTERM: the worker finishes what it has in flight and exits 0."""
+        assert self.process is not None
+        self.process.terminate()
+        assert await asyncio.wait_for(self.process.wait(), 30) == 0, self.output()
+
+    def output(self) -> str:
+        """Every worker's output so far."""
+        return "".join(f"--- {out.name}\n{out.read_text()}" for out in self.outputs)
+
+    async def close(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()

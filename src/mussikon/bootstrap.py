@@ -23,7 +23,7 @@ from mussikon.application.repository import Repository
 from mussikon.application.retention import InboxRetention
 from mussikon.application.sagas.runtime import SagaRuntime, open_sagas
 from mussikon.application.snapshots import Snapshots
-from mussikon.config import Settings, mask_url
+from mussikon.config import Settings, mask_url, split_urls
 from mussikon.domain.events import DomainEvent
 from mussikon.followers.polling import wait_until
 from mussikon.ports.analytics import Analytics
@@ -163,7 +163,11 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
                    codec: EventCodec) -> Transport:
     """The transport that `MUSSIKON_BROKER_URL` names."""
     url = settings.broker_url
-    scheme = urlsplit(url).scheme
+    schemes = {urlsplit(one).scheme for one in split_urls(url)}
+    scheme = schemes.pop() if len(schemes) == 1 else ""
+    if scheme == "memory" and len(split_urls(url)) > 1:
+        raise ConfigurationError(f"MUSSIKON_BROKER_URL {mask_url(url)!r}: a list of URLs names "
+                                 "the nodes of one RabbitMQ cluster (amqp:// URLs only)")
     if scheme == "memory":
         from mussikon.adapters.messaging.memory import InProcessTransport
 
@@ -186,7 +190,8 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
             connect_timeout=settings.broker_connect_timeout, timeout=settings.broker_timeout,
             stop_grace=settings.stop_grace, prerequisite_wait=settings.prerequisite_wait)
     raise ConfigurationError(
-        f"MUSSIKON_BROKER_URL {mask_url(url)!r}: use memory:// or amqp://user:pass@host:5672/")
+        f"MUSSIKON_BROKER_URL {mask_url(url)!r}: use memory:// or amqp://user:pass@host:5672/ "
+        "(or a comma-separated list of amqp:// URLs, the nodes of one cluster)")
 
 
 @dataclass

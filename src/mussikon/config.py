@@ -33,7 +33,9 @@ class Settings(BaseSettings):
                            description="Event store: sqlite:///PATH, memory://, postgresql://…")
     demo_store_url: str = Field("", description="Store of `mussikon demo`; empty: its own "
                                                 "beside MUSSIKON_STORE_URL")
-    broker_url: str = Field("memory://", description="Transport: memory:// or amqp://…")
+    broker_url: str = Field("memory://", description="Transport: memory:// or amqp://…, or "
+                                                     "a comma-separated list of amqp:// URLs "
+                                                     "(the nodes of one cluster)")
     sqlite_synchronous: str = Field("FULL", description="SQLite durability: FULL or NORMAL")
     postgres_schema: str = Field("mussikon", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
                                  description="PostgreSQL schema holding the tables")
@@ -210,16 +212,33 @@ def describe_invalid_settings(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+_NEXT_URL = re.compile(r"\s*,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+"""A comma that starts another URL (one followed by `scheme://`): a comma elsewhere, as in a
+password or PostgreSQL's `host1,host2`, stays inside its URL."""
+
+
+def split_urls(value: str) -> list[str]:
+    """The URLs of a comma-separated list (the nodes of one RabbitMQ cluster), in order; a
+    single URL is a list of one."""
+    return [url for url in _NEXT_URL.split(value.strip()) if url]
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by `***`, for logs and errors."""
+    """The URL (or comma-separated list of URLs) with each password replaced by `***`, for
+    logs and errors."""
+    urls = split_urls(url)
+    if len(urls) > 1:
+        return ",".join(_mask_one(one) for one in urls)
+    return _mask_one(url)
+
+
+def _mask_one(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ import pytest
 from mussikon.application.projections.analytics import USER_REGISTERED
 from mussikon.bootstrap import App, open_app
 from mussikon.config import Settings
-from tests.command_line import environment, mussikon
+from tests.command_line import Workers, environment, mussikon
 from tests.integration.rabbitmq_kit import BrokerNamespace, dotnet_publish_all
 from tests.polling import eventually
 
@@ -96,50 +94,6 @@ async def store(request: pytest.FixtureRequest, unique_name: str,
         await admin.execute(f'DROP SCHEMA IF EXISTS "{unique_name}" CASCADE')
     finally:
         await admin.close()
-
-
-@dataclass
-class Workers:
-    """`mussikon worker` processes run one after another, each one's output in a file."""
-
-    cwd: Path
-    env: dict[str, str]
-    process: asyncio.subprocess.Process | None = None
-    outputs: list[Path] = field(default_factory=list)
-
-    async def start(self) -> None:
-        out = self.cwd / f"worker-{len(self.outputs)}.out"
-        self.outputs.append(out)
-        with out.open("wb") as sink:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "mussikon", "worker", cwd=self.cwd, env=self.env,
-                stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
-
-        def running() -> bool:
-            assert self.process is not None and self.process.returncode is None, self.output()
-            return "worker running" in out.read_text()
-
-        await eventually(running, 30)
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        assert await self.process.wait() == -9, self.output()
-
-    async def terminate(self) -> None:
-        """SIGTERM: the worker finishes what it has in flight and exits 0."""
-        assert self.process is not None
-        self.process.terminate()
-        assert await asyncio.wait_for(self.process.wait(), 30) == 0, self.output()
-
-    def output(self) -> str:
-        """Every worker's output so far."""
-        return "".join(f"--- {out.name}\n{out.read_text()}" for out in self.outputs)
-
-    async def close(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
 
 
 async def queued(broker: BrokerNamespace, queue: str) -> int:

@@ -13,6 +13,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from mussikon.ports.event_store import StoreUnavailable
+
 log = logging.getLogger("mussikon.polling")
 
 Step = Callable[[], Awaitable[bool]]
@@ -26,7 +28,8 @@ class PollLoop:
     nothing the loop waits `interval`, then twice that, and so on up to `max_interval`, and
     starts again with `interval` after the next step that got something done. `wake()` ends
     a wait at once, or makes the next one return at once if it comes during a step. A step
-    that raises is logged (one line for `expected_errors`, with the traceback for any
+    that raises is logged (one line for `expected_errors` and for a store that is unavailable,
+    which every step here may meet while a database restarts; with the traceback for any
     other) and counts as one that found nothing.
     """
 
@@ -35,7 +38,8 @@ class PollLoop:
         self.name = name
         self.interval = interval
         self.max_interval = max(max_interval, interval)
-        self.expected_errors = expected_errors
+        self.expected_errors: tuple[type[BaseException], ...] = (StoreUnavailable,
+                                                                 *expected_errors)
         self.stopping = False
         self._woken = asyncio.Event()
         self._at_most: float | None = None

@@ -11,6 +11,12 @@ everything) must not hang anyone: the operations that wait for the broker go thr
 opened again; and the connection's heartbeat (unless the URL sets one) is chosen so that a
 connection on which nothing at all arrives is found dead and reopened within about that
 time, also when nothing is waiting for an answer (a consumer with no message coming).
+
+The URL may be a comma-separated list naming the nodes of one cluster: the first connection
+goes to the first node that answers, and after a loss the connection is opened again on the
+next node of the list (round and round), so a node that died is left for one that lives. On a
+cluster the queues are quorum queues (`Topology`), replicated on the nodes, so every node
+serves them.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import aiormq
 from aiormq.abc import AbstractConnection
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
-from mussikon.config import mask_url
+from mussikon.config import mask_url, split_urls
 
 log = logging.getLogger("mussikon.rabbitmq")
 
@@ -41,10 +47,13 @@ T = TypeVar("T")
 
 
 def _not_a_failed_connect(record: logging.LogRecord) -> bool:
-    """aiormq logs a failed connect at ERROR before raising it; BrokerConnection reports that
-    failure itself (an error for the first connection, a warning while reconnecting), so
-    aiormq's line would only repeat it."""
-    return not record.getMessage().startswith("error when creating transport")
+    """aiormq logs a failed connect at ERROR before raising it, and a lost connection with a
+    traceback; BrokerConnection reports both itself (an error for the first connection, a
+    warning while reconnecting, a warning naming the node and the reason of a loss), so
+    aiormq's lines would only repeat them."""
+    message = record.getMessage()
+    return not (message.startswith("error when creating transport")
+                or message.startswith("Cancelling cause reader exited abnormally"))
 
 
 class BrokerUnavailable(ConnectionError):
@@ -74,6 +83,9 @@ class BrokerConnection:
                  name: str = "mussikon", connect_timeout: float = 10.0,
                  timeout: float = 30.0) -> None:
         self.url = url
+        self.urls = split_urls(url) or [url]
+        """The nodes tried, in order (one, unless `url` is a comma-separated list)."""
+        self._node = 0
         self.reconnect_delays = tuple(reconnect_delays)
         self.name = name
         self.connect_timeout = connect_timeout
@@ -96,18 +108,36 @@ class BrokerConnection:
         out. An exception from it drops that connection and tries again."""
         self._listeners.append(callback)
 
+    @property
+    def node_url(self) -> str:
+        """The URL of the node connected to (or last tried)."""
+        return self.urls[self._node]
+
     async def open(self) -> None:
-        """Connect once (BrokerUnavailable if that fails), then keep the connection up."""
-        try:
-            self._current = await self._connect()
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            reason = str(exc) or type(exc).__name__
-            if isinstance(exc, TimeoutError) and not str(exc):
-                reason = f"no answer within {self.connect_timeout:g} s"
-            raise BrokerUnavailable(
-                f"RabbitMQ is not reachable at {mask_url(self.url)}: {reason}") from None
+        """Connect to the first node that answers (BrokerUnavailable if none does), then keep
+        the connection up."""
+        reasons = []
+        for node, url in enumerate(self.urls):
+            try:
+                self._current = await self._connect(url)
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                reason = str(exc) or type(exc).__name__
+                if isinstance(exc, TimeoutError) and not str(exc):
+                    reason = f"no answer within {self.connect_timeout:g} s"
+                reasons.append((url, reason))
+                continue
+            self._node = node
+            break
+        else:
+            if len(reasons) == 1:
+                raise BrokerUnavailable(
+                    f"RabbitMQ is not reachable at {mask_url(self.url)}: {reasons[0][1]}")
+            raise BrokerUnavailable("RabbitMQ is not reachable at any node: " + "; ".join(
+                f"{mask_url(url)}: {reason}" for url, reason in reasons))
+        if len(self.urls) > 1:
+            log.info("connected to RabbitMQ at %s", mask_url(self.node_url))
         self._ready.set()
         self._supervisor = asyncio.create_task(self._supervise(), name="rabbitmq-connection")
 
@@ -164,9 +194,9 @@ class BrokerConnection:
             with contextlib.suppress(*BROKER_ERRORS):
                 await asyncio.wait_for(self._current.close(), self.timeout)
 
-    async def _connect(self) -> AbstractConnection:
+    async def _connect(self, url: str) -> AbstractConnection:
         async with asyncio.timeout(self.connect_timeout):
-            connection = await aiormq.connect(with_heartbeat(self.url, self.timeout),
+            connection = await aiormq.connect(with_heartbeat(url, self.timeout),
                                               client_properties={"connection_name": self.name})
         try:
             for listener in self._listeners:
@@ -182,28 +212,44 @@ class BrokerConnection:
             current = self._current
             assert current is not None
             # asyncio.wait rather than await: the future holds the reason for the closing (an
-            # exception, or a cancellation) and only the fact matters here.
+            # exception, or a cancellation), which is only logged here.
             await asyncio.wait({current.closing})
             if self.is_closed:
                 return
             self._ready.clear()
-            log.warning("RabbitMQ connection lost; reconnecting to %s", mask_url(self.url))
+            closing = current.closing
+            reason = (closing.exception() if not closing.cancelled() else None) or "closed"
+            log.warning("RabbitMQ connection to %s lost (%s); reconnecting to %s",
+                        mask_url(self.node_url), reason, mask_url(self.urls[self._next(0)]))
             self._current = await self._reconnect()
             self.reconnections += 1
             self._ready.set()
-            log.info("RabbitMQ connection re-established")
+            log.info("RabbitMQ connection re-established to %s", mask_url(self.node_url))
+
+    def _next(self, attempt: int) -> int:
+        """The node of the `attempt`-th try after a loss: the next ones in the list, in turn."""
+        return (self._node + 1 + attempt) % len(self.urls)
 
     async def _reconnect(self) -> AbstractConnection:
         attempt = 0
         while True:
-            delay = self.reconnect_delays[min(attempt, len(self.reconnect_delays) - 1)]
+            # Every node of the list is tried once per delay: the wait grows by rounds.
+            rounds = attempt // len(self.urls)
+            delay = self.reconnect_delays[min(rounds, len(self.reconnect_delays) - 1)]
             await asyncio.sleep(delay)
+            node = self._next(attempt)
             attempt += 1
+            url = mask_url(self.urls[node])
             try:
-                return await self._connect()
+                connection = await self._connect(self.urls[node])
             except BROKER_ERRORS as exc:
-                log.warning("reconnecting to RabbitMQ failed (attempt %d): %s", attempt, exc)
+                log.warning("reconnecting to RabbitMQ at %s failed (attempt %d): %s", url,
+                            attempt, exc)
             except Exception:
                 # A setup callback failed for another reason (a bug, a broker refusing the
                 # topology): keep trying, loudly, rather than leave the process deaf.
-                log.exception("setting up the RabbitMQ connection failed (attempt %d)", attempt)
+                log.exception("setting up the RabbitMQ connection at %s failed (attempt %d)",
+                              url, attempt)
+            else:
+                self._node = node
+                return connection

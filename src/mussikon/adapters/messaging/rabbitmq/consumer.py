@@ -82,7 +82,7 @@ from mussikon.adapters.messaging.retries import next_retry_delay, try_handler
 from mussikon.adapters.messaging.stream_order import StreamOrderedWorkers
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.prerequisites import Prerequisite, PrerequisitesMissing, prerequisites
-from mussikon.ports.event_store import EventStore
+from mussikon.ports.event_store import EventStore, StoreError
 from mussikon.ports.transport import Envelope, Subscription
 from mussikon.wire import EventCodec, WireFormatError
 
@@ -108,9 +108,16 @@ class _Delivery:
     """Those still to run its handler (all that want it, until some succeeded)."""
     tries: int = 0
     """In-process attempts made so far, in this delivery."""
+    store_waits: int = 0
+    """Times the store could not be asked whether it holds the event, in this delivery."""
     error: Exception | None = None
     stream: str | None = None
     """The event's stream, whose order it keeps (None for a malformed message)."""
+
+
+STORE_WAIT_FIRST, STORE_WAIT_MAX = 0.1, 5.0
+"""Seconds a message waits before asking the store again, after its first failure to answer
+(then doubled each time), and at most."""
 
 
 def _stream_of(delivery: _Delivery) -> str | None:
@@ -260,7 +267,7 @@ class EventConsumer:
     async def _attempt(self, delivery: _Delivery) -> float | None:
         """One attempt at a delivery: None once it is settled (or its channel is gone),
         else the seconds before the next attempt."""
-        if delivery.tries:
+        if delivery.tries or delivery.store_waits:
             self._retry_waits -= 1  # it waited for this attempt
         delay = await self._handle(delivery)
         if delay is None:
@@ -288,6 +295,17 @@ class EventConsumer:
                 self.broker.drop(f"a retry or dead letter could not be routed ({exc})")
             acks.reject(tag, requeue=True)
             return None
+        except StoreError as exc:
+            # The store could not say whether it holds the event (a database restarting). Not
+            # the message's fault and no attempt of a handler: it waits here, unacknowledged,
+            # and is tried again. Handed back at once, it would come straight back, each time
+            # counted by the quorum queue, which dead-letters it after its delivery limit: a
+            # few seconds without the database would send every message then arriving to
+            # the dead letters.
+            delivery.store_waits += 1
+            delay = min(STORE_WAIT_MAX, STORE_WAIT_FIRST * 2.0 ** (delivery.store_waits - 1))
+            log.warning("a message from %s waits %.2g s for the store: %s", queue, delay, exc)
+            return delay
         except Exception:
             log.exception("unexpected failure handling a message from %s", queue)
             acks.reject(tag, requeue=True)
