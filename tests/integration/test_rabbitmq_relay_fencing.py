@@ -103,9 +103,11 @@ class StoreView(DocumentStore):
         return await self.shared.has_seen(consumer, message_id)
 
     async def scan_page(self, collection: str, *, after: str = "", limit: int,
-                        prefix: str = "") -> list[tuple[str, Document]]:
+                        prefix: str = "", before: str | None = None
+                        ) -> list[tuple[str, Document]]:
         await self._reachable.wait()
-        return await self.shared.scan_page(collection, after=after, limit=limit, prefix=prefix)
+        return await self.shared.scan_page(collection, after=after, limit=limit, prefix=prefix,
+                                           before=before)
 
 
 def relay_of(transport: RabbitMqTransport) -> RabbitMqTransport:

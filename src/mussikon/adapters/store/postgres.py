@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -62,6 +63,7 @@ import asyncpg
 
 from mussikon.adapters.store.decoding import batch_before, undecodable, until_undecodable
 from mussikon.adapters.store.document_json import decode_document, encode_document
+from mussikon.adapters.store.key_range import KeyRange
 from mussikon.adapters.store.postgres_pool import Connection, ConnectionPool
 from mussikon.config import mask_url
 from mussikon.domain.events import DomainEvent
@@ -996,8 +998,6 @@ class PostgresDocumentStore(DocumentStore):
         self.db = db
         s = db.table_prefix
         self._get_sql = f"SELECT body FROM {s}.documents WHERE collection = $1 AND key = $2"
-        self._scan_sql = (f"SELECT key, body FROM {s}.documents WHERE collection = $1"
-                          " AND starts_with(key, $2) ORDER BY key")
         self._commit_sql = (f"SELECT {s}.commit_documents($1, $2, $3, $4, $5, $6, $7, $8, $9,"
                             " $10, $11, $12, $13)")
         self._checkpoint_sql = f"SELECT position FROM {s}.checkpoints WHERE name = $1"
@@ -1026,9 +1026,25 @@ class PostgresDocumentStore(DocumentStore):
         return None if body is None else decode_document(body)
 
     async def scan(self, collection: str, prefix: str = "") -> list[tuple[str, Document]]:
+        return await self._scan(collection, KeyRange.of(prefix), None)
+
+    async def _scan(self, collection: str, keys: KeyRange,
+                    limit: int | None) -> list[tuple[str, Document]]:
+        """The documents in a range of the primary key, in key order."""
+        sql, values = self.scan_query(collection, keys, limit)
         async with self.db.connection(f"scanning collection {collection!r}") as conn:
-            rows = await conn.fetch(self._scan_sql, collection, prefix)
+            rows = await conn.fetch(sql, *values)
         return [(key, decode_document(body)) for key, body in rows]
+
+    def scan_query(self, collection: str, keys: KeyRange,
+                   limit: int | None) -> tuple[str, list[str]]:
+        """The statement that reads a range of keys, and its values (tests EXPLAIN it)."""
+        condition, values = keys.sql(f"${n}" for n in itertools.count(2))
+        sql = (f"SELECT key, body FROM {self.db.table_prefix}.documents WHERE collection = $1"
+               f" AND {condition} ORDER BY key")
+        if limit is not None:
+            sql += f" LIMIT {max(int(limit), 0)}"
+        return sql, [collection, *values]
 
     async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
                      inbox: tuple[str, str] | None = None, expected: int | None = None,
@@ -1079,14 +1095,10 @@ class PostgresDocumentStore(DocumentStore):
             return await conn.fetchval(self._seen_sql, consumer, message_id) is not None
 
     async def scan_page(self, collection: str, *, after: str = "", limit: int,
-                        prefix: str = "") -> list[tuple[str, Document]]:
-        s = self.db.table_prefix
-        async with self.db.connection(f"scanning collection {collection!r}") as conn:
-            rows = await conn.fetch(
-                f"SELECT key, body FROM {s}.documents WHERE collection = $1 AND key > $2"
-                " AND starts_with(key, $3) ORDER BY key LIMIT $4",
-                collection, after, prefix, limit)
-        return [(key, decode_document(body)) for key, body in rows]
+                        prefix: str = "", before: str | None = None
+                        ) -> list[tuple[str, Document]]:
+        return await self._scan(collection, KeyRange.of(prefix, after=after, before=before),
+                                limit)
 
 
 async def open_postgres(url: str, schema: str = DEFAULT_SCHEMA, pool_size: int = 10,
