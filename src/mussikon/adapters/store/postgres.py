@@ -330,6 +330,47 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $body$;
     """,
+    # 6: documents that lists and loops read a range of. Pending saga timeouts move to a
+    # collection keyed by due time (`sagas.timeouts.due_key`: the ISO time as the document
+    # has it, then the id). Each saga gets its entries in the listing of `sagas list`
+    # (`sagas.journal.LISTING`: the filter, the latest start first, the id). Notifications
+    # are numbered in the order sent (`notifications.BY_NUMBER`), the count kept as a
+    # checkpoint. A program from before this version writes none of these: every process
+    # sharing the schema is upgraded together.
+    """
+    INSERT INTO {s}.documents (collection, key, body)
+        SELECT 'saga-timeouts-by-due', (body::jsonb ->> 'due_at') || '/' || key, body
+        FROM {s}.documents WHERE collection = 'saga-timeouts'
+        ON CONFLICT (collection, key) DO UPDATE SET body = excluded.body;
+    DELETE FROM {s}.documents WHERE collection = 'saga-timeouts';
+    INSERT INTO {s}.documents (collection, key, body)
+        SELECT 'saga-listing',
+               f.filter || '/' || lpad((100000000000000000 - (extract(epoch FROM
+                   (d.body::jsonb ->> 'started_at')::timestamptz) * 1000000)::bigint)::text,
+                   17, '0') || '/' || d.key,
+               json_build_object('id', d.key)::text
+        FROM {s}.documents d, LATERAL (VALUES ('all'),
+                ('status=' || (d.body::jsonb ->> 'status')),
+                ('kind=' || (d.body::jsonb ->> 'kind')),
+                ('kind=' || (d.body::jsonb ->> 'kind') || '&status='
+                 || (d.body::jsonb ->> 'status'))) AS f (filter)
+        WHERE d.collection = 'sagas' AND d.body::jsonb ->> 'started_at' IS NOT NULL
+        ON CONFLICT (collection, key) DO NOTHING;
+    INSERT INTO {s}.documents (collection, key, body)
+        SELECT 'notifications-by-number', lpad(number::text, 20, '0'),
+               jsonb_set(body::jsonb, '{{number}}', to_jsonb(number))::text
+        FROM (SELECT body, row_number() OVER (
+                  ORDER BY (body::jsonb ->> 'sequence')::bigint, key) AS number
+              FROM {s}.documents WHERE collection = 'notifications') AS numbered
+        ON CONFLICT (collection, key) DO NOTHING;
+    UPDATE {s}.documents d SET body = n.body FROM {s}.documents n
+        WHERE d.collection = 'notifications' AND n.collection = 'notifications-by-number'
+        AND d.key = n.body::jsonb ->> 'key';
+    INSERT INTO {s}.checkpoints (name, position)
+        SELECT 'notification-numbers', count(*) FROM {s}.documents
+        WHERE collection = 'notifications-by-number'
+        ON CONFLICT (name) DO UPDATE SET position = excluded.position;
+    """,
 )
 """Schema versions, applied in order; `schema_version` records which ran. `{s}` is the schema."""
 

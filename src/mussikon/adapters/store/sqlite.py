@@ -101,6 +101,47 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE lease_generations (last INTEGER NOT NULL);
     INSERT INTO lease_generations VALUES (0)
     """,
+    # 4: documents that lists and loops read a range of. Pending saga timeouts move to a
+    # collection keyed by due time (`sagas.timeouts.due_key`: the ISO time as the document
+    # has it, then the id). Each saga gets its entries in the listing of `sagas list`
+    # (`sagas.journal.LISTING`: the filter, the latest start first, the id). Notifications
+    # are numbered in the order sent (`notifications.BY_NUMBER`), the count kept as a
+    # checkpoint. A program from before this version writes none of these: every process
+    # sharing a file is upgraded together.
+    """
+    INSERT OR REPLACE INTO documents (collection, key, body)
+        SELECT 'saga-timeouts-by-due', json_extract(body, '$.due_at') || '/' || key, body
+        FROM documents WHERE collection = 'saga-timeouts';
+    DELETE FROM documents WHERE collection = 'saga-timeouts';
+    WITH started AS (
+        SELECT key, json_extract(body, '$.kind') AS kind, json_extract(body, '$.status') AS status,
+               json_extract(body, '$.started_at') AS at
+        FROM documents WHERE collection = 'sagas' AND json_extract(body, '$.started_at') NOT NULL
+    ), filters (n) AS (VALUES (0), (1), (2), (3))
+    INSERT OR REPLACE INTO documents (collection, key, body)
+        SELECT 'saga-listing',
+               CASE n WHEN 0 THEN 'all' WHEN 1 THEN 'status=' || status
+                      WHEN 2 THEN 'kind=' || kind ELSE 'kind=' || kind || '&status=' || status
+               END || '/' || printf('%017d', 100000000000000000 - unixepoch(at) * 1000000
+                   - CASE WHEN substr(at, 20, 1) = '.' THEN CAST(substr(at, 21, 6) AS INTEGER)
+                     ELSE 0 END) || '/' || key,
+               json_object('id', key)
+        FROM started, filters;
+    INSERT OR REPLACE INTO documents (collection, key, body)
+        SELECT 'notifications-by-number', printf('%020d', number),
+               json_set(body, '$.number', number)
+        FROM (SELECT body, row_number() OVER (ORDER BY json_extract(body, '$.sequence'), key)
+                  AS number
+              FROM documents WHERE collection = 'notifications');
+    UPDATE documents SET body = numbered.body
+        FROM (SELECT body FROM documents WHERE collection = 'notifications-by-number')
+            AS numbered
+        WHERE documents.collection = 'notifications'
+        AND documents.key = json_extract(numbered.body, '$.key');
+    INSERT OR REPLACE INTO checkpoints (name, position)
+        SELECT 'notification-numbers', count(*) FROM documents
+        WHERE collection = 'notifications-by-number'
+    """,
 )
 """Schema versions, applied in order; `PRAGMA user_version` records how many ran."""
 
