@@ -45,7 +45,8 @@ window and pause their queue, at most `retry_wait_limit` (half the prefetch) mes
 wait in process at once: a message failing beyond that skips the rest of its in-process
 retries and goes on at once to its next delayed retry (the TTL queue), or in its last
 round to the dead-letter queue (with the number of attempts it did have). In-process
-retries are for a passing blip; that many messages failing at once is not one, and the healthy ones keep flowing.
+retries are for a passing blip; that many messages failing at once is not one, and the
+healthy ones keep flowing.
 The same event delivered again while its first delivery is still in progress here
 (after a reconnect) is of the same stream, so it waits for it and the inbox sees the
 first one's result.
