@@ -368,7 +368,7 @@ MIGRATIONS: tuple[str, ...] = (
         AND d.key = n.body::jsonb ->> 'key';
     INSERT INTO {s}.checkpoints (name, position)
         SELECT 'notification-numbers', count(*) FROM {s}.documents
-        WHERE collection = 'notifications-by-number'
+        WHERE collection = 'notifications-by-number' HAVING count(*) > 0
         ON CONFLICT (name) DO UPDATE SET position = excluded.position;
     """,
 )

@@ -140,7 +140,7 @@ MIGRATIONS: tuple[str, ...] = (
         AND documents.key = json_extract(numbered.body, '$.key');
     INSERT OR REPLACE INTO checkpoints (name, position)
         SELECT 'notification-numbers', count(*) FROM documents
-        WHERE collection = 'notifications-by-number'
+        WHERE collection = 'notifications-by-number' HAVING count(*) > 0
     """,
 )
 """Schema versions, applied in order; `PRAGMA user_version` records how many ran."""
