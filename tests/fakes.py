@@ -17,8 +17,10 @@ class FakeNotifier(Notifier):
         self.outbox.append(notification)
         return True
 
-    async def sent(self, limit: int = 100) -> list[SentNotification]:
-        return [SentNotification(n, n.created_at, "fake") for n in self.outbox][-limit:]
+    async def sent(self, limit: int = 100, after: int | None = None) -> list[SentNotification]:
+        numbered = [SentNotification(n, n.created_at, "fake", number)
+                    for number, n in enumerate(self.outbox, start=1)]
+        return numbered[-limit:] if after is None else numbered[after:after + limit]
 
     def kinds_to(self, recipient: str) -> list[str]:
         """The kinds sent to one person, in order."""

@@ -183,6 +183,7 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
             url, store, documents, codec, prefix=settings.rabbitmq_prefix,
             events_exchange=settings.rabbitmq_events_exchange,
             queue_type=settings.rabbitmq_queue_type, prefetch=settings.rabbitmq_prefetch,
+            max_in_flight=settings.rabbitmq_max_in_flight,
             concurrency=settings.bus_concurrency, retry_delays=settings.retry_delays,
             delayed_retry_delays=settings.delayed_retry_delays,
             poll_interval=settings.poll_interval, poll_max_interval=settings.poll_max_interval,

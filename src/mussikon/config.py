@@ -78,6 +78,10 @@ class Settings(BaseSettings):
         "quorum", description="Queue type: quorum (replicated, poison-safe) or classic")
     rabbitmq_prefetch: int = Field(100, ge=1, le=65535, description="Unacknowledged messages "
                                                                    "per consumer")
+    rabbitmq_max_in_flight: int = Field(
+        300, ge=1, le=1_000_000, description="Unacknowledged messages a worker holds in all, "
+                                             "shared as the prefetch of the queues it consumes "
+                                             "(at least 1 each)")
     rabbitmq_retry_delays: str = Field("1,10,60", description="Seconds of the delayed retries "
                                                               "through TTL queues")
     prerequisite_wait: float = Field(

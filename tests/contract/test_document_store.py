@@ -264,3 +264,21 @@ async def test_scan_page_reads_a_collection_in_key_order_a_page_at_a_time(
     assert [k for k, _ in await docs.scan_page("c", prefix="a_", limit=5)] == ["a_1"]
     assert await docs.scan_page("c", after="é-1", limit=5) == []
     assert await docs.scan_page("empty", limit=5) == []
+
+
+async def test_scan_page_stops_before_a_key_and_a_prefix_is_a_range_of_keys(
+        docs: DocumentStore) -> None:
+    keys = ["a", "a-1", "a-2", "a-3", "a.", "a\U0010ffff", "a\U0010ffffz", "b", "ab"]
+    await docs.commit(putting(*(("c", k, {}) for k in keys)))
+    assert [k for k, _ in await docs.scan_page("c", limit=10, before="a-3")] == [
+        "a", "a-1", "a-2"]
+    assert [k for k, _ in await docs.scan_page("c", after="a-1", limit=10, before="a.")] == [
+        "a-2", "a-3"]
+    assert [k for k, _ in await docs.scan_page("c", prefix="a-", limit=10, before="a-3")] == [
+        "a-1", "a-2"]
+    assert await docs.scan_page("c", limit=10, before="a") == []
+    # the last code point is no end of a range: the keys after it still start with "a"
+    assert [k for k, _ in await docs.scan("c", "a\U0010ffff")] == ["a\U0010ffff",
+                                                                  "a\U0010ffffz"]
+    assert [k for k, _ in await docs.scan("c", "a")] == sorted(set(keys) - {"b"})
+    assert [k for k, _ in await docs.scan_page("c", prefix="a-", limit=2)] == ["a-1", "a-2"]

@@ -199,6 +199,22 @@ async def test_sent_lists_in_send_order_newest_last(subject: NotifierUnderTest) 
     assert await subject.notifier.sent(limit=0) == []
 
 
+async def test_sent_notifications_are_numbered_without_gaps_and_read_a_page_at_a_time(
+        subject: NotifierUnderTest) -> None:
+    keys = [f"new-gig:e-{n}:ana@example.com" for n in range(7)]
+    # sent at once: each takes its own number, none twice, none skipped
+    assert all(await asyncio.gather(*(subject.notifier.send(notification(k, kind="new-gig"))
+                                      for k in keys)))
+    assert not await subject.notifier.send(notification(keys[0], kind="new-gig"))
+    everything = await subject.notifier.sent()
+    assert [s.number for s in everything] == list(range(1, 8))
+    assert sorted(s.notification.key for s in everything) == sorted(keys)
+    assert [s.number for s in await subject.notifier.sent(limit=3)] == [5, 6, 7]
+    assert [s.number for s in await subject.notifier.sent(limit=3, after=0)] == [1, 2, 3]
+    assert await subject.notifier.sent(limit=3, after=2) == everything[2:5]
+    assert await subject.notifier.sent(limit=3, after=7) == []
+
+
 def every_template(event_id: str) -> list[Notification]:
     gig_date = datetime.now(UTC) + timedelta(days=30)
     fee = Decimal("1250.50")

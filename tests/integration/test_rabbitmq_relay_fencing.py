@@ -108,9 +108,11 @@ class StoreView(DocumentStore):
         return await self.shared.prune_inbox(older_than, limit)
 
     async def scan_page(self, collection: str, *, after: str = "", limit: int,
-                        prefix: str = "") -> list[tuple[str, Document]]:
+                        prefix: str = "", before: str | None = None
+                        ) -> list[tuple[str, Document]]:
         await self._reachable.wait()
-        return await self.shared.scan_page(collection, after=after, limit=limit, prefix=prefix)
+        return await self.shared.scan_page(collection, after=after, limit=limit, prefix=prefix,
+                                           before=before)
 
 
 def relay_of(transport: RabbitMqTransport) -> RabbitMqTransport:

@@ -183,8 +183,8 @@ class StuckOnCancellationNotices(Notifier):
             await asyncio.sleep(3600)
         return await self.inner.send(notification)
 
-    async def sent(self, limit: int = 100) -> list[SentNotification]:
-        return await self.inner.sent(limit)
+    async def sent(self, limit: int = 100, after: int | None = None) -> list[SentNotification]:
+        return await self.inner.sent(limit, after)
 
 
 async def test_killed_while_compensating_after_a_deadline_the_compensation_resumes_once(

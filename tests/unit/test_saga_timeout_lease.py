@@ -9,7 +9,12 @@ import pytest
 from mussikon.adapters.clock import FakeClock
 from mussikon.adapters.store.memory import InMemoryDocumentStore
 from mussikon.application.sagas import timeouts
-from mussikon.application.sagas.timeouts import TIMEOUTS, ScheduledTimeout, TimeoutScheduler
+from mussikon.application.sagas.timeouts import (
+    LEASE,
+    TIMEOUTS,
+    ScheduledTimeout,
+    TimeoutScheduler,
+)
 from mussikon.ports.documents import Changes
 
 
@@ -23,14 +28,14 @@ async def test_only_the_lease_holder_fires_and_another_takes_over_when_it_stops(
         async def fire(timeout: ScheduledTimeout) -> None:
             fired.append((name, timeout.id))
             changes = Changes()
-            changes.delete(TIMEOUTS, timeout.id)
+            changes.delete(TIMEOUTS, timeout.key)
             await documents.commit(changes)
         return TimeoutScheduler(documents, clock, fire)
 
     async def schedule(timeout_id: str) -> None:
         timeout = ScheduledTimeout(timeout_id, "booking", "b1", "signatures", "sign",
                                    clock.now() - timedelta(seconds=1))
-        await documents.commit(Changes(puts={(TIMEOUTS, timeout_id): timeout.to_document()}))
+        await documents.commit(Changes(puts={(TIMEOUTS, timeout.key): timeout.to_document()}))
 
     first, second = scheduler("first"), scheduler("second")
     await schedule("t1")
@@ -52,13 +57,13 @@ async def test_a_holder_that_loses_the_lease_while_firing_a_list_stops_there(
     async def slow_fire(timeout: ScheduledTimeout) -> None:
         fired.append(timeout.id)
         wall[0] += 61  # each handling outlasts the lease; another scheduler takes it over
-        assert await documents.try_lease(TIMEOUTS, "another", 60.0)
+        assert await documents.try_lease(LEASE, "another", 60.0)
 
     scheduler = TimeoutScheduler(documents, clock, slow_fire)
     scheduler._lease._monotonic = lambda: wall[0]  # the lease's own clock, moved with the store's
     for timeout_id in ("t1", "t2", "t3"):
         timeout = ScheduledTimeout(timeout_id, "booking", "b1", "signatures", "sign",
                                    clock.now() - timedelta(seconds=1))
-        await documents.commit(Changes(puts={(TIMEOUTS, timeout_id): timeout.to_document()}))
+        await documents.commit(Changes(puts={(TIMEOUTS, timeout.key): timeout.to_document()}))
     assert await scheduler.fire_due() == 1
     assert fired == ["t1"]

@@ -3,15 +3,16 @@ SMTP notifier.
 
 Every notification carries an idempotency key built from the event that caused it and its
 recipient, so a redelivered event sends no second message. Both adapters keep what they
-sent in the document store (collection ``notifications``, one document per key), which
-is what `mussikon notifications list` shows.
+sent in the document store: one document per key (collection ``notifications``) and the
+same document under its number (``notifications-by-number``, keyed by the number written
+with 20 digits, so that the key order is the number order and a page is a range of keys),
+which is what `mussikon notifications list` reads.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,15 +30,21 @@ from mussikon.ports.notifier import Notification, NotificationError, Notifier, S
 logger = logging.getLogger("mussikon.notifications")
 
 COLLECTION = "notifications"
+BY_NUMBER = "notifications-by-number"
+NUMBERS = "notification-numbers"
+"""The checkpoint that counts the notifications sent: the number of the last one."""
 _SENT = "mussikon.notifications"  # inbox consumer whose entries claim notification keys
 
 
+def _number_key(number: int) -> str:
+    return f"{number:020d}"
+
+
 class NotificationLog:
-    """What was sent, in the document store: one document per idempotency key."""
+    """What was sent, in the document store: one document per idempotency key, numbered."""
 
     def __init__(self, documents: DocumentStore) -> None:
         self.documents = documents
-        self._last_micros = 0
 
     async def find(self, key: str) -> SentNotification | None:
         """The record of the notification sent with this key, if any."""
@@ -45,32 +52,43 @@ class NotificationLog:
         return None if doc is None else _from_document(doc)
 
     async def record(self, notification: Notification, channel: str) -> bool:
-        """Record it as sent now; False (recording nothing) if its key is recorded already."""
-        # Strictly increasing within this process, so the list keeps send order even when
-        # two sends fall in the same microsecond.
-        self._last_micros = max(time.time_ns() // 1000, self._last_micros + 1)
-        sent = SentNotification(notification, datetime.now(UTC), channel)
-        changes = Changes()
-        changes.put(COLLECTION, notification.key, _to_document(sent, self._last_micros))
-        # The inbox entry makes the claim atomic, also between processes sharing a database.
-        return await self.documents.commit(changes, inbox=(_SENT, notification.key))
+        """Record it as sent now, with the next number; False (recording nothing) if its key
+        is recorded already."""
+        while True:
+            last = await self.documents.checkpoint(NUMBERS)
+            sent = SentNotification(notification, datetime.now(UTC), channel, last + 1)
+            doc = _to_document(sent)
+            changes = Changes()
+            changes.put(COLLECTION, notification.key, doc)
+            changes.put(BY_NUMBER, _number_key(sent.number), doc)
+            # The inbox entry claims the key and the checkpoint's compare-and-set the number,
+            # in one commit, also between processes sharing a database.
+            if await self.documents.commit(changes, inbox=(_SENT, notification.key),
+                                           checkpoint=(NUMBERS, sent.number), expected=last):
+                return True
+            if await self.documents.has_seen(_SENT, notification.key):
+                return False
+            # Another send took that number first: take the next one.
 
-    async def latest(self, limit: int) -> list[SentNotification]:
-        """The last `limit` records, newest last."""
+    async def latest(self, limit: int, after: int | None = None) -> list[SentNotification]:
+        """The last `limit` records, newest last; with `after`, the `limit` numbered after
+        it. A range of numbers: only the records returned are read."""
         if limit <= 0:
             return []
-        rows = await self.documents.scan(COLLECTION)
-        rows.sort(key=lambda row: (row[1]["sequence"], row[0]))
-        return [_from_document(doc) for _, doc in rows[-limit:]]
+        if after is None:
+            after = max(await self.documents.checkpoint(NUMBERS) - limit, 0)
+        rows = await self.documents.scan_page(BY_NUMBER, after=_number_key(max(after, 0)),
+                                              limit=limit)
+        return [_from_document(doc) for _, doc in rows]
 
 
-def _to_document(sent: SentNotification, sequence: int) -> Document:
+def _to_document(sent: SentNotification) -> Document:
     n = sent.notification
     return {
         "key": n.key, "kind": n.kind, "recipient": n.recipient,
         "recipient_name": n.recipient_name, "subject": n.subject, "body": n.body,
         "about": n.about, "created_at": n.created_at.isoformat(),
-        "sent_at": sent.sent_at.isoformat(), "channel": sent.channel, "sequence": sequence,
+        "sent_at": sent.sent_at.isoformat(), "channel": sent.channel, "number": sent.number,
     }
 
 
@@ -80,7 +98,8 @@ def _from_document(doc: Document) -> SentNotification:
         recipient_name=doc["recipient_name"], subject=doc["subject"], body=doc["body"],
         about=doc["about"], created_at=datetime.fromisoformat(doc["created_at"]),
     )
-    return SentNotification(notification, datetime.fromisoformat(doc["sent_at"]), doc["channel"])
+    return SentNotification(notification, datetime.fromisoformat(doc["sent_at"]), doc["channel"],
+                            int(doc.get("number", 0)))
 
 
 class RecordingNotifier(Notifier):
@@ -98,8 +117,8 @@ class RecordingNotifier(Notifier):
                     notification.recipient, notification.about or "-", notification.subject)
         return True
 
-    async def sent(self, limit: int = 100) -> list[SentNotification]:
-        return await self.log.latest(limit)
+    async def sent(self, limit: int = 100, after: int | None = None) -> list[SentNotification]:
+        return await self.log.latest(limit, after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,8 +254,8 @@ class SmtpNotifier(Notifier):
                     notification.recipient, notification.about or "-", self.server.address)
         return recorded
 
-    async def sent(self, limit: int = 100) -> list[SentNotification]:
-        return await self.log.latest(limit)
+    async def sent(self, limit: int = 100, after: int | None = None) -> list[SentNotification]:
+        return await self.log.latest(limit, after)
 
     async def _submit(self, notification: Notification) -> None:
         s = self.server

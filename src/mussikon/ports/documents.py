@@ -51,7 +51,10 @@ class DocumentStore(abc.ABC):
 
     @abc.abstractmethod
     async def scan(self, collection: str, prefix: str = "") -> list[tuple[str, Document]]:
-        """Every document of a collection whose key starts with `prefix`, ordered by key."""
+        """Every document of a collection whose key starts with `prefix`, ordered by key: read
+        as one range of the index on (collection, key), but without a limit, so only for
+        what is bounded by design (one saga's history, one genre and place); `scan_page`
+        reads a page."""
 
     @abc.abstractmethod
     async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
@@ -119,7 +122,10 @@ class DocumentStore(abc.ABC):
 
     @abc.abstractmethod
     async def scan_page(self, collection: str, *, after: str = "", limit: int,
-                        prefix: str = "") -> list[tuple[str, Document]]:
-        """At most `limit` documents of a collection whose key starts with `prefix` and comes
-        after `after` (`""`: from the first), ordered by key (by code point): a page of
-        `scan`, the next page after the last key of this one."""
+                        prefix: str = "", before: str | None = None
+                        ) -> list[tuple[str, Document]]:
+        """At most `limit` documents of a collection whose key starts with `prefix`, comes
+        after `after` (`""`: from the first) and before `before` (None: up to the last),
+        ordered by key (by code point): a page of `scan`, the next page after the last key
+        of this one. One range of the index on (collection, key): the documents outside
+        the range are never read."""

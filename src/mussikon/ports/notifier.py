@@ -45,6 +45,8 @@ class SentNotification:
     notification: Notification
     sent_at: datetime
     channel: str
+    number: int = 0
+    """Its place in the order sent, from 1: the notifications sent are numbered without gaps."""
 
 
 class NotificationError(Exception):
@@ -62,5 +64,7 @@ class Notifier(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def sent(self, limit: int = 100) -> list[SentNotification]:
-        """The last `limit` notifications sent, newest last."""
+    async def sent(self, limit: int = 100, after: int | None = None) -> list[SentNotification]:
+        """The last `limit` notifications sent, newest last; with `after`, the first `limit`
+        of those numbered after it, oldest first (a page: the next is after the last number
+        of this one). Reads those it returns, not the others."""

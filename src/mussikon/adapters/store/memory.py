@@ -4,6 +4,7 @@ real stores, so every event makes the same round trip through the codec."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from uuid import UUID
 
 from mussikon.adapters.store.decoding import undecodable, until_undecodable
 from mussikon.adapters.store.document_json import decode_document, encode_document
+from mussikon.adapters.store.key_range import KeyRange
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.instant import epoch_micros, utc_now
 from mussikon.ports.documents import Changes, Document, DocumentStore, Fence
@@ -194,6 +196,8 @@ class InMemoryDocumentStore(DocumentStore):
 
     def __init__(self, *, wall_clock: Callable[[], float] = time.time) -> None:
         self._docs: dict[tuple[str, str], bytes] = {}
+        self._keys: dict[str, list[str]] = {}
+        """Each collection's keys, sorted: the index that scans read a range of."""
         self._checkpoints: dict[str, int] = {}
         self._inbox: dict[tuple[str, str], float] = {}
         """When (by `wall_clock`) each (consumer, message id) was written."""
@@ -209,10 +213,28 @@ class InMemoryDocumentStore(DocumentStore):
         return None if data is None else decode_document(data)
 
     async def scan(self, collection: str, prefix: str = "") -> list[tuple[str, Document]]:
-        return sorted(
-            (k, decode_document(v)) for (c, k), v in self._docs.items()
-            if c == collection and k.startswith(prefix)
-        )
+        return self._read(collection, self._range(collection, KeyRange.of(prefix)))
+
+    def _range(self, collection: str, keys: KeyRange) -> list[str]:
+        """The keys of the collection in the range, in order."""
+        index = self._keys.get(collection, [])
+        start = (bisect.bisect_right if keys.lower_open else bisect.bisect_left)(
+            index, keys.lower)
+        end = len(index) if keys.upper is None else bisect.bisect_left(index, keys.upper)
+        return index[start:end]
+
+    def _read(self, collection: str, keys: list[str]) -> list[tuple[str, Document]]:
+        return [(k, decode_document(self._docs[(collection, k)])) for k in keys]
+
+    def _put(self, collection: str, key: str, data: bytes) -> None:
+        if (collection, key) not in self._docs:
+            bisect.insort(self._keys.setdefault(collection, []), key)
+        self._docs[(collection, key)] = data
+
+    def _delete(self, collection: str, key: str) -> None:
+        if self._docs.pop((collection, key), None) is not None:
+            index = self._keys[collection]
+            del index[bisect.bisect_left(index, key)]
 
     async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
                      inbox: tuple[str, str] | None = None, expected: int | None = None,
@@ -229,9 +251,10 @@ class InMemoryDocumentStore(DocumentStore):
             if checkpoint[1] <= current or (expected is not None and current != expected):
                 return False
         encoded = {k: encode_document(v) for k, v in changes.puts.items()}
-        for key in changes.deletes:
-            self._docs.pop(key, None)
-        self._docs.update(encoded)
+        for collection, key in changes.deletes:
+            self._delete(collection, key)
+        for (collection, key), data in encoded.items():
+            self._put(collection, key, data)
         if checkpoint is not None:
             self._checkpoints[checkpoint[0]] = checkpoint[1]
         if inbox is not None:
@@ -245,8 +268,9 @@ class InMemoryDocumentStore(DocumentStore):
         return dict(self._checkpoints)
 
     async def reset_checkpoint(self, name: str, collections: list[str]) -> None:
-        for key in [k for k in self._docs if k[0] in collections]:
-            del self._docs[key]
+        for collection in collections:
+            for key in self._keys.pop(collection, []):
+                del self._docs[(collection, key)]
         self._checkpoints[name] = 0
 
     async def try_lease(self, name: str, owner: str, seconds: float) -> int | None:
@@ -277,7 +301,7 @@ class InMemoryDocumentStore(DocumentStore):
         return len(old)
 
     async def scan_page(self, collection: str, *, after: str = "", limit: int,
-                        prefix: str = "") -> list[tuple[str, Document]]:
-        keys = sorted(k for c, k in self._docs
-                      if c == collection and k > after and k.startswith(prefix))[:limit]
-        return [(k, decode_document(self._docs[(collection, k)])) for k in keys]
+                        prefix: str = "", before: str | None = None
+                        ) -> list[tuple[str, Document]]:
+        keys = self._range(collection, KeyRange.of(prefix, after=after, before=before))
+        return self._read(collection, keys[:max(limit, 0)])

@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -62,6 +63,7 @@ import asyncpg
 
 from mussikon.adapters.store.decoding import batch_before, undecodable, until_undecodable
 from mussikon.adapters.store.document_json import decode_document, encode_document
+from mussikon.adapters.store.key_range import KeyRange
 from mussikon.adapters.store.postgres_pool import Connection, ConnectionPool
 from mussikon.config import mask_url
 from mussikon.domain.events import DomainEvent
@@ -328,8 +330,47 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $body$;
     """,
-    # 6: reserved (taken by another change being made at the same time).
-    "SELECT 1",
+    # 6: documents that lists and loops read a range of. Pending saga timeouts move to a
+    # collection keyed by due time (`sagas.timeouts.due_key`: the ISO time as the document
+    # has it, then the id). Each saga gets its entries in the listing of `sagas list`
+    # (`sagas.journal.LISTING`: the filter, the latest start first, the id). Notifications
+    # are numbered in the order sent (`notifications.BY_NUMBER`), the count kept as a
+    # checkpoint. A program from before this version writes none of these: every process
+    # sharing the schema is upgraded together.
+    """
+    INSERT INTO {s}.documents (collection, key, body)
+        SELECT 'saga-timeouts-by-due', (body::jsonb ->> 'due_at') || '/' || key, body
+        FROM {s}.documents WHERE collection = 'saga-timeouts'
+        ON CONFLICT (collection, key) DO UPDATE SET body = excluded.body;
+    DELETE FROM {s}.documents WHERE collection = 'saga-timeouts';
+    INSERT INTO {s}.documents (collection, key, body)
+        SELECT 'saga-listing',
+               f.filter || '/' || lpad((100000000000000000 - (extract(epoch FROM
+                   (d.body::jsonb ->> 'started_at')::timestamptz) * 1000000)::bigint)::text,
+                   17, '0') || '/' || d.key,
+               json_build_object('id', d.key)::text
+        FROM {s}.documents d, LATERAL (VALUES ('all'),
+                ('status=' || (d.body::jsonb ->> 'status')),
+                ('kind=' || (d.body::jsonb ->> 'kind')),
+                ('kind=' || (d.body::jsonb ->> 'kind') || '&status='
+                 || (d.body::jsonb ->> 'status'))) AS f (filter)
+        WHERE d.collection = 'sagas' AND d.body::jsonb ->> 'started_at' IS NOT NULL
+        ON CONFLICT (collection, key) DO NOTHING;
+    INSERT INTO {s}.documents (collection, key, body)
+        SELECT 'notifications-by-number', lpad(number::text, 20, '0'),
+               jsonb_set(body::jsonb, '{{number}}', to_jsonb(number))::text
+        FROM (SELECT body, row_number() OVER (
+                  ORDER BY (body::jsonb ->> 'sequence')::bigint, key) AS number
+              FROM {s}.documents WHERE collection = 'notifications') AS numbered
+        ON CONFLICT (collection, key) DO NOTHING;
+    UPDATE {s}.documents d SET body = n.body FROM {s}.documents n
+        WHERE d.collection = 'notifications' AND n.collection = 'notifications-by-number'
+        AND d.key = n.body::jsonb ->> 'key';
+    INSERT INTO {s}.checkpoints (name, position)
+        SELECT 'notification-numbers', count(*) FROM {s}.documents
+        WHERE collection = 'notifications-by-number' HAVING count(*) > 0
+        ON CONFLICT (name) DO UPDATE SET position = excluded.position;
+    """,
     # 7: inbox entries found by age, for pruning them (`DocumentStore.prune_inbox`).
     """
     CREATE INDEX IF NOT EXISTS inbox_by_time ON {s}.inbox (handled_at);
@@ -1002,8 +1043,6 @@ class PostgresDocumentStore(DocumentStore):
         self.db = db
         s = db.table_prefix
         self._get_sql = f"SELECT body FROM {s}.documents WHERE collection = $1 AND key = $2"
-        self._scan_sql = (f"SELECT key, body FROM {s}.documents WHERE collection = $1"
-                          " AND starts_with(key, $2) ORDER BY key")
         self._commit_sql = (f"SELECT {s}.commit_documents($1, $2, $3, $4, $5, $6, $7, $8, $9,"
                             " $10, $11, $12, $13)")
         self._checkpoint_sql = f"SELECT position FROM {s}.checkpoints WHERE name = $1"
@@ -1037,9 +1076,25 @@ class PostgresDocumentStore(DocumentStore):
         return None if body is None else decode_document(body)
 
     async def scan(self, collection: str, prefix: str = "") -> list[tuple[str, Document]]:
+        return await self._scan(collection, KeyRange.of(prefix), None)
+
+    async def _scan(self, collection: str, keys: KeyRange,
+                    limit: int | None) -> list[tuple[str, Document]]:
+        """The documents in a range of the primary key, in key order."""
+        sql, values = self.scan_query(collection, keys, limit)
         async with self.db.connection(f"scanning collection {collection!r}") as conn:
-            rows = await conn.fetch(self._scan_sql, collection, prefix)
+            rows = await conn.fetch(sql, *values)
         return [(key, decode_document(body)) for key, body in rows]
+
+    def scan_query(self, collection: str, keys: KeyRange,
+                   limit: int | None) -> tuple[str, list[str]]:
+        """The statement that reads a range of keys, and its values (tests EXPLAIN it)."""
+        condition, values = keys.sql(f"${n}" for n in itertools.count(2))
+        sql = (f"SELECT key, body FROM {self.db.table_prefix}.documents WHERE collection = $1"
+               f" AND {condition} ORDER BY key")
+        if limit is not None:
+            sql += f" LIMIT {max(int(limit), 0)}"
+        return sql, [collection, *values]
 
     async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
                      inbox: tuple[str, str] | None = None, expected: int | None = None,
@@ -1095,14 +1150,10 @@ class PostgresDocumentStore(DocumentStore):
         return int(status.rsplit(" ", 1)[1])  # "DELETE <count>"
 
     async def scan_page(self, collection: str, *, after: str = "", limit: int,
-                        prefix: str = "") -> list[tuple[str, Document]]:
-        s = self.db.table_prefix
-        async with self.db.connection(f"scanning collection {collection!r}") as conn:
-            rows = await conn.fetch(
-                f"SELECT key, body FROM {s}.documents WHERE collection = $1 AND key > $2"
-                " AND starts_with(key, $3) ORDER BY key LIMIT $4",
-                collection, after, prefix, limit)
-        return [(key, decode_document(body)) for key, body in rows]
+                        prefix: str = "", before: str | None = None
+                        ) -> list[tuple[str, Document]]:
+        return await self._scan(collection, KeyRange.of(prefix, after=after, before=before),
+                                limit)
 
 
 async def open_postgres(url: str, schema: str = DEFAULT_SCHEMA, pool_size: int = 10,

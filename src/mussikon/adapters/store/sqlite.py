@@ -21,6 +21,7 @@ and may lose the last commits).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ import msgspec
 from mussikon.adapters.store.decoding import undecodable, until_undecodable
 from mussikon.adapters.store.document_json import decode_document, encode_document
 from mussikon.adapters.store.group_commit import GroupCommit, is_busy
+from mussikon.adapters.store.key_range import KeyRange
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.instant import epoch_micros
 from mussikon.ports.documents import Changes, Document, DocumentStore, Fence
@@ -99,8 +101,47 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE lease_generations (last INTEGER NOT NULL);
     INSERT INTO lease_generations VALUES (0)
     """,
-    # 4: reserved (taken by another change being made at the same time).
-    "",
+    # 4: documents that lists and loops read a range of. Pending saga timeouts move to a
+    # collection keyed by due time (`sagas.timeouts.due_key`: the ISO time as the document
+    # has it, then the id). Each saga gets its entries in the listing of `sagas list`
+    # (`sagas.journal.LISTING`: the filter, the latest start first, the id). Notifications
+    # are numbered in the order sent (`notifications.BY_NUMBER`), the count kept as a
+    # checkpoint. A program from before this version writes none of these: every process
+    # sharing a file is upgraded together.
+    """
+    INSERT OR REPLACE INTO documents (collection, key, body)
+        SELECT 'saga-timeouts-by-due', json_extract(body, '$.due_at') || '/' || key, body
+        FROM documents WHERE collection = 'saga-timeouts';
+    DELETE FROM documents WHERE collection = 'saga-timeouts';
+    WITH started AS (
+        SELECT key, json_extract(body, '$.kind') AS kind, json_extract(body, '$.status') AS status,
+               json_extract(body, '$.started_at') AS at
+        FROM documents WHERE collection = 'sagas' AND json_extract(body, '$.started_at') NOT NULL
+    ), filters (n) AS (VALUES (0), (1), (2), (3))
+    INSERT OR REPLACE INTO documents (collection, key, body)
+        SELECT 'saga-listing',
+               CASE n WHEN 0 THEN 'all' WHEN 1 THEN 'status=' || status
+                      WHEN 2 THEN 'kind=' || kind ELSE 'kind=' || kind || '&status=' || status
+               END || '/' || printf('%017d', 100000000000000000 - unixepoch(at) * 1000000
+                   - CASE WHEN substr(at, 20, 1) = '.' THEN CAST(substr(at, 21, 6) AS INTEGER)
+                     ELSE 0 END) || '/' || key,
+               json_object('id', key)
+        FROM started, filters;
+    INSERT OR REPLACE INTO documents (collection, key, body)
+        SELECT 'notifications-by-number', printf('%020d', number),
+               json_set(body, '$.number', number)
+        FROM (SELECT body, row_number() OVER (ORDER BY json_extract(body, '$.sequence'), key)
+                  AS number
+              FROM documents WHERE collection = 'notifications');
+    UPDATE documents SET body = numbered.body
+        FROM (SELECT body FROM documents WHERE collection = 'notifications-by-number')
+            AS numbered
+        WHERE documents.collection = 'notifications'
+        AND documents.key = json_extract(numbered.body, '$.key');
+    INSERT OR REPLACE INTO checkpoints (name, position)
+        SELECT 'notification-numbers', count(*) FROM documents
+        WHERE collection = 'notifications-by-number' HAVING count(*) > 0
+    """,
     # 5: inbox entries found by age, for pruning them (`DocumentStore.prune_inbox`).
     """
     CREATE INDEX inbox_by_time ON inbox (handled_at)
@@ -633,10 +674,24 @@ class SqliteDocumentStore(DocumentStore):
         return None if row is None else decode_document(row[0])
 
     async def scan(self, collection: str, prefix: str = "") -> list[tuple[str, Document]]:
-        rows = await self.db.run(lambda c: c.execute(
-            "SELECT key, body FROM documents WHERE collection = ? AND substr(key, 1, ?) = ?"
-            " ORDER BY key", (collection, len(prefix), prefix)).fetchall())
+        return await self._scan(collection, KeyRange.of(prefix), None)
+
+    async def _scan(self, collection: str, keys: KeyRange,
+                    limit: int | None) -> list[tuple[str, Document]]:
+        """The documents in a range of the primary key, in key order."""
+        sql, values = self.scan_query(collection, keys, limit)
+        rows = await self.db.run(lambda c: c.execute(sql, values).fetchall())
         return [(k, decode_document(b)) for k, b in rows]
+
+    @staticmethod
+    def scan_query(collection: str, keys: KeyRange,
+                   limit: int | None) -> tuple[str, list[str]]:
+        """The statement that reads a range of keys, and its values (tests EXPLAIN it)."""
+        condition, values = keys.sql(itertools.repeat("?"))
+        sql = f"SELECT key, body FROM documents WHERE collection = ? AND {condition} ORDER BY key"
+        if limit is not None:
+            sql += f" LIMIT {max(int(limit), 0)}"
+        return sql, [collection, *values]
 
     async def commit(self, changes: Changes, *, checkpoint: tuple[str, int] | None = None,
                      inbox: tuple[str, str] | None = None, expected: int | None = None,
@@ -733,9 +788,7 @@ class SqliteDocumentStore(DocumentStore):
             (cutoff, limit)).rowcount, one_statement=True)
 
     async def scan_page(self, collection: str, *, after: str = "", limit: int,
-                        prefix: str = "") -> list[tuple[str, Document]]:
-        rows = await self.db.run(lambda c: c.execute(
-            "SELECT key, body FROM documents WHERE collection = ? AND key > ?"
-            " AND substr(key, 1, ?) = ? ORDER BY key LIMIT ?",
-            (collection, after, len(prefix), prefix, limit)).fetchall())
-        return [(k, decode_document(b)) for k, b in rows]
+                        prefix: str = "", before: str | None = None
+                        ) -> list[tuple[str, Document]]:
+        return await self._scan(collection, KeyRange.of(prefix, after=after, before=before),
+                                limit)

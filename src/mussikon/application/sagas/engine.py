@@ -100,7 +100,7 @@ class SagaEngine:
         """Deliver a timeout that fell due to its instance, then drop it: only once everything
         it led to is committed, so that a crash before then fires it again."""
         await self.handle(timeout.instance, Trigger(timeout.id, timeout=timeout))
-        await self.journal.drop_timeout(timeout.id)
+        await self.journal.drop_timeout(timeout)
 
     async def resume(self, instance: str, events: Sequence[DomainEvent] = ()) -> SagaState:
         """Move an instance on from its durable state, as the deliveries it lost would have:

@@ -26,12 +26,41 @@ from mussikon.application.sagas.state import (
     SagaState,
     SagaStatus,
 )
-from mussikon.application.sagas.timeouts import TIMEOUTS, ScheduledTimeout
+from mussikon.application.sagas.timeouts import TIMEOUTS, ScheduledTimeout, due_key
 from mussikon.application.sagas.versioned import VersionedDocuments
+from mussikon.domain.instant import epoch_micros
 from mussikon.ports.documents import Changes, DocumentStore
 
 SAGAS = "sagas"
 HISTORY = "saga-history"
+LISTING = "saga-listing"
+"""Every started instance under `<filter>/<order>/<saga id>`, for each filter `sagas list`
+has (`all`, `status=S`, `kind=K`, `kind=K&status=S`: `listing_filter`), where `order` puts
+the latest started first (`listing_order`): a page of a list is one range of keys. Written
+in the same commit as the state, so it moves with the status."""
+
+_LATEST = 10**17
+"""More microseconds since the epoch than any start has (the year 5138)."""
+
+
+def listing_filter(status: SagaStatus | None = None, kind: str | None = None) -> str:
+    """The part of a listing key that names what a list is filtered on."""
+    parts = [f"kind={kind}"] if kind else []
+    parts += [f"status={status.value}"] if status else []
+    return "&".join(parts) or "all"
+
+
+def listing_order(state: SagaState) -> str:
+    """The part of a listing key that orders: the latest start first, ties by id."""
+    started = state.started_at or datetime(1970, 1, 1, tzinfo=UTC)
+    return f"{_LATEST - epoch_micros(started):017d}/{state.saga_id}"
+
+
+def _listing_keys(state: SagaState) -> set[str]:
+    if state.started_at is None:
+        return set()
+    return {f"{listing_filter(status, kind)}/{listing_order(state)}"
+            for status in (None, state.status) for kind in (None, state.kind)}
 
 
 class SagaJournal:
@@ -68,22 +97,27 @@ class SagaJournal:
         fired = {r.timeout.id for r in records
                  if r.kind is RecordKind.TIMEOUT_FIRED and r.timeout is not None}
         for timeout_id in before.timeouts.keys() - after.timeouts.keys() - fired:
-            changes.delete(TIMEOUTS, timeout_id)
+            changes.delete(TIMEOUTS, due_key(before.timeouts[timeout_id].due_at, timeout_id))
         for timeout_id in after.timeouts.keys() - before.timeouts.keys():
             pending = after.timeouts[timeout_id]
-            changes.put(TIMEOUTS, timeout_id, ScheduledTimeout(
-                pending.id, after.kind, after.instance, pending.name, pending.step,
-                pending.due_at).to_document())
+            scheduled = ScheduledTimeout(pending.id, after.kind, after.instance, pending.name,
+                                         pending.step, pending.due_at)
+            changes.put(TIMEOUTS, scheduled.key, scheduled.to_document())
+        listed_before, listed = _listing_keys(before), _listing_keys(after)
+        for key in listed_before - listed:
+            changes.delete(LISTING, key)
+        for key in listed - listed_before:
+            changes.put(LISTING, key, {"id": after.saga_id})
         if not await self.states.write(after.saga_id, after.to_document(), before.version,
                                        changes):
             return False
         after.version = version
         return True
 
-    async def drop_timeout(self, timeout_id: str) -> None:
+    async def drop_timeout(self, timeout: ScheduledTimeout) -> None:
         """Forget a timeout whose handling is over."""
         changes = Changes()
-        changes.delete(TIMEOUTS, timeout_id)
+        changes.delete(TIMEOUTS, timeout.key)
         await self.documents.commit(changes)
 
     async def history(self, saga_id: str) -> list[HistoryEntry]:
@@ -92,32 +126,30 @@ class SagaJournal:
         return [HistoryEntry.from_document(doc) for _, doc in rows]
 
     async def instances(self, status: SagaStatus | None = None,
-                        kind: str | None = None) -> list[SagaState]:
-        """Every instance (of one status, of one kind), most recently updated first."""
-        rows = await self.documents.scan(SAGAS, f"{kind}-" if kind else "")
-        states = [SagaState.from_document(doc, int(doc["version"])) for _, doc in rows]
-        chosen = [s for s in states if status is None or s.status is status]
-        return sorted(chosen, key=lambda s: s.updated_at.timestamp() if s.updated_at else 0.0,
-                      reverse=True)
+                        kind: str | None = None, *, limit: int = 1000) -> list[SagaState]:
+        """The first `limit` instances (of one status, of one kind), latest started first."""
+        return await self.page(status, kind, limit=limit)
 
     async def page(self, status: SagaStatus | None = None, kind: str | None = None, *,
-                   limit: int | None = None, after: str | None = None) -> list[SagaState]:
-        """Up to `limit` instances (of one status, of one kind), newest started first, ties
+                   limit: int, after: str | None = None) -> list[SagaState]:
+        """Up to `limit` instances (of one status, of one kind), latest started first, ties
         by id: those after the instance `after` (KeyError if there is none), or from the
         first. A start never changes, so paging with `after` visits each instance once
         however the instances move meanwhile; one started meanwhile comes before the first
-        page."""
-        rows = await self.documents.scan(SAGAS, f"{kind}-" if kind else "")
-        states = [SagaState.from_document(doc, int(doc["version"])) for _, doc in rows]
-        ordered = sorted(states, key=_by_start, reverse=True)
+        page. Reads one range of the listing and the instances on the page."""
+        listing = listing_filter(status, kind)
+        start = ""
         if after is not None:
             cursor = await self.find(after)
             if cursor is None:
                 raise KeyError(f"no saga {after!r}")
-            ordered = [s for s in ordered if _by_start(s) < _by_start(cursor)]
-        chosen = [s for s in ordered if status is None or s.status is status]
-        return chosen if limit is None else chosen[:limit]
+            start = f"{listing}/{listing_order(cursor)}"
+        rows = await self.documents.scan_page(LISTING, prefix=f"{listing}/", after=start,
+                                              limit=limit)
+        found = [await self.find(doc["id"]) for _, doc in rows]
+        return [state for state in found if state is not None]
 
-
-def _by_start(state: SagaState) -> tuple[datetime, str]:
-    return state.started_at or datetime.min.replace(tzinfo=UTC), state.saga_id
+    async def starting_with(self, prefix: str, limit: int) -> list[SagaState]:
+        """The first `limit` instances whose saga id starts with `prefix`, by id."""
+        rows = await self.documents.scan_page(SAGAS, prefix=prefix, limit=limit)
+        return [SagaState.from_document(doc, int(doc["version"])) for _, doc in rows]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -72,6 +72,10 @@ class PendingTimeout:
     name: str
     step: str
     due_at: datetime
+
+    def __post_init__(self) -> None:
+        # In UTC, as the timeouts collection orders due times (`timeouts.due_key`).
+        object.__setattr__(self, "due_at", self.due_at.astimezone(UTC))
 
     def to_document(self) -> Document:
         """As stored in the saga's state."""

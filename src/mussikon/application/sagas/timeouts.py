@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from mussikon.followers.leases import Lease
 from mussikon.followers.polling import PollLoop, wait_until
@@ -24,7 +24,28 @@ from mussikon.ports.documents import Document, DocumentStore
 
 log = logging.getLogger("mussikon.sagas.timeouts")
 
-TIMEOUTS = "saga-timeouts"
+TIMEOUTS = "saga-timeouts-by-due"
+"""The pending timeouts, keyed `<due time>/<id>` (`ScheduledTimeout.key`): in due order, so
+the timeouts due by a time are one range of keys, read without the others."""
+LEASE = "saga-timeouts"
+"""The lease of the scheduler that fires."""
+
+BATCH = 100
+"""Timeouts fired (and read) by one round of the loop, at most; a full batch makes the next
+round start at once."""
+
+
+def due_key(due_at: datetime, timeout_id: str) -> str:
+    """The key of a timeout in TIMEOUTS. Times are written by `isoformat`, as in the
+    document, in UTC (`ScheduledTimeout` puts them there): so written, their order as text is
+    their order in time (a time without microseconds, `…:05+00:00`, sorts before `…:05.1…`,
+    as '+' comes before '.')."""
+    return f"{due_at.isoformat()}/{timeout_id}"
+
+
+def _due_by(now: datetime) -> str:
+    """The first key after those of every timeout due at `now` or before ('0' follows '/')."""
+    return f"{now.astimezone(UTC).isoformat()}0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +58,14 @@ class ScheduledTimeout:
     name: str
     step: str
     due_at: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "due_at", self.due_at.astimezone(UTC))
+
+    @property
+    def key(self) -> str:
+        """Its key in the timeouts collection."""
+        return due_key(self.due_at, self.id)
 
     def to_document(self) -> Document:
         """As kept in the timeouts collection."""
@@ -75,29 +104,59 @@ class TimeoutScheduler:
         self._poll = self._new_poll_loop()
         self._task: asyncio.Task[None] | None = None
         self.owner = f"timeouts-{uuid.uuid4()}"
-        self._lease = Lease(documents, TIMEOUTS, seconds=LEASE_SECONDS, owner=self.owner)
+        self._lease = Lease(documents, LEASE, seconds=LEASE_SECONDS, owner=self.owner)
 
     def _new_poll_loop(self) -> PollLoop:
         return PollLoop("the timeout scheduler", interval=self.poll_interval,
                         max_interval=self.poll_max_interval)
 
-    async def pending(self) -> list[ScheduledTimeout]:
-        """Every timeout not fired yet, soonest first."""
-        timeouts = [ScheduledTimeout.from_document(doc)
-                    for _, doc in await self.documents.scan(TIMEOUTS)]
-        return sorted(timeouts, key=lambda t: (t.due_at, t.id))
+    async def pending(self, limit: int = 1000) -> list[ScheduledTimeout]:
+        """The first `limit` timeouts not fired yet, soonest first."""
+        return [ScheduledTimeout.from_document(doc)
+                for _, doc in await self.documents.scan_page(TIMEOUTS, limit=limit)]
 
     def _ready_at(self, timeout: ScheduledTimeout) -> datetime:
         """When it may fire: when due, or when the backoff after its last failure ends."""
         return max(timeout.due_at, self._failures.get(timeout.id, (0, timeout.due_at))[1])
 
-    async def ready(self) -> list[ScheduledTimeout]:
-        """The timeouts due now and not waiting out a backoff after a failure."""
+    async def ready(self, limit: int | None = None) -> list[ScheduledTimeout]:
+        """Up to `limit` (`BATCH`) timeouts due now and not waiting out a backoff after a
+        failure, soonest first. Reads the timeouts due now only, a page at a time, passing
+        over those waiting out a backoff (as many as failed here, at most)."""
+        limit = BATCH if limit is None else limit
         now = self.clock.now()
-        return [t for t in await self.pending() if self._ready_at(t) <= now]
+        due_by = _due_by(now)
+        ready: list[ScheduledTimeout] = []
+        seen: set[str] = set()
+        after = ""
+        while len(ready) < limit:
+            rows = await self.documents.scan_page(TIMEOUTS, after=after, limit=limit,
+                                                  before=due_by)
+            for _, doc in rows:
+                timeout = ScheduledTimeout.from_document(doc)
+                seen.add(timeout.id)
+                if self._ready_at(timeout) <= now:
+                    ready.append(timeout)
+            if len(rows) < limit:
+                # Every timeout due was read: a failure of one not among them is over.
+                for gone in self._failures.keys() - seen:
+                    del self._failures[gone]
+                break
+            after = rows[-1][0]
+        return ready[:limit]
+
+    async def _next_ready_at(self) -> datetime | None:
+        """When the soonest timeout not ready now will be (None: there is none): the first
+        one due after now, or the end of a backoff."""
+        later = await self.documents.scan_page(TIMEOUTS, after=_due_by(self.clock.now()),
+                                               limit=1)
+        times = [ScheduledTimeout.from_document(doc).due_at for _, doc in later]
+        times += [until for _, until in self._failures.values()]
+        return min(times, default=None)
 
     async def fire_due(self) -> int:
-        """Fire every ready timeout once; return how many were handled without error.
+        """Fire every ready timeout once, `BATCH` at a time (read as they are fired, so what
+        is held is one batch); return how many were handled without error.
 
         Among processes sharing the store, the one holding the scheduler lease fires; the
         others stand by and take over when a holder stops renewing it. The lease is kept
@@ -110,23 +169,29 @@ class TimeoutScheduler:
             if not await self._lease.hold():
                 return 0
             fired = 0
-            for timeout in await self.ready():
-                if not await self._lease.hold():
-                    break
-                try:
-                    await self.fire(timeout)
-                except Exception as exc:
-                    attempts = self._failures.get(timeout.id, (0, self.clock.now()))[0] + 1
-                    backoff = min(timedelta(seconds=self.poll_interval * 2 ** attempts),
-                                  _MAX_BACKOFF)
-                    self._failures[timeout.id] = (attempts, self.clock.now() + backoff)
-                    log.warning("timeout %s of %s-%s failed (attempt %d), retrying in %s: %s",
-                                timeout.name, timeout.kind, timeout.instance, attempts,
-                                backoff, exc)
-                    continue
-                self._failures.pop(timeout.id, None)
-                fired += 1
-            return fired
+            while True:
+                # A timeout that failed waits out its backoff: the next batch passes it over.
+                batch = await self.ready()
+                for timeout in batch:
+                    if not await self._lease.hold():
+                        return fired
+                    fired += await self._fire_one(timeout)
+                if len(batch) < BATCH:
+                    return fired
+
+    async def _fire_one(self, timeout: ScheduledTimeout) -> int:
+        """Fire one timeout: 1 if it was handled, 0 if it failed (it is retried later)."""
+        try:
+            await self.fire(timeout)
+        except Exception as exc:
+            attempts = self._failures.get(timeout.id, (0, self.clock.now()))[0] + 1
+            backoff = min(timedelta(seconds=self.poll_interval * 2 ** attempts), _MAX_BACKOFF)
+            self._failures[timeout.id] = (attempts, self.clock.now() + backoff)
+            log.warning("timeout %s of %s-%s failed (attempt %d), retrying in %s: %s",
+                        timeout.name, timeout.kind, timeout.instance, attempts, backoff, exc)
+            return 0
+        self._failures.pop(timeout.id, None)
+        return 1
 
     async def start(self) -> None:
         """Fire due timeouts in the background until `stop`."""
@@ -141,11 +206,10 @@ class TimeoutScheduler:
     async def _fire_step(self) -> bool:
         if await self.fire_due():
             return True
-        upcoming = await self.pending()
-        if upcoming:
+        soonest = await self._next_ready_at()
+        if soonest is not None:
             # Wait no longer than until the next one is ready (by this clock's reckoning).
-            until = min(self._ready_at(t) for t in upcoming) - self.clock.now()
-            self._poll.look_again_within(until.total_seconds())
+            self._poll.look_again_within((soonest - self.clock.now()).total_seconds())
         return False
 
     async def wait_idle(self, timeout: float = 30.0) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
@@ -28,32 +27,33 @@ def notifications_list(
                                    "before), oldest first.")] = None,
         as_json: JsonOption = False) -> None:
     """The notifications sent, in the order they went out, numbered (#) from the first: to
-    whom, which kind, about what. The newest `--limit` unless `--after` is given."""
+    whom, which kind, about what. The newest `--limit` unless `--after` is given; a page is
+    read by its numbers, never the whole list."""
     async def go() -> None:
         async with opened(read_only=True) as application:
-            # The notifier lists what it sent in send order; the number is the rank there.
-            everything = await application.notifier.sent(sys.maxsize)
-            first = max(len(everything) - limit, 0) if after is None else after
-            page = list(enumerate(everything[first:first + limit], start=first + 1))
-            if as_json:
-                print_json([{
-                    "number": number, "sent_at": s.sent_at, "channel": s.channel,
-                    "key": s.notification.key, "kind": s.notification.kind,
-                    "recipient": s.notification.recipient,
-                    "recipient_name": s.notification.recipient_name,
-                    "subject": s.notification.subject, "about": s.notification.about,
-                    "body": s.notification.body, "created_at": s.notification.created_at,
-                } for number, s in page])
-                return
-            console = console_for_output()
-            print_table(
-                console, f"{len(page)} of {len(everything)} notification(s)",
-                ("#", "sent at", "kind", "to", "subject", "about"),
-                ((number, s.sent_at.strftime("%Y-%m-%d %H:%M:%S"), s.notification.kind,
-                  f"{s.notification.recipient_name} <{s.notification.recipient}>",
-                  s.notification.subject, s.notification.about) for number, s in page),
-                ids=("#", "about"))
-            if page and page[-1][0] < len(everything):
-                console.print(plain(f"more: --after {page[-1][0]}"))
+            notifier = application.notifier
+            page = await notifier.sent(limit, after)
+            newest = await notifier.sent(1)
+        total = newest[-1].number if newest else 0
+        if as_json:
+            print_json([{
+                "number": s.number, "sent_at": s.sent_at, "channel": s.channel,
+                "key": s.notification.key, "kind": s.notification.kind,
+                "recipient": s.notification.recipient,
+                "recipient_name": s.notification.recipient_name,
+                "subject": s.notification.subject, "about": s.notification.about,
+                "body": s.notification.body, "created_at": s.notification.created_at,
+            } for s in page])
+            return
+        console = console_for_output()
+        print_table(
+            console, f"{len(page)} of {total} notification(s)",
+            ("#", "sent at", "kind", "to", "subject", "about"),
+            ((s.number, s.sent_at.strftime("%Y-%m-%d %H:%M:%S"), s.notification.kind,
+              f"{s.notification.recipient_name} <{s.notification.recipient}>",
+              s.notification.subject, s.notification.about) for s in page),
+            ids=("#", "about"))
+        if page and page[-1].number < total:
+            console.print(plain(f"more: --after {page[-1].number}"))
 
     run(go)

@@ -52,16 +52,22 @@ def _journal(app: App) -> SagaJournal:
     return _runtime(app).journal
 
 
-async def _resolved(journal: SagaJournal, given: str) -> SagaState:
+_CANDIDATES = 6
+"""Sagas read to resolve the start of an id: enough to name a few when it is not unique."""
+
+
+async def _resolved(runtime: SagaRuntime, given: str) -> SagaState:
     """The instance `given` names: its saga id or its instance's id (a contract's or an
-    application's), whole or by a start that names only one."""
-    states = await journal.instances()
-    by_id = {s.saga_id: s for s in states}
-    if any(saga_id.startswith(given) for saga_id in by_id) or not given:
+    application's), whole or by a start that names only one. Reads the few instances whose
+    ids start so, never the others."""
+    journal = runtime.journal
+    by_id = {s.saga_id: s for s in await journal.starting_with(given, _CANDIDATES)}
+    if by_id or not given:
         return by_id[resolve_id(given, by_id, "saga")]
     by_instance: dict[str, list[SagaState]] = {}
-    for state in states:
-        by_instance.setdefault(state.instance, []).append(state)
+    for kind in runtime.engines:
+        for state in await journal.starting_with(f"{kind}-{given}", _CANDIDATES):
+            by_instance.setdefault(state.instance, []).append(state)
     instance = resolve_id(given, by_instance, "saga")
     [state, *others] = by_instance[instance]
     if others:
@@ -182,7 +188,7 @@ def sagas_show(saga_id: SagaId, json_: JsonOption = False) -> None:
     async def go() -> None:
         async with opened(read_only=True) as application:
             journal = _journal(application)
-            found = await _resolved(journal, saga_id)
+            found = await _resolved(_runtime(application), saga_id)
             history = await journal.history(found.saga_id)
         if json_:
             print_json(_detail(found, history))
@@ -212,7 +218,7 @@ def sagas_resume(saga_id: SagaId, json_: JsonOption = False) -> None:
     async def go() -> None:
         async with opened() as application:
             runtime = _runtime(application)
-            state = await _resolved(runtime.journal, saga_id)
+            state = await _resolved(runtime, saga_id)
             try:
                 resumed = await runtime.resume(state.saga_id)
             except SagaNotStuck as exc:

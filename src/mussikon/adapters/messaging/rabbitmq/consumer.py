@@ -37,12 +37,16 @@ to a delayed retry is settled here and holds back nothing: it comes back after t
 as any message from another queue may); it stays
 unacknowledged meanwhile, so it counts against the prefetch of its queue: at most
 `prefetch` messages per consumed queue are held in memory, whether queued, running or
-waiting for a retry. So that failing messages cannot fill that window and pause their
-queue, at most `retry_wait_limit` (half the prefetch) messages wait in process at once:
-a message failing beyond that skips the rest of its in-process retries and goes on at
-once to its next delayed retry (the TTL queue), or in its last round to the dead-letter
-queue (with the number of attempts it did have). In-process retries are for a passing
-blip; that many messages failing at once is not one, and the healthy ones keep flowing.
+waiting for a retry. The consumer takes every event type's queue, so `max_in_flight`
+bounds them together: each queue's prefetch is its share of it (at least 1), so the
+process holds at most `max_in_flight` messages (or one per queue, if there are more
+queues), whatever the number of event types. So that failing messages cannot fill that
+window and pause their queue, at most `retry_wait_limit` (half the prefetch) messages
+wait in process at once: a message failing beyond that skips the rest of its in-process
+retries and goes on at once to its next delayed retry (the TTL queue), or in its last
+round to the dead-letter queue (with the number of attempts it did have). In-process
+retries are for a passing blip; that many messages failing at once is not one, and the
+healthy ones keep flowing.
 The same event delivered again while its first delivery is still in progress here
 (after a reconnect) is of the same stream, so it waits for it and the inbox sees the
 first one's result.
@@ -129,14 +133,13 @@ class EventConsumer:
 
     def __init__(self, broker: BrokerConnection, topology: Topology, codec: EventCodec,
                  subscriptions: Sequence[Subscription], *, store: EventStore,
-                 prefetch: int = 100,
+                 prefetch: int = 100, max_in_flight: int | None = None,
                  concurrency: int = 8, retry_delays: Iterable[float] = (0.05, 0.25, 1.0),
                  prerequisite_wait: float = 600.0) -> None:
         self.broker, self.topology, self.codec = broker, topology, codec
         self.store = store
         self.prerequisite_wait = prerequisite_wait
         """Seconds an event from another service may wait for what it presupposes."""
-        self.prefetch = prefetch
         self.concurrency = concurrency
         self.retry_delays = tuple(retry_delays)
         self._by_type: dict[str, list[Subscription]] = {}
@@ -152,12 +155,16 @@ class EventConsumer:
         """The queues consumed: every event type's, those no subscription wants included, so
         that every event another service publishes is recorded (the projections follow
         more types than the handlers) and no queue fills up unread."""
+        self.prefetch = prefetch if max_in_flight is None else max(
+            1, min(prefetch, max_in_flight // max(len(self.queues), 1)))
+        """Unacknowledged messages per queue consumed: `prefetch`, or less to share
+        `max_in_flight` among the queues."""
         self.delivered = 0
         """Messages received so far (redeliveries included)."""
         self._workers = StreamOrderedWorkers("consumer", concurrency, self._attempt,
                                              _stream_of)
         self._unsettled = 0
-        self.retry_wait_limit = max(1, prefetch // 2)
+        self.retry_wait_limit = max(1, self.prefetch // 2)
         """Messages that may wait for an in-process retry at once (see the module's doc)."""
         self._retry_waits = 0
         self._channel: AbstractChannel | None = None

@@ -30,8 +30,10 @@ class RabbitMqTransport(Transport):
 
     `retry_delays` are the in-process retries of a failing handler (seconds between tries);
     `delayed_retry_delays` the waits in TTL queues after those are used up; then the message
-    goes to the dead-letter queue. `prefetch` is per queue consumed, `concurrency` bounds
-    the handlers running at once in this process. `events_exchange`: the exchange shared with
+    goes to the dead-letter queue. `prefetch` is per queue consumed, and `max_in_flight`
+    (None: no bound beyond the prefetch) bounds the unacknowledged messages of all the queues
+    together (`EventConsumer`); `concurrency` bounds the handlers running at once in this
+    process. `events_exchange`: the exchange shared with
     the other services, by its full name (empty: `<prefix>mussikon.events`). `timeout`: seconds
     the broker may take to answer an operation or confirm a publish before the connection is
     dropped and opened again (`BrokerConnection.answer`). `stop_grace`: seconds `stop` gives
@@ -42,7 +44,7 @@ class RabbitMqTransport(Transport):
 
     def __init__(self, url: str, store: EventStore, documents: DocumentStore,
                  codec: EventCodec, *, prefix: str = "", queue_type: QueueType = "quorum",
-                 prefetch: int = 100, concurrency: int = 8,
+                 prefetch: int = 100, max_in_flight: int | None = None, concurrency: int = 8,
                  retry_delays: Iterable[float] = (0.05, 0.25, 1.0),
                  delayed_retry_delays: Iterable[float] = (1.0, 10.0, 60.0),
                  relay: bool = True, relay_name: str = "relay", relay_batch_size: int = 500,
@@ -73,6 +75,7 @@ class RabbitMqTransport(Transport):
         self.relay_name = relay_name
         self.consumer: EventConsumer | None = None
         self.prefetch, self.concurrency = prefetch, concurrency
+        self.max_in_flight = max_in_flight
         self.retry_delays = tuple(retry_delays)
         self.prerequisite_wait = prerequisite_wait
         self.dead_letter_queue = DeadLetterQueue(self.broker, self.topology)
@@ -88,7 +91,8 @@ class RabbitMqTransport(Transport):
         if subscriptions:
             self.consumer = EventConsumer(
                 self.broker, self.topology, self.codec, subscriptions, store=self.store,
-                prefetch=self.prefetch, concurrency=self.concurrency,
+                prefetch=self.prefetch, max_in_flight=self.max_in_flight,
+                concurrency=self.concurrency,
                 retry_delays=self.retry_delays, prerequisite_wait=self.prerequisite_wait)
             self.broker.on_connected(self.consumer.attach)
             if self._opened:  # connected already, for the dead-letter tools
