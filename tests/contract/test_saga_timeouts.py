@@ -66,6 +66,9 @@ class CountingReads(DocumentStore):
     async def has_seen(self, consumer: str, message_id: str) -> bool:
         return await self.inner.has_seen(consumer, message_id)
 
+    async def prune_inbox(self, older_than: timedelta, limit: int) -> int:
+        return await self.inner.prune_inbox(older_than, limit)
+
 
 @pytest.fixture(params=ADAPTERS)
 async def docs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[CountingReads]:
