@@ -153,3 +153,32 @@ async def test_a_malformed_body_is_dead_lettered_at_once(bus: Bus) -> None:
     assert letter.dead_letter_reason == "malformed"
     assert letter.dead_letter_error_description.startswith("WireFormatError")
     assert recorder.calls.total() == 0
+
+
+async def test_dead_letters_are_listed_replayed_deleted_and_purged(bus: Bus) -> None:
+    recorder = Recorder()
+    transport = await bus.start([recorder.subscription("musicians",
+                                                       ["MusicianRegisteredEvent"],
+                                                       bus.documents)],
+                                delayed_retry_delays=())
+    events = [sample_event(MusicianRegisteredEvent, n) for n in range(4)]
+    recorder.fail_for.update(str(e.id) for e in events)
+    await append(bus.store, events)
+    transport.wake()
+    await bus.dead_letters("musicians", 4)
+    letters = await transport.dead_letters()
+    assert sorted(letter.message_id for letter in letters) == sorted(str(e.id) for e in events)
+    assert all(letter.subscription == "musicians" and letter.exception == "ValueError"
+               and letter.reason.startswith("handler-failed: ValueError") for letter in letters)
+    first, second, *rest = letters
+    assert [x.id for x in await transport.dead_letters(limit=2, after=first.id)] == [
+        second.id, rest[0].id]
+    recorder.fail_for.clear()
+    assert await transport.replay(first.id)
+    await eventually(lambda: recorder.effects[first.message_id] == 1, 30, what="the replay")
+    await transport.delete_dead_letter(second.id)
+    assert [x.id for x in await transport.dead_letters()] == [x.id for x in rest]
+    with pytest.raises(KeyError):
+        await transport.delete_dead_letter(second.id)
+    assert await transport.purge_dead_letters() == 2
+    assert await transport.dead_letters() == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -17,6 +18,8 @@ from azure.servicebus.aio import ServiceBusClient
 from azure.servicebus.exceptions import ServiceBusError
 
 from mussikon.adapters.messaging.servicebus.consumer import ServiceBusConsumer
+from mussikon.adapters.messaging.servicebus.dead_letters import DeadLetterSubQueues
+from mussikon.adapters.messaging.servicebus.entities import subscription_rules
 from mussikon.adapters.messaging.servicebus.relay import ServiceBusRelay
 from mussikon.config import ServiceBusConnectionString
 from mussikon.ports.documents import DocumentStore
@@ -24,7 +27,9 @@ from mussikon.ports.event_store import EventStore
 from mussikon.ports.transport import DeadLetter, Replayed, Subscription, Transport
 from mussikon.wire import EventCodec
 
-_NOT_YET = "the dead-letter tools do not work on Service Bus yet"
+# The SDK logs every AMQP frame and state change at INFO: quiet unless asked for by name.
+if logging.getLogger("azure").level == logging.NOTSET:
+    logging.getLogger("azure").setLevel(logging.WARNING)
 
 
 class ServiceBusTransport(Transport):
@@ -62,12 +67,14 @@ class ServiceBusTransport(Transport):
             lease_seconds=lease_seconds, poll_interval=poll_interval,
             poll_max_interval=poll_max_interval, timeout=timeout) if relay else None
         self.consumer: ServiceBusConsumer | None = None
+        self._dead_letters: DeadLetterSubQueues | None = None
 
     def __repr__(self) -> str:
         return f"ServiceBusTransport({self.connection}, topic={self.topic!r})"
 
     async def start(self, subscriptions: Sequence[Subscription]) -> None:
         """Start the relay and receive for these subscriptions."""
+        await self.open_for_operations(subscriptions)
         if subscriptions:
             self.consumer = ServiceBusConsumer(self.client, self.topic, self.codec,
                                                subscriptions, store=self.store,
@@ -77,7 +84,11 @@ class ServiceBusTransport(Transport):
             self.relay.start()
 
     async def open_for_operations(self, subscriptions: Sequence[Subscription]) -> None:
-        """Nothing to open ahead: the client connects when first used."""
+        """Know the subscriptions, whose dead-letter sub-queues the tools work on (the client
+        connects when first used)."""
+        names = subscription_rules(subscriptions, self.codec.event_types)
+        self._dead_letters = DeadLetterSubQueues(self.client, self.topic, self.codec,
+                                                 list(names), self.timeout)
 
     def wake(self) -> None:
         if self.relay is not None:
@@ -125,18 +136,28 @@ class ServiceBusTransport(Transport):
             if isinstance(result, BaseException):
                 raise result
 
+    def _dead_letter_queues(self) -> DeadLetterSubQueues:
+        if self._dead_letters is None:
+            raise RuntimeError("start or open_for_operations first: the subscriptions name "
+                               "the dead-letter sub-queues")
+        return self._dead_letters
+
     async def dead_letters(self, limit: int | None = None,
                            after: str | None = None) -> list[DeadLetter]:
-        raise NotImplementedError(_NOT_YET)
+        """The letters of every subscription's dead-letter sub-queue (peeked: they stay)."""
+        return await self._dead_letter_queues().page(limit, after)
 
     async def replay(self, dead_letter_id: str) -> bool:
-        raise NotImplementedError(_NOT_YET)
+        """Send the letter back to its subscription alone, then remove it (a worker handles
+        it, with fresh retries)."""
+        await self._dead_letter_queues().replay(dead_letter_id)
+        return True
 
     async def replay_all_dead_letters(self) -> list[Replayed]:
-        raise NotImplementedError(_NOT_YET)
+        return await self._dead_letter_queues().replay_all()
 
     async def delete_dead_letter(self, dead_letter_id: str) -> None:
-        raise NotImplementedError(_NOT_YET)
+        await self._dead_letter_queues().delete(dead_letter_id)
 
     async def purge_dead_letters(self) -> int:
-        raise NotImplementedError(_NOT_YET)
+        return await self._dead_letter_queues().purge()
