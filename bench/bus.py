@@ -15,7 +15,8 @@ Workloads (issue 4's "Benchmark"):
   consume at the same rate. The first tenth of the messages, for everyone, is a warm-up and
   not counted (fresh connections, caches, the relay taking its lease).
 - `worker-rss-growth` and `inbox-size` (ratios, one run): a publisher process sends
-  `rss_messages` distinct events (raw aiormq, the wire format); one worker process runs the
+  `rss_messages` distinct events (raw aiormq, the wire format) at a steady `rss_rate`
+  (1,500/s, which the worker keeps up with on a 2-core machine); one worker process runs the
   transport with one handler through the inbox and, beside it, the inbox retention
   (`InboxRetention`, as `mussikon worker` runs it) at `inbox_retention` seconds (PT10S, the
   smallest `MUSSIKON_INBOX_RETENTION`) in real time: it prunes every half retention, a
@@ -36,8 +37,10 @@ Workloads (issue 4's "Benchmark"):
   `pg_total_relation_size` (table, indexes, TOAST; space the pruning frees is reused once
   autovacuum has visited the table). The inbox's rows are reported beside.
   The retention is real time, so the inbox holds one retention's worth of messages (and up
-  to half another's, between two rounds of pruning) at the worker's rate of the moment: a
-  faster stretch late in a run makes a larger inbox than a slower one early.
+  to half another's, between two rounds of pruning) at the worker's rate of the moment:
+  hence the steady rate. Unpaced (`rss_rate` 0), a faster stretch late in a run makes a
+  larger inbox than a slower one early, growth that is the machine's and not the inbox's.
+  The worker's rate from the baseline to the end is reported beside.
 - `foreign-path` (messages/s): a publisher process plays the .NET service (raw aiormq, each
   registration as `RabbitMQService.PublishEventAsync` sends it: its own JSON, a new GUID as
   message id, no position); the worker process is the whole `mussikon worker` (`open_app`
@@ -124,6 +127,10 @@ class Options:
     latency_rate: float = 500.0
     rss_messages: int = 1_000_000
     rss_baseline: int = 200_000
+    rss_rate: float = 1_500.0
+    """Messages/s the growth run's publisher sends (0: as fast as it can): a steady rate the
+    worker keeps up with, so that one retention holds as many messages late in the run as
+    early."""
     inbox_retention: float = INBOX_RETENTION_MINIMUM.total_seconds()
     """Seconds the worker's inbox keeps an entry (`MUSSIKON_INBOX_RETENTION`'s smallest)."""
     queue_type: str = "quorum"
@@ -255,12 +262,16 @@ def _rss_growth(options: Options, directory: Path,
         f"retention ({options.inbox_retention:g} s)")
     store = _store_spec(options, directory, "rss", own_inbox=True)
     job = _Job(store=store, messages=total, mode="wire", inbox=True, rss_at=(baseline, total),
-               retention=options.inbox_retention)
+               retention=options.inbox_retention, rate=options.rss_rate)
     marks = _ours(options, job)[1]["marks"]
     asyncio.run(_drop_store(store))
     first, last = marks[str(baseline)], marks[str(total)]
     what = "main file bytes" if store.kind == "sqlite" else "pg_total_relation_size"
+    seconds = (last["micros"] - first["micros"]) / 1e6
     figures = {"rss messages": f"{total:,} (baseline {baseline:,})",
+               "rss rate": f"{options.rss_rate:g}/s" if options.rss_rate else "unpaced",
+               "worker's rate from baseline to end":
+                   f"{(total - baseline) / seconds if seconds else 0:,.0f}/s",
                "inbox retention": f"{options.inbox_retention:g} s"}
     for mark, figure in (("baseline", first), ("end", last)):
         sqlite = (f", WAL {figure['wal']:,} bytes; events file {figure['events']:,} bytes"
@@ -490,13 +501,13 @@ _Mark = dict[str, int]
 """What the worker takes at a mark: `rss` (its resident bytes), `bytes` (the inbox's size:
 the SQLite inbox file's main file after a full checkpoint, or the PostgreSQL inbox table's
 `pg_total_relation_size`), `wal` (the SQLite inbox file's WAL bytes before the
-checkpoint), `rows` (the inbox's), `pruned` (entries the retention removed so far) and
-`events` (the SQLite events file's bytes, main and WAL)."""
+checkpoint), `rows` (the inbox's), `pruned` (entries the retention removed so far),
+`events` (the SQLite events file's bytes, main and WAL) and `micros` (when: monotonic)."""
 
 
 async def _mark(spec: _StoreSpec, documents: Any, retention: InboxRetention | None) -> _Mark:
     gc.collect()
-    figure = {"rss": _resident_bytes(),
+    figure = {"rss": _resident_bytes(), "micros": time.monotonic_ns() // 1000,
               "pruned": retention.removed if retention is not None else 0}
     if spec.kind == "sqlite":
         return {**figure, **await _sqlite_size(spec, documents.db)}
@@ -645,7 +656,8 @@ def _event(n: int) -> MusicianRegisteredEvent:
 
 
 async def _run_wire_publisher(job: _Job, out: Queue[Any]) -> None:
-    """Publish distinct events in the wire format, as our relay would (raw aiormq, fast)."""
+    """Publish distinct events in the wire format, as our relay would (raw aiormq): as fast
+    as it can, or `job.rate` per second."""
     import aiormq
 
     from mussikon.adapters.messaging.rabbitmq.properties import event_properties
@@ -665,9 +677,12 @@ async def _run_wire_publisher(job: _Job, out: Queue[Any]) -> None:
                                         properties=event_properties(event, i + 1))
 
     started = time.perf_counter()
-    for first in range(0, job.messages, 10_000):  # a bounded number of tasks at a time
-        await asyncio.gather(*(publish(i) for i in range(first, min(first + 10_000,
-                                                                    job.messages))))
+    step = 100 if job.rate else 10_000  # a bounded number of tasks at a time
+    for first in range(0, job.messages, step):
+        last = min(first + step, job.messages)
+        await asyncio.gather(*(publish(i) for i in range(first, last)))
+        if job.rate:  # paced from the start: a slow stretch is caught up
+            await asyncio.sleep(max(0.0, started + last / job.rate - time.perf_counter()))
     out.put({"start": started})
     await connection.close()
 

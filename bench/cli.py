@@ -142,6 +142,9 @@ def bus(
     rss_baseline: Annotated[int, typer.Option(
         min=10, help="Messages after which the worker's baseline sizes are taken.")] =
         _BUS.rss_baseline,
+    rss_rate: Annotated[float, typer.Option(
+        min=0, help="Messages/s sent for worker-rss-growth and inbox-size (0: unpaced).")] =
+        _BUS.rss_rate,
     inbox_retention: Annotated[float, typer.Option(
         min=INBOX_RETENTION_MINIMUM.total_seconds(),
         help="Seconds the worker's inbox keeps an entry (worker-rss-growth, inbox-size), as "
@@ -192,7 +195,8 @@ def bus(
     options = bus_bench.Options(
         url=url, messages=messages, latency_messages=latency_messages,
         latency_rate=latency_rate, rss_messages=rss_messages,
-        rss_baseline=min(rss_baseline, rss_messages), inbox_retention=inbox_retention,
+        rss_baseline=min(rss_baseline, rss_messages), rss_rate=rss_rate,
+        inbox_retention=inbox_retention,
         queue_type=queue_type.value, store=store,
         synchronous=synchronous.value, appenders=appenders, prefetch=prefetch,
         concurrency=concurrency, rounds=rounds, peers=peers, workloads=chosen)
