@@ -16,7 +16,7 @@ Workloads (issue 4's "Benchmark"):
   not counted (fresh connections, caches, the relay taking its lease).
 - `worker-rss-growth` and `inbox-size` (ratios, one run): a publisher process sends
   `rss_messages` distinct events (raw aiormq, the wire format) at a steady `rss_rate`
-  (1,500/s, which the worker keeps up with on a 2-core machine); one worker process runs the
+  (1,000/s, which the worker keeps up with on a busy 2-core machine); one worker process runs the
   transport with one handler through the inbox and, beside it, the inbox retention
   (`InboxRetention`, as `mussikon worker` runs it) at `inbox_retention` seconds (PT10S, the
   smallest `MUSSIKON_INBOX_RETENTION`) in real time: it prunes every half retention, a
@@ -112,7 +112,8 @@ ROUTING_KEY = "musician.registered"
 PEER_IN_FLIGHT = 500
 """Unconfirmed publishes and unacknowledged deliveries the raw peers allow, as in the anchors."""
 TIMEOUT = 900.0
-"""Seconds a contender may take before the benchmark gives up on it."""
+"""Seconds a contender may take before the benchmark gives up on it (beyond the time its
+paced sending takes)."""
 
 Progress = Callable[[str], None]
 
@@ -127,7 +128,7 @@ class Options:
     latency_rate: float = 500.0
     rss_messages: int = 1_000_000
     rss_baseline: int = 200_000
-    rss_rate: float = 1_500.0
+    rss_rate: float = 1_000.0
     """Messages/s the growth run's publisher sends (0: as fast as it can): a steady rate the
     worker keeps up with, so that one retention holds as many messages late in the run as
     early."""
@@ -425,7 +426,9 @@ def _ours(options: Options, job: _Job) -> tuple[float, dict[str, Any]]:
         worker.start()
         _get(ready, "the worker to start", worker)
         source.start()
-        source_result = _get(source_out, f"the {job.mode} process", worker, source)
+        paced = job.messages / job.rate if job.rate else 0.0
+        source_result = _get(source_out, f"the {job.mode} process", worker, source,
+                             timeout=TIMEOUT + paced)
         started = source_result["start"]
         result = _get(worker_out, "the worker", worker, source)
         if os.environ.get("MUSSIKON_BENCH_CPU"):
@@ -1040,9 +1043,11 @@ async def _delete_raw_url(url: str, exchange: str, queue: str) -> None:
     await connection.close()
 
 
-def _get(queue: Queue[Any], what: str, *processes: BaseProcess) -> Any:
-    """The next result on `queue`; RuntimeError if one of `processes` died or after TIMEOUT."""
-    deadline = time.monotonic() + TIMEOUT
+def _get(queue: Queue[Any], what: str, *processes: BaseProcess,
+         timeout: float = TIMEOUT) -> Any:
+    """The next result on `queue`; RuntimeError if one of `processes` died or after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(queue_module.Empty):
             return queue.get(timeout=0.5)
