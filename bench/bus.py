@@ -14,8 +14,33 @@ Workloads (issue 4's "Benchmark"):
   time (taken right before its append commits) to its handler. Peer `raw-aio-pika`: publish to
   consume at the same rate. The first tenth of the messages, for everyone, is a warm-up and
   not counted (fresh connections, caches, the relay taking its lease).
-- `worker-rss-growth` (ratio): the worker's resident size after `rss_messages` messages over
-  that after `rss_baseline` (flat memory: close to 1).
+- `worker-rss-growth` and `inbox-size` (ratios, one run): a publisher process sends
+  `rss_messages` distinct events (raw aiormq, the wire format) at a steady `rss_rate`
+  (1,000/s, which the worker keeps up with on a busy 2-core machine); one worker process runs the
+  transport with one handler through the inbox and, beside it, the inbox retention
+  (`InboxRetention`, as `mussikon worker` runs it) at `inbox_retention` seconds (PT10S, the
+  smallest `MUSSIKON_INBOX_RETENTION`) in real time: it prunes every half retention, a
+  thousand entries a statement, under its lease. When the handler has run `rss_baseline`
+  times and `rss_messages` times, the worker takes its resident size (after a
+  `gc.collect()`) and the inbox's size. `worker-rss-growth` is the resident size at the end
+  over at the baseline; `inbox-size` is the inbox's size at the end over at the baseline.
+  Both flat: close to 1.
+  On SQLite the inbox is measured as a file: the worker's document store (the inbox, the
+  leases) has a file of its own, apart from its events, since the consumer records every
+  event it does not find in its store (here all of them, as events from another service)
+  and the events, kept for good, grow their file by design. The figure is that file's main
+  file bytes after a `wal_checkpoint(TRUNCATE)` (every page in the WAL written back, the WAL
+  emptied: the main file is then the database's whole size; the WAL's bytes before the
+  checkpoint are reported beside, and the events file's). SQLite puts the pages the pruning
+  frees on its free list and reuses them without VACUUM, so the file stays at the
+  high-water mark of what the inbox held. On PostgreSQL the figure is the inbox table's
+  `pg_total_relation_size` (table, indexes, TOAST; space the pruning frees is reused once
+  autovacuum has visited the table). The inbox's rows are reported beside.
+  The retention is real time, so the inbox holds one retention's worth of messages (and up
+  to half another's, between two rounds of pruning) at the worker's rate of the moment:
+  hence the steady rate. Unpaced (`rss_rate` 0), a faster stretch late in a run makes a
+  larger inbox than a slower one early, growth that is the machine's and not the inbox's.
+  The worker's rate from the baseline to the end is reported beside.
 - `foreign-path` (messages/s): a publisher process plays the .NET service (raw aiormq, each
   registration as `RabbitMQService.PublishEventAsync` sends it: its own JSON, a new GUID as
   message id, no position); the worker process is the whole `mussikon worker` (`open_app`
@@ -33,6 +58,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import multiprocessing
 import os
@@ -44,7 +70,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from pathlib import Path
@@ -52,7 +78,8 @@ from typing import Any
 
 from bench.report import Report, Result
 from mussikon.application.inbox import idempotent
-from mussikon.config import Settings, mask_url
+from mussikon.application.retention import InboxRetention
+from mussikon.config import INBOX_RETENTION_MINIMUM, Settings, mask_url
 from mussikon.domain.events import ALL_EVENT_TYPES, MusicianRegisteredEvent
 from mussikon.ports.transport import Envelope, Subscription
 
@@ -62,6 +89,7 @@ FULL_PATH = "full-path"
 LATENCY_P50 = "latency-p50"
 LATENCY_P99 = "latency-p99"
 RSS_GROWTH = "worker-rss-growth"
+INBOX_SIZE = "inbox-size"
 FOREIGN_PATH = "foreign-path"
 RAW_AIORMQ = "raw-aiormq"
 RAW_AIO_PIKA = "raw-aio-pika"
@@ -74,6 +102,8 @@ TARGETS: dict[str, dict[str, float]] = {
     FOREIGN_PATH: {RAW_AIO_PIKA: 0.5},
 }
 """The least ours/peer ratio wanted (issue 4's, and the foreign path's)."""
+CEILINGS: dict[str, float] = {RSS_GROWTH: 1.2, INBOX_SIZE: 1.2}
+"""The most a growth ratio may be (end over baseline: lower is better)."""
 
 EVENT_TYPE = "MusicianRegisteredEvent"
 REGISTRATION_HANDLER = "musicians.on-registered"
@@ -82,7 +112,8 @@ ROUTING_KEY = "musician.registered"
 PEER_IN_FLIGHT = 500
 """Unconfirmed publishes and unacknowledged deliveries the raw peers allow, as in the anchors."""
 TIMEOUT = 900.0
-"""Seconds a contender may take before the benchmark gives up on it."""
+"""Seconds a contender may take before the benchmark gives up on it (beyond the time its
+paced sending takes)."""
 
 Progress = Callable[[str], None]
 
@@ -95,8 +126,14 @@ class Options:
     messages: int = 20_000
     latency_messages: int = 2_000
     latency_rate: float = 500.0
-    rss_messages: int = 200_000
-    rss_baseline: int = 20_000
+    rss_messages: int = 1_000_000
+    rss_baseline: int = 200_000
+    rss_rate: float = 1_000.0
+    """Messages/s the growth run's publisher sends (0: as fast as it can): a steady rate the
+    worker keeps up with, so that one retention holds as many messages late in the run as
+    early."""
+    inbox_retention: float = INBOX_RETENTION_MINIMUM.total_seconds()
+    """Seconds the worker's inbox keeps an entry (`MUSSIKON_INBOX_RETENTION`'s smallest)."""
     queue_type: str = "quorum"
     store: str = "sqlite"
     """Where the outbox and the inbox live: `sqlite` (a file) or a `postgresql://` URL."""
@@ -110,7 +147,8 @@ class Options:
     rounds: int = 1
     peers: bool = True
     workloads: tuple[str, ...] = (TRANSPORT_PATH, FULL_PATH, LATENCY_P50, RSS_GROWTH)
-    """`latency-p50` runs both latency workloads."""
+    """`latency-p50` runs both latency workloads; `worker-rss-growth` (or `inbox-size`) both
+    growth workloads."""
     directory: str | None = None
 
 
@@ -147,8 +185,10 @@ def run(options: Options, progress: Progress | None = None) -> Report:
             report.results.append(_full_path(options, directory, say))
         if LATENCY_P50 in options.workloads or LATENCY_P99 in options.workloads:
             report.results.extend(_latency(options, directory, say))
-        if RSS_GROWTH in options.workloads:
-            report.results.append(_rss_growth(options, directory, say))
+        if RSS_GROWTH in options.workloads or INBOX_SIZE in options.workloads:
+            results, figures = _rss_growth(options, directory, say)
+            report.results.extend(results)
+            report.settings.update(figures)
         if FOREIGN_PATH in options.workloads:
             report.results.append(_foreign_path(options, directory, say))
     finally:
@@ -215,14 +255,35 @@ def _latency(options: Options, directory: Path, say: Progress) -> list[Result]:
     ]
 
 
-def _rss_growth(options: Options, directory: Path, say: Progress) -> Result:
+def _rss_growth(options: Options, directory: Path,
+                say: Progress) -> tuple[list[Result], dict[str, str]]:
+    """The two growth results, and the figures they come from (for the report's settings)."""
     total, baseline = options.rss_messages, min(options.rss_baseline, options.rss_messages)
-    say(f"{RSS_GROWTH}: {total:,} messages through one worker with the inbox")
-    store = _store_spec(options, directory, "rss")
-    job = _Job(store=store, messages=total, mode="wire", inbox=True, rss_at=(baseline, total))
-    rss = _ours(options, job)[1]["rss"]
+    say(f"{RSS_GROWTH}: {total:,} messages through one worker with the inbox and its "
+        f"retention ({options.inbox_retention:g} s)")
+    store = _store_spec(options, directory, "rss", own_inbox=True)
+    job = _Job(store=store, messages=total, mode="wire", inbox=True, rss_at=(baseline, total),
+               retention=options.inbox_retention, rate=options.rss_rate)
+    marks = _ours(options, job)[1]["marks"]
     asyncio.run(_drop_store(store))
-    return Result(RSS_GROWTH, "ratio", rss[str(total)] / rss[str(baseline)])
+    first, last = marks[str(baseline)], marks[str(total)]
+    what = "main file bytes" if store.kind == "sqlite" else "pg_total_relation_size"
+    seconds = (last["micros"] - first["micros"]) / 1e6
+    figures = {"rss messages": f"{total:,} (baseline {baseline:,})",
+               "rss rate": f"{options.rss_rate:g}/s" if options.rss_rate else "unpaced",
+               "worker's rate from baseline to end":
+                   f"{(total - baseline) / seconds if seconds else 0:,.0f}/s",
+               "inbox retention": f"{options.inbox_retention:g} s"}
+    for mark, figure in (("baseline", first), ("end", last)):
+        sqlite = (f", WAL {figure['wal']:,} bytes; events file {figure['events']:,} bytes"
+                  if store.kind == "sqlite" else "")
+        figures[f"at {mark}"] = (f"RSS {figure['rss'] / 2**20:.1f} MiB, inbox {what} "
+                                 f"{figure['bytes']:,}, {figure['rows']:,} rows, "
+                                 f"{figure['pruned']:,} pruned{sqlite}")
+    return [Result(RSS_GROWTH, "ratio", last["rss"] / first["rss"],
+                   ceiling=CEILINGS[RSS_GROWTH]),
+            Result(INBOX_SIZE, "ratio", last["bytes"] / first["bytes"],
+                   ceiling=CEILINGS[INBOX_SIZE])], figures
 
 
 def _foreign_path(options: Options, directory: Path, say: Progress) -> Result:
@@ -255,6 +316,9 @@ class _StoreSpec:
     """The SQLite file, or the PostgreSQL URL."""
     schema: str = ""
     synchronous: str = "FULL"
+    inbox: str = ""
+    """SQLite: a file of its own for the document store (the inbox, the leases), apart from
+    the events; "": the same file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +339,9 @@ class _Job:
     latencies: bool = False
     rate: float = 0.0
     rss_at: tuple[int, ...] = ()
+    """Handler runs after which the worker takes its figures (`_Mark`)."""
+    retention: float = 0.0
+    """Seconds the worker's inbox retention keeps an entry (0: no retention runs)."""
     options: Options = Options()
     """The run's broker, queue type, prefetch, concurrency and appenders (set by `_ours`)."""
     prefix: str = ""
@@ -286,10 +353,12 @@ def _store_label(options: Options) -> str:
     return f"postgres {mask_url(options.store)}"
 
 
-def _store_spec(options: Options, directory: Path, name: str) -> _StoreSpec:
+def _store_spec(options: Options, directory: Path, name: str, *,
+                own_inbox: bool = False) -> _StoreSpec:
     if options.store == "sqlite":
         return _StoreSpec("sqlite", str(directory / f"{name}.db"),
-                          synchronous=options.synchronous)
+                          synchronous=options.synchronous,
+                          inbox=str(directory / f"{name}-inbox.db") if own_inbox else "")
     return _StoreSpec("postgres", options.store, schema=f"bench_{name}_{uuid.uuid4().hex[:8]}")
 
 
@@ -303,7 +372,15 @@ async def _open_store(spec: _StoreSpec, pool_size: int = 10) -> tuple[Any, Any, 
         )
 
         db = await SqliteDatabase(spec.location, spec.synchronous).open()
-        return SqliteEventStore(db), SqliteDocumentStore(db), db.close
+        if not spec.inbox:
+            return SqliteEventStore(db), SqliteDocumentStore(db), db.close
+        inbox = await SqliteDatabase(spec.inbox, spec.synchronous).open()
+
+        async def close() -> None:
+            await inbox.close()
+            await db.close()
+
+        return SqliteEventStore(db), SqliteDocumentStore(inbox), close
     from mussikon.adapters.store.postgres import open_postgres
 
     store, documents = await open_postgres(spec.location, spec.schema, pool_size)
@@ -349,7 +426,9 @@ def _ours(options: Options, job: _Job) -> tuple[float, dict[str, Any]]:
         worker.start()
         _get(ready, "the worker to start", worker)
         source.start()
-        source_result = _get(source_out, f"the {job.mode} process", worker, source)
+        paced = job.messages / job.rate if job.rate else 0.0
+        source_result = _get(source_out, f"the {job.mode} process", worker, source,
+                             timeout=TIMEOUT + paced)
         started = source_result["start"]
         result = _get(worker_out, "the worker", worker, source)
         if os.environ.get("MUSSIKON_BENCH_CPU"):
@@ -383,16 +462,19 @@ async def _run_our_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None
     handled = 0
     done = asyncio.Event()
     delays: list[float] = []
-    rss: dict[str, int] = {}
+    marks: dict[str, _Mark] = {}
+    retention = (InboxRetention(documents, timedelta(seconds=job.retention))
+                 if job.retention else None)
 
     async def handle(envelope: Envelope) -> None:
         nonlocal handled
         handled += 1
+        count = handled
         if job.latencies:
             delays.append(time.time() - envelope.event.occurred_at.timestamp())
-        if handled in job.rss_at:
-            rss[str(handled)] = _resident_bytes()
-        if handled == job.messages:
+        if count in job.rss_at:
+            marks[str(count)] = await _mark(job.store, documents, retention)
+        if count == job.messages:
             done.set()
 
     subscription = Subscription("bench", frozenset({EVENT_TYPE}), handle)
@@ -403,15 +485,76 @@ async def _run_our_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None
                                   queue_type=options.queue_type,  # type: ignore[arg-type]
                                   relay=False, prefetch=options.prefetch,
                                   concurrency=options.concurrency)
+    if retention is not None:
+        await retention.start()
     await transport.start([subscription])
     ready.put("ready")
     cpu = time.process_time()
     await done.wait()
-    out.put({"end": time.perf_counter(), "latencies": delays, "rss": rss,
+    out.put({"end": time.perf_counter(), "latencies": delays, "marks": marks,
              "cpu": time.process_time() - cpu,
              "commits": getattr(getattr(documents, "db", None), "commits", 0)})
     await transport.stop()
+    if retention is not None:
+        await retention.stop()
     await close()
+
+
+_Mark = dict[str, int]
+"""What the worker takes at a mark: `rss` (its resident bytes), `bytes` (the inbox's size:
+the SQLite inbox file's main file after a full checkpoint, or the PostgreSQL inbox table's
+`pg_total_relation_size`), `wal` (the SQLite inbox file's WAL bytes before the
+checkpoint), `rows` (the inbox's), `pruned` (entries the retention removed so far),
+`events` (the SQLite events file's bytes, main and WAL) and `micros` (when: monotonic)."""
+
+
+async def _mark(spec: _StoreSpec, documents: Any, retention: InboxRetention | None) -> _Mark:
+    gc.collect()
+    figure = {"rss": _resident_bytes(), "micros": time.monotonic_ns() // 1000,
+              "pruned": retention.removed if retention is not None else 0}
+    if spec.kind == "sqlite":
+        return {**figure, **await _sqlite_size(spec, documents.db)}
+    return {**figure, **await _postgres_inbox_size(spec)}
+
+
+async def _sqlite_size(spec: _StoreSpec, db: Any) -> _Mark:
+    """The inbox file's WAL bytes, then its main file's once a checkpoint has written every
+    page back and emptied the WAL (tried again while a transaction in progress holds it
+    up); and the events file's bytes, main and WAL."""
+
+    def measure(conn: Any) -> _Mark | None:
+        wal = _file_bytes(spec.inbox + "-wal")
+        if conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]:
+            return None  # busy: a transaction in progress holds pages the WAL must keep
+        rows = conn.execute("SELECT count(*) FROM inbox").fetchone()[0]
+        return {"bytes": _file_bytes(spec.inbox), "wal": wal, "rows": int(rows),
+                "events": _file_bytes(spec.location) + _file_bytes(spec.location + "-wal")}
+
+    for _ in range(1000):
+        figure: _Mark | None = await db.run(measure)
+        if figure is not None:
+            return figure
+        await asyncio.sleep(0.01)
+    raise RuntimeError("benchmark: the SQLite checkpoint stayed busy for 10 s")
+
+
+def _file_bytes(path: str) -> int:
+    with contextlib.suppress(FileNotFoundError):
+        return os.stat(path).st_size
+    return 0
+
+
+async def _postgres_inbox_size(spec: _StoreSpec) -> _Mark:
+    import asyncpg
+
+    connection = await asyncpg.connect(spec.location)
+    try:
+        table = f'"{spec.schema}".inbox'
+        size = await connection.fetchval("SELECT pg_total_relation_size($1::regclass)", table)
+        rows = await connection.fetchval(f"SELECT count(*) FROM {table}")
+    finally:
+        await connection.close()
+    return {"bytes": int(size), "wal": 0, "rows": int(rows), "events": 0}
 
 
 async def _run_app_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None:
@@ -519,7 +662,8 @@ def _event(n: int) -> MusicianRegisteredEvent:
 
 
 async def _run_wire_publisher(job: _Job, out: Queue[Any]) -> None:
-    """Publish distinct events in the wire format, as our relay would (raw aiormq, fast)."""
+    """Publish distinct events in the wire format, as our relay would (raw aiormq): as fast
+    as it can, or `job.rate` per second."""
     import aiormq
 
     from mussikon.adapters.messaging.rabbitmq.properties import event_properties
@@ -539,9 +683,12 @@ async def _run_wire_publisher(job: _Job, out: Queue[Any]) -> None:
                                         properties=event_properties(event, i + 1))
 
     started = time.perf_counter()
-    for first in range(0, job.messages, 10_000):  # a bounded number of tasks at a time
-        await asyncio.gather(*(publish(i) for i in range(first, min(first + 10_000,
-                                                                    job.messages))))
+    step = 100 if job.rate else 10_000  # a bounded number of tasks at a time
+    for first in range(0, job.messages, step):
+        last = min(first + step, job.messages)
+        await asyncio.gather(*(publish(i) for i in range(first, last)))
+        if job.rate:  # paced from the start: a slow stretch is caught up
+            await asyncio.sleep(max(0.0, started + last / job.rate - time.perf_counter()))
     out.put({"start": started})
     await connection.close()
 
@@ -899,9 +1046,11 @@ async def _delete_raw_url(url: str, exchange: str, queue: str) -> None:
     await connection.close()
 
 
-def _get(queue: Queue[Any], what: str, *processes: BaseProcess) -> Any:
-    """The next result on `queue`; RuntimeError if one of `processes` died or after TIMEOUT."""
-    deadline = time.monotonic() + TIMEOUT
+def _get(queue: Queue[Any], what: str, *processes: BaseProcess,
+         timeout: float = TIMEOUT) -> Any:
+    """The next result on `queue`; RuntimeError if one of `processes` died or after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(queue_module.Empty):
             return queue.get(timeout=0.5)

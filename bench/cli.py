@@ -12,8 +12,7 @@ from rich.console import Console
 
 from bench.bus import Options as BusOptions
 from bench.report import Report
-from bench.retention import Options as RetentionOptions
-from mussikon.config import mask_url
+from mussikon.config import INBOX_RETENTION_MINIMUM, mask_url
 
 bench_app = typer.Typer(
     help="Benchmarks: ours beside the libraries a user would otherwise pick, and the raw "
@@ -138,11 +137,18 @@ def bus(
     latency_rate: Annotated[float, typer.Option(
         min=1, help="Messages/s of the latency workloads.")] = _BUS.latency_rate,
     rss_messages: Annotated[int, typer.Option(
-        min=100, help="Messages through one worker for worker-rss-growth.")] =
+        min=100, help="Messages through one worker for worker-rss-growth and inbox-size.")] =
         _BUS.rss_messages,
     rss_baseline: Annotated[int, typer.Option(
-        min=10, help="Messages after which the worker's baseline size is taken.")] =
+        min=10, help="Messages after which the worker's baseline sizes are taken.")] =
         _BUS.rss_baseline,
+    rss_rate: Annotated[float, typer.Option(
+        min=0, help="Messages/s sent for worker-rss-growth and inbox-size (0: unpaced).")] =
+        _BUS.rss_rate,
+    inbox_retention: Annotated[float, typer.Option(
+        min=INBOX_RETENTION_MINIMUM.total_seconds(),
+        help="Seconds the worker's inbox keeps an entry (worker-rss-growth, inbox-size), as "
+             "MUSSIKON_INBOX_RETENTION.")] = _BUS.inbox_retention,
     queue_type: Annotated[QueueType, typer.Option(
         help="The queue type, the same for ours and the peers.")] = _BUS_QUEUE_TYPE,
     store: Annotated[str, typer.Option(
@@ -161,19 +167,21 @@ def bus(
         min=1, help="Rounds; contenders take turns in each.")] = _BUS.rounds,
     peers: Annotated[bool, typer.Option(help="Measure the peers too.")] = True,
     workloads: Annotated[str, typer.Option(
-        help="Comma-separated: transport-path, full-path, latency-p50, worker-rss-growth, "
-             "foreign-path.")] = ",".join(_BUS.workloads),
+        help="Comma-separated: transport-path, full-path, latency-p50, worker-rss-growth "
+             "(with inbox-size), foreign-path.")] = ",".join(_BUS.workloads),
 ) -> None:
     """RabbitMQ end to end (store, relay, broker, worker, inbox) beside raw aiormq, raw
-    aio-pika and FastStream, in messages/s, latency (ms) and the worker's memory growth;
-    and events the .NET service publishes, through the whole worker (foreign-path)."""
+    aio-pika and FastStream, in messages/s, latency (ms), and the growth of the worker's
+    memory and of its inbox with the retention pruning; and events the .NET service
+    publishes, through the whole worker (foreign-path)."""
     from aiormq.exceptions import AMQPError
 
     from bench import bus as bus_bench
 
     chosen = tuple(w.strip() for w in workloads.split(",") if w.strip())
     known = {bus_bench.TRANSPORT_PATH, bus_bench.FULL_PATH, bus_bench.LATENCY_P50,
-             bus_bench.LATENCY_P99, bus_bench.RSS_GROWTH, bus_bench.FOREIGN_PATH}
+             bus_bench.LATENCY_P99, bus_bench.RSS_GROWTH, bus_bench.INBOX_SIZE,
+             bus_bench.FOREIGN_PATH}
     unknown = sorted(set(chosen) - known)
     err = Console(stderr=True)
     if unknown or not chosen:
@@ -187,7 +195,9 @@ def bus(
     options = bus_bench.Options(
         url=url, messages=messages, latency_messages=latency_messages,
         latency_rate=latency_rate, rss_messages=rss_messages,
-        rss_baseline=min(rss_baseline, rss_messages), queue_type=queue_type.value, store=store,
+        rss_baseline=min(rss_baseline, rss_messages), rss_rate=rss_rate,
+        inbox_retention=inbox_retention,
+        queue_type=queue_type.value, store=store,
         synchronous=synchronous.value, appenders=appenders, prefetch=prefetch,
         concurrency=concurrency, rounds=rounds, peers=peers, workloads=chosen)
     progress = None if as_json else (lambda line: err.print(line, style="dim"))
@@ -197,63 +207,6 @@ def bus(
         err.print(f"error: RabbitMQ at {mask_url(url)}: {type(exc).__name__}: "
                   f"{mask_url(str(exc))}", style="red", markup=False)
         raise typer.Exit(2) from None
-    if as_json:
-        sys.stdout.write(report.dumps() + "\n")
-    else:
-        report.render()
-
-
-_RETENTION = RetentionOptions()
-"""`bench retention`'s defaults: those of the benchmark's own options."""
-_RETENTION_SYNCHRONOUS = Synchronous(_RETENTION.synchronous)
-
-
-@bench_app.command("retention")
-def retention(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    messages: Annotated[int, typer.Option(
-        min=10, help="Messages through the worker.")] = _RETENTION.messages,
-    baseline: Annotated[int, typer.Option(
-        min=1, help="Messages after which the baseline figures are taken.")] =
-        _RETENTION.baseline,
-    retention_seconds: Annotated[float, typer.Option(
-        "--retention", min=0.001, help="Simulated seconds an inbox entry is kept.")] =
-        _RETENTION.retention,
-    tick: Annotated[float, typer.Option(
-        min=0.000001, help="Simulated seconds per message handled.")] = _RETENTION.tick,
-    prune_interval: Annotated[float, typer.Option(
-        min=0.01, help="Real seconds between two rounds of pruning.")] =
-        _RETENTION.prune_interval,
-    concurrency: Annotated[int, typer.Option(
-        min=1, help="Handlers the worker runs at once.")] = _RETENTION.concurrency,
-    synchronous: Annotated[Synchronous, typer.Option(
-        help="SQLite durability of the worker's store.")] = _RETENTION_SYNCHRONOUS,
-    workloads: Annotated[str, typer.Option(
-        help="Comma-separated: inbox-size, worker-rss-growth.")] = ",".join(
-        _RETENTION.workloads),
-) -> None:
-    """The inbox's size and the worker's memory after many messages against after fewer, with
-    the inbox retention pruning (in-process transport, SQLite store, simulated time)."""
-    from bench import retention as retention_bench
-
-    chosen = tuple(w.strip() for w in workloads.split(",") if w.strip())
-    unknown = sorted(set(chosen) - set(retention_bench.WORKLOADS))
-    err = Console(stderr=True)
-    if unknown or not chosen:
-        err.print(f"error: unknown workload(s) {', '.join(unknown) or '(none given)'}; "
-                  f"choose from {', '.join(retention_bench.WORKLOADS)}", style="red",
-                  markup=False)
-        raise typer.Exit(2)
-    if baseline >= messages:
-        err.print(f"error: --baseline ({baseline}) must be less than --messages ({messages})",
-                  style="red", markup=False)
-        raise typer.Exit(2)
-    options = RetentionOptions(
-        messages=messages, baseline=baseline, retention=retention_seconds, tick=tick,
-        prune_interval=prune_interval, concurrency=concurrency,
-        synchronous=synchronous.value, workloads=chosen)
-    progress = None if as_json else (lambda line: err.print(line, style="dim"))
-    report = retention_bench.run(options, progress)
     if as_json:
         sys.stdout.write(report.dumps() + "\n")
     else:

@@ -8,7 +8,9 @@
 
 Throughput units (`…/s`) are better when higher; latency units (`ms`) when lower. A ratio
 in the table is always "how many times better ours is": ours/peer for throughput,
-peer/ours for latency, so above 1 means ours wins.
+peer/ours for latency, so above 1 means ours wins. A result measured against itself (a
+growth ratio: the same measure late in a run over early in it, no peer) has a `ceiling`
+instead: the most `ours` may be.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class Result:
     peers: dict[str, float] = field(default_factory=dict)
     targets: dict[str, float] = field(default_factory=dict)
     """Minimum advantage wanted over a peer (see `advantage`); shown in the table, not in JSON."""
+    ceiling: float | None = None
+    """The most `ours` may be (a growth ratio, lower is better); shown in the table, not in
+    JSON."""
 
     @property
     def higher_is_better(self) -> bool:
@@ -47,8 +52,9 @@ class Result:
         return self.ours / theirs if self.higher_is_better else theirs / self.ours
 
     def meets_targets(self) -> bool:
-        """True if every target is met."""
-        return all((self.advantage(p) or 0.0) >= t for p, t in self.targets.items())
+        """True if every target is met, the ceiling included."""
+        return (all((self.advantage(p) or 0.0) >= t for p, t in self.targets.items())
+                and (self.ceiling is None or self.ours <= self.ceiling))
 
     def to_json(self) -> dict[str, Any]:
         """The DESIGN.md shape of one result."""
@@ -97,6 +103,9 @@ class Report:
         for peer in peers:
             table.add_column(peer, justify="right", overflow="fold")
             table.add_column(f"ours ÷ {peer}" if len(peers) == 1 else "ratio", justify="right")
+        ceilings = any(r.ceiling is not None for r in self.results)
+        if ceilings:
+            table.add_column("ceiling", justify="right")
         for result in self.results:
             cells: list[str | Text] = [result.workload]
             if one_unit is None:
@@ -105,13 +114,17 @@ class Report:
             for peer in peers:
                 cells.append(_number(result.peers[peer]) if peer in result.peers else "")
                 cells.append(_ratio(result, peer))
+            if ceilings:
+                cells.append(_ceiling(result))
             table.add_row(*cells)
         return table
 
     def markdown(self) -> str:
         """The table as Markdown (for bench/RESULTS.md): ours, each peer, each ratio."""
         peers = self.peer_names
+        ceilings = any(r.ceiling is not None for r in self.results)
         head = ["workload", "unit", "ours", *peers, *(f"ours ÷ {p}" for p in peers)]
+        head += ["ceiling"] if ceilings else []
         lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         for r in self.results:
             cells = [f"`{r.workload}`", r.unit, _number(r.ours)]
@@ -123,6 +136,9 @@ class Report:
                 if advantage is not None and target is not None:
                     cell += f" (target {target:g}: {'met' if advantage >= target else 'missed'})"
                 cells.append(cell)
+            if ceilings:
+                cells.append("—" if r.ceiling is None else
+                             f"≤ {r.ceiling:g}: {'met' if r.ours <= r.ceiling else 'missed'}")
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
@@ -145,6 +161,13 @@ def _ratio(result: Result, peer: str) -> str | Text:
         return text
     met = advantage >= target
     return Text(f"{text} {'≥' if met else '<'}{target:g}", style="green" if met else "red")
+
+
+def _ceiling(result: Result) -> str | Text:
+    if result.ceiling is None:
+        return ""
+    met = result.ours <= result.ceiling
+    return Text(f"{'≤' if met else '>'}{result.ceiling:g}", style="green" if met else "red")
 
 
 def from_json(document: Mapping[str, Any]) -> Report:

@@ -4,11 +4,12 @@ themselves are not checked, only that every workload and peer is measured and re
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import asyncpg
 import pytest
-from bench import bus, retention, store_postgres, store_sqlite
+from bench import bus, store_postgres, store_sqlite
 from bench.cli import bench_app
 from bench.peer_eventsourcing import available
 from bench.report import Report, Result, from_json
@@ -41,6 +42,20 @@ def test_a_ratio_says_how_many_times_better_ours_is_for_throughput_and_latency()
     assert throughput.advantage("peer") == 3.0 and throughput.meets_targets()
     assert latency.advantage("peer") == 4.0 and not latency.meets_targets()
     assert throughput.advantage("absent") is None
+
+
+def test_a_growth_ratio_is_held_to_its_ceiling_lower_being_better() -> None:
+    report = Report("bus-rabbitmq", [Result("worker-rss-growth", "ratio", 1.05, ceiling=1.2),
+                                     Result("inbox-size", "ratio", 1.3, ceiling=1.2)])
+    console = Console(width=200, record=True)
+
+    report.render(console)
+
+    assert report.results[0].meets_targets() and not report.results[1].meets_targets()
+    text = console.export_text()
+    assert "1.05" in text and "≤1.2" in text and ">1.2" in text
+    assert "| `inbox-size` | ratio | 1.30 | ≤ 1.2: missed |" in report.markdown()
+    assert "ceiling" not in json.dumps(report.to_json())
 
 
 def test_the_table_shows_ours_each_peer_and_the_ratios() -> None:
@@ -168,7 +183,7 @@ def test_the_bus_benchmark_measures_every_workload_beside_its_peers(rabbitmq_url
 
     figures = {r.workload: r for r in report.results}
     assert list(figures) == ["transport-path", "full-path", "latency-p50", "latency-p99",
-                             "worker-rss-growth"]
+                             "worker-rss-growth", "inbox-size"]
     assert set(figures["transport-path"].peers) == {"raw-aiormq"}
     assert set(figures["full-path"].peers) == {"faststream", "raw-aio-pika"}
     assert all(v > 0 for r in report.results for v in (r.ours, *r.peers.values()))
@@ -242,15 +257,20 @@ def test_the_bus_benchmark_names_an_unknown_workload_and_an_unreachable_broker()
     assert "Traceback" not in unreachable.output
 
 
-def test_the_retention_benchmark_keeps_the_inbox_to_its_window_when_run_tiny(
-        tmp_path: Path) -> None:
-    options = retention.Options(messages=3000, baseline=1000, retention=0.1, tick=0.001,
-                                prune_interval=0.01, concurrency=8, directory=str(tmp_path))
-    first, last = retention.measure(options)
-    # a window of 100 messages, pruned every 10 ms: far fewer rows than messages handled
-    assert 0 < last["rows"] < 1000, last
-    assert first["rss"] > 0 and last["bytes"] > 0
-    report = retention.report_of(options, first, last)
-    assert [r.workload for r in report.results] == [
-        retention.INBOX_SIZE, retention.INBOX_BYTES, retention.RSS_GROWTH]
+@pytest.mark.rabbitmq
+def test_the_growth_workloads_run_the_inbox_retention_and_report_both_ratios(
+        rabbitmq_url: str, tmp_path: Path) -> None:
+    report = bus.run(bus.Options(url=rabbitmq_url, rss_messages=2000, rss_baseline=500,
+                                 inbox_retention=0.2, queue_type="classic", concurrency=8,
+                                 workloads=("worker-rss-growth",), directory=str(tmp_path)))
+
+    figures = {r.workload: r for r in report.results}
+    assert list(figures) == ["worker-rss-growth", "inbox-size"]
+    assert all(r.unit == "ratio" and r.ours > 0 and r.ceiling == 1.2 for r in report.results)
+    end = report.settings["at end"]
+    rows = int(re.search(r"([\d,]+) rows", end).group(1).replace(",", ""))  # type: ignore[union-attr]
+    pruned = int(re.search(r"([\d,]+) pruned", end).group(1).replace(",", ""))  # type: ignore[union-attr]
+    # a retention of 0.2 s, pruned every 0.1 s: the inbox forgot most of the 2,000 messages
+    assert pruned > 0 and rows < 2000, end
+    assert "main file bytes" in end and "WAL" in end
     assert list(tmp_path.iterdir()) == []  # the scratch store is gone
