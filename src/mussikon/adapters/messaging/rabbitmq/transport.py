@@ -203,6 +203,12 @@ class RabbitMqTransport(Transport):
         await self._open()
         return await self.dead_letter_queue.page(limit, after)
 
+    async def find_dead_letter(self, dead_letter_id: str) -> DeadLetter | None:
+        return next((d for d in await self.dead_letters() if d.id == dead_letter_id), None)
+
+    async def dead_letter_ids(self, prefix: str, limit: int) -> list[str]:
+        return sorted(d.id for d in await self.dead_letters() if d.id.startswith(prefix))[:limit]
+
     async def replay(self, dead_letter_id: str) -> bool:
         """Send a dead letter back to the queue it failed in, with fresh retries, for the
         subscriptions that failed (KeyError if there is no such dead letter; ValueError naming
