@@ -189,7 +189,8 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
             poll_interval=settings.poll_interval, poll_max_interval=settings.poll_max_interval,
             lease_seconds=settings.lease_seconds,
             connect_timeout=settings.broker_connect_timeout, timeout=settings.broker_timeout,
-            stop_grace=settings.stop_grace, prerequisite_wait=settings.prerequisite_wait)
+            stop_grace=settings.stop_grace, prerequisite_wait=settings.prerequisite_wait,
+            dead_letter_interval=settings.rabbitmq_dead_letter_interval)
     raise ConfigurationError(
         f"MUSSIKON_BROKER_URL {mask_url(url)!r}: use memory:// or amqp://user:pass@host:5672/ "
         "(or a comma-separated list of amqp:// URLs, the nodes of one cluster)")

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
                                              "(at least 1 each)")
     rabbitmq_retry_delays: str = Field("1,10,60", description="Seconds of the delayed retries "
                                                               "through TTL queues")
+    rabbitmq_dead_letter_interval: float = Field(
+        5.0, gt=0, description="Seconds between the moves of the dead-letter queue into the "
+                               "store that a worker makes (one worker at a time)")
     prerequisite_wait: float = Field(
         600.0, gt=0, description="Seconds an event from another service may wait for what it "
                                  "presupposes (an application its gig) before it is "

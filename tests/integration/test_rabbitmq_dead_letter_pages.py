@@ -18,6 +18,7 @@ from mussikon.adapters.messaging import dead_letter_store
 from mussikon.adapters.messaging.dead_letter_store import DeadLetterIndex
 from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport
 from mussikon.adapters.messaging.rabbitmq.dead_letters import DeadLetterQueue
+from mussikon.adapters.store.memory import InMemoryDocumentStore
 from mussikon.domain.events import MusicianRegisteredEvent
 from tests.integration.rabbitmq_kit import BrokerNamespace, sample_event
 from tests.polling import eventually
@@ -150,14 +151,16 @@ async def test_two_thousand_letters_are_read_off_the_broker_once_and_a_page_read
 
     async def counting(queue: DeadLetterQueue, channel: Any) -> object:
         nonlocal taken
-        taken += 1
-        return await take(queue, channel)
+        message = await take(queue, channel)
+        taken += message is not None
+        return message
 
     monkeypatch.setattr(DeadLetterQueue, "_take", counting)
     first = await tools.dead_letters(limit=10)
     assert [d.id for d in first] == letters[:10]
     assert taken == MANY  # each letter once, into the store
-    await eventually(lambda: emptied(broker, tools), 10, what="the dead-letter queue emptied")
+    assert len(await documents.scan(dead_letter_store.LETTERS)) == MANY
+    await eventually(lambda: emptied(broker, tools), 30, what="the dead-letter queue emptied")
 
     taken, documents.read = 0, 0
     page = await tools.dead_letters(limit=10, after=letters[1500])
@@ -242,3 +245,23 @@ async def queued(broker: BrokerNamespace, tools: RabbitMqTransport) -> int:
         return ok.message_count or 0
     finally:
         await channel.close()
+
+
+async def test_a_worker_moves_the_dead_letter_queue_into_the_store_by_itself(
+        broker: BrokerNamespace) -> None:
+    documents = InMemoryDocumentStore()  # the store the workers and the tools share
+    tools = broker.transport(documents=documents, relay=False)
+    await tools.dead_letters()
+    letters = await made(broker, tools, 3)
+    for _ in range(2):
+        worker = broker.transport(documents=documents, relay=False, dead_letter_interval=0.1)
+        await worker.start([])
+
+    async def kept() -> bool:
+        return [doc["id"] for _, doc in await documents.scan(dead_letter_store.LETTERS)] \
+            == letters
+
+    await eventually(kept, 10, what="the letters moved into the store by a worker")
+    await eventually(lambda: emptied(broker, tools), 10, what="the dead-letter queue emptied")
+    lease = f"dead-letters:{tools.topology.dead_letter_queue}"
+    assert await documents.try_lease(lease, "an operator", 1.0) is None  # a worker holds it

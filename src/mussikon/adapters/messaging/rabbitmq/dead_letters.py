@@ -7,7 +7,10 @@ in batches of at most `batch_size`, unacknowledged, keeps them in the store's in
 letters (`dead_letter_store`), and only then acknowledges them: a letter leaves the broker
 only once it is in the store. A failure between the two gives the batch back to the queue,
 and taking it again keeps each letter in its place again (by its id): nothing is lost or
-doubled. Each letter is read off the broker once. Every operator's command moves first, and
+doubled. Each letter is read off the broker once. (Each is acknowledged on its own: one
+acknowledgement of a batch with `multiple` left some of the messages a quorum queue of
+RabbitMQ 3.10 had handed over by `basic.get` unacknowledged, to come back when the channel
+closed and be moved a second time.) Every operator's command moves first, and
 a worker every few seconds (`RabbitMqTransport`); listing and looking a letter up are then
 bounded reads of the store, whatever the number of letters.
 
@@ -84,11 +87,11 @@ class DeadLetterQueue:
                 if not batch:
                     break
                 await self.index.keep([self._document(message) for message in batch])
-                tag = batch[-1].delivery_tag
-                assert tag is not None
-                await self.broker.answer(channel.basic_ack(tag, multiple=True),
-                                         "acknowledging the dead letters kept",
-                                         channel.connection)
+                for message in batch:  # one by one: see the module's docstring
+                    assert message.delivery_tag is not None
+                    await self.broker.answer(channel.basic_ack(message.delivery_tag),
+                                             "acknowledging a dead letter kept",
+                                             channel.connection)
                 moved += len(batch)
                 if len(batch) < wanted:
                     break
