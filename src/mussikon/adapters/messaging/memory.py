@@ -216,8 +216,13 @@ class InProcessTransport(Transport):
             await reader.start()
 
     async def open_for_operations(self, subscriptions: Sequence[Subscription]) -> None:
-        """Know the subscriptions, for `replay`, without reading the store for them."""
-        await self.dead_letter_index.adopt_legacy()
+        """Know the subscriptions, for `replay`, without reading the store for them. Dead
+        letters kept the old way are moved into the index, if the store can be written."""
+        try:
+            await self.dead_letter_index.adopt_legacy()
+        except Exception as exc:  # a store opened read-only: the next worker moves them
+            log.warning("dead letters kept the old way (by id only) stay unlisted until a "
+                        "worker starts: %s", exc)
         known: dict[str, Subscription] = {}
         for subscription in subscriptions:
             if subscription.name in known:
