@@ -23,7 +23,7 @@ from mussikon.application.repository import Repository
 from mussikon.application.retention import InboxRetention
 from mussikon.application.sagas.runtime import SagaRuntime, open_sagas
 from mussikon.application.snapshots import Snapshots
-from mussikon.config import Settings, mask_url, split_urls
+from mussikon.config import Settings, is_servicebus_connection_string, mask_url, split_urls
 from mussikon.domain.events import DomainEvent
 from mussikon.followers.polling import wait_until
 from mussikon.ports.analytics import Analytics
@@ -191,9 +191,22 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
             connect_timeout=settings.broker_connect_timeout, timeout=settings.broker_timeout,
             stop_grace=settings.stop_grace, prerequisite_wait=settings.prerequisite_wait,
             dead_letter_interval=settings.rabbitmq_dead_letter_interval)
+    if is_servicebus_connection_string(url):
+        from mussikon.adapters.messaging.servicebus.transport import ServiceBusTransport
+
+        return ServiceBusTransport(
+            url, store, documents, codec, topic=settings.servicebus_topic,
+            prefetch=settings.servicebus_prefetch, concurrency=settings.bus_concurrency,
+            retry_delays=settings.retry_delays,
+            delayed_retry_delays=settings.servicebus_delayed_retry_delays,
+            lock_renewal=settings.servicebus_lock_renewal, lease_seconds=settings.lease_seconds,
+            poll_interval=settings.poll_interval, poll_max_interval=settings.poll_max_interval,
+            timeout=settings.broker_timeout, stop_grace=settings.stop_grace,
+            prerequisite_wait=settings.prerequisite_wait)
     raise ConfigurationError(
-        f"MUSSIKON_BROKER_URL {mask_url(url)!r}: use memory:// or amqp://user:pass@host:5672/ "
-        "(or a comma-separated list of amqp:// URLs, the nodes of one cluster)")
+        f"MUSSIKON_BROKER_URL {mask_url(url)!r}: use memory://, amqp://user:pass@host:5672/ (or "
+        "a comma-separated list of amqp:// URLs, the nodes of one cluster) or a Service Bus "
+        "connection string (Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…)")
 
 
 @dataclass

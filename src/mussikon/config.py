@@ -7,6 +7,7 @@ and recorded): no server needed.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -33,9 +34,10 @@ class Settings(BaseSettings):
                            description="Event store: sqlite:///PATH, memory://, postgresql://…")
     demo_store_url: str = Field("", description="Store of `mussikon demo`; empty: its own "
                                                 "beside MUSSIKON_STORE_URL")
-    broker_url: str = Field("memory://", description="Transport: memory:// or amqp://…, or "
-                                                     "a comma-separated list of amqp:// URLs "
-                                                     "(the nodes of one cluster)")
+    broker_url: str = Field("memory://", description="Transport: memory://, amqp://…, a "
+                                                     "comma-separated list of amqp:// URLs (the "
+                                                     "nodes of one cluster) or a Service Bus "
+                                                     "connection string")
     sqlite_synchronous: str = Field("FULL", description="SQLite durability: FULL or NORMAL")
     postgres_schema: str = Field("mussikon", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
                                  description="PostgreSQL schema holding the tables")
@@ -87,6 +89,17 @@ class Settings(BaseSettings):
     rabbitmq_dead_letter_interval: float = Field(
         5.0, gt=0, description="Seconds between the moves of the dead-letter queue into the "
                                "store that a worker makes (one worker at a time)")
+    servicebus_topic: str = Field(
+        "mussikon-events", pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,259}$",
+        description="Service Bus topic the events are published to and read from")
+    servicebus_prefetch: int = Field(100, ge=0, le=10000, description="Service Bus messages "
+                                                                    "received ahead, per "
+                                                                    "subscription")
+    servicebus_retry_delays: str = Field("1,10,60", description="Seconds of the delayed "
+                                                                "retries (scheduled messages)")
+    servicebus_lock_renewal: float = Field(
+        300.0, ge=0, description="Seconds a running handler's message lock is renewed for, at "
+                                 "most")
     prerequisite_wait: float = Field(
         600.0, gt=0, description="Seconds an event from another service may wait for what it "
                                  "presupposes (an application its gig) before it is "
@@ -107,7 +120,14 @@ class Settings(BaseSettings):
                     "P7D); longer than any delay before a message is delivered again")
     log_level: str = Field("WARNING", description="Log level of the command line")
 
-    @field_validator("bus_retry_delays", "rabbitmq_retry_delays")
+    @field_validator("broker_url")
+    @classmethod
+    def _connection_string_is_whole(cls, value: str) -> str:
+        if is_servicebus_connection_string(value):
+            ServiceBusConnectionString.parse(value)
+        return value
+
+    @field_validator("bus_retry_delays", "rabbitmq_retry_delays", "servicebus_retry_delays")
     @classmethod
     def _delays_are_numbers(cls, value: str) -> str:
         try:
@@ -190,6 +210,11 @@ class Settings(BaseSettings):
         """The broker's delayed retry delays, in seconds."""
         return tuple(float(x) for x in self.rabbitmq_retry_delays.split(",") if x.strip())
 
+    @property
+    def servicebus_delayed_retry_delays(self) -> tuple[float, ...]:
+        """Service Bus's delayed retry delays (scheduled messages), in seconds."""
+        return tuple(float(x) for x in self.servicebus_retry_delays.split(",") if x.strip())
+
 
 class SettingsError(ValueError):
     """A `MUSSIKON_*` variable (or its line in `.env`) holds a value that cannot be used; the
@@ -232,7 +257,9 @@ def split_urls(value: str) -> list[str]:
 
 def mask_url(url: str) -> str:
     """The URL (or comma-separated list of URLs) with each password replaced by `***`, for
-    logs and errors."""
+    logs and errors (a Service Bus connection string: its key)."""
+    if is_servicebus_connection_string(url):
+        return ";".join(_masked_part(part) for part in url.split(";"))
     urls = split_urls(url)
     if len(urls) > 1:
         return ",".join(_mask_one(one) for one in urls)
@@ -249,3 +276,68 @@ def _mask_one(url: str) -> str:
         return url
     user = userinfo.split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
+
+
+_SHOWN_PARTS = frozenset({"endpoint", "sharedaccesskeyname", "entitypath",
+                          "usedevelopmentemulator", "transporttype"})
+
+
+def _masked_part(part: str) -> str:
+    """One `KEY=VALUE` of a connection string as logs show it: the value as `***` unless the
+    key is known to hold nothing secret, and the whole part as `***` if the key is not a plain
+    word (it could be a key cut loose)."""
+    key, equals, _ = part.partition("=")
+    name = key.strip()
+    if not part.strip() or (equals and name.lower() in _SHOWN_PARTS):
+        return part
+    return f"{key}=***" if equals and name.isalnum() else "***"
+
+
+def is_servicebus_connection_string(value: str) -> bool:
+    """True if `value` is written as a Service Bus connection string (`Endpoint=sb://…;…`),
+    well formed or not."""
+    return value.lstrip().lower().startswith("endpoint=")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceBusConnectionString:
+    """A Service Bus connection string, as .NET's `GetConnectionString("ServiceBus")` gives it:
+    `Endpoint=sb://NAMESPACE.servicebus.windows.net/;SharedAccessKeyName=NAME;
+    SharedAccessKey=KEY`, with `;UseDevelopmentEmulator=true` for a local emulator (plain TCP).
+    Its text form (`str`) masks the key."""
+
+    value: str
+    host: str
+    port: int | None
+    key_name: str
+    emulator: bool
+
+    def __str__(self) -> str:
+        return mask_url(self.value)
+
+    @classmethod
+    def parse(cls, value: str) -> ServiceBusConnectionString:
+        """Read one; ValueError saying what is wrong (never the key) otherwise."""
+        pairs: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in value.split(";"))):
+            key, equals, item = part.partition("=")
+            if not equals or not key.strip():
+                raise ValueError("the Service Bus connection string has a part that is not "
+                                 "KEY=VALUE (parts are separated by ';')")
+            pairs[key.strip().lower()] = item.strip()
+        endpoint = urlsplit(pairs.get("endpoint", ""))
+        if endpoint.scheme != "sb" or not endpoint.hostname:
+            raise ValueError("the Service Bus connection string needs Endpoint=sb://HOST[:PORT]/")
+        try:
+            port = endpoint.port
+        except ValueError:
+            raise ValueError("the Service Bus endpoint's port is not a number") from None
+        if "sharedaccesssignature" not in pairs:
+            for needed in ("SharedAccessKeyName", "SharedAccessKey"):
+                if not pairs.get(needed.lower()):
+                    raise ValueError(f"the Service Bus connection string needs {needed}=…")
+        emulator = pairs.get("usedevelopmentemulator", "false").lower()
+        if emulator not in ("true", "false"):
+            raise ValueError("UseDevelopmentEmulator must be true or false")
+        return cls(value, endpoint.hostname, port, pairs.get("sharedaccesskeyname", ""),
+                   emulator == "true")

@@ -66,7 +66,7 @@ def _looking() -> AbstractAsyncContextManager[App]:
     read-only, unless the transport is RabbitMQ, whose commands first move the letters that
     arrived in the dead-letter queue into the store."""
     settings = load_settings()
-    return opened(settings, read_only=settings.broker_url.startswith("memory:"))
+    return opened(settings, read_only=not settings.broker_url.startswith("amqp"))
 
 
 def _body(body: str) -> str:

@@ -68,6 +68,7 @@ from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from aiormq.exceptions import PublishError
 from pamqp.commands import Basic
 
+from mussikon.adapters.messaging.foreign import missing_prerequisites
 from mussikon.adapters.messaging.rabbitmq.acknowledgements import Acknowledgements
 from mussikon.adapters.messaging.rabbitmq.connection import BROKER_ERRORS, BrokerConnection
 from mussikon.adapters.messaging.rabbitmq.properties import (
@@ -85,7 +86,7 @@ from mussikon.adapters.messaging.rabbitmq.topology import Topology
 from mussikon.adapters.messaging.retries import next_retry_delay, try_handler
 from mussikon.adapters.messaging.stream_order import StreamOrderedWorkers
 from mussikon.domain.events import DomainEvent
-from mussikon.domain.prerequisites import Prerequisite, PrerequisitesMissing, prerequisites
+from mussikon.domain.prerequisites import Prerequisite, PrerequisitesMissing
 from mussikon.ports.event_store import EventStore, StoreError
 from mussikon.ports.transport import Envelope, Subscription
 from mussikon.wire import EventCodec, WireFormatError
@@ -363,7 +364,7 @@ class EventConsumer:
         presupposes is known. None if it is not: it waits, or it waited long enough."""
         stored = await self.store.find_event(envelope.event.id)
         if stored is None:
-            missing = await self._missing(envelope.event)
+            missing = await missing_prerequisites(self.store, envelope.event)
             if missing:
                 await self._wait(delivery, envelope.event, missing)
                 return None
@@ -371,19 +372,6 @@ class EventConsumer:
             log.debug("recorded %s %s from another service at position %d",
                       stored.event.event_type, stored.event.id, stored.position)
         return dataclasses.replace(envelope, event=stored.event, position=stored.position)
-
-    async def _missing(self, event: DomainEvent) -> list[Prerequisite]:
-        """What `event` presupposes and the store does not hold."""
-        missing = []
-        for needed in prerequisites(event):
-            if needed.opens_stream:
-                known = await self.store.stream_version(needed.stream_id) > 0
-            else:
-                known = any(r.event.event_type == needed.event_type
-                            for r in await self.store.read_stream(needed.stream_id))
-            if not known:
-                missing.append(needed)
-        return missing
 
     async def _wait(self, delivery: _Delivery, event: DomainEvent,
                     missing: list[Prerequisite]) -> None:

@@ -22,21 +22,32 @@ from typing import Any
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
+from mussikon.adapters.messaging.message_contract import (
+    CAUSATION_ID,
+    CONTENT_TYPE,
+    CORRELATION_ID,
+    EVENT_TYPE,
+    HANDLER_FAILED,
+    MALFORMED,
+    POSITION,
+    PREREQUISITE_MISSING,
+    VERSION,
+    WIRE_VERSION,
+    event_headers,
+    read_event,
+    text,
+)
+from mussikon.adapters.messaging.message_contract import clip as _clip
+from mussikon.adapters.messaging.message_contract import int_or as _int_or
 from mussikon.adapters.messaging.retries import exception_name, failure_message
 from mussikon.domain.events import DomainEvent
 from mussikon.ports.transport import DeadLetter, Envelope
 from mussikon.wire import EventCodec
 
-CONTENT_TYPE = "application/json"
-PERSISTENT = 2
-WIRE_VERSION = "1.0"
-"""The `Version` header of the specification: the message format, not the event's schema."""
+__all__ = ["CAUSATION_ID", "CONTENT_TYPE", "CORRELATION_ID", "EVENT_TYPE", "HANDLER_FAILED",
+           "MALFORMED", "POSITION", "PREREQUISITE_MISSING", "VERSION", "WIRE_VERSION", "text"]
 
-EVENT_TYPE = "EventType"
-VERSION = "Version"
-CORRELATION_ID = "CorrelationId"
-CAUSATION_ID = "CausationId"
-POSITION = "Position"
+PERSISTENT = 2
 
 RETRIES = "x-retries"
 """Delayed retries (through a TTL queue) the message has been through."""
@@ -64,24 +75,9 @@ WAITING_FOR = "x-waiting-for"
 EARLIER_ATTEMPTS = "x-earlier-attempts"
 """Attempts made before the dead letter was last replayed, so the count keeps growing."""
 
-MALFORMED = "malformed"
-"""`x-failure-reason` of a body that is not a valid event: never retried."""
-HANDLER_FAILED = "handler-failed"
-"""`x-failure-reason` of a valid event whose handler kept failing."""
-PREREQUISITE_MISSING = "prerequisite-missing"
-"""`x-failure-reason` of an event from another service that waited longer than it may for
-what it presupposes (`mussikon.domain.prerequisites`)."""
-
-
 def event_properties(event: DomainEvent, position: int | None = None) -> Basic.Properties:
     """What the relay publishes an event with."""
-    headers: dict[str, Any] = {EVENT_TYPE: event.event_type, VERSION: WIRE_VERSION}
-    if event.correlation_id is not None:
-        headers[CORRELATION_ID] = str(event.correlation_id)
-    if event.causation_id is not None:
-        headers[CAUSATION_ID] = str(event.causation_id)
-    if position is not None:
-        headers[POSITION] = position
+    headers = event_headers(event, position)
     return Basic.Properties(
         content_type=CONTENT_TYPE,
         delivery_mode=PERSISTENT,
@@ -93,31 +89,9 @@ def event_properties(event: DomainEvent, position: int | None = None) -> Basic.P
     )
 
 
-def text(value: Any) -> str:
-    """A header value as text (AMQP may hand strings over as bytes)."""
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "replace")
-    return "" if value is None else str(value)
-
-
 def headers_of(message: DeliveredMessage) -> dict[str, Any]:
     """The message's headers (an empty dict if it has none)."""
     return dict(message.header.properties.headers or {})
-
-
-def _uuid_or_none(value: Any) -> uuid.UUID | None:
-    # Correlation metadata is advisory: a foreign sender's odd value must not reject the event.
-    try:
-        return uuid.UUID(text(value)) if value else None
-    except ValueError:
-        return None
-
-
-def _int_or(value: Any, default: int) -> int:
-    try:
-        return int(text(value)) if value is not None else default
-    except ValueError:
-        return default
 
 
 def read_envelope(codec: EventCodec, message: DeliveredMessage, attempt: int = 1) -> Envelope:
@@ -127,22 +101,8 @@ def read_envelope(codec: EventCodec, message: DeliveredMessage, attempt: int = 1
     otherwise the body's `EventType` does. The envelope's `message_id` is the event's id,
     whoever published it, so the inbox recognises the same event sent twice.
     """
-    headers = headers_of(message)
-    properties = message.header.properties
-    declared = text(headers.get(EVENT_TYPE)) or None
-    correlation = _uuid_or_none(headers.get(CORRELATION_ID) or properties.correlation_id)
-    causation = _uuid_or_none(headers.get(CAUSATION_ID))
-    event = codec.decode(message.body, declared, correlation_id=correlation,
-                         causation_id=causation)
-    position = headers.get(POSITION)
-    return Envelope(
-        message_id=str(event.id),
-        event=event,
-        position=_int_or(position, 0) or None,
-        attempt=attempt,
-        headers={key: text(value) if isinstance(value, bytes) else value
-                 for key, value in headers.items()},
-    )
+    return read_event(codec, message.body, headers_of(message),
+                      correlation_id=message.header.properties.correlation_id, attempt=attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,8 +342,3 @@ def _parse_time(value: str) -> datetime | None:
         return datetime.fromisoformat(value) if value else None
     except ValueError:
         return None
-
-
-def _clip(message: str, limit: int = 1000) -> str:
-    # Headers travel in every frame of the message; a huge exception text does not belong there.
-    return message if len(message) <= limit else message[: limit - 1] + "…"

@@ -1,0 +1,357 @@
+"""The consumer: one peek-lock receiver per Service Bus subscription, handlers in
+`StreamOrderedWorkers` (each stream's messages in the order received, streams in parallel,
+`concurrency` handlers at once in this process).
+
+A message is received under a lock, which an `AutoLockRenewer` renews from its receipt
+until it is settled (up to `lock_renewal` seconds), and completed only after its
+subscription's handler succeeded. At most `prefetch` messages per subscription are held
+(received and not settled). Its event is first looked up in the store by its id: one that
+another service published (a .NET `ServiceBusEventService` message, with a new GUID
+`MessageId`) is recorded once (`EventStore.record_foreign`, origin `servicebus`) before any
+handler runs, and only once what it presupposes is stored: until then a copy of it is
+scheduled for later and the original completed, as on RabbitMQ (after `prerequisite_wait`
+seconds it is dead-lettered with the reason `prerequisite-missing`).
+
+Failures: the handler is retried in process (`retry_delays`, the message still locked and
+its worker free meanwhile), then a copy of the message is scheduled for its subscription
+alone after each of `delayed_retry_delays` (`schedule_messages`; the original is then
+completed, so the lock is not held while it waits), then the message is dead-lettered
+with `DeadLetterReason` `handler-failed` and a `DeadLetterErrorDescription` naming the
+exception, its message and the attempts. A body that is not an event is dead-lettered at
+once (`malformed`). A settlement that fails (the lock was lost) leaves the message to be
+delivered again, which the subscription's inbox recognises; the subscription's
+`MaxDeliveryCount` dead-letters a message that kills its consumer every time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from azure.servicebus import ServiceBusReceivedMessage, ServiceBusReceiveMode
+from azure.servicebus.aio import (
+    AutoLockRenewer,
+    ServiceBusClient,
+    ServiceBusReceiver,
+    ServiceBusSender,
+)
+from azure.servicebus.exceptions import ServiceBusError
+
+from mussikon.adapters.messaging.foreign import missing_prerequisites
+from mussikon.adapters.messaging.message_contract import (
+    HANDLER_FAILED,
+    MALFORMED,
+    PREREQUISITE_MISSING,
+    clip,
+)
+from mussikon.adapters.messaging.retries import (
+    exception_name,
+    failure_message,
+    next_retry_delay,
+    try_handler,
+)
+from mussikon.adapters.messaging.servicebus.entities import subscription_rules
+from mussikon.adapters.messaging.servicebus.messages import (
+    ATTEMPTS_MADE,
+    RETRIES,
+    WAITING_SINCE,
+    WAITS,
+    DeliveryState,
+    read_envelope,
+    redelivery,
+)
+from mussikon.adapters.messaging.stream_order import StreamOrderedWorkers
+from mussikon.domain.events import DomainEvent
+from mussikon.domain.prerequisites import Prerequisite, PrerequisitesMissing
+from mussikon.ports.event_store import EventStore
+from mussikon.ports.transport import Envelope, Subscription
+from mussikon.wire import EventCodec, WireFormatError
+
+log = logging.getLogger("mussikon.servicebus.consumer")
+
+FOREIGN_ORIGIN = "servicebus"
+"""The origin of the events other services published that this consumer records."""
+
+_RECEIVE_WAIT = 1.0
+"""Seconds one receive call waits for messages (the loop then looks whether to stop)."""
+
+
+async def _no_handler(envelope: Envelope) -> None:
+    """The recorder subscription's: recording happens before any handler."""
+
+
+class _Link:
+    """One subscription's receiver and how many of its messages are held (not settled)."""
+
+    def __init__(self, receiver: ServiceBusReceiver, subscription: Subscription) -> None:
+        self.receiver, self.subscription = receiver, subscription
+        self.held = 0
+        self.room = asyncio.Event()
+
+    def settled(self) -> None:
+        self.held -= 1
+        self.room.set()
+
+
+@dataclass(slots=True, eq=False)
+class _Delivery:
+    """A message received, decoded on receipt (`envelope` None: it carries no valid event,
+    `malformed` says why), and its in-process attempts so far."""
+
+    link: _Link
+    message: ServiceBusReceivedMessage
+    state: DeliveryState
+    envelope: Envelope | None
+    malformed: WireFormatError | None = None
+    tries: int = 0
+    stream: str | None = None
+
+
+def _stream_of(delivery: _Delivery) -> str | None:
+    return delivery.stream
+
+
+class ServiceBusConsumer:
+    """Runs subscriptions on their Service Bus subscriptions to `topic`."""
+
+    def __init__(self, client: ServiceBusClient, topic: str, codec: EventCodec,
+                 subscriptions: Sequence[Subscription], *, store: EventStore,
+                 prefetch: int = 100, concurrency: int = 8,
+                 retry_delays: Iterable[float] = (0.05, 0.25, 1.0),
+                 delayed_retry_delays: Iterable[float] = (1.0, 10.0, 60.0),
+                 lock_renewal: float = 300.0, prerequisite_wait: float = 600.0,
+                 timeout: float = 30.0) -> None:
+        self.client, self.topic, self.codec, self.store = client, topic, codec, store
+        self.prefetch, self.concurrency = prefetch, concurrency
+        self.retry_delays = tuple(retry_delays)
+        self.delayed_retry_delays = tuple(delayed_retry_delays)
+        self.prerequisite_wait, self.timeout = prerequisite_wait, timeout
+        self.lock_renewal = lock_renewal
+        rules = subscription_rules(subscriptions, codec.event_types)
+        by_name = {s.name: s for s in subscriptions}
+        self.subscriptions = [by_name.get(name) or Subscription(name, subjects, _no_handler)
+                              for name, subjects in rules.items()]
+        """Ours, and the recorder's if some event type is wanted by none of ours."""
+        self.delivered = 0
+        """Messages received so far (redeliveries included)."""
+        self.unsettled = 0
+        """Messages received and not settled yet."""
+        self.scheduled_until = 0.0
+        """When (Unix seconds) the last copy scheduled here falls due."""
+        self._workers = StreamOrderedWorkers("servicebus", concurrency, self._attempt,
+                                             _stream_of)
+        self._renewer: AutoLockRenewer | None = None
+        self._links: list[_Link] = []
+        self._loops: list[asyncio.Task[None]] = []
+        self._sender: ServiceBusSender | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        """Start receiving, one loop per subscription."""
+        self._renewer = AutoLockRenewer(max_lock_renewal_duration=self.lock_renewal)
+        self._workers.start()
+        for subscription in self.subscriptions:
+            link = _Link(self.client.get_subscription_receiver(
+                self.topic, subscription.name, receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
+                prefetch_count=self.prefetch), subscription)
+            self._links.append(link)
+            self._loops.append(asyncio.create_task(self._receive(link),
+                                                   name=f"servicebus:{subscription.name}"))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop receiving, let the handlers running finish (cancelled after `grace`
+        seconds), abandon the messages not handled (delivered again), close the links."""
+        self._stopping = True
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        for delivery in await self._workers.stop(grace):
+            await self._settle(delivery, "abandon", delivery.link.receiver.abandon_message(
+                delivery.message))
+        self.unsettled = 0
+        if self._renewer is not None:
+            await self._renewer.close()
+        # At once: the SDK takes half a second on average to close each (its keep-alive
+        # task, which it awaits, sleeps a second at a time).
+        await asyncio.gather(*(self._close(link) for link in
+                               [*(link.receiver for link in self._links), self._sender]
+                               if link is not None))
+
+    async def _close(self, link: ServiceBusReceiver | ServiceBusSender) -> None:
+        with contextlib.suppress(ServiceBusError, TimeoutError):
+            async with asyncio.timeout(self.timeout):
+                await link.close()
+
+    async def anything_queued(self) -> bool:
+        """True if a subscription shows a message (active, locked or deferred), peeked
+        through the receivers already open."""
+        for link in self._links:
+            async with asyncio.timeout(self.timeout):
+                if await link.receiver.peek_messages(1):
+                    return True
+        return False
+
+    async def _receive(self, link: _Link) -> None:
+        limit = max(self.prefetch, 1)
+        pause = 0.1
+        while not self._stopping:
+            if link.held >= limit:
+                link.room.clear()
+                await link.room.wait()
+                continue
+            try:
+                messages = await link.receiver.receive_messages(limit - link.held,
+                                                                _RECEIVE_WAIT)
+                pause = 0.1
+            except ServiceBusError as exc:
+                log.warning("receiving from %s: %s; trying again", link.subscription.name, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+                continue
+            for message in messages:
+                self.delivered += 1
+                self.unsettled += 1
+                link.held += 1
+                assert self._renewer is not None
+                self._renewer.register(link.receiver, message)
+                # Decoded here, in the order received, so that it joins its stream in order.
+                self._workers.submit(self._decode(link, message))
+
+    def _decode(self, link: _Link, message: ServiceBusReceivedMessage) -> _Delivery:
+        state = DeliveryState.of(message)
+        try:
+            envelope = read_envelope(self.codec, message)
+        except WireFormatError as exc:
+            return _Delivery(link, message, state, None, exc)
+        return _Delivery(link, message, state, envelope, stream=envelope.event.stream_id)
+
+    async def _attempt(self, delivery: _Delivery) -> float | None:
+        """One attempt: None once the message is settled (or left to come again), else the
+        seconds before the next attempt."""
+        try:
+            delay = await self._process(delivery)
+        except Exception:
+            # The store or the broker failed: leave the message to be delivered again.
+            log.exception("unexpected failure handling a message from %s",
+                          delivery.link.subscription.name)
+            await self._settle(delivery, "abandon",
+                               delivery.link.receiver.abandon_message(delivery.message))
+            delay = None
+        if delay is None:
+            self.unsettled -= 1
+            delivery.link.settled()
+        return delay
+
+    async def _process(self, delivery: _Delivery) -> float | None:
+        link, message, envelope = delivery.link, delivery.message, delivery.envelope
+        receiver, subscription = link.receiver, link.subscription
+        if envelope is None:
+            assert delivery.malformed is not None
+            log.error("malformed message in %s is dead-lettered: %s", subscription.name,
+                      delivery.malformed)
+            await self._dead_letter(delivery, MALFORMED, delivery.malformed, 0)
+            return None
+        if delivery.tries == 0:  # once, before the first attempt, in the stream's order
+            stored = await self._as_stored(delivery, envelope)
+            if stored is None:
+                return None  # scheduled to wait, or dead-lettered
+            envelope = delivery.envelope = stored
+        delivery.tries += 1
+        attempt = delivery.state.attempts_made + delivery.tries
+        error = await try_handler(subscription.name, subscription.handler, envelope, attempt)
+        if error is None:
+            await self._settle(delivery, "complete", receiver.complete_message(message))
+            return None
+        delay = next_retry_delay(self.retry_delays, delivery.tries)
+        if delay is not None:
+            return delay
+        retries = delivery.state.retries
+        if retries < len(self.delayed_retry_delays):
+            await self._schedule(delivery, f"retry{retries + 1}",
+                                 self.delayed_retry_delays[retries],
+                                 {RETRIES: retries + 1, ATTEMPTS_MADE: attempt})
+            return None
+        log.error("giving up on %s %s in %s after %d attempts: %s", envelope.event.event_type,
+                  envelope.message_id, subscription.name, attempt, error)
+        await self._dead_letter(delivery, HANDLER_FAILED, error, attempt)
+        return None
+
+    async def _as_stored(self, delivery: _Delivery, envelope: Envelope) -> Envelope | None:
+        """The envelope of the event as the store holds it, with its position; an event the
+        store does not hold (another service published it) is recorded first, once what it
+        presupposes is known. None if it is not: it waits, or it waited long enough."""
+        stored = await self.store.find_event(envelope.event.id)
+        if stored is None:
+            missing = await missing_prerequisites(self.store, envelope.event)
+            if missing:
+                await self._wait(delivery, envelope.event, missing)
+                return None
+            stored = await self.store.record_foreign(envelope.event, FOREIGN_ORIGIN)
+            log.debug("recorded %s %s from another service at position %d",
+                      stored.event.event_type, stored.event.id, stored.position)
+        return dataclasses.replace(envelope, event=stored.event, position=stored.position)
+
+    async def _wait(self, delivery: _Delivery, event: DomainEvent,
+                    missing: list[Prerequisite]) -> None:
+        """Schedule a copy to come back when what it presupposes may be known, or dead-letter
+        it once it waited `prerequisite_wait` seconds."""
+        state, now = delivery.state, time.time()
+        since = state.waiting_since if state.waiting_since is not None else now
+        what = ", ".join(m.what for m in missing)
+        if now - since >= self.prerequisite_wait or not self.delayed_retry_delays:
+            error = PrerequisitesMissing(
+                f"{event.event_type} {event.id} waited {now - since:.0f} s for what it "
+                f"presupposes; not known: {what}")
+            log.error("giving up on %s", error)
+            await self._dead_letter(delivery, PREREQUISITE_MISSING, error, 0)
+            return
+        # A few short rounds first (what it waits for is usually a moment behind), then longer.
+        delays = self.delayed_retry_delays
+        delay = delays[min(state.waits // 3, len(delays) - 1)]
+        log.info("%s %s waits for %s (round %d)", event.event_type, event.id, what,
+                 state.waits + 1)
+        await self._schedule(delivery, f"wait{state.waits + 1}", delay, {
+            WAITS: state.waits + 1, WAITING_SINCE: datetime.fromtimestamp(since, UTC)})
+
+    async def _schedule(self, delivery: _Delivery, round_name: str, delay: float,
+                        changes: dict[str, object]) -> None:
+        """Schedule a copy of the message for its subscription alone, `delay` seconds from
+        now, then complete the original (a crash between the two delivers both: the inbox
+        takes the repeat)."""
+        link, message, envelope = delivery.link, delivery.message, delivery.envelope
+        assert envelope is not None
+        copy = redelivery(message, link.subscription.name,
+                          f"{envelope.message_id}/{link.subscription.name}/{round_name}",
+                          changes)
+        due = datetime.now(UTC) + timedelta(seconds=delay)
+        if self._sender is None:
+            self._sender = self.client.get_topic_sender(self.topic)
+        async with asyncio.timeout(self.timeout):
+            await self._sender.schedule_messages(copy, due)
+        self.scheduled_until = max(self.scheduled_until, due.timestamp())
+        await self._settle(delivery, "complete", link.receiver.complete_message(message))
+
+    async def _dead_letter(self, delivery: _Delivery, reason: str, error: BaseException,
+                           attempts: int) -> None:
+        description = f"{exception_name(error)}: {failure_message(error)}"
+        if attempts:
+            description += f" ({attempts} attempts)"
+        await self._settle(delivery, "dead-letter", delivery.link.receiver.dead_letter_message(
+            delivery.message, reason=reason, error_description=clip(description, 4000)))
+
+    async def _settle(self, delivery: _Delivery, what: str, settling: Awaitable[None]) -> None:
+        """Settle; a settlement that fails (the lock was lost, the link is gone) leaves the
+        message to the broker, which delivers it again."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await settling
+        except (ServiceBusError, TimeoutError) as exc:
+            log.warning("could not %s a message of %s (it will come again): %s", what,
+                        delivery.link.subscription.name, exc)
+

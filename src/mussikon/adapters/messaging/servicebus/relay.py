@@ -1,0 +1,205 @@
+"""The outbox relay to a Service Bus topic: the store's global order, in batches.
+
+The relay reads the events after its checkpoint, packs them into `ServiceBusMessageBatch`es
+(each within the size the namespace allows), sends each and moves its position past a batch
+only once the send returned; the position is saved at most every `checkpoint_interval`, so
+a crash sends again what was sent since, which the namespace's duplicate detection (the
+`MessageId` is the event's id) and the consumers' inbox drop. Events recorded from other
+services (an origin) are passed by: no echo.
+
+As the RabbitMQ relay: one relay among all processes sharing the store holds a lease and
+publishes, the others stand by; a batch is sent only with a third of the lease's term surely
+left, and the checkpoint writes are fenced by its generation, so a relay that stalled past
+its lease publishes nothing more and moves no checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from azure.servicebus import ServiceBusMessage, ServiceBusMessageBatch
+from azure.servicebus.aio import ServiceBusClient, ServiceBusSender
+from azure.servicebus.exceptions import MessageSizeExceededError, ServiceBusError
+
+from mussikon.adapters.messaging.servicebus.messages import event_message
+from mussikon.followers.leases import Lease
+from mussikon.followers.polling import PollLoop
+from mussikon.followers.undecodable import skip_undecodable
+from mussikon.ports.documents import Changes, DocumentStore, Fence
+from mussikon.ports.event_store import EventStore, StoreError, UndecodableEventError
+from mussikon.wire import EventCodec
+
+log = logging.getLogger("mussikon.servicebus.relay")
+
+_RETRYABLE: tuple[type[BaseException], ...] = (ServiceBusError, StoreError, TimeoutError)
+
+
+class ServiceBusRelay:
+    """Moves events from the store to a Service Bus topic, in order, each batch sent before
+    its position counts."""
+
+    def __init__(self, store: EventStore, documents: DocumentStore, codec: EventCodec,
+                 client: ServiceBusClient, topic: str, *, name: str = "relay",
+                 batch_size: int = 500, lease_seconds: float = 10.0,
+                 poll_interval: float = 0.05, poll_max_interval: float = 1.0,
+                 checkpoint_interval: float = 0.25, timeout: float = 30.0,
+                 owner: str | None = None) -> None:
+        self.store, self.documents, self.codec = store, documents, codec
+        self.client, self.topic, self.name = client, topic, name
+        self.batch_size, self.timeout = batch_size, timeout
+        self.checkpoint_interval = checkpoint_interval
+        self.published = 0
+        """Messages this relay sent (repeats included)."""
+        self._lease = Lease(documents, name, seconds=lease_seconds, owner=owner)
+        self._poll = PollLoop(f"relay {name}", interval=poll_interval,
+                              max_interval=poll_max_interval, expected_errors=_RETRYABLE)
+        self._task: asyncio.Task[None] | None = None
+        self._sender: ServiceBusSender | None = None
+        self._sent = self._saved = 0
+        self._saved_at = -checkpoint_interval
+
+    @property
+    def is_active(self) -> bool:
+        """True while this relay holds the lease."""
+        return self._lease.held
+
+    async def position(self) -> int:
+        """The position up to which every event was sent, by this relay or, as saved, by any."""
+        return max(self._sent, await self.documents.checkpoint(self.name))
+
+    def start(self) -> None:
+        """Run in the background until `stop()`."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._poll.run(self._step),
+                                             name=f"relay:{self.name}")
+
+    def wake(self) -> None:
+        """Look for new events now rather than at the next poll."""
+        self._poll.wake()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Finish the send in progress (or give it up after `timeout`), save the position,
+        release the lease, close the sender."""
+        self._poll.stop()
+        if self._task is not None:
+            done, _ = await asyncio.wait({self._task}, timeout=timeout)
+            if not done:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            self._task = None
+        with contextlib.suppress(StoreError, TimeoutError):
+            await asyncio.wait_for(self._save_checkpoint(), timeout)
+        await self._lease.release()
+        await self._close_sender()
+
+    async def _close_sender(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            with contextlib.suppress(ServiceBusError, TimeoutError):
+                await asyncio.wait_for(sender.close(), self.timeout)
+
+    async def _hold(self, *, recheck: bool = False) -> bool:
+        """Keep the lease; if it was lost meanwhile, forget what was sent and not saved (the
+        next holder sends it again)."""
+        before = self._lease.fence
+        held = await self._lease.hold(recheck=recheck)
+        if not held or self._lease.fence != before:
+            self._sent = self._saved = 0
+        return held
+
+    async def _may_publish(self, term: Fence) -> bool:
+        """Not stopping, and the lease held at `term` with a third of its term left."""
+        return (not self._poll.stopping and await self._hold() and self._lease.fence == term
+                and self._lease.remaining() > self._lease.seconds / 3)
+
+    async def _step(self) -> bool:
+        if not await self._hold():
+            self._poll.look_again_within(self._lease.seconds / 3)
+            return False
+        try:
+            if await self.publish_pending():
+                return True
+        except ServiceBusError:
+            await self._close_sender()  # a new link at the next try
+            raise
+        if self._sent > self._saved:
+            due = self._saved_at + self.checkpoint_interval - time.monotonic()
+            if due <= 0:
+                await self._save_checkpoint()
+            else:
+                self._poll.look_again_within(due)
+        return False
+
+    async def _save_checkpoint(self) -> None:
+        # Forward-only and fenced, as the RabbitMQ relay's: a stale relay moves it no more.
+        position, fence = self._sent, self._lease.fence
+        if position <= self._saved or fence is None:
+            return
+        if await self.documents.commit(Changes(), checkpoint=(self.name, position),
+                                       fence=fence):
+            self._saved, self._saved_at = position, time.monotonic()
+        elif await self._hold(recheck=True) and self._lease.fence == fence:
+            self._saved = max(self._saved, position)  # already past it
+        else:
+            log.warning("relay %s lost its lease before saving position %d", self.name,
+                        position)
+
+    async def publish_pending(self) -> int:
+        """Send every event after the position, a batch at a time, while this relay holds the
+        lease; returns how many events it went through (0: nothing new)."""
+        term = self._lease.fence
+        if term is None:
+            return 0
+        done = 0
+        while not self._poll.stopping:
+            after = await self.position()
+            try:
+                records = await self.store.read_all(after + 1, self.batch_size)
+            except UndecodableEventError as exc:
+                if not await skip_undecodable(self.documents, self.name, exc, fence=term):
+                    return done
+                self._sent = self._saved = max(self._sent, exc.position)
+                done += 1
+                continue
+            if not records:
+                return done
+            messages = [event_message(self.codec, r.event, r.position)
+                        for r in records if not r.origin]
+            if messages:
+                if not await self._may_publish(term):
+                    return done
+                await self._send(messages)
+            self._sent = max(self._sent, records[-1].position)
+            done += len(records)
+            if time.monotonic() - self._saved_at >= self.checkpoint_interval:
+                await self._save_checkpoint()
+        return done
+
+    async def _send(self, messages: list[ServiceBusMessage]) -> None:
+        """Send `messages` in as few batches as their sizes allow, in order."""
+        if self._sender is None:
+            self._sender = self.client.get_topic_sender(self.topic)
+        sender = self._sender
+        batch = await self._new_batch(sender)
+        for message in messages:
+            try:
+                batch.add_message(message)
+                continue
+            except MessageSizeExceededError:
+                if not len(batch):
+                    raise  # one event larger than the namespace takes: it cannot be sent
+            await sender.send_messages(batch, timeout=self.timeout)
+            self.published += len(batch)
+            batch = await self._new_batch(sender)
+            batch.add_message(message)
+        await sender.send_messages(batch, timeout=self.timeout)
+        self.published += len(batch)
+
+    async def _new_batch(self, sender: ServiceBusSender) -> ServiceBusMessageBatch:
+        # The first opens the link, which tells the largest message the namespace takes.
+        async with asyncio.timeout(self.timeout):
+            return await sender.create_message_batch()

@@ -1,0 +1,184 @@
+"""The Service Bus transport through the official SDK against the local peer: the relay
+publishes the store's global order to the topic in batches, each subscription receives
+only its event types, completes after its handler, retries, schedules a copy, dead-letters
+with the reason; a .NET service's message is recorded once and handled; a malformed body
+is dead-lettered at once. No ordinary settle goes through `$management`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
+from azure.servicebus.aio import ServiceBusClient
+
+from mussikon.adapters.messaging.servicebus.entities import subscription_rules
+from mussikon.adapters.messaging.servicebus.transport import ServiceBusTransport
+from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.domain.events import ContractSignedEvent, MusicianRegisteredEvent
+from mussikon.ports.transport import Subscription
+from mussikon.wire import EventCodec
+from tests.integration.rabbitmq_kit import Recorder, append, eventually, sample_event
+from tests.servicebus_peer import ServiceBusPeer
+
+pytestmark = pytest.mark.servicebus
+
+TOPIC = "mussikon-events"
+GOLDEN = Path(__file__).parent.parent / "golden"
+FAST: dict[str, Any] = {"retry_delays": (0.01,), "delayed_retry_delays": (0.3,),
+                        "lease_seconds": 1.5, "poll_interval": 0.02, "poll_max_interval": 0.2,
+                        "timeout": 10.0, "stop_grace": 5.0}
+
+
+class Bus:
+    """A store, a transport on the peer, and the entities its subscriptions need."""
+
+    def __init__(self, peer: ServiceBusPeer) -> None:
+        self.peer = peer
+        self.codec = EventCodec()
+        self.store, self.documents = InMemoryEventStore(self.codec), InMemoryDocumentStore()
+        self.transport: ServiceBusTransport | None = None
+
+    async def start(self, subscriptions: Iterable[Subscription], **options: Any
+                    ) -> ServiceBusTransport:
+        subscriptions = list(subscriptions)
+        if TOPIC not in self.peer.topics():
+            self.peer.create_topic(TOPIC)
+        for name, subjects in subscription_rules(subscriptions, self.codec.event_types).items():
+            self.peer.create_subscription(TOPIC, name, set(subjects))
+        self.transport = ServiceBusTransport(self.peer.connection_string, self.store,
+                                             self.documents, self.codec,
+                                             **(FAST | options))
+        await self.transport.start(subscriptions)
+        return self.transport
+
+    async def dead_letters(self, subscription: str, count: int = 1) -> list[Any]:
+        """Exactly `count` messages of the subscription's dead-letter sub-queue, once there."""
+        letters: list[Any] = []
+
+        async def there() -> bool:
+            async with (ServiceBusClient.from_connection_string(self.peer.connection_string)
+                        as c, c.get_subscription_receiver(
+                            TOPIC, subscription, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as r):
+                letters[:] = await r.peek_messages(50)
+            return len(letters) >= count
+
+        await eventually(there, 30, what=f"{count} dead letters in {subscription}")
+        assert len(letters) == count
+        return letters
+
+
+@pytest.fixture
+async def bus(servicebus_peer: ServiceBusPeer) -> AsyncIterator[Bus]:
+    bus = Bus(servicebus_peer)
+    yield bus
+    if bus.transport is not None:
+        await bus.transport.stop()
+    assert servicebus_peer.management_settlements == 0
+
+
+async def test_the_relay_publishes_and_each_subscription_gets_only_its_types(bus: Bus) -> None:
+    musicians, contracts = Recorder(), Recorder()
+    transport = await bus.start([
+        musicians.subscription("musicians", ["MusicianRegisteredEvent"], bus.documents),
+        contracts.subscription("contracts", ["ContractSignedEvent"], bus.documents)])
+    registered = [sample_event(MusicianRegisteredEvent, n) for n in range(30)]
+    signed = [sample_event(ContractSignedEvent, n) for n in range(5)]
+    await append(bus.store, [*registered, *signed])
+    transport.wake()
+    await transport.wait_idle(30)
+    assert sorted(e.message_id for e in musicians.handled) == sorted(str(e.id) for e in registered)
+    assert sorted(e.message_id for e in contracts.handled) == sorted(str(e.id) for e in signed)
+    assert all(e.position for e in musicians.handled)
+    assert transport.relay is not None
+    assert await transport.relay.position() == await bus.store.head_position()
+    assert await bus.documents.checkpoint("relay") == await bus.store.head_position()
+
+
+async def test_a_failing_handler_is_retried_then_scheduled_then_dead_lettered(bus: Bus) -> None:
+    recorder = Recorder()
+    transport = await bus.start([recorder.subscription("musicians",
+                                                       ["MusicianRegisteredEvent"])])
+    bad, good = sample_event(MusicianRegisteredEvent, 1), sample_event(MusicianRegisteredEvent, 2)
+    recorder.fail_for.add(str(bad.id))
+    await append(bus.store, [bad, good])
+    transport.wake()
+    [letter] = await bus.dead_letters("musicians")
+    # Two tries in process, a scheduled copy, two tries again.
+    assert recorder.calls[str(bad.id)] == 4
+    assert [e.message_id for e in recorder.handled] == [str(good.id)]
+    assert letter.dead_letter_reason == "handler-failed"
+    assert letter.dead_letter_error_description.startswith(
+        "ValueError: cannot handle MusicianRegisteredEvent")
+    assert letter.dead_letter_error_description.endswith("(4 attempts)")
+    await transport.wait_idle(30)
+
+
+async def test_a_dotnet_message_is_recorded_once_and_handled(bus: Bus) -> None:
+    recorder = Recorder()
+    transport = await bus.start([recorder.subscription("musicians",
+                                                       ["MusicianRegisteredEvent"],
+                                                       bus.documents)])
+    body = (GOLDEN / "MusicianRegisteredEvent.json").read_bytes()
+    async with (ServiceBusClient.from_connection_string(bus.peer.connection_string) as client,
+                client.get_topic_sender(TOPIC) as sender):
+        for _ in range(2):  # as PublishEventAsync sends it, twice: a new MessageId each
+            await sender.send_messages(ServiceBusMessage(
+                body, content_type="application/json", message_id=str(uuid.uuid4()),
+                subject="MusicianRegisteredEvent", time_to_live=timedelta(hours=24),
+                application_properties={"EventType": "MusicianRegisteredEvent",
+                                        "Version": "1.0",
+                                        "Timestamp": datetime.now(UTC)}))  # type: ignore[dict-item]
+    await eventually(lambda: len(recorder.handled) == 1, 30, what="the event handled")
+    await transport.wait_idle(30)
+    event_id = uuid.UUID("0b6f1d2e-8c3a-4f5b-a1d9-7e2c4b6a8f01")
+    stored = await bus.store.find_event(event_id)
+    assert stored is not None and stored.origin == "servicebus"
+    assert recorder.effects[str(event_id)] == 1
+    assert [r.event.id for r in await bus.store.read_all(1, 10)] == [event_id]
+
+
+async def test_a_malformed_body_is_dead_lettered_at_once(bus: Bus) -> None:
+    recorder = Recorder()
+    await bus.start([recorder.subscription("musicians", ["MusicianRegisteredEvent"])])
+    async with (ServiceBusClient.from_connection_string(bus.peer.connection_string) as client,
+                client.get_topic_sender(TOPIC) as sender):
+        await sender.send_messages(ServiceBusMessage(b"not json",
+                                                     subject="MusicianRegisteredEvent"))
+    [letter] = await bus.dead_letters("musicians")
+    assert letter.dead_letter_reason == "malformed"
+    assert letter.dead_letter_error_description.startswith("WireFormatError")
+    assert recorder.calls.total() == 0
+
+
+async def test_dead_letters_are_listed_replayed_deleted_and_purged(bus: Bus) -> None:
+    recorder = Recorder()
+    transport = await bus.start([recorder.subscription("musicians",
+                                                       ["MusicianRegisteredEvent"],
+                                                       bus.documents)],
+                                delayed_retry_delays=())
+    events = [sample_event(MusicianRegisteredEvent, n) for n in range(4)]
+    recorder.fail_for.update(str(e.id) for e in events)
+    await append(bus.store, events)
+    transport.wake()
+    await bus.dead_letters("musicians", 4)
+    letters = await transport.dead_letters()
+    assert sorted(letter.message_id for letter in letters) == sorted(str(e.id) for e in events)
+    assert all(letter.subscription == "musicians" and letter.exception == "ValueError"
+               and letter.reason.startswith("handler-failed: ValueError") for letter in letters)
+    first, second, *rest = letters
+    assert [x.id for x in await transport.dead_letters(limit=2, after=first.id)] == [
+        second.id, rest[0].id]
+    recorder.fail_for.clear()
+    assert await transport.replay(first.id)
+    await eventually(lambda: recorder.effects[first.message_id] == 1, 30, what="the replay")
+    await transport.delete_dead_letter(second.id)
+    assert [x.id for x in await transport.dead_letters()] == [x.id for x in rest]
+    with pytest.raises(KeyError):
+        await transport.delete_dead_letter(second.id)
+    assert await transport.purge_dead_letters() == 2
+    assert await transport.dead_letters() == []
