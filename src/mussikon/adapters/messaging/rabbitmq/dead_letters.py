@@ -7,12 +7,11 @@ in batches of at most `batch_size`, unacknowledged, keeps them in the store's in
 letters (`dead_letter_store`), and only then acknowledges them: a letter leaves the broker
 only once it is in the store. A failure between the two gives the batch back to the queue,
 and taking it again keeps each letter in its place again (by its id): nothing is lost or
-doubled. Each letter is read off the broker once. (Each is acknowledged on its own: one
-acknowledgement of a batch with `multiple` left some of the messages a quorum queue of
-RabbitMQ 3.10 had handed over by `basic.get` unacknowledged, to come back when the channel
-closed and be moved a second time.) Every operator's command moves first, and
-a worker every few seconds (`RabbitMqTransport`); listing and looking a letter up are then
-bounded reads of the store, whatever the number of letters.
+doubled. Each letter is read off the broker once: each is acknowledged on its own, and the
+channel is closed only once the queue has applied the acknowledgements (`_settled`). Every
+operator's command moves first, and a worker every few seconds (`RabbitMqTransport`);
+listing and looking a letter up are then bounded reads of the store, whatever the number of
+letters.
 
 Replaying publishes the letter to the queue it failed in (through the default exchange: a
 message sent back through the topic exchange would reach every other queue bound to its
@@ -82,7 +81,8 @@ class DeadLetterQueue:
             while moved < count:
                 wanted = min(self.batch_size, count - moved)
                 batch: list[DeliveredMessage] = []
-                while len(batch) < wanted and (message := await self._take(channel)):
+                while len(batch) < wanted and \
+                        (message := await self._take(channel)) is not None:
                     batch.append(message)
                 if not batch:
                     break
@@ -95,9 +95,25 @@ class DeadLetterQueue:
                 moved += len(batch)
                 if len(batch) < wanted:
                     break
+            if moved:
+                await self._settled(channel)
         finally:
             await self._close(channel)  # hands back to the queue what was not acknowledged
         return moved
+
+    async def _settled(self, channel: AbstractChannel) -> None:
+        """Wait until the queue has applied the acknowledgements sent on `channel`: one more
+        `basic.get`, which a quorum queue answers only after the channel's earlier commands.
+        Closed at once, a channel of a quorum queue of RabbitMQ 3.10 under load can drop
+        acknowledgements it had not passed on yet, and their letters come back to be moved
+        again. A letter that this get takes is given back."""
+        message = await self.broker.answer(
+            channel.basic_get(self.topology.dead_letter_queue, no_ack=False),
+            "waiting for the dead letters' acknowledgements", channel.connection)
+        if message.delivery_tag is not None:
+            await self.broker.answer(
+                channel.basic_nack(message.delivery_tag, multiple=False, requeue=True),
+                "giving back a dead letter", channel.connection)
 
     async def _take(self, channel: AbstractChannel) -> DeliveredMessage | None:
         """The next message from the head of the queue, unacknowledged; None if it has none.
