@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -199,9 +200,7 @@ async def drive(run: Run, units: int, rate: float, faults: Faults, *,
     await settled(run, 120)
     for worker in run.workers:
         await worker.terminate()
-    _, dead = await queued(run)
-    if dead:
-        await dead_letters(run)
+    dead = await dead_letters(run)
     app = await run.app()
     try:
         tally = await audit(app, run.journal, dead)
@@ -213,13 +212,18 @@ async def drive(run: Run, units: int, rate: float, faults: Faults, *,
     return tally
 
 
-async def dead_letters(run: Run) -> None:
-    """Keep the dead letters' reasons (`mussikon dlq list`) in the run's folder."""
+async def dead_letters(run: Run) -> int:
+    """How many dead letters the run made (the workers move them from the dead-letter queue
+    into the store; `mussikon dlq list` moves the rest), their reasons kept in the run's
+    folder. Counted from the queue if the command fails."""
     listed = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "mussikon", "dlq", "list", "--json", "--limit",
                          "1000"], cwd=run.root, env=run.env(), capture_output=True, text=True,
         timeout=120, check=False)
     (run.root / "dead-letters.json").write_text(listed.stdout + listed.stderr)
+    if listed.returncode != 0:
+        return (await queued(run))[1]
+    return len(json.loads(listed.stdout)["dead_letters"])
 
 
 async def settled(run: Run, timeout: float, faults: asyncio.Task[None] | None = None) -> None:

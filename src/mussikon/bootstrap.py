@@ -189,7 +189,8 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
             poll_interval=settings.poll_interval, poll_max_interval=settings.poll_max_interval,
             lease_seconds=settings.lease_seconds,
             connect_timeout=settings.broker_connect_timeout, timeout=settings.broker_timeout,
-            stop_grace=settings.stop_grace, prerequisite_wait=settings.prerequisite_wait)
+            stop_grace=settings.stop_grace, prerequisite_wait=settings.prerequisite_wait,
+            dead_letter_interval=settings.rabbitmq_dead_letter_interval)
     if is_servicebus_connection_string(url):
         from mussikon.adapters.messaging.servicebus.transport import ServiceBusTransport
 

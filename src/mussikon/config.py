@@ -86,6 +86,9 @@ class Settings(BaseSettings):
                                              "(at least 1 each)")
     rabbitmq_retry_delays: str = Field("1,10,60", description="Seconds of the delayed retries "
                                                               "through TTL queues")
+    rabbitmq_dead_letter_interval: float = Field(
+        5.0, gt=0, description="Seconds between the moves of the dead-letter queue into the "
+                               "store that a worker makes (one worker at a time)")
     servicebus_topic: str = Field(
         "mussikon-events", pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,259}$",
         description="Service Bus topic the events are published to and read from")

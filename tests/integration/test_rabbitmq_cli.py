@@ -27,6 +27,7 @@ from pamqp.commands import Basic
 from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore
 from mussikon.bootstrap import open_app
 from mussikon.config import Settings
+from mussikon.ports.transport import DeadLetter
 from tests.integration.rabbitmq_kit import BrokerNamespace, dotnet_publish, eventually
 
 pytestmark = pytest.mark.rabbitmq
@@ -130,6 +131,19 @@ class Command:
                 process.kill()
                 await process.wait()
 
+    async def dead_letters(self) -> list[DeadLetter]:
+        """The dead letters as the commands see them: the same store and broker (those in
+        the dead-letter queue are moved into the store first)."""
+        app = await open_app(Settings(store_url=f"sqlite:///{self.store}",
+                                      broker_url=self.broker.url,
+                                      rabbitmq_prefix=self.broker.prefix,
+                                      rabbitmq_retry_delays=RETRY_DELAYS))
+        try:
+            await app.open_for_operations()
+            return await app.transport.dead_letters()
+        finally:
+            await app.close()
+
     async def register_musician(self, name: str, email_address: str) -> str:
         """Register a musician in the store, as the API would (the worker publishes it)."""
         app = await open_app(Settings(store_url=f"sqlite:///{self.store}",
@@ -225,7 +239,6 @@ async def test_sigterm_lets_the_worker_finish_the_email_in_flight_then_exit_clea
 
 async def test_dlq_commands_list_show_replay_and_purge_real_dead_letters(
         mussikon: Command, mail_server: SlowMailServer, broker: BrokerNamespace) -> None:
-    tools = broker.transports[0]
     mail_server.refuse = True  # the welcome email fails every time: a dead letter
     mail_server.release.set()
     await mussikon.register_musician("Ana Díaz", "ana@example.com")
@@ -235,10 +248,10 @@ async def test_dlq_commands_list_show_replay_and_purge_real_dead_letters(
                                 "musician.registered", b"not json", "MusicianRegisteredEvent")
 
         async def dead_lettered(count: int) -> bool:
-            return len(await tools.dead_letters()) == count
+            return len(await mussikon.dead_letters()) == count
 
         await eventually(lambda: dead_lettered(2), 30)
-        letters = {d.exception: d for d in await tools.dead_letters()}
+        letters = {d.exception: d for d in await mussikon.dead_letters()}
         welcome, malformed = letters["NotificationError"], letters["WireFormatError"]
 
         code, out, err = await mussikon.run("dlq", "list")
@@ -269,7 +282,7 @@ async def test_dlq_commands_list_show_replay_and_purge_real_dead_letters(
 
         await eventually(delivered, 30)
         await eventually(lambda: dead_lettered(1), 30)
-        assert [d.id for d in await tools.dead_letters()] == [malformed.id]
+        assert [d.id for d in await mussikon.dead_letters()] == [malformed.id]
 
         # A malformed body cannot be fixed by trying again: it comes back under its id.
         code, out, err = await mussikon.run("dlq", "replay", "--all")
@@ -277,7 +290,7 @@ async def test_dlq_commands_list_show_replay_and_purge_real_dead_letters(
         assert f"{malformed.id}: sent back" in out
 
         async def back_again() -> bool:
-            return [d.id for d in await tools.dead_letters()] == [malformed.id]
+            return [d.id for d in await mussikon.dead_letters()] == [malformed.id]
 
         await eventually(back_again, 30)
 
@@ -360,11 +373,11 @@ async def test_dlq_commands_page_resolve_delete_refuse_and_report_on_rabbitmq(
         await read_line_with(worker.stdout, "worker running")
 
         async def dead_lettered() -> bool:
-            return len(await tools.dead_letters()) == 4
+            return len(await mussikon.dead_letters()) == 4
 
         await eventually(dead_lettered, 30)
         await terminate(worker)
-    letters = [d.id for d in await tools.dead_letters()]
+    letters = [d.id for d in await mussikon.dead_letters()]
 
     seen: list[str] = []
     after: list[str] = []
@@ -377,7 +390,7 @@ async def test_dlq_commands_page_resolve_delete_refuse_and_report_on_rabbitmq(
             break
         after = ["--after", document["next_after"]]
     assert seen == letters
-    assert [d.id for d in await tools.dead_letters()] == letters  # nothing moved
+    assert [d.id for d in await mussikon.dead_letters()] == letters  # nothing moved
 
     code, out, err = await mussikon.run("dlq", "list", "--limit", "2")
     assert code == 0, err
@@ -394,11 +407,11 @@ async def test_dlq_commands_page_resolve_delete_refuse_and_report_on_rabbitmq(
     assert code == 1 and "refused without --yes" in err
     code, out, err = await mussikon.run("dlq", "delete", letters[1][:12], "--yes")
     assert (code, out) == (0, f"deleted {letters[1]}\n"), err
-    assert [d.id for d in await tools.dead_letters()] == [letters[0], *letters[2:]]
+    assert [d.id for d in await mussikon.dead_letters()] == [letters[0], *letters[2:]]
 
     code, out, err = await mussikon.run("dlq", "purge")
     assert code == 1 and "refused without --yes" in err
-    assert len(await tools.dead_letters()) == 3
+    assert len(await mussikon.dead_letters()) == 3
 
     # A letter whose queue no longer exists (its .NET service was retired).
     stray = uuid.uuid4().hex
@@ -425,6 +438,6 @@ async def test_dlq_commands_page_resolve_delete_refuse_and_report_on_rabbitmq(
         f"{stray}: not sent back: dead letter {stray} cannot be sent back to queue "
         f"'{broker.prefix}retired.queue': the broker refused it (NO_ROUTE)"]
     assert err == "error: 1 of 4 dead letters could not be sent back\n"
-    assert [d.id for d in await tools.dead_letters()] == [stray]
+    assert [d.id for d in await mussikon.dead_letters()] == [stray]
     queue = tools.topology.queue("MusicianRegisteredEvent")
     assert await queued(broker, queue) == 3  # back in their queue, for the next worker

@@ -1,22 +1,28 @@
-"""The dead-letter queue browsed page by page on RabbitMQ, quorum and classic: every letter
-seen once, the queue's order the same after every page, a delete or a replay taking one
-letter and leaving the others in their places, and a page reading no more of a classic queue
-than the letters up to the cursor and the page."""
+"""The dead letters on RabbitMQ, quorum and classic: moved from the dead-letter queue into the
+store, each read off the broker once and acknowledged only once kept (a failure between the
+two loses and doubles nothing); listed page by page, every letter seen once in the order
+they were given up on; a delete or a replay taking one letter and leaving the others; a
+page or one letter reading a few documents of the store however many letters there are."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from pamqp.commands import Basic
 
+from mussikon.adapters.messaging import dead_letter_store
+from mussikon.adapters.messaging.dead_letter_store import DeadLetterIndex
 from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport
-from mussikon.adapters.messaging.rabbitmq import dead_letters as dead_letter_module
+from mussikon.adapters.messaging.rabbitmq.dead_letters import DeadLetterQueue
+from mussikon.adapters.store.memory import InMemoryDocumentStore
 from mussikon.domain.events import MusicianRegisteredEvent
 from tests.integration.rabbitmq_kit import BrokerNamespace, sample_event
 from tests.polling import eventually
+from tests.unit.test_saga_listing import CountingDocuments
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -131,21 +137,131 @@ async def test_replay_all_reports_a_letter_that_cannot_be_sent_back_and_keeps_it
     assert await ids(tools) == [stray]
 
 
-async def test_a_page_of_a_classic_queue_reads_only_up_to_the_cursor_and_the_page(
+MANY = 2000
+
+
+async def test_two_thousand_letters_are_read_off_the_broker_once_and_a_page_reads_a_few(
         broker: BrokerNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
-    tools = broker.transport(relay=False, queue_type="classic")
+    documents = CountingDocuments()
+    tools = broker.transport(documents=documents, relay=False)  # a quorum queue
     await tools.dead_letters()
-    letters = await made(broker, tools, 20)
+    letters = await published(broker, tools, MANY)
     taken = 0
-    take = dead_letter_module._Browse._take
+    take = DeadLetterQueue._take
 
-    async def counting(browse: dead_letter_module._Browse) -> object:
+    async def counting(queue: DeadLetterQueue, channel: Any) -> object:
         nonlocal taken
-        taken += 1
-        return await take(browse)
+        message = await take(queue, channel)
+        taken += message is not None
+        return message
 
-    monkeypatch.setattr(dead_letter_module._Browse, "_take", counting)
-    page = await tools.dead_letters(limit=3, after=letters[4])
-    assert [d.id for d in page] == letters[5:8]
-    # Five up to the cursor, three for the page, one to see the queue kept its order.
-    assert taken == 5 + 3 + 1
+    monkeypatch.setattr(DeadLetterQueue, "_take", counting)
+    first = await tools.dead_letters(limit=10)
+    assert [d.id for d in first] == letters[:10]
+    assert taken == MANY  # each letter once, into the store
+    assert len(await documents.scan(dead_letter_store.LETTERS)) == MANY
+    await eventually(lambda: emptied(broker, tools), 30, what="the dead-letter queue emptied")
+
+    taken, documents.read = 0, 0
+    page = await tools.dead_letters(limit=10, after=letters[1500])
+    assert [d.id for d in page] == letters[1501:1511]
+    assert (taken, documents.read) == (0, 1 + 10)  # the cursor's id entry, the page
+    documents.read = 0
+    found = await tools.find_dead_letter(letters[1999])
+    assert found is not None and found.id == letters[1999]
+    assert (taken, documents.read) == (0, 2)
+    documents.read = 0
+    assert await tools.dead_letter_ids(letters[7][:12], 6) == [letters[7]]
+    assert (taken, documents.read) == (0, 1)
+
+
+@pytest.mark.parametrize("fails", ["before keeping", "after keeping"])
+async def test_a_failure_between_the_store_and_the_acknowledgement_loses_and_doubles_nothing(
+        broker: BrokerNamespace, tools: RabbitMqTransport, monkeypatch: pytest.MonkeyPatch,
+        fails: str) -> None:
+    letters = await made(broker, tools, 5)
+    keep = DeadLetterIndex.keep
+
+    async def failing(index: DeadLetterIndex, docs: Any) -> None:
+        if fails == "after keeping":
+            await keep(index, docs)
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(DeadLetterIndex, "keep", failing)
+    with pytest.raises(RuntimeError):
+        await tools.dead_letters()
+    kept = await tools.documents.scan(dead_letter_store.LETTERS)
+    assert [doc["id"] for _, doc in kept] == (letters if fails == "after keeping" else [])
+
+    async def back_in_the_queue() -> bool:
+        return await queued(broker, tools) == len(letters)
+
+    await eventually(back_in_the_queue, 10, what="the letters not acknowledged back")
+    monkeypatch.setattr(DeadLetterIndex, "keep", keep)
+    assert await ids(tools) == letters
+    assert len(await tools.documents.scan(dead_letter_store.LETTERS)) == len(letters)
+    assert len(await tools.documents.scan(dead_letter_store.IDS)) == len(letters)
+    await eventually(lambda: emptied(broker, tools), 10, what="the dead-letter queue emptied")
+
+
+async def published(broker: BrokerNamespace, tools: RabbitMqTransport, count: int) -> list[str]:
+    """`count` letters put in the dead-letter queue on one channel, once the broker counts
+    them there."""
+    topology = tools.topology
+    event = sample_event(MusicianRegisteredEvent, 1)
+    body = broker.codec.encode(event)
+    letters = [f"{n:06d}-{uuid.uuid4().hex}" for n in range(count)]
+    channel = await broker.channel()
+    try:
+        for n, letter_id in enumerate(letters):
+            await channel.basic_publish(
+                body, routing_key=topology.dead_letter_queue, properties=Basic.Properties(
+                    message_id=str(event.id), delivery_mode=2, headers={
+                        "EventType": event.event_type, "x-dead-letter-id": letter_id,
+                        "x-failure-reason": "handler-failed", "x-attempts": 3,
+                        "x-original-queue": topology.queue(event.event_type),
+                        "x-failed-at": (datetime(2026, 1, 1, tzinfo=UTC)
+                                        + timedelta(milliseconds=n)).isoformat()}))
+
+        async def counted() -> bool:
+            return await queued(broker, tools) >= count
+
+        await eventually(counted, 30, what="the letters counted in the dead-letter queue")
+    finally:
+        await channel.close()
+    return letters
+
+
+async def emptied(broker: BrokerNamespace, tools: RabbitMqTransport) -> bool:
+    """The queue counts no letter (a quorum queue counts an acknowledgement a moment after
+    it was given)."""
+    return await queued(broker, tools) == 0
+
+
+async def queued(broker: BrokerNamespace, tools: RabbitMqTransport) -> int:
+    channel = await broker.channel()
+    try:
+        ok = await channel.queue_declare(tools.topology.dead_letter_queue, passive=True)
+        return ok.message_count or 0
+    finally:
+        await channel.close()
+
+
+async def test_a_worker_moves_the_dead_letter_queue_into_the_store_by_itself(
+        broker: BrokerNamespace) -> None:
+    documents = InMemoryDocumentStore()  # the store the workers and the tools share
+    tools = broker.transport(documents=documents, relay=False)
+    await tools.dead_letters()
+    letters = await made(broker, tools, 3)
+    for _ in range(2):
+        worker = broker.transport(documents=documents, relay=False, dead_letter_interval=0.1)
+        await worker.start([])
+
+    async def kept() -> bool:
+        return [doc["id"] for _, doc in await documents.scan(dead_letter_store.LETTERS)] \
+            == letters
+
+    await eventually(kept, 10, what="the letters moved into the store by a worker")
+    await eventually(lambda: emptied(broker, tools), 10, what="the dead-letter queue emptied")
+    lease = f"dead-letters:{tools.topology.dead_letter_queue}"
+    assert await documents.try_lease(lease, "an operator", 1.0) is None  # a worker holds it

@@ -40,34 +40,24 @@ async def test_a_poison_message_is_retried_a_bounded_number_of_times_then_dead_l
     events = [sample_event(MusicianRegisteredEvent, n) for n in range(4)]
     poison = str(events[1].id)
     recorder.fail_for.add(poison)
+    # The worker does not move the dead letters into the store while the test looks at the
+    # dead-letter queue: the listing below moves it.
     transport = broker.transport(store, documents, retry_delays=(0.01, 0.01),
-                                 delayed_retry_delays=(0.2, 0.3))
+                                 delayed_retry_delays=(0.2, 0.3), dead_letter_interval=3600)
     await transport.start([recorder.subscription("welcome", MUSICIANS, documents)])
     await append(store, events)
     transport.wake()
-
-    async def dead_lettered() -> bool:
-        return len(await transport.dead_letters()) == 1
-
-    await eventually(dead_lettered)
-    await transport.wait_idle(10)
-    # 3 tries in process, in each of 3 rounds (the first delivery and 2 delayed retries).
-    assert recorder.calls[poison] == 9
-    assert sorted(e.message_id for e in recorder.handled) == sorted(
-        str(e.id) for e in events if str(e.id) != poison)
-    [letter] = await transport.dead_letters()
-    assert letter.message_id == poison
-    assert letter.subscription == "welcome"
-    assert letter.exception == "ValueError"
-    assert "cannot handle MusicianRegisteredEvent" in letter.reason
-    assert letter.attempts == 9
-    assert letter.event_type == "MusicianRegisteredEvent"
-    assert letter.position == 2
-    assert json.loads(letter.body)["Id"] == poison
-
-    # The raw headers name the queue and routing key it came from; nothing loops afterwards.
-    channel = await broker.channel()
     dead_letter_queue = transport.topology.dead_letter_queue
+
+    async def in_the_dead_letter_queue() -> bool:
+        monitor = await broker.channel()
+        ok = await monitor.queue_declare(dead_letter_queue, passive=True)
+        await monitor.close()
+        return ok.message_count == 1
+
+    await eventually(in_the_dead_letter_queue)
+    # The raw headers name the queue and routing key it came from.
+    channel = await broker.channel()
     raw = await channel.basic_get(dead_letter_queue, no_ack=False)
     headers = raw.header.properties.headers or {}
     assert headers["x-original-queue"] == f"{broker.prefix}musician.registered"
@@ -77,14 +67,31 @@ async def test_a_poison_message_is_retried_a_bounded_number_of_times_then_dead_l
     assert headers["x-subscription"] == "welcome"
     assert headers["x-failure-reason"] == "handler-failed"
     await channel.close()  # hands the letter back to the dead-letter queue
+    await eventually(in_the_dead_letter_queue)
 
-    async def letter_back_in_the_queue() -> bool:
+    await transport.wait_idle(10)
+    # 3 tries in process, in each of 3 rounds (the first delivery and 2 delayed retries).
+    assert recorder.calls[poison] == 9
+    assert sorted(e.message_id for e in recorder.handled) == sorted(
+        str(e.id) for e in events if str(e.id) != poison)
+    [letter] = await transport.dead_letters()  # moved from the queue into the store
+    assert letter.message_id == poison
+    assert letter.subscription == "welcome"
+    assert letter.exception == "ValueError"
+    assert "cannot handle MusicianRegisteredEvent" in letter.reason
+    assert letter.attempts == 9
+    assert letter.event_type == "MusicianRegisteredEvent"
+    assert letter.position == 2
+    assert json.loads(letter.body)["Id"] == poison
+
+    # Nothing loops afterwards, and the letter left the queue for the store.
+    async def moved() -> bool:
         monitor = await broker.channel()
         ok = await monitor.queue_declare(dead_letter_queue, passive=True)
         await monitor.close()
-        return ok.message_count == 1
+        return ok.message_count == 0
 
-    await eventually(letter_back_in_the_queue)
+    await eventually(moved)
     await transport.wait_idle(10)
     assert recorder.calls[poison] == 9
     assert [d.message_id for d in await transport.dead_letters()] == [poison]
@@ -221,16 +228,19 @@ async def test_replay_all_sends_every_letter_back(broker: BrokerNamespace) -> No
 
 
 async def test_dead_letter_tools_work_without_starting_a_worker(broker: BrokerNamespace) -> None:
-    worker = broker.transport(retry_delays=(), delayed_retry_delays=())
+    documents = InMemoryDocumentStore()  # the store all three share
+    worker = broker.transport(documents=documents, retry_delays=(), delayed_retry_delays=())
     await worker.start([])
     await asyncio.to_thread(dotnet_publish, broker.url, f"{broker.prefix}mussikon.events",
                             "musician.registered", b"{", "MusicianRegisteredEvent")
     recorder = Recorder()
     await worker.stop()
-    consumer = broker.transport(relay=False, retry_delays=(), delayed_retry_delays=())
+    consumer = broker.transport(documents=documents, relay=False, retry_delays=(),
+                                delayed_retry_delays=())
     await consumer.start([recorder.subscription("s", MUSICIANS)])
 
-    tools = broker.transport(relay=False, retry_delays=(), delayed_retry_delays=())
+    tools = broker.transport(documents=documents, relay=False, retry_delays=(),
+                             delayed_retry_delays=())
 
     async def listed() -> bool:
         return len(await tools.dead_letters()) == 1

@@ -55,4 +55,4 @@ async def test_a_message_waits_for_the_store_rather_than_reach_its_delivery_limi
 
     assert store.failures == 0  # it did fail six times, twice the delivery limit
     assert recorder.effects == {str(event.id): 1}
-    assert await transport.dead_letter_queue.page() == []
+    assert await transport.dead_letters() == []

@@ -115,6 +115,16 @@ class Transport(abc.ABC):
         dead letters do not change."""
 
     @abc.abstractmethod
+    async def find_dead_letter(self, dead_letter_id: str) -> DeadLetter | None:
+        """The dead letter with this id, or None: a read of a few documents, however many
+        letters there are."""
+
+    @abc.abstractmethod
+    async def dead_letter_ids(self, prefix: str, limit: int) -> list[str]:
+        """Up to `limit` ids of dead letters that start with `prefix`, in id order (to find
+        the letter a start of an id names): one bounded read."""
+
+    @abc.abstractmethod
     async def replay(self, dead_letter_id: str) -> bool:
         """Deliver a dead letter again; True if it was handled and left the dead-letter queue
         (if not `replays_in_place`: True once it left it for its queue, not yet handled).

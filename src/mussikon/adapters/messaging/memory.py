@@ -17,8 +17,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from datetime import datetime
 
+from mussikon.adapters.messaging.dead_letter_store import (
+    DeadLetterIndex,
+    letter_document,
+    letter_of,
+)
 from mussikon.adapters.messaging.retries import (
     HandlerFailure,
     exception_name,
@@ -42,8 +46,6 @@ from mussikon.ports.transport import (
 from mussikon.wire import EventCodec
 
 log = logging.getLogger("mussikon.bus")
-
-DEAD_LETTERS = "dead-letters"
 
 
 def checkpoint_name(subscription: str) -> str:
@@ -201,8 +203,10 @@ class InProcessTransport(Transport):
         self.subscriptions: dict[str, Subscription] = {}
         """Those `replay` can run: started, or opened for operations."""
         self.readers: dict[str, _Reader] = {}
+        self.dead_letter_index = DeadLetterIndex(documents)
 
     async def start(self, subscriptions: Sequence[Subscription]) -> None:
+        await self.dead_letter_index.adopt_legacy()
         for subscription in subscriptions:
             if subscription.name in self.readers:
                 raise ValueError(f"two subscriptions are named {subscription.name!r}")
@@ -212,7 +216,13 @@ class InProcessTransport(Transport):
             await reader.start()
 
     async def open_for_operations(self, subscriptions: Sequence[Subscription]) -> None:
-        """Know the subscriptions, for `replay`, without reading the store for them."""
+        """Know the subscriptions, for `replay`, without reading the store for them. Dead
+        letters kept the old way are moved into the index, if the store can be written."""
+        try:
+            await self.dead_letter_index.adopt_legacy()
+        except Exception as exc:  # a store opened read-only: the next worker moves them
+            log.warning("dead letters kept the old way (by id only) stay unlisted until a "
+                        "worker starts: %s", exc)
         known: dict[str, Subscription] = {}
         for subscription in subscriptions:
             if subscription.name in known:
@@ -248,90 +258,72 @@ class InProcessTransport(Transport):
                           position: int | None, attempts: int, exception: str, reason: str,
                           body: str) -> None:
         """Keep a message given up on, with the reason, in the document store."""
-        letter_id = f"{subscription}:{message_id}"
-        changes = Changes()
-        changes.put(DEAD_LETTERS, letter_id, {
-            "subscription": subscription, "message_id": message_id, "event_type": event_type,
-            "position": position, "attempts": attempts, "exception": exception,
-            "reason": reason, "body": body, "failed_at": utc_now().isoformat(),
-        })
-        await self.documents.commit(changes)
+        await self.dead_letter_index.keep([letter_document(DeadLetter(
+            id=f"{subscription}:{message_id}", subscription=subscription,
+            message_id=message_id, event_type=event_type, position=position,
+            attempts=attempts, exception=exception, reason=reason, body=body,
+            failed_at=utc_now()))])
 
     async def dead_letters(self, limit: int | None = None,
                            after: str | None = None) -> list[DeadLetter]:
-        """Oldest failure first (ties by id). Reads every dead letter of the document store
-        to order them; they are few, and kept as documents, not in memory."""
-        letters = sorted((_dead_letter(key, doc)
-                          for key, doc in await self.documents.scan(DEAD_LETTERS)),
-                         key=lambda letter: (letter.failed_at, letter.id))
-        if after is not None:
-            following = next((n + 1 for n, letter in enumerate(letters) if letter.id == after),
-                             None)
-            if following is None:
-                raise KeyError(f"no dead letter {after!r}")
-            letters = letters[following:]
-        return letters if limit is None else letters[:limit]
+        """Oldest failure first (ties by id): a range read of the index of dead letters."""
+        return [letter_of(doc) for doc in await self.dead_letter_index.page(limit, after)]
+
+    async def find_dead_letter(self, dead_letter_id: str) -> DeadLetter | None:
+        found = await self.dead_letter_index.get(dead_letter_id)
+        return None if found is None else letter_of(found[1])
+
+    async def dead_letter_ids(self, prefix: str, limit: int) -> list[str]:
+        return await self.dead_letter_index.ids(prefix, limit)
 
     async def replay(self, dead_letter_id: str) -> bool:
-        doc = await self.documents.get(DEAD_LETTERS, dead_letter_id)
-        if doc is None:
+        found = await self.dead_letter_index.get(dead_letter_id)
+        if found is None:
             raise KeyError(f"no dead letter {dead_letter_id!r}")
+        key, doc = found
         subscription = self.subscriptions.get(doc["subscription"])
         if subscription is None:
             raise KeyError(f"subscription {doc['subscription']!r} is not known here")
-        return (await self._replay(dead_letter_id, doc, subscription)).ok
+        return (await self._replay(key, doc, subscription)).ok
 
     async def replay_all_dead_letters(self) -> list[Replayed]:
-        """Each dead letter's handler runs once, oldest first; each outcome is committed
-        before the next letter runs."""
+        """Each dead letter's handler runs once, oldest first, a page of letters read at a
+        time; each outcome is committed before the next letter runs. A letter that fails
+        again moves to the end, where this pass meets it again and leaves it."""
         results = []
-        for letter in await self.dead_letters():
-            doc = await self.documents.get(DEAD_LETTERS, letter.id)
-            if doc is None:  # replayed or dropped meanwhile by another command
-                continue
-            subscription = self.subscriptions.get(doc["subscription"])
-            if subscription is None:
-                results.append(Replayed(letter.id, False, f"subscription "
-                                        f"{doc['subscription']!r} is not known here"))
-                continue
-            results.append(await self._replay(letter.id, doc, subscription))
+        seen: set[str] = set()
+        async for page in self.dead_letter_index.pages():
+            for key, doc in page:
+                if doc["id"] in seen:
+                    continue
+                seen.add(doc["id"])
+                subscription = self.subscriptions.get(doc["subscription"])
+                if subscription is None:
+                    results.append(Replayed(doc["id"], False, f"subscription "
+                                            f"{doc['subscription']!r} is not known here"))
+                    continue
+                results.append(await self._replay(key, doc, subscription))
         return results
 
-    async def _replay(self, dead_letter_id: str, doc: Document,
-                      subscription: Subscription) -> Replayed:
-        """Run the handler on the letter: gone if it succeeds, else kept with the new failure."""
-        changes = Changes()
+    async def _replay(self, key: str, doc: Document, subscription: Subscription) -> Replayed:
+        """Run the handler on the letter: gone if it succeeds, else kept with the new
+        failure, at the end."""
         try:
             event = self.codec.decode(doc["body"])
             await subscription.handler(Envelope(doc["message_id"], event, doc["position"]))
         except Exception as exc:
-            doc.update(attempts=doc["attempts"] + 1, exception=exception_name(exc),
-                       reason=failure_message(exc), failed_at=utc_now().isoformat())
-            changes.put(DEAD_LETTERS, dead_letter_id, doc)
-            await self.documents.commit(changes)
-            return Replayed(dead_letter_id, False, f"{doc['exception']}: {doc['reason']}")
-        changes.delete(DEAD_LETTERS, dead_letter_id)
-        await self.documents.commit(changes)
-        return Replayed(dead_letter_id, True)
+            doc = {**doc, "attempts": doc["attempts"] + 1, "exception": exception_name(exc),
+                   "reason": failure_message(exc), "failed_at": utc_now().isoformat()}
+            await self.dead_letter_index.keep([doc])
+            return Replayed(doc["id"], False, f"{doc['exception']}: {doc['reason']}")
+        await self.dead_letter_index.remove(key, doc["id"])
+        return Replayed(doc["id"], True)
 
     async def delete_dead_letter(self, dead_letter_id: str) -> None:
-        if await self.documents.get(DEAD_LETTERS, dead_letter_id) is None:
+        found = await self.dead_letter_index.get(dead_letter_id)
+        if found is None:
             raise KeyError(f"no dead letter {dead_letter_id!r}")
-        changes = Changes()
-        changes.delete(DEAD_LETTERS, dead_letter_id)
-        await self.documents.commit(changes)
+        await self.dead_letter_index.remove(found[0], dead_letter_id)
 
     async def purge_dead_letters(self) -> int:
-        letters = await self.documents.scan(DEAD_LETTERS)
-        changes = Changes()
-        for key, _ in letters:
-            changes.delete(DEAD_LETTERS, key)
-        await self.documents.commit(changes)
-        return len(letters)
-
-
-def _dead_letter(key: str, doc: Document) -> DeadLetter:
-    return DeadLetter(id=key, subscription=doc["subscription"], message_id=doc["message_id"],
-                      event_type=doc["event_type"], position=doc["position"],
-                      attempts=doc["attempts"], exception=doc["exception"], reason=doc["reason"],
-                      body=doc["body"], failed_at=datetime.fromisoformat(doc["failed_at"]))
+        return await self.dead_letter_index.purge()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated
 
 import msgspec
 import typer
 
 from mussikon.bootstrap import App
+from mussikon.config import load_settings
 from mussikon.entrypoints.cli.common import opened, run
 from mussikon.entrypoints.cli.output import (
     CommandFailed,
@@ -17,7 +19,6 @@ from mussikon.entrypoints.cli.output import (
     console_for_output,
     plain,
     print_json,
-    resolve_id,
     table,
 )
 from mussikon.ports.transport import DeadLetter, Replayed
@@ -39,11 +40,33 @@ def _letter(d: DeadLetter) -> dict[str, object]:
 
 
 async def _resolved(application: App, given: str) -> DeadLetter:
-    """The dead letter `given` names, whole or by the start of its id. Every letter is read
-    to know the start names only one (on RabbitMQ, a pass over the whole queue)."""
-    letters = await application.transport.dead_letters()
-    chosen = resolve_id(given, (d.id for d in letters), "dead letter")
-    return next(d for d in letters if d.id == chosen)
+    """The dead letter `given` names, whole or by the start of its id: a get of the id, else
+    a range read of the ids that start with it (a few, to name them when they are several)."""
+    transport = application.transport
+    letter = await transport.find_dead_letter(given) if given else None
+    if letter is not None:
+        return letter
+    ids = await transport.dead_letter_ids(given, _NAMED + 1) if given else []
+    if len(ids) == 1 and (letter := await transport.find_dead_letter(ids[0])) is not None:
+        return letter
+    if not ids:
+        raise CommandFailed(f"no dead letter {given!r}")
+    how_many = str(len(ids)) if len(ids) <= _NAMED else f"more than {_NAMED}"
+    shown = ", ".join(ids[:_NAMED]) + (", …" if len(ids) > _NAMED else "")
+    raise CommandFailed(f"{given!r} names {how_many} dead letters ({shown}): give more of "
+                        "the id")
+
+
+_NAMED = 5
+"""Ids named at most when the start of an id given names several letters."""
+
+
+def _looking() -> AbstractAsyncContextManager[App]:
+    """The application for a command that only looks at dead letters: the store opened
+    read-only, unless the transport is RabbitMQ, whose commands first move the letters that
+    arrived in the dead-letter queue into the store."""
+    settings = load_settings()
+    return opened(settings, read_only=not settings.broker_url.startswith("amqp"))
 
 
 def _body(body: str) -> str:
@@ -59,12 +82,13 @@ def _body(body: str) -> str:
 def dlq_list(limit: LimitOption = 50, after: AfterOption = None,
              json_: JsonOption = False) -> None:
     """The dead-lettered messages, with why: oldest failure first, `--limit` at a time; the
-    next page is `--after` the last id shown. On RabbitMQ a page reads the letters up to
-    `--after` and the page (a quorum queue of RabbitMQ 3.x is read whole, to keep its order)."""
+    next page is `--after` the last id shown. A page is one read of the store's index of dead
+    letters (on RabbitMQ, after the letters that arrived in the dead-letter queue are moved
+    into the store)."""
     async def go() -> None:
         if limit < 1:
             raise CommandFailed(f"--limit {limit}: give 1 or more")
-        async with opened(read_only=True) as application:
+        async with _looking() as application:
             await application.open_for_operations()
             letters = await application.transport.dead_letters(limit + 1, after)
         page, more = letters[:limit], len(letters) > limit
@@ -89,7 +113,7 @@ def dlq_list(limit: LimitOption = 50, after: AfterOption = None,
 def dlq_show(letter_id: LetterId, json_: JsonOption = False) -> None:
     """One dead letter, with its body."""
     async def go() -> None:
-        async with opened(read_only=True) as application:
+        async with _looking() as application:
             await application.open_for_operations()
             letter = await _resolved(application, letter_id)
         if json_:
@@ -129,7 +153,7 @@ def dlq_replay(letter_id: Annotated[str, typer.Argument(
                 letter = await _resolved(application, letter_id)
                 results = [Replayed(letter.id, await transport.replay(letter.id))]
                 if not results[0].ok:
-                    again = {d.id: d for d in await transport.dead_letters()}.get(letter.id)
+                    again = await transport.find_dead_letter(letter.id)
                     if again is not None:
                         results = [Replayed(letter.id, False,
                                             f"{again.exception}: {again.reason}")]

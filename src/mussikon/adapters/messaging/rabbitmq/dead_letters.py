@@ -1,120 +1,227 @@
-"""The dead-letter queue, for operators: list a page without losing anything, replay, delete,
-purge.
+"""The dead letters on RabbitMQ: the dead-letter queue is the broker's inbox for failures, the
+document store their home.
 
-A queue cannot be read without taking messages off it. Browsing takes messages from the
-head without acknowledging them, then gives back those it keeps, one negative
-acknowledgement each, in the order it took them (`basic.nack`, never `basic.reject`, which a
-quorum queue counts toward a delivery limit). A classic queue puts each one back where it
-was. A quorum queue of RabbitMQ 3.x puts returned messages at its back instead (and, when
-they come back with the channel's closing, in no particular order), which would turn the
-queue and change the order of the next page; a browse that sees this goes on to take the
-rest of the queue, one message at a time, and gives each back behind the others, which
-brings the queue round to the order it had. So the queue's order, the order in which
-letters were given up on, is the same before and after every browse.
+Consumers (and the broker itself, at a quorum queue's delivery limit) put the messages given
+up on into the dead-letter queue, with why in their headers. `move` takes them off the queue
+in batches of at most `batch_size`, unacknowledged, keeps them in the store's index of dead
+letters (`dead_letter_store`), and only then acknowledges them: a letter leaves the broker
+only once it is in the store. A failure between the two gives the batch back to the queue,
+and taking it again keeps each letter in its place again (by its id): nothing is lost or
+doubled. Each letter is read off the broker once: each is acknowledged on its own, and the
+channel is closed only once the queue has applied the acknowledgements (`_settled`). Every
+operator's command moves first, and a worker every few seconds (`RabbitMqTransport`);
+listing and looking a letter up are then bounded reads of the store, whatever the number of
+letters.
 
-Replaying publishes the message to the queue it failed in (through the default exchange: a
+Replaying publishes the letter to the queue it failed in (through the default exchange: a
 message sent back through the topic exchange would reach every other queue bound to its
 routing key, other services' too), waits for the broker's confirm, and only then removes it
-from the dead-letter queue.
+from the store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
-from collections.abc import AsyncIterator
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import DeliveryError
 
+from mussikon.adapters.messaging.dead_letter_store import (
+    DeadLetterIndex,
+    letter_document,
+    letter_of,
+)
 from mussikon.adapters.messaging.rabbitmq.connection import BROKER_ERRORS, BrokerConnection
 from mussikon.adapters.messaging.rabbitmq.properties import (
     ORIGINAL_ROUTING_KEY,
-    dead_letter_id,
     dead_letter_of,
     headers_of,
     original_queue_of,
+    properties_from,
     replay_properties,
+    stored_properties,
     text,
 )
 from mussikon.adapters.messaging.rabbitmq.topology import Topology
+from mussikon.ports.documents import Document, DocumentStore
 from mussikon.ports.transport import DeadLetter, Replayed
+
+_NO_TIME = datetime.fromtimestamp(0, UTC)
+
+_AGAIN_AFTER = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+"""Seconds between asking again a queue that answered empty before its count was taken."""
 
 
 class DeadLetterQueue:
-    """`mussikon.dlq`, browsed, replayed and pruned without changing its order."""
+    """`mussikon.dlq` moved into the store, and the letters kept there listed, replayed and
+    dropped."""
 
-    def __init__(self, broker: BrokerConnection, topology: Topology) -> None:
+    def __init__(self, broker: BrokerConnection, topology: Topology, documents: DocumentStore,
+                 *, batch_size: int = 500) -> None:
         self.broker, self.topology = broker, topology
+        self.index = DeadLetterIndex(documents)
+        self.batch_size = batch_size
+
+    async def move(self) -> int:
+        """Move the letters the queue holds now into the store, a batch at a time, each
+        acknowledged once kept; return how many. Letters arriving meanwhile wait for the next
+        move. A failure midway leaves the batch not kept in the queue (those kept stay)."""
+        channel = await self._channel(publisher_confirms=False)
+        queue = self.topology.dead_letter_queue
+        moved = 0
+        try:
+            ok = await self.broker.answer(channel.queue_declare(queue, passive=True),
+                                          "counting the dead letters", channel.connection)
+            count = ok.message_count or 0
+            while moved < count:
+                wanted = min(self.batch_size, count - moved)
+                batch: list[DeliveredMessage] = []
+                while len(batch) < wanted and \
+                        (message := await self._take(channel)) is not None:
+                    batch.append(message)
+                if not batch:
+                    break
+                await self.index.keep([self._document(message) for message in batch])
+                for message in batch:  # one by one: see the module's docstring
+                    assert message.delivery_tag is not None
+                    await self.broker.answer(channel.basic_ack(message.delivery_tag),
+                                             "acknowledging a dead letter kept",
+                                             channel.connection)
+                moved += len(batch)
+                if len(batch) < wanted:
+                    break
+            if moved:
+                await self._settled(channel)
+        finally:
+            await self._close(channel)  # hands back to the queue what was not acknowledged
+        return moved
+
+    async def _settled(self, channel: AbstractChannel) -> None:
+        """Wait until the queue has applied the acknowledgements sent on `channel`: one more
+        `basic.get`, which a quorum queue answers only after the channel's earlier commands.
+        Closed at once, a channel of a quorum queue of RabbitMQ 3.10 under load can drop
+        acknowledgements it had not passed on yet, and their letters come back to be moved
+        again. A letter that this get takes is given back."""
+        message = await self.broker.answer(
+            channel.basic_get(self.topology.dead_letter_queue, no_ack=False),
+            "waiting for the dead letters' acknowledgements", channel.connection)
+        if message.delivery_tag is not None:
+            await self.broker.answer(
+                channel.basic_nack(message.delivery_tag, multiple=False, requeue=True),
+                "giving back a dead letter", channel.connection)
+
+    async def _take(self, channel: AbstractChannel) -> DeliveredMessage | None:
+        """The next message from the head of the queue, unacknowledged; None if it has none.
+        A quorum queue that counted a message may answer empty a moment longer: an empty
+        answer is asked again a few times, for about a second at most."""
+        for pause in (*_AGAIN_AFTER, None):
+            message = await self.broker.answer(
+                channel.basic_get(self.topology.dead_letter_queue, no_ack=False),
+                "taking a dead letter", channel.connection)
+            if message.delivery_tag is not None:
+                return message
+            if pause is not None:
+                await asyncio.sleep(pause)
+        return None
+
+    def _document(self, message: DeliveredMessage) -> Document:
+        """A message of the dead-letter queue as the store keeps it: the letter, and how to
+        send it back. A letter that says not when it failed is kept as failed now."""
+        letter = dead_letter_of(message)
+        if letter.failed_at == _NO_TIME:
+            letter = dataclasses.replace(letter, failed_at=datetime.now(UTC))
+        queue = original_queue_of(message)
+        routing_key = queue or text(headers_of(message).get(ORIGINAL_ROUTING_KEY))
+        replay: dict[str, Any] = {"queue": queue, "routing_key": routing_key,
+                                  "properties": stored_properties(replay_properties(message))}
+        if letter.body.encode() != message.body:  # not UTF-8: kept as it came too
+            replay["body64"] = base64.b64encode(message.body).decode()
+        return letter_document(letter, replay=replay)
 
     async def page(self, limit: int | None = None, after: str | None = None) -> list[DeadLetter]:
-        """Up to `limit` dead letters in queue order, after the letter `after` (KeyError if it
-        is not in the queue) or from the head; they stay in the queue, in their places.
+        """Up to `limit` letters (all if None) in the order they were given up on, after the
+        letter `after` (KeyError if there is none) or from the first: a range read."""
+        return [letter_of(doc) for doc in await self.index.page(limit, after)]
 
-        Cost: the messages in front of `after`, `after` itself and the `limit` letters are
-        taken from the broker (bodies included) and held unacknowledged by this command until
-        it gives them back, plus one more to see where the broker put them. On a queue that
-        puts returned messages at its back (a quorum queue of RabbitMQ 3.x), the rest of the
-        queue is then read too, one message at a time, to restore the order: a full pass.
-        Without `limit` the whole queue is read.
-        """
-        letters: list[DeadLetter] = []
-        async with self._browsing() as browse:
-            found = after is None
-            while (message := await browse.next()) is not None:
-                if found:
-                    letters.append(dead_letter_of(message))
-                    if limit is not None and len(letters) >= limit:
-                        break
-                elif dead_letter_id(message) == after:
-                    found = True
-            if not found:
-                raise KeyError(f"no dead letter {after!r}")
-        return letters
+    async def find(self, letter_id: str) -> DeadLetter | None:
+        found = await self.index.get(letter_id)
+        return None if found is None else letter_of(found[1])
 
-    async def replay(self, dead_letter_id_: str) -> None:
+    async def ids(self, prefix: str, limit: int) -> list[str]:
+        return await self.index.ids(prefix, limit)
+
+    async def replay(self, letter_id: str) -> None:
         """Send one dead letter back to its queue (KeyError if no dead letter has this id;
-        ValueError naming why if the broker cannot route it there)."""
-        async with self._browsing() as browse:
-            while (message := await browse.next()) is not None:
-                if dead_letter_id(message) == dead_letter_id_:
-                    await self._send_back(browse, message)
-                    return
-        raise KeyError(f"no dead letter {dead_letter_id_!r}")
-
-    async def replay_all(self) -> list[Replayed]:
-        """Send every dead letter back to its queue, in one pass over the queue; a letter that
-        cannot be sent back stays, in its place, with the reason in its result."""
-        results = []
-        async with self._browsing() as browse:
-            while (message := await browse.next()) is not None:
-                letter_id = dead_letter_id(message)
-                try:
-                    await self._send_back(browse, message)
-                except ValueError as exc:
-                    results.append(Replayed(letter_id, False, str(exc)))
-                else:
-                    results.append(Replayed(letter_id, True))
-        return results
-
-    async def delete(self, dead_letter_id_: str) -> None:
-        """Drop one dead letter (KeyError if no dead letter has this id)."""
-        async with self._browsing() as browse:
-            while (message := await browse.next()) is not None:
-                if dead_letter_id(message) == dead_letter_id_:
-                    await browse.remove(message)
-                    return
-        raise KeyError(f"no dead letter {dead_letter_id_!r}")
-
-    async def purge(self) -> int:
-        """Drop every dead letter; return how many."""
-        channel = await self._channel(publisher_confirms=False)
+        ValueError naming why if the broker cannot route it there, and it stays)."""
+        found = await self.index.get(letter_id)
+        if found is None:
+            raise KeyError(f"no dead letter {letter_id!r}")
+        channel = await self._channel(publisher_confirms=True)
         try:
-            ok = await self.broker.answer(channel.queue_purge(self.topology.dead_letter_queue),
-                                          "purging the dead letters", channel.connection)
-            return ok.message_count or 0
+            await self._send_back(channel, *found)
         finally:
             await self._close(channel)
+
+    async def replay_all(self) -> list[Replayed]:
+        """Send every dead letter back to its queue, oldest first, a page read at a time; a
+        letter that cannot be sent back stays, with the reason in its result."""
+        results = []
+        seen: set[str] = set()
+        channel = await self._channel(publisher_confirms=True)
+        try:
+            async for page in self.index.pages():
+                for key, doc in page:
+                    if doc["id"] in seen:
+                        continue
+                    seen.add(doc["id"])
+                    try:
+                        await self._send_back(channel, key, doc)
+                    except ValueError as exc:
+                        results.append(Replayed(doc["id"], False, str(exc)))
+                    else:
+                        results.append(Replayed(doc["id"], True))
+        finally:
+            await self._close(channel)
+        return results
+
+    async def delete(self, letter_id: str) -> None:
+        """Drop one dead letter (KeyError if no dead letter has this id)."""
+        found = await self.index.get(letter_id)
+        if found is None:
+            raise KeyError(f"no dead letter {letter_id!r}")
+        await self.index.remove(found[0], letter_id)
+
+    async def purge(self) -> int:
+        """Move what the queue holds into the store, then drop every dead letter of the
+        store; return how many."""
+        await self.move()
+        return await self.index.purge()
+
+    async def _send_back(self, channel: AbstractChannel, key: str, doc: Document) -> None:
+        replay = doc["replay"]
+        queue, routing_key = replay["queue"], replay["routing_key"]
+        exchange = "" if queue else self.topology.events_exchange
+        letter = doc["id"]
+        if not routing_key:
+            raise ValueError(f"dead letter {letter} names neither its queue nor its "
+                             "routing key")
+        body = base64.b64decode(replay["body64"]) if "body64" in replay \
+            else doc["body"].encode()
+        try:
+            await self.broker.answer(channel.basic_publish(
+                body, exchange=exchange, routing_key=routing_key,
+                properties=properties_from(replay["properties"]), mandatory=True),
+                f"confirming a dead letter sent back to {routing_key}", channel.connection)
+        except DeliveryError as exc:
+            where = f"queue {queue!r}" if queue else f"routing key {routing_key!r}"
+            raise ValueError(f"dead letter {letter} cannot be sent back to {where}: the broker "
+                             f"refused it ({_refusal(exc)})") from None
+        await self.index.remove(key, letter)
 
     async def _channel(self, *, publisher_confirms: bool) -> AbstractChannel:
         connection = await self.broker.connection()
@@ -125,148 +232,6 @@ class DeadLetterQueue:
     async def _close(self, channel: AbstractChannel) -> None:
         with contextlib.suppress(*BROKER_ERRORS):
             await self.broker.answer(channel.close(), "closing a channel", channel.connection)
-
-    async def _send_back(self, browse: _Browse, message: DeliveredMessage) -> None:
-        queue = original_queue_of(message)
-        exchange, routing_key = "", queue
-        if not queue:
-            exchange = self.topology.events_exchange
-            routing_key = text(headers_of(message).get(ORIGINAL_ROUTING_KEY))
-        letter = dead_letter_id(message)
-        if not routing_key:
-            raise ValueError(f"dead letter {letter} names neither its queue nor its "
-                             "routing key")
-        try:
-            await self.broker.answer(browse.channel.basic_publish(
-                message.body, exchange=exchange, routing_key=routing_key,
-                properties=replay_properties(message), mandatory=True),
-                f"confirming a dead letter sent back to {routing_key}",
-                browse.channel.connection)
-        except DeliveryError as exc:
-            where = f"queue {queue!r}" if queue else f"routing key {routing_key!r}"
-            raise ValueError(f"dead letter {letter} cannot be sent back to {where}: the broker "
-                             f"refused it ({_refusal(exc)})") from None
-        await browse.remove(message)
-
-    @contextlib.asynccontextmanager
-    async def _browsing(self) -> AsyncIterator[_Browse]:
-        """A confirming channel on the dead-letter queue. At the end, every message taken and
-        not removed is given back, and the queue's order restored (see the module's
-        docstring); this then waits until the queue shows them all again, because a quorum
-        queue takes them back asynchronously and the next command would miss them."""
-        channel = await self._channel(publisher_confirms=True)
-        queue = self.topology.dead_letter_queue
-        try:
-            ok = await self.broker.answer(channel.queue_declare(queue, passive=True),
-                                          "counting the dead letters", channel.connection)
-        except BaseException:
-            await self._close(channel)
-            raise
-        browse = _Browse(channel, queue, ok.message_count or 0, self.broker)
-        try:
-            yield browse
-        finally:
-            with contextlib.suppress(*BROKER_ERRORS):  # a broken channel gave them back
-                await browse.give_back_in_order()
-            await self._close(channel)
-            if browse.taken > browse.removed:  # also when the command failed midway
-                with contextlib.suppress(*BROKER_ERRORS):
-                    await self._until_returned(browse.count - browse.removed)
-
-    async def _until_returned(self, expected: int, timeout: float = 5.0) -> None:
-        channel = await self._channel(publisher_confirms=False)
-        try:
-            deadline = asyncio.get_running_loop().time() + timeout
-            while asyncio.get_running_loop().time() < deadline:
-                ok = await self.broker.answer(
-                    channel.queue_declare(self.topology.dead_letter_queue, passive=True),
-                    "counting the dead letters", channel.connection)
-                if (ok.message_count or 0) >= expected:
-                    return
-                await asyncio.sleep(0.02)
-        finally:
-            await self._close(channel)
-
-
-_AGAIN_AFTER = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
-"""Seconds between asking again a queue that answered empty before its count was taken."""
-
-
-class _Browse:
-    """Messages taken from the dead-letter queue on one channel, unacknowledged until removed
-    or given back. `count` is how many the queue held when the browse began."""
-
-    def __init__(self, channel: AbstractChannel, queue: str, count: int,
-                 broker: BrokerConnection) -> None:
-        self.channel, self.queue, self.count = channel, queue, count
-        self.broker = broker
-        self.held: list[DeliveredMessage] = []
-        self.taken = self.removed = 0
-
-    async def next(self) -> DeliveredMessage | None:
-        """The next message from the head of the queue; None once the `count` it held at the
-        start were taken (letters arriving meanwhile are left for the next command) or it has
-        no more. A quorum queue that counted a message may answer empty a moment longer (a
-        message given back by an earlier browse comes back after its nack is applied): an
-        empty answer before `count` is asked again a few times, for about a second at most."""
-        if self.taken >= self.count:
-            return None
-        for pause in _AGAIN_AFTER:
-            message = await self._take()
-            if message is not None:
-                return message
-            await asyncio.sleep(pause)
-        return await self._take()
-
-    async def _take(self) -> DeliveredMessage | None:
-        message = await self.broker.answer(self.channel.basic_get(self.queue, no_ack=False),
-                                           "taking a dead letter", self.channel.connection)
-        if message.delivery_tag is None:
-            return None
-        self.taken += 1
-        self.held.append(message)
-        return message
-
-    async def remove(self, message: DeliveredMessage) -> None:
-        """Acknowledge a taken message: it leaves the queue for good."""
-        assert message.delivery_tag is not None
-        await self.broker.answer(self.channel.basic_ack(message.delivery_tag),
-                                 "removing a dead letter", self.channel.connection)
-        self.held.remove(message)
-        self.removed += 1
-
-    async def give_back_in_order(self) -> None:
-        """Give back every message held, in the order taken, and make sure the queue's order
-        is what it was before the browse."""
-        if not self.held:
-            return
-        first = self.held[0]
-        untouched = self.count - self.taken
-        await self._give_back()
-        if untouched <= 0:
-            return  # every message went round once: the order is as it was
-        head = await self._take()
-        if head is None:
-            return
-        await self._give_back()
-        if _same(head, first):
-            return  # the broker put them back in their places
-        # The broker put them at its back, behind the messages not taken yet: take those too,
-        # one by one, each given back behind the others, until the queue has come round.
-        for _ in range(untouched - 1):
-            if await self._take() is None:
-                return
-            await self._give_back()
-
-    async def _give_back(self) -> None:
-        for message in self.held:
-            assert message.delivery_tag is not None
-            await self.channel.basic_nack(message.delivery_tag, multiple=False, requeue=True)
-        self.held.clear()
-
-
-def _same(one: DeliveredMessage, other: DeliveredMessage) -> bool:
-    return dead_letter_id(one) == dead_letter_id(other) and one.body == other.body
 
 
 def _refusal(exc: DeliveryError) -> str:

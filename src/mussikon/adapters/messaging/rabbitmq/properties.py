@@ -278,6 +278,40 @@ def dead_letter_of(message: DeliveredMessage) -> DeadLetter:
     )
 
 
+_STORED = ("content_type", "content_encoding", "delivery_mode", "priority", "correlation_id",
+           "reply_to", "message_id", "message_type", "user_id", "app_id")
+
+
+def stored_properties(properties: Basic.Properties) -> dict[str, Any]:
+    """Message properties as a JSON document: header values JSON has no type for (times,
+    bytes, decimals) are kept as text."""
+    stored: dict[str, Any] = {name: getattr(properties, name) for name in _STORED
+                              if getattr(properties, name) not in (None, "")}
+    stored["headers"] = _jsonable(properties.headers or {})
+    if properties.timestamp is not None:
+        stored["timestamp"] = properties.timestamp.isoformat()
+    return stored
+
+
+def properties_from(stored: Mapping[str, Any]) -> Basic.Properties:
+    """The message properties `stored_properties` kept."""
+    timestamp = _parse_time(text(stored.get("timestamp")))
+    return Basic.Properties(**{name: stored[name] for name in _STORED if name in stored},
+                            headers=dict(stored.get("headers") or {}), timestamp=timestamp)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return text(value)
+
+
 def original_queue_of(message: DeliveredMessage) -> str:
     """The queue a dead letter came from: our header, or the broker's death record."""
     headers = headers_of(message)

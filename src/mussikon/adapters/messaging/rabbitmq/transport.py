@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 
 from aiormq.abc import AbstractChannel, AbstractConnection
@@ -19,10 +20,13 @@ from mussikon.adapters.messaging.rabbitmq.consumer import EventConsumer
 from mussikon.adapters.messaging.rabbitmq.dead_letters import DeadLetterQueue
 from mussikon.adapters.messaging.rabbitmq.relay import OutboxRelay
 from mussikon.adapters.messaging.rabbitmq.topology import QueueType, Topology
+from mussikon.followers.leases import Lease
 from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore
 from mussikon.ports.transport import DeadLetter, Replayed, Subscription, Transport
 from mussikon.wire import EventCodec
+
+log = logging.getLogger("mussikon.bus")
 
 
 class RabbitMqTransport(Transport):
@@ -38,6 +42,8 @@ class RabbitMqTransport(Transport):
     the broker may take to answer an operation or confirm a publish before the connection is
     dropped and opened again (`BrokerConnection.answer`). `stop_grace`: seconds `stop` gives
     the handlers running before it cancels them (their messages are delivered again).
+    `dead_letter_interval`: seconds between the moves of the dead-letter queue into the store
+    that a started transport makes (`DeadLetterQueue.move`), one process at a time.
     """
 
     replays_in_place = False  # a replayed letter goes back to its queue, for any consumer
@@ -56,7 +62,7 @@ class RabbitMqTransport(Transport):
                  routing_keys: Mapping[str, str] | None = None,
                  connection_name: str = "mussikon", connect_timeout: float = 10.0,
                  timeout: float = 30.0, stop_grace: float = 30.0,
-                 prerequisite_wait: float = 600.0) -> None:
+                 prerequisite_wait: float = 600.0, dead_letter_interval: float = 5.0) -> None:
         self.store, self.documents, self.codec = store, documents, codec
         self.topology = Topology(
             codec.event_types, prefix=prefix, queue_type=queue_type,
@@ -78,7 +84,9 @@ class RabbitMqTransport(Transport):
         self.max_in_flight = max_in_flight
         self.retry_delays = tuple(retry_delays)
         self.prerequisite_wait = prerequisite_wait
-        self.dead_letter_queue = DeadLetterQueue(self.broker, self.topology)
+        self.dead_letter_queue = DeadLetterQueue(self.broker, self.topology, documents)
+        self.dead_letter_interval = dead_letter_interval
+        self._mover: asyncio.Task[None] | None = None
         self._opened = False
         self._monitor: AbstractChannel | None = None
 
@@ -100,6 +108,8 @@ class RabbitMqTransport(Transport):
         await self._open()
         if self.relay is not None:
             self.relay.start()
+        self._mover = asyncio.create_task(self._move_dead_letters(),
+                                          name="dead letters into the store")
 
     async def open_for_operations(self, subscriptions: Sequence[Subscription]) -> None:
         """Connect and declare the topology for the dead-letter tools: no relay, no consumer
@@ -182,6 +192,11 @@ class RabbitMqTransport(Transport):
         """Stop the relay and stop consuming, finish and settle the messages in flight (the
         handlers still running after `stop_grace` seconds are cancelled, their messages
         handed back to the broker, which delivers them again), disconnect."""
+        if self._mover is not None:
+            self._mover.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._mover
+            self._mover = None
         parts = [part.stop(self.stop_grace) for part in (self.relay, self.consumer)
                  if part is not None]
         results = await asyncio.gather(*parts, return_exceptions=True)
@@ -196,37 +211,65 @@ class RabbitMqTransport(Transport):
 
     async def dead_letters(self, limit: int | None = None,
                            after: str | None = None) -> list[DeadLetter]:
-        """The messages in the dead-letter queue, in queue order (they stay there, in their
-        places). What a page costs is in `DeadLetterQueue.page`: it reads the letters up to
-        `after` and `limit` more, not the whole queue (unless the queue is a quorum queue of
-        RabbitMQ 3.x, which puts browsed messages at its back: then one full pass)."""
-        await self._open()
+        """The dead letters in the order they were given up on: those in the dead-letter
+        queue are moved into the store first (`DeadLetterQueue.move`), then a page is one
+        range read of the store's index, whatever the number of letters."""
+        await self._moved()
         return await self.dead_letter_queue.page(limit, after)
+
+    async def find_dead_letter(self, dead_letter_id: str) -> DeadLetter | None:
+        await self._moved()
+        return await self.dead_letter_queue.find(dead_letter_id)
+
+    async def dead_letter_ids(self, prefix: str, limit: int) -> list[str]:
+        await self._moved()
+        return await self.dead_letter_queue.ids(prefix, limit)
 
     async def replay(self, dead_letter_id: str) -> bool:
         """Send a dead letter back to the queue it failed in, with fresh retries, for the
         subscriptions that failed (KeyError if there is no such dead letter; ValueError naming
         why if the broker cannot route it there, and it stays).
 
-        Returns True once the broker has it and it left the dead-letter queue; a consumer
+        Returns True once the broker has it and it left the dead letters; a consumer
         handles it asynchronously, and if it fails again it comes back under the same id with
         its attempts added up.
         """
-        await self._open()
+        await self._moved()
         await self.dead_letter_queue.replay(dead_letter_id)
         return True
 
     async def replay_all_dead_letters(self) -> list[Replayed]:
-        """Send every dead letter back to its queue, in one pass over the dead-letter queue."""
-        await self._open()
+        """Send every dead letter back to its queue, oldest first."""
+        await self._moved()
         return await self.dead_letter_queue.replay_all()
 
     async def delete_dead_letter(self, dead_letter_id: str) -> None:
-        """Drop one dead letter; the others stay in their places."""
-        await self._open()
+        """Drop one dead letter; the others stay."""
+        await self._moved()
         await self.dead_letter_queue.delete(dead_letter_id)
 
     async def purge_dead_letters(self) -> int:
-        """Drop every dead letter; return how many."""
+        """Drop every dead letter, those still in the dead-letter queue too (moved into the
+        store first); return how many. Letters arriving meanwhile stay."""
         await self._open()
         return await self.dead_letter_queue.purge()
+
+    async def _moved(self) -> None:
+        await self._open()
+        await self.dead_letter_queue.move()
+
+    async def _move_dead_letters(self) -> None:
+        """Every `dead_letter_interval` seconds, move the dead-letter queue into the store,
+        under a lease: one process of those sharing the queue and the store does it."""
+        lease = Lease(self.documents, f"dead-letters:{self.topology.dead_letter_queue}",
+                      seconds=max(3 * self.dead_letter_interval, 10.0))
+        try:
+            while True:
+                try:
+                    if await lease.hold():
+                        await self.dead_letter_queue.move()
+                except Exception as exc:  # the broker or the store away: next time
+                    log.warning("could not move the dead letters into the store: %s", exc)
+                await asyncio.sleep(self.dead_letter_interval)
+        finally:
+            await lease.release()

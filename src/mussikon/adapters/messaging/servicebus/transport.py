@@ -147,6 +147,14 @@ class ServiceBusTransport(Transport):
         """The letters of every subscription's dead-letter sub-queue (peeked: they stay)."""
         return await self._dead_letter_queues().page(limit, after)
 
+    async def find_dead_letter(self, dead_letter_id: str) -> DeadLetter | None:
+        """The letter with this id: every sub-queue is peeked (not yet a bounded read)."""
+        return next((d for d in await self.dead_letters() if d.id == dead_letter_id), None)
+
+    async def dead_letter_ids(self, prefix: str, limit: int) -> list[str]:
+        """Ids starting with `prefix`: every sub-queue is peeked (not yet a bounded read)."""
+        return sorted(d.id for d in await self.dead_letters() if d.id.startswith(prefix))[:limit]
+
     async def replay(self, dead_letter_id: str) -> bool:
         """Send the letter back to its subscription alone, then remove it (a worker handles
         it, with fresh retries)."""
