@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
+from mussikon.adapters.store.memory import InMemoryEventStore
+from mussikon.ports.event_store import RecordedEvent, StoreUnavailable
 from mussikon.ports.notifier import Notification, Notifier, SentNotification
+from mussikon.wire import EventCodec
 
 
 class FakeNotifier(Notifier):
@@ -25,3 +30,18 @@ class FakeNotifier(Notifier):
     def kinds_to(self, recipient: str) -> list[str]:
         """The kinds sent to one person, in order."""
         return [n.kind for n in self.outbox if n.recipient == recipient]
+
+
+class UnavailableAtFirst(InMemoryEventStore):
+    """An event store whose look-up by event id fails its first `failures` times (a database
+    restarting)."""
+
+    def __init__(self, codec: EventCodec, failures: int) -> None:
+        super().__init__(codec)
+        self.failures = failures
+
+    async def find_event(self, event_id: UUID) -> RecordedEvent | None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailable("PostgreSQL is restarting")
+        return await super().find_event(event_id)

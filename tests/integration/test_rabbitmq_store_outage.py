@@ -6,31 +6,15 @@ broker dead-lettered it after its delivery limit, within a second."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from uuid import UUID
 
 import pytest
 
-from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.adapters.store.memory import InMemoryDocumentStore
 from mussikon.domain.events import MusicianRegisteredEvent
-from mussikon.ports.event_store import RecordedEvent, StoreUnavailable
-from mussikon.wire import EventCodec
+from tests.fakes import UnavailableAtFirst
 from tests.integration.rabbitmq_kit import BrokerNamespace, Recorder, append, sample_event
 
 pytestmark = pytest.mark.rabbitmq
-
-
-class UnavailableAtFirst(InMemoryEventStore):
-    """A store whose look-up by event id fails its first `failures` times."""
-
-    def __init__(self, codec: EventCodec, failures: int) -> None:
-        super().__init__(codec)
-        self.failures = failures
-
-    async def find_event(self, event_id: UUID) -> RecordedEvent | None:
-        if self.failures > 0:
-            self.failures -= 1
-            raise StoreUnavailable("PostgreSQL is restarting")
-        return await super().find_event(event_id)
 
 
 @pytest.fixture

@@ -22,8 +22,9 @@ from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventS
 from mussikon.domain.events import ContractSignedEvent, MusicianRegisteredEvent
 from mussikon.ports.transport import Subscription
 from mussikon.wire import EventCodec
+from tests.fakes import UnavailableAtFirst
 from tests.integration.rabbitmq_kit import Recorder, append, eventually, sample_event
-from tests.servicebus_peer import ServiceBusPeer
+from tests.servicebus_peer import EntityOptions, ServiceBusPeer
 
 pytestmark = pytest.mark.servicebus
 
@@ -181,4 +182,26 @@ async def test_dead_letters_are_listed_replayed_deleted_and_purged(bus: Bus) -> 
     with pytest.raises(KeyError):
         await transport.delete_dead_letter(second.id)
     assert await transport.purge_dead_letters() == 2
+    assert await transport.dead_letters() == []
+
+
+async def test_a_message_waits_for_the_store_rather_than_reach_its_max_delivery_count(
+        bus: Bus) -> None:
+    """The store cannot answer for a while (a database restarting) when a message arrives:
+    the message waits in the consumer, its lock held, and is handled once the store is back.
+    Abandoned instead, it would be dead-lettered after MaxDeliveryCount deliveries."""
+    # A lock longer than the waits (6.3 s in all): this checks the waiting, not the renewal.
+    bus.peer.create_topic(TOPIC, EntityOptions(lock_duration=30.0, max_delivery_count=3))
+    store = bus.store = UnavailableAtFirst(bus.codec, failures=6)
+    recorder = Recorder()
+    transport = await bus.start([recorder.subscription("musicians",
+                                                       ["MusicianRegisteredEvent"],
+                                                       bus.documents)])
+    event = sample_event(MusicianRegisteredEvent)
+    await append(store, [event])
+    transport.wake()
+    await transport.wait_idle(30)
+
+    assert store.failures == 0  # it did fail six times, twice the delivery limit
+    assert recorder.effects == {str(event.id): 1}
     assert await transport.dead_letters() == []

@@ -70,3 +70,16 @@ def next_retry_delay(delays: Sequence[float], tries: int) -> float | None:
     """The seconds to wait before trying again after `tries` failed attempts, None once
     the in-process retries (one per delay) are used up."""
     return delays[tries - 1] if tries <= len(delays) else None
+
+
+STORE_WAIT_FIRST, STORE_WAIT_MAX = 0.1, 5.0
+"""Seconds a message waits before asking the store again, after its first failure to answer
+(then doubled each time), and at most."""
+
+
+def store_wait_delay(waits: int) -> float:
+    """The seconds a message waits in the consumer after the store failed to answer for it
+    `waits` times (a database restarting): not the message's fault and no handler's attempt,
+    so it is neither counted nor handed back to the broker, which would count each return
+    toward its delivery limit and dead-letter it within seconds."""
+    return min(STORE_WAIT_MAX, STORE_WAIT_FIRST * 2.0 ** (waits - 1))

@@ -83,7 +83,7 @@ from mussikon.adapters.messaging.rabbitmq.properties import (
     wait_properties,
 )
 from mussikon.adapters.messaging.rabbitmq.topology import Topology
-from mussikon.adapters.messaging.retries import next_retry_delay, try_handler
+from mussikon.adapters.messaging.retries import next_retry_delay, store_wait_delay, try_handler
 from mussikon.adapters.messaging.stream_order import StreamOrderedWorkers
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.prerequisites import Prerequisite, PrerequisitesMissing
@@ -120,9 +120,6 @@ class _Delivery:
     """The event's stream, whose order it keeps (None for a malformed message)."""
 
 
-STORE_WAIT_FIRST, STORE_WAIT_MAX = 0.1, 5.0
-"""Seconds a message waits before asking the store again, after its first failure to answer
-(then doubled each time), and at most."""
 
 
 def _stream_of(delivery: _Delivery) -> str | None:
@@ -311,7 +308,7 @@ class EventConsumer:
             # few seconds without the database would send every message then arriving to
             # the dead letters.
             delivery.store_waits += 1
-            delay = min(STORE_WAIT_MAX, STORE_WAIT_FIRST * 2.0 ** (delivery.store_waits - 1))
+            delay = store_wait_delay(delivery.store_waits)
             log.warning("a message from %s waits %.2g s for the store: %s", queue, delay, exc)
             return delay
         except Exception:

@@ -54,6 +54,7 @@ from mussikon.adapters.messaging.retries import (
     exception_name,
     failure_message,
     next_retry_delay,
+    store_wait_delay,
     try_handler,
 )
 from mussikon.adapters.messaging.servicebus.entities import subscription_rules
@@ -69,7 +70,7 @@ from mussikon.adapters.messaging.servicebus.messages import (
 from mussikon.adapters.messaging.stream_order import StreamOrderedWorkers
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.prerequisites import Prerequisite, PrerequisitesMissing
-from mussikon.ports.event_store import EventStore
+from mussikon.ports.event_store import EventStore, StoreError
 from mussikon.ports.transport import Envelope, Subscription
 from mussikon.wire import EventCodec, WireFormatError
 
@@ -110,6 +111,8 @@ class _Delivery:
     envelope: Envelope | None
     malformed: WireFormatError | None = None
     tries: int = 0
+    store_waits: int = 0
+    """Times the store could not be asked whether it holds the event, in this delivery."""
     stream: str | None = None
 
 
@@ -236,6 +239,16 @@ class ServiceBusConsumer:
         seconds before the next attempt."""
         try:
             delay = await self._process(delivery)
+        except StoreError as exc:
+            # The store could not say whether it holds the event (a database restarting):
+            # the message waits here, its lock renewed, and asks again. Abandoned, it would
+            # come straight back, each time counted toward the subscription's
+            # MaxDeliveryCount, and be dead-lettered within seconds.
+            delivery.store_waits += 1
+            delay = store_wait_delay(delivery.store_waits)
+            log.warning("a message from %s waits %.2g s for the store: %s",
+                        delivery.link.subscription.name, delay, exc)
+            return delay
         except Exception:
             # The store or the broker failed: leave the message to be delivered again.
             log.exception("unexpected failure handling a message from %s",
