@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import time
@@ -68,7 +67,7 @@ from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from aiormq.exceptions import PublishError
 from pamqp.commands import Basic
 
-from mussikon.adapters.messaging.foreign import missing_prerequisites
+from mussikon.adapters.messaging.foreign import as_stored, wait_delay_index, waited_enough
 from mussikon.adapters.messaging.rabbitmq.acknowledgements import Acknowledgements
 from mussikon.adapters.messaging.rabbitmq.connection import BROKER_ERRORS, BrokerConnection
 from mussikon.adapters.messaging.rabbitmq.properties import (
@@ -86,7 +85,7 @@ from mussikon.adapters.messaging.rabbitmq.topology import Topology
 from mussikon.adapters.messaging.retries import next_retry_delay, store_wait_delay, try_handler
 from mussikon.adapters.messaging.stream_order import StreamOrderedWorkers
 from mussikon.domain.events import DomainEvent
-from mussikon.domain.prerequisites import Prerequisite, PrerequisitesMissing
+from mussikon.domain.prerequisites import Prerequisite
 from mussikon.ports.event_store import EventStore, StoreError
 from mussikon.ports.transport import Envelope, Subscription
 from mussikon.wire import EventCodec, WireFormatError
@@ -331,8 +330,9 @@ class EventConsumer:
             await self._dead_letter(message, state, Failure(MALFORMED, exc, attempts=0))
             return None
         if delivery.tries == 0:  # once, before the first attempt, in the stream's order
-            stored = await self._as_stored(delivery, envelope)
-            if stored is None:
+            stored = await as_stored(self.store, envelope, FOREIGN_ORIGIN)
+            if isinstance(stored, list):
+                await self._wait(delivery, envelope.event, stored)
                 return None  # gone round a delayed queue to wait, or dead-lettered
             envelope = delivery.envelope = stored
         if not delivery.subscriptions:
@@ -355,21 +355,6 @@ class EventConsumer:
             HANDLER_FAILED, error, tries, frozenset(s.name for s in failed)))
         return None
 
-    async def _as_stored(self, delivery: _Delivery, envelope: Envelope) -> Envelope | None:
-        """The envelope of the event as the store holds it, with its position; an event the
-        store does not hold (another service published it) is recorded first, once what it
-        presupposes is known. None if it is not: it waits, or it waited long enough."""
-        stored = await self.store.find_event(envelope.event.id)
-        if stored is None:
-            missing = await missing_prerequisites(self.store, envelope.event)
-            if missing:
-                await self._wait(delivery, envelope.event, missing)
-                return None
-            stored = await self.store.record_foreign(envelope.event, FOREIGN_ORIGIN)
-            log.debug("recorded %s %s from another service at position %d",
-                      stored.event.event_type, stored.event.id, stored.position)
-        return dataclasses.replace(envelope, event=stored.event, position=stored.position)
-
     async def _wait(self, delivery: _Delivery, event: DomainEvent,
                     missing: list[Prerequisite]) -> None:
         """Send the message round a delayed queue to wait for what it presupposes, or to the
@@ -379,17 +364,14 @@ class EventConsumer:
         since = state.waiting_since if state.waiting_since is not None else now
         what = ", ".join(m.what for m in missing)
         stages = self.topology.retry_stages
-        if now - since >= self.prerequisite_wait or not stages:
-            error = PrerequisitesMissing(
-                f"{event.event_type} {event.id} waited {now - since:.0f} s for what it "
-                f"presupposes; not known: {what}")
+        limit = self.prerequisite_wait if stages else 0.0
+        if error := waited_enough(event, missing, now - since, limit):
             log.error("giving up on %s", error)
             await self._dead_letter(message, state, Failure(
                 PREREQUISITE_MISSING, error, attempts=0,
                 subscriptions=frozenset(s.name for s in delivery.subscriptions)))
             return
-        # A few short rounds first (what it waits for is usually a moment behind), then longer.
-        stage = stages[min(state.waits // 3, len(stages) - 1)]
+        stage = stages[wait_delay_index(state.waits, len(stages))]
         log.info("%s %s waits for %s (round %d)", event.event_type, event.id, what,
                  state.waits + 1)
         await self._publish(message.body, stage.exchange, state.original_queue,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Iterable, Sequence
@@ -43,7 +42,7 @@ from azure.servicebus.aio import (
 )
 from azure.servicebus.exceptions import ServiceBusError
 
-from mussikon.adapters.messaging.foreign import missing_prerequisites
+from mussikon.adapters.messaging.foreign import as_stored, wait_delay_index, waited_enough
 from mussikon.adapters.messaging.message_contract import (
     HANDLER_FAILED,
     MALFORMED,
@@ -69,7 +68,7 @@ from mussikon.adapters.messaging.servicebus.messages import (
 )
 from mussikon.adapters.messaging.stream_order import StreamOrderedWorkers
 from mussikon.domain.events import DomainEvent
-from mussikon.domain.prerequisites import Prerequisite, PrerequisitesMissing
+from mussikon.domain.prerequisites import Prerequisite
 from mussikon.ports.event_store import EventStore, StoreError
 from mussikon.ports.transport import Envelope, Subscription
 from mussikon.wire import EventCodec, WireFormatError
@@ -271,8 +270,9 @@ class ServiceBusConsumer:
             await self._dead_letter(delivery, MALFORMED, delivery.malformed, 0)
             return None
         if delivery.tries == 0:  # once, before the first attempt, in the stream's order
-            stored = await self._as_stored(delivery, envelope)
-            if stored is None:
+            stored = await as_stored(self.store, envelope, FOREIGN_ORIGIN)
+            if isinstance(stored, list):
+                await self._wait(delivery, envelope.event, stored)
                 return None  # scheduled to wait, or dead-lettered
             envelope = delivery.envelope = stored
         delivery.tries += 1
@@ -295,21 +295,6 @@ class ServiceBusConsumer:
         await self._dead_letter(delivery, HANDLER_FAILED, error, attempt)
         return None
 
-    async def _as_stored(self, delivery: _Delivery, envelope: Envelope) -> Envelope | None:
-        """The envelope of the event as the store holds it, with its position; an event the
-        store does not hold (another service published it) is recorded first, once what it
-        presupposes is known. None if it is not: it waits, or it waited long enough."""
-        stored = await self.store.find_event(envelope.event.id)
-        if stored is None:
-            missing = await missing_prerequisites(self.store, envelope.event)
-            if missing:
-                await self._wait(delivery, envelope.event, missing)
-                return None
-            stored = await self.store.record_foreign(envelope.event, FOREIGN_ORIGIN)
-            log.debug("recorded %s %s from another service at position %d",
-                      stored.event.event_type, stored.event.id, stored.position)
-        return dataclasses.replace(envelope, event=stored.event, position=stored.position)
-
     async def _wait(self, delivery: _Delivery, event: DomainEvent,
                     missing: list[Prerequisite]) -> None:
         """Schedule a copy to come back when what it presupposes may be known, or dead-letter
@@ -317,16 +302,13 @@ class ServiceBusConsumer:
         state, now = delivery.state, time.time()
         since = state.waiting_since if state.waiting_since is not None else now
         what = ", ".join(m.what for m in missing)
-        if now - since >= self.prerequisite_wait or not self.delayed_retry_delays:
-            error = PrerequisitesMissing(
-                f"{event.event_type} {event.id} waited {now - since:.0f} s for what it "
-                f"presupposes; not known: {what}")
+        delays = self.delayed_retry_delays
+        limit = self.prerequisite_wait if delays else 0.0
+        if error := waited_enough(event, missing, now - since, limit):
             log.error("giving up on %s", error)
             await self._dead_letter(delivery, PREREQUISITE_MISSING, error, 0)
             return
-        # A few short rounds first (what it waits for is usually a moment behind), then longer.
-        delays = self.delayed_retry_delays
-        delay = delays[min(state.waits // 3, len(delays) - 1)]
+        delay = delays[wait_delay_index(state.waits, len(delays))]
         log.info("%s %s waits for %s (round %d)", event.event_type, event.id, what,
                  state.waits + 1)
         await self._schedule(delivery, f"wait{state.waits + 1}", delay, {
