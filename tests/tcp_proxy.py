@@ -27,11 +27,13 @@ class TcpProxy:
         self.cuts = 0
         self.accepted = 0
         """Connections accepted so far."""
+        self.listening_port = 0
 
-    async def start(self) -> str:
-        """Listen on a free port; return `target_url` going through the proxy."""
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
+    async def start(self, port: int = 0) -> str:
+        """Listen on `port` (a free one if 0: after `close`, pass the port it had to be the
+        same server back); return `target_url` going through the proxy."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", port)
+        port = self.listening_port = self._server.sockets[0].getsockname()[1]
         parts = urlsplit(self.target_url)
         netloc = parts.netloc.rsplit("@", 1)
         host = f"127.0.0.1:{port}"

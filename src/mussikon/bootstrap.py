@@ -23,7 +23,13 @@ from mussikon.application.repository import Repository
 from mussikon.application.retention import InboxRetention
 from mussikon.application.sagas.runtime import SagaRuntime, open_sagas
 from mussikon.application.snapshots import Snapshots
-from mussikon.config import Settings, is_servicebus_connection_string, mask_url, split_urls
+from mussikon.config import (
+    Settings,
+    is_servicebus_connection_string,
+    mask_url,
+    split_brokers,
+    split_urls,
+)
 from mussikon.domain.events import DomainEvent
 from mussikon.followers.polling import wait_until
 from mussikon.ports.analytics import Analytics
@@ -161,8 +167,32 @@ async def _naming_store_url(url: str, *, closing: Callable[[], Awaitable[None]] 
 
 def open_transport(settings: Settings, store: EventStore, documents: DocumentStore,
                    codec: EventCodec) -> Transport:
-    """The transport that `MUSSIKON_BROKER_URL` names."""
+    """The transport that `MUSSIKON_BROKER_URL` names: one broker's, or one over several."""
     url = settings.broker_url
+    brokers = split_brokers(url)
+    if len(brokers) == 1:
+        return _broker_transport(settings, brokers[0], store, documents, codec)
+    from mussikon.adapters.messaging.brokers import Broker, SeveralBrokers
+
+    def broker(one: str) -> Broker:
+        name = "Service Bus" if is_servicebus_connection_string(one) else "RabbitMQ"
+        if urlsplit(one).scheme not in ("amqp", "amqps") and name == "RabbitMQ":
+            raise ConfigurationError(
+                f"MUSSIKON_BROKER_URL {mask_url(url)!r}: a list names the brokers of one bus: "
+                "amqp:// URLs (the nodes of one RabbitMQ cluster) and Service Bus connection "
+                "strings")
+        return Broker(f"{name} {mask_url(one)}",
+                      lambda: _broker_transport(settings, one, store, documents, codec))
+
+    if sum(is_servicebus_connection_string(one) for one in brokers) > 1:
+        raise ConfigurationError(f"MUSSIKON_BROKER_URL {mask_url(url)!r}: one Service Bus "
+                                 "namespace at most")
+    return SeveralBrokers([broker(one) for one in brokers])
+
+
+def _broker_transport(settings: Settings, url: str, store: EventStore,
+                      documents: DocumentStore, codec: EventCodec) -> Transport:
+    """The transport of one broker: `url` is one of `split_brokers(MUSSIKON_BROKER_URL)`."""
     schemes = {urlsplit(one).scheme for one in split_urls(url)}
     scheme = schemes.pop() if len(schemes) == 1 else ""
     if scheme == "memory" and len(split_urls(url)) > 1:
@@ -205,8 +235,9 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
             prerequisite_wait=settings.prerequisite_wait)
     raise ConfigurationError(
         f"MUSSIKON_BROKER_URL {mask_url(url)!r}: use memory://, amqp://user:pass@host:5672/ (or "
-        "a comma-separated list of amqp:// URLs, the nodes of one cluster) or a Service Bus "
-        "connection string (Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…)")
+        "a comma-separated list of amqp:// URLs, the nodes of one cluster), a Service Bus "
+        "connection string (Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…), or both, "
+        "comma-separated, for one bus over both brokers")
 
 
 @dataclass

@@ -123,8 +123,9 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _connection_string_is_whole(cls, value: str) -> str:
-        if is_servicebus_connection_string(value):
-            ServiceBusConnectionString.parse(value)
+        for one in split_urls(value):
+            if is_servicebus_connection_string(one):
+                ServiceBusConnectionString.parse(one)
         return value
 
     @field_validator("bus_retry_delays", "rabbitmq_retry_delays", "servicebus_retry_delays")
@@ -244,25 +245,42 @@ def describe_invalid_settings(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-_NEXT_URL = re.compile(r"\s*,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
-"""A comma that starts another URL (one followed by `scheme://`): a comma elsewhere, as in a
-password or PostgreSQL's `host1,host2`, stays inside its URL."""
+_NEXT_URL = re.compile(r"\s*,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://|(?i:endpoint\s*=))")
+"""A comma that starts another URL (one followed by `scheme://`) or a Service Bus connection
+string (`Endpoint=`): a comma elsewhere, as in a password or PostgreSQL's `host1,host2`,
+stays inside its URL."""
 
 
 def split_urls(value: str) -> list[str]:
-    """The URLs of a comma-separated list (the nodes of one RabbitMQ cluster), in order; a
-    single URL is a list of one."""
+    """The URLs of a comma-separated list (the nodes of one RabbitMQ cluster, and Service Bus
+    connection strings), in order; a single URL is a list of one."""
     return [url for url in _NEXT_URL.split(value.strip()) if url]
+
+
+def split_brokers(value: str) -> list[str]:
+    """The brokers `MUSSIKON_BROKER_URL` names, each as its own setting would be: the
+    `amqp://` URLs together (the nodes of one RabbitMQ cluster, comma-separated), in the place
+    of the first, and each Service Bus connection string alone."""
+    brokers: list[str] = []
+    nodes: list[str] = []
+    for url in split_urls(value):
+        if is_servicebus_connection_string(url):
+            brokers.append(url)
+        else:
+            if not nodes:
+                brokers.append("")
+            nodes.append(url)
+    return [broker or ",".join(nodes) for broker in brokers]
 
 
 def mask_url(url: str) -> str:
     """The URL (or comma-separated list of URLs) with each password replaced by `***`, for
     logs and errors (a Service Bus connection string: its key)."""
-    if is_servicebus_connection_string(url):
-        return ";".join(_masked_part(part) for part in url.split(";"))
     urls = split_urls(url)
     if len(urls) > 1:
-        return ",".join(_mask_one(one) for one in urls)
+        return ",".join(mask_url(one) for one in urls)
+    if is_servicebus_connection_string(url):
+        return ";".join(_masked_part(part) for part in url.split(";"))
     return _mask_one(url)
 
 

@@ -34,6 +34,10 @@ from mussikon.wire import EventCodec
 
 log = logging.getLogger("mussikon.servicebus.relay")
 
+RELAY = "servicebus-relay"
+"""The relay's name: its position and lease in the document store (the RabbitMQ relay's is
+`relay`, so that both brokers of one bus keep positions of their own)."""
+
 _RETRYABLE: tuple[type[BaseException], ...] = (ServiceBusError, StoreError, TimeoutError)
 
 
@@ -42,7 +46,7 @@ class ServiceBusRelay:
     its position counts."""
 
     def __init__(self, store: EventStore, documents: DocumentStore, codec: EventCodec,
-                 client: ServiceBusClient, topic: str, *, name: str = "relay",
+                 client: ServiceBusClient, topic: str, *, name: str = RELAY,
                  batch_size: int = 500, lease_seconds: float = 10.0,
                  poll_interval: float = 0.05, poll_max_interval: float = 1.0,
                  checkpoint_interval: float = 0.25, timeout: float = 30.0,

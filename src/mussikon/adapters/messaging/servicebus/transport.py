@@ -20,7 +20,7 @@ from azure.servicebus.exceptions import ServiceBusError
 from mussikon.adapters.messaging.servicebus.consumer import ServiceBusConsumer
 from mussikon.adapters.messaging.servicebus.dead_letters import DeadLetterSubQueues
 from mussikon.adapters.messaging.servicebus.entities import subscription_rules
-from mussikon.adapters.messaging.servicebus.relay import ServiceBusRelay
+from mussikon.adapters.messaging.servicebus.relay import RELAY, ServiceBusRelay
 from mussikon.config import ServiceBusConnectionString
 from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore
@@ -48,7 +48,7 @@ class ServiceBusTransport(Transport):
                  codec: EventCodec, *, topic: str = "mussikon-events", prefetch: int = 100,
                  concurrency: int = 8, retry_delays: Iterable[float] = (0.05, 0.25, 1.0),
                  delayed_retry_delays: Iterable[float] = (1.0, 10.0, 60.0),
-                 lock_renewal: float = 300.0, relay: bool = True, relay_name: str = "relay",
+                 lock_renewal: float = 300.0, relay: bool = True, relay_name: str = RELAY,
                  lease_seconds: float = 10.0, poll_interval: float = 0.05,
                  poll_max_interval: float = 1.0, timeout: float = 30.0,
                  stop_grace: float = 30.0, prerequisite_wait: float = 600.0) -> None:
