@@ -51,7 +51,7 @@ class SeveralBrokers(Transport):
             raise ValueError("every transport of SeveralBrokers must be a broker's "
                              "(one that does not replay in place)")
         self.restart_delays = tuple(restart_delays)
-        self.started: list[bool] = [False] * len(self.brokers)
+        self.started = [asyncio.Event() for _ in self.brokers]
         self._restarts: list[asyncio.Task[None]] = []
         self._in_flight: dict[tuple[str, str], asyncio.Future[None]] = {}
 
@@ -66,7 +66,7 @@ class SeveralBrokers(Transport):
         for index, transport in enumerate(self.transports):
             try:
                 await transport.start(wrapped)
-                self.started[index] = True
+                self.started[index].set()
             except ConnectionError as exc:
                 failures.append((index, exc))
         if len(failures) == len(self.transports):
@@ -92,7 +92,7 @@ class SeveralBrokers(Transport):
             except ConnectionError as exc:
                 log.info("%s still unreachable (try %d): %s", broker.name, tries, exc)
                 continue
-            self.started[index] = True
+            self.started[index].set()
             log.warning("%s reached: its relay catches up", broker.name)
             return
 
@@ -132,8 +132,7 @@ class SeveralBrokers(Transport):
         """Wait until every broker's transport is started and idle (one that is down never
         is)."""
         async def idle(index: int) -> None:
-            while not self.started[index]:  # its transport is replaced until it starts
-                await asyncio.sleep(0.05)
+            await self.started[index].wait()  # its transport is replaced until it starts
             await self.transports[index].wait_idle(timeout)
 
         async with asyncio.timeout(timeout):
