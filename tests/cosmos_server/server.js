@@ -2,7 +2,8 @@
 // batch made to behave as the service's does for the official Python SDK:
 // - an operation other than a create takes its partition key from the request's header
 //   (the Python SDK sends it there; the server looks for it in each operation);
-// - an atomic batch is all or nothing: when an operation fails, those before it are undone.
+// - an atomic batch is all or nothing: when an operation fails, those before it are undone;
+// - a point read of an item that does not exist answers 404 (not 500).
 // Usage: node server.js PORT   (HTTPS, the package's self-signed certificate)
 "use strict";
 const { AsyncLocalStorage } = require("async_hooks");
@@ -49,6 +50,20 @@ batch.default = async (account, req, res, params) => {
     for (const undo of state.undo.reverse()) undo();
   }
   return body;
+};
+
+const readDocument = require(`${lib}/handler/read-document`);
+const { parsePartitionKey } = require(`${lib}/utils/get-partition-from-header`);
+const readOriginal = readDocument.default;
+readDocument.default = (account, req, res, params) => {
+  const collection = account.database(params.dbId).collection(params.collId);
+  const header = req.headers["x-ms-documentdb-partitionkey"];
+  if (collection.read() && header && header !== "[{}]"
+      && !collection.document(params.docId, parsePartitionKey(header, params.docId)).read()) {
+    res.statusCode = 404;
+    return { code: "NotFound", message: "Entity with the specified id does not exist." };
+  }
+  return readOriginal(account, req, res, params);
 };
 
 const { createHttpsServer } = require(lib);
