@@ -107,13 +107,16 @@ class CosmosEventStore(EventStore):
         }
 
     async def _create(self, operation: str, stream_id: str, first_version: int,
-                      events: Sequence[DomainEvent], origin: str = "") -> None:
-        """Create the events' items at consecutive versions in one transactional batch."""
-        batch = [("create", (self.item(stream_id, v, e, origin),))
+                      events: Sequence[DomainEvent], origin: str = "") -> list[dict[str, Any]]:
+        """Create the events' items at consecutive versions in one transactional batch;
+        the items written."""
+        items = [self.item(stream_id, v, e, origin)
                  for v, e in enumerate(events, start=first_version)]
         async with cosmos_errors(operation):
             await self._container.execute_item_batch(
-                batch, partition_key=stream_id, raw_response_hook=self._meter.hook(operation))
+                [("create", (item,)) for item in items], partition_key=stream_id,
+                raw_response_hook=self._meter.hook(operation))
+        return items
 
     async def append(self, stream_id: str, events: Sequence[DomainEvent],
                      expected_version: int) -> int:
@@ -124,8 +127,15 @@ class CosmosEventStore(EventStore):
                              f"{BATCH_LIMIT} events (one transactional batch), this one has "
                              f"{len(events)}")
         for attempt in range(_TRIES):
-            base = expected_version if expected_version != ANY_VERSION else \
-                await self.stream_version(stream_id)
+            # Versions never go down: a stream at `expected` now is at it or beyond when the
+            # batch lands, and beyond means its first version is taken (the unique key).
+            base = expected_version
+            if expected_version != 0:
+                base = await self.stream_version(stream_id)
+                if expected_version not in (ANY_VERSION, base):
+                    stored = await self._stored(stream_id, [str(e.id) for e in events])
+                    refused_batch([(stream_id, events, expected_version)], {stream_id: base},
+                                  stored, last_try=True)
             try:
                 await self._create("append", stream_id, base + 1, events)
                 return base + len(events)
@@ -162,13 +172,14 @@ class CosmosEventStore(EventStore):
                 return found
             version = await self.stream_version(event.stream_id) + 1
             try:
-                await self._create("record_foreign", event.stream_id, version, [event], origin)
+                items = await self._create("record_foreign", event.stream_id, version, [event],
+                                           origin)
             except exceptions.CosmosBatchOperationError as error:
                 if batch_status(error) != 409:
                     raise StoreError(f"stream {event.stream_id!r}: Cosmos DB refused the "
                                      f"foreign event ({batch_status(error)})") from None
                 continue  # its id or its version was taken meanwhile: look again
-            return RecordedEvent(0, event.stream_id, version, event, utc_now(), origin)
+            return self.decode(items[0])
         raise StoreError(f"stream {event.stream_id!r}: the foreign event {event.id} could not "
                          f"be recorded in {_TRIES} tries (its stream kept moving)")
 
