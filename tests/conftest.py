@@ -71,7 +71,8 @@ def servicebus_peer() -> Iterator[ServiceBusPeer]:
 
 
 COSMOS_SERVER_DIR = Path(__file__).parent / "cosmos_server"
-COSMOS_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
+COSMOS_KEY = ("C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw"
+              "/Jw==")
 """Any base64 key opens the local server: the Cosmos DB emulator's well-known one."""
 
 

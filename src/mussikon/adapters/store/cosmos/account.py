@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from azure.cosmos import PartitionKey, exceptions
-from azure.cosmos.aio import CosmosClient, ContainerProxy, DatabaseProxy
+from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 
 from mussikon.ports.event_store import StoreUnavailable
 
@@ -21,6 +21,8 @@ PARTITION_KEY_PATH = "/partitionKey"
 
 VERSION_UNIQUE_KEY = "/version"
 """The unique key of the events container: one item per version in each stream (partition)."""
+
+UNIQUE_VERSION: dict[str, Any] = {"uniqueKeys": [{"paths": [VERSION_UNIQUE_KEY]}]}
 
 BATCH_LIMIT = 100
 """The most operations one transactional batch may hold (the service's limit)."""
@@ -75,7 +77,7 @@ async def open_account(endpoint: str, key: str, *, database: str, events_contain
         db = await client.create_database_if_not_exists(database)
         events = await db.create_container_if_not_exists(
             events_container, partition_key=PartitionKey(PARTITION_KEY_PATH),
-            unique_key_policy={"uniqueKeys": [{"paths": [VERSION_UNIQUE_KEY]}]})
+            unique_key_policy=UNIQUE_VERSION)
         documents = await db.create_container_if_not_exists(
             documents_container, partition_key=PartitionKey(PARTITION_KEY_PATH))
         properties = await events.read()

@@ -262,7 +262,7 @@ class CosmosEventStore(EventStore):
         return records[:limit]
 
     async def stream_version(self, stream_id: str) -> int:
-        rows = await self._query(
+        rows: list[Any] = await self._query(
             "stream_version", "SELECT VALUE MAX(c.version) FROM c WHERE c.partitionKey = "
                               "@stream", {"@stream": stream_id}, stream_id)
         return int(rows[0]) if rows and rows[0] is not None else 0
