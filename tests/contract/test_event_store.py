@@ -30,10 +30,10 @@ from mussikon.ports.event_store import (
     UndecodableEventError,
 )
 from mussikon.wire import EventCodec
-from tests.contract.store_adapters import ADAPTERS, StoresUnderTest, open_stores
+from tests.contract.store_adapters import STORE_ADAPTERS, StoresUnderTest, open_stores
 
 
-@pytest.fixture(params=ADAPTERS)
+@pytest.fixture(params=STORE_ADAPTERS)
 async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoresUnderTest]:
     async with open_stores(request.param, tmp_path, request) as opened:
         yield opened
