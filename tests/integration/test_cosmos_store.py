@@ -221,8 +221,8 @@ async def test_bootstrap_opens_the_stores_from_a_connection_string(
     settings = Settings(store_url=f"AccountEndpoint={cosmos_endpoint};AccountKey={COSMOS_KEY};",
                         cosmos_database=database, cosmos_verify_tls=False)
     events, documents = await open_stores(settings, EventCodec())
+    assert isinstance(events, CosmosEventStore)
     try:
-        assert isinstance(events, CosmosEventStore)
         assert await events.append("s", [registered(1)], NO_STREAM) == 1
         assert await documents.try_lease("relay", "a", 5) is not None
     finally:
