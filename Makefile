@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint imports typecheck unit bench chaos clean
+.PHONY: demo test lint imports typecheck unit cosmos-server bench chaos clean
 
 # The demo needs the package alone; the tests also need the test tools and the benchmark
 # peers (the benchmark tests run them, and mypy checks our code against their real types).
@@ -32,7 +32,17 @@ imports: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-unit: $(BIN)/.installed
+# The local Cosmos DB server the `cosmos` tests run against: pinned by its lock file. Without
+# npm the cosmos tests skip (and fail under MUSSIKON_REQUIRE_SERVICES=1).
+COSMOS_SERVER := tests/cosmos_server
+$(COSMOS_SERVER)/node_modules/.installed: $(COSMOS_SERVER)/package.json $(COSMOS_SERVER)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		npm ci --prefix $(COSMOS_SERVER) --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the Cosmos DB tests (marker cosmos) will not find their server"; fi
+
+cosmos-server: $(COSMOS_SERVER)/node_modules/.installed
+
+unit: $(BIN)/.installed cosmos-server
 	$(BIN)/pytest -q
 
 test: lint imports typecheck unit

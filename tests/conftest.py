@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -64,3 +68,39 @@ def servicebus_peer() -> Iterator[ServiceBusPeer]:
 
     with ServiceBusPeer(defaults=EntityOptions(lock_duration=2.0)) as peer:
         yield peer
+
+
+COSMOS_SERVER_DIR = Path(__file__).parent / "cosmos_server"
+COSMOS_KEY = ("C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw"
+              "/Jw==")
+"""Any base64 key opens the local server: the Cosmos DB emulator's well-known one."""
+
+
+@pytest.fixture(scope="session")
+def cosmos_endpoint() -> Iterator[str]:
+    """The local Cosmos DB server (tests/cosmos_server, installed by `make cosmos-server`) on
+    a free port, for the whole session: `https://127.0.0.1:PORT/`, its certificate
+    self-signed. Skips (fails under MUSSIKON_REQUIRE_SERVICES=1) when it is not installed."""
+    script = COSMOS_SERVER_DIR / "server.js"
+    node = shutil.which("node")
+    if node is None or not (COSMOS_SERVER_DIR / "node_modules" / "@vercel").is_dir():
+        message = "the local Cosmos DB server is not installed (make cosmos-server; needs npm)"
+        if os.environ.get("MUSSIKON_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{message} (MUSSIKON_REQUIRE_SERVICES=1)")
+        pytest.skip(message)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([node, str(script), str(port)], cwd=COSMOS_SERVER_DIR,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not _reachable(f"tcp://127.0.0.1:{port}"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                error = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                pytest.fail(f"the local Cosmos DB server did not start: {error[-500:]}")
+            time.sleep(0.05)
+        yield f"https://127.0.0.1:{port}/"
+    finally:
+        process.terminate()
+        process.wait(10)

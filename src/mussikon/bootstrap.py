@@ -24,7 +24,9 @@ from mussikon.application.retention import InboxRetention
 from mussikon.application.sagas.runtime import SagaRuntime, open_sagas
 from mussikon.application.snapshots import Snapshots
 from mussikon.config import (
+    CosmosConnectionString,
     Settings,
+    is_cosmos_connection_string,
     is_servicebus_connection_string,
     mask_url,
     split_brokers,
@@ -73,6 +75,8 @@ async def open_stores(settings: Settings, codec: EventCodec, *,
     ConfigurationError if there is none, or if it needs migrating).
     """
     url = settings.store_url
+    if is_cosmos_connection_string(url):
+        return await _open_cosmos(settings, codec)
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
@@ -83,7 +87,28 @@ async def open_stores(settings: Settings, codec: EventCodec, *,
     if scheme in ("postgres", "postgresql"):
         return await _open_postgres(settings, codec, read_only)
     raise ConfigurationError(
-        f"MUSSIKON_STORE_URL {mask_url(url)!r}: use sqlite:///PATH, memory:// or postgresql://…")
+        f"MUSSIKON_STORE_URL {mask_url(url)!r}: use sqlite:///PATH, memory://, postgresql://… "
+        "or AccountEndpoint=https://…;AccountKey=…;")
+
+
+async def _open_cosmos(settings: Settings,
+                       codec: EventCodec) -> tuple[EventStore, DocumentStore]:
+    """The Cosmos DB stores (the optional extra `cosmos`). They keep no global order: what
+    reads it (the relay, the projections) cannot run on them yet (docs/cosmos.md)."""
+    try:
+        from mussikon.adapters.store.cosmos.account import open_account
+        from mussikon.adapters.store.cosmos.documents import CosmosDocumentStore
+        from mussikon.adapters.store.cosmos.events import CosmosEventStore
+    except ImportError:
+        raise ConfigurationError("MUSSIKON_STORE_URL names Cosmos DB: install the extra "
+                                 "(pip install 'mussikon[cosmos]')") from None
+    connection = CosmosConnectionString.parse(settings.store_url)
+    account = await open_account(
+        connection.endpoint, connection.key, database=settings.cosmos_database,
+        events_container=settings.cosmos_container,
+        documents_container=settings.cosmos_documents_container,
+        verify_tls=settings.cosmos_verify_tls)
+    return CosmosEventStore(account, codec), CosmosDocumentStore(account)
 
 
 async def _open_sqlite(settings: Settings, codec: EventCodec,

@@ -31,7 +31,20 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MUSSIKON_", env_file=".env", extra="ignore")
 
     store_url: str = Field("sqlite:///./mussikon.db",
-                           description="Event store: sqlite:///PATH, memory://, postgresql://…")
+                           description="Event store: sqlite:///PATH, memory://, postgresql://… "
+                                       "or a Cosmos DB connection string "
+                                       "(AccountEndpoint=https://…;AccountKey=…;)")
+    cosmos_database: str = Field("MussikOn", min_length=1, max_length=255,
+                                 description="Cosmos DB database of the stores")
+    cosmos_container: str = Field("Events", min_length=1, max_length=255,
+                                  description="Cosmos DB container of the events (the "
+                                              "specification's, shared with the .NET services)")
+    cosmos_documents_container: str = Field(
+        "MussikOnDocuments", min_length=1, max_length=255,
+        description="Cosmos DB container of the read models, checkpoints, inboxes and leases")
+    cosmos_verify_tls: bool = Field(True, description="Verify the Cosmos DB endpoint's TLS "
+                                                      "certificate (false only for a local "
+                                                      "test server)")
     demo_store_url: str = Field("", description="Store of `mussikon demo`; empty: its own "
                                                 "beside MUSSIKON_STORE_URL")
     broker_url: str = Field("memory://", description="Transport: memory://, amqp://…, a "
@@ -126,6 +139,13 @@ class Settings(BaseSettings):
         for one in split_urls(value):
             if is_servicebus_connection_string(one):
                 ServiceBusConnectionString.parse(one)
+        return value
+
+    @field_validator("store_url")
+    @classmethod
+    def _cosmos_string_is_whole(cls, value: str) -> str:
+        if is_cosmos_connection_string(value):
+            CosmosConnectionString.parse(value)
         return value
 
     @field_validator("bus_retry_delays", "rabbitmq_retry_delays", "servicebus_retry_delays")
@@ -276,6 +296,8 @@ def split_brokers(value: str) -> list[str]:
 def mask_url(url: str) -> str:
     """The URL (or comma-separated list of URLs) with each password replaced by `***`, for
     logs and errors (a Service Bus connection string: its key)."""
+    if is_cosmos_connection_string(url):
+        return ";".join(_masked_part(part) for part in url.split(";"))
     urls = split_urls(url)
     if len(urls) > 1:
         return ",".join(mask_url(one) for one in urls)
@@ -296,19 +318,24 @@ def _mask_one(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
 
 
-_SHOWN_PARTS = frozenset({"endpoint", "sharedaccesskeyname", "entitypath",
+_SHOWN_PARTS = frozenset({"endpoint", "accountendpoint", "sharedaccesskeyname", "entitypath",
                           "usedevelopmentemulator", "transporttype"})
+
+
+_KNOWN_PARTS = _SHOWN_PARTS | {"sharedaccesskey", "sharedaccesssignature", "accountkey"}
+"""The keys of the connection strings read here: any other name could be a key cut loose
+(a base64 key ends in `=`), so it is not shown."""
 
 
 def _masked_part(part: str) -> str:
     """One `KEY=VALUE` of a connection string as logs show it: the value as `***` unless the
-    key is known to hold nothing secret, and the whole part as `***` if the key is not a plain
-    word (it could be a key cut loose)."""
+    key is known to hold nothing secret, and the whole part as `***` if the key is not one of
+    the known names (it could be a key cut loose)."""
     key, equals, _ = part.partition("=")
     name = key.strip()
     if not part.strip() or (equals and name.lower() in _SHOWN_PARTS):
         return part
-    return f"{key}=***" if equals and name.isalnum() else "***"
+    return f"{key}=***" if equals and name.lower() in _KNOWN_PARTS else "***"
 
 
 def is_servicebus_connection_string(value: str) -> bool:
@@ -359,3 +386,45 @@ class ServiceBusConnectionString:
             raise ValueError("UseDevelopmentEmulator must be true or false")
         return cls(value, endpoint.hostname, port, pairs.get("sharedaccesskeyname", ""),
                    emulator == "true")
+
+
+def is_cosmos_connection_string(value: str) -> bool:
+    """True if `value` is written as a Cosmos DB connection string (`AccountEndpoint=…;…`),
+    well formed or not."""
+    return value.lstrip().lower().startswith("accountendpoint=")
+
+
+@dataclass(frozen=True, slots=True)
+class CosmosConnectionString:
+    """A Cosmos DB connection string, as .NET's `GetConnectionString("CosmosDb")` gives it:
+    `AccountEndpoint=https://ACCOUNT.documents.azure.com:443/;AccountKey=KEY;`. Its text form
+    (`str`) masks the key."""
+
+    value: str
+    endpoint: str
+    key: str
+
+    def __str__(self) -> str:
+        return mask_url(self.value)
+
+    def __repr__(self) -> str:
+        return f"CosmosConnectionString({mask_url(self.value)!r})"
+
+    @classmethod
+    def parse(cls, value: str) -> CosmosConnectionString:
+        """Read one; ValueError saying what is wrong (never the key) otherwise."""
+        pairs: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in value.split(";"))):
+            key, equals, item = part.partition("=")
+            if not equals or not key.strip():
+                raise ValueError("the Cosmos DB connection string has a part that is not "
+                                 "KEY=VALUE (parts are separated by ';')")
+            pairs[key.strip().lower()] = item.strip()
+        endpoint = pairs.get("accountendpoint", "")
+        parts = urlsplit(endpoint)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError("the Cosmos DB connection string needs "
+                             "AccountEndpoint=https://HOST[:PORT]/")
+        if not pairs.get("accountkey"):
+            raise ValueError("the Cosmos DB connection string needs AccountKey=…")
+        return cls(value, endpoint, pairs["accountkey"])

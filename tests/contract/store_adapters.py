@@ -17,8 +17,9 @@ from mussikon.adapters.store.postgres import POSITION_BITS, open_postgres
 from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
 from mussikon.domain.instant import epoch_micros, utc_now
 from mussikon.ports.documents import DocumentStore
-from mussikon.ports.event_store import EventStore
+from mussikon.ports.event_store import EventStore, RecordedEvent
 from mussikon.wire import EventCodec
+from tests.conftest import COSMOS_KEY
 from tests.polling import eventually
 
 ADAPTERS = [
@@ -26,7 +27,12 @@ ADAPTERS = [
     pytest.param("sqlite"),
     pytest.param("postgres", marks=pytest.mark.postgres),
 ]
-"""Parameters of the fixtures that run a contract suite over every adapter."""
+"""Parameters of the fixtures that run a contract suite over every adapter with a global
+order (what the projections, sagas and relay read)."""
+
+STORE_ADAPTERS = [*ADAPTERS, pytest.param("cosmos", marks=pytest.mark.cosmos)]
+"""Parameters of the event store's and document store's own contract suites: every adapter,
+Cosmos DB too (it has no global order: docs/cosmos.md)."""
 
 RawInsert = Callable[[str, int, str, str], Awaitable[None]]
 
@@ -43,6 +49,15 @@ class StoresUnderTest:
     """Wait until every committed event is readable in the global order."""
     codec: EventCodec
     """The codec the event store reads with (a test may register an upcaster on it)."""
+    everything: Callable[[], Awaitable[list[RecordedEvent]]] | None = None
+    """Every stored event, for a store without a global order (Cosmos DB): what a test
+    reads to see what was written, in place of `read_all`."""
+    global_order: bool = True
+    """False: the store has no order across streams (`read_all` and positions)."""
+    atomic_across_streams: bool = True
+    """False: one transaction writes one stream (`append_streams` of several is refused)."""
+    ids_unique_across_streams: bool = True
+    """False: an event id is unique within its stream only."""
 
 
 async def _nothing_to_wait_for() -> None:
@@ -62,6 +77,10 @@ async def open_stores(kind: str, tmp_path: Path,
     elif kind == "postgres":
         url = request.getfixturevalue("postgres_url")
         async with postgres_stores(url, f"t{uuid4().hex[:12]}") as stores:
+            yield stores
+    elif kind == "cosmos":
+        endpoint = request.getfixturevalue("cosmos_endpoint")
+        async with cosmos_stores(endpoint, f"t{uuid4().hex[:12]}") as stores:
             yield stores
     else:
         raise ValueError(f"unknown adapter {kind!r}")
@@ -135,3 +154,36 @@ async def postgres_stores(url: str, schema: str,
         await events.close()
         await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await admin.close()
+
+
+@asynccontextmanager
+async def cosmos_stores(endpoint: str, database: str) -> AsyncIterator[StoresUnderTest]:
+    """Cosmos DB stores in a database of their own on the local server, dropped afterwards."""
+    from mussikon.adapters.store.cosmos.account import open_account
+    from mussikon.adapters.store.cosmos.documents import CosmosDocumentStore
+    from mussikon.adapters.store.cosmos.events import CosmosEventStore
+
+    codec = EventCodec()
+    account = await open_account(endpoint, COSMOS_KEY, database=database,
+                                 events_container="Events", documents_container="Documents",
+                                 verify_tls=False)
+    events = CosmosEventStore(account, codec)
+
+    async def insert_raw(stream_id: str, version: int, event_type: str, data: str) -> None:
+        await account.events.create_item({
+            "id": str(uuid4()), "aggregateId": stream_id, "eventType": event_type,
+            "eventData": data, "version": version, "timestamp": "2026-11-27T21:54:02.5Z",
+            "partitionKey": stream_id})
+
+    async def everything() -> list[RecordedEvent]:
+        items = [item async for item in account.events.query_items("SELECT * FROM c")]
+        records = [events.decode(item) for item in items]
+        return sorted(records, key=lambda r: (r.recorded_at, r.stream_id, r.version))
+
+    try:
+        yield StoresUnderTest(events, CosmosDocumentStore(account), insert_raw,
+                              _nothing_to_wait_for, codec, everything, global_order=False,
+                              atomic_across_streams=False, ids_unique_across_streams=False)
+    finally:
+        await account.client.delete_database(database)
+        await events.close()

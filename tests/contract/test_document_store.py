@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from mussikon.ports.documents import Changes, Document, DocumentStore, Fence
-from tests.contract.store_adapters import ADAPTERS, open_stores
+from tests.contract.store_adapters import STORE_ADAPTERS, open_stores
 from tests.polling import eventually
 
 
-@pytest.fixture(params=ADAPTERS)
+@pytest.fixture(params=STORE_ADAPTERS)
 async def docs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DocumentStore]:
     async with open_stores(request.param, tmp_path, request) as opened:
         yield opened.documents

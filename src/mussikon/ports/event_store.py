@@ -60,6 +60,12 @@ class StoreUnavailable(StoreError):
     """
 
 
+class NoGlobalOrder(StoreError):
+    """The store keeps no order across its streams (Cosmos DB): `read_all`, `read_last`,
+    `count_after` and the global positions do not exist there. Its streams are ordered by
+    version; readers of every stream follow the store's change feed instead."""
+
+
 StreamAppend = tuple[str, Sequence[DomainEvent], int]
 """One stream's part of `EventStore.append_streams`: (stream id, events, expected version)."""
 
