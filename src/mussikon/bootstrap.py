@@ -40,7 +40,7 @@ from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore, StoreError
 from mussikon.ports.notifier import Notifier
 from mussikon.ports.payments import PaymentGateway
-from mussikon.ports.transport import Subscription, Transport
+from mussikon.ports.transport import Subscription, Transport, TransportNotReady
 from mussikon.wire import EventCodec
 
 
@@ -294,7 +294,7 @@ class App:
             await self.transport.start(self.subscriptions)
         except BaseException as exc:
             await self.projections.stop()
-            if isinstance(exc, ConnectionError):
+            if isinstance(exc, ConnectionError | TransportNotReady):
                 raise _naming_broker_url(exc) from exc
             raise
         if self.sagas is not None:
@@ -363,9 +363,9 @@ class App:
         await self.store.close()
 
 
-def _naming_broker_url(exc: ConnectionError) -> ConfigurationError:
-    """The broker could not be reached: an error naming MUSSIKON_BROKER_URL (the transport's
-    message names the URL, its password masked)."""
+def _naming_broker_url(exc: ConnectionError | TransportNotReady) -> ConfigurationError:
+    """The broker could not be reached, or lacks its entities: an error naming
+    MUSSIKON_BROKER_URL (the transport's message names the URL, its password masked)."""
     return ConfigurationError(f"MUSSIKON_BROKER_URL: {exc}")
 
 

@@ -17,6 +17,7 @@ from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient
 
 from mussikon.adapters.messaging.servicebus.entities import subscription_rules
+from mussikon.adapters.messaging.servicebus.relay import RELAY
 from mussikon.adapters.messaging.servicebus.transport import ServiceBusTransport
 from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
 from mussikon.domain.events import ContractSignedEvent, MusicianRegisteredEvent
@@ -97,7 +98,7 @@ async def test_the_relay_publishes_and_each_subscription_gets_only_its_types(bus
     assert all(e.position for e in musicians.handled)
     assert transport.relay is not None
     assert await transport.relay.position() == await bus.store.head_position()
-    assert await bus.documents.checkpoint("relay") == await bus.store.head_position()
+    assert await bus.documents.checkpoint(RELAY) == await bus.store.head_position()
 
 
 async def test_a_failing_handler_is_retried_then_scheduled_then_dead_lettered(bus: Bus) -> None:

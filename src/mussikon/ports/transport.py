@@ -38,6 +38,12 @@ class Envelope:
 Handler = Callable[[Envelope], Awaitable[None]]
 
 
+class TransportNotReady(Exception):
+    """The broker answered but lacks what the transport needs (its entities were not
+    created): an operator must act, trying again will not help. The message says what is
+    missing and how to create it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Subscription:
     """A named consumer of some event types; its name keys its checkpoint, inbox, dead letters."""

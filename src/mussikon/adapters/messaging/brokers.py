@@ -60,7 +60,8 @@ class SeveralBrokers(Transport):
 
     async def start(self, subscriptions: Sequence[Subscription]) -> None:
         """Start every broker's transport; one that cannot connect is started again in the
-        background. Raises the first broker's error if none can be reached."""
+        background. Raises the first broker's error if none can be reached, and any other
+        error of a transport's start (having stopped them all)."""
         wrapped = [self._one_copy_at_a_time(s) for s in subscriptions]
         failures: list[tuple[int, ConnectionError]] = []
         for index, transport in enumerate(self.transports):
@@ -69,6 +70,9 @@ class SeveralBrokers(Transport):
                 self.started[index].set()
             except ConnectionError as exc:
                 failures.append((index, exc))
+            except BaseException:
+                await self.stop()
+                raise
         if len(failures) == len(self.transports):
             await self.stop()
             raise failures[0][1]

@@ -40,7 +40,7 @@ from azure.servicebus.aio import (
     ServiceBusReceiver,
     ServiceBusSender,
 )
-from azure.servicebus.exceptions import ServiceBusError
+from azure.servicebus.exceptions import MessagingEntityNotFoundError, ServiceBusError
 
 from mussikon.adapters.messaging.foreign import as_stored, wait_delay_index, waited_enough
 from mussikon.adapters.messaging.message_contract import (
@@ -70,7 +70,7 @@ from mussikon.adapters.messaging.stream_order import StreamOrderedWorkers
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.prerequisites import Prerequisite
 from mussikon.ports.event_store import EventStore, StoreError
-from mussikon.ports.transport import Envelope, Subscription
+from mussikon.ports.transport import Envelope, Subscription, TransportNotReady
 from mussikon.wire import EventCodec, WireFormatError
 
 log = logging.getLogger("mussikon.servicebus.consumer")
@@ -119,6 +119,10 @@ def _stream_of(delivery: _Delivery) -> str | None:
     return delivery.stream
 
 
+_BEYOND_EVERY_MESSAGE = 2**62
+"""A sequence number no message reaches (Service Bus numbers them from 1, in 64 bits)."""
+
+
 class ServiceBusConsumer:
     """Runs subscriptions on their Service Bus subscriptions to `topic`."""
 
@@ -154,17 +158,45 @@ class ServiceBusConsumer:
         self._sender: ServiceBusSender | None = None
         self._stopping = False
 
-    def start(self) -> None:
-        """Start receiving, one loop per subscription."""
+    async def start(self) -> None:
+        """Open a receiver per subscription, all at once, then start receiving, one loop per
+        subscription. TransportNotReady (nothing left open) if a subscription does not exist;
+        a namespace that does not answer is tried again by the loops."""
+        for subscription in self.subscriptions:
+            self._links.append(_Link(self.client.get_subscription_receiver(
+                self.topic, subscription.name, receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
+                prefetch_count=self.prefetch), subscription))
+        opened = await asyncio.gather(*(self._open(link) for link in self._links))
+        missing = [link.subscription.name for link, ok in zip(self._links, opened, strict=True)
+                   if not ok]
+        if missing:
+            await asyncio.gather(*(self._close(link.receiver) for link in self._links))
+            self._links.clear()
+            raise TransportNotReady(
+                f"Service Bus topic {self.topic!r} has no subscription {', '.join(missing)}: "
+                "create the entities with `mussikon broker provision`")
         self._renewer = AutoLockRenewer(max_lock_renewal_duration=self.lock_renewal)
         self._workers.start()
-        for subscription in self.subscriptions:
-            link = _Link(self.client.get_subscription_receiver(
-                self.topic, subscription.name, receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
-                prefetch_count=self.prefetch), subscription)
-            self._links.append(link)
-            self._loops.append(asyncio.create_task(self._receive(link),
-                                                   name=f"servicebus:{subscription.name}"))
+        for link in self._links:
+            self._loops.append(asyncio.create_task(
+                self._receive(link), name=f"servicebus:{link.subscription.name}"))
+
+    async def _open(self, link: _Link) -> bool:
+        """Open the link's receiver; False if its subscription (or topic) does not exist.
+
+        Opening a receive link does not tell (the service refuses a missing entity on the
+        first receive), a peek does: one from a sequence number no message has, which
+        returns nothing and so leaves the receiver's peek position as it was."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await link.receiver.__aenter__()
+                await link.receiver.peek_messages(1, sequence_number=_BEYOND_EVERY_MESSAGE)
+        except MessagingEntityNotFoundError:
+            return False
+        except (ServiceBusError, TimeoutError) as exc:
+            log.warning("opening a receiver on %s: %s; trying again when receiving",
+                        link.subscription.name, exc)
+        return True
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop receiving, let the handlers running finish (cancelled after `grace`

@@ -79,7 +79,7 @@ class ServiceBusTransport(Transport):
             self.consumer = ServiceBusConsumer(self.client, self.topic, self.codec,
                                                subscriptions, store=self.store,
                                                **self._options)
-            self.consumer.start()
+            await self.consumer.start()
         if self.relay is not None:
             self.relay.start()
 
