@@ -1,6 +1,7 @@
 """Run the peer alone: `python -m tests.servicebus_peer --port 5673 --queue q --subscription
 mussikon-events/billing=ContractSignedEvent`; prints the connection string, runs until Ctrl-C.
-`--mussikon` creates the topic `mussikon-events` and every subscription `mussikon worker`
+`--mussikon` creates the topics `mussikon-events` (for `mussikon worker`) and
+`mussikon-events-demo` (for `mussikon demo`), each with every subscription the worker
 receives from, with their rules."""
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from .broker import EntityOptions
 from .server import ServiceBusPeer
 
 TOPIC = "mussikon-events"
+DEMO_TOPIC = f"{TOPIC}-demo"
+"""The topic `mussikon demo` publishes to (its own, as it has its own store)."""
 
 
 async def _worker_rules() -> dict[str, frozenset[str]]:
@@ -38,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
                         metavar="TOPIC/NAME[=SUBJECT,...]",
                         help="creates the topic too; the subjects, if given, are its rule")
     parser.add_argument("--mussikon", action="store_true",
-                        help="the topic mussikon-events and the worker's subscriptions")
+                        help="the topics mussikon-events and mussikon-events-demo, with "
+                        "the worker's subscriptions")
     parser.add_argument("--lock-duration", type=float, default=60.0, metavar="SECONDS")
     parser.add_argument("--max-delivery-count", type=int, default=10)
     parser.add_argument("--duplicate-detection-window", type=float, metavar="SECONDS")
@@ -56,9 +60,11 @@ def main(argv: list[str] | None = None) -> None:
             peer.create_topic(topic)
         peer.create_subscription(topic, name, set(subjects.split(",")) if subjects else None)
     if args.mussikon:
-        peer.create_topic(TOPIC)
-        for name, subjects in asyncio.run(_worker_rules()).items():
-            peer.create_subscription(TOPIC, name, set(subjects))
+        rules = asyncio.run(_worker_rules())
+        for topic in (TOPIC, DEMO_TOPIC):
+            peer.create_topic(topic)
+            for name, subjects in rules.items():
+                peer.create_subscription(topic, name, set(subjects))
     with peer:
         print(peer.connection_string, flush=True)
         with contextlib.suppress(KeyboardInterrupt):

@@ -41,7 +41,7 @@ from mussikon.application.sagas.booking import payment_id_for
 from mussikon.application.sagas.reservations import MusicianDays
 from mussikon.application.sagas.state import SagaState, SagaStatus
 from mussikon.bootstrap import App
-from mussikon.config import Settings, mask_url
+from mussikon.config import Settings, is_servicebus_connection_string, mask_url, split_brokers
 from mussikon.domain.contract import Contract
 from mussikon.domain.errors import DomainError
 from mussikon.domain.payment import Payment, PaymentStatus
@@ -150,7 +150,21 @@ def describe(settings: Settings) -> str:
              else "sending no email (notifications are only recorded)")
     return ("This demo simulates the marketplace with made-up people (sign-ups, gigs, "
             "applications, bookings, signatures, payments, a declined card and a missed "
-            f"signature deadline), writing to {where_it_writes(settings)} and {email}.")
+            f"signature deadline), writing to {where_it_writes(settings)}, "
+            f"{how_it_delivers(settings)} and {email}.")
+
+
+def how_it_delivers(settings: Settings) -> str:
+    """The brokers the events go through, as the demo tells its user."""
+    names = []
+    for broker in split_brokers(settings.broker_url):
+        if is_servicebus_connection_string(broker):
+            names.append(f"Azure Service Bus (topic {settings.servicebus_topic})")
+        elif urlsplit(broker).scheme in ("amqp", "amqps"):
+            names.append("RabbitMQ")
+    if not names:
+        return "delivering events in this process"
+    return f"delivering events through {' and '.join(names)}"
 
 
 async def run_demo(app: App, console: Console, program: str = "mussikon") -> Outcomes:

@@ -6,7 +6,8 @@ The demo never writes into the store `MUSSIKON_STORE_URL` names. It runs on
 `<MUSSIKON_POSTGRES_SCHEMA>_demo`, or memory when the store is memory. The demo marks its
 store with a document, and refuses to write into, or wipe (`--fresh`), a store that holds
 events it did not write. On RabbitMQ its exchanges and queues carry a prefix of their own
-(`demo.`), and it sends no email unless `--send-email` says so.
+(`demo.`), on Service Bus its topic is `<MUSSIKON_SERVICEBUS_TOPIC>-demo`, and it sends no
+email unless `--send-email` says so.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rich.console import Console
 
 from mussikon.adapters.clock import OffsetClock
 from mussikon.bootstrap import App, sqlite_path
-from mussikon.config import Settings, mask_url
+from mussikon.config import Settings, is_servicebus_connection_string, mask_url, split_brokers
 from mussikon.entrypoints.cli.common import CommandFailed, console, opened, run
 from mussikon.entrypoints.cli.output import YesOption, confirm
 from mussikon.entrypoints.demo import DemoFailed, run_demo, where_it_writes
@@ -82,7 +83,7 @@ def _program() -> str:
 
 def demo_settings(settings: Settings, *, send_email: bool = False) -> Settings:
     """The settings the demo runs on: its own store, its own RabbitMQ names (its events
-    exchange included), and no SMTP server unless `send_email`."""
+    exchange included), its own Service Bus topic, and no SMTP server unless `send_email`."""
     if settings.demo_store_url:
         url = settings.demo_store_url
         if urlsplit(url).scheme not in ("memory", "sqlite", *_POSTGRES):
@@ -95,9 +96,12 @@ def demo_settings(settings: Settings, *, send_email: bool = False) -> Settings:
         url = _beside(settings.store_url)
     changes: dict[str, Any] = {"store_url": url,
                                "postgres_schema": f"{settings.postgres_schema}_demo"}
-    if urlsplit(settings.broker_url).scheme in ("amqp", "amqps"):
+    brokers = split_brokers(settings.broker_url)
+    if any(urlsplit(broker).scheme in ("amqp", "amqps") for broker in brokers):
         changes["rabbitmq_prefix"] = f"{settings.rabbitmq_prefix}demo."
         changes["rabbitmq_events_exchange"] = ""  # never the one shared with other services
+    if any(is_servicebus_connection_string(broker) for broker in brokers):
+        changes["servicebus_topic"] = f"{settings.servicebus_topic}-demo"
     if not send_email:
         changes["smtp_url"] = ""
     return settings.model_copy(update=changes)
