@@ -170,8 +170,9 @@ async def test_a_broker_down_at_start_is_started_again_until_it_answers() -> Non
     subscription = Subscription("s", frozenset({"E"}), _ignore)
     await bus.start([subscription])
     assert made[1].running and not made[0].running
-    await eventually(lambda: bus.transports[0] is not made[0] and bus.transports[0].running)
-    assert [s.name for s in bus.transports[0].subscriptions] == ["s"]  # type: ignore[attr-defined]
+    await eventually(lambda: bus.transports[0] is not made[0] and made[-1].running)
+    assert bus.transports[0] is made[-1]
+    assert [s.name for s in made[-1].subscriptions] == ["s"]
     await bus.wait_idle(1)
     await bus.stop()
     assert not any(t.running for t in made) and made[0].stopped >= 1
@@ -210,9 +211,11 @@ async def test_two_copies_of_a_message_are_handled_one_after_the_other() -> None
 
     await bus.start([Subscription("s", frozenset({"E"}), handler)])
     event = sample_event(MusicianRegisteredEvent)
-    copies = [asyncio.create_task(t.subscriptions[0].handler(Envelope(str(event.id), event)))
-              for t in made]
-    other = asyncio.create_task(made[0].subscriptions[0].handler(Envelope("other", event)))
+    async def deliver(transport: FakeTransport, message_id: str) -> None:
+        await transport.subscriptions[0].handler(Envelope(message_id, event))
+
+    copies = [asyncio.create_task(deliver(t, str(event.id))) for t in made]
+    other = asyncio.create_task(deliver(made[0], "other"))
     await eventually(lambda: running == 2)  # the first copy and the other message
     release.set()
     await asyncio.gather(*copies, other)
