@@ -175,6 +175,16 @@ async def test_dead_letters_are_listed_replayed_deleted_and_purged(bus: Bus) -> 
     first, second, *rest = letters
     assert [x.id for x in await transport.dead_letters(limit=2, after=first.id)] == [
         second.id, rest[0].id]
+    assert [x.id for x in await transport.dead_letters(limit=1)] == [first.id]
+    found = await transport.find_dead_letter(rest[1].id)
+    assert found is not None and found.message_id == rest[1].message_id
+    for missing in ("musicians:999999", "musicians:x", "nobody:1"):
+        assert await transport.find_dead_letter(missing) is None
+        with pytest.raises(KeyError):
+            await transport.dead_letters(after=missing)
+    assert await transport.dead_letter_ids("mus", 2) == sorted(x.id for x in letters)[:2]
+    assert await transport.dead_letter_ids(first.id, 5) == [first.id]
+    assert await transport.dead_letter_ids("sagas", 5) == []
     recorder.fail_for.clear()
     assert await transport.replay(first.id)
     await eventually(lambda: recorder.effects[first.message_id] == 1, 30, what="the replay")

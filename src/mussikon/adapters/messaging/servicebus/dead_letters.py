@@ -44,26 +44,68 @@ class DeadLetterSubQueues:
         return self.client.get_subscription_receiver(
             self.topic, name, sub_queue=ServiceBusSubQueue.DEAD_LETTER, receive_mode=mode)
 
-    async def _peek_all(self, name: str) -> list[ServiceBusReceivedMessage]:
+    async def _peek(self, name: str, start: int, count: int | None
+                    ) -> list[ServiceBusReceivedMessage]:
+        """Up to `count` letters of one sub-queue (all if None) from sequence number `start`
+        on, a page of peeks at a time."""
         letters: list[ServiceBusReceivedMessage] = []
         async with self._receiver(name) as receiver:
-            while True:
-                start = (letters[-1].sequence_number or 0) + 1 if letters else 0
+            while count is None or len(letters) < count:
+                size = _PAGE if count is None else min(_PAGE, count - len(letters))
                 async with asyncio.timeout(self.timeout):
-                    page = await receiver.peek_messages(_PAGE, sequence_number=start)
+                    page = await receiver.peek_messages(size, sequence_number=start)
                 letters += page
-                if len(page) < _PAGE:
-                    return letters
+                if len(page) < size:
+                    break
+                start = (page[-1].sequence_number or 0) + 1
+        return letters
+
+    @staticmethod
+    def _split(letter_id: str) -> tuple[str, int]:
+        """The subscription and sequence number an id names (KeyError if it names none)."""
+        name, _, number = letter_id.rpartition(":")
+        if not number.isdigit():
+            raise KeyError(letter_id)
+        return name, int(number)
 
     async def page(self, limit: int | None, after: str | None) -> list[DeadLetter]:
-        every = [self._letter(name, m) for name in self.names for m in await self._peek_all(name)]
-        start = 0
+        """Up to `limit` letters after the letter `after` (KeyError if there is none): the
+        subscriptions in turn, each in sequence order; peeks only what it returns."""
+        names, start = self.names, 1
         if after is not None:
-            ids = [letter.id for letter in every]
-            if after not in ids:
+            name, number = self._split(after)
+            if name not in self.names or await self.find(after) is None:
                 raise KeyError(after)
-            start = ids.index(after) + 1
-        return every[start:] if limit is None else every[start:start + limit]
+            names, start = self.names[self.names.index(name):], number + 1
+        letters: list[DeadLetter] = []
+        for name in names:
+            left = None if limit is None else limit - len(letters)
+            if left is not None and left <= 0:
+                break
+            letters += [self._letter(name, m) for m in await self._peek(name, start, left)]
+            start = 1
+        return letters
+
+    async def find(self, letter_id: str) -> DeadLetter | None:
+        """The letter with this id, or None: one peek."""
+        try:
+            name, number = self._split(letter_id)
+        except KeyError:
+            return None
+        if name not in self.names:
+            return None
+        found = await self._peek(name, number, 1)
+        if not found or found[0].sequence_number != number:
+            return None
+        return self._letter(name, found[0])
+
+    async def ids(self, prefix: str, limit: int) -> list[str]:
+        """Up to `limit` ids starting with `prefix`, in id order: the sub-queues whose ids can
+        start so are read whole, no other."""
+        ids = [f"{name}:{m.sequence_number}" for name in self.names
+               if name.startswith(prefix) or prefix.startswith(f"{name}:")
+               for m in await self._peek(name, 1, None)]
+        return sorted(i for i in ids if i.startswith(prefix))[:limit]
 
     def _letter(self, name: str, message: ServiceBusReceivedMessage) -> DeadLetter:
         properties = properties_of(message)
@@ -88,8 +130,8 @@ class DeadLetterSubQueues:
     async def _take(self, letter_id: str) -> tuple[str, ServiceBusReceiver,
                                                    ServiceBusReceivedMessage]:
         """The letter, locked, with its open receiver (KeyError if there is no such letter)."""
-        name, _, number = letter_id.rpartition(":")
-        if name not in self.names or not number.isdigit():
+        name, number = self._split(letter_id)
+        if name not in self.names:
             raise KeyError(letter_id)
         receiver = self._receiver(name)
         try:
@@ -99,7 +141,7 @@ class DeadLetterSubQueues:
                 if not batch:
                     raise KeyError(letter_id)
                 for message in batch:
-                    if message.sequence_number == int(number):
+                    if message.sequence_number == number:
                         return name, receiver, message
         except BaseException:
             await receiver.close()  # the others' locks go with the link: they stay

@@ -144,16 +144,17 @@ class ServiceBusTransport(Transport):
 
     async def dead_letters(self, limit: int | None = None,
                            after: str | None = None) -> list[DeadLetter]:
-        """The letters of every subscription's dead-letter sub-queue (peeked: they stay)."""
+        """The letters of the subscriptions' dead-letter sub-queues in turn (peeked: they
+        stay), as many as asked for."""
         return await self._dead_letter_queues().page(limit, after)
 
     async def find_dead_letter(self, dead_letter_id: str) -> DeadLetter | None:
-        """The letter with this id: every sub-queue is peeked (not yet a bounded read)."""
-        return next((d for d in await self.dead_letters() if d.id == dead_letter_id), None)
+        """The letter with this id: one peek at its sequence number in its sub-queue."""
+        return await self._dead_letter_queues().find(dead_letter_id)
 
     async def dead_letter_ids(self, prefix: str, limit: int) -> list[str]:
-        """Ids starting with `prefix`: every sub-queue is peeked (not yet a bounded read)."""
-        return sorted(d.id for d in await self.dead_letters() if d.id.startswith(prefix))[:limit]
+        """Ids starting with `prefix`: the sub-queues of the subscriptions it can name."""
+        return await self._dead_letter_queues().ids(prefix, limit)
 
     async def replay(self, dead_letter_id: str) -> bool:
         """Send the letter back to its subscription alone, then remove it (a worker handles
