@@ -26,6 +26,7 @@ from mussikon.application.snapshots import Snapshots
 from mussikon.config import (
     CosmosConnectionString,
     Settings,
+    describe_broker,
     is_cosmos_connection_string,
     is_servicebus_connection_string,
     mask_url,
@@ -200,13 +201,13 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
     from mussikon.adapters.messaging.brokers import Broker, SeveralBrokers
 
     def broker(one: str) -> Broker:
-        name = "Service Bus" if is_servicebus_connection_string(one) else "RabbitMQ"
-        if urlsplit(one).scheme not in ("amqp", "amqps") and name == "RabbitMQ":
+        if not is_servicebus_connection_string(one) \
+                and urlsplit(one).scheme not in ("amqp", "amqps"):
             raise ConfigurationError(
                 f"MUSSIKON_BROKER_URL {mask_url(url)!r}: a list names the brokers of one bus: "
                 "amqp:// URLs (the nodes of one RabbitMQ cluster) and Service Bus connection "
                 "strings")
-        return Broker(f"{name} {mask_url(one)}",
+        return Broker(describe_broker(one),
                       lambda: _broker_transport(settings, one, store, documents, codec))
 
     if sum(is_servicebus_connection_string(one) for one in brokers) > 1:

@@ -293,6 +293,21 @@ def split_brokers(value: str) -> list[str]:
     return [broker or ",".join(nodes) for broker in brokers]
 
 
+def describe_broker(url: str) -> str:
+    """One broker of `split_brokers` as people name it, without secrets: `RabbitMQ amqp://…`
+    (password masked), `Service Bus sb://HOST` (its endpoint alone), or the masked URL."""
+    if is_servicebus_connection_string(url):
+        try:
+            connection = ServiceBusConnectionString.parse(url)
+        except ValueError:
+            return f"Service Bus {mask_url(url)}"
+        port = f":{connection.port}" if connection.port else ""
+        return f"Service Bus sb://{connection.host}{port}"
+    if urlsplit(url).scheme in ("amqp", "amqps"):
+        return f"RabbitMQ {mask_url(url)}"
+    return mask_url(url)
+
+
 def mask_url(url: str) -> str:
     """The URL (or comma-separated list of URLs) with each password replaced by `***`, for
     logs and errors (a Service Bus connection string: its key)."""

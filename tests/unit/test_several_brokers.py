@@ -14,7 +14,7 @@ import pytest
 from mussikon.adapters.messaging.brokers import Broker, SeveralBrokers
 from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
 from mussikon.bootstrap import ConfigurationError, open_transport
-from mussikon.config import Settings, mask_url, split_brokers
+from mussikon.config import Settings, describe_broker, mask_url, split_brokers
 from mussikon.domain.events import MusicianRegisteredEvent
 from mussikon.ports.transport import (
     DeadLetter,
@@ -47,6 +47,12 @@ def test_every_secret_of_a_list_is_masked() -> None:
     masked = mask_url(f"{NODES},{SERVICEBUS}")
     assert KEY not in masked and "pw1" not in masked
     assert "amqp://app:***@n2:5672/" in masked and "SharedAccessKey=***" in masked
+
+
+def test_each_broker_is_named_without_its_secrets() -> None:
+    assert describe_broker(NODES) == "RabbitMQ amqp://app:***@n1:5672/,amqp://app:***@n2:5672/"
+    assert describe_broker(SERVICEBUS) == "Service Bus sb://mussikon.servicebus.windows.net"
+    assert describe_broker(SERVICEBUS.replace(".net/", ".net:5671/")).endswith(".net:5671")
 
 
 def test_the_settings_check_each_connection_string_of_a_list() -> None:

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 
-from mussikon.config import mask_url
+from mussikon.config import describe_broker, mask_url, split_brokers
 from mussikon.entrypoints.cli.common import console, opened, run
 
 
@@ -29,8 +29,9 @@ def worker() -> None:
             loop.add_signal_handler(sig, on_signal, sig)
         async with opened() as application:
             await application.start()
+            brokers = [describe_broker(b) for b in split_brokers(application.settings.broker_url)]
             console.print(f"worker running on {mask_url(application.settings.store_url)} and "
-                          f"{mask_url(application.settings.broker_url)}", highlight=False)
+                          f"{' and '.join(brokers)}", highlight=False)
             await stop.wait()
             console.print(f"stopping: finishing messages in flight, for up to "
                           f"{application.settings.stop_grace:g} s (again to stop at once)",
