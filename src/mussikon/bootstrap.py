@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -264,6 +265,50 @@ def _broker_transport(settings: Settings, url: str, store: EventStore,
         "a comma-separated list of amqp:// URLs, the nodes of one cluster), a Service Bus "
         "connection string (Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…), or both, "
         "comma-separated, for one bus over both brokers")
+
+
+async def provision_broker(settings: Settings, report: Callable[[str], None]) -> int:
+    """Create the broker entities the transport that `MUSSIKON_BROKER_URL` names needs, or
+    bring them to what is needed, calling `report` with one line per thing done or found;
+    the number of changes made. On Service Bus: the topic, one subscription per subscription
+    and their rules; the other brokers have nothing to provision (the RabbitMQ transport
+    declares its topology at every connect)."""
+    url = settings.broker_url
+    if not is_servicebus_connection_string(url):
+        schemes = {urlsplit(one).scheme for one in split_urls(url)}
+        if schemes == {"memory"}:
+            report("memory://: the in-process transport has no broker: nothing to provision")
+        elif schemes <= {"amqp", "amqps"}:
+            report(f"{mask_url(url)}: the worker declares RabbitMQ's exchanges and queues "
+                   "itself at every connect: nothing to provision")
+        else:
+            raise ConfigurationError(f"MUSSIKON_BROKER_URL {mask_url(url)!r}: not a broker "
+                                     "URL (memory://, amqp://… or a Service Bus connection "
+                                     "string)")
+        return 0
+    from mussikon.adapters.messaging.servicebus.entities import subscription_rules
+    from mussikon.adapters.messaging.servicebus.provisioning import (
+        EntitySettings,
+        ProvisioningError,
+        provision,
+    )
+
+    app = await open_app(settings.model_copy(update={"store_url": "memory://",
+                                                     "broker_url": "memory://"}))
+    try:
+        rules = subscription_rules(app.subscriptions, app.codec.event_types)
+    finally:
+        await app.close()
+    entities = EntitySettings(
+        max_delivery_count=settings.servicebus_max_delivery_count,
+        lock_duration=timedelta(seconds=settings.servicebus_lock_duration),
+        duplicate_detection_window=timedelta(
+            seconds=settings.servicebus_duplicate_detection_window))
+    try:
+        return await provision(url, settings.servicebus_topic, rules, report, entities,
+                               timeout=settings.broker_timeout)
+    except ProvisioningError as exc:
+        raise ConfigurationError(f"MUSSIKON_BROKER_URL: {exc}") from None
 
 
 @dataclass

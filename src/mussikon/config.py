@@ -110,6 +110,18 @@ class Settings(BaseSettings):
                                                                     "subscription")
     servicebus_retry_delays: str = Field("1,10,60", description="Seconds of the delayed "
                                                                 "retries (scheduled messages)")
+    servicebus_max_delivery_count: int = Field(
+        10, ge=1, le=2000, description="`mussikon broker provision`: deliveries of a message "
+                                       "before Service Bus dead-letters it unsettled (one that "
+                                       "kills its consumer)")
+    servicebus_lock_duration: float = Field(
+        60.0, ge=5, le=300, description="`mussikon broker provision`: seconds a received "
+                                        "message stays locked before the consumer renews it "
+                                        "(a crashed worker's messages come back after this)")
+    servicebus_duplicate_detection_window: float = Field(
+        600.0, ge=20, le=7 * 86400, description="`mussikon broker provision`: seconds the "
+                                                "topic remembers a MessageId, to drop a "
+                                                "re-publish")
     servicebus_lock_renewal: float = Field(
         300.0, ge=0, description="Seconds a running handler's message lock is renewed for, at "
                                  "most")

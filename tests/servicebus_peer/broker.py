@@ -11,6 +11,9 @@ from enum import IntEnum
 from proton import timestamp
 
 from .codec import Envelope
+from .rules import TRUE, SqlFilter
+
+DEFAULT_RULE = "$Default"
 
 
 class State(IntEnum):
@@ -232,17 +235,18 @@ class Queue(SendTarget, Entity):
 
 
 class Subscription(Entity):
-    """A topic's subscription. Its rule is a set of admitted subjects: a message is admitted
-    when its Subject or its EventType application property is in the set; None admits all."""
+    """A topic's subscription: it admits a message when one of its rules does (none: no
+    message). Created through the peer's Python API with a set of subjects, its one rule
+    admits the messages whose Subject or EventType property is in the set; through the
+    management endpoint, it starts with `$Default` (1=1), as on the service."""
 
     def __init__(self, path: str, options: EntityOptions,
-                 subjects: frozenset[str] | None = None) -> None:
+                 rules: dict[str, SqlFilter] | None = None) -> None:
         super().__init__(path, options)
-        self.subjects = subjects
+        self.rules: dict[str, SqlFilter] = {DEFAULT_RULE: TRUE} if rules is None else rules
 
     def admits(self, envelope: Envelope) -> bool:
-        return self.subjects is None or bool(
-            {envelope.subject, envelope.event_type} & self.subjects)
+        return any(rule.admits(envelope) for rule in self.rules.values())
 
 
 class Topic(SendTarget):

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from proton import (
@@ -23,13 +24,27 @@ from proton import (
     Receiver,
     Sender,
     Session,
+    Transport,
     symbol,
     timestamp,
 )
-from proton.reactor import Container
+from proton._handlers import IOHandler
+from proton._io import IO
+from proton.reactor import ApplicationEvent, Container, EventInjector
 
-from .broker import Entity, EntityOptions, LockLost, Queue, SendTarget, Subscription, Topic
+from .broker import (
+    DEFAULT_RULE,
+    Entity,
+    EntityOptions,
+    LockLost,
+    Queue,
+    SendTarget,
+    Subscription,
+    Topic,
+)
 from .codec import Envelope, owned, unbatch
+from .management import ManagementEndpoint, ManagementRequestHandler
+from .rules import TRUE, SqlFilter, subjects_filter
 
 UNDESCRIBED = None
 TICK = 0.05
@@ -104,7 +119,12 @@ class ServiceBusPeer:
         self._entities: dict[str, Entity] = {}
         self._handler = _Handler(self)
         self._container = Container(self._handler)
-        self._close_acceptor: Callable[[], None] | None = None
+        self._listener: socket.socket | None = None
+        self._acceptor: threading.Thread | None = None
+        self._injector = EventInjector()
+        self._arriving: queue.SimpleQueue[socket.socket] = queue.SimpleQueue()
+        """AMQP connections accepted, for proton to take on its thread."""
+        self._management = ManagementEndpoint(self)
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._error: BaseException | None = None
@@ -133,7 +153,7 @@ class ServiceBusPeer:
             target = self._targets[topic.lower()]
             assert isinstance(target, Topic), f"{topic} is not a topic"
             subscription = Subscription(f"{topic}/Subscriptions/{name}",
-                                        options or target.options, _frozen(subjects))
+                                        options or target.options, _rules(subjects))
             target.subscriptions[name.lower()] = subscription
             self._add_entity(subscription)
 
@@ -147,18 +167,33 @@ class ServiceBusPeer:
         with self._lock:
             target = self._targets[topic.lower()]
             assert isinstance(target, Topic), f"{topic} is not a topic"
-            target.subscriptions[name.lower()].subjects = _frozen(subjects)
+            target.subscriptions[name.lower()].rules = _rules(subjects)
 
     def _add_entity(self, entity: Entity) -> None:
         self._entities[entity.path.lower()] = entity
         if entity.dead_letters is not None:
             self._entities[entity.dead_letters.path.lower()] = entity.dead_letters
 
+    def delete_topic(self, name: str) -> None:
+        """Remove a topic, its subscriptions and their messages."""
+        with self._lock:
+            topic = self._targets.pop(name.lower())
+            assert isinstance(topic, Topic), f"{name} is not a topic"
+            for subscription in topic.subscriptions.values():
+                self._entities.pop(subscription.path.lower(), None)
+                if subscription.dead_letters is not None:
+                    self._entities.pop(subscription.dead_letters.path.lower(), None)
+
     def start(self) -> ServiceBusPeer:
-        self._close_acceptor = self._container.listen(f"127.0.0.1:{self.port}").close
+        self._listener = socket.create_server(("127.0.0.1", self.port), backlog=64)
+        self._listener.settimeout(TICK)
+        self._container.selectable(self._injector)
         self._thread = threading.Thread(target=self._run, name="servicebus-peer",
                                         daemon=True)
         self._thread.start()
+        self._acceptor = threading.Thread(target=self._accept, name="servicebus-peer-accept",
+                                          daemon=True)
+        self._acceptor.start()
         return self
 
     def _run(self) -> None:
@@ -168,11 +203,43 @@ class ServiceBusPeer:
             self._error = error
             raise
 
+    def _accept(self) -> None:
+        """Take connections on the one port, each to the side its first bytes ask for."""
+        assert self._listener is not None
+        with self._listener:
+            while not self._stopping:
+                try:
+                    connection, address = self._listener.accept()
+                except TimeoutError:
+                    continue
+                threading.Thread(target=self._sniff, args=(connection, address),
+                                 daemon=True).start()
+
+    def _sniff(self, connection: socket.socket, address: Any) -> None:
+        """AMQP's protocol header (`AMQP`) goes to proton, anything else is HTTP for the
+        management endpoint."""
+        connection.settimeout(10)
+        try:
+            first = connection.recv(4, socket.MSG_PEEK | socket.MSG_WAITALL)
+        except OSError:
+            connection.close()
+            return
+        if first == b"AMQP":
+            self._arriving.put(connection)
+            self._injector.trigger(ApplicationEvent("adopt"))
+            return
+        with connection:
+            handler = type("Handler", (ManagementRequestHandler,),
+                           {"endpoint": self._management})
+            with contextlib.suppress(OSError):
+                handler(connection, address, None)
+
     def stop(self) -> None:
         """Stop, closing the connections; raise what made the peer fail, if anything did."""
         self._stopping = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        for thread in (self._acceptor, self._thread):
+            if thread is not None:
+                thread.join(timeout=10)
         if self._error is not None:
             raise RuntimeError("the Service Bus peer failed") from self._error
 
@@ -198,8 +265,8 @@ class ServiceBusPeer:
             entity.expire_locks(now)
 
 
-def _frozen(subjects: set[str] | None) -> frozenset[str] | None:
-    return None if subjects is None else frozenset(subjects)
+def _rules(subjects: set[str] | None) -> dict[str, SqlFilter]:
+    return {DEFAULT_RULE: TRUE if subjects is None else subjects_filter(subjects)}
 
 
 def _free_port() -> int:
@@ -228,8 +295,6 @@ class _Handler(Handler):
     def on_timer_task(self, event: Event) -> None:
         with self.peer._lock:
             if self.peer._stopping:
-                if self.peer._close_acceptor is not None:
-                    self.peer._close_acceptor()
                 for link in list(self.receive_links):
                     link.connection.close()
                 event.container.stop()
@@ -238,6 +303,24 @@ class _Handler(Handler):
             for link in list(self.receive_links):
                 self.dispatch(link)
         event.container.schedule(TICK, self)
+
+    def on_adopt(self, event: Event) -> None:
+        """Serve the AMQP connections accepted since (what proton's own acceptor does)."""
+        while True:
+            try:
+                connection = self.peer._arriving.get_nowait()
+            except queue.Empty:
+                return
+            IO._setupsocket(connection)
+            container = self.peer._container
+            amqp = container.connection(self)
+            amqp._acceptor = self  # type: ignore[assignment]  # proton's: the socket is there
+            transport = Transport(Transport.SERVER)
+            transport.bind(amqp)
+            selectable = container.selectable(delegate=connection)
+            selectable._transport = transport  # type: ignore[attr-defined]
+            transport._selectable = selectable
+            IOHandler.update(transport, selectable, container.now)
 
     def on_connection_remote_open(self, event: Event) -> None:
         if event.connection is not None:
