@@ -267,12 +267,12 @@ def _broker_transport(settings: Settings, url: str, store: EventStore,
         "comma-separated, for one bus over both brokers")
 
 
-async def provision_broker(settings: Settings, report: Callable[[str], None]) -> int:
+async def provision_broker(settings: Settings, report: Callable[[str], None]) -> int | None:
     """Create the broker entities the transport that `MUSSIKON_BROKER_URL` names needs, or
-    bring them to what is needed, calling `report` with one line per thing done or found;
-    the number of changes made. On Service Bus: the topic, one subscription per subscription
-    and their rules; the other brokers have nothing to provision (the RabbitMQ transport
-    declares its topology at every connect)."""
+    bring them to what is needed, calling `report` with one line per thing done or found; the
+    number of changes made, or None when the broker has nothing to provision (the in-process
+    transport; RabbitMQ, whose transport declares its topology at every connect). On Service
+    Bus: the topic, one subscription per subscription of ours, and their rules."""
     url = settings.broker_url
     if not is_servicebus_connection_string(url):
         schemes = {urlsplit(one).scheme for one in split_urls(url)}
@@ -285,7 +285,7 @@ async def provision_broker(settings: Settings, report: Callable[[str], None]) ->
             raise ConfigurationError(f"MUSSIKON_BROKER_URL {mask_url(url)!r}: not a broker "
                                      "URL (memory://, amqp://… or a Service Bus connection "
                                      "string)")
-        return 0
+        return None
     from mussikon.adapters.messaging.servicebus.entities import subscription_rules
     from mussikon.adapters.messaging.servicebus.provisioning import (
         EntitySettings,

@@ -25,6 +25,8 @@ def broker_provision() -> None:
         logging.getLogger().setLevel(settings.log_level)
         console = console_for_output()
         changes = await provision_broker(settings, lambda line: console.print(plain(line)))
+        if changes is None:
+            return
         if changes:
             console.print(plain(f"{changes} change{'s' if changes != 1 else ''} made"))
         else:

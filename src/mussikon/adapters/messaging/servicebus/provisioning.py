@@ -61,7 +61,8 @@ class _PlainHttp(AioHttpTransport):  # type: ignore[misc]  # typed Any: imported
     and JavaScript SDKs do then; the Python SDK's administration client asks for HTTPS)."""
 
     async def send(self, request: Any, **config: Any) -> Any:
-        request.url = "http://" + request.url.removeprefix("https://")
+        if request.url.startswith("https://"):  # a retry sends the same request again
+            request.url = "http://" + request.url.removeprefix("https://")
         return await super().send(request, **config)
 
 
@@ -85,7 +86,8 @@ async def provision(connection: str, topic: str, rules: Mapping[str, frozenset[s
             for name, subjects in rules.items():
                 await provisioner.subscription(name, rule_expression(subjects))
     except AzureError as exc:
-        raise ProvisioningError(f"Service Bus {parsed.host}: {provisioner.doing} failed: "
+        where = parsed.host + (f":{parsed.port}" if parsed.port else "")
+        raise ProvisioningError(f"Service Bus {where}: {provisioner.doing} failed: "
                                 f"{_reason(exc, parsed)}") from None
     if provisioner.problems:
         raise ProvisioningError("; ".join(provisioner.problems))
