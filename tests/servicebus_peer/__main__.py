@@ -2,7 +2,8 @@
 mussikon-events/billing=ContractSignedEvent`; prints the connection string, runs until Ctrl-C.
 `--mussikon` creates the topics `mussikon-events` (for `mussikon worker`) and
 `mussikon-events-demo` (for `mussikon demo`), each with every subscription the worker
-receives from, with their rules."""
+receives from, with their rules; or run `mussikon broker provision` against the peer, which
+creates them through its management endpoint (on the same port)."""
 
 from __future__ import annotations
 
