@@ -270,17 +270,17 @@ def _broker_transport(settings: Settings, url: str, store: EventStore,
 async def provision_broker(settings: Settings, report: Callable[[str], None]) -> int | None:
     """Create the broker entities the transport that `MUSSIKON_BROKER_URL` names needs, or
     bring them to what is needed, calling `report` with one line per thing done or found; the
-    number of changes made, or None when the broker has nothing to provision (the in-process
-    transport; RabbitMQ, whose transport declares its topology at every connect). On Service
-    Bus: the topic, one subscription per subscription of ours, and their rules."""
+    number of changes made, or None when that cannot be told (RabbitMQ: its exchanges and
+    queues are declared, which keeps what exists, as the worker does at every connect) or
+    there is no broker (the in-process transport). On Service Bus: the topic, one
+    subscription per subscription of ours, and their rules."""
     url = settings.broker_url
     if not is_servicebus_connection_string(url):
         schemes = {urlsplit(one).scheme for one in split_urls(url)}
         if schemes == {"memory"}:
             report("memory://: the in-process transport has no broker: nothing to provision")
         elif schemes <= {"amqp", "amqps"}:
-            report(f"{mask_url(url)}: the worker declares RabbitMQ's exchanges and queues "
-                   "itself at every connect: nothing to provision")
+            await _declare_rabbitmq_topology(settings, report)
         else:
             raise ConfigurationError(f"MUSSIKON_BROKER_URL {mask_url(url)!r}: not a broker "
                                      "URL (memory://, amqp://… or a Service Bus connection "
@@ -309,6 +309,27 @@ async def provision_broker(settings: Settings, report: Callable[[str], None]) ->
                                timeout=settings.broker_timeout)
     except ProvisioningError as exc:
         raise ConfigurationError(f"MUSSIKON_BROKER_URL: {exc}") from None
+
+
+async def _declare_rabbitmq_topology(settings: Settings, report: Callable[[str], None]) -> None:
+    from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport
+
+    app = await open_app(settings.model_copy(update={"store_url": "memory://"}))
+    try:
+        transport = app.transport
+        assert isinstance(transport, RabbitMqTransport)
+        await app.open_for_operations()  # connects, which declares the topology
+        topology = transport.topology
+        for exchange in topology.exchanges():
+            report(f"declared exchange {exchange.name} ({exchange.type})")
+        for queue in topology.queues():
+            keys = len(queue.bindings)
+            bound = f", bound by {keys} key{'s' if keys != 1 else ''}" if keys else ""
+            report(f"declared queue {queue.name}{bound}")
+    finally:
+        await app.close()
+    report(f"{mask_url(settings.broker_url)}: declared (RabbitMQ keeps what exists; the worker "
+           "declares the same at every connect)")
 
 
 @dataclass
