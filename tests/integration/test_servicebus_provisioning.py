@@ -11,12 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import HttpResponseError
+from azure.servicebus.aio.management import ServiceBusAdministrationClient
+from azure.servicebus.management import CorrelationRuleFilter, SqlRuleFilter
 
 from mussikon.adapters.messaging.servicebus.entities import subscription_rules
 from mussikon.adapters.messaging.servicebus.messages import retry_subject
 from mussikon.adapters.messaging.servicebus.provisioning import (
     RULE,
     EntitySettings,
+    PlainHttpTransport,
     ProvisioningError,
     provision,
     rule_expression,
@@ -29,7 +33,7 @@ from tests.command_line import environment, mussikon, one_error_line
 from tests.integration.rabbitmq_kit import Recorder, append, sample_event
 from tests.servicebus_peer import EntityOptions, ServiceBusPeer
 from tests.servicebus_peer.broker import Subscription, Topic
-from tests.servicebus_peer.rules import SqlFilter
+from tests.servicebus_peer.rules import SqlFilter, Unsupported
 
 pytestmark = pytest.mark.servicebus
 
@@ -192,3 +196,28 @@ def test_the_in_process_transport_has_nothing_to_provision(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "memory://: the in-process transport has no broker: nothing to provision"]
+
+
+def test_the_peer_reads_the_rule_forms_provisioning_writes_and_refuses_others() -> None:
+    rule = SqlFilter.parse("sys.Label IN ('A', 'it''s') OR [EventType] = 'B' "
+                           "OR sys.MessageId = 'm'")
+    assert rule.comparisons[0].values == {"A", "it's"}
+    assert SqlFilter.parse("1=1").comparisons[0].admit_all
+    for unread in ("sys.Label = 'A' AND EventType = 'B'", "sys.Label LIKE 'A%'",
+                   "sys.To = 'x'", "Count > 3"):
+        with pytest.raises(Unsupported):
+            SqlFilter.parse(unread)
+
+
+async def test_the_peer_refuses_a_rule_it_cannot_apply(servicebus_peer: ServiceBusPeer) -> None:
+    servicebus_peer.create_topic(TOPIC)
+    servicebus_peer.create_subscription(TOPIC, "musicians")
+    async with ServiceBusAdministrationClient.from_connection_string(
+            servicebus_peer.connection_string, transport=PlainHttpTransport()) as admin:
+        with pytest.raises(HttpResponseError, match="does not model"):
+            await admin.create_rule(TOPIC, "musicians", "odd",
+                                    filter=SqlRuleFilter("sys.Label LIKE 'Music%'"))
+        with pytest.raises(HttpResponseError, match="does not model"):
+            await admin.create_rule(TOPIC, "musicians", "odd",
+                                    filter=CorrelationRuleFilter(label="MusicianRegisteredEvent"))
+        assert [rule.name async for rule in admin.list_rules(TOPIC, "musicians")] == ["$Default"]

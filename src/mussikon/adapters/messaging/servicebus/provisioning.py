@@ -56,7 +56,7 @@ def rule_expression(subjects: Iterable[str]) -> str:
     return f"sys.Label IN ({quoted})"
 
 
-class _PlainHttp(AioHttpTransport):  # type: ignore[misc]  # typed Any: imported lazily
+class PlainHttpTransport(AioHttpTransport):  # type: ignore[misc]  # typed Any: imported lazily
     """The management endpoint over plain HTTP, for `UseDevelopmentEmulator=true` (as the .NET
     and JavaScript SDKs do then; the Python SDK's administration client asks for HTTPS)."""
 
@@ -77,7 +77,7 @@ async def provision(connection: str, topic: str, rules: Mapping[str, frozenset[s
     options: dict[str, Any] = dict(connection_timeout=timeout, read_timeout=timeout,
                                    retry_total=2)
     if parsed.emulator:
-        options["transport"] = _PlainHttp(**options)
+        options["transport"] = PlainHttpTransport(**options)
     client = ServiceBusAdministrationClient.from_connection_string(connection, **options)
     provisioner = _Provisioner(client, topic, report, settings or EntitySettings())
     try:
