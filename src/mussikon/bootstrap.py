@@ -268,24 +268,30 @@ def _broker_transport(settings: Settings, url: str, store: EventStore,
 
 
 async def provision_broker(settings: Settings, report: Callable[[str], None]) -> int | None:
-    """Create the broker entities the transport that `MUSSIKON_BROKER_URL` names needs, or
-    bring them to what is needed, calling `report` with one line per thing done or found; the
-    number of changes made, or None when that cannot be told (RabbitMQ: its exchanges and
-    queues are declared, which keeps what exists, as the worker does at every connect) or
-    there is no broker (the in-process transport). On Service Bus: the topic, one
-    subscription per subscription of ours, and their rules."""
-    url = settings.broker_url
-    if not is_servicebus_connection_string(url):
-        schemes = {urlsplit(one).scheme for one in split_urls(url)}
-        if schemes == {"memory"}:
+    """Create the entities each broker `MUSSIKON_BROKER_URL` names needs, or bring them to
+    what is needed, calling `report` with one line per thing done or found. On Service Bus:
+    the topic, one subscription per subscription of ours, and their rules; on RabbitMQ: its
+    exchanges and queues, declared (which keeps what exists, as the worker does at every
+    connect). The number of changes made on Service Bus, or None without Service Bus (what a
+    declaration changed cannot be told)."""
+    changes: int | None = None
+    for one in split_brokers(settings.broker_url):
+        schemes = {urlsplit(url).scheme for url in split_urls(one)}
+        if is_servicebus_connection_string(one):
+            changes = await _provision_servicebus(settings, one, report)
+        elif schemes == {"memory"}:
             report("memory://: the in-process transport has no broker: nothing to provision")
         elif schemes <= {"amqp", "amqps"}:
-            await _declare_rabbitmq_topology(settings, report)
+            await _declare_rabbitmq_topology(settings.model_copy(update={"broker_url": one}),
+                                             report)
         else:
-            raise ConfigurationError(f"MUSSIKON_BROKER_URL {mask_url(url)!r}: not a broker "
-                                     "URL (memory://, amqp://… or a Service Bus connection "
-                                     "string)")
-        return None
+            raise ConfigurationError(f"MUSSIKON_BROKER_URL {mask_url(one)!r}: not a broker URL "
+                                     "(memory://, amqp://… or a Service Bus connection string)")
+    return changes
+
+
+async def _provision_servicebus(settings: Settings, connection: str,
+                                report: Callable[[str], None]) -> int:
     from mussikon.adapters.messaging.servicebus.entities import subscription_rules
     from mussikon.adapters.messaging.servicebus.provisioning import (
         EntitySettings,
@@ -305,7 +311,7 @@ async def provision_broker(settings: Settings, report: Callable[[str], None]) ->
         duplicate_detection_window=timedelta(
             seconds=settings.servicebus_duplicate_detection_window))
     try:
-        return await provision(url, settings.servicebus_topic, rules, report, entities,
+        return await provision(connection, settings.servicebus_topic, rules, report, entities,
                                timeout=settings.broker_timeout)
     except ProvisioningError as exc:
         raise ConfigurationError(f"MUSSIKON_BROKER_URL: {exc}") from None

@@ -10,6 +10,7 @@ import pytest
 
 from tests.command_line import environment, mussikon
 from tests.integration.rabbitmq_kit import BrokerNamespace
+from tests.servicebus_peer import ServiceBusPeer
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -38,3 +39,18 @@ async def test_provision_declares_the_topology(broker: BrokerNamespace, tmp_path
     channel = await broker.channel()
     for queue in topology.event_queues():
         await channel.queue_declare(queue, passive=True)  # fails if it was not declared
+
+
+@pytest.mark.servicebus
+def test_provision_provisions_each_broker_of_a_list(broker: BrokerNamespace, tmp_path: Path,
+                                                    servicebus_peer: ServiceBusPeer) -> None:
+    result = mussikon("broker", "provision", cwd=tmp_path, env=environment(
+        broker_url=f"{broker.url},{servicebus_peer.connection_string}", store_url="memory://",
+        rabbitmq_prefix=broker.prefix, rabbitmq_retry_delays="0.2,0.4"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    topology = broker.transports[0].topology
+    assert f"declared exchange {topology.events_exchange} (topic)" in lines
+    assert "created topic mussikon-events (duplicate detection 600 s)" in lines
+    assert lines[-1].endswith(" changes made")
+    assert "mussikon-events" in servicebus_peer.topics()
