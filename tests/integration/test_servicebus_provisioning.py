@@ -101,10 +101,19 @@ async def test_provisioned_entities_carry_each_subscription_its_types_and_its_re
     assert contracts.calls[str(bad.id)] == 0
 
 
-def _provision_command(peer: ServiceBusPeer, tmp_path: Path, **settings: str) -> Any:
-    return mussikon("broker", "provision", cwd=tmp_path,
+def _provision_command(peer: ServiceBusPeer, tmp_path: Path, *args: str, **settings: str
+                       ) -> Any:
+    return mussikon("broker", "provision", *args, cwd=tmp_path,
                     env=environment(broker_url=peer.connection_string, store_url="memory://",
                                     **settings))
+
+
+def test_the_demos_entities_are_provisioned_apart(servicebus_peer: ServiceBusPeer,
+                                                  tmp_path: Path) -> None:
+    done = _provision_command(servicebus_peer, tmp_path, "--demo")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith(f"created topic {TOPIC}-demo ")
+    assert set(servicebus_peer.topics()) == {f"{TOPIC}-demo"}
 
 
 def test_the_command_creates_everything_once_then_changes_nothing(

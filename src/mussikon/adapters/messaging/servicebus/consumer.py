@@ -174,8 +174,8 @@ class ServiceBusConsumer:
             self._links.clear()
             raise TransportNotReady(
                 f"Service Bus topic {self.topic!r} has no subscription {', '.join(missing)}: "
-                f"create the entities with `MUSSIKON_SERVICEBUS_TOPIC={self.topic} mussikon "
-                "broker provision`")
+                "create the entities with `mussikon broker provision` (`--demo` for the "
+                "demo's)")
         self._renewer = AutoLockRenewer(max_lock_renewal_duration=self.lock_renewal)
         self._workers.start()
         for link in self._links:
