@@ -39,16 +39,19 @@ class ConcurrencyError(StoreError):
 class UndecodableEventError(StoreError):
     """A stored row could not be turned into an event (unknown type, corrupt data).
 
-    Names its global position; reading from `position + 1` goes on.
+    Names its global position; reading from `position + 1` goes on. Raised by a feed
+    (`ports.feed.Feed.read`), it also names the feed's `checkpoint` just after the row.
     """
 
-    def __init__(self, position: int, stream_id: str, version: int, reason: str) -> None:
+    def __init__(self, position: int, stream_id: str, version: int, reason: str,
+                 checkpoint: str = "") -> None:
         super().__init__(
             f"event at position {position} (stream {stream_id!r}, version {version}) "
             f"cannot be read: {reason}"
         )
         self.position, self.stream_id, self.version, self.reason = (position, stream_id, version,
                                                                     reason)
+        self.checkpoint = checkpoint
 
 
 class StoreUnavailable(StoreError):
