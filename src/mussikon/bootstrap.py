@@ -35,11 +35,13 @@ from mussikon.config import (
     split_urls,
 )
 from mussikon.domain.events import DomainEvent
+from mussikon.followers.feed import GlobalOrderFeed
 from mussikon.followers.polling import wait_until
 from mussikon.ports.analytics import Analytics
 from mussikon.ports.clock import Clock
 from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore, StoreError
+from mussikon.ports.feed import Feed
 from mussikon.ports.notifier import Notifier
 from mussikon.ports.payments import PaymentGateway
 from mussikon.ports.transport import Subscription, Transport, TransportNotReady
@@ -359,6 +361,8 @@ class App:
     subscriptions: list[Subscription] = field(default_factory=list)
     running: bool = False
     operating: bool = False
+    feed: Feed | None = None
+    """What the readers of every stream read (None: the store's global order)."""
 
     async def start(self) -> None:
         """Run the read models and the handlers in the background."""
@@ -392,22 +396,25 @@ class App:
         """Wait until every committed event, including those handlers wrote meanwhile, is
         readable and was handled (on PostgreSQL a transaction still running elsewhere holds
         what is readable back: this waits for it)."""
-        async def readable(position: int) -> None:
+        feed = self.feed if self.feed is not None else GlobalOrderFeed(self.store,
+                                                                       self.documents)
+
+        async def readable(head: str) -> None:
             async def reached() -> bool:
-                return await self.store.head_position() >= position
+                return await feed.readable(head)
 
             # Nothing to wake: the readers poll the store, and it is the commit that waits.
             await wait_until(reached, timeout, wake=lambda: None)
 
         async def quiet() -> None:
             while True:
-                committed = await self.store.committed_position()
-                await readable(committed)
+                head = await feed.head()
+                await readable(head)
                 await self.projections.wait_idle(timeout)
                 await self.transport.wait_idle(timeout)
                 if self.sagas is not None:
                     await self.sagas.wait_idle(timeout)
-                if await self.store.committed_position() == committed:
+                if await feed.head() == head:
                     return
 
         await asyncio.wait_for(quiet(), timeout)
@@ -478,10 +485,11 @@ def _wire(settings: Settings, clock: Clock, codec: EventCodec, store: EventStore
     repository = Repository(store, snapshots=Snapshots(documents, settings.snapshot_every))
     marketplace = Marketplace(repository, clock.now)
     read_models = [Directory(), Availability(), AnalyticsProjection()]
+    feed = GlobalOrderFeed(store, documents)
     projections = ProjectionRunner(store, documents, read_models,
                                    poll_interval=settings.poll_interval,
                                    poll_max_interval=settings.poll_max_interval,
-                                   lease_seconds=settings.lease_seconds)
+                                   lease_seconds=settings.lease_seconds, feed=feed)
     notifier = open_notifier(settings, documents)
     analytics = ProjectionAnalytics(documents)
     gateway = SandboxGateway(documents)
@@ -489,7 +497,7 @@ def _wire(settings: Settings, clock: Clock, codec: EventCodec, store: EventStore
     app = App(settings, codec, store, documents, repository, marketplace, projections,
               transport, notifier, analytics, gateway, clock,
               retention=InboxRetention(documents, settings.inbox_retention,
-                                       lease_seconds=settings.lease_seconds))
+                                       lease_seconds=settings.lease_seconds), feed=feed)
     repository.on_saved = app._saved
     deps = Dependencies(marketplace, repository, documents, notifier, analytics, gateway,
                         projections)

@@ -36,6 +36,9 @@ class GlobalOrderFeed(Feed):
     def checkpoint_after(self, record: RecordedEvent) -> Checkpoint:
         return str(record.position)
 
+    def position(self, checkpoint: Checkpoint) -> int:
+        return position_of(checkpoint)
+
     async def saved(self, reader: str) -> Checkpoint:
         return checkpoint_at(await self.documents.checkpoint(reader))
 

@@ -1,7 +1,8 @@
-"""What every reader of the global order does with a stored event no code can read.
+"""What every reader of the feed does with a stored event no code can read.
 
 Every event store raises `UndecodableEventError` for such a row (unknown type, malformed
-JSON, an upcaster that fails), naming its position, stream, version and the reason. A
+JSON, an upcaster that fails), naming its position, stream, version and the reason; read
+through a feed (`ports.feed`), it also names the feed's checkpoint just after the row. A
 reader (a projection, a subscription of the in-process transport, the outbox relay)
 neither stops there nor passes it silently: it logs an error, records the row in the
 `undecodable-events` collection under its own checkpoint's name, and reads on after it.
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 
 from mussikon.ports.documents import Changes, DocumentStore, Fence
 from mussikon.ports.event_store import UndecodableEventError
+from mussikon.ports.feed import Checkpoint, Feed
 
 log = logging.getLogger("mussikon.undecodable")
 
@@ -24,15 +26,15 @@ skipped (`skipped_at`, ISO 8601)."""
 
 
 async def skip_undecodable(documents: DocumentStore, reader: str, error: UndecodableEventError,
-                           *, move_checkpoint: bool = True, expected: int | None = None,
+                           *, feed: Feed | None = None, expected: Checkpoint | None = None,
                            fence: Fence | None = None) -> bool:
-    """Log the row `error` names and record it as skipped by `reader`; with `move_checkpoint`,
-    move the checkpoint named `reader` to its position in the same commit (a reader whose
-    checkpoint trails work still in flight moves it itself), from exactly `expected` if
-    given and under the lease `fence` if given (see `DocumentStore.commit`). The reader
-    goes on reading from `error.position + 1`; False (nothing recorded) if the checkpoint
-    was not moved: it is past the row, or (with `expected`) not where the reader left it,
-    or (with `fence`) another owner took the reader's lease."""
+    """Log the row `error` names and record it as skipped by `reader`; with `feed`, save the
+    checkpoint named `reader` just after the row (`error.checkpoint`) in the same commit (a
+    reader whose checkpoint trails work still in flight passes none and moves it itself),
+    from exactly `expected` if given and under the lease `fence` if given (see `Feed.save`).
+    The reader goes on reading from `error.checkpoint`; False (nothing recorded) if the
+    checkpoint was not moved: it is past the row, or (with `expected`) not where the reader
+    left it, or (with `fence`) another owner took the reader's lease."""
     log.error("%s skips the event at position %d (stream %r, version %d): %s", reader,
               error.position, error.stream_id, error.version, error.reason)
     changes = Changes()
@@ -40,9 +42,8 @@ async def skip_undecodable(documents: DocumentStore, reader: str, error: Undecod
         "reader": reader, "position": error.position, "stream_id": error.stream_id,
         "version": error.version, "reason": error.reason,
         "skipped_at": datetime.now(UTC).isoformat()})
-    if not move_checkpoint:
+    if feed is None:
         return await documents.commit(changes)
     # A checkpoint already past the row means another process skipped it first and recorded
-    # it: the commit then writes nothing, which is right.
-    return await documents.commit(changes, checkpoint=(reader, error.position),
-                                  expected=expected, fence=fence)
+    # it: the save then writes nothing, which is right.
+    return await feed.save(reader, error.checkpoint, changes, expected=expected, fence=fence)

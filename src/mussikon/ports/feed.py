@@ -60,6 +60,12 @@ class Feed(abc.ABC):
         page of this feed."""
 
     @abc.abstractmethod
+    def position(self, checkpoint: Checkpoint) -> int:
+        """The global position a checkpoint stands at, for what reports progress or waits
+        for an event by its position (`RecordedEvent.position`); 0 where the store has no
+        global order (Cosmos DB), so such a wait does not wait."""
+
+    @abc.abstractmethod
     async def saved(self, reader: str) -> Checkpoint:
         """The checkpoint saved under the name `reader` (`START` if none)."""
 

@@ -1,10 +1,10 @@
-"""The in-process transport: each subscription is a catch-up reader of the store's global order.
+"""The in-process transport: each subscription is a catch-up reader of the store's feed.
 
-Nothing is queued in memory that the store does not hold: a subscription reads events
-by position, runs at most `concurrency` handlers at once (the events of one stream in
-stream order, a failing one waiting for its retry without holding a handler's place:
-`stream_order.py`), and keeps as its checkpoint
-the position below which everything was handled, dead-lettered or skipped as undecodable
+Nothing is queued in memory that the store does not hold: a subscription reads the feed
+(`ports.feed`) page by page, runs at most `concurrency` handlers at once (the events of one
+stream in stream order, a failing one waiting for its retry without holding a handler's
+place: `stream_order.py`), and keeps as its checkpoint the last one of the feed before
+which everything was handled, dead-lettered or skipped as undecodable
 (`followers/undecodable.py`). A crash restarts it from that checkpoint, so nothing is lost;
 the inbox makes the redelivered ones harmless. `stop` gives the handlers running
 `stop_grace` seconds, then cancels them: the checkpoint stays before their events, which
@@ -32,10 +32,12 @@ from mussikon.adapters.messaging.retries import (
 )
 from mussikon.adapters.messaging.stream_order import StreamOrderedWorkers
 from mussikon.domain.instant import utc_now
+from mussikon.followers.feed import GlobalOrderFeed
 from mussikon.followers.polling import PollLoop, wait_until
 from mussikon.followers.undecodable import skip_undecodable
-from mussikon.ports.documents import Changes, Document, DocumentStore
+from mussikon.ports.documents import Document, DocumentStore
 from mussikon.ports.event_store import EventStore, RecordedEvent, UndecodableEventError
+from mussikon.ports.feed import START, Checkpoint, Feed
 from mussikon.ports.transport import (
     DeadLetter,
     Envelope,
@@ -66,12 +68,16 @@ class _Reader:
     def __init__(self, transport: InProcessTransport, subscription: Subscription) -> None:
         self.t = transport
         self.sub = subscription
-        self.next_position = 1
-        self.saved = 0
-        self.in_flight: dict[int, RecordedEvent] = {}
-        """Dispatched and neither handled nor dead-lettered yet, by position."""
-        self.failed_attempts: dict[int, int] = {}
-        """Attempts made so far, by position, of the events failing (and only those)."""
+        self.next: Checkpoint = START
+        """Where the next read starts: after every event dispatched or passed by."""
+        self.saved: Checkpoint = START
+        self.in_flight: dict[tuple[str, int], Checkpoint] = {}
+        """Dispatched and neither handled nor dead-lettered yet, by (stream, version), in the
+        order read: the checkpoint before each."""
+        self.failed_attempts: dict[tuple[str, int], int] = {}
+        """Attempts made so far, by (stream, version), of the events failing (only those)."""
+        self._behind: Checkpoint | None = None
+        """A checkpoint this subscription was found behind the feed at: it still is there."""
         self.workers = StreamOrderedWorkers(f"subscription:{subscription.name}",
                                             transport.concurrency, self._attempt, _stream_of)
         self.poll = PollLoop(f"subscription {subscription.name}",
@@ -80,13 +86,23 @@ class _Reader:
         self.task: asyncio.Task[None] | None = None
 
     @property
-    def done_up_to(self) -> int:
-        """Every position up to this one was handled, dead-lettered or skipped."""
-        return (min(self.in_flight) - 1) if self.in_flight else self.next_position - 1
+    def done_up_to(self) -> Checkpoint:
+        """Every event before this checkpoint was handled, dead-lettered or skipped."""
+        return next(iter(self.in_flight.values())) if self.in_flight else self.next
+
+    async def caught_up(self) -> bool:
+        """True if every event readable now was handled, dead-lettered or skipped (the feed
+        is asked only when this reader moved since it was last found behind)."""
+        if self.in_flight or self._behind == self.next:
+            return False
+        if await self.t.feed.caught_up(self.next):
+            return True
+        self._behind = self.next
+        return False
 
     async def start(self) -> None:
-        self.saved = await self.t.documents.checkpoint(checkpoint_name(self.sub.name))
-        self.next_position = self.saved + 1
+        self.saved = await self.t.feed.saved(checkpoint_name(self.sub.name))
+        self.next = self.saved
         self.workers.start()
         self.task = asyncio.create_task(self.run(), name=f"subscription:{self.sub.name}")
 
@@ -115,32 +131,39 @@ class _Reader:
     async def _dispatch_batch(self) -> bool:
         """Hand the next batch to the workers; True if there was one (or a row skipped).
         A store that fails leaves the position where it was, for the next try."""
+        feed = self.t.feed
         try:
-            batch = await self.t.store.read_all(self.next_position, self.t.batch_size)
+            page = await feed.read(self.next, self.t.batch_size)
         except UndecodableEventError as error:
             # The checkpoint trails the handlers in flight: it passes the row with them.
-            await skip_undecodable(self.t.documents, checkpoint_name(self.sub.name), error,
-                                   move_checkpoint=False)
-            self.next_position = error.position + 1
+            await skip_undecodable(self.t.documents, checkpoint_name(self.sub.name), error)
+            self.next = error.checkpoint
             return True
         held = self.t.batch_size
-        for record in batch:
+        before = self.next
+        for record in page.events:
             if record.event.event_type in self.sub.event_types:
                 if self.workers.pending >= held:
                     await self.workers.room(held)
                     if self.poll.stopping:
                         break  # this event and those after it wait for the next start
-                self.in_flight[record.position] = record
+                self.in_flight[(record.stream_id, record.version)] = before
                 self.workers.submit(record)
-            self.next_position = record.position + 1
+            after = feed.checkpoint_after(record)
+            if after is not None:
+                before = after
+        else:
+            before = page.checkpoint
+        self.next = before
         await self._save_checkpoint()
-        return bool(batch)
+        return bool(page.events)
 
     async def _attempt(self, record: RecordedEvent) -> float | None:
         """Run the handler once: None once it succeeded or was dead-lettered after its last
         retry, else the seconds before the next attempt."""
         position, event = record.position, record.event
-        tries = self.failed_attempts.get(position, 0) + 1
+        key = (record.stream_id, record.version)
+        tries = self.failed_attempts.get(key, 0) + 1
         envelope = Envelope(str(event.id), event, position, tries,
                             headers={"EventType": event.event_type, "Version": "1.0"})
         error = await try_handler(self.sub.name, self.sub.handler, envelope, tries)
@@ -149,10 +172,10 @@ class _Reader:
             if delay is None:
                 delay = await self._dead_letter(envelope, HandlerFailure(error, tries))
             if delay is not None:
-                self.failed_attempts[position] = tries
+                self.failed_attempts[key] = tries
                 return delay
-        self.failed_attempts.pop(position, None)
-        del self.in_flight[position]
+        self.failed_attempts.pop(key, None)
+        del self.in_flight[key]
         return None
 
     async def _dead_letter(self, envelope: Envelope, failure: HandlerFailure) -> float | None:
@@ -172,14 +195,13 @@ class _Reader:
         return None
 
     async def _save_checkpoint(self) -> None:
-        # Forward-only, no compare-and-set: the checkpoint is only where a restart resumes,
-        # committed with no documents, and every position up to it was handled by whoever
-        # moved it; the inbox makes an event delivered again harmless.
-        position = self.done_up_to
-        if position > self.saved:
-            await self.t.documents.commit(
-                Changes(), checkpoint=(checkpoint_name(self.sub.name), position))
-            self.saved = position
+        # Forward-only where the feed can tell, no compare-and-set: the checkpoint is only
+        # where a restart resumes, committed with no documents, and every event before it was
+        # handled by whoever moved it; the inbox makes an event delivered again harmless.
+        checkpoint = self.done_up_to
+        if checkpoint != self.saved:
+            await self.t.feed.save(checkpoint_name(self.sub.name), checkpoint)
+            self.saved = checkpoint
 
 
 def _stream_of(record: RecordedEvent) -> str:
@@ -192,8 +214,11 @@ class InProcessTransport(Transport):
     def __init__(self, store: EventStore, documents: DocumentStore, codec: EventCodec, *,
                  concurrency: int = 8, retry_delays: Sequence[float] = (0.05, 0.25, 1.0),
                  poll_interval: float = 0.05, poll_max_interval: float = 1.0,
-                 batch_size: int = 500, stop_grace: float = 30.0) -> None:
+                 batch_size: int = 500, stop_grace: float = 30.0,
+                 feed: Feed | None = None) -> None:
         self.store, self.documents, self.codec = store, documents, codec
+        self.feed = feed if feed is not None else GlobalOrderFeed(store, documents)
+        """What the subscriptions read (by default the store's global order)."""
         self.stop_grace = stop_grace
         """Seconds `stop` gives the handlers running before it cancels them."""
         self.concurrency = concurrency
@@ -236,8 +261,10 @@ class InProcessTransport(Transport):
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
         async def idle() -> bool:
-            head = await self.store.head_position()
-            return all(r.done_up_to >= head for r in self.readers.values())
+            for reader in self.readers.values():
+                if not await reader.caught_up():
+                    return False
+            return True
 
         await wait_until(idle, timeout, wake=self.wake)
 

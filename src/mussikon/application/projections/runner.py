@@ -1,4 +1,4 @@
-"""Runs projections as catch-up subscriptions of the store's global order."""
+"""Runs projections as catch-up readers of the store's feed (`ports.feed`)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from mussikon.application.projections import Projection, View
+from mussikon.followers.feed import GlobalOrderFeed
 from mussikon.followers.leases import Lease
 from mussikon.followers.polling import PollLoop, wait_until
 from mussikon.followers.undecodable import skip_undecodable
 from mussikon.ports.documents import DocumentStore
-from mussikon.ports.event_store import EventStore, UndecodableEventError
+from mussikon.ports.event_store import EventStore, RecordedEvent, UndecodableEventError
+from mussikon.ports.feed import START, Checkpoint, Feed
 
 LEASE_SECONDS = 10.0
 """How long a runner that stopped renewing its lease on a projection keeps the others out."""
@@ -46,17 +48,23 @@ class ProjectionRunner:
     """Keeps each projection up to date: read a batch, apply it, commit it with the checkpoint.
 
     `lease_seconds`: how long a runner that stopped renewing its lease on a projection keeps
-    the others out.
+    the others out. `feed`: what it reads (by default the store's global order).
     """
 
     def __init__(self, store: EventStore, documents: DocumentStore,
                  projections: Sequence[Projection], *, batch_size: int = 500,
                  poll_interval: float = 0.05, poll_max_interval: float = 1.0,
-                 lease_seconds: float = LEASE_SECONDS) -> None:
+                 lease_seconds: float = LEASE_SECONDS, feed: Feed | None = None) -> None:
         self.store, self.documents = store, documents
+        self.feed = feed if feed is not None else GlobalOrderFeed(store, documents)
         self.projections = {p.name: p for p in projections}
         self.batch_size = batch_size
+        self.checkpoints: dict[str, Checkpoint] = {}
+        """Where each projection stands, as this runner last saw it."""
         self.positions: dict[str, int] = {}
+        """The same, as global positions (0 on a store without a global order)."""
+        self._behind: dict[str, Checkpoint] = {}
+        """A checkpoint each projection was found behind the feed at: it still is there."""
         self.owner = f"projections-{uuid.uuid4()}"
         self._leases = {name: Lease(documents, checkpoint_name(name), seconds=lease_seconds,
                                     owner=self.owner) for name in self.projections}
@@ -67,7 +75,8 @@ class ProjectionRunner:
 
     async def catch_up(self, name: str,
                        progress: Callable[[int, int], None] | None = None) -> int:
-        """Apply every stored event the projection has not seen; return its new position.
+        """Apply every stored event the projection has not seen; return its new position
+        (`Feed.position`: 0 on a store without a global order).
         `progress(events applied, position reached)` is called after each batch.
 
         One runner at a time applies a projection, among every process sharing the store
@@ -83,41 +92,48 @@ class ProjectionRunner:
         checkpoint stands then.
         """
         projection, lease = self.projections[name], self._leases[name]
-        checkpoint = checkpoint_name(name)
+        reader = checkpoint_name(name)
         leased = await lease.hold()
         # Read after taking the lease: a holder that let go meanwhile may have moved it on.
-        position = await self.documents.checkpoint(checkpoint)
+        checkpoint = await self.feed.saved(reader)
         applied = 0
+        batch: Sequence[RecordedEvent]
         while leased and (fence := lease.fence) is not None:
             try:
-                batch = await self.store.read_all(position + 1, self.batch_size)
+                page = await self.feed.read(checkpoint, self.batch_size)
             except UndecodableEventError as error:
-                batch, last = [], error.position
-                moved = await skip_undecodable(self.documents, checkpoint, error,
-                                               expected=position, fence=fence)
+                batch, last = (), error.checkpoint
+                moved = await skip_undecodable(self.documents, reader, error, feed=self.feed,
+                                               expected=checkpoint, fence=fence)
             else:
+                batch = page.events
                 if not batch:
                     break
                 view = View(self.documents)
                 for record in batch:
                     if record.event.event_type in projection.event_types:
                         await projection.apply(record.event, view)
-                last = batch[-1].position
-                moved = await self.documents.commit(view.changes, checkpoint=(checkpoint, last),
-                                                    expected=position, fence=fence)
+                last = page.checkpoint
+                moved = await self.feed.save(reader, last, view.changes, expected=checkpoint,
+                                             fence=fence)
             if moved:
-                position, applied = last, applied + len(batch)
+                checkpoint, applied = last, applied + len(batch)
                 # False once held too long without renewing: another runner took it over
                 leased = await lease.hold()
             else:
                 # Another runner took the lease over or moved the checkpoint since the batch
                 # began (a rebuild reset it): nothing of the batch was written.
                 leased = await lease.hold(recheck=True)
-                position = await self.documents.checkpoint(checkpoint)
-            self.positions[name] = position
+                checkpoint = await self.feed.saved(reader)
+            position = self._reached(name, checkpoint)
             if moved and batch and progress is not None:
                 progress(applied, position)
-        self.positions[name] = position
+        return self._reached(name, checkpoint)
+
+    def _reached(self, name: str, checkpoint: Checkpoint) -> int:
+        """Note where projection `name` stands; its position."""
+        self.checkpoints[name] = checkpoint
+        position = self.positions[name] = self.feed.position(checkpoint)
         return position
 
     async def start(self) -> None:
@@ -128,8 +144,9 @@ class ProjectionRunner:
 
     def _follow_step(self, name: str) -> Callable[[], Awaitable[bool]]:
         async def step() -> bool:
-            before = self.positions.get(name, -1)
-            return await self.catch_up(name) != before
+            before = self.checkpoints.get(name)
+            await self.catch_up(name)
+            return self.checkpoints[name] != before
         return step
 
     def wake(self) -> None:
@@ -148,11 +165,28 @@ class ProjectionRunner:
         await wait_until(reached, timeout, wake=self._loops[name].wake, every=0.005,
                          catch_up=None if self._tasks else catch_up)
 
+    async def caught_up(self, name: str) -> bool:
+        """True if projection `name` has applied every event readable now (`Feed.caught_up`,
+        asked only when its checkpoint moved since it was last found behind)."""
+        checkpoint = self.checkpoints.get(name, START)
+        if self._behind.get(name) == checkpoint:
+            return False
+        if await self.feed.caught_up(checkpoint):
+            return True
+        self._behind[name] = checkpoint
+        return False
+
     async def wait_idle(self, timeout: float = 30.0) -> None:
-        """Wait until every projection has caught up with the store's head."""
-        head = await self.store.head_position()
+        """Wait until every projection has caught up with the store's feed."""
         for name in self.projections:
-            await self.wait_for(name, head, timeout)
+            async def reached(name: str = name) -> bool:
+                return await self.caught_up(name)
+
+            async def catch_up(name: str = name) -> None:
+                await self.catch_up(name)
+
+            await wait_until(reached, timeout, wake=self._loops[name].wake, every=0.005,
+                             catch_up=None if self._tasks else catch_up)
 
     async def status(self) -> list[ProjectionStatus]:
         """Position and lag (in events, counted up to LAG_COUNT_LIMIT) of each projection."""
@@ -179,9 +213,8 @@ class ProjectionRunner:
                                  " running worker holds its lease): stop the workers, then"
                                  " rebuild it")
         try:
-            await self.documents.reset_checkpoint(checkpoint_name(name),
-                                                  list(projection.collections))
-            self.positions[name] = 0
+            await self.feed.reset(checkpoint_name(name), list(projection.collections))
+            self._reached(name, START)
             position = await self.catch_up(name, progress)
             if not await lease.hold():
                 raise ProjectionBusy(f"projection {name!r} was rebuilt up to position"

@@ -1,4 +1,4 @@
-"""The outbox relay: publishes the store's global order to the events exchange.
+"""The outbox relay: publishes the store's feed (`ports.feed`) to the events exchange.
 
 The store is the outbox. The relay reads events after its checkpoint, publishes a batch
 with publisher confirms (many in flight at once), and moves the checkpoint only when the
@@ -45,11 +45,13 @@ from mussikon.adapters.messaging.rabbitmq.connection import (
 from mussikon.adapters.messaging.rabbitmq.properties import event_properties
 from mussikon.adapters.messaging.rabbitmq.publisher import Outgoing, publish_batch
 from mussikon.adapters.messaging.rabbitmq.topology import Topology
+from mussikon.followers.feed import GlobalOrderFeed
 from mussikon.followers.leases import Lease
 from mussikon.followers.polling import PollLoop
 from mussikon.followers.undecodable import skip_undecodable
-from mussikon.ports.documents import Changes, DocumentStore, Fence
+from mussikon.ports.documents import DocumentStore, Fence
 from mussikon.ports.event_store import EventStore, RecordedEvent, StoreError, UndecodableEventError
+from mussikon.ports.feed import Checkpoint, Feed
 from mussikon.wire import EventCodec
 
 log = logging.getLogger("mussikon.relay")
@@ -66,8 +68,10 @@ class OutboxRelay:
                  batch_size: int = 500, batches_in_flight: int = 4,
                  lease_seconds: float = 10.0,
                  poll_interval: float = 0.05, poll_max_interval: float = 1.0,
-                 checkpoint_interval: float = 0.25, owner: str | None = None) -> None:
+                 checkpoint_interval: float = 0.25, owner: str | None = None,
+                 feed: Feed | None = None) -> None:
         self.store, self.documents, self.codec = store, documents, codec
+        self.feed = feed if feed is not None else GlobalOrderFeed(store, documents)
         self.topology, self.broker = topology, broker
         self.name = name
         self.batch_size = batch_size
@@ -80,8 +84,9 @@ class OutboxRelay:
                               max_interval=poll_max_interval, expected_errors=_RETRYABLE)
         self._task: asyncio.Task[None] | None = None
         self._channel: AbstractChannel | None = None
-        self._confirmed = 0
-        self._saved = 0
+        self._confirmed: Checkpoint | None = None
+        """Up to where the broker confirmed everything, since this relay took the lease."""
+        self._saved: Checkpoint | None = None
         self._saved_at = -checkpoint_interval
 
     @property
@@ -89,10 +94,16 @@ class OutboxRelay:
         """True while this relay holds the lease (the others are standing by)."""
         return self._lease.held
 
+    async def checkpoint(self) -> Checkpoint:
+        """The feed's checkpoint before which every event was published and confirmed: by
+        this relay while it holds the lease, else as saved in the store (by any)."""
+        if self._confirmed is not None:
+            return self._confirmed
+        return await self.feed.saved(self.name)
+
     async def position(self) -> int:
-        """The store position up to which every event was published and confirmed, by this
-        relay or, as saved in the store, by any."""
-        return max(self._confirmed, await self.documents.checkpoint(self.name))
+        """`checkpoint()` as a global position (0 on a store without a global order)."""
+        return self.feed.position(await self.checkpoint())
 
     def start(self) -> None:
         """Run in the background until `stop()`."""
@@ -129,7 +140,7 @@ class OutboxRelay:
         before = self._lease.fence
         held = await self._lease.hold(recheck=recheck)
         if not held or self._lease.fence != before:
-            self._confirmed = self._saved = 0
+            self._confirmed = self._saved = None
         return held
 
     async def _may_publish(self, term: Fence) -> bool:
@@ -164,7 +175,7 @@ class OutboxRelay:
 
     def _checkpoint_due(self) -> float | None:
         """Seconds until the confirmed position should be saved (None: nothing to save)."""
-        if self._confirmed <= self._saved:
+        if self._confirmed is None or self._confirmed == self._saved:
             return None
         return self._saved_at + self.checkpoint_interval - time.monotonic()
 
@@ -172,21 +183,20 @@ class OutboxRelay:
         # Saved at most every `checkpoint_interval`, not per batch: under a trickle of events
         # every batch is one event, and a write per event would double the store's commits.
         # A crash re-publishes what was confirmed since; consumers recognise the repeats.
-        # Forward-only, no compare-and-set: the checkpoint only says "published up to here",
-        # and this relay had everything up to `position` confirmed. Fenced: a stale relay
-        # (its lease taken over) moves it no more.
-        position, fence = self._confirmed, self._lease.fence
-        if position <= self._saved or fence is None:
+        # Forward-only where the feed can tell, no compare-and-set: the checkpoint only says
+        # "published up to here", and this relay had everything before it confirmed. Fenced:
+        # a stale relay (its lease taken over) moves it no more.
+        checkpoint, fence = self._confirmed, self._lease.fence
+        if checkpoint is None or checkpoint == self._saved or fence is None:
             return
-        if await self.documents.commit(Changes(), checkpoint=(self.name, position),
-                                       fence=fence):
-            self._saved, self._saved_at = position, time.monotonic()
+        if await self.feed.save(self.name, checkpoint, fence=fence):
+            self._saved, self._saved_at = checkpoint, time.monotonic()
         elif await self._hold(recheck=True) and self._lease.fence == fence:
-            # Held all along, and the checkpoint is past `position` already: nothing to save.
-            self._saved = max(self._saved, position)
+            # Held all along, and the checkpoint is past this one already: nothing to save.
+            self._saved = checkpoint
         else:
             log.warning("relay %s lost its lease before saving position %d", self.name,
-                        position)
+                        self.feed.position(checkpoint))
 
     async def publish_pending(self) -> int:
         """Publish every event after the checkpoint, moving the checkpoint batch by batch,
@@ -203,10 +213,10 @@ class OutboxRelay:
         term = self._lease.fence
         if term is None:
             return 0
-        next_position = await self.position() + 1
-        # (last position, events, messages published, their confirms, the channel's
+        after = await self.checkpoint()
+        # (checkpoint after it, events, messages published, their confirms, the channel's
         # connection) per batch in flight
-        window: deque[tuple[int, int, int, asyncio.Future[list[Any]],
+        window: deque[tuple[Checkpoint, int, int, asyncio.Future[list[Any]],
                            AbstractConnection | None]] = deque()
         published = 0
         exhausted = False
@@ -214,15 +224,16 @@ class OutboxRelay:
             while True:
                 while not exhausted and len(window) < self.batches_in_flight:
                     try:
-                        records = await self.store.read_all(next_position, self.batch_size)
+                        page = await self.feed.read(after, self.batch_size)
                     except UndecodableEventError as exc:
                         if window:  # settle what is in flight first
                             exhausted = True
                             break
                         if not await self._skip_undecodable(exc, term):
                             return published
-                        next_position, published = exc.position + 1, published + 1
+                        after, published = exc.checkpoint, published + 1
                         continue
+                    records = page.events
                     if not records:
                         exhausted = True
                         break
@@ -238,18 +249,18 @@ class OutboxRelay:
                         sent = await self.broker.answer(publish_batch(channel, outgoing),
                                                         "taking events to publish", connection)
                     confirms = asyncio.gather(*sent)
-                    window.append((records[-1].position, len(records), len(outgoing),
-                                   confirms, connection))
-                    next_position = records[-1].position + 1
+                    window.append((page.checkpoint, len(records), len(outgoing), confirms,
+                                   connection))
+                    after = page.checkpoint
                 if not window:
                     return published
-                position, count, messages, confirms, connection = window[0]
+                checkpoint, count, messages, confirms, connection = window[0]
                 if not await self._confirmed_while_leased(confirms, term, connection):
                     return published  # lost the lease: the batches in flight are given up
                 window.popleft()
                 self.published += messages
                 published += count
-                self._confirmed = max(self._confirmed, position)
+                self._confirmed = checkpoint  # the batches are confirmed in the order read
                 due = self._checkpoint_due()
                 if due is not None and due <= 0:
                     await self._save_checkpoint()
@@ -307,8 +318,10 @@ class OutboxRelay:
         """Pass a row nobody can publish (no body): one bad row must not stop every event
         after it. Forward-only, as `_save_checkpoint`: moving past it loses nothing. False
         if the lease was lost (the row is left to the new holder)."""
-        if not await skip_undecodable(self.documents, self.name, error, fence=term) and (
+        if not await skip_undecodable(self.documents, self.name, error, feed=self.feed,
+                                      fence=term) and (
                 not await self._hold(recheck=True) or self._lease.fence != term):
             return False  # refused by the fence, not because the checkpoint is past the row
-        self._confirmed = self._saved = max(self._confirmed, error.position)
+        # Skipped only with no batch in flight: everything before the row is confirmed.
+        self._confirmed = self._saved = error.checkpoint
         return True

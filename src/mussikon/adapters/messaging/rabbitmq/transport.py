@@ -20,9 +20,11 @@ from mussikon.adapters.messaging.rabbitmq.consumer import EventConsumer
 from mussikon.adapters.messaging.rabbitmq.dead_letters import DeadLetterQueue
 from mussikon.adapters.messaging.rabbitmq.relay import OutboxRelay
 from mussikon.adapters.messaging.rabbitmq.topology import QueueType, Topology
+from mussikon.followers.feed import GlobalOrderFeed
 from mussikon.followers.leases import Lease
 from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore
+from mussikon.ports.feed import Feed
 from mussikon.ports.transport import DeadLetter, Replayed, Subscription, Transport
 from mussikon.wire import EventCodec
 
@@ -62,8 +64,11 @@ class RabbitMqTransport(Transport):
                  routing_keys: Mapping[str, str] | None = None,
                  connection_name: str = "mussikon", connect_timeout: float = 10.0,
                  timeout: float = 30.0, stop_grace: float = 30.0,
-                 prerequisite_wait: float = 600.0, dead_letter_interval: float = 5.0) -> None:
+                 prerequisite_wait: float = 600.0, dead_letter_interval: float = 5.0,
+                 feed: Feed | None = None) -> None:
         self.store, self.documents, self.codec = store, documents, codec
+        self.feed = feed if feed is not None else GlobalOrderFeed(store, documents)
+        """What the relay publishes (by default the store's global order)."""
         self.topology = Topology(
             codec.event_types, prefix=prefix, queue_type=queue_type,
             delayed_retry_delays=delayed_retry_delays, events_exchange=events_exchange,
@@ -76,7 +81,7 @@ class RabbitMqTransport(Transport):
         self.relay: OutboxRelay | None = OutboxRelay(
             store, documents, codec, self.topology, self.broker, name=relay_name,
             batch_size=relay_batch_size, lease_seconds=lease_seconds,
-            poll_interval=poll_interval, poll_max_interval=poll_max_interval,
+            poll_interval=poll_interval, poll_max_interval=poll_max_interval, feed=self.feed,
         ) if relay else None
         self.relay_name = relay_name
         self.consumer: EventConsumer | None = None
@@ -160,10 +165,9 @@ class RabbitMqTransport(Transport):
             await asyncio.sleep(0.02)
 
     async def _is_idle(self) -> bool:
-        head = await self.store.head_position()
-        published = await (self.relay.position() if self.relay is not None
-                           else self.documents.checkpoint(self.relay_name))
-        if published < head:
+        published = await (self.relay.checkpoint() if self.relay is not None
+                           else self.feed.saved(self.relay_name))
+        if not await self.feed.caught_up(published):
             return False
         if self.consumer is not None and self.consumer.in_flight:
             return False

@@ -25,11 +25,13 @@ from azure.servicebus.aio import ServiceBusClient, ServiceBusSender
 from azure.servicebus.exceptions import MessageSizeExceededError, ServiceBusError
 
 from mussikon.adapters.messaging.servicebus.messages import event_message
+from mussikon.followers.feed import GlobalOrderFeed
 from mussikon.followers.leases import Lease
 from mussikon.followers.polling import PollLoop
 from mussikon.followers.undecodable import skip_undecodable
-from mussikon.ports.documents import Changes, DocumentStore, Fence
+from mussikon.ports.documents import DocumentStore, Fence
 from mussikon.ports.event_store import EventStore, StoreError, UndecodableEventError
+from mussikon.ports.feed import Checkpoint, Feed
 from mussikon.wire import EventCodec
 
 log = logging.getLogger("mussikon.servicebus.relay")
@@ -50,8 +52,9 @@ class ServiceBusRelay:
                  batch_size: int = 500, lease_seconds: float = 10.0,
                  poll_interval: float = 0.05, poll_max_interval: float = 1.0,
                  checkpoint_interval: float = 0.25, timeout: float = 30.0,
-                 owner: str | None = None) -> None:
+                 owner: str | None = None, feed: Feed | None = None) -> None:
         self.store, self.documents, self.codec = store, documents, codec
+        self.feed = feed if feed is not None else GlobalOrderFeed(store, documents)
         self.client, self.topic, self.name = client, topic, name
         self.batch_size, self.timeout = batch_size, timeout
         self.checkpoint_interval = checkpoint_interval
@@ -62,7 +65,9 @@ class ServiceBusRelay:
                               max_interval=poll_max_interval, expected_errors=_RETRYABLE)
         self._task: asyncio.Task[None] | None = None
         self._sender: ServiceBusSender | None = None
-        self._sent = self._saved = 0
+        self._sent: Checkpoint | None = None
+        """Up to where everything was sent, since this relay took the lease."""
+        self._saved: Checkpoint | None = None
         self._saved_at = -checkpoint_interval
 
     @property
@@ -70,9 +75,16 @@ class ServiceBusRelay:
         """True while this relay holds the lease."""
         return self._lease.held
 
+    async def checkpoint(self) -> Checkpoint:
+        """The feed's checkpoint before which every event was sent: by this relay while it
+        holds the lease, else as saved in the store (by any)."""
+        if self._sent is not None:
+            return self._sent
+        return await self.feed.saved(self.name)
+
     async def position(self) -> int:
-        """The position up to which every event was sent, by this relay or, as saved, by any."""
-        return max(self._sent, await self.documents.checkpoint(self.name))
+        """`checkpoint()` as a global position (0 on a store without a global order)."""
+        return self.feed.position(await self.checkpoint())
 
     def start(self) -> None:
         """Run in the background until `stop()`."""
@@ -112,7 +124,7 @@ class ServiceBusRelay:
         before = self._lease.fence
         held = await self._lease.hold(recheck=recheck)
         if not held or self._lease.fence != before:
-            self._sent = self._saved = 0
+            self._sent = self._saved = None
         return held
 
     async def _may_publish(self, term: Fence) -> bool:
@@ -130,7 +142,7 @@ class ServiceBusRelay:
         except ServiceBusError:
             await self._close_sender()  # a new link at the next try
             raise
-        if self._sent > self._saved:
+        if self._sent is not None and self._sent != self._saved:
             due = self._saved_at + self.checkpoint_interval - time.monotonic()
             if due <= 0:
                 await self._save_checkpoint()
@@ -140,17 +152,16 @@ class ServiceBusRelay:
 
     async def _save_checkpoint(self) -> None:
         # Forward-only and fenced, as the RabbitMQ relay's: a stale relay moves it no more.
-        position, fence = self._sent, self._lease.fence
-        if position <= self._saved or fence is None:
+        checkpoint, fence = self._sent, self._lease.fence
+        if checkpoint is None or checkpoint == self._saved or fence is None:
             return
-        if await self.documents.commit(Changes(), checkpoint=(self.name, position),
-                                       fence=fence):
-            self._saved, self._saved_at = position, time.monotonic()
+        if await self.feed.save(self.name, checkpoint, fence=fence):
+            self._saved, self._saved_at = checkpoint, time.monotonic()
         elif await self._hold(recheck=True) and self._lease.fence == fence:
-            self._saved = max(self._saved, position)  # already past it
+            self._saved = checkpoint  # already past it
         else:
             log.warning("relay %s lost its lease before saving position %d", self.name,
-                        position)
+                        self.feed.position(checkpoint))
 
     async def publish_pending(self) -> int:
         """Send every event after the position, a batch at a time, while this relay holds the
@@ -160,15 +171,17 @@ class ServiceBusRelay:
             return 0
         done = 0
         while not self._poll.stopping:
-            after = await self.position()
+            after = await self.checkpoint()
             try:
-                records = await self.store.read_all(after + 1, self.batch_size)
+                page = await self.feed.read(after, self.batch_size)
             except UndecodableEventError as exc:
-                if not await skip_undecodable(self.documents, self.name, exc, fence=term):
+                if not await skip_undecodable(self.documents, self.name, exc, feed=self.feed,
+                                              fence=term):
                     return done
-                self._sent = self._saved = max(self._sent, exc.position)
+                self._sent = self._saved = exc.checkpoint
                 done += 1
                 continue
+            records = page.events
             if not records:
                 return done
             messages = [event_message(self.codec, r.event, r.position)
@@ -177,7 +190,7 @@ class ServiceBusRelay:
                 if not await self._may_publish(term):
                     return done
                 await self._send(messages)
-            self._sent = max(self._sent, records[-1].position)
+            self._sent = page.checkpoint
             done += len(records)
             if time.monotonic() - self._saved_at >= self.checkpoint_interval:
                 await self._save_checkpoint()

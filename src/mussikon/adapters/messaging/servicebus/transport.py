@@ -22,8 +22,10 @@ from mussikon.adapters.messaging.servicebus.dead_letters import DeadLetterSubQue
 from mussikon.adapters.messaging.servicebus.entities import subscription_rules
 from mussikon.adapters.messaging.servicebus.relay import RELAY, ServiceBusRelay
 from mussikon.config import ServiceBusConnectionString
+from mussikon.followers.feed import GlobalOrderFeed
 from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore
+from mussikon.ports.feed import Feed
 from mussikon.ports.transport import DeadLetter, Replayed, Subscription, Transport
 from mussikon.wire import EventCodec
 
@@ -51,9 +53,12 @@ class ServiceBusTransport(Transport):
                  lock_renewal: float = 300.0, relay: bool = True, relay_name: str = RELAY,
                  lease_seconds: float = 10.0, poll_interval: float = 0.05,
                  poll_max_interval: float = 1.0, timeout: float = 30.0,
-                 stop_grace: float = 30.0, prerequisite_wait: float = 600.0) -> None:
+                 stop_grace: float = 30.0, prerequisite_wait: float = 600.0,
+                 feed: Feed | None = None) -> None:
         self.connection = ServiceBusConnectionString.parse(connection)
         self.store, self.documents, self.codec = store, documents, codec
+        self.feed = feed if feed is not None else GlobalOrderFeed(store, documents)
+        """What the relay sends (by default the store's global order)."""
         self.topic, self.timeout, self.stop_grace = topic, timeout, stop_grace
         self.relay_name = relay_name
         self._options: dict[str, Any] = dict(prefetch=prefetch, concurrency=concurrency,
@@ -65,7 +70,7 @@ class ServiceBusTransport(Transport):
         self.relay: ServiceBusRelay | None = ServiceBusRelay(
             store, documents, codec, self.client, topic, name=relay_name,
             lease_seconds=lease_seconds, poll_interval=poll_interval,
-            poll_max_interval=poll_max_interval, timeout=timeout) if relay else None
+            poll_max_interval=poll_max_interval, timeout=timeout, feed=self.feed) if relay else None
         self.consumer: ServiceBusConsumer | None = None
         self._dead_letters: DeadLetterSubQueues | None = None
 
@@ -108,11 +113,10 @@ class ServiceBusTransport(Transport):
                 await asyncio.sleep(0.05)
 
     async def _is_idle(self) -> bool:
-        head = await self.store.head_position()
-        published = await (self.relay.position() if self.relay is not None
-                           else self.documents.checkpoint(self.relay_name))
+        published = await (self.relay.checkpoint() if self.relay is not None
+                           else self.feed.saved(self.relay_name))
         consumer = self.consumer
-        if published < head:
+        if not await self.feed.caught_up(published):
             return False
         if consumer is None:
             return True
