@@ -97,8 +97,8 @@ async def open_stores(settings: Settings, codec: EventCodec, *,
 
 async def _open_cosmos(settings: Settings,
                        codec: EventCodec) -> tuple[EventStore, DocumentStore]:
-    """The Cosmos DB stores (the optional extra `cosmos`). They keep no global order: what
-    reads it (the relay, the projections) cannot run on them yet (docs/cosmos.md)."""
+    """The Cosmos DB stores (the optional extra `cosmos`). They keep no global order: the
+    readers of every stream read their change feed (`open_feed`, docs/cosmos.md)."""
     try:
         from mussikon.adapters.store.cosmos.account import open_account
         from mussikon.adapters.store.cosmos.documents import CosmosDocumentStore
@@ -194,13 +194,27 @@ async def _naming_store_url(url: str, *, closing: Callable[[], Awaitable[None]] 
         raise ConfigurationError(f"MUSSIKON_STORE_URL {mask_url(url)!r}: {exc}") from exc
 
 
+def open_feed(store: EventStore, documents: DocumentStore) -> Feed:
+    """What the readers of every stream read: the store's global order, or on Cosmos DB (no
+    global order) the change feed of its events container."""
+    if type(store).__name__ == "CosmosEventStore":
+        from mussikon.adapters.store.cosmos.events import CosmosEventStore
+        from mussikon.adapters.store.cosmos.feed import CosmosFeed
+
+        assert isinstance(store, CosmosEventStore)
+        return CosmosFeed(store, documents)
+    return GlobalOrderFeed(store, documents)
+
+
 def open_transport(settings: Settings, store: EventStore, documents: DocumentStore,
-                   codec: EventCodec) -> Transport:
-    """The transport that `MUSSIKON_BROKER_URL` names: one broker's, or one over several."""
+                   codec: EventCodec, feed: Feed | None = None) -> Transport:
+    """The transport that `MUSSIKON_BROKER_URL` names: one broker's, or one over several;
+    its relays and subscriptions read `feed` (by default `open_feed`)."""
     url = settings.broker_url
     brokers = split_brokers(url)
+    feed = feed if feed is not None else open_feed(store, documents)
     if len(brokers) == 1:
-        return _broker_transport(settings, brokers[0], store, documents, codec)
+        return _broker_transport(settings, brokers[0], store, documents, codec, feed)
     from mussikon.adapters.messaging.brokers import Broker, SeveralBrokers
 
     def broker(one: str) -> Broker:
@@ -211,7 +225,7 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
                 "amqp:// URLs (the nodes of one RabbitMQ cluster) and Service Bus connection "
                 "strings")
         return Broker(describe_broker(one),
-                      lambda: _broker_transport(settings, one, store, documents, codec))
+                      lambda: _broker_transport(settings, one, store, documents, codec, feed))
 
     if sum(is_servicebus_connection_string(one) for one in brokers) > 1:
         raise ConfigurationError(f"MUSSIKON_BROKER_URL {mask_url(url)!r}: one Service Bus "
@@ -220,7 +234,7 @@ def open_transport(settings: Settings, store: EventStore, documents: DocumentSto
 
 
 def _broker_transport(settings: Settings, url: str, store: EventStore,
-                      documents: DocumentStore, codec: EventCodec) -> Transport:
+                      documents: DocumentStore, codec: EventCodec, feed: Feed) -> Transport:
     """The transport of one broker: `url` is one of `split_brokers(MUSSIKON_BROKER_URL)`."""
     schemes = {urlsplit(one).scheme for one in split_urls(url)}
     scheme = schemes.pop() if len(schemes) == 1 else ""
@@ -234,7 +248,7 @@ def _broker_transport(settings: Settings, url: str, store: EventStore,
                                   retry_delays=settings.retry_delays,
                                   poll_interval=settings.poll_interval,
                                   poll_max_interval=settings.poll_max_interval,
-                                  stop_grace=settings.stop_grace)
+                                  stop_grace=settings.stop_grace, feed=feed)
     if scheme in ("amqp", "amqps"):
         from mussikon.adapters.messaging.rabbitmq import RabbitMqTransport
 
@@ -249,7 +263,7 @@ def _broker_transport(settings: Settings, url: str, store: EventStore,
             lease_seconds=settings.lease_seconds,
             connect_timeout=settings.broker_connect_timeout, timeout=settings.broker_timeout,
             stop_grace=settings.stop_grace, prerequisite_wait=settings.prerequisite_wait,
-            dead_letter_interval=settings.rabbitmq_dead_letter_interval)
+            dead_letter_interval=settings.rabbitmq_dead_letter_interval, feed=feed)
     if is_servicebus_connection_string(url):
         from mussikon.adapters.messaging.servicebus.transport import ServiceBusTransport
 
@@ -261,7 +275,7 @@ def _broker_transport(settings: Settings, url: str, store: EventStore,
             lock_renewal=settings.servicebus_lock_renewal, lease_seconds=settings.lease_seconds,
             poll_interval=settings.poll_interval, poll_max_interval=settings.poll_max_interval,
             timeout=settings.broker_timeout, stop_grace=settings.stop_grace,
-            prerequisite_wait=settings.prerequisite_wait)
+            prerequisite_wait=settings.prerequisite_wait, feed=feed)
     raise ConfigurationError(
         f"MUSSIKON_BROKER_URL {mask_url(url)!r}: use memory://, amqp://user:pass@host:5672/ (or "
         "a comma-separated list of amqp:// URLs, the nodes of one cluster), a Service Bus "
@@ -485,7 +499,7 @@ def _wire(settings: Settings, clock: Clock, codec: EventCodec, store: EventStore
     repository = Repository(store, snapshots=Snapshots(documents, settings.snapshot_every))
     marketplace = Marketplace(repository, clock.now)
     read_models = [Directory(), Availability(), AnalyticsProjection()]
-    feed = GlobalOrderFeed(store, documents)
+    feed = open_feed(store, documents)
     projections = ProjectionRunner(store, documents, read_models,
                                    poll_interval=settings.poll_interval,
                                    poll_max_interval=settings.poll_max_interval,
@@ -493,7 +507,7 @@ def _wire(settings: Settings, clock: Clock, codec: EventCodec, store: EventStore
     notifier = open_notifier(settings, documents)
     analytics = ProjectionAnalytics(documents)
     gateway = SandboxGateway(documents)
-    transport = open_transport(settings, store, documents, codec)
+    transport = open_transport(settings, store, documents, codec, feed)
     app = App(settings, codec, store, documents, repository, marketplace, projections,
               transport, notifier, analytics, gateway, clock,
               retention=InboxRetention(documents, settings.inbox_retention,

@@ -20,9 +20,22 @@ from mussikon.ports.feed import Checkpoint, Feed
 log = logging.getLogger("mussikon.undecodable")
 
 UNDECODABLE_EVENTS = "undecodable-events"
-"""The collection of the rows skipped, keyed by "<reader>:<position>", each document naming
-the reader, the row's position, stream id and version, the reason, and when it was
-skipped (`skipped_at`, ISO 8601)."""
+"""The collection of the rows skipped, keyed by "<reader>:<position>" (on a store without a
+global order, "<reader>:<stream id>:<version>"), each document naming the reader, the row's
+position, stream id and version, the reason, and when it was skipped (`skipped_at`,
+ISO 8601)."""
+
+
+def record_skipped(changes: Changes, reader: str, error: UndecodableEventError) -> None:
+    """Log the row `error` names and add its record, as skipped by `reader`, to `changes`."""
+    log.error("%s skips the event at position %d (stream %r, version %d): %s", reader,
+              error.position, error.stream_id, error.version, error.reason)
+    key = (f"{reader}:{error.position}" if error.position
+           else f"{reader}:{error.stream_id}:{error.version}")
+    changes.put(UNDECODABLE_EVENTS, key, {
+        "reader": reader, "position": error.position, "stream_id": error.stream_id,
+        "version": error.version, "reason": error.reason,
+        "skipped_at": datetime.now(UTC).isoformat()})
 
 
 async def skip_undecodable(documents: DocumentStore, reader: str, error: UndecodableEventError,
@@ -35,13 +48,8 @@ async def skip_undecodable(documents: DocumentStore, reader: str, error: Undecod
     The reader goes on reading from `error.checkpoint`; False (nothing recorded) if the
     checkpoint was not moved: it is past the row, or (with `expected`) not where the reader
     left it, or (with `fence`) another owner took the reader's lease."""
-    log.error("%s skips the event at position %d (stream %r, version %d): %s", reader,
-              error.position, error.stream_id, error.version, error.reason)
     changes = Changes()
-    changes.put(UNDECODABLE_EVENTS, f"{reader}:{error.position}", {
-        "reader": reader, "position": error.position, "stream_id": error.stream_id,
-        "version": error.version, "reason": error.reason,
-        "skipped_at": datetime.now(UTC).isoformat()})
+    record_skipped(changes, reader, error)
     if feed is None:
         return await documents.commit(changes)
     # A checkpoint already past the row means another process skipped it first and recorded

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mussikon.ports.documents import Changes, Fence
-from mussikon.ports.event_store import RecordedEvent
+from mussikon.ports.event_store import RecordedEvent, UndecodableEventError
 
 Checkpoint = str
 """Where a reader of the feed stands, as the feed wrote it: opaque to the reader, compared
@@ -38,10 +38,25 @@ class FeedPage:
 
     events: Sequence[RecordedEvent]
     checkpoint: Checkpoint
+    undecodable: Sequence[UndecodableEventError] = ()
+    """Stored events of the page no code can read, on a feed with no checkpoint inside a page
+    (Cosmos DB): the reader records them as skipped (`followers.undecodable`) and moves on
+    with the page."""
 
 
 class Feed(abc.ABC):
     """Every stream's events after a checkpoint, and the readers' checkpoints."""
+
+    async def parts(self) -> Sequence[Feed]:
+        """The parts of this feed that readers read each on its own, under names of their own
+        (`name`), so that several processes share the work, a lease per part: this feed
+        alone on a store with a global order; on Cosmos DB one per feed range. Every event is
+        in exactly one part, and each stream in one."""
+        return [self]
+
+    def name(self, reader: str) -> str:
+        """The name of the checkpoint (and lease) of `reader` in this part."""
+        return reader
 
     @abc.abstractmethod
     async def read(self, after: Checkpoint, limit: int) -> FeedPage:
@@ -50,7 +65,8 @@ class Feed(abc.ABC):
 
         A stored event no code can read ends the page before it; if it is first, this raises
         `UndecodableEventError` whose `checkpoint` is the one just after it (where a reader
-        that skips it reads on)."""
+        that skips it reads on). A feed with no checkpoint inside a page lists such events in
+        the page's `undecodable` instead."""
 
     @abc.abstractmethod
     def checkpoint_after(self, record: RecordedEvent) -> Checkpoint | None:

@@ -65,9 +65,14 @@ class _Reader:
     for a retry): the reader waits for room before it dispatches more.
     """
 
-    def __init__(self, transport: InProcessTransport, subscription: Subscription) -> None:
+    def __init__(self, transport: InProcessTransport, subscription: Subscription,
+                 feed: Feed) -> None:
         self.t = transport
         self.sub = subscription
+        self.feed = feed
+        """The part of the transport's feed this reader reads."""
+        self.name = feed.name(checkpoint_name(subscription.name))
+        """Its checkpoint's name."""
         self.next: Checkpoint = START
         """Where the next read starts: after every event dispatched or passed by."""
         self.saved: Checkpoint = START
@@ -95,13 +100,13 @@ class _Reader:
         is asked only when this reader moved since it was last found behind)."""
         if self.in_flight or self._behind == self.next:
             return False
-        if await self.t.feed.caught_up(self.next):
+        if await self.feed.caught_up(self.next):
             return True
         self._behind = self.next
         return False
 
     async def start(self) -> None:
-        self.saved = await self.t.feed.saved(checkpoint_name(self.sub.name))
+        self.saved = await self.feed.saved(self.name)
         self.next = self.saved
         self.workers.start()
         self.task = asyncio.create_task(self.run(), name=f"subscription:{self.sub.name}")
@@ -131,14 +136,16 @@ class _Reader:
     async def _dispatch_batch(self) -> bool:
         """Hand the next batch to the workers; True if there was one (or a row skipped).
         A store that fails leaves the position where it was, for the next try."""
-        feed = self.t.feed
+        feed = self.feed
         try:
             page = await feed.read(self.next, self.t.batch_size)
         except UndecodableEventError as error:
             # The checkpoint trails the handlers in flight: it passes the row with them.
-            await skip_undecodable(self.t.documents, checkpoint_name(self.sub.name), error)
+            await skip_undecodable(self.t.documents, self.name, error)
             self.next = error.checkpoint
             return True
+        for unreadable in page.undecodable:
+            await skip_undecodable(self.t.documents, self.name, unreadable)
         held = self.t.batch_size
         before = self.next
         for record in page.events:
@@ -156,7 +163,7 @@ class _Reader:
             before = page.checkpoint
         self.next = before
         await self._save_checkpoint()
-        return bool(page.events)
+        return bool(page.events or page.undecodable)
 
     async def _attempt(self, record: RecordedEvent) -> float | None:
         """Run the handler once: None once it succeeded or was dead-lettered after its last
@@ -200,7 +207,7 @@ class _Reader:
         # handled by whoever moved it; the inbox makes an event delivered again harmless.
         checkpoint = self.done_up_to
         if checkpoint != self.saved:
-            await self.t.feed.save(checkpoint_name(self.sub.name), checkpoint)
+            await self.feed.save(self.name, checkpoint)
             self.saved = checkpoint
 
 
@@ -228,17 +235,22 @@ class InProcessTransport(Transport):
         self.subscriptions: dict[str, Subscription] = {}
         """Those `replay` can run: started, or opened for operations."""
         self.readers: dict[str, _Reader] = {}
+        """By checkpoint name: one per subscription and part of the feed."""
         self.dead_letter_index = DeadLetterIndex(documents)
 
     async def start(self, subscriptions: Sequence[Subscription]) -> None:
         await self.dead_letter_index.adopt_legacy()
+        parts = await self.feed.parts()
+        started = {reader.sub.name for reader in self.readers.values()}
         for subscription in subscriptions:
-            if subscription.name in self.readers:
+            if subscription.name in started:
                 raise ValueError(f"two subscriptions are named {subscription.name!r}")
-            reader = _Reader(self, subscription)
-            self.readers[subscription.name] = reader
+            started.add(subscription.name)
             self.subscriptions[subscription.name] = subscription
-            await reader.start()
+            for part in parts:
+                reader = _Reader(self, subscription, part)
+                self.readers[reader.name] = reader
+                await reader.start()
 
     async def open_for_operations(self, subscriptions: Sequence[Subscription]) -> None:
         """Know the subscriptions, for `replay`, without reading the store for them. Dead

@@ -11,7 +11,7 @@ from mussikon.application.projections import Projection, View
 from mussikon.followers.feed import GlobalOrderFeed
 from mussikon.followers.leases import Lease
 from mussikon.followers.polling import PollLoop, wait_until
-from mussikon.followers.undecodable import skip_undecodable
+from mussikon.followers.undecodable import record_skipped, skip_undecodable
 from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore, RecordedEvent, UndecodableEventError
 from mussikon.ports.feed import START, Checkpoint, Feed
@@ -48,7 +48,10 @@ class ProjectionRunner:
     """Keeps each projection up to date: read a batch, apply it, commit it with the checkpoint.
 
     `lease_seconds`: how long a runner that stopped renewing its lease on a projection keeps
-    the others out. `feed`: what it reads (by default the store's global order).
+    the others out. `feed`: what it reads (by default the store's global order); each part
+    of it (`Feed.parts`: one on a store with a global order) is applied on its own, with a
+    checkpoint and a lease per (projection, part), so that runners in several processes
+    share the parts.
     """
 
     def __init__(self, store: EventStore, documents: DocumentStore,
@@ -59,81 +62,106 @@ class ProjectionRunner:
         self.feed = feed if feed is not None else GlobalOrderFeed(store, documents)
         self.projections = {p.name: p for p in projections}
         self.batch_size = batch_size
+        self.lease_seconds = lease_seconds
         self.checkpoints: dict[str, Checkpoint] = {}
-        """Where each projection stands, as this runner last saw it."""
+        """Where each reader (a projection in a part of the feed) stands, as this runner last
+        saw it, by the reader's name (`Feed.name`)."""
         self.positions: dict[str, int] = {}
-        """The same, as global positions (0 on a store without a global order)."""
+        """Where each projection stands as a global position (0 on a store without one)."""
         self._behind: dict[str, Checkpoint] = {}
-        """A checkpoint each projection was found behind the feed at: it still is there."""
+        """A checkpoint each reader was found behind the feed at: it still is there."""
         self.owner = f"projections-{uuid.uuid4()}"
-        self._leases = {name: Lease(documents, checkpoint_name(name), seconds=lease_seconds,
-                                    owner=self.owner) for name in self.projections}
+        self._leases: dict[str, Lease] = {}
+        self._parts: Sequence[Feed] | None = None
         self._loops = {name: PollLoop(f"projection {name}", interval=poll_interval,
                                       max_interval=poll_max_interval)
                        for name in self.projections}
         self._tasks: list[asyncio.Task[None]] = []
 
+    async def parts(self) -> Sequence[Feed]:
+        """The parts of the feed (asked of it once)."""
+        if self._parts is None:
+            self._parts = await self.feed.parts()
+        return self._parts
+
+    def _lease(self, reader: str) -> Lease:
+        lease = self._leases.get(reader)
+        if lease is None:
+            lease = self._leases[reader] = Lease(self.documents, reader,
+                                                 seconds=self.lease_seconds, owner=self.owner)
+        return lease
+
     async def catch_up(self, name: str,
                        progress: Callable[[int, int], None] | None = None) -> int:
-        """Apply every stored event the projection has not seen; return its new position
-        (`Feed.position`: 0 on a store without a global order).
+        """Apply every stored event the projection has not seen, in each part of the feed;
+        return its new position (`Feed.position`: 0 on a store without a global order).
         `progress(events applied, position reached)` is called after each batch.
 
-        One runner at a time applies a projection, among every process sharing the store
-        (a lease): two that applied the same events from the same checkpoint would count
-        them twice. A runner without the lease only learns how far the holder got. A holder
-        that stalls longer than the lease (a pause, a slow batch) loses it to another runner
-        or to a rebuild while it still applies a batch: so each batch commits only if the
-        checkpoint still stands where the batch began (a compare-and-set) and the lease is
-        still this runner's, at the generation it held when the batch began (the fence: a
+        One runner at a time applies a projection in a part, among every process sharing the
+        store (a lease): two that applied the same events from the same checkpoint would
+        count them twice. A runner without the lease only learns how far the holder got. A
+        holder that stalls longer than the lease (a pause, a slow batch) loses it to another
+        runner or to a rebuild while it still applies a batch: so each batch commits only if
+        the checkpoint still stands where the batch began (a compare-and-set) and the lease
+        is still this runner's, at the generation it held when the batch began (the fence: a
         rebuild that reset the checkpoint may have brought it back to exactly where the
         stale batch began, over documents the batch never saw). A refused batch writes
         nothing; the runner goes on only once it holds the lease again, from where the
         checkpoint stands then.
         """
-        projection, lease = self.projections[name], self._leases[name]
-        reader = checkpoint_name(name)
+        applied = [0]
+        position = 0
+        for part in await self.parts():
+            position = await self._catch_up_part(name, part, applied, progress)
+        return position
+
+    async def _catch_up_part(self, name: str, part: Feed, applied: list[int],
+                             progress: Callable[[int, int], None] | None) -> int:
+        projection = self.projections[name]
+        reader = part.name(checkpoint_name(name))
+        lease = self._lease(reader)
         leased = await lease.hold()
         # Read after taking the lease: a holder that let go meanwhile may have moved it on.
-        checkpoint = await self.feed.saved(reader)
-        applied = 0
+        checkpoint = await part.saved(reader)
         batch: Sequence[RecordedEvent]
         while leased and (fence := lease.fence) is not None:
             try:
-                page = await self.feed.read(checkpoint, self.batch_size)
+                page = await part.read(checkpoint, self.batch_size)
             except UndecodableEventError as error:
                 batch, last = (), error.checkpoint
-                moved = await skip_undecodable(self.documents, reader, error, feed=self.feed,
+                moved = await skip_undecodable(self.documents, reader, error, feed=part,
                                                expected=checkpoint, fence=fence)
             else:
                 batch = page.events
-                if not batch:
+                if not batch and not page.undecodable:
                     break
                 view = View(self.documents)
                 for record in batch:
                     if record.event.event_type in projection.event_types:
                         await projection.apply(record.event, view)
+                for unreadable in page.undecodable:
+                    record_skipped(view.changes, reader, unreadable)
                 last = page.checkpoint
-                moved = await self.feed.save(reader, last, view.changes, expected=checkpoint,
-                                             fence=fence)
+                moved = await part.save(reader, last, view.changes, expected=checkpoint,
+                                        fence=fence)
             if moved:
-                checkpoint, applied = last, applied + len(batch)
+                checkpoint, applied[0] = last, applied[0] + len(batch)
                 # False once held too long without renewing: another runner took it over
                 leased = await lease.hold()
             else:
                 # Another runner took the lease over or moved the checkpoint since the batch
                 # began (a rebuild reset it): nothing of the batch was written.
                 leased = await lease.hold(recheck=True)
-                checkpoint = await self.feed.saved(reader)
-            position = self._reached(name, checkpoint)
+                checkpoint = await part.saved(reader)
+            position = self._reached(name, part, reader, checkpoint)
             if moved and batch and progress is not None:
-                progress(applied, position)
-        return self._reached(name, checkpoint)
+                progress(applied[0], position)
+        return self._reached(name, part, reader, checkpoint)
 
-    def _reached(self, name: str, checkpoint: Checkpoint) -> int:
-        """Note where projection `name` stands; its position."""
-        self.checkpoints[name] = checkpoint
-        position = self.positions[name] = self.feed.position(checkpoint)
+    def _reached(self, name: str, part: Feed, reader: str, checkpoint: Checkpoint) -> int:
+        """Note where projection `name` stands in a part; its position."""
+        self.checkpoints[reader] = checkpoint
+        position = self.positions[name] = part.position(checkpoint)
         return position
 
     async def start(self) -> None:
@@ -144,9 +172,10 @@ class ProjectionRunner:
 
     def _follow_step(self, name: str) -> Callable[[], Awaitable[bool]]:
         async def step() -> bool:
-            before = self.checkpoints.get(name)
+            readers = [part.name(checkpoint_name(name)) for part in await self.parts()]
+            before = [self.checkpoints.get(reader) for reader in readers]
             await self.catch_up(name)
-            return self.checkpoints[name] != before
+            return [self.checkpoints.get(reader) for reader in readers] != before
         return step
 
     def wake(self) -> None:
@@ -155,7 +184,8 @@ class ProjectionRunner:
             loop.wake()
 
     async def wait_for(self, name: str, position: int, timeout: float = 10.0) -> None:
-        """Wait until projection `name` has applied everything up to `position`."""
+        """Wait until projection `name` has applied everything up to `position` (at once on
+        a store without a global order: positions are 0 there)."""
         async def reached() -> bool:
             return self.positions.get(name, 0) >= position
 
@@ -166,15 +196,18 @@ class ProjectionRunner:
                          catch_up=None if self._tasks else catch_up)
 
     async def caught_up(self, name: str) -> bool:
-        """True if projection `name` has applied every event readable now (`Feed.caught_up`,
-        asked only when its checkpoint moved since it was last found behind)."""
-        checkpoint = self.checkpoints.get(name, START)
-        if self._behind.get(name) == checkpoint:
-            return False
-        if await self.feed.caught_up(checkpoint):
-            return True
-        self._behind[name] = checkpoint
-        return False
+        """True if projection `name` has applied every event readable now, in every part
+        (`Feed.caught_up`, asked of a part only when the checkpoint there moved since it was
+        last found behind)."""
+        for part in await self.parts():
+            reader = part.name(checkpoint_name(name))
+            checkpoint = self.checkpoints.get(reader, START)
+            if self._behind.get(reader) == checkpoint:
+                return False
+            if not await part.caught_up(checkpoint):
+                self._behind[reader] = checkpoint
+                return False
+        return True
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until every projection has caught up with the store's feed."""
@@ -207,22 +240,30 @@ class ProjectionRunner:
         Raises ProjectionBusy, changing nothing, if another runner holds the lease (a
         worker would go on committing over the reset), or if one took it over midway.
         """
-        projection, lease = self.projections[name], self._leases[name]
-        if not await lease.hold():
-            raise ProjectionBusy(f"projection {name!r} is being applied by another process (a"
-                                 " running worker holds its lease): stop the workers, then"
-                                 " rebuild it")
+        projection = self.projections[name]
+        parts = await self.parts()
+        leases = [(part, self._lease(part.name(checkpoint_name(name)))) for part in parts]
         try:
-            await self.feed.reset(checkpoint_name(name), list(projection.collections))
-            self._reached(name, START)
+            for _, lease in leases:
+                if not await lease.hold():
+                    raise ProjectionBusy(
+                        f"projection {name!r} is being applied by another process (a running"
+                        " worker holds its lease): stop the workers, then rebuild it")
+            collections = list(projection.collections)
+            for part, lease in leases:
+                await part.reset(lease.name, collections)
+                self._reached(name, part, lease.name, START)
+                collections = []  # dropped with the first part's checkpoint
             position = await self.catch_up(name, progress)
-            if not await lease.hold():
-                raise ProjectionBusy(f"projection {name!r} was rebuilt up to position"
-                                     f" {position}, then another process took its lease over"
-                                     " and goes on from there")
+            for _, lease in leases:
+                if not await lease.hold():
+                    raise ProjectionBusy(f"projection {name!r} was rebuilt up to position"
+                                         f" {position}, then another process took its lease"
+                                         " over and goes on from there")
             return position
         finally:
-            await lease.release()
+            for _, lease in leases:
+                await lease.release()
 
     async def stop(self) -> None:
         """Stop following (a batch being applied finishes first)."""

@@ -234,7 +234,9 @@ class OutboxRelay:
                         after, published = exc.checkpoint, published + 1
                         continue
                     records = page.events
-                    if not records:
+                    for unreadable in page.undecodable:  # no body to publish: passed
+                        await skip_undecodable(self.documents, self.name, unreadable)
+                    if not records and not page.undecodable:
                         exhausted = True
                         break
                     outgoing = [self._outgoing(r) for r in records if not r.origin]
@@ -249,8 +251,8 @@ class OutboxRelay:
                         sent = await self.broker.answer(publish_batch(channel, outgoing),
                                                         "taking events to publish", connection)
                     confirms = asyncio.gather(*sent)
-                    window.append((page.checkpoint, len(records), len(outgoing), confirms,
-                                   connection))
+                    window.append((page.checkpoint, len(records) + len(page.undecodable),
+                                   len(outgoing), confirms, connection))
                     after = page.checkpoint
                 if not window:
                     return published

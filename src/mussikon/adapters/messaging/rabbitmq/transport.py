@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from aiormq.abc import AbstractChannel, AbstractConnection
 
@@ -20,6 +21,7 @@ from mussikon.adapters.messaging.rabbitmq.consumer import EventConsumer
 from mussikon.adapters.messaging.rabbitmq.dead_letters import DeadLetterQueue
 from mussikon.adapters.messaging.rabbitmq.relay import OutboxRelay
 from mussikon.adapters.messaging.rabbitmq.topology import QueueType, Topology
+from mussikon.adapters.messaging.relays import relays_caught_up
 from mussikon.followers.feed import GlobalOrderFeed
 from mussikon.followers.leases import Lease
 from mussikon.ports.documents import DocumentStore
@@ -78,12 +80,15 @@ class RabbitMqTransport(Transport):
                                        connect_timeout=connect_timeout, timeout=timeout)
         self.stop_grace = stop_grace
         self.broker.on_connected(self._declare_topology)
-        self.relay: OutboxRelay | None = OutboxRelay(
-            store, documents, codec, self.topology, self.broker, name=relay_name,
+        self._relay_options: dict[str, Any] = dict(
             batch_size=relay_batch_size, lease_seconds=lease_seconds,
-            poll_interval=poll_interval, poll_max_interval=poll_max_interval, feed=self.feed,
-        ) if relay else None
+            poll_interval=poll_interval, poll_max_interval=poll_max_interval)
         self.relay_name = relay_name
+        self.relay: OutboxRelay | None = self._new_relay(self.feed) if relay else None
+        """The relay of the feed, or of its first part (`Feed.parts`)."""
+        self.relays: list[OutboxRelay] = [self.relay] if self.relay is not None else []
+        """One relay per part of the feed, each with its lease and checkpoint (known at
+        `start`: one on a store with a global order)."""
         self.consumer: EventConsumer | None = None
         self.prefetch, self.concurrency = prefetch, concurrency
         self.max_in_flight = max_in_flight
@@ -112,7 +117,12 @@ class RabbitMqTransport(Transport):
                 await self.consumer.attach(await self.broker.connection())
         await self._open()
         if self.relay is not None:
-            self.relay.start()
+            parts = await self.feed.parts()
+            if list(parts) != [self.feed]:
+                self.relays = [self._new_relay(part) for part in parts]
+                self.relay = self.relays[0]
+            for relay in self.relays:
+                relay.start()
         self._mover = asyncio.create_task(self._move_dead_letters(),
                                           name="dead letters into the store")
 
@@ -137,10 +147,14 @@ class RabbitMqTransport(Transport):
         finally:
             await answer(channel.close(), "closing a channel", connection)
 
+    def _new_relay(self, part: Feed) -> OutboxRelay:
+        return OutboxRelay(self.store, self.documents, self.codec, self.topology, self.broker,
+                           name=part.name(self.relay_name), feed=part, **self._relay_options)
+
     def wake(self) -> None:
-        """Tell the relay new events were appended."""
-        if self.relay is not None:
-            self.relay.wake()
+        """Tell the relays new events were appended."""
+        for relay in self.relays:
+            relay.wake()
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until the relay (here or in another process) has published everything stored,
@@ -165,9 +179,7 @@ class RabbitMqTransport(Transport):
             await asyncio.sleep(0.02)
 
     async def _is_idle(self) -> bool:
-        published = await (self.relay.checkpoint() if self.relay is not None
-                           else self.feed.saved(self.relay_name))
-        if not await self.feed.caught_up(published):
+        if not await relays_caught_up(self.relays, self.feed, self.relay_name):
             return False
         if self.consumer is not None and self.consumer.in_flight:
             return False
@@ -201,7 +213,7 @@ class RabbitMqTransport(Transport):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._mover
             self._mover = None
-        parts = [part.stop(self.stop_grace) for part in (self.relay, self.consumer)
+        parts = [part.stop(self.stop_grace) for part in (*self.relays, self.consumer)
                  if part is not None]
         results = await asyncio.gather(*parts, return_exceptions=True)
         if self._monitor is not None and not self._monitor.is_closed:

@@ -182,7 +182,9 @@ class ServiceBusRelay:
                 done += 1
                 continue
             records = page.events
-            if not records:
+            for unreadable in page.undecodable:  # no body to send: recorded, passed
+                await skip_undecodable(self.documents, self.name, unreadable)
+            if not records and not page.undecodable:
                 return done
             messages = [event_message(self.codec, r.event, r.position)
                         for r in records if not r.origin]
@@ -191,7 +193,7 @@ class ServiceBusRelay:
                     return done
                 await self._send(messages)
             self._sent = page.checkpoint
-            done += len(records)
+            done += len(records) + len(page.undecodable)
             if time.monotonic() - self._saved_at >= self.checkpoint_interval:
                 await self._save_checkpoint()
         return done

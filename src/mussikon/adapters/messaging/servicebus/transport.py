@@ -17,6 +17,7 @@ from typing import Any
 from azure.servicebus.aio import ServiceBusClient
 from azure.servicebus.exceptions import ServiceBusError
 
+from mussikon.adapters.messaging.relays import relays_caught_up
 from mussikon.adapters.messaging.servicebus.consumer import ServiceBusConsumer
 from mussikon.adapters.messaging.servicebus.dead_letters import DeadLetterSubQueues
 from mussikon.adapters.messaging.servicebus.entities import subscription_rules
@@ -67,12 +68,21 @@ class ServiceBusTransport(Transport):
                              lock_renewal=lock_renewal, prerequisite_wait=prerequisite_wait,
                              timeout=timeout)
         self.client = ServiceBusClient.from_connection_string(connection)
-        self.relay: ServiceBusRelay | None = ServiceBusRelay(
-            store, documents, codec, self.client, topic, name=relay_name,
+        self._relay_options: dict[str, Any] = dict(
             lease_seconds=lease_seconds, poll_interval=poll_interval,
-            poll_max_interval=poll_max_interval, timeout=timeout, feed=self.feed) if relay else None
+            poll_max_interval=poll_max_interval, timeout=timeout)
+        self.relay: ServiceBusRelay | None = self._new_relay(self.feed) if relay else None
+        """The relay of the feed, or of its first part (`Feed.parts`)."""
+        self.relays: list[ServiceBusRelay] = [self.relay] if self.relay is not None else []
+        """One relay per part of the feed, each with its lease and checkpoint (known at
+        `start`: one on a store with a global order)."""
         self.consumer: ServiceBusConsumer | None = None
         self._dead_letters: DeadLetterSubQueues | None = None
+
+    def _new_relay(self, part: Feed) -> ServiceBusRelay:
+        return ServiceBusRelay(self.store, self.documents, self.codec, self.client, self.topic,
+                               name=part.name(self.relay_name), feed=part,
+                               **self._relay_options)
 
     def __repr__(self) -> str:
         return f"ServiceBusTransport({self.connection}, topic={self.topic!r})"
@@ -86,7 +96,12 @@ class ServiceBusTransport(Transport):
                                                **self._options)
             await self.consumer.start()
         if self.relay is not None:
-            self.relay.start()
+            parts = await self.feed.parts()
+            if list(parts) != [self.feed]:
+                self.relays = [self._new_relay(part) for part in parts]
+                self.relay = self.relays[0]
+            for relay in self.relays:
+                relay.start()
 
     async def open_for_operations(self, subscriptions: Sequence[Subscription]) -> None:
         """Know the subscriptions, whose dead-letter sub-queues the tools work on (the client
@@ -96,8 +111,8 @@ class ServiceBusTransport(Transport):
                                                  list(names), self.timeout)
 
     def wake(self) -> None:
-        if self.relay is not None:
-            self.relay.wake()
+        for relay in self.relays:
+            relay.wake()
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until everything stored was sent, nothing received is unsettled, no copy
@@ -113,10 +128,8 @@ class ServiceBusTransport(Transport):
                 await asyncio.sleep(0.05)
 
     async def _is_idle(self) -> bool:
-        published = await (self.relay.checkpoint() if self.relay is not None
-                           else self.feed.saved(self.relay_name))
         consumer = self.consumer
-        if not await self.feed.caught_up(published):
+        if not await relays_caught_up(self.relays, self.feed, self.relay_name):
             return False
         if consumer is None:
             return True
@@ -130,7 +143,7 @@ class ServiceBusTransport(Transport):
     async def stop(self) -> None:
         """Stop the relay and the consumer (settling or abandoning what is in flight), close
         the client."""
-        parts = [part.stop(self.stop_grace) for part in (self.relay, self.consumer)
+        parts = [part.stop(self.stop_grace) for part in (*self.relays, self.consumer)
                  if part is not None]
         results = await asyncio.gather(*parts, return_exceptions=True)
         with contextlib.suppress(ServiceBusError, TimeoutError):
