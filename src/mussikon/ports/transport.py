@@ -7,7 +7,7 @@ then dead-letters the message with the reason, without holding up other messages
 message waiting for its next try holds no handler slot. The events of one stream are
 handled one after another in stream order (on a broker: in the order received), other
 streams in parallel.
-Events enter a transport from the store's global order (an outbox), never beside
+Events enter a transport from the store's feed (an outbox: `ports.feed`), never beside
 the write, so a crash between saving and publishing loses nothing.
 
 Adapters: `memory` (in-process, the embedded default) and `rabbitmq`.
