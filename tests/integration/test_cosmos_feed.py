@@ -12,13 +12,17 @@ from typing import ClassVar
 from uuid import uuid4
 
 import pytest
+from azure.cosmos.aio import CosmosClient
 
 from mussikon.adapters.store.cosmos.account import CosmosAccount, open_account
 from mussikon.adapters.store.cosmos.documents import CosmosDocumentStore
 from mussikon.adapters.store.cosmos.events import CosmosEventStore
 from mussikon.adapters.store.cosmos.feed import FEED_CHECKPOINTS, CosmosFeed
 from mussikon.application.projections import Projection, View
+from mussikon.application.projections.directory import PROFILES
 from mussikon.application.projections.runner import ProjectionRunner
+from mussikon.bootstrap import open_app
+from mussikon.config import Settings
 from mussikon.domain.events import DomainEvent, MusicianRegisteredEvent
 from mussikon.ports.feed import START
 from mussikon.wire import EventCodec
@@ -97,3 +101,34 @@ async def test_a_projection_applies_the_change_feed_with_its_checkpoint_per_rang
     assert all(doc["token"] for _, doc in saved)
     assert await runner.caught_up("names")
     await runner.stop()
+
+
+@pytest.mark.rabbitmq
+async def test_a_worker_on_cosmos_relays_and_projects_what_was_written_before_it_started(
+        cosmos_endpoint: str, rabbitmq_url: str, unique_name: str) -> None:
+    """What the local server can show of a worker: everything is written before the readers'
+    first read (the reads after it, with a token, find nothing there)."""
+    app = await open_app(Settings(
+        store_url=f"AccountEndpoint={cosmos_endpoint};AccountKey={COSMOS_KEY};",
+        cosmos_database=unique_name, cosmos_verify_tls=False, broker_url=rabbitmq_url,
+        rabbitmq_prefix=f"{unique_name}.", rabbitmq_events_exchange="", smtp_url="",
+        poll_interval=0.05, lease_seconds=5.0))
+    assert isinstance(app.store, CosmosEventStore)
+    try:
+        ids = [await app.marketplace.register_musician(
+            email=f"m{n}@example.com", name=f"M{n}", genres=["jazz"], location="Cali")
+            for n in range(4)]
+        await app.start()
+        await app.settle(timeout=60)
+        assert all([await app.documents.get(PROFILES, musician) for musician in ids])
+        welcomed = {s.notification.recipient for s in await app.notifier.sent(100)
+                    if s.notification.kind == "welcome"}
+        assert welcomed == {f"m{n}@example.com" for n in range(4)}  # relayed and handled
+        saved = {key for key, _ in await app.documents.scan(FEED_CHECKPOINTS)}
+        parts = await CosmosFeed(app.store, app.documents).parts()
+        assert {part.name("relay") for part in parts} <= saved
+    finally:
+        await app.close()
+        async with CosmosClient(cosmos_endpoint, credential=COSMOS_KEY,
+                                connection_verify=False) as client:
+            await client.delete_database(unique_name)

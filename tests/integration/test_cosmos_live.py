@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import pytest
+from azure.cosmos.aio import CosmosClient
 
 from mussikon.adapters.store.cosmos.account import CosmosAccount, open_account
 from mussikon.adapters.store.cosmos.documents import CosmosDocumentStore
@@ -95,7 +96,10 @@ async def test_a_worker_relays_and_projects_the_change_feed(
         assert {part.name("relay") for part in parts} <= saved
     finally:
         await app.close()
-        await app.store.account.client.delete_database(unique_name)
+        connection = CosmosConnectionString.parse(cosmos_url)
+        async with CosmosClient(connection.endpoint, credential=connection.key,
+                                connection_verify=Settings().cosmos_verify_tls) as client:
+            await client.delete_database(unique_name)
 
 
 async def test_a_projections_ranges_pass_to_another_runner_when_the_first_stops(

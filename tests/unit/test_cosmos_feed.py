@@ -13,6 +13,7 @@ from typing import Any, ClassVar, cast
 
 import pytest
 
+from mussikon.adapters.messaging.memory import InProcessTransport
 from mussikon.adapters.store.cosmos.account import CosmosAccount, RequestMeter
 from mussikon.adapters.store.cosmos.events import CosmosEventStore
 from mussikon.adapters.store.cosmos.feed import FEED_CHECKPOINTS, CosmosFeed, range_name
@@ -22,6 +23,8 @@ from mussikon.application.projections.runner import ProjectionRunner, checkpoint
 from mussikon.domain.events import DomainEvent, MusicianRegisteredEvent
 from mussikon.followers.undecodable import UNDECODABLE_EVENTS
 from mussikon.ports.feed import START
+from mussikon.ports.transport import Envelope, Subscription
+from mussikon.wire import EventCodec
 
 RANGES = [{"Range": {"min": "", "max": "7F", "isMinInclusive": True, "isMaxInclusive": False}},
           {"Range": {"min": "7F", "max": "FF", "isMinInclusive": True, "isMaxInclusive": False}}]
@@ -284,3 +287,30 @@ async def test_an_unreadable_item_is_listed_and_the_page_goes_on(
     assert key.endswith(":musician-m2:2")
     assert await runner.caught_up("count")
     await runner.stop()
+
+
+async def test_a_subscription_of_the_in_process_transport_reads_every_range(
+        container: FakeChangeFeed, store: CosmosEventStore) -> None:
+    documents = InMemoryDocumentStore()
+    handled: list[str] = []
+
+    async def handle(envelope: Envelope) -> None:
+        handled.append(envelope.message_id)
+
+    transport = InProcessTransport(store, documents, EventCodec(), poll_interval=0.01,
+                                   feed=CosmosFeed(store, documents))
+    written = [e for n in range(6) for e in register(container, store, n, more=1)]
+    await transport.start([Subscription("welcome", frozenset({"MusicianRegisteredEvent"}),
+                                        handle)])
+    try:
+        await transport.wait_idle(10)
+        assert sorted(handled) == sorted(str(e.id) for e in written)  # once each
+        more = register(container, store, 7)
+        transport.wake()
+        await transport.wait_idle(10)
+        assert handled[-1] == str(more[0].id) and len(handled) == len(written) + 1
+    finally:
+        await transport.stop()
+    saved = await documents.scan(FEED_CHECKPOINTS)  # saved on stopping, if not before
+    assert sorted(k for k, _ in saved) == sorted(f"subscription:welcome@{range_name(r)}"
+                                                 for r in RANGES)

@@ -147,18 +147,20 @@ class _Reader:
         for unreadable in page.undecodable:
             await skip_undecodable(self.t.documents, self.name, unreadable)
         held = self.t.batch_size
-        before = self.next
+        before = self.next  # the checkpoint before `record`, once it is subscribed to
+        previous: RecordedEvent | None = None
         for record in page.events:
             if record.event.event_type in self.sub.event_types:
+                if previous is not None and (
+                        after := feed.checkpoint_after(previous)) is not None:
+                    before = after
                 if self.workers.pending >= held:
                     await self.workers.room(held)
                     if self.poll.stopping:
                         break  # this event and those after it wait for the next start
                 self.in_flight[(record.stream_id, record.version)] = before
                 self.workers.submit(record)
-            after = feed.checkpoint_after(record)
-            if after is not None:
-                before = after
+            previous = record
         else:
             before = page.checkpoint
         self.next = before
