@@ -142,6 +142,13 @@ class ServiceBusPeer:
         with self._lock:
             return {name for name, target in self._targets.items() if isinstance(target, Topic)}
 
+    def subscriptions(self, topic: str) -> set[str]:
+        """The names of the topic's subscriptions, lower-cased."""
+        with self._lock:
+            target = self._targets[topic.lower()]
+            assert isinstance(target, Topic), f"{topic} is not a topic"
+            return set(target.subscriptions)
+
     def set_rule(self, topic: str, name: str, subjects: set[str] | None) -> None:
         """Replace a subscription's rule: the subjects it admits from now on (None: all)."""
         with self._lock:
@@ -155,6 +162,13 @@ class ServiceBusPeer:
             self._entities[entity.dead_letters.path.lower()] = entity.dead_letters
 
     def start(self) -> ServiceBusPeer:
+        """Listen and serve; after `stop()`, again on the same port with the same entities
+        and messages (a namespace back after an outage: the locks held at the stop run out
+        and their messages are delivered again)."""
+        if self._thread is not None:
+            self._handler = _Handler(self)
+            self._container = Container(self._handler)
+            self._stopping = False
         self._close_acceptor = self._container.listen(f"127.0.0.1:{self.port}").close
         self._thread = threading.Thread(target=self._run, name="servicebus-peer",
                                         daemon=True)
@@ -173,6 +187,7 @@ class ServiceBusPeer:
         self._stopping = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+            assert not self._thread.is_alive(), "the Service Bus peer did not stop"
         if self._error is not None:
             raise RuntimeError("the Service Bus peer failed") from self._error
 

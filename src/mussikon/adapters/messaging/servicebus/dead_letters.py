@@ -4,12 +4,14 @@ off), replay, delete, purge.
 A letter's id is `<subscription>:<sequence number>` (the number the sub-queue gave it), its
 order the subscriptions' in turn, each in sequence order. Replaying sends a copy to the
 topic for its subscription alone (`messages.redelivery`), then completes the letter: a
-worker handles it, with fresh retries.
+worker handles it, with fresh delayed retries; failing again, it comes back under the same
+id (the copy carries it), its attempts added up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -19,6 +21,7 @@ from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 from mussikon.adapters.messaging.message_contract import EVENT_TYPE, int_or
 from mussikon.adapters.messaging.servicebus.messages import (
     ATTEMPTS_MADE,
+    RETRIES,
     body_of,
     properties_of,
     redelivery,
@@ -29,6 +32,27 @@ from mussikon.wire import EventCodec, WireFormatError
 _PAGE = 100
 _WAIT = 1.0
 """Seconds a receive from a sub-queue waits for its next message."""
+
+
+_ATTEMPTS = re.compile(r"\((\d+) attempts\)$")
+"""How the consumer's `DeadLetterErrorDescription` ends: every attempt, in every round (the
+dead-lettered message's own properties count only the rounds before its last)."""
+
+
+def _attempts(description: str) -> int:
+    found = _ATTEMPTS.search(description)
+    return int(found.group(1)) if found else 0
+
+
+DEAD_LETTER_ID = "x-dead-letter-id"
+"""The id a replayed letter had, carried by its copy (and the copies scheduled after it), so
+that failing again it is dead-lettered under the same id."""
+
+
+def _letter_id(name: str, message: ServiceBusReceivedMessage) -> str:
+    """`<subscription>:<sequence number>` the first time a message is dead-lettered; the same
+    again for the copy of a replayed letter."""
+    return str(properties_of(message).get(DEAD_LETTER_ID) or f"{name}:{message.sequence_number}")
 
 
 class DeadLetterSubQueues:
@@ -77,9 +101,10 @@ class DeadLetterSubQueues:
             pass
         description = message.dead_letter_error_description or ""
         return DeadLetter(
-            id=f"{name}:{message.sequence_number}", subscription=name, message_id=message_id,
+            id=_letter_id(name, message), subscription=name, message_id=message_id,
             event_type=event_type, position=int_or(properties.get("Position"), 0) or None,
-            attempts=int_or(properties.get(ATTEMPTS_MADE), 0) or (message.delivery_count or 0),
+            attempts=_attempts(description) or int_or(properties.get(ATTEMPTS_MADE), 0)
+            or (message.delivery_count or 0),
             exception=description.partition(":")[0],
             reason=f"{message.dead_letter_reason or ''}: {description}".strip(": "),
             body=body.decode("utf-8", "replace"),
@@ -99,7 +124,7 @@ class DeadLetterSubQueues:
                 if not batch:
                     raise KeyError(letter_id)
                 for message in batch:
-                    if message.sequence_number == int(number):
+                    if _letter_id(name, message) == letter_id:
                         return name, receiver, message
         except BaseException:
             await receiver.close()  # the others' locks go with the link: they stay
@@ -114,7 +139,9 @@ class DeadLetterSubQueues:
         name, receiver, message = await self._take(letter_id)
         async with receiver, self.client.get_topic_sender(self.topic) as sender:
             copy = redelivery(message, name, f"{message.message_id}/{name}/replay"
-                              f"{message.sequence_number}", {})
+                              f"{message.sequence_number}",
+                              {DEAD_LETTER_ID: _letter_id(name, message), RETRIES: 0,
+                               ATTEMPTS_MADE: self._letter(name, message).attempts})
             await sender.send_messages(copy)
             await receiver.complete_message(message)
 
