@@ -13,6 +13,7 @@ from typing import Any
 from proton import (
     Array,
     Condition,
+    Connection,
     Data,
     Delivery,
     Disposition,
@@ -236,6 +237,7 @@ class _Handler(Handler):
         """Where answers to `$cbs` and `$management` requests go: the peer's sender whose
         source is the request's node, in the request's session."""
         self.unsettled: dict[Delivery, tuple[Entity, uuid.UUID]] = {}
+        self.connections: set[Connection] = set()
 
     def on_reactor_init(self, event: Event) -> None:
         event.container.schedule(TICK, self)
@@ -245,8 +247,13 @@ class _Handler(Handler):
             if self.peer._stopping:
                 if self.peer._close_acceptor is not None:
                     self.peer._close_acceptor()
-                for link in list(self.receive_links):
-                    link.connection.close()
+                    self.peer._close_acceptor = None
+                    # Every connection closed, then a moment for the close to reach the
+                    # clients: a stopped peer leaves no socket open (they see it go away).
+                    for connection in self.connections:
+                        connection.close()
+                    event.container.schedule(0.2, self)
+                    return
                 event.container.stop()
                 return
             self.peer.tick()
@@ -256,6 +263,7 @@ class _Handler(Handler):
 
     def on_connection_remote_open(self, event: Event) -> None:
         if event.connection is not None:
+            self.connections.add(event.connection)
             event.connection.open()
 
     def on_session_remote_open(self, event: Event) -> None:
@@ -310,6 +318,7 @@ class _Handler(Handler):
 
     def on_transport_closed(self, event: Event) -> None:
         with self.peer._lock:
+            self.connections.discard(event.connection)
             self._forget(lambda link: link.connection == event.connection)
 
     def _forget(self, gone: Any) -> None:
