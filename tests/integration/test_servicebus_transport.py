@@ -48,15 +48,22 @@ class Bus:
     async def start(self, subscriptions: Iterable[Subscription], **options: Any
                     ) -> ServiceBusTransport:
         subscriptions = list(subscriptions)
-        if TOPIC not in self.peer.topics():
-            self.peer.create_topic(TOPIC)
-        for name, subjects in subscription_rules(subscriptions, self.codec.event_types).items():
-            self.peer.create_subscription(TOPIC, name, set(subjects))
+        self.provision(subscriptions)
         self.transport = ServiceBusTransport(self.peer.connection_string, self.store,
                                              self.documents, self.codec,
                                              **(FAST | options))
         await self.transport.start(subscriptions)
         return self.transport
+
+    def provision(self, subscriptions: Iterable[Subscription]) -> None:
+        """The topic and the subscriptions' entities, those not there yet."""
+        if TOPIC not in self.peer.topics():
+            self.peer.create_topic(TOPIC)
+        existing = self.peer.subscriptions(TOPIC)
+        for name, subjects in subscription_rules(list(subscriptions),
+                                                 self.codec.event_types).items():
+            if name.lower() not in existing:
+                self.peer.create_subscription(TOPIC, name, set(subjects))
 
     async def dead_letters(self, subscription: str, count: int = 1) -> list[Any]:
         """Exactly `count` messages of the subscription's dead-letter sub-queue, once there."""

@@ -14,6 +14,7 @@ from typing import Any
 from proton import (
     Array,
     Condition,
+    Connection,
     Data,
     Delivery,
     Disposition,
@@ -162,6 +163,13 @@ class ServiceBusPeer:
         with self._lock:
             return {name for name, target in self._targets.items() if isinstance(target, Topic)}
 
+    def subscriptions(self, topic: str) -> set[str]:
+        """The names of the topic's subscriptions, lower-cased."""
+        with self._lock:
+            target = self._targets[topic.lower()]
+            assert isinstance(target, Topic), f"{topic} is not a topic"
+            return set(target.subscriptions)
+
     def set_rule(self, topic: str, name: str, subjects: set[str] | None) -> None:
         """Replace a subscription's rule: the subjects it admits from now on (None: all)."""
         with self._lock:
@@ -185,6 +193,15 @@ class ServiceBusPeer:
                     self._entities.pop(subscription.dead_letters.path.lower(), None)
 
     def start(self) -> ServiceBusPeer:
+        """Listen and serve; after `stop()`, again on the same port with the same entities
+        and messages (a namespace back after an outage: the locks held at the stop run out
+        and their messages are delivered again)."""
+        if self._thread is not None:
+            self._handler = _Handler(self)
+            self._container = Container(self._handler)
+            self._injector = EventInjector()
+            self._arriving = queue.SimpleQueue()
+            self._stopping = False
         self._listener = socket.create_server(("127.0.0.1", self.port), backlog=64)
         self._listener.settimeout(TICK)
         self._container.selectable(self._injector)
@@ -240,6 +257,7 @@ class ServiceBusPeer:
         for thread in (self._acceptor, self._thread):
             if thread is not None:
                 thread.join(timeout=10)
+                assert not thread.is_alive(), "the Service Bus peer did not stop"
         if self._error is not None:
             raise RuntimeError("the Service Bus peer failed") from self._error
 
@@ -288,6 +306,9 @@ class _Handler(Handler):
         """Where answers to `$cbs` and `$management` requests go: the peer's sender whose
         source is the request's node, in the request's session."""
         self.unsettled: dict[Delivery, tuple[Entity, uuid.UUID]] = {}
+        self.connections: set[Connection] = set()
+        self.closing = False
+        """Stopping: the connections were closed, the container stops at the next tick."""
 
     def on_reactor_init(self, event: Event) -> None:
         event.container.schedule(TICK, self)
@@ -295,8 +316,14 @@ class _Handler(Handler):
     def on_timer_task(self, event: Event) -> None:
         with self.peer._lock:
             if self.peer._stopping:
-                for link in list(self.receive_links):
-                    link.connection.close()
+                if not self.closing:
+                    self.closing = True
+                    # Every connection closed, then a moment for the close to reach the
+                    # clients: a stopped peer leaves no socket open (they see it go away).
+                    for connection in self.connections:
+                        connection.close()
+                    event.container.schedule(0.2, self)
+                    return
                 event.container.stop()
                 return
             self.peer.tick()
@@ -324,6 +351,7 @@ class _Handler(Handler):
 
     def on_connection_remote_open(self, event: Event) -> None:
         if event.connection is not None:
+            self.connections.add(event.connection)
             event.connection.open()
 
     def on_session_remote_open(self, event: Event) -> None:
@@ -378,6 +406,7 @@ class _Handler(Handler):
 
     def on_transport_closed(self, event: Event) -> None:
         with self.peer._lock:
+            self.connections.discard(event.connection)
             self._forget(lambda link: link.connection == event.connection)
 
     def _forget(self, gone: Any) -> None:

@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from azure.servicebus import ServiceBusReceivedMessage, ServiceBusReceiveMode
 from azure.servicebus.aio import (
@@ -87,12 +88,31 @@ async def _no_handler(envelope: Envelope) -> None:
 
 
 class _Link:
-    """One subscription's receiver and how many of its messages are held (not settled)."""
+    """One subscription's receiver and how many of its messages are held (not settled).
 
-    def __init__(self, receiver: ServiceBusReceiver, subscription: Subscription) -> None:
-        self.receiver, self.subscription = receiver, subscription
+    Its lock renewals go one at a time (`management`): the SDK's asyncio session numbers a
+    transfer before it awaits the write and counts it only after, so two management requests
+    at once on one receiver go out with the same delivery-id, a protocol error for which the
+    other side closes the connection. Peeks go through a receiver of their own (`peeker`),
+    so that they never race the receiving one while it opens or reopens its link."""
+
+    def __init__(self, receiver: ServiceBusReceiver, subscription: Subscription,
+                 peeker: ServiceBusReceiver) -> None:
+        self.receiver, self.subscription, self.peeker = receiver, subscription, peeker
         self.held = 0
         self.room = asyncio.Event()
+        self.management = asyncio.Lock()
+        self.peeking = asyncio.Lock()
+
+    async def renew_message_lock(self, message: ServiceBusReceivedMessage) -> datetime:
+        """What the `AutoLockRenewer` calls (the link is registered with it as the receiver)."""
+        async with self.management:
+            return await self.receiver.renew_message_lock(message)
+
+    async def peek(self) -> bool:
+        async with self.peeking:
+            # From the first: without a number, the SDK goes on after the last one peeked.
+            return bool(await self.peeker.peek_messages(1, sequence_number=1))
 
     def settled(self) -> None:
         self.held -= 1
@@ -156,6 +176,7 @@ class ServiceBusConsumer:
         self._links: list[_Link] = []
         self._loops: list[asyncio.Task[None]] = []
         self._sender: ServiceBusSender | None = None
+        self._scheduling = asyncio.Lock()
         self._stopping = False
 
     async def start(self) -> None:
@@ -165,12 +186,14 @@ class ServiceBusConsumer:
         for subscription in self.subscriptions:
             self._links.append(_Link(self.client.get_subscription_receiver(
                 self.topic, subscription.name, receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
-                prefetch_count=self.prefetch), subscription))
+                prefetch_count=self.prefetch), subscription,
+                self.client.get_subscription_receiver(self.topic, subscription.name)))
         opened = await asyncio.gather(*(self._open(link) for link in self._links))
         missing = [link.subscription.name for link, ok in zip(self._links, opened, strict=True)
                    if not ok]
         if missing:
-            await asyncio.gather(*(self._close(link.receiver) for link in self._links))
+            await asyncio.gather(*(self._close(receiver) for link in self._links
+                                   for receiver in (link.receiver, link.peeker)))
             self._links.clear()
             raise TransportNotReady(
                 f"Service Bus topic {self.topic!r} has no subscription {', '.join(missing)}: "
@@ -215,7 +238,9 @@ class ServiceBusConsumer:
         # At once: the SDK takes half a second on average to close each (its keep-alive
         # task, which it awaits, sleeps a second at a time).
         await asyncio.gather(*(self._close(link) for link in
-                               [*(link.receiver for link in self._links), self._sender]
+                               [*(r for link in self._links for r in (link.receiver,
+                                                                       link.peeker)),
+                                self._sender]
                                if link is not None))
 
     async def _close(self, link: ServiceBusReceiver | ServiceBusSender) -> None:
@@ -224,11 +249,10 @@ class ServiceBusConsumer:
                 await link.close()
 
     async def anything_queued(self) -> bool:
-        """True if a subscription shows a message (active, locked or deferred), peeked
-        through the receivers already open."""
+        """True if a subscription shows a message (active, locked or deferred)."""
         for link in self._links:
             async with asyncio.timeout(self.timeout):
-                if await link.receiver.peek_messages(1):
+                if await link.peek():
                     return True
         return False
 
@@ -254,7 +278,7 @@ class ServiceBusConsumer:
                 self.unsettled += 1
                 link.held += 1
                 assert self._renewer is not None
-                self._renewer.register(link.receiver, message)
+                self._renewer.register(cast(ServiceBusReceiver, link), message)
                 # Decoded here, in the order received, so that it joins its stream in order.
                 self._workers.submit(self._decode(link, message))
 
@@ -360,7 +384,7 @@ class ServiceBusConsumer:
         due = datetime.now(UTC) + timedelta(seconds=delay)
         if self._sender is None:
             self._sender = self.client.get_topic_sender(self.topic)
-        async with asyncio.timeout(self.timeout):
+        async with asyncio.timeout(self.timeout), self._scheduling:  # one at a time, as above
             await self._sender.schedule_messages(copy, due)
         self.scheduled_until = max(self.scheduled_until, due.timestamp())
         await self._settle(delivery, "complete", link.receiver.complete_message(message))

@@ -4,12 +4,14 @@ off), replay, delete, purge.
 A letter's id is `<subscription>:<sequence number>` (the number the sub-queue gave it), its
 order the subscriptions' in turn, each in sequence order. Replaying sends a copy to the
 topic for its subscription alone (`messages.redelivery`), then completes the letter: a
-worker handles it, with fresh retries.
+worker handles it, with fresh delayed retries; failing again, it comes back under the same
+id (the copy carries it), its attempts added up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -19,6 +21,7 @@ from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 from mussikon.adapters.messaging.message_contract import EVENT_TYPE, int_or
 from mussikon.adapters.messaging.servicebus.messages import (
     ATTEMPTS_MADE,
+    RETRIES,
     body_of,
     properties_of,
     redelivery,
@@ -29,6 +32,27 @@ from mussikon.wire import EventCodec, WireFormatError
 _PAGE = 100
 _WAIT = 1.0
 """Seconds a receive from a sub-queue waits for its next message."""
+
+
+_ATTEMPTS = re.compile(r"\((\d+) attempts\)$")
+"""How the consumer's `DeadLetterErrorDescription` ends: every attempt, in every round (the
+dead-lettered message's own properties count only the rounds before its last)."""
+
+
+def _attempts(description: str) -> int:
+    found = _ATTEMPTS.search(description)
+    return int(found.group(1)) if found else 0
+
+
+DEAD_LETTER_ID = "x-dead-letter-id"
+"""The id a replayed letter had, carried by its copy (and the copies scheduled after it), so
+that failing again it is dead-lettered under the same id."""
+
+
+def _letter_id(name: str, message: ServiceBusReceivedMessage) -> str:
+    """`<subscription>:<sequence number>` the first time a message is dead-lettered; the same
+    again for the copy of a replayed letter."""
+    return str(properties_of(message).get(DEAD_LETTER_ID) or f"{name}:{message.sequence_number}")
 
 
 class DeadLetterSubQueues:
@@ -68,15 +92,32 @@ class DeadLetterSubQueues:
             raise KeyError(letter_id)
         return name, int(number)
 
+    async def _locate(self, letter_id: str) -> tuple[str, ServiceBusReceivedMessage] | None:
+        """The letter's sub-queue and message, or None. One peek at the sequence number its id
+        names finds it, unless it was replayed and dead-lettered again (its id kept, at a later
+        number): then its sub-queue is read, no other."""
+        try:
+            name, number = self._split(letter_id)
+        except KeyError:
+            return None
+        if name not in self.names:
+            return None
+        found = await self._peek(name, number, 1)
+        if found and _letter_id(name, found[0]) == letter_id:
+            return name, found[0]
+        return next(((name, m) for m in await self._peek(name, 1, None)
+                     if _letter_id(name, m) == letter_id), None)
+
     async def page(self, limit: int | None, after: str | None) -> list[DeadLetter]:
         """Up to `limit` letters after the letter `after` (KeyError if there is none): the
         subscriptions in turn, each in sequence order; peeks only what it returns."""
         names, start = self.names, 1
         if after is not None:
-            name, number = self._split(after)
-            if name not in self.names or await self.find(after) is None:
+            located = await self._locate(after)
+            if located is None:
                 raise KeyError(after)
-            names, start = self.names[self.names.index(name):], number + 1
+            name, message = located
+            names, start = self.names[self.names.index(name):], (message.sequence_number or 0) + 1
         letters: list[DeadLetter] = []
         for name in names:
             left = None if limit is None else limit - len(letters)
@@ -87,22 +128,14 @@ class DeadLetterSubQueues:
         return letters
 
     async def find(self, letter_id: str) -> DeadLetter | None:
-        """The letter with this id, or None: one peek."""
-        try:
-            name, number = self._split(letter_id)
-        except KeyError:
-            return None
-        if name not in self.names:
-            return None
-        found = await self._peek(name, number, 1)
-        if not found or found[0].sequence_number != number:
-            return None
-        return self._letter(name, found[0])
+        """The letter with this id, or None (see `_locate`)."""
+        located = await self._locate(letter_id)
+        return None if located is None else self._letter(*located)
 
     async def ids(self, prefix: str, limit: int) -> list[str]:
         """Up to `limit` ids starting with `prefix`, in id order: the sub-queues whose ids can
         start so are read whole, no other."""
-        ids = [f"{name}:{m.sequence_number}" for name in self.names
+        ids = [_letter_id(name, m) for name in self.names
                if name.startswith(prefix) or prefix.startswith(f"{name}:")
                for m in await self._peek(name, 1, None)]
         return sorted(i for i in ids if i.startswith(prefix))[:limit]
@@ -119,9 +152,10 @@ class DeadLetterSubQueues:
             pass
         description = message.dead_letter_error_description or ""
         return DeadLetter(
-            id=f"{name}:{message.sequence_number}", subscription=name, message_id=message_id,
+            id=_letter_id(name, message), subscription=name, message_id=message_id,
             event_type=event_type, position=int_or(properties.get("Position"), 0) or None,
-            attempts=int_or(properties.get(ATTEMPTS_MADE), 0) or (message.delivery_count or 0),
+            attempts=_attempts(description) or int_or(properties.get(ATTEMPTS_MADE), 0)
+            or (message.delivery_count or 0),
             exception=description.partition(":")[0],
             reason=f"{message.dead_letter_reason or ''}: {description}".strip(": "),
             body=body.decode("utf-8", "replace"),
@@ -130,7 +164,7 @@ class DeadLetterSubQueues:
     async def _take(self, letter_id: str) -> tuple[str, ServiceBusReceiver,
                                                    ServiceBusReceivedMessage]:
         """The letter, locked, with its open receiver (KeyError if there is no such letter)."""
-        name, number = self._split(letter_id)
+        name, _ = self._split(letter_id)
         if name not in self.names:
             raise KeyError(letter_id)
         receiver = self._receiver(name)
@@ -141,7 +175,7 @@ class DeadLetterSubQueues:
                 if not batch:
                     raise KeyError(letter_id)
                 for message in batch:
-                    if message.sequence_number == number:
+                    if _letter_id(name, message) == letter_id:
                         return name, receiver, message
         except BaseException:
             await receiver.close()  # the others' locks go with the link: they stay
@@ -156,7 +190,9 @@ class DeadLetterSubQueues:
         name, receiver, message = await self._take(letter_id)
         async with receiver, self.client.get_topic_sender(self.topic) as sender:
             copy = redelivery(message, name, f"{message.message_id}/{name}/replay"
-                              f"{message.sequence_number}", {})
+                              f"{message.sequence_number}",
+                              {DEAD_LETTER_ID: _letter_id(name, message), RETRIES: 0,
+                               ATTEMPTS_MADE: self._letter(name, message).attempts})
             await sender.send_messages(copy)
             await receiver.complete_message(message)
 
