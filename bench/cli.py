@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from bench.bus import Options as BusOptions
+from bench.bus_servicebus import Options as ServiceBusOptions
 from bench.report import Report
 from mussikon.config import INBOX_RETENTION_MINIMUM, mask_url
 
@@ -112,6 +113,13 @@ def store(
 
 _BUS = BusOptions()
 """`bench bus`'s defaults: those of the benchmark's own options."""
+_SERVICEBUS = ServiceBusOptions()
+"""`bench bus --broker servicebus`'s defaults."""
+
+
+class Broker(StrEnum):
+    RABBITMQ = "rabbitmq"
+    SERVICEBUS = "servicebus"
 
 
 class QueueType(StrEnum):
@@ -126,11 +134,16 @@ _BUS_SYNCHRONOUS = Synchronous(_BUS.synchronous)
 @bench_app.command("bus")
 def bus(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    broker: Annotated[Broker, typer.Option(
+        help="RabbitMQ, or Service Bus through the official SDK against the local peer "
+             "(tests/servicebus_peer; transport-path only).")] = Broker.RABBITMQ,
     url: Annotated[str, typer.Option(
         envvar="MUSSIKON_BROKER_URL", help="RabbitMQ (queues made and deleted in it).")] =
         _BUS.url,
-    messages: Annotated[int, typer.Option(
-        min=100, help="Messages per throughput workload and round.")] = _BUS.messages,
+    messages: Annotated[int | None, typer.Option(
+        min=100, show_default=False,
+        help=f"Messages per throughput workload and round [default: {_BUS.messages:,}; "
+             f"Service Bus: {_SERVICEBUS.messages:,}]")] = None,
     latency_messages: Annotated[int, typer.Option(
         min=100, help="Messages sent at a steady rate for the latency workloads.")] =
         _BUS.latency_messages,
@@ -163,49 +176,92 @@ def bus(
         min=1, help="The worker's prefetch (the peers': 200).")] = _BUS.prefetch,
     concurrency: Annotated[int, typer.Option(
         min=1, help="Handlers the worker runs at once.")] = _BUS.concurrency,
-    rounds: Annotated[int, typer.Option(
-        min=1, help="Rounds; contenders take turns in each.")] = _BUS.rounds,
+    rounds: Annotated[int | None, typer.Option(
+        min=1, show_default=False,
+        help=f"Rounds; contenders take turns in each [default: {_BUS.rounds}; Service Bus: "
+             f"{_SERVICEBUS.rounds}]")] = None,
     peers: Annotated[bool, typer.Option(help="Measure the peers too.")] = True,
-    workloads: Annotated[str, typer.Option(
+    workloads: Annotated[str | None, typer.Option(
+        show_default=False,
         help="Comma-separated: transport-path, full-path, latency-p50, worker-rss-growth "
-             "(with inbox-size), foreign-path.")] = ",".join(_BUS.workloads),
+             "(with inbox-size), foreign-path [default: "
+             f"{','.join(_BUS.workloads)}; Service Bus: transport-path, the only one]")] = None,
 ) -> None:
     """RabbitMQ end to end (store, relay, broker, worker, inbox) beside raw aiormq, raw
     aio-pika and FastStream, in messages/s, latency (ms), and the growth of the worker's
     memory and of its inbox with the retention pruning; and events the .NET service
-    publishes, through the whole worker (foreign-path)."""
+    publishes, through the whole worker (foreign-path). With --broker servicebus: the
+    Service Bus transport path beside the raw SDK loop, on the local peer."""
     from aiormq.exceptions import AMQPError
 
     from bench import bus as bus_bench
 
-    chosen = tuple(w.strip() for w in workloads.split(",") if w.strip())
+    err = Console(stderr=True)
+    if broker is Broker.SERVICEBUS:
+        _bus_servicebus(err, as_json, workloads, ServiceBusOptions(
+            messages=messages or _SERVICEBUS.messages, rounds=rounds or _SERVICEBUS.rounds,
+            store=store, synchronous=synchronous.value, prefetch=prefetch,
+            concurrency=concurrency, peers=peers))
+        return
+    chosen = tuple(w.strip() for w in (workloads or ",".join(_BUS.workloads)).split(",")
+                   if w.strip())
     known = {bus_bench.TRANSPORT_PATH, bus_bench.FULL_PATH, bus_bench.LATENCY_P50,
              bus_bench.LATENCY_P99, bus_bench.RSS_GROWTH, bus_bench.INBOX_SIZE,
              bus_bench.FOREIGN_PATH}
     unknown = sorted(set(chosen) - known)
-    err = Console(stderr=True)
     if unknown or not chosen:
         err.print(f"error: unknown workload(s) {', '.join(unknown) or '(none given)'}; "
                   f"choose from {', '.join(sorted(known))}", style="red", markup=False)
         raise typer.Exit(2)
-    if store != "sqlite" and not store.startswith(("postgresql://", "postgres://")):
-        err.print(f"error: --store must be sqlite or a postgresql:// URL, not {mask_url(store)}",
-                  style="red", markup=False)
-        raise typer.Exit(2)
+    _check_store(err, store)
     options = bus_bench.Options(
-        url=url, messages=messages, latency_messages=latency_messages,
+        url=url, messages=messages or _BUS.messages, latency_messages=latency_messages,
         latency_rate=latency_rate, rss_messages=rss_messages,
         rss_baseline=min(rss_baseline, rss_messages), rss_rate=rss_rate,
         inbox_retention=inbox_retention,
         queue_type=queue_type.value, store=store,
         synchronous=synchronous.value, appenders=appenders, prefetch=prefetch,
-        concurrency=concurrency, rounds=rounds, peers=peers, workloads=chosen)
+        concurrency=concurrency, rounds=rounds or _BUS.rounds, peers=peers, workloads=chosen)
     progress = None if as_json else (lambda line: err.print(line, style="dim"))
     try:
         report = bus_bench.run(options, progress)
     except (OSError, RuntimeError, AMQPError) as exc:
         err.print(f"error: RabbitMQ at {mask_url(url)}: {type(exc).__name__}: "
                   f"{mask_url(str(exc))}", style="red", markup=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(report.dumps() + "\n")
+    else:
+        report.render()
+
+
+def _check_store(err: Console, store: str) -> None:
+    if store != "sqlite" and not store.startswith(("postgresql://", "postgres://")):
+        err.print(f"error: --store must be sqlite or a postgresql:// URL, not {mask_url(store)}",
+                  style="red", markup=False)
+        raise typer.Exit(2)
+
+
+def _bus_servicebus(err: Console, as_json: bool, workloads: str | None,
+                    options: ServiceBusOptions) -> None:
+    """`bench bus --broker servicebus`: the transport path on the local Service Bus peer."""
+    from bench import bus_servicebus
+
+    chosen = tuple(w.strip() for w in (workloads or ",".join(options.workloads)).split(",")
+                   if w.strip())
+    unknown = sorted(set(chosen) - set(bus_servicebus.WORKLOADS))
+    if unknown or not chosen:
+        err.print(f"error: workload(s) {', '.join(unknown) or '(none given)'} not measured on "
+                  f"Service Bus; choose from {', '.join(bus_servicebus.WORKLOADS)}",
+                  style="red", markup=False)
+        raise typer.Exit(2)
+    _check_store(err, options.store)
+    progress = None if as_json else (lambda line: err.print(line, style="dim"))
+    try:
+        report = bus_servicebus.run(options, progress)
+    except (OSError, RuntimeError) as exc:
+        err.print(f"error: Service Bus benchmark: {type(exc).__name__}: {mask_url(str(exc))}",
+                  style="red", markup=False)
         raise typer.Exit(2) from None
     if as_json:
         sys.stdout.write(report.dumps() + "\n")

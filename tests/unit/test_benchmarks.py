@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from bench import bus, store_postgres, store_sqlite
+from bench import bus, bus_servicebus, store_postgres, store_sqlite
 from bench.cli import bench_app
 from bench.peer_eventsourcing import available
 from bench.report import Report, Result, from_json
@@ -127,6 +127,47 @@ def test_bench_bus_runs_with_the_benchmark_s_own_defaults_and_the_options_given(
     assert json.loads(plain.stdout)["benchmark"] == "bus-rabbitmq"
     assert seen == [bus.Options(), bus.Options(concurrency=8, queue_type="classic",
                                                workloads=("full-path",))]
+
+
+def test_bench_bus_on_service_bus_runs_the_transport_path_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bus_servicebus.Options] = []
+
+    def fake(options: bus_servicebus.Options, progress: object = None) -> Report:
+        seen.append(options)
+        return Report("bus-servicebus", [Result("transport-path", "messages/s", 1.0)])
+
+    monkeypatch.setattr(bus_servicebus, "run", fake)
+    plain = CliRunner().invoke(bench_app, ["bus", "--broker", "servicebus", "--json"])
+    chosen = CliRunner().invoke(bench_app, ["bus", "--broker", "servicebus", "--json",
+                                            "--messages", "500", "--rounds", "1",
+                                            "--concurrency", "8"])
+    other = CliRunner().invoke(bench_app, ["bus", "--broker", "servicebus",
+                                           "--workloads", "transport-path,full-path"])
+
+    assert plain.exit_code == 0 and chosen.exit_code == 0, plain.output + chosen.output
+    assert json.loads(plain.stdout)["benchmark"] == "bus-servicebus"
+    assert seen == [bus_servicebus.Options(),
+                    bus_servicebus.Options(messages=500, rounds=1, concurrency=8)]
+    assert other.exit_code == 2 and "full-path" in other.output
+
+
+@pytest.mark.servicebus
+def test_the_servicebus_benchmark_measures_the_transport_path_beside_the_raw_sdk(
+        tmp_path: Path) -> None:
+    report = bus_servicebus.run(bus_servicebus.Options(messages=200, rounds=1, concurrency=8,
+                                                       directory=str(tmp_path)))
+
+    document = json.loads(report.dumps())
+    assert document["benchmark"] == "bus-servicebus"
+    [result] = document["results"]
+    assert (result["workload"], result["unit"]) == ("transport-path", "messages/s")
+    assert set(result["peers"]) == {"raw-azure-servicebus"}
+    assert result["ours"] > 0 and result["peers"]["raw-azure-servicebus"] > 0
+    assert report.results[0].targets == {"raw-azure-servicebus": 0.8}
+    assert re.fullmatch(r"ours \d+, raw-azure-servicebus \d+",
+                        report.settings["client CPU, µs/message"])
+    assert list(tmp_path.iterdir()) == []  # the scratch store is gone
 
 
 @pytest.mark.postgres

@@ -2,11 +2,13 @@
 `StreamOrderedWorkers` (each stream's messages in the order received, streams in parallel,
 `concurrency` handlers at once in this process).
 
-A message is received under a lock, which an `AutoLockRenewer` renews from its receipt
-until it is settled (up to `lock_renewal` seconds), and completed only after its
-subscription's handler succeeded. At most `prefetch` messages per subscription are held
-(received and not settled). Its event is first looked up in the store by its id: one that
-another service published (a .NET `ServiceBusEventService` message, with a new GUID
+A message is received under a lock, which an `AutoLockRenewer` renews from its receipt until
+it is settled (up to `lock_renewal` seconds), and completed only after its subscription's
+handler succeeded; the completion goes on apart from the handlers (the SDK waits for the
+service's echo of every settlement), so that a handler's slot is free as soon as its handler
+returns. At most `prefetch` messages per subscription are held (received and not settled,
+completions in progress included). Its event is first looked up in the store by its id: one
+that another service published (a .NET `ServiceBusEventService` message, with a new GUID
 `MessageId`) is recorded once (`EventStore.record_foreign`, origin `servicebus`) before any
 handler runs, and only once what it presupposes is stored: until then a copy of it is
 scheduled for later and the original completed, as on RabbitMQ (after `prerequisite_wait`
@@ -79,8 +81,18 @@ log = logging.getLogger("mussikon.servicebus.consumer")
 FOREIGN_ORIGIN = "servicebus"
 """The origin of the events other services published that this consumer records."""
 
+SOCKET_TIMEOUT = 0.05
+"""Seconds the receivers' connections wait on the socket at a time. A settlement sent
+learns of the service's echo only when its own wait on the socket ends, even when another
+wait read the echo meanwhile: this bounds how long a completion takes (the SDK's default,
+0.2 s, holds each message that long after its handler)."""
 _RECEIVE_WAIT = 1.0
-"""Seconds one receive call waits for messages (the loop then looks whether to stop)."""
+"""Seconds one receive call waits for messages when none came last time (the loop then
+looks whether to stop)."""
+_RECEIVE_WAIT_BUSY = 0.05
+"""Seconds one receive call may take while messages come: once it has a first message, the
+SDK waits for as many as asked until the call's time is up, which would keep what is
+already in hand from the handlers."""
 
 
 async def _no_handler(envelope: Envelope) -> None:
@@ -133,6 +145,8 @@ class _Delivery:
     store_waits: int = 0
     """Times the store could not be asked whether it holds the event, in this delivery."""
     stream: str | None = None
+    completing: bool = False
+    """Its handler succeeded and its completion goes on apart from the handlers' slots."""
 
 
 def _stream_of(delivery: _Delivery) -> str | None:
@@ -152,13 +166,13 @@ class ServiceBusConsumer:
                  retry_delays: Iterable[float] = (0.05, 0.25, 1.0),
                  delayed_retry_delays: Iterable[float] = (1.0, 10.0, 60.0),
                  lock_renewal: float = 300.0, prerequisite_wait: float = 600.0,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, socket_timeout: float = SOCKET_TIMEOUT) -> None:
         self.client, self.topic, self.codec, self.store = client, topic, codec, store
         self.prefetch, self.concurrency = prefetch, concurrency
         self.retry_delays = tuple(retry_delays)
         self.delayed_retry_delays = tuple(delayed_retry_delays)
         self.prerequisite_wait, self.timeout = prerequisite_wait, timeout
-        self.lock_renewal = lock_renewal
+        self.lock_renewal, self.socket_timeout = lock_renewal, socket_timeout
         rules = subscription_rules(subscriptions, codec.event_types)
         by_name = {s.name: s for s in subscriptions}
         self.subscriptions = [by_name.get(name) or Subscription(name, subjects, _no_handler)
@@ -175,6 +189,7 @@ class ServiceBusConsumer:
         self._renewer: AutoLockRenewer | None = None
         self._links: list[_Link] = []
         self._loops: list[asyncio.Task[None]] = []
+        self._completions: set[asyncio.Task[None]] = set()
         self._sender: ServiceBusSender | None = None
         self._scheduling = asyncio.Lock()
         self._stopping = False
@@ -186,7 +201,7 @@ class ServiceBusConsumer:
         for subscription in self.subscriptions:
             self._links.append(_Link(self.client.get_subscription_receiver(
                 self.topic, subscription.name, receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
-                prefetch_count=self.prefetch), subscription,
+                prefetch_count=self.prefetch, socket_timeout=self.socket_timeout), subscription,
                 self.client.get_subscription_receiver(self.topic, subscription.name)))
         opened = await asyncio.gather(*(self._open(link) for link in self._links))
         missing = [link.subscription.name for link, ok in zip(self._links, opened, strict=True)
@@ -232,6 +247,7 @@ class ServiceBusConsumer:
         for delivery in await self._workers.stop(grace):
             await self._settle(delivery, "abandon", delivery.link.receiver.abandon_message(
                 delivery.message))
+        await asyncio.gather(*self._completions)
         self.unsettled = 0
         if self._renewer is not None:
             await self._renewer.close()
@@ -258,16 +274,15 @@ class ServiceBusConsumer:
 
     async def _receive(self, link: _Link) -> None:
         limit = max(self.prefetch, 1)
-        pause = 0.1
+        pause, wait = 0.1, _RECEIVE_WAIT
         while not self._stopping:
             if link.held >= limit:
                 link.room.clear()
                 await link.room.wait()
                 continue
             try:
-                messages = await link.receiver.receive_messages(limit - link.held,
-                                                                _RECEIVE_WAIT)
-                pause = 0.1
+                messages = await link.receiver.receive_messages(limit - link.held, wait)
+                pause, wait = 0.1, _RECEIVE_WAIT_BUSY if messages else _RECEIVE_WAIT
             except ServiceBusError as exc:
                 log.warning("receiving from %s: %s; trying again", link.subscription.name, exc)
                 await asyncio.sleep(pause)
@@ -312,14 +327,36 @@ class ServiceBusConsumer:
             await self._settle(delivery, "abandon",
                                delivery.link.receiver.abandon_message(delivery.message))
             delay = None
-        if delay is None:
-            self.unsettled -= 1
-            delivery.link.settled()
+        if delay is None and not delivery.completing:
+            self._finished(delivery)
         return delay
 
+    def _finished(self, delivery: _Delivery) -> None:
+        self.unsettled -= 1
+        delivery.link.settled()
+
+    def _complete(self, delivery: _Delivery) -> None:
+        """Complete the message apart from the handlers: the SDK confirms a settlement only
+        once the service echoes it, a wait that would otherwise hold a handler's slot.
+        Stopping waits for these completions."""
+        delivery.completing = True
+        task = asyncio.create_task(self._completion(delivery))
+        self._completions.add(task)
+        task.add_done_callback(self._completions.discard)
+
+    async def _completion(self, delivery: _Delivery) -> None:
+        try:
+            await self._settle(delivery, "complete",
+                               delivery.link.receiver.complete_message(delivery.message))
+        except Exception:
+            # Not completed: the message comes again, which the subscription's inbox knows.
+            log.exception("could not complete a message of %s",
+                          delivery.link.subscription.name)
+        finally:
+            self._finished(delivery)
+
     async def _process(self, delivery: _Delivery) -> float | None:
-        link, message, envelope = delivery.link, delivery.message, delivery.envelope
-        receiver, subscription = link.receiver, link.subscription
+        envelope, subscription = delivery.envelope, delivery.link.subscription
         if envelope is None:
             assert delivery.malformed is not None
             log.error("malformed message in %s is dead-lettered: %s", subscription.name,
@@ -336,7 +373,7 @@ class ServiceBusConsumer:
         attempt = delivery.state.attempts_made + delivery.tries
         error = await try_handler(subscription.name, subscription.handler, envelope, attempt)
         if error is None:
-            await self._settle(delivery, "complete", receiver.complete_message(message))
+            self._complete(delivery)
             return None
         delay = next_retry_delay(self.retry_delays, delivery.tries)
         if delay is not None:
