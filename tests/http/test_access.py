@@ -3,6 +3,7 @@ not serve (403), and a musician or organizer reaching for someone else's resourc
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         await api.settle()
         yield World(api, callers, {"gig": gig, "application": application,
                                    "contract": contract, "ana": ana.id, "casa": casa.id,
-                                   "stream": f"gig-{gig}"})
+                                   "stream": f"gig-{gig}", "correlation": str(uuid.uuid4())})
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ ROUTES = [
     Route("GET", "/contracts/{contract}", ("bob", "other")),
     Route("GET", "/analytics", ("ana", "casa")),
     Route("GET", "/streams/{stream}/events", ("ana", "casa")),
+    Route("GET", "/correlations/{correlation}/events", ("ana", "casa")),
 ]
 
 
@@ -98,7 +100,7 @@ def _template(path: str) -> str:
     """A route's path with its parameters named as the table names them."""
     for name, alias in (("gig_id", "gig"), ("application_id", "application"),
                         ("contract_id", "contract"), ("musician_id", "ana"),
-                        ("stream_id", "stream")):
+                        ("stream_id", "stream"), ("correlation_id", "correlation")):
         path = path.replace("{" + name + "}", "{" + alias + "}")
     return path
 

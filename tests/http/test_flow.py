@@ -4,6 +4,7 @@ read models and saga run in the server's process and the client polls for their 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,7 @@ from tests.http.conftest import (
     serving,
     settings_for,
 )
+from tests.polling import eventually
 
 
 async def book_and_pay(api: Api) -> None:
@@ -66,6 +68,24 @@ async def book_and_pay(api: Api) -> None:
     events = (await api.get(operator, f"/streams/contract-{contract_id}/events")).json()
     assert [e["event_type"] for e in events][-1] == "ContractPaidEvent"
     assert events[0]["data"]["Amount"] == "1200.00"
+
+    # The acceptance's causal chain: the saga's drafting of the contract (and its
+    # payment, marked on the contract) follow from it, each naming its cause.
+    acceptance = (await api.get(operator, f"/streams/application-{application_id}/events",
+                                from_version=2)).json()[0]
+    assert acceptance["event_type"] == "ApplicationAcceptedEvent"
+    chain: list[dict[str, Any]] = []
+
+    async def drafted_in_chain() -> bool:
+        nonlocal chain
+        answer = await api.get(operator, f"/correlations/{acceptance['correlation_id']}/events")
+        chain = answer.json() if answer.status_code == 200 else []
+        return "ContractDraftedEvent" in [e["event_type"] for e in chain]
+
+    await eventually(drafted_in_chain)
+    assert chain[0]["event_id"] == acceptance["event_id"]
+    assert {e["correlation_id"] for e in chain} == {acceptance["correlation_id"]}
+    assert all(e["causation_id"] for e in chain[1:])  # each follows from something
 
 
 async def test_a_booking_from_registration_to_payment(api: Api) -> None:

@@ -4,12 +4,14 @@ shows once the projections have applied it) and from the event store."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
+from mussikon.application.projections.correlations import BY_CORRELATION, correlation_prefix
 from mussikon.application.projections.directory import (
     APPLICATIONS,
     CONTRACTS,
@@ -192,3 +194,21 @@ async def stream_events(stream_id: str, state: State, principal: Staff,
     services."""
     records = await state.app.store.read_stream(stream_id, from_version)
     return _events(records[:limit], state)
+
+
+@router.get("/correlations/{correlation_id}/events", response_model=list[models.Event])
+async def correlation_events(correlation_id: str, state: State, principal: Staff,
+                             limit: Annotated[int, Query(ge=1, le=1000)] = 500
+                             ) -> list[models.Event]:
+    """The causal chain of one correlation (a command from outside and every event that
+    followed from it, each naming its cause in `causation_id`), in the global order:
+    operators, services."""
+    entries = await state.app.documents.scan_page(
+        BY_CORRELATION, prefix=correlation_prefix(correlation_id), limit=limit)
+    found = [await state.app.store.find_event(uuid.UUID(doc["event_id"])) for _, doc in entries]
+    records = sorted((r for r in found if r is not None), key=lambda r: r.position)
+    if not records:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            f"no events of correlation {correlation_id} (yet: the read "
+                            "models may not have caught up)")
+    return _events(records, state)
