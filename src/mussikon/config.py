@@ -277,6 +277,10 @@ def load_settings() -> Settings:
         raise SettingsError(describe_invalid_settings(exc)) from None
 
 
+_SECRET_SETTINGS = frozenset({"api_secret"})
+"""Settings whose value is never shown, even when it is refused."""
+
+
 def describe_invalid_settings(error: ValidationError) -> str:
     """One line naming each `MUSSIKON_*` variable that Settings refused, its value (passwords
     masked) and why."""
@@ -286,7 +290,8 @@ def describe_invalid_settings(error: ValidationError) -> str:
         name = ".".join(str(part) for part in problem["loc"])
         reason = problem["msg"].removeprefix("Value error, ")
         value = problem.get("input")
-        shown = f"={mask_url(value)!r}" if isinstance(value, str) else ""
+        secret = name in _SECRET_SETTINGS
+        shown = f"={mask_url(value)!r}" if isinstance(value, str) and not secret else ""
         parts.append(f"{prefix}{name.upper()}{shown}: {reason}")
     return "; ".join(parts)
 
