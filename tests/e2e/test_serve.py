@@ -65,6 +65,12 @@ def test_a_bad_role_or_setting_is_one_line(tmp_path: Path) -> None:
     assert "--role" in one_error_line(bad_role)
     bad_limit = mussikon("serve", cwd=tmp_path, env=environment(api_max_body="10"))
     assert "MUSSIKON_API_MAX_BODY" in one_error_line(bad_limit)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = mussikon("serve", "--port", str(taken.getsockname()[1]), cwd=tmp_path,
+                        env=environment(store_url="memory://"))
+    assert "cannot listen on 127.0.0.1:" in one_error_line(busy)
     short = mussikon("serve", cwd=tmp_path, env=environment(api_secret="short"))
     line = one_error_line(short)
     assert "MUSSIKON_API_SECRET" in line and "short" not in line.split(":", 1)[1]

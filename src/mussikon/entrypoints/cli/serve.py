@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import signal
+import socket
 from types import FrameType
 from typing import Annotated
 
 import typer
 
-from mussikon.config import load_settings
-from mussikon.entrypoints.cli.common import run
+from mussikon.entrypoints.cli.common import opened, run
+from mussikon.entrypoints.cli.output import CommandFailed
 
 
 def serve(host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
@@ -25,22 +25,44 @@ def serve(host: Annotated[str, typer.Option("--host", help="Address to listen on
     from mussikon.entrypoints.http.api import create_api
 
     async def go() -> None:
-        settings = load_settings()
-        logging.getLogger().setLevel(settings.log_level)
-        config = uvicorn.Config(create_api(settings), host=host, port=port,
-                                log_level=settings.log_level.lower(), lifespan="on",
-                                server_header=False)
-        server = uvicorn.Server(config)
-        # The server stops gracefully on SIGTERM or Ctrl-C, then raises the signal again for
-        # the handler it found: this one, so that a clean stop exits 0.
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, _stopped)
-        await server.serve()
-        if not server.started:
-            raise OSError(f"could not serve on {host}:{port} (see the log above)")
+        listening = _listen(host, port)
+        try:
+            async with opened() as application:
+                await application.start()
+                config = uvicorn.Config(create_api(application=application),
+                                        log_level=application.settings.log_level.lower(),
+                                        lifespan="on", server_header=False)
+                server = uvicorn.Server(config)
+                # The server stops gracefully on SIGTERM or Ctrl-C, then raises the signal
+                # again for the handler it found: this one, so that a clean stop exits 0.
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(signum, _stopped)
+                await server.serve(sockets=[listening])
+                if not server.started:
+                    raise CommandFailed("the HTTP API did not start (see the log above)")
+        finally:
+            listening.close()
 
     run(go)
 
 
 def _stopped(signum: int, frame: FrameType | None) -> None:
     """The signal that stopped the server, raised again once it has stopped: nothing to do."""
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port (an error naming them if it cannot be)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        listening = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise CommandFailed(f"--host {host!r}: {exc.strerror or exc}") from None
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+    except OSError as exc:
+        listening.close()
+        raise CommandFailed(f"cannot listen on {host}:{port} (--host, --port): "
+                            f"{exc.strerror or exc}") from None
+    return listening

@@ -8,7 +8,7 @@ from importlib.metadata import version
 
 from fastapi import APIRouter, FastAPI
 
-from mussikon.bootstrap import open_app
+from mussikon.bootstrap import App, open_app
 from mussikon.config import Settings, load_settings
 from mussikon.entrypoints.http import auth, commands, docs, errors, health, queries
 from mussikon.entrypoints.http.accounts import Accounts, token_secret
@@ -16,25 +16,27 @@ from mussikon.entrypoints.http.limits import BodySizeLimit
 from mussikon.entrypoints.http.state import ApiState
 
 
-def create_api(settings: Settings | None = None, *,
+def create_api(settings: Settings | None = None, *, application: App | None = None,
                routers: Sequence[APIRouter] = ()) -> FastAPI:
     """The HTTP API on the application the settings describe (the environment's if not
     given). Its lifespan opens the application and starts its handlers, read models and
-    sagas, and stops them at shutdown; `routers` are served beside the API's own."""
-    active = settings or load_settings()
+    sagas, and closes it at shutdown; or serves `application`, opened and started by the
+    caller, who closes it. `routers` are served beside the API's own."""
+    active = application.settings if application is not None else settings or load_settings()
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
-        application = await open_app(active)
+        if application is not None:
+            await _serve_on(api, application, active)
+            yield
+            return
+        opened = await open_app(active)
         try:
-            await application.start()
-            secret = await token_secret(application.documents,
-                                        active.api_secret.get_secret_value())
-            api.state.mussikon = ApiState(
-                application, Accounts(application.documents, secret, active.api_token_ttl))
+            await opened.start()
+            await _serve_on(api, opened, active)
             yield
         finally:
-            await application.close()
+            await opened.close()
 
     api = FastAPI(title="MussikOn", version=version("mussikon"), lifespan=lifespan,
                   docs_url=None, redoc_url=None,
@@ -47,3 +49,9 @@ def create_api(settings: Settings | None = None, *,
     for router in (health.router, auth.router, commands.router, queries.router, *routers):
         api.include_router(router)
     return api
+
+
+async def _serve_on(api: FastAPI, application: App, settings: Settings) -> None:
+    secret = await token_secret(application.documents, settings.api_secret.get_secret_value())
+    api.state.mussikon = ApiState(application, Accounts(application.documents, secret,
+                                                        settings.api_token_ttl))
