@@ -4,8 +4,9 @@ effect.
 The first successful answer is kept in the document store under the caller and the key, with
 a digest of the request (method, path, `If-Match` and body). A retry with the same request gets
 that answer again; the same key with another request is refused (422). The ids a keyed command
-creates are derived from the caller and the key, so two copies racing each other write one
-aggregate: the second is refused by the store and then answered as a retry.
+creates are derived from the caller and the key, so copies racing each other write one
+aggregate: the store refuses the others, which get the first answer if it is kept by then,
+else the conflict (409). A refused command keeps nothing: its retry runs again.
 """
 
 from __future__ import annotations
