@@ -18,6 +18,7 @@ from mussikon.application.inbox import idempotent
 from mussikon.application.marketplace import Marketplace
 from mussikon.application.projections.analytics import AnalyticsProjection, ProjectionAnalytics
 from mussikon.application.projections.availability import Availability
+from mussikon.application.projections.correlations import Correlations
 from mussikon.application.projections.directory import Directory
 from mussikon.application.projections.runner import ProjectionRunner
 from mussikon.application.repository import Repository
@@ -498,7 +499,7 @@ def _wire(settings: Settings, clock: Clock, codec: EventCodec, store: EventStore
           documents: DocumentStore) -> App:
     repository = Repository(store, snapshots=Snapshots(documents, settings.snapshot_every))
     marketplace = Marketplace(repository, clock.now)
-    read_models = [Directory(), Availability(), AnalyticsProjection()]
+    read_models = [Directory(), Availability(), AnalyticsProjection(), Correlations()]
     feed = open_feed(store, documents)
     projections = ProjectionRunner(store, documents, read_models,
                                    poll_interval=settings.poll_interval,

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _EXCHANGE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
@@ -144,6 +144,13 @@ class Settings(BaseSettings):
         description="How long a handled message id is kept in the inbox (seconds or ISO 8601, "
                     "P7D); longer than any delay before a message is delivered again")
     log_level: str = Field("WARNING", description="Log level of the command line")
+    api_secret: SecretStr = Field(
+        SecretStr(""), description="Key signing the HTTP API's tokens (JWT, HS256); empty: one "
+                                   "generated once and kept in the document store")
+    api_token_ttl: int = Field(3600, ge=60, le=7 * 24 * 3600,
+                               description="Seconds an HTTP API token is valid")
+    api_max_body: int = Field(65536, ge=1024, le=64 * 1024 * 1024,
+                              description="Largest HTTP API request body, in bytes (then 413)")
 
     @field_validator("broker_url")
     @classmethod
@@ -213,6 +220,13 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return value.upper()
 
+    @field_validator("api_secret")
+    @classmethod
+    def _secret_is_long(cls, value: SecretStr) -> SecretStr:
+        if 0 < len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (or empty: one is generated)")
+        return value
+
     @field_validator("inbox_retention")
     @classmethod
     def _retention_outlasts_redelivery(cls, value: timedelta) -> timedelta:
@@ -263,6 +277,10 @@ def load_settings() -> Settings:
         raise SettingsError(describe_invalid_settings(exc)) from None
 
 
+_SECRET_SETTINGS = frozenset({"api_secret"})
+"""Settings whose value is never shown, even when it is refused."""
+
+
 def describe_invalid_settings(error: ValidationError) -> str:
     """One line naming each `MUSSIKON_*` variable that Settings refused, its value (passwords
     masked) and why."""
@@ -272,7 +290,8 @@ def describe_invalid_settings(error: ValidationError) -> str:
         name = ".".join(str(part) for part in problem["loc"])
         reason = problem["msg"].removeprefix("Value error, ")
         value = problem.get("input")
-        shown = f"={mask_url(value)!r}" if isinstance(value, str) else ""
+        secret = name in _SECRET_SETTINGS
+        shown = f"={mask_url(value)!r}" if isinstance(value, str) and not secret else ""
         parts.append(f"{prefix}{name.upper()}{shown}: {reason}")
     return "; ".join(parts)
 

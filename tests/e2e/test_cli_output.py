@@ -334,7 +334,8 @@ def test_projections_status_counts_the_events_not_applied(tmp_path: Path) -> Non
     asyncio.run(fill(registrations(4), catch_up=True))
     asyncio.run(fill(registrations(3, "late"), catch_up=False))
     status = json_of("projections", "status", store=store)
-    assert {s["name"] for s in status} == {"directory", "availability", "analytics"}
+    assert {s["name"] for s in status} == {"directory", "availability", "analytics",
+                                                   "correlations"}
     assert all((s["position"], s["head"], s["lag"], s["lag_capped"]) == (4, 7, 3, False)
                for s in status), status
     assert "lag (events)" in succeeded("projections", "status", store=store)

@@ -81,7 +81,8 @@ async def test_status_lag_is_the_number_of_events_not_applied(
         await app.close()
     await append_one_by_one(stores, 3, "waiting")
     status = json_of(postgres_url, unique_name, "projections", "status")
-    assert {s["name"] for s in status} == {"directory", "availability", "analytics"}
+    assert {s["name"] for s in status} == {"directory", "availability", "analytics",
+                                                   "correlations"}
     for s in status:
         assert (s["lag"], s["lag_capped"]) == (3, False), s
         assert s["head"] - s["position"] > 3 * 2**20  # what the lag showed before

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mussikon.adapters.store.memory import InMemoryDocumentStore
-from mussikon.entrypoints.cli.directory import filtered_page
+from mussikon.application.projections.directory import filtered_page
 from mussikon.ports.documents import Changes, Document
 
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from mussikon.application.repository import A, Cause, Repository
+from mussikon.domain.aggregate import Aggregate
 from mussikon.domain.application import Application, application_id_for
 from mussikon.domain.contract import Contract, ContractStatus, contract_id_for
 from mussikon.domain.errors import AlreadyApplied, NotAParty, NotFound
@@ -25,6 +26,18 @@ from mussikon.ports.event_store import ConcurrencyError
 def new_id() -> str:
     """A new aggregate id: a GUID string, as the .NET services use."""
     return str(uuid.uuid4())
+
+
+def _at_version(aggregate: Aggregate, expected_version: int | None) -> None:
+    """Refuse to change an aggregate that is not at the version the caller last saw."""
+    if expected_version is not None and aggregate.version != expected_version:
+        raise ConcurrencyError(aggregate.stream_id, expected_version, aggregate.version)
+
+
+def _attempts(expected_version: int | None) -> int:
+    """A command given the version it expects is tried once: a retry after a conflict would
+    act on a state the caller has not seen."""
+    return 1 if expected_version is not None else 5
 
 
 class Marketplace:
@@ -65,9 +78,16 @@ class Marketplace:
         await self.repo.save(gig, cause or Cause.new())
         return gig.id
 
-    async def close_gig(self, gig_id: str, reason: str, cause: Cause | None = None) -> None:
-        """Stop a gig taking applications."""
-        await self.repo.update(Gig, gig_id, lambda g: g.close(reason), cause or Cause.new())
+    async def close_gig(self, gig_id: str, reason: str, cause: Cause | None = None, *,
+                        expected_version: int | None = None) -> None:
+        """Stop a gig taking applications. With `expected_version`: only if the gig's stream
+        is at that version (ConcurrencyError otherwise)."""
+        def change(gig: Gig) -> None:
+            _at_version(gig, expected_version)
+            gig.close(reason)
+
+        await self.repo.update(Gig, gig_id, change, cause or Cause.new(),
+                               attempts=_attempts(expected_version))
 
     async def submit_application(self, *, musician_id: str, gig_id: str, message: str,
                                  proposed_fee: Decimal, cause: Cause | None = None) -> str:
@@ -86,10 +106,13 @@ class Marketplace:
 
     async def accept_application(self, application_id: str, *, organizer_id: str,
                                  agreed_fee: Decimal | None = None,
-                                 cause: Cause | None = None) -> str:
+                                 cause: Cause | None = None,
+                                 expected_version: int | None = None) -> str:
         """The gig's organizer accepts an application; returns the id of the contract the
-        booking saga drafts for it."""
+        booking saga drafts for it. With `expected_version`: only if the application's stream
+        is at that version (ConcurrencyError otherwise)."""
         application = await self._existing(Application, application_id)
+        _at_version(application, expected_version)
         gig = await self.repo.load(Gig, application.gig_id)
         if gig.organizer_id != organizer_id:
             raise NotAParty(f"{organizer_id} is not the organizer of gig {gig.id}")
@@ -98,11 +121,17 @@ class Marketplace:
         return contract_id_for(application_id)
 
     async def reject_application(self, application_id: str, reason: str,
-                                 cause: Cause | None = None) -> None:
-        """Turn an application down, with the reason."""
+                                 cause: Cause | None = None, *,
+                                 expected_version: int | None = None) -> None:
+        """Turn an application down, with the reason. With `expected_version`: only if the
+        application's stream is at that version (ConcurrencyError otherwise)."""
+        def change(application: Application) -> None:
+            _at_version(application, expected_version)
+            application.reject(reason)
+
         await self._existing(Application, application_id)
-        await self.repo.update(Application, application_id, lambda a: a.reject(reason),
-                               cause or Cause.new())
+        await self.repo.update(Application, application_id, change, cause or Cause.new(),
+                               attempts=_attempts(expected_version))
 
     async def draft_contract(self, application_id: str, cause: Cause | None = None) -> str:
         """Draw up the contract of an accepted application at its agreed fee; returns its id."""
@@ -117,11 +146,19 @@ class Marketplace:
         return contract.id
 
     async def sign_contract(self, contract_id: str, party_id: str,
-                            cause: Cause | None = None) -> Contract:
-        """A party signs; the second signature puts the contract in force."""
+                            cause: Cause | None = None, *,
+                            expected_version: int | None = None) -> Contract:
+        """A party signs; the second signature puts the contract in force. With
+        `expected_version`: only if the contract's stream is at that version
+        (ConcurrencyError otherwise)."""
+        def change(contract: Contract) -> None:
+            _at_version(contract, expected_version)
+            contract.sign(party_id)
+
         await self._existing(Contract, contract_id)
-        contract, _ = await self.repo.update(Contract, contract_id, lambda c: c.sign(party_id),
-                                             cause or Cause.new())
+        contract, _ = await self.repo.update(Contract, contract_id, change,
+                                             cause or Cause.new(),
+                                             attempts=_attempts(expected_version))
         return contract
 
     async def _existing(self, cls: type[A], aggregate_id: str) -> A:
@@ -137,7 +174,10 @@ class Marketplace:
         payment = await self.repo.load(Payment, payment_id)
         if not payment.exists:
             payment.request(contract=contract, amount=contract.amount)
-            await self.repo.save(payment, cause or Cause.new())
+            try:
+                await self.repo.save(payment, cause or Cause.new())
+            except ConcurrencyError:  # opened at the same moment by another caller
+                return await self.repo.load(Payment, payment_id)
         return payment
 
     async def record_payment_outcome(self, payment_id: str, *, status: str, transaction_id: str,

@@ -3,6 +3,7 @@ and the genre-and-location index that matching reads."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from mussikon.application.projections import Projection, View
@@ -22,6 +23,7 @@ from mussikon.domain.events import (
     OrganizerRegisteredEvent,
 )
 from mussikon.domain.instant import format_dotnet
+from mussikon.ports.documents import Document, DocumentStore
 
 PROFILES = "profiles"
 ORGANIZERS = "organizers"
@@ -121,3 +123,25 @@ class Directory(Projection):
         doc = await view.get(PROFILES, musician_id)
         if doc is not None:
             view.put(PROFILES, musician_id, {**doc, field: doc.get(field, 0) + 1})
+
+
+BATCH = 200
+"""Documents read from the store at a time while a filter picks a page out of them."""
+
+Keep = Callable[[Document], bool]
+
+
+async def filtered_page(documents: DocumentStore, collection: str, keep: Keep | None, *,
+                        limit: int, after: str, prefix: str = "", batch: int = BATCH
+                        ) -> tuple[list[tuple[str, Document]], bool]:
+    """Up to `limit` documents that `keep` accepts, in key order after the key `after`, and
+    whether there are more: the store is read `batch` documents at a time, never whole."""
+    found: list[tuple[str, Document]] = []
+    size = limit + 1 if keep is None else max(limit + 1, batch)
+    while len(found) <= limit:
+        read = await documents.scan_page(collection, after=after, limit=size, prefix=prefix)
+        found.extend(item for item in read if keep is None or keep(item[1]))
+        if len(read) < size:
+            break
+        after = read[-1][0]
+    return found[:limit], len(found) > limit

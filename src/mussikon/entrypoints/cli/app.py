@@ -23,6 +23,8 @@ from mussikon.entrypoints.cli.events import events_app
 from mussikon.entrypoints.cli.notifications import notifications_app
 from mussikon.entrypoints.cli.projections import projections_app
 from mussikon.entrypoints.cli.sagas import sagas_app
+from mussikon.entrypoints.cli.serve import serve
+from mussikon.entrypoints.cli.users import users_app
 from mussikon.entrypoints.cli.worker import worker
 
 app = typer.Typer(help="MussikOn: the event-driven backend of a marketplace for musicians.",
@@ -31,6 +33,8 @@ app = typer.Typer(help="MussikOn: the event-driven backend of a marketplace for 
 
 app.command()(demo)
 app.command()(worker)
+app.command()(serve)
+app.add_typer(users_app, name="users")
 app.add_typer(events_app, name="events")
 app.add_typer(notifications_app, name="notifications")
 app.add_typer(projections_app, name="projections")

@@ -17,6 +17,7 @@ from mussikon.application.projections.directory import (
     MATCHING_INDEX,
     ORGANIZERS,
     PROFILES,
+    filtered_page,
     matching_prefix,
 )
 from mussikon.domain.contract import ContractStatus
@@ -49,32 +50,10 @@ OrganizerOption = Annotated[str | None, typer.Option(
     "--organizer",
     help="Only this organizer's (an id, or the start of one that names only one).")]
 
-BATCH = 200
-"""Documents read from the store at a time while a filter picks a page out of them."""
-
 MONEY_FIELDS = ("budget", "proposed_fee", "agreed_fee", "amount")
 """Amounts, which `--json` prints as exact decimal strings."""
 
 CONTRACT_STATUSES = tuple(s.value for s in ContractStatus if s is not ContractStatus.NEW)
-
-Keep = Callable[[Document], bool]
-
-
-async def filtered_page(documents: DocumentStore, collection: str, keep: Keep | None, *,
-                        limit: int, after: str, prefix: str = "", batch: int = BATCH
-                        ) -> tuple[list[tuple[str, Document]], bool]:
-    """Up to `limit` documents that `keep` accepts, in key order after the key `after`, and
-    whether there are more: the store is read `batch` documents at a time, never whole."""
-    found: list[tuple[str, Document]] = []
-    size = limit + 1 if keep is None else max(limit + 1, batch)
-    while len(found) <= limit:
-        read = await documents.scan_page(collection, after=after, limit=size, prefix=prefix)
-        found.extend(item for item in read if keep is None or keep(item[1]))
-        if len(read) < size:
-            break
-        after = read[-1][0]
-    return found[:limit], len(found) > limit
-
 
 async def _resolved(documents: DocumentStore, collection: str, given: str | None,
                     what: str) -> str | None:

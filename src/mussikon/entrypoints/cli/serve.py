@@ -1,0 +1,68 @@
+"""`mussikon serve`: the HTTP API (and the handlers, read models and sagas) until SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from mussikon.entrypoints.cli.common import opened, run
+from mussikon.entrypoints.cli.output import CommandFailed
+
+
+def serve(host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+          port: Annotated[int, typer.Option("--port", min=1, max=65535,
+                                            help="Port to listen on.")] = 8000) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs) with the handlers, read
+    models and sagas running, until SIGTERM or Ctrl-C, which finishes the requests in flight
+    and stops the handlers (within MUSSIKON_STOP_GRACE seconds); a second Ctrl-C stops at
+    once."""
+    import uvicorn
+
+    from mussikon.entrypoints.http.api import create_api
+
+    async def go() -> None:
+        listening = _listen(host, port)
+        try:
+            async with opened() as application:
+                await application.start()
+                config = uvicorn.Config(create_api(application=application),
+                                        log_level=application.settings.log_level.lower(),
+                                        lifespan="on", server_header=False)
+                server = uvicorn.Server(config)
+                # The server stops gracefully on SIGTERM or Ctrl-C, then raises the signal
+                # again for the handler it found: this one, so that a clean stop exits 0.
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(signum, _stopped)
+                await server.serve(sockets=[listening])
+                if not server.started:
+                    raise CommandFailed("the HTTP API did not start (see the log above)")
+        finally:
+            listening.close()
+
+    run(go)
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    """The signal that stopped the server, raised again once it has stopped: nothing to do."""
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port (an error naming them if it cannot be)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        listening = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise CommandFailed(f"--host {host!r}: {exc.strerror or exc}") from None
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+    except OSError as exc:
+        listening.close()
+        raise CommandFailed(f"cannot listen on {host}:{port} (--host, --port): "
+                            f"{exc.strerror or exc}") from None
+    return listening
