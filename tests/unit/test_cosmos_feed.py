@@ -314,3 +314,33 @@ async def test_a_subscription_of_the_in_process_transport_reads_every_range(
     saved = await documents.scan(FEED_CHECKPOINTS)  # saved on stopping, if not before
     assert sorted(k for k, _ in saved) == sorted(f"subscription:welcome@{range_name(r)}"
                                                  for r in RANGES)
+
+
+async def test_the_status_tells_each_range_caught_up_or_behind(
+        container: FakeChangeFeed, store: CosmosEventStore) -> None:
+    documents = InMemoryDocumentStore()
+    runner = ProjectionRunner(store, documents, [CountRegistrations()],
+                              feed=CosmosFeed(store, documents))
+    names = [f"{checkpoint_name('count')}@{range_name(r)}" for r in RANGES]
+    assert [(s.checkpoint, s.caught_up) for s in await runner.part_status()] == [
+        (n, True) for n in names]  # nothing written: caught up everywhere
+    for n in range(6):
+        register(container, store, n)
+    assert [s.caught_up for s in await runner.part_status()] == [False, False]
+    await runner.catch_up("count")
+    assert [s.caught_up for s in await runner.part_status()] == [True, True]
+    register(container, store, 0)  # one new event: one range behind
+    assert sorted(s.caught_up for s in await runner.part_status()) == [False, True]
+    await runner.stop()
+
+
+async def test_wait_for_waits_until_every_event_readable_is_applied(
+        container: FakeChangeFeed, store: CosmosEventStore) -> None:
+    documents = InMemoryDocumentStore()
+    runner = ProjectionRunner(store, documents, [CountRegistrations()],
+                              feed=CosmosFeed(store, documents))
+    for n in range(5):
+        register(container, store, n)
+    await runner.wait_for("count", 0, timeout=5)  # position 0: what Cosmos DB events carry
+    assert [await documents.get("counts", f"m{n}") for n in range(5)] == [{"n": 1}] * 5
+    await runner.stop()

@@ -47,6 +47,11 @@ class FeedPage:
 class Feed(abc.ABC):
     """Every stream's events after a checkpoint, and the readers' checkpoints."""
 
+    global_order: bool = True
+    """True where a checkpoint stands at a global position (`position`), so that progress can
+    be told in events and an event waited for by its position; False on Cosmos DB, where a
+    reader can only tell whether it is caught up (`caught_up`)."""
+
     async def parts(self) -> Sequence[Feed]:
         """The parts of this feed that readers read each on its own, under names of their own
         (`name`), so that several processes share the work, a lease per part: this feed

@@ -40,6 +40,17 @@ class ProjectionStatus:
     lag_capped: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class PartStatus:
+    """Where a projection is in one part of a feed without a global order (a Cosmos DB feed
+    range), named by its checkpoint there: caught up (nothing readable after its checkpoint)
+    or behind. How far behind, the change feed cannot tell."""
+
+    name: str
+    checkpoint: str
+    caught_up: bool
+
+
 class ProjectionBusy(Exception):
     """Another runner (a worker, in another process) holds the projection's lease."""
 
@@ -184,9 +195,12 @@ class ProjectionRunner:
             loop.wake()
 
     async def wait_for(self, name: str, position: int, timeout: float = 10.0) -> None:
-        """Wait until projection `name` has applied everything up to `position` (at once on
-        a store without a global order: positions are 0 there)."""
+        """Wait until projection `name` has applied everything up to `position`; on a feed
+        without a global order (positions are 0 there), until it has applied every event
+        readable when asked (`caught_up`), so an event appended before the call among them."""
         async def reached() -> bool:
+            if not self.feed.global_order:
+                return await self.caught_up(name)
             return self.positions.get(name, 0) >= position
 
         async def catch_up() -> None:
@@ -230,6 +244,17 @@ class ProjectionRunner:
             position = checkpoints.get(checkpoint_name(n), 0)
             lag = await self.store.count_after(position, LAG_COUNT_LIMIT)
             out.append(ProjectionStatus(n, position, head, lag, lag >= LAG_COUNT_LIMIT))
+        return out
+
+    async def part_status(self) -> list[PartStatus]:
+        """Whether each projection is caught up in each part of the feed, from the checkpoints
+        saved there (a read of the feed per part): the status on a feed without a global
+        order."""
+        out = []
+        for n in self.projections:
+            for part in await self.parts():
+                reader = part.name(checkpoint_name(n))
+                out.append(PartStatus(n, reader, await part.caught_up(await part.saved(reader))))
         return out
 
     async def rebuild(self, name: str,

@@ -48,6 +48,8 @@ def range_name(feed_range: dict[str, Any]) -> str:
 class CosmosFeed(Feed):
     """The change feed of the whole events container, or (`feed_range`) of one range."""
 
+    global_order = False
+
     def __init__(self, store: CosmosEventStore, documents: DocumentStore, *,
                  feed_range: dict[str, Any] | None = None) -> None:
         self.store, self.documents = store, documents
