@@ -1,0 +1,68 @@
+"""The command line on Cosmos DB (the local server, `make cosmos-server`): what needs a global
+order says where a reader stands per feed range, or refuses in one line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from azure.cosmos.aio import CosmosClient
+
+from mussikon.bootstrap import open_app
+from mussikon.config import Settings
+from tests.command_line import environment, mussikon, one_error_line
+from tests.conftest import COSMOS_KEY
+
+pytestmark = pytest.mark.cosmos
+
+
+@pytest.fixture
+async def settings(cosmos_endpoint: str, unique_name: str) -> AsyncIterator[Settings]:
+    yield Settings(store_url=f"AccountEndpoint={cosmos_endpoint};AccountKey={COSMOS_KEY};",
+                   cosmos_database=unique_name, cosmos_verify_tls=False,
+                   broker_url="memory://", smtp_url="")
+    async with CosmosClient(cosmos_endpoint, credential=COSMOS_KEY,
+                            connection_verify=False) as client:
+        await client.delete_database(unique_name)
+
+
+def env(settings: Settings) -> dict[str, str]:
+    return environment(store_url=settings.store_url, cosmos_database=settings.cosmos_database,
+                       cosmos_verify_tls="false", broker_url="memory://", smtp_url="")
+
+
+async def test_projections_status_tells_each_range_behind_then_caught_up(
+        settings: Settings, tmp_path: Path) -> None:
+    app = await open_app(settings)
+    try:
+        await app.marketplace.register_musician(email="ana@example.com", name="Ana",
+                                                genres=["jazz"], location="Cali")
+    finally:
+        await app.close()
+    result = mussikon("projections", "status", "--json", cwd=tmp_path, env=env(settings))
+    assert result.returncode == 0, result.stderr
+    before = json.loads(result.stdout)
+    assert {s["name"] for s in before} >= {"directory"}
+    assert all(s["checkpoint"].startswith(f"projection:{s['name']}@") for s in before)
+    assert not all(s["caught_up"] for s in before)  # the registration is in some range
+    app = await open_app(settings)
+    try:
+        for name in app.projections.projections:
+            await app.projections.catch_up(name)
+    finally:
+        await app.close()
+    result = mussikon("projections", "status", cwd=tmp_path, env=env(settings))
+    assert result.returncode == 0, result.stderr
+    assert "caught up" in result.stdout and "behind" not in result.stdout
+    after = json.loads(mussikon("projections", "status", "--json", cwd=tmp_path,
+                                env=env(settings)).stdout)
+    assert all(s["caught_up"] for s in after)
+
+
+async def test_events_tail_refuses_in_one_line(settings: Settings, tmp_path: Path) -> None:
+    app = await open_app(settings)
+    await app.close()
+    line = one_error_line(mussikon("events", "tail", cwd=tmp_path, env=env(settings)))
+    assert "Cosmos DB" in line
