@@ -64,5 +64,7 @@ async def test_projections_status_tells_each_range_behind_then_caught_up(
 async def test_events_tail_refuses_in_one_line(settings: Settings, tmp_path: Path) -> None:
     app = await open_app(settings)
     await app.close()
-    line = one_error_line(mussikon("events", "tail", cwd=tmp_path, env=env(settings)))
-    assert "Cosmos DB" in line
+    for follow in ((), ("--follow",)):
+        line = one_error_line(mussikon("events", "tail", *follow, cwd=tmp_path,
+                                       env=env(settings)))
+        assert "Cosmos DB does not keep" in line and "events by-type" in line

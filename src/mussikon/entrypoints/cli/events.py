@@ -181,6 +181,10 @@ def events_tail(limit: Annotated[int, limit_option(20, "events")] = 20,
     async def go() -> None:
         async with opened(read_only=True) as application:
             store, codec = application.store, application.codec
+            if application.feed is not None and not application.feed.global_order:
+                raise CommandFailed(
+                    "events tail reads the global order, which Cosmos DB does not keep (no "
+                    "newest events, no positions): use events stream or events by-type")
             console = console_for_output()
 
             def show(records: list[RecordedEvent], title: str) -> None:
