@@ -3,7 +3,11 @@ order says where a reader stands per feed range, or refuses in one line."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +16,7 @@ from azure.cosmos.aio import CosmosClient
 
 from mussikon.bootstrap import open_app
 from mussikon.config import Settings
-from tests.command_line import environment, mussikon, one_error_line
+from tests.command_line import environment, line_with, mussikon, one_error_line
 from tests.conftest import COSMOS_KEY
 
 pytestmark = pytest.mark.cosmos
@@ -61,10 +65,36 @@ async def test_projections_status_tells_each_range_behind_then_caught_up(
     assert all(s["caught_up"] for s in after)
 
 
-async def test_events_tail_refuses_in_one_line(settings: Settings, tmp_path: Path) -> None:
+async def test_events_tail_without_follow_refuses_in_one_line(
+        settings: Settings, tmp_path: Path) -> None:
     app = await open_app(settings)
     await app.close()
-    for follow in ((), ("--follow",)):
-        line = one_error_line(mussikon("events", "tail", *follow, cwd=tmp_path,
+    for args in ((), ("--after", "3", "--follow")):
+        line = one_error_line(mussikon("events", "tail", *args, cwd=tmp_path,
                                        env=env(settings)))
-        assert "Cosmos DB does not keep" in line and "events by-type" in line
+        assert "Cosmos DB does not keep a global order" in line and "--follow" in line
+
+
+async def test_events_tail_follow_prints_what_is_written_after_it_started(
+        settings: Settings, tmp_path: Path) -> None:
+    """The store is empty when it starts: the local server answers a range's first read,
+    not those with a token (tests/unit/test_cosmos_feed.py reads on from a token)."""
+    app = await open_app(settings)
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mussikon", "events", "tail", "--follow", "--json", cwd=tmp_path,
+        env=env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert "from now (Ctrl-C ends)" in await line_with(tail.stderr, "following")
+        musician = await app.marketplace.register_musician(
+            email="ana@example.com", name="Ana", genres=["jazz"], location="Cali")
+        line = await line_with(tail.stdout, "MusicianRegisteredEvent")
+        event = json.loads(line)
+        assert event["stream_id"] == f"musician-{musician}" and event["version"] == 1
+        tail.send_signal(signal.SIGINT)
+        await asyncio.wait_for(tail.wait(), 30)
+        assert tail.returncode == 0
+    finally:
+        if tail.returncode is None:
+            tail.kill()
+            await tail.wait()
+        await app.close()

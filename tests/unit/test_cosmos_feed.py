@@ -344,3 +344,17 @@ async def test_wait_for_waits_until_every_event_readable_is_applied(
     await runner.wait_for("count", 0, timeout=5)  # position 0: what Cosmos DB events carry
     assert [await documents.get("counts", f"m{n}") for n in range(5)] == [{"n": 1}] * 5
     await runner.stop()
+
+
+async def test_a_part_read_from_now_gives_only_what_is_written_later(
+        container: FakeChangeFeed, store: CosmosEventStore) -> None:
+    feed = CosmosFeed(store, InMemoryDocumentStore())
+    for n in range(6):
+        register(container, store, n, more=1)
+    parts = await feed.parts()
+    nows = [await part.now() for part in parts]
+    assert all([await part.caught_up(at) for part, at in zip(parts, nows, strict=True)])
+    [new] = register(container, store, 0)
+    read = [r.event.id for part, at in zip(parts, nows, strict=True)
+            for r in (await part.read(at, 10)).events]
+    assert read == [new.id]

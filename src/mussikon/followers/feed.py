@@ -55,6 +55,9 @@ class GlobalOrderFeed(Feed):
     async def caught_up(self, checkpoint: Checkpoint) -> bool:
         return position_of(checkpoint) >= await self.store.head_position()
 
+    async def now(self) -> Checkpoint:
+        return checkpoint_at(await self.store.head_position())
+
     async def head(self) -> Checkpoint:
         return checkpoint_at(await self.store.committed_position())
 

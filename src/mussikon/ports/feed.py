@@ -30,6 +30,9 @@ by equality only."""
 START: Checkpoint = ""
 """The checkpoint before every event (a reader that never saved one stands there)."""
 
+NOW_PAGE = 1000
+"""Events read at a time by `Feed.now` while reading a feed through."""
+
 
 @dataclass(frozen=True, slots=True)
 class FeedPage:
@@ -111,6 +114,15 @@ class Feed(abc.ABC):
         """True if a read after `checkpoint` would find no event now: a reader standing there
         has every event readable so far. (On Cosmos DB: the change feed answers nothing new
         for any of its ranges.)"""
+
+    async def now(self) -> Checkpoint:
+        """A checkpoint after every event readable now, from which a reader reads only what
+        comes later. By default the end of reading the feed through, a page at a time (on
+        Cosmos DB a request per page of a range: ask it of each part)."""
+        checkpoint = START
+        while (page := await self.read(checkpoint, NOW_PAGE)).checkpoint != checkpoint:
+            checkpoint = page.checkpoint
+        return checkpoint
 
     @abc.abstractmethod
     async def head(self) -> Checkpoint:

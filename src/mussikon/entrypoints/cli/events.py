@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from mussikon.config import Settings
 from mussikon.entrypoints.cli.common import CommandFailed, opened, parse_time, run
 from mussikon.entrypoints.cli.output import (
     JsonOption,
@@ -29,6 +30,7 @@ from mussikon.entrypoints.cli.output import (
     print_table,
 )
 from mussikon.ports.event_store import EventStore, RecordedEvent, UndecodableEventError
+from mussikon.ports.feed import Feed
 from mussikon.wire import EventCodec
 
 events_app = typer.Typer(help="Inspect the event store.", no_args_is_help=True)
@@ -120,6 +122,32 @@ async def following(store: EventStore, after: int, limit: int, warn: Warn
     return out, reached
 
 
+async def follow_feed(feed: Feed, show: Callable[[list[RecordedEvent], str], None],
+                      settings: Settings) -> None:
+    """Show the events the feed gives from now on, part by part (on Cosmos DB, each feed
+    range's change feed: each stream's events in version order, no order across streams)."""
+    parts = await feed.parts()
+    checkpoints = [await part.now() for part in parts]
+    Console(stderr=True, highlight=False, soft_wrap=True).print(plain(
+        f"following the change feed of {len(parts)} feed range(s) from now (Ctrl-C ends)"))
+    delay = settings.poll_interval
+    while True:
+        moved = False
+        for i, part in enumerate(parts):
+            page = await part.read(checkpoints[i], FOLLOW_BATCH)
+            for unreadable in page.undecodable:
+                warn_on_stderr(unreadable)
+            if page.events:
+                show(list(page.events), "new events")
+            moved = moved or page.checkpoint != checkpoints[i]
+            checkpoints[i] = page.checkpoint
+        if moved:
+            delay = settings.poll_interval
+            continue
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, settings.poll_max_interval)
+
+
 @events_app.command("stream")
 def events_stream(stream_id: str,
                   limit: Annotated[int, limit_option(100, "events")] = 100,
@@ -177,14 +205,17 @@ def events_tail(limit: Annotated[int, limit_option(20, "events")] = 20,
                     help="Keep printing new events until Ctrl-C (with --json: one JSON "
                          "document per line, per event).")] = False,
                 as_json: JsonOption = False) -> None:
-    """The newest events of the global order (or, with --after, those after a position)."""
+    """The newest events of the global order (or, with --after, those after a position). On
+    Cosmos DB, which keeps no global order, only --follow: new events from now on."""
     async def go() -> None:
         async with opened(read_only=True) as application:
             store, codec = application.store, application.codec
-            if application.feed is not None and not application.feed.global_order:
+            feed = application.feed
+            if feed is not None and not feed.global_order and (not follow or after is not None):
                 raise CommandFailed(
-                    "events tail reads the global order, which Cosmos DB does not keep (no "
-                    "newest events, no positions): use events stream or events by-type")
+                    "Cosmos DB does not keep a global order (no newest events, no positions): "
+                    "events tail --follow prints new events from now on; events stream and "
+                    "events by-type read what is stored")
             console = console_for_output()
 
             def show(records: list[RecordedEvent], title: str) -> None:
@@ -196,6 +227,9 @@ def events_tail(limit: Annotated[int, limit_option(20, "events")] = 20,
                 elif records or not follow:
                     print_events(console, records, title)
 
+            if feed is not None and not feed.global_order:
+                await follow_feed(feed, show, application.settings)
+                return
             if after is None:
                 records, position = await newest(store, limit, warn_on_stderr)
                 show(records, f"newest {len(records)} event(s) of the global order")
