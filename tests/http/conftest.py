@@ -79,6 +79,21 @@ class Api:
         await eventually(reached, 20, what=f"{path} {field} = {value!r}")
         return seen
 
+    async def listed(self, caller: Caller, path: str, field: str, values: list[Any],
+                     **params: Any) -> None:
+        """Poll GET `path` until the `field` of its items are `values` (the read models catch
+        up)."""
+        seen: list[Any] = []
+
+        async def reached() -> bool:
+            nonlocal seen
+            response = await self.get(caller, path, **params)
+            items = response.json().get("items", []) if response.status_code == 200 else []
+            seen = [item[field] for item in items]
+            return seen == values
+
+        await eventually(reached, 20, what=f"{path} items' {field} = {values!r} (seen {seen})")
+
 
 def settings_for(kind: str, tmp_path: Path, **more: Any) -> Settings:
     store = "memory://" if kind == "memory" else f"sqlite:///{tmp_path}/api.db"

@@ -38,10 +38,9 @@ async def book_and_pay(api: Api) -> None:
     application_id = applied.json()["id"]
 
     await api.until(casa, f"/gigs/{gig_id}", "status", "Open")
-    found = await api.get(casa, "/musicians", genre="jazz", location="santo domingo")
-    assert [m["musician_id"] for m in found.json()["items"]] == [ana.id]
-    listed = await api.get(casa, f"/gigs/{gig_id}/applications")
-    assert [a["application_id"] for a in listed.json()["items"]] == [application_id]
+    await api.listed(casa, "/musicians", "musician_id", [ana.id], genre="jazz",
+                     location="santo domingo")
+    await api.listed(casa, f"/gigs/{gig_id}/applications", "application_id", [application_id])
 
     accepted = await api.post(casa, f"/applications/{application_id}/accept", {},
                               **{"If-Match": "1"})
@@ -63,8 +62,7 @@ async def book_and_pay(api: Api) -> None:
     assert paid["transaction_id"]
 
     operator = await api.user("op", Role.OPERATOR)
-    summary = (await api.get(operator, "/analytics")).json()
-    assert summary["revenue"] == "1200.00"
+    await api.until(operator, "/analytics", "revenue", "1200.00")
     events = (await api.get(operator, f"/streams/contract-{contract_id}/events")).json()
     assert [e["event_type"] for e in events][-1] == "ContractPaidEvent"
     assert events[0]["data"]["Amount"] == "1200.00"
