@@ -18,7 +18,11 @@ from azure.servicebus import (
     ServiceBusSubQueue,
 )
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
-from azure.servicebus.exceptions import MessageLockLostError, ServiceBusError
+from azure.servicebus.exceptions import (
+    MessageLockLostError,
+    MessageSizeExceededError,
+    ServiceBusError,
+)
 
 from tests.polling import eventually
 from tests.servicebus_peer import EntityOptions, ServiceBusPeer
@@ -304,3 +308,23 @@ async def test_an_entity_that_does_not_exist_is_refused(servicebus_peer: Service
         servicebus_peer.create_queue("missing")
         async with client.get_queue_receiver("missing") as receiver:
             assert await receiver.peek_messages(1, sequence_number=1) == []
+
+
+async def test_a_sender_learns_the_largest_message_and_a_larger_one_is_refused(
+        servicebus_peer: ServiceBusPeer) -> None:
+    """256 KiB, the Standard tier's: a batch fills up to it, and a larger message sent alone
+    is refused by the peer (`amqp:link:message-size-exceeded`), which the SDK raises as
+    MessageSizeExceededError."""
+    servicebus_peer.create_queue("q")
+    async with connected(servicebus_peer) as client, client.get_queue_sender("q") as sender:
+        batch = await sender.create_message_batch()
+        assert batch.max_size_in_bytes == 256 * 1024
+        with pytest.raises(MessageSizeExceededError):
+            batch.add_message(ServiceBusMessage(b"x" * (256 * 1024)))
+        with pytest.raises(MessageSizeExceededError):
+            await sender.send_messages(ServiceBusMessage(b"x" * (256 * 1024)))
+        await sender.send_messages(ServiceBusMessage(b"x" * (250 * 1024)))
+    async with connected(servicebus_peer) as client, client.get_queue_receiver("q") as receiver:
+        [message] = await receive(receiver, 1)
+        assert len(str(message)) == 250 * 1024
+        await receiver.complete_message(message)

@@ -21,6 +21,7 @@ from mussikon.adapters.messaging.servicebus.relay import RELAY
 from mussikon.adapters.messaging.servicebus.transport import ServiceBusTransport
 from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
 from mussikon.domain.events import ContractSignedEvent, MusicianRegisteredEvent
+from mussikon.followers.unpublishable import UNPUBLISHABLE_EVENTS
 from mussikon.ports.transport import Subscription
 from mussikon.wire import EventCodec
 from tests.fakes import UnavailableAtFirst
@@ -225,3 +226,26 @@ async def test_a_message_waits_for_the_store_rather_than_reach_its_max_delivery_
     assert store.failures == 0  # it did fail six times, twice the delivery limit
     assert recorder.effects == {str(event.id): 1}
     assert await transport.dead_letters() == []
+
+
+async def test_an_event_too_large_for_a_message_is_passed_by_and_recorded(
+        bus: Bus, caplog: pytest.LogCaptureFixture) -> None:
+    """The topic takes messages of 256 KiB at most: an event larger than that is logged and
+    recorded as unpublishable (reason `too-large`), and the events after it go on."""
+    recorder = Recorder()
+    transport = await bus.start([recorder.subscription("musicians",
+                                                       ["MusicianRegisteredEvent"])])
+    before, after = (sample_event(MusicianRegisteredEvent, n) for n in (1, 2))
+    huge = sample_event(MusicianRegisteredEvent, 3, name="x" * (300 * 1024))
+    await append(bus.store, [before, huge, after])
+    transport.wake()
+    await transport.wait_idle(30)
+    assert [e.message_id for e in recorder.handled] == [str(before.id), str(after.id)]
+    assert await bus.documents.checkpoint("relay") == 3
+    [(key, record)] = await bus.documents.scan(UNPUBLISHABLE_EVENTS)
+    assert key == "relay:2"
+    assert (record["event_id"], record["event_type"], record["position"], record["reason"]) == (
+        str(huge.id), "MusicianRegisteredEvent", 2, "too-large")
+    assert "at most 262144 bytes" in record["detail"]
+    assert any(r.levelname == "ERROR" and str(huge.id) in r.getMessage()
+               and "MusicianRegisteredEvent" in r.getMessage() for r in caplog.records)

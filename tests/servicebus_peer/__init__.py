@@ -36,10 +36,14 @@ public calls as against the service:
   update-disposition (counted in `management_settlements`: the SDK falls back to it when a
   settlement on the link goes unconfirmed), schedule-message and cancel-scheduled-message;
   scheduled messages (also those sent with a scheduled enqueue time) enter their entity at
-  their time, keeping the sequence number given when scheduled.
+  their time, keeping the sequence number given when scheduled;
+- the largest message (a transfer: one message or a batch), 256 KiB as on the Standard tier
+  unless `max_message_size` says otherwise: told to the SDK on its sender link (the size
+  its `ServiceBusMessageBatch` fills up to), a larger transfer rejected with
+  `amqp:link:message-size-exceeded`.
 
 Not modelled: sessions, TTL expiry (kept on the message, never applied), authorization
-(any token is accepted), quotas and size limits, auto-forwarding, transactions, correlation
+(any token is accepted), quotas, auto-forwarding, transactions, correlation
 filters, rule actions and SQL filters beyond the forms above (refused with 400), partitions,
 queues through the administration client, HTTPS (the SDK 7.15's administration client asks
 for it even with `UseDevelopmentEmulator=true`: a client must aim it at http), the

@@ -49,6 +49,9 @@ from .rules import TRUE, SqlFilter, subjects_filter
 
 UNDESCRIBED = None
 TICK = 0.05
+
+MAX_MESSAGE_SIZE = 256 * 1024
+"""The Standard tier's largest message, in bytes (Premium takes up to 100 MiB)."""
 """Seconds between two looks at scheduled messages and lock expiry."""
 
 SETTLEMENTS = {"completed": "complete", "abandoned": "abandon", "defered": "defer",
@@ -108,9 +111,14 @@ class ServiceBusPeer:
     entities before the SDK uses them (the service needs them to exist too); `start()` or
     `with` runs it on a free port (or `port`) in a thread."""
 
-    def __init__(self, port: int = 0, defaults: EntityOptions | None = None) -> None:
+    def __init__(self, port: int = 0, defaults: EntityOptions | None = None, *,
+                 max_message_size: int = MAX_MESSAGE_SIZE) -> None:
         self.port = port or _free_port()
         self.defaults = defaults or EntityOptions()
+        self.max_message_size = max_message_size
+        """The largest transfer a sender may send, in bytes (a message, or a batch of them),
+        told to the SDK when its sender link attaches; a larger one is rejected with
+        `amqp:link:message-size-exceeded`."""
         self.management_settlements = 0
         """Settlements received through `$management` update-disposition: the SDK's fallback
         when a settlement on the receive link goes unconfirmed (and its only way for
@@ -388,6 +396,7 @@ class _Handler(Handler):
                 if not (_path(address) == "$cbs" or _path(address).endswith("$management")
                         or self.peer.target(address)):
                     return self._refuse(link, address)
+                link.max_message_size = self.peer.max_message_size
                 link.flow(100)
             link.open()
         return None
@@ -463,6 +472,15 @@ class _Handler(Handler):
             target = self.peer.target(link.target.address)
             if target is None:  # sent before the SDK saw its link refused
                 delivery.local.condition = _not_found(link.target.address)
+                delivery.update(Delivery.REJECTED)
+                delivery.settle()
+                return
+            if len(encoded) > self.peer.max_message_size:
+                delivery.local.condition = Condition(
+                    "amqp:link:message-size-exceeded",
+                    f"The received message (size {len(encoded)} bytes) exceeds the limit"
+                    f" ({self.peer.max_message_size} bytes) currently allowed on the link.",
+                    {"com.microsoft:tracking-id": str(uuid.uuid4())})  # the SDK reads an info
                 delivery.update(Delivery.REJECTED)
                 delivery.settle()
                 return

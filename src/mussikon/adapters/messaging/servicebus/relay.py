@@ -5,12 +5,15 @@ The relay reads the events after its checkpoint, packs them into `ServiceBusMess
 only once the send returned; the position is saved at most every `checkpoint_interval`, so
 a crash sends again what was sent since, which the namespace's duplicate detection (the
 `MessageId` is the event's id) and the consumers' inbox drop. Events recorded from other
-services (an origin) are passed by: no echo.
+services (an origin) are passed by: no echo. An event larger than the largest message the
+namespace takes is passed by too, logged and recorded (`followers/unpublishable.py`, reason
+`too-large`): retried, it would hold back every event after it.
 
 As the RabbitMQ relay: one relay among all processes sharing the store holds a lease and
 publishes, the others stand by; a batch is sent only with a third of the lease's term surely
-left, and the checkpoint writes are fenced by its generation, so a relay that stalled past
-its lease publishes nothing more and moves no checkpoint.
+left, looked at just before each send (opening the link may take long), and the checkpoint
+writes are fenced by its generation, so a relay that stalled past its lease publishes
+nothing more and moves no checkpoint.
 """
 
 from __future__ import annotations
@@ -29,8 +32,14 @@ from mussikon.followers.feed import GlobalOrderFeed
 from mussikon.followers.leases import Lease
 from mussikon.followers.polling import PollLoop
 from mussikon.followers.undecodable import skip_undecodable
+from mussikon.followers.unpublishable import TOO_LARGE, skip_unpublishable
 from mussikon.ports.documents import DocumentStore, Fence
-from mussikon.ports.event_store import EventStore, StoreError, UndecodableEventError
+from mussikon.ports.event_store import (
+    EventStore,
+    RecordedEvent,
+    StoreError,
+    UndecodableEventError,
+)
 from mussikon.ports.feed import Checkpoint, Feed
 from mussikon.wire import EventCodec
 
@@ -186,39 +195,70 @@ class ServiceBusRelay:
                 await skip_undecodable(self.documents, self.name, unreadable)
             if not records and not page.undecodable:
                 return done
-            messages = [event_message(self.codec, r.event, r.position)
-                        for r in records if not r.origin]
-            if messages:
-                if not await self._may_publish(term):
-                    return done
-                await self._send(messages)
+            pending = [(r, event_message(self.codec, r.event, r.position))
+                       for r in records if not r.origin]
+            if pending and not await self._send(pending, term):
+                return done
             self._sent = page.checkpoint
             done += len(records) + len(page.undecodable)
             if time.monotonic() - self._saved_at >= self.checkpoint_interval:
                 await self._save_checkpoint()
         return done
 
-    async def _send(self, messages: list[ServiceBusMessage]) -> None:
-        """Send `messages` in as few batches as their sizes allow, in order."""
+    async def _send(self, pending: list[tuple[RecordedEvent, ServiceBusMessage]],
+                    term: Fence) -> bool:
+        """Send the messages in as few batches as their sizes allow, in order; pass by, and
+        record, an event too large for any message (`_skip_too_large`). False, sending no
+        more, once the lease is lost or nearly over (what is left is the next holder's)."""
         if self._sender is None:
             self._sender = self.client.get_topic_sender(self.topic)
         sender = self._sender
         batch = await self._new_batch(sender)
-        for message in messages:
-            try:
-                batch.add_message(message)
+        for record, message in pending:
+            if _added(batch, message):
                 continue
-            except MessageSizeExceededError:
-                if not len(batch):
-                    raise  # one event larger than the namespace takes: it cannot be sent
-            await sender.send_messages(batch, timeout=self.timeout)
-            self.published += len(batch)
-            batch = await self._new_batch(sender)
-            batch.add_message(message)
+            if len(batch):
+                if not await self._send_batch(sender, batch, term):
+                    return False
+                batch = await self._new_batch(sender)
+                if _added(batch, message):
+                    continue
+            if not await self._skip_too_large(record, message, batch.max_size_in_bytes, term):
+                return False
+        return not len(batch) or await self._send_batch(sender, batch, term)
+
+    async def _send_batch(self, sender: ServiceBusSender, batch: ServiceBusMessageBatch,
+                          term: Fence) -> bool:
+        """Send `batch` if the lease is still held at `term` with a third of its term left,
+        looked at just before the send (opening the link or the send before may have taken
+        long); False if not."""
+        if not await self._may_publish(term):
+            return False
         await sender.send_messages(batch, timeout=self.timeout)
         self.published += len(batch)
+        return True
+
+    async def _skip_too_large(self, record: RecordedEvent, message: ServiceBusMessage,
+                              limit: int, term: Fence) -> bool:
+        """Pass by an event larger than the largest message the namespace takes: sent again
+        and again it would hold back every event after it. Recorded as unpublishable (the
+        record is the operator's to act on); False if the lease was lost."""
+        size = sum(len(part) for part in message.body)
+        return await skip_unpublishable(
+            self.documents, self.name, record, TOO_LARGE,
+            f"its message body is {size} bytes; the topic {self.topic!r} takes messages of"
+            f" at most {limit} bytes", fence=term)
 
     async def _new_batch(self, sender: ServiceBusSender) -> ServiceBusMessageBatch:
         # The first opens the link, which tells the largest message the namespace takes.
         async with asyncio.timeout(self.timeout):
             return await sender.create_message_batch()
+
+
+def _added(batch: ServiceBusMessageBatch, message: ServiceBusMessage) -> bool:
+    """Add `message` to `batch`; False if it does not fit."""
+    try:
+        batch.add_message(message)
+    except MessageSizeExceededError:
+        return False
+    return True
