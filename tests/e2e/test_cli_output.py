@@ -25,7 +25,9 @@ import pytest
 from mussikon.bootstrap import App, open_app
 from mussikon.config import Settings
 from mussikon.domain.events import DomainEvent, MusicianRegisteredEvent
-from mussikon.ports.event_store import NO_STREAM, RecordedEvent
+from mussikon.followers.undecodable import skip_undecodable
+from mussikon.followers.unpublishable import TOO_LARGE, skip_unpublishable
+from mussikon.ports.event_store import NO_STREAM, RecordedEvent, UndecodableEventError
 
 EVIL_NAME = "[link=http://evil.example]click[/link]"
 BROKEN_MARKUP_NAME = "DJ [/x] Loud"
@@ -282,6 +284,29 @@ def test_events_commands_show_where_each_event_came_from(tmp_path: Path) -> None
     table = succeeded("events", "stream", foreign.stream_id, store=store)
     assert "origin" in table and "rabbitmq" in table
     assert "rabbitmq" not in succeeded("events", "stream", ours.stream_id, store=store)
+
+
+def test_events_skipped_lists_what_readers_passed_by(tmp_path: Path) -> None:
+    store = tmp_path / "skipped.db"
+    [event] = registrations(1)
+
+    async def fill() -> None:
+        async with opened(store) as app:
+            await app.store.append(event.stream_id, [event], NO_STREAM)
+            [record] = await everything(app)
+            await skip_unpublishable(app.documents, "relay", record, TOO_LARGE,
+                                     "its message body is 300000 bytes")
+            await skip_undecodable(app.documents, "analytics", UndecodableEventError(
+                7, "gig-1", 2, "unknown event type 'GigMovedEvent'"), move_checkpoint=False)
+
+    asyncio.run(fill())
+    listed = json_of("events", "skipped", store=store)
+    assert [(r["reader"], r["position"], r["kind"], r["event_id"], r["reason"])
+            for r in listed] == [
+        ("analytics", 7, "undecodable", None, "unknown event type 'GigMovedEvent'"),
+        ("relay", 1, "unpublishable", str(event.id), "too-large")]
+    table = succeeded("events", "skipped", store=store)
+    assert str(event.id) in table and "too-large" in table and "GigMovedEvent" in table
 
 
 # --- notifications -------------------------------------------------------------------------

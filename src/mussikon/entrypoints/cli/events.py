@@ -29,6 +29,8 @@ from mussikon.entrypoints.cli.output import (
     print_json,
     print_table,
 )
+from mussikon.followers.undecodable import UNDECODABLE_EVENTS
+from mussikon.followers.unpublishable import UNPUBLISHABLE_EVENTS
 from mussikon.ports.event_store import EventStore, RecordedEvent, UndecodableEventError
 from mussikon.ports.feed import Feed
 from mussikon.wire import EventCodec
@@ -258,3 +260,31 @@ def events_tail(limit: Annotated[int, limit_option(20, "events")] = 20,
         run(go)
     except KeyboardInterrupt:  # Ctrl-C is how --follow ends
         raise typer.Exit(0) from None
+
+
+@events_app.command("skipped")
+def events_skipped(as_json: JsonOption = False) -> None:
+    """Events a reader of the global order passed by: rows no code can read (undecodable),
+    and events a relay could not publish (unpublishable: too large for the broker), each
+    under the reader's name, by position."""
+    async def go() -> None:
+        async with opened(read_only=True) as application:
+            documents = application.documents
+            rows = [{"kind": "undecodable", "event_id": None, "event_type": None,
+                     "detail": None, **doc}
+                    for _, doc in await documents.scan(UNDECODABLE_EVENTS)]
+            rows += [{"kind": "unpublishable", **doc}
+                     for _, doc in await documents.scan(UNPUBLISHABLE_EVENTS)]
+            rows.sort(key=lambda row: (row["reader"], row["position"]))
+            if as_json:
+                print_json(rows)
+                return
+            print_table(console_for_output(), "events skipped",
+                        ("reader", "position", "kind", "type", "id", "reason", "skipped at"),
+                        ((r["reader"], r["position"], r["kind"], r["event_type"] or "",
+                          r["event_id"] or "", " ".join(filter(None, (r["reason"],
+                                                                      r["detail"]))),
+                          r["skipped_at"]) for r in rows),
+                        ids=("position", "id"))
+
+    run(go)
