@@ -1,13 +1,20 @@
 """The Service Bus transport through the official SDK against the local peer, in the
 situations a deployment meets: a message abandoned at a stop, a relay that publishes again
 after a crash (the topic's duplicate detection drops the repeat), a .NET service's event
-that arrives before what it presupposes, the namespace going away and coming back, two
-relays on one lease. No ordinary settle goes through `$management` (the `bus` fixture)."""
+that arrives before what it presupposes, the namespace going away and coming back, a
+worker process killed mid-handler (two relays on one lease: test_servicebus_relay_fencing).
+No ordinary settle goes through `$management`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import sys
+import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,15 +25,24 @@ from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 
 from mussikon.adapters.messaging.servicebus.relay import RELAY
+from mussikon.adapters.messaging.servicebus.transport import ServiceBusTransport
+from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore, SqliteEventStore
 from mussikon.domain.events import ContractDraftedEvent, MusicianRegisteredEvent
+from mussikon.ports.transport import Envelope, Subscription
+from mussikon.wire import EventCodec
 from tests.integration.rabbitmq_kit import Recorder, append, eventually, sample_event
+from tests.integration.rabbitmq_worker import EFFECTS, SUBSCRIPTION, effect_writer
 from tests.integration.test_rabbitmq_relay_fencing import StoreView
-from tests.integration.test_servicebus_transport import TOPIC, Bus
+from tests.integration.test_servicebus_transport import FAST, TOPIC, Bus
 from tests.servicebus_peer import EntityOptions, ServiceBusPeer
 
 pytestmark = pytest.mark.servicebus
 
 GOLDEN = Path(__file__).parent.parent / "golden"
+ROOT = Path(__file__).resolve().parents[2]
+LOCK = 5.0
+"""Seconds of a lock where a killed worker's message must come back (long enough for the
+SDK's AutoLockRenewer, see test_servicebus_transport)."""
 MUSICIANS = ["MusicianRegisteredEvent"]
 
 
@@ -183,3 +199,58 @@ async def test_the_worker_carries_on_when_the_namespace_goes_away_and_comes_back
     assert recorder.effects == {str(e.id): 1 for e in [*before, *during, *after]}
     assert transport.relay is not None
     assert await bus.documents.checkpoint(RELAY) == await bus.store.head_position()
+
+
+async def test_a_worker_killed_mid_handler_has_its_message_redelivered_after_the_lock_once(
+        servicebus_peer: ServiceBusPeer, tmp_path: Path) -> None:
+    """A worker process is killed (SIGKILL) while its handler runs: nothing settles the
+    message nor renews its lock, so the namespace delivers it again once the lock ran out,
+    to the next worker, which handles it; every event has one effect."""
+    servicebus_peer.create_topic(TOPIC, EntityOptions(lock_duration=LOCK))
+    path = str(tmp_path / "worker.db")
+    db = await SqliteDatabase(path).open()
+    store, documents = SqliteEventStore(db), SqliteDocumentStore(db)
+    bus = Bus(servicebus_peer)
+    bus.provision([effect_writer(documents)])
+    events = [sample_event(MusicianRegisteredEvent, n) for n in range(5)]
+    await append(store, events)
+    victim = str(events[2].id)
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.integration.servicebus_worker", path,
+        servicebus_peer.connection_string, victim, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert worker.stdout is not None
+        line = await asyncio.wait_for(worker.stdout.readline(), 20)
+        assert line.decode().strip() == f"handling {victim}"
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        await worker.wait()
+    killed_at = time.monotonic()
+    assert await documents.get(EFFECTS, victim) is None
+
+    calls: Counter[str] = Counter()
+    writer = effect_writer(documents)
+
+    async def counted(envelope: Envelope) -> None:
+        calls[envelope.message_id] += 1
+        await writer.handler(envelope)
+
+    survivor = ServiceBusTransport(servicebus_peer.connection_string, store, documents,
+                                   EventCodec(), **FAST)
+    try:
+        await survivor.start([Subscription(writer.name, writer.event_types, counted)])
+        await eventually(lambda: calls[victim] == 1, 20, what="the victim delivered again")
+        # Not at once: the killed worker's lock holds it (renewed until the kill, it runs
+        # out between a quarter and the whole of its term after).
+        assert time.monotonic() - killed_at > LOCK / 4
+        await survivor.wait_idle(20)
+    finally:
+        await survivor.stop()
+    assert calls[victim] == 1
+    assert sorted(key for key, _ in await documents.scan(EFFECTS)) == sorted(
+        str(e.id) for e in events)
+    for event in events:
+        assert await documents.has_seen(SUBSCRIPTION, str(event.id))
+    assert servicebus_peer.management_settlements == 0
+    await db.close()
