@@ -6,6 +6,8 @@ is dead-lettered at once. No ordinary settle goes through `$management`."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
@@ -249,3 +251,21 @@ async def test_an_event_too_large_for_a_message_is_passed_by_and_recorded(
     assert "at most 262144 bytes" in record["detail"]
     assert any(r.levelname == "ERROR" and str(huge.id) in r.getMessage()
                and "MusicianRegisteredEvent" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_consumer_whose_client_is_closed_under_it_stops_receiving_without_spinning(
+        bus: Bus) -> None:
+    """The client closed while the consumer still runs: its receivers answer at once, empty,
+    then refuse. The receive loops back off, then end, and the event loop keeps its turns."""
+    recorder = Recorder()
+    transport = await bus.start([recorder.subscription("musicians",
+                                                       ["MusicianRegisteredEvent"])])
+    consumer = transport.consumer
+    assert consumer is not None
+    await transport.wait_idle(10)  # the receivers' links are open
+    cpu = time.process_time()
+    await asyncio.wait_for(transport.client.close(), 5)
+    await eventually(lambda: all(loop.done() for loop in consumer._loops), 10,
+                     what="the receive loops to end")
+    assert time.process_time() - cpu < 2.0  # a spinning loop burns every second waited
+    assert all(loop.exception() is None for loop in consumer._loops)

@@ -280,14 +280,28 @@ class ServiceBusConsumer:
                 link.room.clear()
                 await link.room.wait()
                 continue
+            started, asked = time.monotonic(), wait
             try:
                 messages = await link.receiver.receive_messages(limit - link.held, wait)
-                pause, wait = 0.1, _RECEIVE_WAIT_BUSY if messages else _RECEIVE_WAIT
             except ServiceBusError as exc:
                 log.warning("receiving from %s: %s; trying again", link.subscription.name, exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
                 continue
+            except ValueError as exc:  # the SDK's word for a receiver shut down for good
+                log.error("receiving from %s stopped: %s", link.subscription.name, exc)
+                return
+            if not messages and asked == _RECEIVE_WAIT and \
+                    time.monotonic() - started < _RECEIVE_WAIT / 2:
+                # Nothing, and at once rather than after the wait: the receiver's link is
+                # closed (its client closed under it). Asked again at once, it would answer
+                # at once again, without ever giving the event loop a turn.
+                log.warning("receiving from %s: the receiver is closed; trying again in"
+                            " %.2g s", link.subscription.name, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+                continue
+            pause, wait = 0.1, _RECEIVE_WAIT_BUSY if messages else _RECEIVE_WAIT
             for message in messages:
                 self.delivered += 1
                 self.unsettled += 1
