@@ -18,8 +18,9 @@ from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore, 
 from mussikon.wire import EventCodec
 from tests.integration.rabbitmq_worker import effect_writer
 
-OPTIONS: dict[str, Any] = {"retry_delays": (0.01,), "delayed_retry_delays": (0.3,), "lease_seconds": 1.5,
-           "poll_interval": 0.02, "poll_max_interval": 0.2, "timeout": 10.0}
+OPTIONS: dict[str, Any] = {"retry_delays": (0.01,), "delayed_retry_delays": (0.3,),
+                           "lease_seconds": 1.5, "poll_interval": 0.02,
+                           "poll_max_interval": 0.2, "timeout": 10.0}
 
 
 async def main(db_path: str, connection: str, hang_on: str) -> None:
