@@ -11,12 +11,13 @@ id (the copy carries it), its attempts added up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from azure.servicebus import ServiceBusReceivedMessage, ServiceBusReceiveMode, ServiceBusSubQueue
-from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
+from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver, ServiceBusSender
 
 from mussikon.adapters.messaging.message_contract import EVENT_TYPE, int_or
 from mussikon.adapters.messaging.servicebus.messages import (
@@ -62,6 +63,22 @@ class DeadLetterSubQueues:
                  names: Sequence[str], timeout: float = 30.0) -> None:
         self.client, self.topic, self.codec = client, topic, codec
         self.names, self.timeout = list(names), timeout
+        self._peekers: dict[str, ServiceBusReceiver] = {}
+        """A receiver per sub-queue that peeks, kept open: the SDK takes about a second to
+        open and close one."""
+        self._peeking: dict[str, asyncio.Lock] = {}
+        """One peek at a time per receiver (the SDK's management requests on one link must
+        not overlap)."""
+        self._sender: ServiceBusSender | None = None
+        """What replays send with, kept open likewise."""
+
+    async def close(self) -> None:
+        """Close the receivers and the sender kept open."""
+        links: list[ServiceBusReceiver | ServiceBusSender] = list(self._peekers.values())
+        if self._sender is not None:
+            links.append(self._sender)
+        self._peekers, self._sender = {}, None
+        await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
 
     def _receiver(self, name: str, mode: ServiceBusReceiveMode = ServiceBusReceiveMode.PEEK_LOCK
                   ) -> ServiceBusReceiver:
@@ -73,15 +90,26 @@ class DeadLetterSubQueues:
         """Up to `count` letters of one sub-queue (all if None) from sequence number `start`
         on, a page of peeks at a time."""
         letters: list[ServiceBusReceivedMessage] = []
-        async with self._receiver(name) as receiver:
-            while count is None or len(letters) < count:
-                size = _PAGE if count is None else min(_PAGE, count - len(letters))
-                async with asyncio.timeout(self.timeout):
-                    page = await receiver.peek_messages(size, sequence_number=start)
-                letters += page
-                if len(page) < size:
-                    break
-                start = (page[-1].sequence_number or 0) + 1
+        async with self._peeking.setdefault(name, asyncio.Lock()):
+            receiver = self._peekers.get(name)
+            if receiver is None:
+                receiver = self._peekers[name] = self._receiver(name)
+            try:
+                while count is None or len(letters) < count:
+                    size = _PAGE if count is None else min(_PAGE, count - len(letters))
+                    async with asyncio.timeout(self.timeout):
+                        # `start` at least 1: without a number (or 0) the SDK goes on after
+                        # the last one this receiver peeked.
+                        page = await receiver.peek_messages(size, sequence_number=max(start, 1))
+                    letters += page
+                    if len(page) < size:
+                        break
+                    start = (page[-1].sequence_number or 0) + 1
+            except BaseException:
+                self._peekers.pop(name, None)  # a new one next time
+                with contextlib.suppress(Exception):
+                    await receiver.close()
+                raise
         return letters
 
     @staticmethod
@@ -167,19 +195,39 @@ class DeadLetterSubQueues:
         name, _ = self._split(letter_id)
         if name not in self.names:
             raise KeyError(letter_id)
+        # Where it is, peeked first: a receive returns once it has as many messages as asked
+        # for, or else after its whole wait.
+        ids = [_letter_id(name, m) for m in await self._peek(name, 1, None)]
+        if letter_id not in ids:
+            raise KeyError(letter_id)
+        count = ids.index(letter_id) + 1
         receiver = self._receiver(name)
+        others: list[ServiceBusReceivedMessage] = []
+        found: ServiceBusReceivedMessage | None = None
         try:
-            while True:
+            while found is None and count > 0:
                 async with asyncio.timeout(self.timeout):
-                    batch = await receiver.receive_messages(_PAGE, _WAIT)
+                    batch = await receiver.receive_messages(min(count, _PAGE), _WAIT)
                 if not batch:
-                    raise KeyError(letter_id)
+                    break
+                count -= len(batch)
                 for message in batch:
-                    if _letter_id(name, message) == letter_id:
-                        return name, receiver, message
+                    if found is None and _letter_id(name, message) == letter_id:
+                        found = message
+                    else:
+                        others.append(message)
+            # The letters received beside it are given back at once: their locks would
+            # outlive the link, and hide them from the next receive until they ran out.
+            for other in others:
+                async with asyncio.timeout(self.timeout):
+                    await receiver.abandon_message(other)
         except BaseException:
-            await receiver.close()  # the others' locks go with the link: they stay
+            await receiver.close()
             raise
+        if found is None:
+            await receiver.close()
+            raise KeyError(letter_id)
+        return name, receiver, found
 
     async def delete(self, letter_id: str) -> None:
         _, receiver, message = await self._take(letter_id)
@@ -188,12 +236,15 @@ class DeadLetterSubQueues:
 
     async def replay(self, letter_id: str) -> None:
         name, receiver, message = await self._take(letter_id)
-        async with receiver, self.client.get_topic_sender(self.topic) as sender:
+        async with receiver:
             copy = redelivery(message, name, f"{message.message_id}/{name}/replay"
                               f"{message.sequence_number}",
                               {DEAD_LETTER_ID: _letter_id(name, message), RETRIES: 0,
                                ATTEMPTS_MADE: self._letter(name, message).attempts})
-            await sender.send_messages(copy)
+            if self._sender is None:
+                self._sender = self.client.get_topic_sender(self.topic)
+            async with asyncio.timeout(self.timeout):
+                await self._sender.send_messages(copy)
             await receiver.complete_message(message)
 
     async def replay_all(self) -> list[Replayed]:
@@ -207,9 +258,15 @@ class DeadLetterSubQueues:
         return results
 
     async def purge(self) -> int:
+        """Remove the letters each sub-queue shows (peeked first: a receive that asks for
+        more than there are waits its whole wait); how many were removed."""
         count = 0
         for name in self.names:
+            left = len(await self._peek(name, 1, None))
+            if not left:
+                continue
             async with self._receiver(name, ServiceBusReceiveMode.RECEIVE_AND_DELETE) as r:
-                while batch := await r.receive_messages(_PAGE, _WAIT):
+                while left > 0 and (batch := await r.receive_messages(min(left, _PAGE), _WAIT)):
                     count += len(batch)
+                    left -= len(batch)
         return count

@@ -107,6 +107,8 @@ class ServiceBusTransport(Transport):
         """Know the subscriptions, whose dead-letter sub-queues the tools work on (the client
         connects when first used)."""
         names = subscription_rules(subscriptions, self.codec.event_types)
+        if self._dead_letters is not None:
+            await self._dead_letters.close()
         self._dead_letters = DeadLetterSubQueues(self.client, self.topic, self.codec,
                                                  list(names), self.timeout)
 
@@ -145,6 +147,8 @@ class ServiceBusTransport(Transport):
         the client."""
         parts = [part.stop(self.stop_grace) for part in (*self.relays, self.consumer)
                  if part is not None]
+        if self._dead_letters is not None:
+            parts.append(self._dead_letters.close())
         results = await asyncio.gather(*parts, return_exceptions=True)
         with contextlib.suppress(ServiceBusError, TimeoutError):
             async with asyncio.timeout(self.timeout):
