@@ -297,7 +297,7 @@ def test_events_skipped_lists_what_readers_passed_by(tmp_path: Path) -> None:
             await skip_unpublishable(app.documents, "relay", record, TOO_LARGE,
                                      "its message body is 300000 bytes")
             await skip_undecodable(app.documents, "analytics", UndecodableEventError(
-                7, "gig-1", 2, "unknown event type 'GigMovedEvent'"), move_checkpoint=False)
+                7, "gig-1", 2, "unknown event type 'GigMovedEvent'"))
 
     asyncio.run(fill())
     listed = json_of("events", "skipped", store=store)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from azure.servicebus.aio import ServiceBusClient
 
+from mussikon.adapters.messaging.servicebus.relay import RELAY
 from mussikon.adapters.messaging.servicebus.transport import ServiceBusTransport
 from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
 from mussikon.domain.events import MusicianRegisteredEvent
@@ -27,7 +28,7 @@ from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.servicebus
 
-RELAY = "relay"
+
 SPY = "spy"
 
 

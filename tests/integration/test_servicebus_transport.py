@@ -243,9 +243,9 @@ async def test_an_event_too_large_for_a_message_is_passed_by_and_recorded(
     transport.wake()
     await transport.wait_idle(30)
     assert [e.message_id for e in recorder.handled] == [str(before.id), str(after.id)]
-    assert await bus.documents.checkpoint("relay") == 3
+    assert await bus.documents.checkpoint(RELAY) == 3
     [(key, record)] = await bus.documents.scan(UNPUBLISHABLE_EVENTS)
-    assert key == "relay:2"
+    assert key == f"{RELAY}:2"
     assert (record["event_id"], record["event_type"], record["position"], record["reason"]) == (
         str(huge.id), "MusicianRegisteredEvent", 2, "too-large")
     assert "at most 262144 bytes" in record["detail"]

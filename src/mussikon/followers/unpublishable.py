@@ -16,7 +16,8 @@ from mussikon.ports.event_store import RecordedEvent
 log = logging.getLogger("mussikon.unpublishable")
 
 UNPUBLISHABLE_EVENTS = "unpublishable-events"
-"""The collection of the events passed by, keyed by "<relay>:<position>", each document
+"""The collection of the events passed by, keyed by "<relay>:<position>" (on a store
+without a global order "<relay>:<stream id>:<version>"), each document
 naming the relay, the event's position, id, type, stream id and version, the reason (a short
 word: `too-large`), the details, and when it was passed by (`skipped_at`, ISO 8601)."""
 
@@ -33,7 +34,9 @@ async def skip_unpublishable(documents: DocumentStore, relay: str, record: Recor
     log.error("%s passes by %s %s at position %d, which it cannot publish (%s): %s", relay,
               event.event_type, event.id, record.position, reason, detail)
     changes = Changes()
-    changes.put(UNPUBLISHABLE_EVENTS, f"{relay}:{record.position}", {
+    key = (f"{relay}:{record.position}" if record.position
+           else f"{relay}:{record.stream_id}:{record.version}")  # a store without positions
+    changes.put(UNPUBLISHABLE_EVENTS, key, {
         "reader": relay, "position": record.position, "event_id": str(event.id),
         "event_type": event.event_type, "stream_id": record.stream_id,
         "version": record.version, "reason": reason, "detail": detail,
