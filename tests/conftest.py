@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
 
 if TYPE_CHECKING:
+    from mussikon.adapters.store.cosmos.account import CosmosAccount
     from tests.servicebus_peer import ServiceBusPeer
 
 POSTGRES_URL = os.environ.get("MUSSIKON_TEST_POSTGRES_URL",
@@ -104,3 +106,49 @@ def cosmos_endpoint() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture
+async def cosmos_account(cosmos_endpoint: str) -> AsyncIterator[CosmosAccount]:
+    """An account on the local server with a database of its own, deleted afterwards."""
+    from mussikon.adapters.store.cosmos.account import open_account
+
+    database = f"t{uuid.uuid4().hex[:12]}"
+    opened = await open_account(cosmos_endpoint, COSMOS_KEY, database=database,
+                                events_container="Events", documents_container="Documents",
+                                verify_tls=False)
+    try:
+        yield opened
+    finally:
+        await opened.client.delete_database(database)
+        await opened.close()
+
+
+class MailBox:
+    """What an SMTP server on loopback accepted: each email's recipients and Message-ID."""
+
+    def __init__(self) -> None:
+        self.recipients: list[str] = []
+        self.message_ids: list[str] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.recipients.extend(envelope.rcpt_tos)
+        for line in envelope.content.decode("utf-8", "replace").splitlines():
+            if line.lower().startswith("message-id:"):
+                self.message_ids.append(line.split(":", 1)[1].strip())
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+async def smtp_server() -> AsyncIterator[tuple[MailBox, str]]:
+    """An SMTP server on loopback (aiosmtpd) and its `smtp://` URL."""
+    from aiosmtpd.smtp import SMTP
+
+    box = MailBox()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(box, hostname="localhost"), "127.0.0.1", 0)
+    try:
+        yield box, f"smtp://127.0.0.1:{server.sockets[0].getsockname()[1]}?timeout=5"
+    finally:
+        server.close()
+        await server.wait_closed()

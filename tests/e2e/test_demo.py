@@ -12,14 +12,12 @@ import shlex
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd.smtp import SMTP
 from rich.cells import cell_len
 from rich.console import Console
+from tests.conftest import MailBox
 
 from mussikon.adapters.clock import OffsetClock
 from mussikon.application.projections.directory import CONTRACTS
@@ -198,29 +196,6 @@ def _on_a_terminal(args: list[str], answer: str, cwd: Path,
         os.close(controller)
         os.close(terminal)
     return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
-
-
-class MailBox:
-    """What an SMTP server on loopback accepted."""
-
-    def __init__(self) -> None:
-        self.recipients: list[str] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.recipients.extend(envelope.rcpt_tos)
-        return "250 Message accepted for delivery"
-
-
-@pytest.fixture
-async def smtp_server() -> AsyncIterator[tuple[MailBox, str]]:
-    box = MailBox()
-    server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(box, hostname="localhost"), "127.0.0.1", 0)
-    try:
-        yield box, f"smtp://127.0.0.1:{server.sockets[0].getsockname()[1]}?timeout=5"
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_the_demo_sends_no_email_unless_told_even_with_an_smtp_server_configured(

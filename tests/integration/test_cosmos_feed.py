@@ -7,14 +7,12 @@ real account, by tests/live/test_cosmos_live.py."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import ClassVar
-from uuid import uuid4
 
 import pytest
 from azure.cosmos.aio import CosmosClient
 
-from mussikon.adapters.store.cosmos.account import CosmosAccount, open_account
+from mussikon.adapters.store.cosmos.account import CosmosAccount
 from mussikon.adapters.store.cosmos.documents import CosmosDocumentStore
 from mussikon.adapters.store.cosmos.events import CosmosEventStore
 from mussikon.adapters.store.cosmos.feed import FEED_CHECKPOINTS, CosmosFeed
@@ -29,19 +27,6 @@ from mussikon.wire import EventCodec
 from tests.conftest import COSMOS_KEY
 
 pytestmark = pytest.mark.cosmos
-
-
-@pytest.fixture
-async def account(cosmos_endpoint: str) -> AsyncIterator[CosmosAccount]:
-    database = f"t{uuid4().hex[:12]}"
-    opened = await open_account(cosmos_endpoint, COSMOS_KEY, database=database,
-                                events_container="Events", documents_container="Documents",
-                                verify_tls=False)
-    try:
-        yield opened
-    finally:
-        await opened.client.delete_database(database)
-        await opened.close()
 
 
 class CountNames(Projection):
@@ -64,16 +49,16 @@ async def write(store: CosmosEventStore, streams: int) -> None:
 
 
 async def test_a_range_read_from_its_beginning_is_sorted_and_gives_a_token(
-        account: CosmosAccount) -> None:
-    store = CosmosEventStore(account, EventCodec())
-    feed = CosmosFeed(store, CosmosDocumentStore(account))
+        cosmos_account: CosmosAccount) -> None:
+    store = CosmosEventStore(cosmos_account, EventCodec())
+    feed = CosmosFeed(store, CosmosDocumentStore(cosmos_account))
     await write(store, 4)
     parts = await feed.parts()
     assert parts
     assert [p.name("r") for p in await feed.parts()] == [p.name("r") for p in parts]  # pinned
-    account.meter.reset()
+    cosmos_account.meter.reset()
     pages = [await part.read(START, 100) for part in parts]
-    assert account.meter.requests["change_feed"] == len(parts)  # one request per range
+    assert cosmos_account.meter.requests["change_feed"] == len(parts)  # one request per range
     events = [r for page in pages for r in page.events]
     assert sorted((r.stream_id, r.version) for r in events) == [
         (f"musician-m{n}", v) for n in range(4) for v in (1, 2, 3)]
@@ -87,8 +72,9 @@ async def test_a_range_read_from_its_beginning_is_sorted_and_gives_a_token(
 
 
 async def test_a_projection_applies_the_change_feed_with_its_checkpoint_per_range(
-        account: CosmosAccount) -> None:
-    store, documents = CosmosEventStore(account, EventCodec()), CosmosDocumentStore(account)
+        cosmos_account: CosmosAccount) -> None:
+    store = CosmosEventStore(cosmos_account, EventCodec())
+    documents = CosmosDocumentStore(cosmos_account)
     await write(store, 3)
     runner = ProjectionRunner(store, documents, [CountNames()],
                               feed=CosmosFeed(store, documents))

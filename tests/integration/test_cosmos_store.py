@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,21 +28,8 @@ GOLDEN = Path(__file__).parent.parent / "golden"
 
 
 @pytest.fixture
-async def account(cosmos_endpoint: str) -> AsyncIterator[CosmosAccount]:
-    database = f"t{uuid4().hex[:12]}"
-    opened = await open_account(cosmos_endpoint, COSMOS_KEY, database=database,
-                                events_container="Events", documents_container="Documents",
-                                verify_tls=False)
-    try:
-        yield opened
-    finally:
-        await opened.client.delete_database(database)
-        await opened.close()
-
-
-@pytest.fixture
-def store(account: CosmosAccount) -> CosmosEventStore:
-    return CosmosEventStore(account, EventCodec())
+def store(cosmos_account: CosmosAccount) -> CosmosEventStore:
+    return CosmosEventStore(cosmos_account, EventCodec())
 
 
 def dotnet_item(stream_id: str, version: int, data: str, event_type: str,
@@ -60,13 +46,13 @@ def registered(n: int) -> MusicianRegisteredEvent:
 
 
 async def test_items_the_dotnet_services_wrote_read_back_as_events(
-        account: CosmosAccount, store: CosmosEventStore) -> None:
+        cosmos_account: CosmosAccount, store: CosmosEventStore) -> None:
     golden = sorted(GOLDEN.glob("*Event.json"))
     assert len(golden) == 5
     for version, path in enumerate(golden, start=1):
         data = path.read_text()
         body = json.loads(data)
-        await account.events.create_item(dotnet_item(
+        await cosmos_account.events.create_item(dotnet_item(
             "aggregate-1", version, data, body["EventType"], body["OccurredAt"]))
     records = await store.read_stream("aggregate-1")
     assert [r.event.event_type for r in records] == [p.stem for p in golden]
@@ -84,10 +70,10 @@ async def test_items_the_dotnet_services_wrote_read_back_as_events(
 
 
 async def test_our_items_carry_the_specifications_fields(
-        account: CosmosAccount, store: CosmosEventStore) -> None:
+        cosmos_account: CosmosAccount, store: CosmosEventStore) -> None:
     event = registered(1)
     await store.append("musician-m-1", [event], NO_STREAM)
-    item = await account.events.read_item(str(event.id), partition_key="musician-m-1")
+    item = await cosmos_account.events.read_item(str(event.id), partition_key="musician-m-1")
     assert {k: item[k] for k in ("aggregateId", "eventType", "version", "partitionKey")} == {
         "aggregateId": "musician-m-1", "eventType": "MusicianRegisteredEvent", "version": 1,
         "partitionKey": "musician-m-1"}
@@ -96,13 +82,13 @@ async def test_our_items_carry_the_specifications_fields(
 
 
 async def test_the_specifications_query_names_find_nothing_ours_find_the_items(
-        account: CosmosAccount, store: CosmosEventStore) -> None:
+        cosmos_account: CosmosAccount, store: CosmosEventStore) -> None:
     await store.append("s", [registered(1), registered(2)], NO_STREAM)
-    spec = account.events.query_items(
+    spec = cosmos_account.events.query_items(
         "SELECT * FROM c WHERE c.AggregateId = @id ORDER BY c.Version",
         parameters=[{"name": "@id", "value": "s"}])
     assert [item async for item in spec] == []  # property names are case-sensitive
-    ours = account.events.query_items(
+    ours = cosmos_account.events.query_items(
         "SELECT * FROM c WHERE c.aggregateId = @id ORDER BY c.version",
         parameters=[{"name": "@id", "value": "s"}])
     assert [item["version"] async for item in ours] == [1, 2]
@@ -110,14 +96,14 @@ async def test_the_specifications_query_names_find_nothing_ours_find_the_items(
 
 
 async def test_twenty_racing_writers_one_winner_per_version_whatever_their_ids(
-        account: CosmosAccount, store: CosmosEventStore) -> None:
+        cosmos_account: CosmosAccount, store: CosmosEventStore) -> None:
     await store.append("s", [registered(0)], NO_STREAM)
     codec = EventCodec()
 
     async def dotnet_writer(n: int) -> str:
         event = registered(n)
         try:
-            await account.events.create_item(dotnet_item(
+            await cosmos_account.events.create_item(dotnet_item(
                 "s", 2, codec.encode(event).decode(), event.event_type, "2026-01-01T00:00:00Z"))
         except exceptions.CosmosResourceExistsError:
             return "lost"
@@ -141,8 +127,9 @@ async def test_twenty_racing_writers_one_winner_per_version_whatever_their_ids(
     assert all(isinstance(r, ConcurrencyError) for r in second if r != 3)
 
 
-async def test_requests_per_operation(account: CosmosAccount, store: CosmosEventStore) -> None:
-    meter = account.meter
+async def test_requests_per_operation(cosmos_account: CosmosAccount,
+                                      store: CosmosEventStore) -> None:
+    meter = cosmos_account.meter
     meter.reset()
     await store.append("s", [registered(n) for n in range(50)], NO_STREAM)
     assert meter.requests == {"append": 1}  # a new stream: one transactional batch

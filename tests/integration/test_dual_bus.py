@@ -6,15 +6,12 @@ it is back."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiormq
 import pytest
-from aiosmtpd.smtp import SMTP
 from rich.console import Console
 
 from mussikon.adapters.clock import OffsetClock
@@ -26,6 +23,7 @@ from mussikon.adapters.messaging.servicebus.transport import ServiceBusTransport
 from mussikon.bootstrap import App, open_app
 from mussikon.config import Settings
 from mussikon.entrypoints.demo import run_demo
+from tests.conftest import MailBox
 from tests.integration.rabbitmq_kit import eventually
 from tests.servicebus_peer import ServiceBusPeer
 from tests.tcp_proxy import TcpProxy
@@ -34,31 +32,6 @@ pytestmark = [pytest.mark.rabbitmq, pytest.mark.servicebus]
 
 TOPIC = "mussikon-events"
 RABBITMQ_RELAY = "relay"
-
-
-class MailBox:
-    """What an SMTP server on loopback accepted: the Message-ID of each email."""
-
-    def __init__(self) -> None:
-        self.message_ids: list[str] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        for line in envelope.content.decode("utf-8", "replace").splitlines():
-            if line.lower().startswith("message-id:"):
-                self.message_ids.append(line.split(":", 1)[1].strip())
-        return "250 Message accepted for delivery"
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[tuple[MailBox, str]]:
-    box = MailBox()
-    server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(box, hostname="localhost"), "127.0.0.1", 0)
-    try:
-        yield box, f"smtp://127.0.0.1:{server.sockets[0].getsockname()[1]}?timeout=5"
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 def _settings(tmp_path: Path, broker_url: str, unique_name: str, **more: Any) -> Settings:
@@ -105,8 +78,8 @@ async def _positions(app: App) -> tuple[int, int, int]:
 
 async def test_the_demo_over_both_brokers_sends_each_email_once(
         rabbitmq_url: str, servicebus_peer: ServiceBusPeer, unique_name: str,
-        smtp: tuple[MailBox, str], tmp_path: Path) -> None:
-    box, smtp_url = smtp
+        smtp_server: tuple[MailBox, str], tmp_path: Path) -> None:
+    box, smtp_url = smtp_server
     app = await _open(_settings(tmp_path, f"{rabbitmq_url},{servicebus_peer.connection_string}",
                                 unique_name, smtp_url=smtp_url), servicebus_peer)
     try:
