@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
 import shutil
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -23,6 +24,39 @@ if TYPE_CHECKING:
 POSTGRES_URL = os.environ.get("MUSSIKON_TEST_POSTGRES_URL",
                               "postgresql://postgres@127.0.0.1:5432/test")
 RABBITMQ_URL = os.environ.get("MUSSIKON_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+HARD_TIMEOUT_FACTOR = 2.5
+"""A test still running this many times pytest-timeout's limit (the `timeout` in
+pyproject.toml) ends the session, every thread's stack printed. pytest-timeout's signal
+interrupts Python code once: a test stuck after it (in a teardown awaiting a broker that no
+longer answers, or in C code that holds the interpreter) would otherwise hang the session
+until CI kills it, with nothing printed."""
+
+_real_stderr: int | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _real_stderr  # noqa: PLW0603 (one descriptor for the whole session)
+    _real_stderr = os.dup(2)  # output capture is not on yet: this is the terminal's stderr
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _real_stderr is not None:
+        os.close(_real_stderr)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    limit = float(item.config.getini("timeout") or 0)
+    if limit <= 0 or _real_stderr is None:
+        return (yield)
+    faulthandler.dump_traceback_later(limit * HARD_TIMEOUT_FACTOR, exit=True,
+                                      file=_real_stderr)
+    try:
+        return (yield)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def _reachable(url: str) -> bool:

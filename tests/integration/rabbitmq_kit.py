@@ -34,6 +34,10 @@ FAST: dict[str, Any] = {"retry_delays": (0.01,), "delayed_retry_delays": (0.2, 0
                         "lease_seconds": 1.5, "poll_interval": 0.02, "poll_max_interval": 0.2}
 """Transport options that keep the tests quick: short retries, short lease, quick polling."""
 
+CLEANUP_TIMEOUT = 60.0
+"""Seconds a namespace's clean-up may take: stopping its transports (each gives its handlers
+up to their stop grace) and deleting its exchanges and queues."""
+
 eventually = polling.eventually
 """The tests' polling helper (tests/polling.py), for the tests that take it from this kit."""
 
@@ -131,14 +135,16 @@ class BrokerNamespace:
         return await self._raw.channel()
 
     async def cleanup(self) -> None:
-        """Stop every transport, then delete every exchange and queue of the namespace."""
-        for transport in self.transports:
-            with contextlib.suppress(Exception):
-                await transport.stop()
-        channel = await self.channel()
-        for topology in self._topologies.values():
-            await topology.delete(channel)
-        await self._raw.close()
+        """Stop every transport, then delete every exchange and queue of the namespace; a
+        broker that stopped answering fails the test's teardown within a minute."""
+        async with asyncio.timeout(CLEANUP_TIMEOUT):
+            for transport in self.transports:
+                with contextlib.suppress(Exception):
+                    await transport.stop()
+            channel = await self.channel()
+            for topology in self._topologies.values():
+                await topology.delete(channel)
+            await self._raw.close()
 
 
 def pika_channel(url: str) -> tuple[pika.BlockingConnection, Any]:
