@@ -13,6 +13,7 @@ import typer
 
 from mussikon.config import LOG_LEVELS
 from mussikon.entrypoints.cli.analytics import analytics
+from mussikon.entrypoints.cli.asyncapi import asyncapi
 from mussikon.entrypoints.cli.broker import broker_app
 from mussikon.entrypoints.cli.common import error_line, options, print_error
 from mussikon.entrypoints.cli.db import db_app
@@ -44,6 +45,7 @@ app.add_typer(broker_app, name="broker")
 app.add_typer(sagas_app, name="sagas")
 app.add_typer(directory_app, name="directory")
 app.command()(analytics)
+app.command()(asyncapi)
 
 
 def _print_version(asked: bool) -> None:
