@@ -36,8 +36,17 @@ Body = dict[str, Any]
 Upcaster = Callable[[Body], Body]
 
 
+_NO_VALUE: Any = object()
+
+
 class WireFormatError(ValueError):
-    """A document is not a valid event: names the event type and the field at fault."""
+    """A document is not a valid event: names the event type and the field at fault, and the
+    value found there (`got`). `summary` says the same without the value: what logs show,
+    since the value is part of a message's body."""
+
+    def __init__(self, message: str, *, got: Any = _NO_VALUE) -> None:
+        super().__init__(message if got is _NO_VALUE else f"{message}, got {got!r}")
+        self.summary = message
 
 
 class UnknownEventType(WireFormatError):
@@ -510,7 +519,7 @@ class EventCodec:
             try:
                 values[f.attr] = f.read(raw)
             except _Expected as exc:
-                raise WireFormatError(f"{name}: field {f.wire!r} must be {exc}, got {raw!r}") \
+                raise WireFormatError(f"{name}: field {f.wire!r} must be {exc}", got=raw) \
                     from None
         return shape.cls(**values, correlation_id=correlation_id, causation_id=causation_id)
 
