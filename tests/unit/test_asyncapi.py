@@ -108,6 +108,10 @@ def test_every_event_type_is_a_message_on_both_brokers_sent_and_received(
     assert operations["rabbitmq.receive.MusicianRegisteredEvent"]["x-handled-by"] == sorted(
         operations["rabbitmq.receive.MusicianRegisteredEvent"]["x-handled-by"])
     assert operations["rabbitmq.receive.MusicianRegisteredEvent"]["x-handled-by"]
+    presupposes = operations["rabbitmq.receive.MusicianApplicationSubmittedEvent"][
+        "x-presupposes"]
+    assert presupposes == ["EventCreatedEvent", "MusicianRegisteredEvent"]
+    assert operations["rabbitmq.receive.MusicianRegisteredEvent"]["x-presupposes"] == []
 
 
 def test_every_reference_points_at_something(document: dict[str, Any]) -> None:

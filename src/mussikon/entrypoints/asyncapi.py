@@ -31,6 +31,7 @@ from mussikon.config import (
     split_brokers,
     split_urls,
 )
+from mussikon.domain.prerequisites import prerequisites
 from mussikon.ports.transport import Subscription
 from mussikon.wire import EventCodec
 
@@ -256,6 +257,7 @@ class _Builder:
                 "messages": [{"$ref": f"#/channels/{_pointer(consume)}/messages/{event_type}"}],
                 "bindings": {"amqp": {"ack": True, "bindingVersion": AMQP_BINDING}},
                 "x-handled-by": handled_by.get(event_type, []),
+                "x-presupposes": self._presupposes(event_type),
             }
         for stage in topology.retry_stages:
             queue = queues[stage.queue]
@@ -322,6 +324,17 @@ class _Builder:
             "x-amqp-bindings": [{"exchange": exchange, "exchangeType": exchanges[exchange].type,
                                  "routingKey": key} for exchange, key in queue.bindings],
         }
+
+    def _presupposes(self, event_type: str) -> list[str]:
+        """The event types an event of this type presupposes (`domain.prerequisites`): one
+        another service publishes is recorded only once they are in the store. Read off an
+        event made from the smallest document the payload schema allows."""
+        schema = self.codec.json_schema(event_type)
+        body = {name: _EXAMPLES[(schema["properties"][name]["type"],
+                                 schema["properties"][name].get("format"))]
+                for name in schema["required"]}
+        event = self.codec.from_body(body, event_type)
+        return [needed.event_type for needed in prerequisites(event)]
 
     def _handled_by(self) -> dict[str, list[str]]:
         handled: dict[str, list[str]] = {}
@@ -435,6 +448,14 @@ def _servicebus_timestamp() -> str:
     from mussikon.adapters.messaging.servicebus.messages import TIMESTAMP
 
     return TIMESTAMP
+
+
+_EXAMPLES: dict[tuple[str, str | None], Any] = {
+    ("string", None): "x", ("string", "uuid"): "00000000-0000-0000-0000-000000000001",
+    ("string", "date-time"): "2026-01-01T00:00:00Z", ("integer", None): 1,
+    ("number", None): 1, ("array", None): [],
+}
+"""A value of each JSON type a payload schema uses."""
 
 
 def _vhost(url: str) -> str:
