@@ -21,6 +21,7 @@ async def test_the_api_serves_the_document_as_json_and_yaml_without_a_caller(
     async with serving(settings) as api:
         as_json = await api.client.get("/asyncapi.json")
         as_yaml = await api.client.get("/asyncapi.yaml")
+        assert not {"/asyncapi.json", "/asyncapi.yaml"} & set(api.api.openapi()["paths"])
     assert as_json.status_code == 200 and as_yaml.status_code == 200
     assert as_json.headers["content-type"] == "application/json"
     assert as_yaml.headers["content-type"].startswith("application/yaml")

@@ -7,7 +7,7 @@ by host and port alone), and the teams reading it are not users of this API."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -15,7 +15,10 @@ from fastapi.responses import Response
 from mussikon.entrypoints.asyncapi import Document, asyncapi_document, render
 from mussikon.entrypoints.http.state import ApiState, api_state
 
-router = APIRouter(tags=["documentation"])
+router = APIRouter()
+"""Documentation beside the API, as `/openapi.json` and `/docs` are: not in the OpenAPI
+document."""
+
 
 async def _document(request: Request, state: ApiState) -> Document:
     """The document, made at the first request (the settings do not change while the API
@@ -26,17 +29,14 @@ async def _document(request: Request, state: ApiState) -> Document:
     return made
 
 
-_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"description": "The AsyncAPI document"}}
-
-
-@router.get("/asyncapi.json", responses=_RESPONSES, response_class=Response)
+@router.get("/asyncapi.json", include_in_schema=False)
 async def asyncapi_json(request: Request,
                         state: Annotated[ApiState, Depends(api_state)]) -> Response:
     """The AsyncAPI 3.0 document of the bus, as JSON."""
     return Response(render(await _document(request, state), "json"), media_type="application/json")
 
 
-@router.get("/asyncapi.yaml", responses=_RESPONSES, response_class=Response)
+@router.get("/asyncapi.yaml", include_in_schema=False)
 async def asyncapi_yaml(request: Request,
                         state: Annotated[ApiState, Depends(api_state)]) -> Response:
     """The AsyncAPI 3.0 document of the bus, as YAML."""
