@@ -346,13 +346,13 @@ class _Builder:
     # --- Service Bus -----------------------------------------------------------------------
 
     def _servicebus(self) -> Document | None:
-        """The Service Bus part (channels, operations, messages) and its server; None if the
-        Service Bus extra is not installed."""
+        """Add the Service Bus channels, operations and messages, and return its server; None
+        (nothing added) if the Service Bus extra is not installed."""
         try:
             from mussikon.adapters.messaging.servicebus.entities import subscription_rules
             from mussikon.adapters.messaging.servicebus.messages import (
-                RETRY_SUBJECT_PREFIX,
                 TIME_TO_LIVE,
+                retry_subject,
             )
             from mussikon.adapters.messaging.servicebus.provisioning import (
                 RULE,
@@ -406,7 +406,7 @@ class _Builder:
                 "title": name,
                 "description": (f"The subscription {name!r} of the topic: its rule admits its "
                                 f"event types and the copies scheduled for its own delayed "
-                                f"retries (Subject {RETRY_SUBJECT_PREFIX}{name})."),
+                                f"retries (Subject {retry_subject(name)})."),
                 "servers": server,
                 "messages": {t: messages[t] for t in types},
                 "x-servicebus-entity": {
