@@ -9,7 +9,7 @@ import typer
 
 from mussikon.config import load_settings
 from mussikon.entrypoints.asyncapi import FORMATS, asyncapi_document, render
-from mussikon.entrypoints.cli.common import run
+from mussikon.entrypoints.cli.common import apply_log_settings, run
 from mussikon.entrypoints.cli.output import CommandFailed
 
 
@@ -22,7 +22,9 @@ def asyncapi(output_format: Annotated[str, typer.Option(
         raise CommandFailed(f"--format {output_format!r}: use {' or '.join(FORMATS)}")
 
     async def go() -> None:
-        document = await asyncapi_document(load_settings())
+        settings = load_settings()
+        apply_log_settings(settings)
+        document = await asyncapi_document(settings)
         sys.stdout.write(render(document, output_format))
 
     run(go)
