@@ -18,6 +18,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 _EXCHANGE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
 """What AMQP 0-9-1 allows in an exchange name."""
 
+LOG_FORMATS = ("human", "json")
+"""The values of `MUSSIKON_LOG_FORMAT` (in any case)."""
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 """The values of `MUSSIKON_LOG_LEVEL` (in any case)."""
 
@@ -144,6 +147,8 @@ class Settings(BaseSettings):
         description="How long a handled message id is kept in the inbox (seconds or ISO 8601, "
                     "P7D); longer than any delay before a message is delivered again")
     log_level: str = Field("WARNING", description="Log level of the command line")
+    log_format: str = Field("human", description="Log lines for people (human) or one JSON "
+                                                 "object per line (json)")
     api_secret: SecretStr = Field(
         SecretStr(""), description="Key signing the HTTP API's tokens (JWT, HS256); empty: one "
                                    "generated once and kept in the document store")
@@ -219,6 +224,13 @@ class Settings(BaseSettings):
         if value.upper() not in LOG_LEVELS:
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return value.upper()
+
+    @field_validator("log_format")
+    @classmethod
+    def _format_is_known(cls, value: str) -> str:
+        if value.strip().lower() not in LOG_FORMATS:
+            raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
+        return value.strip().lower()
 
     @field_validator("api_secret")
     @classmethod

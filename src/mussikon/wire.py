@@ -36,8 +36,17 @@ Body = dict[str, Any]
 Upcaster = Callable[[Body], Body]
 
 
+_NO_VALUE: Any = object()
+
+
 class WireFormatError(ValueError):
-    """A document is not a valid event: names the event type and the field at fault."""
+    """A document is not a valid event: names the event type and the field at fault, and the
+    value found there (`got`). `summary` says the same without the value: what logs show,
+    since the value is part of a message's body."""
+
+    def __init__(self, message: str, *, got: Any = _NO_VALUE) -> None:
+        super().__init__(message if got is _NO_VALUE else f"{message}, got {got!r}")
+        self.summary = message
 
 
 class UnknownEventType(WireFormatError):
@@ -365,6 +374,19 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
 of schema version N to that of N+1."""
 
 
+_JSON_TYPES: dict[Any, Body] = {
+    str: {"type": "string"},
+    int: {"type": "integer"},
+    Decimal: {"type": "number", "description": "a .NET decimal: a JSON number that keeps its "
+                                               "scale (1200.50)"},
+    UUID: {"type": "string", "format": "uuid"},
+    datetime: {"type": "string", "format": "date-time",
+               "description": "UTC, up to seven fraction digits, as .NET writes a DateTime"},
+    tuple[str, ...]: {"type": "array", "items": {"type": "string"}},
+}
+"""The JSON Schema of each field type the codec reads and writes (`_READERS`)."""
+
+
 class EventCodec:
     """Turns events into wire JSON and back, by a registry of `EventType` → class."""
 
@@ -383,6 +405,31 @@ class EventCodec:
     def event_types(self) -> list[str]:
         """The registered `EventType` names."""
         return list(self._shapes)
+
+    def json_schema(self, event_type: str) -> Body:
+        """The JSON Schema (draft 07) of `event_type`'s wire document, from the same field
+        list the codec reads and writes: the .NET property names in their order, each with
+        the JSON type its reader accepts; `required` what the reader refuses to go without.
+        Other properties are allowed (a reader ignores them). `EventType` is written always
+        and read when no header names the type."""
+        shape = self._shapes.get(event_type)
+        if shape is None:
+            raise UnknownEventType(f"event type {event_type!r} is not registered")
+        hints = typing.get_type_hints(shape.cls)
+        properties: dict[str, Any] = {}
+        for f in shape.fields:
+            if f.wire == "Version":
+                properties["EventType"] = {"type": "string", "const": event_type}
+            properties[f.wire] = dict(_JSON_TYPES[hints[f.attr]])
+        current = typing.cast(int, shape.cls.__dataclass_fields__["schema_version"].default)
+        upcast = " (older ones are read through upcasters)" if current > 1 else ""
+        properties["Version"] |= {
+            "minimum": 1, "description": f"the event's schema version: {current}{upcast}"}
+        schema: Body = {"type": "object", "title": event_type, "properties": properties,
+                        "required": [f.wire for f in shape.fields if f.required]}
+        if shape.cls.__doc__:
+            schema["description"] = " ".join(shape.cls.__doc__.split())
+        return schema
 
     def register_upcaster(self, event_type: str, from_schema_version: int,
                           upcaster: Upcaster) -> None:
@@ -472,7 +519,7 @@ class EventCodec:
             try:
                 values[f.attr] = f.read(raw)
             except _Expected as exc:
-                raise WireFormatError(f"{name}: field {f.wire!r} must be {exc}, got {raw!r}") \
+                raise WireFormatError(f"{name}: field {f.wire!r} must be {exc}", got=raw) \
                     from None
         return shape.cls(**values, correlation_id=correlation_id, causation_id=causation_id)
 

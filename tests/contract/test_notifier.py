@@ -125,11 +125,12 @@ def subject(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture,
             mail_server: MailServer) -> NotifierUnderTest:
     documents = InMemoryDocumentStore()
     if request.param == "recording":
-        caplog.set_level(logging.INFO, logger="mussikon.notifications")
+        # The recipient and subject are logged at debug only (they are part of the message).
+        caplog.set_level(logging.DEBUG, logger="mussikon.notifications")
         return NotifierUnderTest(
             RecordingNotifier(documents), documents,
             lambda: [r.getMessage() for r in caplog.records
-                     if r.name == "mussikon.notifications"],
+                     if r.name == "mussikon.notifications" and r.levelno == logging.DEBUG],
             lambda: RecordingNotifier(documents), "log")
     return NotifierUnderTest(
         SmtpNotifier(mail_server.url(), MAIL_FROM, documents), documents,

@@ -102,6 +102,15 @@ def _from_document(doc: Document) -> SentNotification:
                             int(doc.get("number", 0)))
 
 
+def _log_sent(notification: Notification, how: str) -> None:
+    """Say a notification went out: its kind and what it is about (the recipient and the
+    subject, part of the message, only at debug)."""
+    logger.info("%s notification about %s %s", notification.kind, notification.about or "-",
+                how)
+    logger.debug("%s notification to %s: %s", notification.kind, notification.recipient,
+                 notification.subject)
+
+
 class RecordingNotifier(Notifier):
     """The embedded default: records each notification in the document store and logs it."""
 
@@ -113,8 +122,7 @@ class RecordingNotifier(Notifier):
             return False
         if not await self.log.record(notification, channel="log"):
             return False  # a concurrent send of the same key recorded it first
-        logger.info("%s notification to %s about %s: %s", notification.kind,
-                    notification.recipient, notification.about or "-", notification.subject)
+        _log_sent(notification, "recorded")
         return True
 
     async def sent(self, limit: int = 100, after: int | None = None) -> list[SentNotification]:
@@ -250,8 +258,7 @@ class SmtpNotifier(Notifier):
             recorded = await self.log.record(notification, channel=f"smtp {self.server.address}")
         finally:
             await self.documents.release_lease(lease, owner)
-        logger.info("%s notification to %s about %s sent through %s", notification.kind,
-                    notification.recipient, notification.about or "-", self.server.address)
+        _log_sent(notification, f"sent through {self.server.address}")
         return recorded
 
     async def sent(self, limit: int = 100, after: int | None = None) -> list[SentNotification]:

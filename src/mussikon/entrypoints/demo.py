@@ -176,8 +176,8 @@ async def run_demo(app: App, console: Console, program: str = "mussikon") -> Out
     reactions = logging.getLogger("mussikon.reactions")
     level, propagate = reactions.level, reactions.propagate
     reactions.addHandler(timeline)
-    reactions.setLevel(logging.INFO)
-    reactions.propagate = logging.getLogger().isEnabledFor(logging.INFO)  # the table shows them
+    reactions.setLevel(logging.DEBUG)  # what handlers did, made of the events' bodies
+    reactions.propagate = logging.getLogger().isEnabledFor(logging.DEBUG)  # the table shows them
     start = await app.store.head_position() + 1
     out = Outcomes()
     try:

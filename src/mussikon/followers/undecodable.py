@@ -29,7 +29,7 @@ ISO 8601)."""
 def record_skipped(changes: Changes, reader: str, error: UndecodableEventError) -> None:
     """Log the row `error` names and add its record, as skipped by `reader`, to `changes`."""
     log.error("%s skips the event at position %d (stream %r, version %d): %s", reader,
-              error.position, error.stream_id, error.version, error.reason)
+              error.position, error.stream_id, error.version, error.summary)
     key = (f"{reader}:{error.position}" if error.position
            else f"{reader}:{error.stream_id}:{error.version}")
     changes.put(UNDECODABLE_EVENTS, key, {

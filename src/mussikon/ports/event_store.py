@@ -44,7 +44,7 @@ class UndecodableEventError(StoreError):
     """
 
     def __init__(self, position: int, stream_id: str, version: int, reason: str,
-                 checkpoint: str = "") -> None:
+                 checkpoint: str = "", *, summary: str = "") -> None:
         super().__init__(
             f"event at position {position} (stream {stream_id!r}, version {version}) "
             f"cannot be read: {reason}"
@@ -52,6 +52,8 @@ class UndecodableEventError(StoreError):
         self.position, self.stream_id, self.version, self.reason = (position, stream_id, version,
                                                                     reason)
         self.checkpoint = checkpoint
+        self.summary = summary or reason
+        """The reason without any value read from the row (what logs show)."""
 
 
 class StoreUnavailable(StoreError):

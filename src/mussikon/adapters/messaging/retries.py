@@ -14,6 +14,8 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from mussikon.domain.events import DomainEvent
+from mussikon.logs import log_context
 from mussikon.ports.transport import Envelope, Handler
 
 log = logging.getLogger("mussikon.bus")
@@ -52,18 +54,28 @@ def failure_message(error: BaseException) -> str:
     return f"{text} (at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno})"
 
 
+def event_ids(event: DomainEvent | None) -> dict[str, object]:
+    """What the records logged while `event` is handled say about it (`log_context`)."""
+    if event is None:
+        return {}
+    return {"event_id": event.id, "correlation_id": event.correlation_id,
+            "event_type": event.event_type}
+
+
 async def try_handler(subscription: str, handler: Handler, envelope: Envelope,
                       attempt: int) -> Exception | None:
     """Run `handler` once on `envelope` as attempt number `attempt` (in `Envelope.attempt`);
-    None if it succeeded, else the exception it raised (logged as a warning)."""
-    try:
-        await handler(envelope if envelope.attempt == attempt
-                      else replace(envelope, attempt=attempt))
-        return None
-    except Exception as exc:
-        log.warning("%s failed on %s %s (attempt %d): %r", subscription,
-                    envelope.event.event_type, envelope.message_id, attempt, exc)
-        return exc
+    None if it succeeded, else the exception it raised (logged as a warning). What is logged
+    meanwhile carries the event's ids."""
+    with log_context(**event_ids(envelope.event)):
+        try:
+            await handler(envelope if envelope.attempt == attempt
+                          else replace(envelope, attempt=attempt))
+            return None
+        except Exception as exc:
+            log.warning("%s failed on %s %s (attempt %d): %r", subscription,
+                        envelope.event.event_type, envelope.message_id, attempt, exc)
+            return exc
 
 
 def next_retry_delay(delays: Sequence[float], tries: int) -> float | None:

@@ -21,9 +21,11 @@ def undecodable(position: int, stream_id: str, version: int,
     """The error for the row at `position` (stream `stream_id`, `version`) that raised `error`
     while it was decoded: the codec's own message (it names the type and the field), or
     the exception's type and message for anything else."""
-    reason = str(error) if isinstance(error, WireFormatError) else \
-        f"{type(error).__name__}: {error}"
-    return UndecodableEventError(position, stream_id, version, reason)
+    if isinstance(error, WireFormatError):
+        return UndecodableEventError(position, stream_id, version, str(error),
+                                     summary=error.summary)
+    return UndecodableEventError(position, stream_id, version, f"{type(error).__name__}: {error}",
+                                 summary=type(error).__name__)
 
 
 def batch_before(error: UndecodableEventError, decoded: list[RecordedEvent]

@@ -33,9 +33,10 @@ class Dependencies:
 
 
 def react(envelope: Envelope, handler: str, what: str) -> None:
-    """Say what a handler did about an event (the demo's timeline listens to this logger)."""
+    """Say what a handler did about an event (the demo's timeline listens to this logger). At
+    debug: what it says is made of the event's body (names, addresses, amounts)."""
     event = envelope.event
-    reactions.info("%s: %s", handler, what,
+    reactions.debug("%s: %s", handler, what,
                    extra={"event_type": event.event_type, "event_id": str(event.id),
                           "handler": handler, "reaction": what})
 

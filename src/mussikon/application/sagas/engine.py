@@ -28,6 +28,7 @@ from mussikon.application.sagas.state import (
     SagaState,
     SagaStatus,
     describe,
+    outline,
 )
 from mussikon.application.sagas.steps import (
     Done,
@@ -219,10 +220,12 @@ class SagaEngine:
         if not await self.journal.commit(state, after, records, trigger.message_id, at):
             raise _Lost
         what = describe(records)
-        log.info("saga %s: %s", after.saga_id, what)
+        # The details (names, amounts, addresses) come from the events' bodies: debug only.
+        log.info("saga %s: %s", after.saga_id, outline(records))
+        log.debug("saga %s: %s", after.saga_id, what)
         event_type = trigger.event.event_type if trigger.event else \
             "timeout" if trigger.timeout else "resume"
-        reactions.info("saga %s: %s", self.kind, what,
+        reactions.debug("saga %s: %s", self.kind, what,
                        extra={"event_type": event_type, "event_id": trigger.message_id,
                               "handler": f"saga {self.kind}", "reaction": what})
         return after

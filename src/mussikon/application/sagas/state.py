@@ -254,6 +254,11 @@ def _time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
+def outline(records: Sequence[SagaRecord]) -> str:
+    """The records' kinds and steps, without their details."""
+    return "; ".join(f"{r.kind}{' ' + r.step if r.step else ''}" for r in records)
+
+
 def describe(records: Sequence[SagaRecord]) -> str:
     """The records in a few words, for logs."""
     return "; ".join(f"{r.kind}{' ' + r.step if r.step else ''}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import traceback
@@ -11,8 +10,10 @@ from typing import Annotated
 
 import typer
 
-from mussikon.config import LOG_LEVELS
+from mussikon import logs
+from mussikon.config import LOG_FORMATS, LOG_LEVELS
 from mussikon.entrypoints.cli.analytics import analytics
+from mussikon.entrypoints.cli.asyncapi import asyncapi
 from mussikon.entrypoints.cli.broker import broker_app
 from mussikon.entrypoints.cli.common import error_line, options, print_error
 from mussikon.entrypoints.cli.db import db_app
@@ -44,6 +45,7 @@ app.add_typer(broker_app, name="broker")
 app.add_typer(sagas_app, name="sagas")
 app.add_typer(directory_app, name="directory")
 app.command()(analytics)
+app.command()(asyncapi)
 
 
 def _print_version(asked: bool) -> None:
@@ -76,12 +78,12 @@ _mount_benchmarks()
 def main(args: list[str] | None = None) -> None:
     """Console entry point: exit code 0, or 1 with one line on stderr (`--debug`: the
     traceback); 130 when interrupted."""
-    # The level is checked with the other settings, when a command reads them: `--help`
+    # The level and format are checked with the other settings, when a command reads them: `--help`
     # works whatever the environment says.
     level = os.environ.get("MUSSIKON_LOG_LEVEL", "WARNING").strip().upper()
-    logging.basicConfig(level=level if level in LOG_LEVELS else "WARNING",
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    log_format = os.environ.get("MUSSIKON_LOG_FORMAT", "human").strip().lower()
+    logs.configure(level if level in LOG_LEVELS else "WARNING",
+                   log_format if log_format in LOG_FORMATS else "human")
     sys.exit(_run(args))
 
 

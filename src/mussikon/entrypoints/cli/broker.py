@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
 
 from mussikon.bootstrap import provision_broker
 from mussikon.config import load_settings
-from mussikon.entrypoints.cli.common import run
+from mussikon.entrypoints.cli.common import apply_log_settings, run
 from mussikon.entrypoints.cli.demo import demo_settings
 from mussikon.entrypoints.cli.output import console_for_output, plain
 
@@ -28,7 +27,7 @@ def broker_provision(for_demo: Annotated[bool, typer.Option(
         settings = load_settings()
         if for_demo:
             settings = demo_settings(settings)
-        logging.getLogger().setLevel(settings.log_level)
+        apply_log_settings(settings)
         console = console_for_output()
         changes = await provision_broker(settings, lambda line: console.print(plain(line)))
         if changes is None:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
+from mussikon import logs
 from mussikon.bootstrap import App, ConfigurationError, open_app
 from mussikon.config import Settings, SettingsError, describe_invalid_settings, load_settings
 from mussikon.domain.errors import DomainError
@@ -89,13 +90,20 @@ async def _call(coro_fn: Callable[[], Awaitable[T]]) -> T:
     return await coro_fn()
 
 
+def apply_log_settings(settings: Settings) -> None:
+    """Log at MUSSIKON_LOG_LEVEL in MUSSIKON_LOG_FORMAT (as read with the other settings,
+    `.env` included)."""
+    logging.getLogger().setLevel(settings.log_level)
+    logs.use_format(settings.log_format)
+
+
 @asynccontextmanager
 async def opened(settings: Settings | None = None, clock: Clock | None = None, *,
                  read_only: bool = False) -> AsyncIterator[App]:
     """The application for one command, closed afterwards. `read_only`, for commands that only
     look: the store must exist already, and is neither created, migrated nor written."""
     settings = settings or load_settings()
-    logging.getLogger().setLevel(settings.log_level)
+    apply_log_settings(settings)
     application = await open_app(settings, clock, read_only=read_only)
     try:
         yield application

@@ -21,6 +21,7 @@ def serve(host: Annotated[str, typer.Option("--host", help="Address to listen on
     and stops the handlers (within MUSSIKON_STOP_GRACE seconds); a second Ctrl-C stops at
     once."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from mussikon.entrypoints.http.api import create_api
 
@@ -29,8 +30,11 @@ def serve(host: Annotated[str, typer.Option("--host", help="Address to listen on
         try:
             async with opened() as application:
                 await application.start()
+                # In JSON, uvicorn's loggers go through ours (its own set-up writes text).
+                json_lines = application.settings.log_format == "json"
                 config = uvicorn.Config(create_api(application=application),
                                         log_level=application.settings.log_level.lower(),
+                                        log_config=None if json_lines else LOGGING_CONFIG,
                                         lifespan="on", server_header=False)
                 server = uvicorn.Server(config)
                 # The server stops gracefully on SIGTERM or Ctrl-C, then raises the signal

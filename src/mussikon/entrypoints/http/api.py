@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI
 
 from mussikon.bootstrap import App, open_app
 from mussikon.config import Settings, load_settings
-from mussikon.entrypoints.http import auth, commands, docs, errors, health, queries
+from mussikon.entrypoints.http import asyncapi, auth, commands, docs, errors, health, queries
 from mussikon.entrypoints.http.accounts import Accounts, token_secret
 from mussikon.entrypoints.http.limits import BodySizeLimit
 from mussikon.entrypoints.http.state import ApiState
@@ -46,7 +46,8 @@ def create_api(settings: Settings | None = None, *, application: App | None = No
     api.add_middleware(BodySizeLimit, max_bytes=active.api_max_body)
     errors.install(api)
     docs.install(api)
-    for router in (health.router, auth.router, commands.router, queries.router, *routers):
+    for router in (health.router, auth.router, commands.router, queries.router,
+                   asyncapi.router, *routers):
         api.include_router(router)
     return api
 

@@ -82,10 +82,16 @@ from mussikon.adapters.messaging.rabbitmq.properties import (
     wait_properties,
 )
 from mussikon.adapters.messaging.rabbitmq.topology import Topology
-from mussikon.adapters.messaging.retries import next_retry_delay, store_wait_delay, try_handler
+from mussikon.adapters.messaging.retries import (
+    event_ids,
+    next_retry_delay,
+    store_wait_delay,
+    try_handler,
+)
 from mussikon.adapters.messaging.stream_order import StreamOrderedWorkers
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.prerequisites import Prerequisite
+from mussikon.logs import log_context
 from mussikon.ports.event_store import EventStore, StoreError
 from mussikon.ports.transport import Envelope, Subscription
 from mussikon.wire import EventCodec, WireFormatError
@@ -281,6 +287,11 @@ class EventConsumer:
         return delay
 
     async def _handle(self, delivery: _Delivery) -> float | None:
+        envelope = delivery.envelope
+        with log_context(**event_ids(envelope.event if envelope is not None else None)):
+            return await self._handle_delivery(delivery)
+
+    async def _handle_delivery(self, delivery: _Delivery) -> float | None:
         acks, queue, tag = delivery.acks, delivery.queue, delivery.tag
         if not acks.is_open:
             return None  # its channel is gone: the broker delivers it again on the new one
@@ -326,7 +337,8 @@ class EventConsumer:
         if envelope is None:
             exc = delivery.malformed
             assert exc is not None
-            log.error("malformed message in %s goes to the dead-letter queue: %s", queue, exc)
+            log.error("malformed message in %s goes to the dead-letter queue: %s", queue,
+                      exc.summary)
             await self._dead_letter(message, state, Failure(MALFORMED, exc, attempts=0))
             return None
         if delivery.tries == 0:  # once, before the first attempt, in the stream's order

@@ -53,6 +53,7 @@ from mussikon.adapters.messaging.message_contract import (
     clip,
 )
 from mussikon.adapters.messaging.retries import (
+    event_ids,
     exception_name,
     failure_message,
     next_retry_delay,
@@ -72,6 +73,7 @@ from mussikon.adapters.messaging.servicebus.messages import (
 from mussikon.adapters.messaging.stream_order import StreamOrderedWorkers
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.prerequisites import Prerequisite
+from mussikon.logs import log_context
 from mussikon.ports.event_store import EventStore, StoreError
 from mussikon.ports.transport import Envelope, Subscription, TransportNotReady
 from mussikon.wire import EventCodec, WireFormatError
@@ -322,6 +324,11 @@ class ServiceBusConsumer:
     async def _attempt(self, delivery: _Delivery) -> float | None:
         """One attempt: None once the message is settled (or left to come again), else the
         seconds before the next attempt."""
+        envelope = delivery.envelope
+        with log_context(**event_ids(envelope.event if envelope is not None else None)):
+            return await self._attempt_delivery(delivery)
+
+    async def _attempt_delivery(self, delivery: _Delivery) -> float | None:
         try:
             delay = await self._process(delivery)
         except StoreError as exc:
@@ -374,7 +381,7 @@ class ServiceBusConsumer:
         if envelope is None:
             assert delivery.malformed is not None
             log.error("malformed message in %s is dead-lettered: %s", subscription.name,
-                      delivery.malformed)
+                      delivery.malformed.summary)
             await self._dead_letter(delivery, MALFORMED, delivery.malformed, 0)
             return None
         if delivery.tries == 0:  # once, before the first attempt, in the stream's order
