@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from mussikon import metrics
 from mussikon.ports.transport import Envelope, Handler
 
 log = logging.getLogger("mussikon.bus")
@@ -55,12 +56,15 @@ def failure_message(error: BaseException) -> str:
 async def try_handler(subscription: str, handler: Handler, envelope: Envelope,
                       attempt: int) -> Exception | None:
     """Run `handler` once on `envelope` as attempt number `attempt` (in `Envelope.attempt`);
-    None if it succeeded, else the exception it raised (logged as a warning)."""
+    None if it succeeded, else the exception it raised (logged as a warning). Each outcome is
+    counted (`metrics`)."""
     try:
         await handler(envelope if envelope.attempt == attempt
                       else replace(envelope, attempt=attempt))
+        metrics.handled(subscription)
         return None
     except Exception as exc:
+        metrics.failed(subscription)
         log.warning("%s failed on %s %s (attempt %d): %r", subscription,
                     envelope.event.event_type, envelope.message_id, attempt, exc)
         return exc
