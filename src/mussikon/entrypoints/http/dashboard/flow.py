@@ -50,6 +50,10 @@ class Step:
     """The event's number in the flow (0 for a saga's record)."""
     cause: int = 0
     """The number of the event that caused it (0: from outside, or not in this flow)."""
+    by_saga: str = ""
+    """For an event a saga's step wrote: the saga record just before it."""
+    caused: bool = False
+    """True if something caused it (an event not in this flow: a saga's step)."""
     depth: int = 0
     stream: str = ""
     saga_id: str = ""
@@ -92,21 +96,37 @@ async def flow_of(app: App, correlation_id: str) -> list[Step]:
                 how = "pending"
             handlings.append(Handling(subscription.name, how))
         steps.append(Step(event.occurred_at, lane_of(record.stream_id), event.event_type,
-                          summary(event), n, cause, min(depths[n], DEPTH), record.stream_id,
+                          summary(event), n, cause, caused=event.causation_id is not None,
+                          depth=min(depths[n], DEPTH), stream=record.stream_id,
                           handlings=handlings))
     for saga in await _sagas_of(app, {r.stream_id for r in records}):
         for entry in await app.sagas.journal.history(saga.saga_id) if app.sagas else []:
             cause = numbers.get(entry.message_id, 0)
+            if not cause:  # a record of the saga caused by another correlation
+                continue
             steps.append(Step(entry.at, "saga", f"{saga.kind}: {entry.kind}",
                               " · ".join(filter(None, (entry.step, entry.detail))),
-                              cause=cause, depth=min(depths.get(cause, -1) + 1, DEPTH),
+                              cause=cause, depth=min(depths[cause] + 1, DEPTH),
                               saga_id=saga.saga_id))
     steps.sort(key=lambda s: (s.at, s.number == 0, s.number))
+    _by_saga_steps(steps)
     if steps:
         start = steps[0].at
         for step in steps:
             step.offset_ms = (step.at - start).total_seconds() * 1000
     return steps
+
+
+def _by_saga_steps(steps: list[Step]) -> None:
+    """An event caused by something outside the flow's events, written after a saga's
+    record, was written by that saga's step: it is shown under that record."""
+    last_saga: Step | None = None
+    for step in steps:
+        if not step.number:
+            last_saga = step
+        elif step.caused and not step.cause and last_saga is not None:
+            step.by_saga = last_saga.title
+            step.depth = min(last_saga.depth + 1, DEPTH)
 
 
 async def _sagas_of(app: App, streams: set[str]) -> list[SagaState]:
