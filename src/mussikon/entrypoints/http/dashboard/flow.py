@@ -125,7 +125,7 @@ def _by_saga_steps(steps: list[Step]) -> None:
         if not step.number:
             last_saga = step
         elif step.caused and not step.cause and last_saga is not None:
-            step.by_saga = last_saga.title
+            step.by_saga = f"the {last_saga.title.split(':')[0]} saga"
             step.depth = min(last_saga.depth + 1, DEPTH)
 
 

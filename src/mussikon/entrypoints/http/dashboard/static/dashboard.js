@@ -17,11 +17,12 @@ function startFeed(list) {
   const state = document.getElementById("feed-state");
   const say = (text, cls) => { state.textContent = text; state.className = "pill " + cls; };
   const source = new EventSource(list.dataset.source);
-  source.onopen = () => say("live", "live");
+  let opened = 0; // rows of the first second are what was there already: not highlighted
+  source.onopen = () => { say("live", "live"); opened = opened || Date.now(); };
   source.onerror = () => say("reconnecting…", "down");
   source.addEventListener("stored", (message) => {
     const e = JSON.parse(message.data);
-    const row = el("li", "new");
+    const row = el("li", Date.now() - opened > 1000 ? "new" : "");
     row.dataset.position = e.position;
     row.dataset.type = e.type;
     row.appendChild(el("span", "pos", "#" + e.position));
