@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.command_line import environment
 from tests.polling import eventually
 

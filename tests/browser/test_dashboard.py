@@ -11,7 +11,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    ViewportSize,
+    async_playwright,
+    expect,
+)
+
 from tests.browser.conftest import (
     CHROMIUM_ARGS,
     MUSICIAN_PASSWORD,
@@ -22,8 +30,8 @@ from tests.conftest import MailBox
 
 pytestmark = pytest.mark.browser
 
-LAPTOP = {"width": 1366, "height": 860}
-PHONE = {"width": 390, "height": 844}
+LAPTOP: ViewportSize = {"width": 1366, "height": 860}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 async def shoot(page: Page, folder: Path, name: str) -> None:
