@@ -106,6 +106,11 @@ async def test_an_operator_watches_the_flow_and_retries_dead_letters(
         await expect(page.locator(".timeline .saga-record").first).to_be_visible()
         flow = page.url.removeprefix(url)
         await shoot(page, screenshots, "laptop-flow")
+        # The submission's flow: the handler that could not mail the organizer, the saga.
+        await page.go_back()
+        await page.locator("#feed li[data-type=MusicianApplicationSubmittedEvent] a.type").click()
+        await expect(page.locator(".timeline .handlers").first).to_be_visible()
+        await shoot(page, screenshots, "laptop-flow-submission")
 
         # Welcome emails could not be sent: dead letters. With the mail server up, the
         # group is retried and leaves the list.

@@ -36,6 +36,8 @@ class Handling:
     subscription: str
     state: str
     """handled, dead-lettered or pending."""
+    letter: str = ""
+    """The dead letter's id, when dead-lettered."""
 
 
 @dataclass
@@ -87,14 +89,15 @@ async def flow_of(app: App, correlation_id: str) -> list[Step]:
             if event.event_type not in subscription.event_types \
                     or subscription.name in saga_subscriptions:
                 continue
-            message_id = str(event.id)
+            message_id, letter = str(event.id), ""
             if await app.documents.has_seen(subscription.name, message_id):
                 how = "handled"
-            elif await app.transport.find_dead_letter(f"{subscription.name}:{message_id}"):
-                how = "dead-lettered"
+            elif dead := await app.transport.find_dead_letter(
+                    f"{subscription.name}:{message_id}"):
+                how, letter = "dead-lettered", dead.id
             else:
                 how = "pending"
-            handlings.append(Handling(subscription.name, how))
+            handlings.append(Handling(subscription.name, how, letter))
         steps.append(Step(event.occurred_at, lane_of(record.stream_id), event.event_type,
                           summary(event), n, cause, caused=event.causation_id is not None,
                           depth=min(depths[n], DEPTH), stream=record.stream_id,
