@@ -98,6 +98,8 @@ async def test_an_operator_watches_the_flow_and_retries_dead_letters(
         assert accepted.status_code == 200, accepted.text
         await expect(page.locator("#feed li[data-type=ContractDraftedEvent]")).to_have_count(1)
         await expect(page.locator("#feed-state")).to_have_text("live")
+        # The figures: sampled every 2 s, fetched by the page every 3 s.
+        await expect(page.locator("[data-total=head]")).to_have_text("6", timeout=15_000)
         await shoot(page, screenshots, "laptop-live")
 
         await page.locator("#feed li[data-type=ApplicationAcceptedEvent] a.type").click()

@@ -12,6 +12,7 @@ import msgspec
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import Response
 
+from mussikon import metrics
 from mussikon.bootstrap import App
 from mussikon.entrypoints.http.dashboard import audit
 from mussikon.entrypoints.http.dashboard.access import DashboardRoute, Operator
@@ -55,7 +56,9 @@ class Group:
 async def groups(app: App) -> list[Group]:
     """The dead letters grouped by (exception type, subscription), most letters first."""
     by_key: dict[tuple[str, str], Group] = {}
-    for letter in await app.transport.dead_letters(READ):
+    letters = await app.transport.dead_letters(READ)
+    metrics.DEAD_LETTERS.set(len(letters))
+    for letter in letters:
         key = (letter.exception, letter.subscription)
         by_key.setdefault(key, Group(*key, [])).letters.append(letter)
     return sorted(by_key.values(), key=lambda g: (-g.count, g.exception, g.subscription))

@@ -48,7 +48,8 @@ async def samples(who: Operator, dashboard: Dashboard,
                   ) -> JSONResponse:
     """The sampled figures of the last minutes or hours, for the charts."""
     ring = dashboard.sampler.minutes if span == "minutes" else dashboard.sampler.hours
-    return JSONResponse({**ring.series(), "readers": dashboard.sampler.readers},
+    return JSONResponse({**ring.series(), "readers": dashboard.sampler.readers,
+                         "totals": dashboard.sampler.totals()},
                         headers={"Cache-Control": "no-store"})
 
 

@@ -23,6 +23,9 @@ LAG_LIMIT = 100_000
 DEAD_LETTERS_COUNTED = 10_000
 """Dead letters counted at most for the gauge."""
 
+DEAD_LETTERS_EVERY = 10.0
+"""Seconds between two counts of the dead letters (a read of them all, up to the limit)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Sample:
@@ -60,10 +63,10 @@ class Ring:
             seconds = max(after.at - before.at, 1e-6)
             points.append({
                 "t": after.at,
-                "handled": round((after.handled - before.handled) / seconds, 3),
-                "failed": round((after.failed - before.failed) / seconds, 3),
+                "handled": round((after.handled - before.handled) / seconds, 2),
+                "failed": round((after.failed - before.failed) / seconds, 2),
                 "dead_lettered": round((after.dead_lettered - before.dead_lettered) / seconds,
-                                       3),
+                                       2),
                 **{f"{kind}_lag": lag for kind, lag in after.lags.items()}})
         return {"every": self.every, "span": self.every * self.size, "points": points}
 
@@ -89,12 +92,15 @@ class Sampler:
             self._task = None
 
     async def _run(self, app: App) -> None:
-        counted = 0.0
+        counted, dead_lettered = 0.0, -1.0
         while True:
             try:
-                await self.sample(app)
-                if time.time() - counted >= 30:
-                    counted = time.time()
+                sample = await self.sample(app)
+                # Counted again when this process dead-lettered more, else now and then (a
+                # worker elsewhere, an operator's command).
+                if time.time() - counted >= DEAD_LETTERS_EVERY \
+                        or sample.dead_lettered != dead_lettered:
+                    counted, dead_lettered = time.time(), sample.dead_lettered
                     await self.count_dead_letters(app)
             except Exception as exc:  # a store not answering: the next sample tries again
                 log.warning("dashboard: could not sample the figures: %s", exc)
@@ -124,6 +130,16 @@ class Sampler:
             if ring.due(sample.at):
                 ring.samples.append(sample)
         return sample
+
+    def totals(self) -> dict[str, float]:
+        """The figures now: the store's head, what this process handled, failed and
+        dead-lettered since it started, and the dead letters kept."""
+        gauge = metrics.REGISTRY.get_sample_value
+        return {"head": gauge("mussikon_store_head_position") or 0,
+                "handled": metrics.total(metrics.HANDLED),
+                "failed": metrics.total(metrics.FAILED),
+                "dead_lettered": metrics.total(metrics.DEAD_LETTERED),
+                "dead_letters": gauge("mussikon_dead_letters") or 0}
 
     async def count_dead_letters(self, app: App) -> int:
         """Count the dead letters kept (up to DEAD_LETTERS_COUNTED) into the gauge."""

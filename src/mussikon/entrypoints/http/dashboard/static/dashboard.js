@@ -81,6 +81,9 @@ function startCharts(box) {
       if (!answer.ok) return;
       const data = await answer.json();
       for (const chart of box.querySelectorAll(".chart")) draw(chart, data.points);
+      for (const figure of document.querySelectorAll("[data-total]")) {
+        figure.textContent = String(data.totals[figure.dataset.total] ?? "–");
+      }
     } catch (e) { /* the next refresh tries again */ }
   };
   const every = () => { clearInterval(timer); timer = setInterval(refresh, span === "minutes" ? 3000 : 60000); };
