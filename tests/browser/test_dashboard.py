@@ -127,7 +127,7 @@ async def test_an_operator_watches_the_flow_and_retries_dead_letters(
         await group.locator("a").first.click()
         await expect(page.locator("h1")).to_contain_text("musicians.on-registered")
         await shoot(page, screenshots, "laptop-dead-letter-group")
-        letter_page = page.url.removeprefix(url)
+        group_page = page.url.removeprefix(url)
         await page.locator("table a.mono").first.click()
         await expect(page.locator("pre.body")).to_contain_text("MusicianId")
         await shoot(page, screenshots, "laptop-dead-letter")
@@ -153,8 +153,9 @@ async def test_an_operator_watches_the_flow_and_retries_dead_letters(
             await mail.wait_closed()
         await shoot(page, screenshots, "laptop-dead-letters-after-retry")
 
-        pages = {"live": "/dashboard", "flow": flow, "sagas": "/dashboard/sagas",
-                 "dead-letters": "/dashboard/dead-letters", "dead-letter-group": letter_page,
+        pages = {"login": "/dashboard/login", "live": "/dashboard", "flow": flow,
+                 "sagas": "/dashboard/sagas",
+                 "dead-letters": "/dashboard/dead-letters", "dead-letter-group": group_page,
                  "projections": "/dashboard/projections", "audit": "/dashboard/audit"}
         await page.goto(f"{url}/dashboard/sagas")
         await page.locator("table a.mono").first.click()
