@@ -148,6 +148,19 @@ async def test_an_operator_watches_the_flow_and_retries_dead_letters(
             await expect(group).to_have_count(0)
             await expect(page.locator("table.audit")).to_contain_text("retry dead-letter group")
             assert "ana@musicos.example" in box.recipients
+
+            # The application's saga stopped where its email to the organizer failed: it is
+            # resumed from the dashboard, and moves on.
+            await page.goto(f"{url}/dashboard/sagas?kind=musician-application")
+            await page.locator("table a.mono").first.click()
+            await expect(page.locator(".status").first).to_have_text("Running")
+            await page.get_by_role("button", name="Resume…").click()
+            await page.get_by_role("button", name="Yes, go ahead").click()
+            await expect(page.locator("h1")).to_have_text("Saga resumed")
+            await shoot(page, screenshots, "laptop-saga-resumed")
+            await page.get_by_role("link", name="Back").click()
+            await expect(page.locator(".status").first).to_have_text("Completed")
+            await expect(page.locator("ol.steps .mark-completed")).to_have_count(5)
         finally:
             mail.close()
             await mail.wait_closed()

@@ -88,7 +88,7 @@ async def resume(request: Request, saga_id: str, who: Operator, state: State,
                       action=request.url.path, fields={}, back=f"/dashboard/sagas/{saga_id}")
     try:
         resumed = await runtime.resume(saga_id)
-        outcome = (f"{resumed.before.status.value} -> {resumed.after.status.value}, "
+        outcome = (f"{resumed.before.status.value} → {resumed.after.status.value}, "
                    f"{len(resumed.redelivered)} event(s) given again")
         ok = True
     except SagaNotStuck as exc:
