@@ -18,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from mussikon import metrics
 from mussikon.adapters.messaging.dead_letter_store import (
     DeadLetterIndex,
     letter_document,
@@ -310,6 +311,7 @@ class InProcessTransport(Transport):
             message_id=message_id, event_type=event_type, position=position,
             attempts=attempts, exception=exception, reason=reason, body=body,
             failed_at=utc_now()))])
+        metrics.dead_lettered(subscription)
 
     async def dead_letters(self, limit: int | None = None,
                            after: str | None = None) -> list[DeadLetter]:

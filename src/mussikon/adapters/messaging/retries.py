@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from mussikon import metrics
 from mussikon.domain.events import DomainEvent
 from mussikon.logs import log_context
 from mussikon.ports.transport import Envelope, Handler
@@ -66,13 +67,15 @@ async def try_handler(subscription: str, handler: Handler, envelope: Envelope,
                       attempt: int) -> Exception | None:
     """Run `handler` once on `envelope` as attempt number `attempt` (in `Envelope.attempt`);
     None if it succeeded, else the exception it raised (logged as a warning). What is logged
-    meanwhile carries the event's ids."""
+    meanwhile carries the event's ids; each outcome is counted (`metrics`)."""
     with log_context(**event_ids(envelope.event)):
         try:
             await handler(envelope if envelope.attempt == attempt
                           else replace(envelope, attempt=attempt))
+            metrics.handled(subscription)
             return None
         except Exception as exc:
+            metrics.failed(subscription)
             log.warning("%s failed on %s %s (attempt %d): %r", subscription,
                         envelope.event.event_type, envelope.message_id, attempt, exc)
             return exc

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import signal
 import socket
+from collections.abc import Callable
 from types import FrameType
 from typing import Annotated
 
 import typer
+import uvicorn
 
 from mussikon.entrypoints.cli.common import opened, run
 from mussikon.entrypoints.cli.output import CommandFailed
@@ -20,10 +22,10 @@ def serve(host: Annotated[str, typer.Option("--host", help="Address to listen on
     models and sagas running, until SIGTERM or Ctrl-C, which finishes the requests in flight
     and stops the handlers (within MUSSIKON_STOP_GRACE seconds); a second Ctrl-C stops at
     once."""
-    import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
     from mussikon.entrypoints.http.api import create_api
+    from mussikon.entrypoints.http.dashboard import Dashboard
 
     async def go() -> None:
         listening = _listen(host, port)
@@ -32,11 +34,13 @@ def serve(host: Annotated[str, typer.Option("--host", help="Address to listen on
                 await application.start()
                 # In JSON, uvicorn's loggers go through ours (its own set-up writes text).
                 json_lines = application.settings.log_format == "json"
-                config = uvicorn.Config(create_api(application=application),
+                dashboard = Dashboard()
+                config = uvicorn.Config(create_api(application=application,
+                                                   routers=dashboard.routers()),
                                         log_level=application.settings.log_level.lower(),
                                         log_config=None if json_lines else LOGGING_CONFIG,
                                         lifespan="on", server_header=False)
-                server = uvicorn.Server(config)
+                server = _Server(config, on_shutdown=dashboard.close_streams)
                 # The server stops gracefully on SIGTERM or Ctrl-C, then raises the signal
                 # again for the handler it found: this one, so that a clean stop exits 0.
                 for signum in (signal.SIGTERM, signal.SIGINT):
@@ -48,6 +52,19 @@ def serve(host: Annotated[str, typer.Option("--host", help="Address to listen on
             listening.close()
 
     run(go)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which first ends the dashboard's live streams when it stops (it waits
+    for the responses still open, and a stream never ends by itself)."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.on_shutdown()
+        await super().shutdown(sockets)
 
 
 def _stopped(signum: int, frame: FrameType | None) -> None:

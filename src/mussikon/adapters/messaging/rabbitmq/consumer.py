@@ -67,6 +67,7 @@ from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from aiormq.exceptions import PublishError
 from pamqp.commands import Basic
 
+from mussikon import metrics
 from mussikon.adapters.messaging.foreign import as_stored, wait_delay_index, waited_enough
 from mussikon.adapters.messaging.rabbitmq.acknowledgements import Acknowledgements
 from mussikon.adapters.messaging.rabbitmq.connection import BROKER_ERRORS, BrokerConnection
@@ -423,6 +424,8 @@ class EventConsumer:
 
     async def _dead_letter(self, message: DeliveredMessage, state: DeliveryState,
                            failure: Failure) -> None:
+        for subscription in failure.subscriptions or ("-",):  # "-": malformed, no handler ran
+            metrics.dead_lettered(subscription)
         await self._publish(message.body, "", self.topology.dead_letter_queue,
                             dead_letter_properties(message, state, failure))
 

@@ -45,6 +45,7 @@ from azure.servicebus.aio import (
 )
 from azure.servicebus.exceptions import MessagingEntityNotFoundError, ServiceBusError
 
+from mussikon import metrics
 from mussikon.adapters.messaging.foreign import as_stored, wait_delay_index, waited_enough
 from mussikon.adapters.messaging.message_contract import (
     HANDLER_FAILED,
@@ -449,6 +450,7 @@ class ServiceBusConsumer:
 
     async def _dead_letter(self, delivery: _Delivery, reason: str, error: BaseException,
                            attempts: int) -> None:
+        metrics.dead_lettered(delivery.link.subscription.name)
         description = f"{exception_name(error)}: {failure_message(error)}"
         if attempts:
             description += f" ({attempts} attempts)"

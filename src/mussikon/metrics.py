@@ -1,0 +1,68 @@
+"""The figures an operator watches, as Prometheus metrics in one registry: what the dashboard
+charts and `/metrics` exposes are the same counters and gauges.
+
+Counters move where the transports run handlers (`adapters/messaging/retries.py`) and where
+they give up on a message; gauges are set from the stores' positions by whoever samples them
+(the dashboard of `mussikon serve`).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.exposition import generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+HANDLED = Counter("mussikon_messages_handled", "Messages a subscription's handler handled.",
+                  ["subscription"], registry=REGISTRY)
+FAILED = Counter("mussikon_handler_failures",
+                 "Attempts of a subscription's handler that raised (each retry counts).",
+                 ["subscription"], registry=REGISTRY)
+DEAD_LETTERED = Counter("mussikon_messages_dead_lettered",
+                        "Messages a subscription gave up on after its retries.",
+                        ["subscription"], registry=REGISTRY)
+HEAD = Gauge("mussikon_store_head_position", "The newest position of the store's global order.",
+             registry=REGISTRY)
+LAG = Gauge("mussikon_reader_lag_events",
+            "Events of the global order a reader (projection, relay, subscription) has not "
+            "passed yet.", ["reader", "kind"], registry=REGISTRY)
+DEAD_LETTERS = Gauge("mussikon_dead_letters", "Dead letters kept, waiting for an operator.",
+                     registry=REGISTRY)
+
+
+def handled(subscription: str) -> None:
+    """A handler of `subscription` finished a message."""
+    HANDLED.labels(subscription).inc()
+
+
+def failed(subscription: str) -> None:
+    """A handler of `subscription` raised on one attempt."""
+    FAILED.labels(subscription).inc()
+
+
+def dead_lettered(subscription: str) -> None:
+    """`subscription` gave up on a message: it is a dead letter now."""
+    DEAD_LETTERED.labels(subscription).inc()
+
+
+def reader_kind(reader: str) -> str:
+    """What kind of reader a checkpoint's name belongs to: projection, relay, subscription."""
+    name = reader.split(":", 1)[0]
+    if name.startswith("projection"):
+        return "projection"
+    if "relay" in name:
+        return "relay"
+    if name.startswith("subscription"):
+        return "subscription"
+    return "other"
+
+
+def total(counter: Counter) -> float:
+    """A counter's value summed over its labels."""
+    return sum(sample.value for metric in counter.collect() for sample in metric.samples
+               if sample.name.endswith("_total"))
+
+
+def exposition() -> bytes:
+    """Every figure in Prometheus' text format."""
+    return generate_latest(REGISTRY)

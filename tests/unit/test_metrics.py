@@ -1,0 +1,84 @@
+"""The figures operators watch: counted where the transports run handlers, lags sampled from
+the store's positions, and the charts' rates worked out from the samples."""
+
+from __future__ import annotations
+
+import uuid
+
+from mussikon import metrics
+from mussikon.adapters.messaging.memory import InProcessTransport
+from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.bootstrap import open_app
+from mussikon.config import Settings
+from mussikon.domain.events import MusicianRegisteredEvent
+from mussikon.entrypoints.http.dashboard.samples import Ring, Sample, Sampler
+from mussikon.ports.documents import Changes
+from mussikon.ports.transport import Envelope, Subscription
+from mussikon.wire import EventCodec
+
+
+def musician(n: int) -> MusicianRegisteredEvent:
+    return MusicianRegisteredEvent(musician_id=f"m{n}", email=f"m{n}@example.com", name="Ana",
+                                   genres=("jazz",), location="Santo Domingo")
+
+
+def value(counter: str, subscription: str) -> float:
+    return metrics.REGISTRY.get_sample_value(f"{counter}_total",
+                                             {"subscription": subscription}) or 0.0
+
+
+async def test_handled_failed_and_dead_lettered_are_counted_per_subscription() -> None:
+    store, documents = InMemoryEventStore(), InMemoryDocumentStore()
+    transport = InProcessTransport(store, documents, EventCodec(), retry_delays=(0.0,),
+                                   poll_interval=0.01)
+    name = f"welcome-{uuid.uuid4().hex[:6]}"
+    calls: dict[str, int] = {}
+
+    async def handler(envelope: Envelope) -> None:
+        calls[envelope.message_id] = calls.get(envelope.message_id, 0) + 1
+        event = envelope.event
+        assert isinstance(event, MusicianRegisteredEvent)
+        if event.musician_id == "m1" or calls[envelope.message_id] == 1:
+            raise ValueError("the mail server is down")
+
+    for n in (1, 2):
+        event = musician(n)
+        await store.append(event.stream_id, [event], 0)
+    await transport.start([Subscription(name, frozenset({"MusicianRegisteredEvent"}), handler)])
+    await transport.wait_idle(5)
+    await transport.stop()
+
+    # m1 fails twice and is dead-lettered; m2 fails once, then is handled.
+    assert value("mussikon_messages_handled", name) == 1
+    assert value("mussikon_handler_failures", name) == 3
+    assert value("mussikon_messages_dead_lettered", name) == 1
+    assert f'mussikon_messages_dead_lettered_total{{subscription="{name}"}} 1.0' in \
+        metrics.exposition().decode()
+
+
+async def test_a_sample_reads_each_readers_lag_from_its_checkpoint() -> None:
+    app = await open_app(Settings(store_url="memory://", broker_url="memory://"))
+    try:
+        for n in range(3):
+            event = musician(n)
+            await app.store.append(event.stream_id, [event], 0)
+        await app.documents.commit(Changes(), checkpoint=("projection:directory", 1))
+        await app.documents.commit(Changes(), checkpoint=("subscription:welcome", 3))
+        sample = await Sampler().sample(app)
+    finally:
+        await app.close()
+    assert sample.head == 3
+    assert sample.lags == {"projection": 2, "relay": 0, "subscription": 0}
+    assert metrics.REGISTRY.get_sample_value(
+        "mussikon_reader_lag_events",
+        {"reader": "projection:directory", "kind": "projection"}) == 2
+
+
+def test_the_charts_get_rates_per_second_between_samples() -> None:
+    ring = Ring(every=2.0, size=3)
+    for at, handled in ((0.0, 0.0), (2.0, 10.0), (4.0, 30.0), (6.0, 31.0)):
+        ring.samples.append(Sample(at, handled, 0.0, 0.0, 0, {"projection": int(at)}))
+    points = ring.series()["points"]
+    # The oldest sample fell out of the ring (three kept): two intervals remain.
+    assert [(p["t"], p["handled"], p["projection_lag"]) for p in points] == [
+        (4.0, 10.0, 4), (6.0, 0.5, 6)]
