@@ -102,6 +102,8 @@ def run(options: Options, progress: Progress | None = None) -> Report:
     tallies: dict[str, _Tally] = {OURS: _Tally()}
     if options.peers:
         tallies[PEER] = _Tally()
+    if options.backend == "postgres":
+        asyncio.run(_reachable(options.url))
     try:
         ceiling = _ceiling(options)
         say(f"load generator against a fixed answer: {ceiling:,.0f} requests/s")
@@ -247,6 +249,17 @@ def _stop(process: subprocess.Popen[str]) -> None:
     for stream in (process.stdout, process.stderr):
         if stream is not None:
             stream.close()
+
+
+async def _reachable(url: str) -> None:
+    import asyncpg
+
+    try:
+        connection = await asyncpg.connect(url, timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise BenchFailed(f"PostgreSQL at {mask_url(url)}: {type(exc).__name__}: {exc}"
+                          ) from None
+    await connection.close()
 
 
 async def _create_schema(url: str, schema: str) -> None:

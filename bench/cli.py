@@ -152,7 +152,7 @@ def api(
             backend=backend.value, url=url, requests=requests, warmup=warmup, clients=clients,
             rounds=rounds, synchronous=synchronous.value, peers=peers), progress)
     except (OSError, api_bench.BenchFailed) as exc:
-        err.print(f"error: {mask_url(str(exc))}", style="red", markup=False)
+        err.print(f"error: {mask_url(str(exc))}", style="red", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if as_json:
         sys.stdout.write(report.dumps() + "\n")
