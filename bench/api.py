@@ -65,6 +65,8 @@ class BenchFailed(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Options:
+    """Which database, how many requests, how many clients at once, how many rounds."""
+
     backend: str = "sqlite"
     url: str = "postgresql://postgres@127.0.0.1:5432/test"
     """PostgreSQL (`backend` postgres): a scratch schema per contender and round."""
@@ -79,6 +81,8 @@ class Options:
 
 @dataclass(slots=True)
 class _Tally:
+    """One contender's timed requests, seconds and latencies, summed over the rounds."""
+
     requests: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
