@@ -119,7 +119,7 @@ _API = ApiOptions()
 @bench_app.command("api")
 def api(
     backend: Annotated[StoreBackend, typer.Option(
-        help="The database of both servers: ours's event store, the peer's table.")] =
+        help="The database of both servers: our event store, the peer's table.")] =
         StoreBackend.SQLITE,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     requests: Annotated[int, typer.Option(
