@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from bench.api import Options as ApiOptions
 from bench.bus import Options as BusOptions
 from bench.bus_servicebus import Options as ServiceBusOptions
 from bench.report import Report
@@ -104,6 +105,54 @@ def store(
         report = STORE_BACKENDS[backend](events, rounds, synchronous.value, url, progress)
     except BenchUnavailable as exc:
         err.print(f"error: {exc}", style="red", markup=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(report.dumps() + "\n")
+    else:
+        report.render()
+
+
+_API = ApiOptions()
+"""`bench api`'s defaults."""
+
+
+@bench_app.command("api")
+def api(
+    backend: Annotated[StoreBackend, typer.Option(
+        help="The database of both servers: our event store, the peer's table.")] =
+        StoreBackend.SQLITE,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    requests: Annotated[int, typer.Option(
+        min=10, help="Timed requests per contender and round.")] = _API.requests,
+    warmup: Annotated[int, typer.Option(
+        min=0, help="Untimed requests before them, per contender and round.")] = _API.warmup,
+    clients: Annotated[int, typer.Option(
+        min=1, help="Concurrent clients (keep-alive connections) of the load generator.")] =
+        _API.clients,
+    rounds: Annotated[int, typer.Option(
+        min=1, help="Rounds; the contenders take turns, on fresh servers, in each.")] =
+        _API.rounds,
+    synchronous: Annotated[Synchronous, typer.Option(
+        help="SQLite durability, the same for ours and the peer.")] = Synchronous.FULL,
+    url: Annotated[str, typer.Option(
+        envvar="MUSSIKON_BENCH_POSTGRES_URL",
+        help="PostgreSQL database for --backend postgres (schemas made and dropped in it).")] =
+        _API.url,
+    peers: Annotated[bool, typer.Option(help="Measure the peer too.")] = True,
+) -> None:
+    """POST /musicians over HTTP with many clients (a load generator in another process):
+    requests/s, p50 and p99 latency of `mussikon serve` beside the same endpoint written with
+    FastAPI and SQLAlchemy's async engine writing one row, on the same database."""
+    from bench import api as api_bench
+
+    err = Console(stderr=True)
+    progress = None if as_json else (lambda line: err.print(line, style="dim"))
+    try:
+        report = api_bench.run(ApiOptions(
+            backend=backend.value, url=url, requests=requests, warmup=warmup, clients=clients,
+            rounds=rounds, synchronous=synchronous.value, peers=peers), progress)
+    except (OSError, api_bench.BenchFailed) as exc:
+        err.print(f"error: {mask_url(str(exc))}", style="red", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if as_json:
         sys.stdout.write(report.dumps() + "\n")

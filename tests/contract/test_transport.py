@@ -45,13 +45,17 @@ class Bus:
     before dead-lettering it; `in_process_delays=…` gives the delays of the retries made in
     the process before those (on RabbitMQ, before the retry queues' `retries`).
     `stop_grace=…` is what `stop` gives the handlers running before it cancels them.
-    `crash(transport)` stops one as a killed process stops.
+    `crash(transport)` stops one as a killed process stops. `cut()` takes the broker away
+    (its connections close, new ones are refused) and `restore()` brings it back, where
+    there is a broker (None for the in-process transport).
     """
 
     store: EventStore
     documents: DocumentStore
     transport: Callable[..., Transport]
     crash: Callable[[Transport], Awaitable[None]]
+    cut: Callable[[], Awaitable[None]] | None = None
+    restore: Callable[[], Awaitable[None]] | None = None
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
@@ -118,8 +122,14 @@ async def rabbitmq_bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
         assert isinstance(transport, RabbitMqTransport)
         await crash_rabbitmq(transport, proxy)
 
+    async def cut() -> None:
+        await proxy.close()
+
+    async def restore() -> None:
+        await proxy.start(proxy.listening_port)
+
     try:
-        yield Bus(store, documents, on_rabbitmq, crash)
+        yield Bus(store, documents, on_rabbitmq, crash, cut, restore)
     finally:
         await namespace.cleanup()
         await proxy.close()
@@ -178,9 +188,15 @@ async def servicebus_bus() -> AsyncIterator[Bus]:
         crashed.append(transport)
         await crash_servicebus(transport)
 
+    async def cut() -> None:
+        await asyncio.to_thread(peer.stop)
+
+    async def restore() -> None:
+        await asyncio.to_thread(peer.start)
+
     with peer:
         try:
-            yield Bus(store, documents, on_servicebus, crash)
+            yield Bus(store, documents, on_servicebus, crash, cut, restore)
         finally:
             for transport in made:  # stopped again if the test did (a no-op), or not at all
                 if transport not in crashed:
@@ -651,3 +667,33 @@ async def test_replay_all_in_place_runs_each_letter_once_and_reports_each(
     [left] = await transport.dead_letters()
     assert (left.message_id, left.attempts) == (ids[1], 2)
     await transport.stop()
+
+
+async def test_ready_says_why_not_until_started_while_its_broker_is_away_and_once_stopped(
+        bus: Bus) -> None:
+    async def handle(envelope: Envelope) -> None:
+        pass
+
+    transport = bus.transport()
+    reasons: list[str | None] = []
+
+    async def ready() -> bool:
+        reasons.append(await transport.ready())
+        return reasons[-1] is None
+
+    async def not_ready() -> bool:
+        return not await ready()
+
+    assert "not started" in (await transport.ready() or "")
+    await transport.start([subscription("musicians", handle)])
+    await eventually(ready, 10, what="ready once started")
+    if bus.cut is not None and bus.restore is not None:
+        await bus.cut()
+        await eventually(not_ready, 30, what="not ready with the broker away")
+        reason = reasons[-1] or ""
+        assert "RabbitMQ" in reason or "Service Bus" in reason, reason
+        assert ":guest@" not in reason and "SharedAccessKey" not in reason, reason
+        await bus.restore()
+        await eventually(ready, 30, what="ready with the broker back")
+    await transport.stop()
+    assert await transport.ready() is not None

@@ -111,6 +111,9 @@ class FakeTransport(Transport):
     async def open_for_operations(self, subscriptions: Sequence[Subscription]) -> None:
         pass
 
+    async def ready(self) -> str | None:
+        return None if self.running else f"{self.name}: not started"
+
     def wake(self) -> None:
         pass
 
@@ -182,6 +185,20 @@ async def test_a_broker_down_at_start_is_started_again_until_it_answers() -> Non
     await bus.wait_idle(1)
     await bus.stop()
     assert not any(t.running for t in made) and made[0].stopped >= 1
+
+
+async def test_ready_names_the_broker_not_reached_and_why_until_it_answers() -> None:
+    bus, made = _bus(FakeTransport("rabbitmq"), FakeTransport("servicebus", unreachable=1))
+    bus.restart_delays = (0.3,)
+    await bus.start([])
+
+    assert await bus.ready() == ("servicebus: not reached (servicebus is not reachable); "
+                                 "tried again in the background")
+    await eventually(lambda: made[-1].running)
+    assert await bus.ready() is None
+    made[0].running = False  # its connection lost
+    assert await bus.ready() == "rabbitmq: not started"
+    await bus.stop()
 
 
 async def test_with_every_broker_down_start_fails_with_the_first_reason() -> None:

@@ -100,6 +100,13 @@ class Transport(abc.ABC):
         handlers if the transport `replays_in_place`. `stop` closes what this opened."""
 
     @abc.abstractmethod
+    async def ready(self) -> str | None:
+        """None if the transport is started and reaches its brokers (the in-process transport
+        has none); otherwise why not, in one line naming the broker by its URL or endpoint
+        with every secret masked: not started, or its connection lost (and being opened
+        again). What the transport knows now: it waits for no broker."""
+
+    @abc.abstractmethod
     def wake(self) -> None:
         """New events were appended: look now instead of at the next poll."""
 

@@ -52,6 +52,8 @@ class SeveralBrokers(Transport):
                              "(one that does not replay in place)")
         self.restart_delays = tuple(restart_delays)
         self.started = [asyncio.Event() for _ in self.brokers]
+        self.unreachable: dict[int, str] = {}
+        """Why a broker's transport could not start, by index, while it is started again."""
         self._restarts: list[asyncio.Task[None]] = []
         self._in_flight: dict[tuple[str, str], asyncio.Future[None]] = {}
 
@@ -77,6 +79,7 @@ class SeveralBrokers(Transport):
             await self.stop()
             raise failures[0][1]
         for index, failure in failures:
+            self.unreachable[index] = str(failure)
             log.warning("%s: %s; its messages wait in the store until it answers (tried "
                         "again in the background)", self.brokers[index].name, failure)
             self._restarts.append(asyncio.create_task(
@@ -94,8 +97,10 @@ class SeveralBrokers(Transport):
             try:
                 await self.transports[index].start(subscriptions)
             except ConnectionError as exc:
+                self.unreachable[index] = str(exc)
                 log.info("%s still unreachable (try %d): %s", broker.name, tries, exc)
                 continue
+            self.unreachable.pop(index, None)
             self.started[index].set()
             log.warning("%s reached: its relay catches up", broker.name)
             return
@@ -127,6 +132,19 @@ class SeveralBrokers(Transport):
                 await transport.open_for_operations(subscriptions)
             except ConnectionError as exc:
                 raise ConnectionError(f"{broker.name}: {exc}") from exc
+
+    async def ready(self) -> str | None:
+        """None if every broker's transport is ready; otherwise each one's reason, or, for a
+        broker not reached since the start, that it is tried again and why it failed."""
+        reasons = []
+        for index, (broker, transport) in enumerate(zip(self.brokers, self.transports,
+                                                         strict=True)):
+            if not self.started[index].is_set() and index in self.unreachable:
+                reasons.append(f"{broker.name}: not reached ({self.unreachable[index]}); "
+                               "tried again in the background")
+            elif (reason := await transport.ready()) is not None:
+                reasons.append(reason)
+        return "; ".join(reasons) or None
 
     def wake(self) -> None:
         for transport in self.transports:

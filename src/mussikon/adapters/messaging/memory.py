@@ -246,6 +246,7 @@ class InProcessTransport(Transport):
         self.readers: dict[str, _Reader] = {}
         """By checkpoint name: one per subscription and part of the feed."""
         self.dead_letter_index = DeadLetterIndex(documents)
+        self._started = False
 
     async def start(self, subscriptions: Sequence[Subscription]) -> None:
         await self.dead_letter_index.adopt_legacy()
@@ -260,6 +261,17 @@ class InProcessTransport(Transport):
                 reader = _Reader(self, subscription, part)
                 self.readers[reader.name] = reader
                 await reader.start()
+        self._started = True
+
+    async def ready(self) -> str | None:
+        """None while started and every subscription's reader runs (no broker to reach)."""
+        if not self._started:
+            return "the in-process transport: not started"
+        stopped = sorted(r.name for r in self.readers.values()
+                         if r.task is None or r.task.done())
+        if stopped:
+            return f"the in-process transport: {', '.join(stopped)} stopped"
+        return None
 
     async def open_for_operations(self, subscriptions: Sequence[Subscription]) -> None:
         """Know the subscriptions, for `replay`, without reading the store for them. Dead
@@ -292,6 +304,7 @@ class InProcessTransport(Transport):
     async def stop(self) -> None:
         """Stop reading; the handlers running have `stop_grace` seconds to finish, then are
         cancelled (their events are delivered again at the next start)."""
+        self._started = False
         readers = list(self.readers.values())
         for reader in readers:
             reader.poll.stop()

@@ -1,4 +1,5 @@
-"""`/healthz`: the process answers. `/readyz`: the store answers and the handlers run."""
+"""`/healthz`: the process answers. `/readyz`: the store answers, the handlers run and the
+transport reaches its brokers."""
 
 from __future__ import annotations
 
@@ -27,16 +28,26 @@ async def healthz() -> models.Health:
 @router.get("/readyz", response_model=models.Health,
             responses={503: {"model": models.Health}})
 async def readyz(state: Annotated[ApiState, Depends(api_state)]) -> JSONResponse:
-    """The store answers within 5 s, and the transport to the brokers was started (its
-    handlers run); 503 naming what is not."""
-    checks = [await _store(state)]
-    brokers = ", ".join(describe_broker(b) for b in split_brokers(state.app.settings.broker_url))
-    checks.append(models.Check(name="brokers", ok=state.app.running,
-                               detail=brokers if state.app.running else f"{brokers}: not "
-                                                                        "started"))
+    """The store answers within 5 s, the handlers run and the transport reaches every broker;
+    503 naming what is not (a broker by its URL or endpoint, secrets masked)."""
+    checks = [await _store(state), await _brokers(state)]
     ok = all(check.ok for check in checks)
     body = models.Health(status="ok" if ok else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)
+
+
+async def _brokers(state: ApiState) -> models.Check:
+    brokers = ", ".join(describe_broker(b) for b in split_brokers(state.app.settings.broker_url))
+    if not state.app.running:
+        return models.Check(name="brokers", ok=False, detail=f"{brokers}: not started")
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            reason = await state.app.transport.ready()
+    except Exception as exc:  # any failure means not ready; the reason names no secret
+        reason = f"{brokers}: {type(exc).__name__}"
+    if reason is not None:
+        return models.Check(name="brokers", ok=False, detail=reason)
+    return models.Check(name="brokers", ok=True, detail=brokers)
 
 
 async def _store(state: ApiState) -> models.Check:

@@ -18,7 +18,8 @@ class ApiState:
     accounts: Accounts
 
 
-def api_state(request: Request) -> ApiState:
-    """The state of the API serving this request (a FastAPI dependency)."""
+async def api_state(request: Request) -> ApiState:
+    """The state of the API serving this request (a FastAPI dependency; a coroutine, since
+    FastAPI runs a plain function dependency in a thread of its pool)."""
     state: ApiState = request.app.state.mussikon
     return state

@@ -101,6 +101,8 @@ class BrokerConnection:
         self._supervisor: asyncio.Task[None] | None = None
         self.reconnections = 0
         """How many times the connection came back after a loss (for tests and status)."""
+        self._lost = ""
+        """Why the connection is down, while it is (the loss, then the last failed try)."""
         logging.getLogger("aiormq.connection").addFilter(_not_a_failed_connect)
 
     def on_connected(self, callback: OnConnected) -> None:
@@ -140,6 +142,19 @@ class BrokerConnection:
             log.info("connected to RabbitMQ at %s", mask_url(self.node_url))
         self._ready.set()
         self._supervisor = asyncio.create_task(self._supervise(), name="rabbitmq-connection")
+
+    def not_ready(self) -> str | None:
+        """None while the connection is up; otherwise why not, in one line naming the node
+        (its password masked)."""
+        if self._closing:
+            return f"RabbitMQ at {mask_url(self.url)}: the connection is closed"
+        current = self._current
+        if self._supervisor is None:
+            return f"RabbitMQ at {mask_url(self.url)}: not connected"
+        if not self._ready.is_set() or current is None or current.is_closed:
+            return (f"RabbitMQ at {mask_url(self.node_url)}: connection lost "
+                    f"({self._lost or 'closed'}); reconnecting")
+        return None
 
     @property
     def is_closed(self) -> bool:
@@ -219,6 +234,7 @@ class BrokerConnection:
             self._ready.clear()
             closing = current.closing
             reason = (closing.exception() if not closing.cancelled() else None) or "closed"
+            self._lost = mask_url(str(reason))
             log.warning("RabbitMQ connection to %s lost (%s); reconnecting to %s",
                         mask_url(self.node_url), reason, mask_url(self.urls[self._next(0)]))
             self._current = await self._reconnect()
@@ -243,6 +259,8 @@ class BrokerConnection:
             try:
                 connection = await self._connect(self.urls[node])
             except BROKER_ERRORS as exc:
+                why = mask_url(str(exc)) or type(exc).__name__
+                self._lost = f"reconnecting to {url} failed: {why}"
                 log.warning("reconnecting to RabbitMQ at %s failed (attempt %d): %s", url,
                             attempt, exc)
             except Exception:
@@ -252,4 +270,5 @@ class BrokerConnection:
                               url, attempt)
             else:
                 self._node = node
+                self._lost = ""
                 return connection

@@ -22,6 +22,7 @@ from mussikon.adapters.messaging.rabbitmq.dead_letters import DeadLetterQueue
 from mussikon.adapters.messaging.rabbitmq.relay import OutboxRelay
 from mussikon.adapters.messaging.rabbitmq.topology import QueueType, Topology
 from mussikon.adapters.messaging.relays import relays_caught_up
+from mussikon.config import mask_url
 from mussikon.followers.feed import GlobalOrderFeed
 from mussikon.followers.leases import Lease
 from mussikon.ports.documents import DocumentStore
@@ -146,6 +147,13 @@ class RabbitMqTransport(Transport):
                 channel, lambda operation, doing: answer(operation, doing, connection))
         finally:
             await answer(channel.close(), "closing a channel", connection)
+
+    async def ready(self) -> str | None:
+        """None while the connection to the broker is up (the consumer and the relay work on
+        it, set up again on every new connection); otherwise why not."""
+        if not self._opened:
+            return f"RabbitMQ at {mask_url(self.broker.url)}: not started"
+        return self.broker.not_ready()
 
     def _new_relay(self, part: Feed) -> OutboxRelay:
         return OutboxRelay(self.store, self.documents, self.codec, self.topology, self.broker,

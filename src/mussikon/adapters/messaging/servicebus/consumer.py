@@ -196,6 +196,8 @@ class ServiceBusConsumer:
         self._sender: ServiceBusSender | None = None
         self._scheduling = asyncio.Lock()
         self._stopping = False
+        self.failing: dict[str, str] = {}
+        """Why receiving from a subscription fails, by its name, until a receive works."""
 
     async def start(self) -> None:
         """Open a receiver per subscription, all at once, then start receiving, one loop per
@@ -288,11 +290,13 @@ class ServiceBusConsumer:
                 messages = await link.receiver.receive_messages(limit - link.held, wait)
             except ServiceBusError as exc:
                 log.warning("receiving from %s: %s; trying again", link.subscription.name, exc)
+                self.failing[link.subscription.name] = type(exc).__name__
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
                 continue
             except ValueError as exc:  # the SDK's word for a receiver shut down for good
                 log.error("receiving from %s stopped: %s", link.subscription.name, exc)
+                self.failing[link.subscription.name] = "the receiver shut down"
                 return
             if not messages and asked == _RECEIVE_WAIT and \
                     time.monotonic() - started < _RECEIVE_WAIT / 2:
@@ -301,10 +305,12 @@ class ServiceBusConsumer:
                 # at once again, without ever giving the event loop a turn.
                 log.warning("receiving from %s: the receiver is closed; trying again in"
                             " %.2g s", link.subscription.name, pause)
+                self.failing[link.subscription.name] = "the receiver is closed"
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
                 continue
             pause, wait = 0.1, _RECEIVE_WAIT_BUSY if messages else _RECEIVE_WAIT
+            self.failing.pop(link.subscription.name, None)
             for message in messages:
                 self.delivered += 1
                 self.unsettled += 1

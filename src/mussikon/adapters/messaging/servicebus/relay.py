@@ -78,6 +78,8 @@ class ServiceBusRelay:
         """Up to where everything was sent, since this relay took the lease."""
         self._saved: Checkpoint | None = None
         self._saved_at = -checkpoint_interval
+        self.failing: str | None = None
+        """Why the last send failed, until one works."""
 
     @property
     def is_active(self) -> bool:
@@ -146,11 +148,14 @@ class ServiceBusRelay:
             self._poll.look_again_within(self._lease.seconds / 3)
             return False
         try:
-            if await self.publish_pending():
-                return True
-        except ServiceBusError:
+            sent = await self.publish_pending()
+        except ServiceBusError as exc:
+            self.failing = type(exc).__name__
             await self._close_sender()  # a new link at the next try
             raise
+        self.failing = None
+        if sent:
+            return True
         if self._sent is not None and self._sent != self._saved:
             due = self._saved_at + self.checkpoint_interval - time.monotonic()
             if due <= 0:

@@ -22,7 +22,7 @@ from mussikon.adapters.messaging.servicebus.consumer import ServiceBusConsumer
 from mussikon.adapters.messaging.servicebus.dead_letters import DeadLetterSubQueues
 from mussikon.adapters.messaging.servicebus.entities import subscription_rules
 from mussikon.adapters.messaging.servicebus.relay import RELAY, ServiceBusRelay
-from mussikon.config import ServiceBusConnectionString
+from mussikon.config import ServiceBusConnectionString, describe_broker
 from mussikon.followers.feed import GlobalOrderFeed
 from mussikon.ports.documents import DocumentStore
 from mussikon.ports.event_store import EventStore
@@ -78,6 +78,7 @@ class ServiceBusTransport(Transport):
         `start`: one on a store with a global order)."""
         self.consumer: ServiceBusConsumer | None = None
         self._dead_letters: DeadLetterSubQueues | None = None
+        self._started = False
 
     def _new_relay(self, part: Feed) -> ServiceBusRelay:
         return ServiceBusRelay(self.store, self.documents, self.codec, self.client, self.topic,
@@ -102,6 +103,7 @@ class ServiceBusTransport(Transport):
                 self.relay = self.relays[0]
             for relay in self.relays:
                 relay.start()
+        self._started = True
 
     async def open_for_operations(self, subscriptions: Sequence[Subscription]) -> None:
         """Know the subscriptions, whose dead-letter sub-queues the tools work on (the client
@@ -111,6 +113,22 @@ class ServiceBusTransport(Transport):
             await self._dead_letters.close()
         self._dead_letters = DeadLetterSubQueues(self.client, self.topic, self.codec,
                                                  list(names), self.timeout)
+
+    async def ready(self) -> str | None:
+        """None while started and neither the receivers nor the relay found the namespace
+        failing at their last try (the receivers try at least once a second); otherwise
+        why not, naming the namespace by its endpoint."""
+        where = describe_broker(self.connection.value)
+        consumer = self.consumer
+        if not self._started:
+            return f"{where}: not started"
+        if consumer is not None and consumer.failing:
+            return f"{where}: " + "; ".join(
+                f"receiving from {name}: {why}" for name, why in sorted(consumer.failing.items()))
+        failing = [relay.failing for relay in self.relays if relay.failing]
+        if failing:
+            return f"{where}: sending to topic {self.topic}: {failing[0]}"
+        return None
 
     def wake(self) -> None:
         for relay in self.relays:
@@ -145,6 +163,7 @@ class ServiceBusTransport(Transport):
     async def stop(self) -> None:
         """Stop the relay and the consumer (settling or abandoning what is in flight), close
         the client."""
+        self._started = False
         parts = [part.stop(self.stop_grace) for part in (*self.relays, self.consumer)
                  if part is not None]
         if self._dead_letters is not None:
