@@ -47,7 +47,7 @@ async def record(endpoint: str) -> list[object]:
                                                partition_key=stream)
 
         try:
-            seen = await scenario.run(account, write)
+            seen, _, _ = await scenario.run(account, write)
         finally:
             await account.close()
         transport.save(HERE / "change_feed.json")

@@ -20,7 +20,7 @@ from mussikon.adapters.store.cosmos.account import CosmosAccount, RequestMeter
 from mussikon.adapters.store.cosmos.events import CosmosEventStore
 from mussikon.adapters.store.cosmos.feed import CosmosFeed
 from mussikon.adapters.store.memory import InMemoryDocumentStore
-from mussikon.ports.feed import START
+from mussikon.ports.feed import START, Checkpoint, Feed
 
 DATABASE, CONTAINER = "MussikOn", "Events"
 KEY = ("C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw"
@@ -40,9 +40,10 @@ def reader_account(endpoint: str, transport: Any) -> CosmosAccount:
                          RequestMeter(), version_is_unique=True)
 
 
-async def run(account: CosmosAccount, write: Write) -> list[Any]:
-    """What the reader observed at each step: pages as [(stream, version)…] with whether the
-    checkpoint moved, and the answers of `caught_up`."""
+async def run(account: CosmosAccount, write: Write) -> tuple[list[Any], Feed, Checkpoint]:
+    """What the reader observed at each step (pages as [(stream, version)…] with whether the
+    checkpoint moved, and the answers of `caught_up`), the part it read and its checkpoint
+    at the end."""
     feed = CosmosFeed(CosmosEventStore(account), InMemoryDocumentStore())
     seen: list[Any] = []
     await write("stream A")
@@ -64,4 +65,4 @@ async def run(account: CosmosAccount, write: Write) -> list[Any]:
                      page.checkpoint != checkpoint))
         checkpoint = page.checkpoint
     seen.append(account.meter.requests["change_feed"])
-    return seen
+    return seen, part, checkpoint

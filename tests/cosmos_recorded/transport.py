@@ -10,6 +10,7 @@ the whole response but its per-request noise (dates, activity ids, the server's 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -73,11 +74,15 @@ class RecordedResponse(AsyncHttpResponse):
 
 class ReplayTransport(AioHttpTransport):  # type: ignore[misc]
     """Answers each request with the first exchange not yet replayed whose request is the
-    same (method, path, key headers); a request that matches none fails the test."""
+    same (method, path, key headers); a request that matches none fails the test. `rule`,
+    if given, answers first: a response for a request's key, or None."""
 
-    def __init__(self, exchanges: list[dict[str, Any]]) -> None:
+    def __init__(self, exchanges: list[dict[str, Any]],
+                 rule: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+                 ) -> None:
         super().__init__()
         self.pending = list(exchanges)
+        self.rule = rule
         self.sent: list[dict[str, Any]] = []
 
     @classmethod
@@ -93,6 +98,9 @@ class ReplayTransport(AioHttpTransport):  # type: ignore[misc]
     async def send(self, request: Any, **kwargs: Any) -> Any:
         key = request_key(request)
         self.sent.append(key)
+        answer = self.rule(key) if self.rule is not None else None
+        if answer is not None:
+            return RecordedResponse(request, answer)
         for index, exchange in enumerate(self.pending):
             if exchange["request"] == key:
                 del self.pending[index]
