@@ -1,8 +1,8 @@
-"""The Cosmos DB feed against a fake of the change feed's pull model (the local test server's
-change feed is not incremental): the continuation protocol (a range read from its beginning,
-then from the token of the page before), pages sorted by (stream, version), a checkpoint
-per (reader, feed range) and a lease per range, the ranges pinned, and "caught up" as "the
-change feed has nothing new"."""
+"""The Cosmos DB feed against a fake of the change feed's pull model (with two feed ranges,
+which the local test server does not have): the continuation protocol (a range read from
+its beginning, then from the token of the page before), pages sorted by (stream, version),
+a checkpoint per (reader, feed range) and a lease per range, the ranges pinned, and "caught
+up" as "the change feed has nothing new"."""
 
 from __future__ import annotations
 
