@@ -27,6 +27,7 @@ bench_app = typer.Typer(
 class StoreBackend(StrEnum):
     SQLITE = "sqlite"
     POSTGRES = "postgres"
+    COSMOS = "cosmos"
 
 
 class Synchronous(StrEnum):
@@ -64,9 +65,31 @@ def _postgres(events: int, rounds: int, synchronous: str, url: str,
                                ) from None
 
 
+def _cosmos(events: int, rounds: int, synchronous: str, url: str,
+            progress: Callable[[str], None] | None) -> Report:
+    from azure.core.exceptions import AzureError
+
+    from bench import store_cosmos
+    from mussikon.config import CosmosConnectionString
+
+    try:
+        if url:
+            CosmosConnectionString.parse(url)
+        return store_cosmos.run(store_cosmos.Options(events=events, rounds=rounds, url=url),
+                                progress)
+    except ValueError as exc:
+        raise BenchUnavailable(f"--cosmos-url: {exc}") from None
+    except store_cosmos.BenchUnavailable as exc:
+        raise BenchUnavailable(str(exc)) from None
+    except (OSError, AzureError) as exc:
+        where = "the local Cosmos DB server" if not url else mask_url(url)
+        raise BenchUnavailable(f"Cosmos DB at {where}: {type(exc).__name__}") from None
+
+
 STORE_BACKENDS: dict[StoreBackend, StoreRunner] = {
     StoreBackend.SQLITE: _sqlite,
     StoreBackend.POSTGRES: _postgres,
+    StoreBackend.COSMOS: _cosmos,
 }
 """One runner per backend; a new backend adds its runner here."""
 
@@ -91,18 +114,27 @@ def store(
         envvar="MUSSIKON_BENCH_POSTGRES_URL",
         help="PostgreSQL database for --backend postgres (schemas made and dropped in it).")] =
         "postgresql://postgres@127.0.0.1:5432/test",
+    cosmos_url: Annotated[str, typer.Option(
+        envvar="MUSSIKON_BENCH_COSMOS_URL", show_default=False,
+        help="Cosmos DB connection string for --backend cosmos (two databases made and "
+             "deleted in it) [default: the local test server, tests/cosmos_server, started "
+             "for the run].")] = "",
 ) -> None:
     """Event store throughput beside the raw driver and pyeventsourcing, in events/s.
 
     SQLite: single-event appends to new streams, get-and-append to existing streams,
     appends of 100 events, loading a 1,000-event stream. PostgreSQL: appends by one writer
     and by 16, appends of 100 events, loading a 10,000-event stream, reading the global
-    order, and a subscriber's lag behind 16 writers (ms).
+    order, and a subscriber's lag behind 16 writers (ms). Cosmos DB: beside the
+    specification's way (a create per event, a query per load), requests per append of 1, 10
+    and 100 events and per load of a 100- and a 10,000-event aggregate, and events/s.
     """
     err = Console(stderr=True)
     progress = None if as_json else (lambda line: err.print(line, style="dim"))
     try:
-        report = STORE_BACKENDS[backend](events, rounds, synchronous.value, url, progress)
+        report = STORE_BACKENDS[backend](events, rounds, synchronous.value,
+                                         cosmos_url if backend == StoreBackend.COSMOS else url,
+                                         progress)
     except BenchUnavailable as exc:
         err.print(f"error: {exc}", style="red", markup=False)
         raise typer.Exit(2) from None

@@ -4,7 +4,9 @@ order says where a reader stands per feed range, or refuses in one line."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from azure.cosmos.aio import CosmosClient
+from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
 from mussikon.bootstrap import open_app
 from mussikon.config import Settings
@@ -29,7 +32,8 @@ async def settings(cosmos_endpoint: str, unique_name: str) -> AsyncIterator[Sett
                    broker_url="memory://", smtp_url="")
     async with CosmosClient(cosmos_endpoint, credential=COSMOS_KEY,
                             connection_verify=False) as client:
-        await client.delete_database(unique_name)
+        with contextlib.suppress(CosmosResourceNotFoundError):  # the demo writes elsewhere
+            await client.delete_database(unique_name)
 
 
 def env(settings: Settings) -> dict[str, str]:
@@ -98,3 +102,28 @@ async def test_events_tail_follow_prints_what_is_written_after_it_started(
             tail.kill()
             await tail.wait()
         await app.close()
+
+
+async def test_the_demo_runs_on_cosmos_db_in_a_database_of_its_own(
+        settings: Settings, cosmos_endpoint: str, tmp_path: Path) -> None:
+    demo_env = {**env(settings), "MUSSIKON_POLL_INTERVAL": "0.01"}
+    try:
+        result = mussikon("demo", cwd=tmp_path, env=demo_env, timeout=180)
+    finally:
+        async with CosmosClient(cosmos_endpoint, credential=COSMOS_KEY,
+                                connection_verify=False) as client:
+            databases = [d["id"] async for d in client.list_databases()]
+            for name in databases:
+                if name == f"{settings.cosmos_database}-demo":
+                    await client.delete_database(name)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    assert f"database {settings.cosmos_database}-demo" in " ".join(result.stdout.split())
+    assert "All expected outcomes happened." in result.stdout
+    assert f"{settings.cosmos_database}-demo" in databases and settings.cosmos_database \
+        not in databases  # the configured database is left alone
+    # the timeline: every event the change feed gave since the demo began, by stream and version
+    told = re.search(r"these are the (\d+) events its change\s+feed gave", result.stdout)
+    assert told is not None
+    rows = re.findall(r"^\S+-[0-9a-f-]{36} v\d+  \d\d:\d\d:\d\d\.\d{3}  \w+Event$",
+                      result.stdout, re.MULTILINE)
+    assert len(rows) == int(told.group(1)) >= 50

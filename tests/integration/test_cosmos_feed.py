@@ -1,9 +1,7 @@
 """The Cosmos DB feed through the official SDK against the local server: feed ranges, a read
 of a range from its beginning (sorted by stream and version, with the SDK's continuation
-token), the checkpoint kept in the document store, a projection applied from it, and the
-count of requests. The local server's change feed is not incremental (a read with a token
-finds nothing): what follows a token is covered by tests/unit/test_cosmos_feed.py and, on a
-real account, by tests/live/test_cosmos_live.py."""
+token) and on from that token, the checkpoint kept in the document store, a projection
+applied from it, and the count of requests."""
 
 from __future__ import annotations
 
@@ -40,15 +38,15 @@ class CountNames(Projection):
         view.put("names", event.musician_id, {"names": [*doc["names"], event.name]})
 
 
-async def write(store: CosmosEventStore, streams: int) -> None:
-    """`streams` streams of three events, each written in one batch."""
-    for n in range(streams):
+async def write(store: CosmosEventStore, streams: int, first: int = 0) -> None:
+    """`streams` streams of three events (musicians `first`…), each written in one batch."""
+    for n in range(first, first + streams):
         events = [MusicianRegisteredEvent(musician_id=f"m{n}", email="a@b.io", name=name,
                                           genres=("Jazz",), location="Lima") for name in "ABC"]
         await store.append(events[0].stream_id, events, 0)
 
 
-async def test_a_range_read_from_its_beginning_is_sorted_and_gives_a_token(
+async def test_a_range_read_from_its_beginning_is_sorted_and_read_on_from_its_token(
         cosmos_account: CosmosAccount) -> None:
     store = CosmosEventStore(cosmos_account, EventCodec())
     feed = CosmosFeed(store, CosmosDocumentStore(cosmos_account))
@@ -69,6 +67,14 @@ async def test_a_range_read_from_its_beginning_is_sorted_and_gives_a_token(
     assert await feed.head() == "12"
     assert await feed.readable(await feed.head())
     assert not await parts[0].caught_up(START)
+    # from the token on: only what is written later, then nothing (304 Not Modified)
+    tokens = [page.checkpoint for page in pages]
+    assert all([await part.caught_up(t) for part, t in zip(parts, tokens, strict=True)])
+    await write(store, 1, first=4)
+    later = [await part.read(t, 100) for part, t in zip(parts, tokens, strict=True)]
+    assert sorted((r.stream_id, r.version) for p in later for r in p.events) == [
+        ("musician-m4", v) for v in (1, 2, 3)]
+    assert all([await part.caught_up(p.checkpoint) for part, p in zip(parts, later, strict=True)])
 
 
 async def test_a_projection_applies_the_change_feed_with_its_checkpoint_per_range(
@@ -92,8 +98,7 @@ async def test_a_projection_applies_the_change_feed_with_its_checkpoint_per_rang
 @pytest.mark.rabbitmq
 async def test_a_worker_on_cosmos_relays_and_projects_what_was_written_before_it_started(
         cosmos_endpoint: str, rabbitmq_url: str, unique_name: str) -> None:
-    """What the local server can show of a worker: everything is written before the readers'
-    first read (the reads after it, with a token, find nothing there)."""
+    """A worker on Cosmos DB alone, everything written before the readers' first read."""
     app = await open_app(Settings(
         store_url=f"AccountEndpoint={cosmos_endpoint};AccountKey={COSMOS_KEY};",
         cosmos_database=unique_name, cosmos_verify_tls=False, broker_url=rabbitmq_url,

@@ -1,13 +1,15 @@
-"""The readers of every stream on a real Cosmos DB account or emulator, whose change feed is
-incremental (the local test server's is not): a worker (RabbitMQ relay, projections,
-handlers) on Cosmos DB alone, and the lease hand-over of a projection's feed ranges between
-two runners. Run only when MUSSIKON_TEST_COSMOS_URL names the account (its .NET connection
-string); skipped otherwise, also under MUSSIKON_REQUIRE_SERVICES=1."""
+"""The readers of every stream on Cosmos DB, whose change feed is incremental: a worker
+(RabbitMQ relay, projections, handlers) on Cosmos DB alone, and the lease hand-over of a
+projection's feed ranges between two runners. Each runs on the local test server (marker
+`cosmos`: its change feed is incremental as the service's, tests/cosmos_server/server.js)
+and on a real account or emulator (marker `cosmos_live`) when MUSSIKON_TEST_COSMOS_URL names
+it (its .NET connection string; skipped otherwise, also under MUSSIKON_REQUIRE_SERVICES=1)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import ClassVar
 
 import pytest
@@ -24,29 +26,38 @@ from mussikon.bootstrap import open_app
 from mussikon.config import CosmosConnectionString, Settings
 from mussikon.domain.events import DomainEvent, MusicianRegisteredEvent
 from mussikon.wire import EventCodec
+from tests.conftest import COSMOS_KEY
 from tests.polling import eventually
-
-pytestmark = pytest.mark.cosmos_live
 
 COSMOS_URL = os.environ.get("MUSSIKON_TEST_COSMOS_URL", "")
 
 
-@pytest.fixture
-def cosmos_url() -> str:
-    """The .NET connection string of a real account or emulator."""
+@dataclass(frozen=True)
+class Target:
+    url: str
+    """The .NET connection string."""
+    verify_tls: bool
+
+
+@pytest.fixture(params=[pytest.param("local", marks=pytest.mark.cosmos),
+                        pytest.param("live", marks=pytest.mark.cosmos_live)])
+def target(request: pytest.FixtureRequest) -> Target:
+    """The local test server, or the real account or emulator MUSSIKON_TEST_COSMOS_URL names."""
+    if request.param == "local":
+        endpoint = request.getfixturevalue("cosmos_endpoint")
+        return Target(f"AccountEndpoint={endpoint};AccountKey={COSMOS_KEY};", False)
     if not COSMOS_URL:
-        pytest.skip("MUSSIKON_TEST_COSMOS_URL names no Cosmos DB account or emulator (the "
-                    "local test server's change feed is not incremental)")
-    return COSMOS_URL
+        pytest.skip("MUSSIKON_TEST_COSMOS_URL names no Cosmos DB account or emulator")
+    return Target(COSMOS_URL, Settings().cosmos_verify_tls)
 
 
 @pytest.fixture
-async def account(cosmos_url: str, unique_name: str) -> AsyncIterator[CosmosAccount]:
+async def account(target: Target, unique_name: str) -> AsyncIterator[CosmosAccount]:
     """A database of its own on the account, deleted afterwards."""
-    connection = CosmosConnectionString.parse(cosmos_url)
+    connection = CosmosConnectionString.parse(target.url)
     opened = await open_account(connection.endpoint, connection.key, database=unique_name,
                                 events_container="Events", documents_container="Documents",
-                                verify_tls=Settings().cosmos_verify_tls)
+                                verify_tls=target.verify_tls)
     try:
         yield opened
     finally:
@@ -73,9 +84,10 @@ async def register(store: CosmosEventStore, first: int, count: int) -> None:
 
 
 async def test_a_worker_relays_and_projects_the_change_feed(
-        cosmos_url: str, rabbitmq_url: str, unique_name: str) -> None:
+        target: Target, rabbitmq_url: str, unique_name: str) -> None:
     app = await open_app(Settings(
-        store_url=cosmos_url, cosmos_database=unique_name, broker_url=rabbitmq_url,
+        store_url=target.url, cosmos_database=unique_name, cosmos_verify_tls=target.verify_tls,
+        broker_url=rabbitmq_url,
         rabbitmq_prefix=f"{unique_name}.", rabbitmq_events_exchange="", smtp_url="",
         poll_interval=0.05, lease_seconds=5.0))
     assert isinstance(app.store, CosmosEventStore)
@@ -96,9 +108,9 @@ async def test_a_worker_relays_and_projects_the_change_feed(
         assert {part.name("relay") for part in parts} <= saved
     finally:
         await app.close()
-        connection = CosmosConnectionString.parse(cosmos_url)
+        connection = CosmosConnectionString.parse(target.url)
         async with CosmosClient(connection.endpoint, credential=connection.key,
-                                connection_verify=Settings().cosmos_verify_tls) as client:
+                                connection_verify=target.verify_tls) as client:
             await client.delete_database(unique_name)
 
 

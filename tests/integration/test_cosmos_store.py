@@ -135,12 +135,23 @@ async def test_requests_per_operation(cosmos_account: CosmosAccount,
     assert meter.requests == {"append": 1}  # a new stream: one transactional batch
     meter.reset()
     await store.append("s", [registered(n) for n in range(100)], 50)
+    # the store wrote version 50 itself: the batch alone, whatever its size
+    assert meter.requests == {"append": 1}
+    meter.reset()
+    other = CosmosEventStore(cosmos_account)  # another process: it knows nothing of "s"
+    await other.append("s", [registered(n) for n in range(150, 160)], 150)
     # the stream's version, then the batch
     assert meter.requests == {"stream_version": 1, "append": 1}
     meter.reset()
-    assert len(await store.read_stream("s")) == 150
-    assert meter.requests["read_stream"] >= 1
+    assert len(await store.read_stream("s", 100)) == 61
+    assert meter.requests == {"read_stream": 1}
     assert meter.charges["read_stream"] >= meter.requests["read_stream"]
+    meter.reset()
+    await store.append("s", [registered(160)], 160)  # the read told it the stream's version
+    assert meter.requests == {"append": 1}
+    with pytest.raises(ConcurrencyError):  # and a stale writer still loses
+        await other.append("s", [registered(161)], 160)
+    assert [r.version for r in await store.read_stream("s", 160)] == [160, 161]
 
 
 async def test_what_the_store_refuses(store: CosmosEventStore) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from bench import bus, bus_servicebus, store_postgres, store_sqlite
+from bench import bus, bus_servicebus, store_cosmos, store_postgres, store_sqlite
 from bench.cli import bench_app
 from bench.peer_eventsourcing import available
 from bench.report import Report, Result, from_json
@@ -315,3 +315,28 @@ def test_the_growth_workloads_run_the_inbox_retention_and_report_both_ratios(
     assert pruned > 0 and rows < 2000, end
     assert "main file bytes" in end and "WAL" in end
     assert list(tmp_path.iterdir()) == []  # the scratch store is gone
+
+
+@pytest.mark.cosmos
+async def test_the_cosmos_store_benchmark_counts_requests_beside_the_specification_s_way(
+        cosmos_endpoint: str) -> None:
+    from tests.conftest import COSMOS_KEY
+
+    options = store_cosmos.Options(events=40, rounds=1, short=20, long=300)
+    report = await store_cosmos.measure(cosmos_endpoint, COSMOS_KEY, False, options)
+    figures = {(r.workload, r.unit): r for r in report.results}
+    for size in (1, 10, 100):  # one request per append whatever its size; the spec's, one per event
+        requests = figures[f"append-{size}", "requests/append"]
+        assert (requests.ours, requests.peers["spec"]) == (1, size)
+        assert figures[f"append-{size}", "events/s"].ours > 0
+    for length in (20, 300):  # a snapshot's point read and one query for the tail
+        assert figures[f"load-{length}", "requests/load"].ours == 2
+        assert figures[f"load-{length}", "ms/load"].peers["spec"] > 0
+    assert figures["load-300÷20-requests", "×"].meets_targets()
+
+
+def test_the_cosmos_benchmark_names_a_malformed_connection_string() -> None:
+    result = CliRunner().invoke(bench_app, ["store", "--backend", "cosmos", "--cosmos-url",
+                                            "AccountEndpoint=http://x/;AccountKey=secret;"])
+    assert result.exit_code == 2
+    assert "AccountEndpoint=https://" in result.stderr and "secret" not in result.stderr

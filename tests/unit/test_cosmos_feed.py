@@ -1,8 +1,8 @@
-"""The Cosmos DB feed against a fake of the change feed's pull model (the local test server's
-change feed is not incremental): the continuation protocol (a range read from its beginning,
-then from the token of the page before), pages sorted by (stream, version), a checkpoint
-per (reader, feed range) and a lease per range, the ranges pinned, and "caught up" as "the
-change feed has nothing new"."""
+"""The Cosmos DB feed against a fake of the change feed's pull model (with two feed ranges,
+which the local test server does not have): the continuation protocol (a range read from
+its beginning, then from the token of the page before), pages sorted by (stream, version),
+a checkpoint per (reader, feed range) and a lease per range, the ranges pinned, and "caught
+up" as "the change feed has nothing new"."""
 
 from __future__ import annotations
 
@@ -314,6 +314,35 @@ async def test_a_subscription_of_the_in_process_transport_reads_every_range(
     saved = await documents.scan(FEED_CHECKPOINTS)  # saved on stopping, if not before
     assert sorted(k for k, _ in saved) == sorted(f"subscription:welcome@{range_name(r)}"
                                                  for r in RANGES)
+
+
+async def test_a_subscription_that_moves_while_the_feed_is_asked_is_asked_again_where_it_is(
+        container: FakeChangeFeed, store: CosmosEventStore) -> None:
+    documents = InMemoryDocumentStore()
+    part = (await CosmosFeed(store, documents).parts())[0]
+    transport = InProcessTransport(store, documents, EventCodec(), feed=part)
+
+    async def handle(envelope: Envelope) -> None:
+        pass
+
+    await transport.start([Subscription("welcome", frozenset({"MusicianRegisteredEvent"}),
+                                        handle)])
+    await transport.stop()  # its reader alone, driven by hand
+    reader = next(iter(transport.readers.values()))
+    asked: list[str] = []
+
+    async def caught_up(checkpoint: str) -> bool:
+        asked.append(checkpoint)
+        if checkpoint == "before":
+            reader.next = "after"  # the reader read on while the feed was asked
+            return False
+        return True
+
+    reader.feed = cast(Any, type("Asked", (), {"caught_up": staticmethod(caught_up)}))
+    reader.next = "before"
+    assert not await reader.caught_up()  # behind at "before"
+    assert await reader.caught_up()  # and asked again at "after", where nothing is left
+    assert asked == ["before", "after"]
 
 
 async def test_the_status_tells_each_range_caught_up_or_behind(

@@ -41,12 +41,19 @@ from mussikon.application.sagas.booking import payment_id_for
 from mussikon.application.sagas.reservations import MusicianDays
 from mussikon.application.sagas.state import SagaState, SagaStatus
 from mussikon.bootstrap import App
-from mussikon.config import Settings, is_servicebus_connection_string, mask_url, split_brokers
+from mussikon.config import (
+    Settings,
+    is_cosmos_connection_string,
+    is_servicebus_connection_string,
+    mask_url,
+    split_brokers,
+)
 from mussikon.domain.contract import Contract
 from mussikon.domain.errors import DomainError
 from mussikon.domain.payment import Payment, PaymentStatus
 from mussikon.ports.clock import AdjustableClock
 from mussikon.ports.event_store import RecordedEvent
+from mussikon.ports.feed import Checkpoint, Feed
 
 
 class DemoFailed(Exception):
@@ -127,6 +134,8 @@ def where_it_writes(settings: Settings) -> str:
     where = f"the demo store {mask_url(settings.store_url)}"
     if urlsplit(settings.store_url).scheme in ("postgres", "postgresql"):
         where += f", schema {settings.postgres_schema}"
+    if is_cosmos_connection_string(settings.store_url):
+        where += f", database {settings.cosmos_database}"
     return where
 
 
@@ -140,6 +149,8 @@ def sagas_show_command(settings: Settings, program: str = "mussikon") -> str | N
     env = f"MUSSIKON_STORE_URL={shlex.quote(mask_url(settings.store_url))}"
     if scheme in ("postgres", "postgresql"):
         env += f" MUSSIKON_POSTGRES_SCHEMA={shlex.quote(settings.postgres_schema)}"
+    if is_cosmos_connection_string(settings.store_url):
+        env += f" MUSSIKON_COSMOS_DATABASE={shlex.quote(settings.cosmos_database)}"
     return f"{env} {shlex.quote(program)} sagas show SAGA_ID"
 
 
@@ -178,7 +189,7 @@ async def run_demo(app: App, console: Console, program: str = "mussikon") -> Out
     reactions.addHandler(timeline)
     reactions.setLevel(logging.DEBUG)  # what handlers did, made of the events' bodies
     reactions.propagate = logging.getLogger().isEnabledFor(logging.DEBUG)  # the table shows them
-    start = await app.store.head_position() + 1
+    start = await _mark(app)
     out = Outcomes()
     try:
         _print_wrapped(console, Text(describe(app.settings)))
@@ -190,7 +201,7 @@ async def run_demo(app: App, console: Console, program: str = "mussikon") -> Out
         await _contracts_are_signed(app, out)
         await _time_passes(app, console)
         records = await _records_since(app, start)
-        _print_timeline(console, records, timeline)
+        _print_timeline(console, records, timeline, ordered=isinstance(start, int))
         await _print_read_models(app, console, out)
         await _print_sagas(app, console, out)
         await _check(app, out)
@@ -318,20 +329,50 @@ async def _time_passes(app: App, console: Console) -> None:
     await app.settle()
 
 
-async def _records_since(app: App, start: int) -> list[RecordedEvent]:
+Mark = int | list[tuple[Feed, Checkpoint]]
+"""Where the demo's events begin: a position of the global order, or (Cosmos DB, no global
+order) a checkpoint in each part of the change feed."""
+
+
+async def _mark(app: App) -> Mark:
+    """Where the events written from now on begin."""
+    if app.feed is None or app.feed.global_order:
+        return await app.store.head_position() + 1
+    return [(part, await part.now()) for part in await app.feed.parts()]
+
+
+async def _records_since(app: App, start: Mark) -> list[RecordedEvent]:
+    """Every event written since `start`: in the global order; without one, as each part of
+    the change feed gives them, then by the time they occurred (each stream's in version
+    order)."""
     records: list[RecordedEvent] = []
-    while batch := await app.store.read_all(start, 1000):
-        records.extend(batch)
-        start = batch[-1].position + 1
+    if isinstance(start, int):
+        while batch := await app.store.read_all(start, 1000):
+            records.extend(batch)
+            start = batch[-1].position + 1
+        return records
+    for part, mark in start:
+        at = mark
+        while (page := await part.read(at, 1000)).checkpoint != at:
+            records.extend(page.events)
+            at = page.checkpoint
+    records.sort(key=lambda r: (r.event.occurred_at, r.stream_id, r.version))
     return records
 
 
-def _print_timeline(console: Console, records: list[RecordedEvent], timeline: Timeline) -> None:
+def _print_timeline(console: Console, records: list[RecordedEvent], timeline: Timeline,
+                    ordered: bool = True) -> None:
     _heading(console, "Timeline: every event, its facts, and what the handlers did about it")
+    if not ordered:
+        _print_wrapped(console, Text(
+            f"The store keeps no order across streams: these are the {len(records)} events "
+            "its change feed gave since the demo began, by the time they occurred (each "
+            "stream's in version order), named by stream and version.", style="dim"))
     for record in records:
         time = record.event.occurred_at.strftime("%H:%M:%S.%f")[:-3]
+        where = f"#{record.position}" if ordered else f"{record.stream_id} v{record.version}"
         # soft_wrap: the row is never broken, so the event's name stays whole.
-        console.print(Text.assemble((f"#{record.position}", "dim"), "  ", (time, "dim"), "  ",
+        console.print(Text.assemble((where, "dim"), "  ", (time, "dim"), "  ",
                                     (record.event.event_type, "bold cyan")), soft_wrap=True)
         facts = _summary(record)
         if facts:

@@ -101,11 +101,12 @@ class _Reader:
     async def caught_up(self) -> bool:
         """True if every event readable now was handled, dead-lettered or skipped (the feed
         is asked only when this reader moved since it was last found behind)."""
-        if self.in_flight or self._behind == self.next:
+        at = self.next  # the reader may move on while the feed is asked
+        if self.in_flight or self._behind == at:
             return False
-        if await self.feed.caught_up(self.next):
+        if await self.feed.caught_up(at):
             return True
-        self._behind = self.next
+        self._behind = at
         return False
 
     async def start(self) -> None:

@@ -3,7 +3,8 @@
 The demo never writes into the store `MUSSIKON_STORE_URL` names. It runs on
 `MUSSIKON_DEMO_STORE_URL`, or by default beside the configured store: the SQLite file
 `<name>-demo.db` next to its file, the same PostgreSQL database under the schema
-`<MUSSIKON_POSTGRES_SCHEMA>_demo`, or memory when the store is memory. The demo marks its
+`<MUSSIKON_POSTGRES_SCHEMA>_demo`, the same Cosmos DB account under the database
+`<MUSSIKON_COSMOS_DATABASE>-demo`, or memory when the store is memory. The demo marks its
 store with a document, and refuses to write into, or wipe (`--fresh`), a store that holds
 events it did not write. On RabbitMQ its exchanges and queues carry a prefix of their own
 (`demo.`), on Service Bus its topic is `<MUSSIKON_SERVICEBUS_TOPIC>-demo`, and it sends no
@@ -24,12 +25,20 @@ import typer
 from rich.console import Console
 
 from mussikon.adapters.clock import OffsetClock
-from mussikon.bootstrap import App, sqlite_path
-from mussikon.config import Settings, is_servicebus_connection_string, mask_url, split_brokers
+from mussikon.bootstrap import App, open_feed, sqlite_path
+from mussikon.config import (
+    CosmosConnectionString,
+    Settings,
+    is_cosmos_connection_string,
+    is_servicebus_connection_string,
+    mask_url,
+    split_brokers,
+)
 from mussikon.entrypoints.cli.common import CommandFailed, console, opened, run
 from mussikon.entrypoints.cli.output import YesOption, confirm
 from mussikon.entrypoints.demo import DemoFailed, run_demo, where_it_writes
 from mussikon.ports.documents import Changes
+from mussikon.ports.feed import START
 
 DEMO_MARKER = ("demo", "store")
 """The document (collection, key) that marks a store as the demo's own."""
@@ -86,16 +95,19 @@ def demo_settings(settings: Settings, *, send_email: bool = False) -> Settings:
     exchange included), its own Service Bus topic, and no SMTP server unless `send_email`."""
     if settings.demo_store_url:
         url = settings.demo_store_url
-        if urlsplit(url).scheme not in ("memory", "sqlite", *_POSTGRES):
+        if (urlsplit(url).scheme not in ("memory", "sqlite", *_POSTGRES)
+                and not is_cosmos_connection_string(url)):
             raise CommandFailed(f"MUSSIKON_DEMO_STORE_URL {mask_url(url)!r}: use "
-                                "sqlite:///PATH, postgresql://… or memory://")
+                                "sqlite:///PATH, postgresql://…, a Cosmos DB connection string "
+                                "or memory://")
         if url.startswith("sqlite:") and sqlite_path(url) == sqlite_path(settings.store_url):
             raise CommandFailed("MUSSIKON_DEMO_STORE_URL names the store of MUSSIKON_STORE_URL: "
                                 "the demo needs a store of its own")
     else:
         url = _beside(settings.store_url)
     changes: dict[str, Any] = {"store_url": url,
-                               "postgres_schema": f"{settings.postgres_schema}_demo"}
+                               "postgres_schema": f"{settings.postgres_schema}_demo",
+                               "cosmos_database": f"{settings.cosmos_database}-demo"}
     brokers = split_brokers(settings.broker_url)
     if any(urlsplit(broker).scheme in ("amqp", "amqps") for broker in brokers):
         changes["rabbitmq_prefix"] = f"{settings.rabbitmq_prefix}demo."
@@ -111,21 +123,22 @@ def _beside(store_url: str) -> str:
     """The demo's store next to the configured one (PostgreSQL: the same database, where the
     demo takes a schema of its own)."""
     scheme = urlsplit(store_url).scheme
-    if scheme == "memory" or scheme in _POSTGRES:
+    if scheme == "memory" or scheme in _POSTGRES or is_cosmos_connection_string(store_url):
         return store_url
     if scheme == "sqlite":
         directory, name = os.path.split(sqlite_path(store_url))
         stem, suffix = os.path.splitext(name)
         return "sqlite:///" + os.path.join(directory, f"{stem}-demo{suffix or '.db'}")
     raise CommandFailed(f"MUSSIKON_STORE_URL {mask_url(store_url)!r}: the demo runs beside a "
-                        "sqlite:///, postgresql:// or memory:// store; name the demo's store "
-                        "with MUSSIKON_DEMO_STORE_URL")
+                        "sqlite:///, postgresql://, Cosmos DB or memory:// store; name the "
+                        "demo's store with MUSSIKON_DEMO_STORE_URL")
 
 
 async def _is_the_demos(application: App) -> bool:
     """True if the demo wrote this store, or nobody did."""
-    return (await application.documents.get(*DEMO_MARKER) is not None
-            or await application.store.head_position() == 0)
+    if await application.documents.get(*DEMO_MARKER) is not None:
+        return True
+    return await open_feed(application.store, application.documents).caught_up(START)
 
 
 def _foreign(settings: Settings) -> str:
@@ -156,6 +169,8 @@ async def _wipe(settings: Settings, yes: bool) -> None:
     confirm(f"Delete {where_it_writes(settings)} and everything in it?", yes)
     if scheme == "sqlite":
         _delete_sqlite_files(sqlite_path(settings.store_url))
+    elif is_cosmos_connection_string(settings.store_url):
+        await _delete_cosmos_database(settings)
     else:
         await _drop_schema(settings)
 
@@ -163,6 +178,22 @@ async def _wipe(settings: Settings, yes: bool) -> None:
 def _delete_sqlite_files(path: str) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(path + suffix).unlink(missing_ok=True)
+
+
+async def _delete_cosmos_database(settings: Settings) -> None:
+    from azure.cosmos import exceptions
+    from azure.cosmos.aio import CosmosClient
+
+    connection = CosmosConnectionString.parse(settings.store_url)
+    async with CosmosClient(connection.endpoint, credential=connection.key,
+                            connection_verify=settings.cosmos_verify_tls) as client:
+        try:
+            await client.delete_database(settings.cosmos_database)
+        except exceptions.CosmosResourceNotFoundError:
+            pass
+        except exceptions.CosmosHttpResponseError as exc:
+            raise CommandFailed(f"--fresh: cannot delete Cosmos DB database "
+                                f"{settings.cosmos_database!r}: {exc.status_code}") from None
 
 
 async def _drop_schema(settings: Settings) -> None:

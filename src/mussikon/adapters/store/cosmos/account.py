@@ -68,11 +68,14 @@ class CosmosAccount:
 
 async def open_account(endpoint: str, key: str, *, database: str, events_container: str,
                        documents_container: str, verify_tls: bool = True,
-                       meter: RequestMeter | None = None) -> CosmosAccount:
+                       meter: RequestMeter | None = None, transport: Any = None
+                       ) -> CosmosAccount:
     """Connect, creating the database and the containers if they do not exist (ours with the
     unique key on /version); an events container that exists already is used as it is, and
-    if it lacks that key a warning says so once, with what it means."""
-    client = CosmosClient(endpoint, credential=key, connection_verify=verify_tls)
+    if it lacks that key a warning says so once, with what it means. `transport`: the
+    SDK's HTTP transport (azure-core's `AsyncHttpTransport`), its own by default."""
+    client = CosmosClient(endpoint, credential=key, connection_verify=verify_tls,
+                          transport=transport)
     try:
         db = await client.create_database_if_not_exists(database)
         events = await db.create_container_if_not_exists(

@@ -19,6 +19,7 @@ There is no order across streams: the global-order methods raise `NoGlobalOrder`
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,9 @@ from mussikon.wire import EventCodec
 
 _TRIES = 5
 """Attempts of an append at the end of a stream (`ANY_VERSION`) that keeps losing races."""
+
+_KNOWN_STREAMS = 10_000
+"""Streams whose highest known version the store remembers (the most recently used)."""
 
 _NO_ORDER = ("Cosmos DB keeps no order across streams: there is no global position to read "
              "from (streams are ordered by version; see docs/cosmos.md)")
@@ -85,6 +89,22 @@ class CosmosEventStore(EventStore):
         self.codec = codec or EventCodec()
         self._container = account.events
         self._meter = account.meter
+        self._known: OrderedDict[str, int] = OrderedDict()
+        """A version each stream is known to hold, learnt from this store's reads and writes
+        (a lower bound of its version: versions are never removed)."""
+
+    def _learn(self, stream_id: str, version: int) -> None:
+        if version > self._known.get(stream_id, 0):
+            self._known[stream_id] = version
+        if stream_id in self._known:
+            self._known.move_to_end(stream_id)
+            if len(self._known) > _KNOWN_STREAMS:
+                self._known.popitem(last=False)
+
+    def _holds(self, stream_id: str, version: int) -> bool:
+        """Whether the stream is known to hold `version` already, so that an append after it
+        leaves no gap: with the unique key on /version, such an append is one request."""
+        return self.account.version_is_unique and self._known.get(stream_id, 0) >= version
 
     # --- writing ------------------------------------------------------------------------
 
@@ -130,7 +150,8 @@ class CosmosEventStore(EventStore):
             # Versions never go down: a stream at `expected` now is at it or beyond when the
             # batch lands, and beyond means its first version is taken (the unique key).
             base = expected_version
-            if expected_version != 0:
+            if expected_version != 0 and not (attempt == 0 and expected_version != ANY_VERSION
+                                              and self._holds(stream_id, expected_version)):
                 base = await self.stream_version(stream_id)
                 if expected_version not in (ANY_VERSION, base):
                     stored = await self._stored(stream_id, [str(e.id) for e in events])
@@ -138,6 +159,7 @@ class CosmosEventStore(EventStore):
                                   stored, last_try=True)
             try:
                 await self._create("append", stream_id, base + 1, events)
+                self._learn(stream_id, base + len(events))
                 return base + len(events)
             except exceptions.CosmosBatchOperationError as error:
                 if batch_status(error) != 409:
@@ -234,11 +256,16 @@ class CosmosEventStore(EventStore):
         return self.decode(items[0]) if items else None
 
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        # From the version before too (when there is one): in the same request, it tells that
+        # the stream holds it even when nothing follows, so an append after it is one request.
+        first = max(from_version, 1)
         items = await self._query(
             "read_stream", "SELECT * FROM c WHERE c.partitionKey = @stream AND c.version >= "
                            "@from ORDER BY c.version",
-            {"@stream": stream_id, "@from": max(from_version, 1)}, stream_id)
-        return [self.decode(item) for item in items]
+            {"@stream": stream_id, "@from": max(first - 1, 1)}, stream_id)
+        if items:
+            self._learn(stream_id, int(items[-1].get("version") or 0))
+        return [self.decode(item) for item in items if int(item.get("version") or 0) >= first]
 
     async def read_by_type(self, event_type: str, since: datetime | None = None,
                            limit: int = 10_000, from_position: int = 1) -> list[RecordedEvent]:
@@ -265,7 +292,9 @@ class CosmosEventStore(EventStore):
         rows: list[Any] = await self._query(
             "stream_version", "SELECT VALUE MAX(c.version) FROM c WHERE c.partitionKey = "
                               "@stream", {"@stream": stream_id}, stream_id)
-        return int(rows[0]) if rows and rows[0] is not None else 0
+        version = int(rows[0]) if rows and rows[0] is not None else 0
+        self._learn(stream_id, version)
+        return version
 
     # --- the global order, which Cosmos DB does not have --------------------------------
 
