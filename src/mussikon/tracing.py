@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
+    from mussikon.domain.events import DomainEvent
+
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 DIAGNOSTIC_ID = "Diagnostic-Id"
@@ -203,9 +205,8 @@ class Publication:
         self._span.end()
 
 
-def publication(system: str, destination: str, *, message_id: str,
-                correlation_id: str | None, parent: str | None = None,
-                routing_key: str | None = None, event_type: str | None = None
+def publication(system: str, destination: str, event: DomainEvent, *,
+                parent: str | None = None, routing_key: str | None = None
                 ) -> Publication | None:
     """Start the PRODUCER span of publishing one message to `destination` (an exchange, a
     topic) on `system` (`rabbitmq`, `servicebus`), a child of the stored context `parent` (a
@@ -216,6 +217,7 @@ def publication(system: str, destination: str, *, message_id: str,
 
     remote = _remote({TRACEPARENT: parent}) if parent else None
     context = trace.set_span_in_context(trace.NonRecordingSpan(remote)) if remote else None
+    correlation_id = str(event.correlation_id or event.id)
     return Publication(tracer.start_span(
         f"publish {destination}", context=context, kind=_kind(PRODUCER),
         attributes=_attributes({
@@ -223,18 +225,17 @@ def publication(system: str, destination: str, *, message_id: str,
             "messaging.operation.type": "send",
             "messaging.operation.name": "publish",
             "messaging.destination.name": destination,
-            "messaging.message.id": message_id,
+            "messaging.message.id": str(event.id),
             CONVERSATION: correlation_id,
             CORRELATION: correlation_id,
             "messaging.rabbitmq.destination.routing_key": routing_key,
-            "mussikon.event_type": event_type,
+            "mussikon.event_type": event.event_type,
         })))
 
 
-def processing(system: str, destination: str, subscription: str, *, message_id: str,
-               correlation_id: str | None, headers: Mapping[Any, Any] | None,
-               attempt: int, routing_key: str | None = None, event_type: str | None = None
-               ) -> contextlib.AbstractContextManager[None]:
+def processing(system: str, destination: str, subscription: str, event: DomainEvent, *,
+               headers: Mapping[Any, Any] | None, attempt: int,
+               routing_key: str | None = None) -> contextlib.AbstractContextManager[None]:
     """The CONSUMER span of one subscription handling one message from `destination` (a
     queue, a subscription), current inside the block: a child of the context the message
     carries (`headers`), linked to it. Nothing while tracing is off."""
@@ -243,18 +244,21 @@ def processing(system: str, destination: str, subscription: str, *, message_id: 
     from opentelemetry.trace import Link
 
     remote = _remote(headers)
+    correlation_id = str(event.correlation_id or event.id)
     return _spanning(tracer, f"process {destination}", CONSUMER, {
         "messaging.system": system,
         "messaging.operation.type": "process",
         "messaging.operation.name": "process",
         "messaging.destination.name": destination,
         "messaging.consumer.group.name": subscription,
-        "messaging.message.id": message_id,
+        "messaging.destination.subscription.name": subscription if system == "servicebus"
+        else None,
+        "messaging.message.id": str(event.id),
         CONVERSATION: correlation_id,
         CORRELATION: correlation_id,
         "messaging.rabbitmq.destination.routing_key": routing_key,
         "messaging.servicebus.message.delivery_count": attempt if system == "servicebus"
         else None,
         "mussikon.delivery_attempt": attempt,
-        "mussikon.event_type": event_type,
+        "mussikon.event_type": event.event_type,
     }, remote, (Link(remote),) if remote is not None else ())

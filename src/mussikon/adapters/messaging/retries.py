@@ -9,6 +9,7 @@ message and where it was raised, the number of attempts).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import traceback
 from collections.abc import Sequence
@@ -52,13 +53,19 @@ def failure_message(error: BaseException) -> str:
     return f"{text} (at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno})"
 
 
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
 async def try_handler(subscription: str, handler: Handler, envelope: Envelope,
-                      attempt: int) -> Exception | None:
-    """Run `handler` once on `envelope` as attempt number `attempt` (in `Envelope.attempt`);
-    None if it succeeded, else the exception it raised (logged as a warning)."""
+                      attempt: int, span: contextlib.AbstractContextManager[None] = _NO_SPAN
+                      ) -> Exception | None:
+    """Run `handler` once on `envelope` as attempt number `attempt` (in `Envelope.attempt`),
+    inside `span` (the attempt's trace span, `mussikon.tracing.processing`); None if it
+    succeeded, else the exception it raised (logged as a warning)."""
     try:
-        await handler(envelope if envelope.attempt == attempt
-                      else replace(envelope, attempt=attempt))
+        with span:
+            await handler(envelope if envelope.attempt == attempt
+                          else replace(envelope, attempt=attempt))
         return None
     except Exception as exc:
         log.warning("%s failed on %s %s (attempt %d): %r", subscription,

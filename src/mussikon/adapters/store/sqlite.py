@@ -168,8 +168,8 @@ _INSERT_IF_AT = (
 _RECORD_FOREIGN = (
     "INSERT INTO events (event_id, stream_id, version, event_type, data, occurred_at,"
     " correlation_id, causation_id, recorded_at, origin, traceparent) SELECT ?, ?,"
-    " coalesce(max(version), 0) + 1, ?,?,?,?,?,?,?,? FROM events WHERE stream_id = ? ON CONFLICT (event_id) DO NOTHING"
-    " RETURNING position, version"
+    " coalesce(max(version), 0) + 1, ?,?,?,?,?,?,?,? FROM events WHERE stream_id = ?"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING position, version"
 )
 """A foreign event at the end of its stream, unless its id is stored: one statement, atomic;
 its position and version if it was recorded now (no row if it was stored already)."""
