@@ -147,11 +147,12 @@ def span(name: str, kind: str = INTERNAL, attributes: Mapping[str, Any] | None =
 
 @contextlib.contextmanager
 def _spanning(tracer: Tracer, name: str, kind: str, attributes: Mapping[str, Any],
-              parent: Any, links: tuple[Any, ...]) -> Iterator[None]:
+              parent: Any, links: tuple[Any, ...], *, root: bool = False) -> Iterator[None]:
     from opentelemetry import trace
     from opentelemetry.trace import Status, StatusCode
 
-    context = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent else None
+    context = (trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent
+               else _root() if root else None)
     with tracer.start_as_current_span(name, context=context, kind=_kind(kind),
                                       attributes=_attributes(attributes), links=links,
                                       record_exception=False,
@@ -185,6 +186,54 @@ def _attached(remote: Any) -> Iterator[None]:
         context.detach(token)
 
 
+class Served:
+    """The SERVER span of one HTTP request, current while it is served: `done` names its
+    route and status once they are known."""
+
+    __slots__ = ("_span", "method")
+
+    def __init__(self, span: Span, method: str) -> None:
+        self._span, self.method = span, method
+
+    def done(self, route: str | None, status: int) -> None:
+        """The request was answered with `status`, by the route `route` (a template, such as
+        `/gigs/{gig_id}/applications`; None if none matched)."""
+        from opentelemetry.trace import Status, StatusCode
+
+        if route:
+            self._span.update_name(f"{self.method} {route}")
+            self._span.set_attribute("http.route", route)
+        self._span.set_attribute("http.response.status_code", status)
+        if status >= 500:
+            self._span.set_attribute("error.type", str(status))
+            self._span.set_status(Status(StatusCode.ERROR))
+
+
+@contextlib.contextmanager
+def serving(method: str, path: str, headers: Mapping[str, str]) -> Iterator[Served | None]:
+    """The SERVER span of one HTTP request (`headers` with lower-case names), a child of the
+    context its `traceparent` header carries, current inside the block; None while tracing
+    is off."""
+    if (tracer := _state.tracer) is None:
+        yield None
+        return
+    from opentelemetry import trace
+
+    remote = _remote(headers)
+    context = trace.set_span_in_context(trace.NonRecordingSpan(remote)) if remote else _root()
+    with tracer.start_as_current_span(method, context=context, kind=_kind(SERVER),
+                                      attributes={"http.request.method": method,
+                                                  "url.path": path}) as current:
+        yield Served(current, method)
+
+
+def _root() -> Any:
+    """A context with no span: what a span that must start a trace of its own starts in."""
+    from opentelemetry.context import Context
+
+    return Context()
+
+
 class Publication:
     """A PRODUCER span for one message, started before it is sent: `headers` carry its
     context on the message; `end` once it is sent."""
@@ -216,7 +265,7 @@ def publication(system: str, destination: str, event: DomainEvent, *,
     from opentelemetry import trace
 
     remote = _remote({TRACEPARENT: parent}) if parent else None
-    context = trace.set_span_in_context(trace.NonRecordingSpan(remote)) if remote else None
+    context = trace.set_span_in_context(trace.NonRecordingSpan(remote)) if remote else _root()
     correlation_id = str(event.correlation_id or event.id)
     return Publication(tracer.start_span(
         f"publish {destination}", context=context, kind=_kind(PRODUCER),
@@ -261,4 +310,4 @@ def processing(system: str, destination: str, subscription: str, event: DomainEv
         else None,
         "mussikon.delivery_attempt": attempt,
         "mussikon.event_type": event.event_type,
-    }, remote, (Link(remote),) if remote is not None else ())
+    }, remote, (Link(remote),) if remote is not None else (), root=True)
