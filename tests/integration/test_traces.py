@@ -94,12 +94,12 @@ def one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
 
 
 def parent_of(span: ReadableSpan) -> int | None:
-    return span.parent.span_id if span.parent is not None else None
+    return int(span.parent.span_id) if span.parent is not None else None
 
 
 def span_id(span: ReadableSpan) -> int:
     assert span.context is not None
-    return span.context.span_id
+    return int(span.context.span_id)
 
 
 def linked(span: ReadableSpan) -> list[int]:
@@ -133,7 +133,7 @@ async def test_one_http_command_gives_one_trace_over_every_hop(
         answer = await client.post(f"/gigs/{gig}/applications", headers=as_ana,
                                    json={"proposed_fee": "900"})
         assert answer.status_code == 201, answer.text
-        server = one(spans.get_finished_spans(), "POST /gigs/{gig_id}/applications")
+        server = one(list(spans.get_finished_spans()), "POST /gigs/{gig_id}/applications")
         assert server.context is not None
         trace = server.context.trace_id
 
@@ -166,7 +166,7 @@ async def test_one_http_command_gives_one_trace_over_every_hop(
     assert publish.attributes is not None
     assert publish.attributes["messaging.system"] == system
     assert publish.attributes["messaging.message.conversation_id"] == correlation
-    assert publish.name == f"publish {publish.attributes['messaging.destination.name']}"
+    assert publish.name == f"publish {publish.attributes['messaging.destination.name']!s}"
 
     processed = [s for s in traced if s.kind is SpanKind.CONSUMER
                  and parent_of(s) == span_id(publish)]
@@ -179,7 +179,8 @@ async def test_one_http_command_gives_one_trace_over_every_hop(
         assert consumer.attributes["messaging.system"] == system
         assert consumer.attributes["messaging.message.id"] == str(stored.event.id)
         assert consumer.attributes["messaging.message.conversation_id"] == correlation
-        assert consumer.name == f"process {consumer.attributes['messaging.destination.name']}"
+        assert consumer.name == \
+            f"process {consumer.attributes['messaging.destination.name']!s}"
         if system == "rabbitmq":
             assert consumer.attributes["messaging.rabbitmq.destination.routing_key"]
 

@@ -28,7 +28,7 @@ from mussikon.entrypoints.cli.sagas import sagas_app
 from mussikon.entrypoints.cli.serve import serve
 from mussikon.entrypoints.cli.users import users_app
 from mussikon.entrypoints.cli.worker import worker
-from mussikon.entrypoints.telemetry import configure_tracing
+from mussikon.entrypoints.telemetry import TracingUnavailable, configure_tracing
 
 app = typer.Typer(help="MussikOn: the event-driven backend of a marketplace for musicians.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -109,6 +109,9 @@ def _run(args: list[str] | None) -> int:
             result = app(args, prog_name="mussikon", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
+    except TracingUnavailable as exc:
+        print_error(str(exc))
+        return 1
     except typer.Abort:
         print_error("aborted")
         return 1
