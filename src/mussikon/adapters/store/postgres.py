@@ -380,7 +380,7 @@ MIGRATIONS: tuple[str, ...] = (
     # off), which the relay publishes it in (`mussikon.tracing`). A program from before this
     # version names no traceparent: its events are stored without one.
     """
-    ALTER TABLE {s}.events ADD COLUMN traceparent text;
+    ALTER TABLE {s}.events ADD COLUMN IF NOT EXISTS traceparent text;
     COMMENT ON COLUMN {s}.events.traceparent IS
         'the W3C trace context the event was appended in; NULL with tracing off';
     """,
