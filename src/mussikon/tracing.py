@@ -254,6 +254,20 @@ class Publication:
         self._span.end()
 
 
+@contextlib.contextmanager
+def sending(publications: list[Publication]) -> Iterator[None]:
+    """End the PRODUCER spans of the messages the block sends once it is done (with its
+    failure, if it raises)."""
+    try:
+        yield
+    except BaseException as exc:
+        for publication in publications:
+            publication.end(exc)
+        raise
+    for publication in publications:
+        publication.end()
+
+
 def publication(system: str, destination: str, event: DomainEvent, *,
                 parent: str | None = None, routing_key: str | None = None
                 ) -> Publication | None:

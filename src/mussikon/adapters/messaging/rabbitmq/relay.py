@@ -254,16 +254,10 @@ class OutboxRelay:
                             break
                         connection = channel.connection
                         spans = self._traced(outgoing, records) if tracing.enabled() else []
-                        try:
+                        with tracing.sending(spans):
                             sent = await self.broker.answer(
                                 publish_batch(channel, outgoing), "taking events to publish",
                                 connection)
-                        except BaseException as exc:
-                            for span in spans:
-                                span.end(exc)
-                            raise
-                        for span in spans:
-                            span.end()
                     confirms = asyncio.gather(*sent)
                     window.append((page.checkpoint, len(records) + len(page.undecodable),
                                    len(outgoing), confirms, connection))

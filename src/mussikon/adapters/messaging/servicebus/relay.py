@@ -202,14 +202,8 @@ class ServiceBusRelay:
             pending = [(r, event_message(self.codec, r.event, r.position))
                        for r in records if not r.origin]
             spans = self._traced(pending) if tracing.enabled() else []
-            try:
+            with tracing.sending(spans):
                 sent = not pending or await self._send(pending, term)
-            except BaseException as exc:
-                for span in spans:
-                    span.end(exc)
-                raise
-            for span in spans:
-                span.end()
             if not sent:
                 return done
             self._sent = page.checkpoint
