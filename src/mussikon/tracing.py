@@ -42,7 +42,10 @@ CONVERSATION = "messaging.message.conversation_id"
 INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER = "internal", "server", "client", "producer", \
     "consumer"
 
+
 class _State:
+    """Whether tracing is on, in one place every helper checks first."""
+
     tracer: Tracer | None = None
     """The tracer spans come from while tracing is on, else None."""
 
@@ -106,21 +109,24 @@ def _text(value: Any) -> str:
 
 
 def _remote(carrier: Mapping[Any, Any] | None) -> Any:
-    """The span context a message's headers carry: `traceparent` (and `tracestate`), else
-    `Diagnostic-Id` (a W3C id, as .NET writes it); None if neither holds a valid one."""
+    """The span context a message's headers carry: `traceparent` (with `tracestate`) if it
+    holds a valid one, else `Diagnostic-Id` (a W3C id, as .NET writes it); None if neither
+    does (a .NET service's older hierarchical ids are not W3C ones)."""
     if not carrier:
         return None
     from opentelemetry import trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    parent = _text(carrier.get(TRACEPARENT)) or _text(carrier.get(DIAGNOSTIC_ID))
-    if not parent:
-        return None
+    propagator = TraceContextTextMapPropagator()
     state = _text(carrier.get(TRACESTATE))
-    context = TraceContextTextMapPropagator().extract(
-        {TRACEPARENT: parent, TRACESTATE: state} if state else {TRACEPARENT: parent})
-    span_context = trace.get_current_span(context).get_span_context()
-    return span_context if span_context.is_valid else None
+    for name in (TRACEPARENT, DIAGNOSTIC_ID):
+        if parent := _text(carrier.get(name)):
+            context = propagator.extract(
+                {TRACEPARENT: parent, TRACESTATE: state} if state else {TRACEPARENT: parent})
+            span_context = trace.get_current_span(context).get_span_context()
+            if span_context.is_valid:
+                return span_context
+    return None
 
 
 def _headers_of(span: Span) -> dict[str, str]:

@@ -84,7 +84,8 @@ def test_current_trace_ids_name_the_current_span() -> None:
     ({"traceparent": PARENT, "Diagnostic-Id": OTHER}, PARENT),  # traceparent first
     ({b"traceparent": PARENT.encode()}, None),  # keys are text once read
     ({"traceparent": PARENT.encode()}, PARENT),  # values may come as bytes
-    ({"traceparent": "not-a-context", "Diagnostic-Id": "|legacy.1."}, None),
+    ({"traceparent": "not-a-context", "Diagnostic-Id": PARENT}, PARENT),
+    ({"Diagnostic-Id": "|4bf92f3577b34da6a3ce929d0e0e4736.1."}, None),  # not a W3C id
     ({}, None),
 ])
 async def test_a_consumer_span_continues_the_context_its_message_carries(
