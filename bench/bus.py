@@ -77,6 +77,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import Report, Result
+from mussikon import tracing
 from mussikon.application.inbox import idempotent
 from mussikon.application.retention import InboxRetention
 from mussikon.config import INBOX_RETENTION_MINIMUM, Settings, mask_url
@@ -647,7 +648,8 @@ async def _append_all(store: Any, transport: Any, job: _Job, started: float) -> 
     async def requests() -> None:
         for i in turns:
             event = _event(i)
-            await store.append(event.stream_id, [event], 0)
+            with tracing.span("append", tracing.SERVER):  # a request's trace, if tracing is on
+                await store.append(event.stream_id, [event], 0)
             transport.wake()
             if interval:
                 # Paced from the start, not from the last append: a slow append is caught up.
@@ -1072,11 +1074,15 @@ def _reap(*processes: BaseProcess) -> None:
 
 
 def _log_warnings() -> None:
-    """Let a child process's warnings reach stderr (a failing contender says why)."""
+    """Let a child process's warnings reach stderr (a failing contender says why), and trace
+    as `mussikon` would if the `OTEL_*` variables ask for it (the cost of tracing)."""
     import logging
+
+    from mussikon.entrypoints.telemetry import configure_tracing
 
     logging.basicConfig(level=logging.WARNING,
                         format="%(processName)s %(name)s %(levelname)s %(message)s")
+    configure_tracing(os.environ)
 
 
 def _resident_bytes() -> int:

@@ -6,9 +6,10 @@ A JSON line holds `timestamp` (UTC, ISO 8601 with milliseconds), `level`, `logge
 `message`, then, when known, `event_id`, `correlation_id` and `event_type`, and `exception`
 (the traceback) for a record logged with one. The ids come from the record itself (a call's
 `extra`) or else from the message being handled (`log_context`, set by the transports around
-each handler). `trace_id` and `span_id` are written when a record carries them: the
-attributes OpenTelemetry's logging instrumentation adds (`otelTraceID`, `otelSpanID`, left
-out when they are the invalid all-zero ids) or ones given as `trace_id` and `span_id`.
+each handler). `trace_id` and `span_id` are written when a record carries them (the
+attributes OpenTelemetry's logging instrumentation adds, `otelTraceID` and `otelSpanID`, left
+out when they are the invalid all-zero ids, or ones given as `trace_id` and `span_id`), or
+else when it is written inside a span (`trace_ids`, with tracing on).
 
 Standard library only: a `logging.Formatter` and a context variable.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -70,11 +71,12 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, name, None) or context.get(name)
             if value:
                 line[name] = str(value)
-        for name, attributes in _TRACE_FIELDS:
+        traced = trace_ids()
+        for index, (name, attributes) in enumerate(_TRACE_FIELDS):
             value = next((str(v) for a in attributes
                           if (v := getattr(record, a, None)) and str(v).strip("0")), None)
-            if value:
-                line[name] = value
+            if value or traced:
+                line[name] = value or traced[index]  # type: ignore[index]
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
@@ -82,6 +84,16 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
         return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def no_trace_ids() -> tuple[str, str] | None:
+    """No span: tracing is off."""
+    return None
+
+
+trace_ids: Callable[[], tuple[str, str] | None] = no_trace_ids
+"""The current span's trace and span ids, named by every JSON line written inside a span:
+`mussikon.tracing` sets this when tracing is switched on (this module is below it)."""
 
 
 class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]

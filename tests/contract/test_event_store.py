@@ -14,6 +14,7 @@ from uuid import uuid4
 
 import pytest
 
+from mussikon import tracing
 from mussikon.domain.events import (
     DomainEvent,
     EventCreatedEvent,
@@ -31,6 +32,7 @@ from mussikon.ports.event_store import (
 )
 from mussikon.wire import EventCodec
 from tests.contract.store_adapters import STORE_ADAPTERS, StoresUnderTest, open_stores
+from tests.tracing_kit import recording_spans
 
 
 @pytest.fixture(params=STORE_ADAPTERS)
@@ -671,6 +673,37 @@ async def test_the_origin_survives_every_read(stores: StoresUnderTest) -> None:
     assert origins(await stores.events.read_by_type(ours.event_type)) == expected[:1]
     found = [await stores.events.find_event(e.id) for e in (ours, foreign)]
     assert origins([f for f in found if f is not None]) == expected
+
+
+async def test_the_trace_context_of_an_append_survives_every_read(
+        stores: StoresUnderTest) -> None:
+    with recording_spans(), tracing.span("command"):
+        context = tracing.traceparent()
+        one, two, three, at_end = registered(1), registered(2), registered(3), registered(4)
+        two_more = registered(2)
+        await stores.events.append(one.stream_id, [one], NO_STREAM)
+        await stores.events.append(two.stream_id, [two, two_more], NO_STREAM)
+        await stores.events.append(at_end.stream_id, [at_end], ANY_VERSION)
+        await stores.events.append_streams([(three.stream_id, [three], NO_STREAM)])
+        foreign = created(1)
+        await stores.events.record_foreign(foreign, "rabbitmq")
+    untraced = created(2)
+    await stores.events.append(untraced.stream_id, [untraced], NO_STREAM)
+    await stores.settle()
+    assert context is not None and context.startswith("00-")
+    traced = {e.id for e in (one, two, two_more, three, at_end, foreign)}
+
+    def contexts(records: list[RecordedEvent]) -> set[tuple[bool, str | None]]:
+        return {(r.event.id in traced, r.traceparent) for r in records}
+
+    expected = {(True, context), (False, None)}
+    if stores.global_order:
+        assert contexts(await stores.events.read_all()) == expected
+        assert contexts(await stores.events.read_last(10)) == expected
+    assert contexts(await stores.events.read_stream(two.stream_id)) == {(True, context)}
+    assert contexts(await stores.events.read_by_type(untraced.event_type)) == expected
+    found = [await stores.events.find_event(e.id) for e in (foreign, untraced)]
+    assert contexts([f for f in found if f is not None]) == expected
 
 
 async def test_find_event_finds_an_event_by_its_id(stores: StoresUnderTest) -> None:

@@ -154,15 +154,16 @@ def pika_channel(url: str) -> tuple[pika.BlockingConnection, Any]:
 
 
 def dotnet_publish(url: str, exchange: str, routing_key: str, body: bytes,
-                   event_type: str) -> str:
-    """Publish as the specification's `RabbitMQService.PublishEventAsync` does; return the
-    message id (a new GUID, unrelated to the event's id)."""
-    [message_id] = dotnet_publish_all(url, exchange, routing_key, [body], event_type)
+                   event_type: str, headers: dict[str, str] | None = None) -> str:
+    """Publish as the specification's `RabbitMQService.PublishEventAsync` does (with
+    `headers` besides its own, such as the `traceparent` .NET's instrumentation adds);
+    return the message id (a new GUID, unrelated to the event's id)."""
+    [message_id] = dotnet_publish_all(url, exchange, routing_key, [body], event_type, headers)
     return message_id
 
 
 def dotnet_publish_all(url: str, exchange: str, routing_key: str, bodies: Iterable[bytes],
-                       event_type: str) -> list[str]:
+                       event_type: str, headers: dict[str, str] | None = None) -> list[str]:
     """Publish each body as `dotnet_publish` does, one after another on one connection and
     channel, each confirmed by the broker; return their message ids."""
     message_ids = []
@@ -174,7 +175,7 @@ def dotnet_publish_all(url: str, exchange: str, routing_key: str, bodies: Iterab
             channel.basic_publish(exchange, routing_key, body, pika.BasicProperties(
                 delivery_mode=2, message_id=message_id,
                 timestamp=int(utc_now().timestamp()),
-                headers={"EventType": event_type, "Version": "1.0"}))
+                headers={"EventType": event_type, "Version": "1.0", **(headers or {})}))
             message_ids.append(message_id)
     finally:
         connection.close()

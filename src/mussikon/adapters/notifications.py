@@ -11,6 +11,7 @@ which is what `mussikon notifications list` reads.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import uuid
@@ -23,6 +24,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import aiosmtplib
 
+from mussikon import tracing
 from mussikon.config import mask_url
 from mussikon.ports.documents import Changes, Document, DocumentStore
 from mussikon.ports.notifier import Notification, NotificationError, Notifier, SentNotification
@@ -111,6 +113,17 @@ def _log_sent(notification: Notification, how: str) -> None:
                  notification.subject)
 
 
+def _span(notification: Notification, channel: str, server: str | None = None
+          ) -> contextlib.AbstractContextManager[None]:
+    """The CLIENT span of sending one notification (its kind and channel, never whom to)."""
+    if not tracing.enabled():
+        return contextlib.nullcontext()
+    return tracing.span(f"notify {notification.kind}", tracing.CLIENT, {
+        "mussikon.notification.kind": notification.kind,
+        "mussikon.notification.about": notification.about or None,
+        "mussikon.notification.channel": channel, "server.address": server})
+
+
 class RecordingNotifier(Notifier):
     """The embedded default: records each notification in the document store and logs it."""
 
@@ -118,6 +131,10 @@ class RecordingNotifier(Notifier):
         self.log = NotificationLog(documents)
 
     async def send(self, notification: Notification) -> bool:
+        with _span(notification, "log"):
+            return await self._send(notification)
+
+    async def _send(self, notification: Notification) -> bool:
         if await self.log.find(notification.key) is not None:
             return False
         if not await self.log.record(notification, channel="log"):
@@ -242,6 +259,10 @@ class SmtpNotifier(Notifier):
         return f"SmtpNotifier({self._masked_url!r})"
 
     async def send(self, notification: Notification) -> bool:
+        with _span(notification, "smtp", self.server.address):
+            return await self._send(notification)
+
+    async def _send(self, notification: Notification) -> bool:
         if await self.log.find(notification.key) is not None:
             return False
         # A lease on the key keeps two workers handling the same redelivered event from

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from mussikon import tracing
 from mussikon.application.snapshots import Snapshots
 from mussikon.domain.aggregate import Aggregate
 from mussikon.domain.events import DomainEvent
@@ -75,7 +76,11 @@ class Repository:
             for n, event in enumerate(aggregate.pending, start=1)
         ]
         before = aggregate.version
-        await self.store.append(aggregate.stream_id, events, before)
+        with tracing.span(f"append {aggregate.stream_id.partition('-')[0]}", tracing.CLIENT, {
+                "db.operation.name": "append", "mussikon.stream_id": aggregate.stream_id,
+                "mussikon.event_types": [e.event_type for e in events],
+                tracing.CORRELATION: str(cause.correlation_id)} if tracing.enabled() else None):
+            await self.store.append(aggregate.stream_id, events, before)
         aggregate.pending = events
         saved = aggregate.mark_saved()
         if self.snapshots is not None and self.snapshots.due(before, aggregate.version):

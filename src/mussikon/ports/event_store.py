@@ -142,6 +142,10 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     origin: str = ""
     """"" for an event this service wrote; for an event another service published, where it
     was received (`rabbitmq`): see `EventStore.record_foreign`."""
+    traceparent: str | None = None
+    """The trace context the event was appended (or recorded) in, as a W3C `traceparent`
+    (`mussikon.tracing.traceparent()` at the append), so that the relay publishes it in the
+    same trace; None if tracing was off."""
 
 
 class EventStore(abc.ABC):

@@ -18,7 +18,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from mussikon import metrics
+from mussikon import metrics, tracing
 from mussikon.adapters.messaging.dead_letter_store import (
     DeadLetterIndex,
     letter_document,
@@ -51,6 +51,9 @@ from mussikon.ports.transport import (
 from mussikon.wire import EventCodec
 
 log = logging.getLogger("mussikon.bus")
+
+SYSTEM, DESTINATION = "mussikon", "in-process"
+"""The `messaging.system` and `messaging.destination.name` of the trace spans."""
 
 
 def checkpoint_name(subscription: str) -> str:
@@ -183,7 +186,11 @@ class _Reader:
         tries = self.failed_attempts.get(key, 0) + 1
         envelope = Envelope(str(event.id), event, position, tries,
                             headers={"EventType": event.event_type, "Version": "1.0"})
-        error = await try_handler(self.sub.name, self.sub.handler, envelope, tries)
+        span = tracing.processing(
+            SYSTEM, DESTINATION, self.sub.name, event,
+            headers={tracing.TRACEPARENT: record.traceparent} if record.traceparent else None,
+            attempt=tries)
+        error = await try_handler(self.sub.name, self.sub.handler, envelope, tries, span)
         if error is not None:
             delay = next_retry_delay(self.t.retry_delays, tries)
             if delay is None:

@@ -9,6 +9,7 @@ message and where it was raised, the number of attempts).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import traceback
 from collections.abc import Sequence
@@ -63,15 +64,21 @@ def event_ids(event: DomainEvent | None) -> dict[str, object]:
             "event_type": event.event_type}
 
 
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
 async def try_handler(subscription: str, handler: Handler, envelope: Envelope,
-                      attempt: int) -> Exception | None:
-    """Run `handler` once on `envelope` as attempt number `attempt` (in `Envelope.attempt`);
-    None if it succeeded, else the exception it raised (logged as a warning). What is logged
-    meanwhile carries the event's ids; each outcome is counted (`metrics`)."""
+                      attempt: int, span: contextlib.AbstractContextManager[None] = _NO_SPAN
+                      ) -> Exception | None:
+    """Run `handler` once on `envelope` as attempt number `attempt` (in `Envelope.attempt`),
+    inside `span` (the attempt's trace span, `mussikon.tracing.processing`); None if it
+    succeeded, else the exception it raised (logged as a warning). What is logged meanwhile
+    carries the event's ids; each outcome is counted (`metrics`)."""
     with log_context(**event_ids(envelope.event)):
         try:
-            await handler(envelope if envelope.attempt == attempt
-                          else replace(envelope, attempt=attempt))
+            with span:
+                await handler(envelope if envelope.attempt == attempt
+                              else replace(envelope, attempt=attempt))
             metrics.handled(subscription)
             return None
         except Exception as exc:

@@ -27,6 +27,7 @@ from mussikon.ports.event_store import (
     check_origin,
     refused_batch,
 )
+from mussikon.tracing import traceparent
 from mussikon.wire import EventCodec
 
 
@@ -45,6 +46,7 @@ class StoredRow:
     causation_id: str | None
     recorded_at: datetime
     origin: str = ""
+    traceparent: str | None = None
 
 
 def _uuid(value: str | None) -> UUID | None:
@@ -60,7 +62,7 @@ def decode_row(codec: EventCodec, row: StoredRow) -> RecordedEvent:
     except Exception as exc:
         raise undecodable(row.position, row.stream_id, row.version, exc) from None
     return RecordedEvent(row.position, row.stream_id, row.version, event, row.recorded_at,
-                         row.origin)
+                         row.origin, row.traceparent)
 
 
 class InMemoryEventStore(EventStore):
@@ -151,7 +153,7 @@ class InMemoryEventStore(EventStore):
             occurred_at=epoch_micros(event.occurred_at),
             correlation_id=str(event.correlation_id) if event.correlation_id else None,
             causation_id=str(event.causation_id) if event.causation_id else None,
-            recorded_at=utc_now(), origin=origin,
+            recorded_at=utc_now(), origin=origin, traceparent=traceparent(),
         )
 
     def _decode(self, row: StoredRow) -> RecordedEvent:

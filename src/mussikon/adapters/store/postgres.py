@@ -81,6 +81,7 @@ from mussikon.ports.event_store import (
     check_origin,
     refused_batch,
 )
+from mussikon.tracing import traceparent
 from mussikon.wire import EventCodec, may_have_ticks
 
 DEFAULT_SCHEMA = "mussikon"
@@ -374,6 +375,14 @@ MIGRATIONS: tuple[str, ...] = (
     # 7: inbox entries found by age, for pruning them (`DocumentStore.prune_inbox`).
     """
     CREATE INDEX IF NOT EXISTS inbox_by_time ON {s}.inbox (handled_at);
+    """,
+    # 8: the trace context an event was appended in (a W3C traceparent; NULL with tracing
+    # off), which the relay publishes it in (`mussikon.tracing`). A program from before this
+    # version names no traceparent: its events are stored without one.
+    """
+    ALTER TABLE {s}.events ADD COLUMN IF NOT EXISTS traceparent text;
+    COMMENT ON COLUMN {s}.events.traceparent IS
+        'the W3C trace context the event was appended in; NULL with tracing off';
     """,
 )
 """Schema versions, applied in order; `schema_version` records which ran. `{s}` is the schema."""
@@ -676,9 +685,9 @@ class PostgresEventStore(EventStore):
         t = f"{db.table_prefix}.events"
         # The recording time as its 8 bytes (see `_decode_rows`)
         columns = ("position, stream_id, version, event_type, data, event_id, correlation_id,"
-                   " causation_id, timestamptz_send(recorded_at), has_ticks, origin")
+                   " causation_id, timestamptz_send(recorded_at), has_ticks, origin, traceparent")
         insert = (f"INSERT INTO {t} (position, event_id, stream_id, version, event_type, data,"
-                  " occurred_at, correlation_id, causation_id, has_ticks)")
+                  " occurred_at, correlation_id, causation_id, has_ticks, traceparent)")
         this_transaction = f"(pg_current_xact_id()::text::bigint << {POSITION_BITS})"
         batch = ("unnest($2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::uuid[],"
                  " $7::uuid[]) WITH ORDINALITY"
@@ -689,22 +698,23 @@ class PostgresEventStore(EventStore):
                        f" (SELECT FROM {t} WHERE stream_id = $1 AND version = $8::integer)")
         self._append_one_sql = (
             f"{insert} SELECT {this_transaction}, $2, $1, $8::integer + 1, $3, $4, $5, $6, $7,"
-            f" $9::boolean {at_expected}")
+            f" $9::boolean, $10::text {at_expected}")
         # A foreign event at the end of its stream; its id already stored, nothing.
         self._record_foreign_sql = (
             f"INSERT INTO {t} (position, event_id, stream_id, version, event_type, data,"
-            " occurred_at, correlation_id, causation_id, has_ticks, origin)"
+            " occurred_at, correlation_id, causation_id, has_ticks, origin, traceparent)"
             f" SELECT {this_transaction}, $2, $1, (SELECT coalesce(max(version), 0) FROM {t}"
-            " WHERE stream_id = $1) + 1, $3, $4, $5, $6, $7, $8, $9"
+            " WHERE stream_id = $1) + 1, $3, $4, $5, $6, $7, $8, $9, $10"
             " ON CONFLICT (event_id) DO NOTHING")
         self._find_event_sql = f"SELECT {columns} FROM {t} WHERE event_id = $1"
         self._append_batch_sql = (
             f"{insert} SELECT {this_transaction} + e.n - 1, e.id, $1, $8::integer + e.n, e.type,"
-            f" e.data, e.occurred_at, e.correlation_id, e.causation_id, $9::boolean FROM {batch}"
+            f" e.data, e.occurred_at, e.correlation_id, e.causation_id, $9::boolean, $10::text"
+            f" FROM {batch}"
             f" {at_expected}")
         self._append_at_end_sql = (
             f"{insert} SELECT {this_transaction} + e.n - 1, e.id, $1, head.version + e.n, e.type,"
-            f" e.data, e.occurred_at, e.correlation_id, e.causation_id, $8::boolean"
+            f" e.data, e.occurred_at, e.correlation_id, e.causation_id, $8::boolean, $9::text"
             f" FROM (SELECT coalesce(max(version), 0) AS version FROM {t} WHERE stream_id = $1)"
             f" AS head, {batch} RETURNING version")
         # Several streams in one statement: a stream's expected version is checked like a
@@ -720,8 +730,8 @@ class PostgresEventStore(EventStore):
         self._append_streams_sql = (
             f"WITH e AS MATERIALIZED (SELECT * FROM {streams})"
             f" {insert} SELECT {this_transaction} + e.n - 1, e.id, e.stream_id, {base} + e.k,"
-            " e.type, e.data, e.occurred_at, e.correlation_id, e.causation_id, $10::boolean"
-            " FROM e"
+            " e.type, e.data, e.occurred_at, e.correlation_id, e.causation_id, $10::boolean,"
+            " $11::text FROM e"
             " WHERE NOT EXISTS (SELECT FROM e AS f WHERE f.k = 1 AND f.expected > 0"
             f" AND NOT EXISTS (SELECT FROM {t} WHERE stream_id = f.stream_id"
             " AND version = f.expected))")
@@ -774,11 +784,11 @@ class PostgresEventStore(EventStore):
                     status = await conn.execute(
                         self._append_one_sql, stream_id, e.id, e.event_type, body,
                         e.occurred_at, e.correlation_id, e.causation_id, expected_version,
-                        may_have_ticks(body))
+                        may_have_ticks(body), traceparent())
                 else:
                     columns, ticks = _event_columns(events, self.codec)
                     status = await conn.execute(self._append_batch_sql, stream_id, *columns,
-                                                expected_version, ticks)
+                                                expected_version, ticks, traceparent())
             except asyncpg.UniqueViolationError:
                 status = "INSERT 0 0"
             if status != "INSERT 0 0":
@@ -806,6 +816,7 @@ class PostgresEventStore(EventStore):
                 causations.append(e.causation_id)
         total = len(ids)
         ticks = any(map(may_have_ticks, bodies))
+        context = traceparent()
         if total > MAX_EVENTS_PER_APPEND:
             raise ValueError(f"at most {MAX_EVENTS_PER_APPEND} events per append")
         doing = (f"appending to {len(batch)} streams; the append is all or nothing, and"
@@ -817,14 +828,15 @@ class PostgresEventStore(EventStore):
                 try:
                     if at_end:
                         rows = await conn.fetch(self._append_streams_at_end_sql, *columns,
-                                                ticks)
+                                                ticks, context)
                         if len(rows) == total:
                             heads: dict[str, int] = {}
                             for stream_id, version in rows:
                                 heads[stream_id] = max(version, heads.get(stream_id, 0))
                             return [heads.get(s) or await self._version_of(conn, s)
                                     for s, _, _ in batch]
-                    elif await conn.execute(self._append_streams_sql, *columns, ticks) \
+                    elif await conn.execute(self._append_streams_sql, *columns, ticks,
+                                            context) \
                             == f"INSERT 0 {total}":
                         return [expected + len(events) if events else
                                 await self._version_of(conn, stream_id)
@@ -852,11 +864,13 @@ class PostgresEventStore(EventStore):
     async def _append_at_end(self, conn: Connection, stream_id: str,
                              events: Sequence[DomainEvent]) -> int:
         columns, ticks = _event_columns(events, self.codec)
+        context = traceparent()
         # Losing the race for the next version means another writer got further: each try
         # starts from a newer head, so this ends.
         while True:
             try:
-                rows = await conn.fetch(self._append_at_end_sql, stream_id, *columns, ticks)
+                rows = await conn.fetch(self._append_at_end_sql, stream_id, *columns, ticks,
+                                        context)
                 return max(int(r[0]) for r in rows)
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name != "events_stream_version":
@@ -910,7 +924,7 @@ class PostgresEventStore(EventStore):
         last_type: str | None = None
         read = None
         for position, stream_id, version, event_type, data, event_id, correlation, causation, \
-                raw, ticks, origin in rows:
+                raw, ticks, origin, context in rows:
             try:
                 if raw != last_raw:  # the events of one append share their recording time
                     at = _recorded_at(raw)
@@ -923,7 +937,7 @@ class PostgresEventStore(EventStore):
                                    causation_id=causation)
             except Exception as exc:
                 raise undecodable(position, stream_id, version, exc) from None
-            append(make(position, stream_id, version, event, at, origin))
+            append(make(position, stream_id, version, event, at, origin, context))
         return out
 
     async def record_foreign(self, event: DomainEvent, origin: str) -> RecordedEvent:
@@ -938,7 +952,7 @@ class PostgresEventStore(EventStore):
                     await conn.execute(
                         self._record_foreign_sql, event.stream_id, event.id, event.event_type,
                         body, event.occurred_at, event.correlation_id, event.causation_id,
-                        may_have_ticks(body), origin)
+                        may_have_ticks(body), origin, traceparent())
                     break
                 except asyncpg.UniqueViolationError as exc:
                     if exc.constraint_name != "events_stream_version":

@@ -52,6 +52,7 @@ from mussikon.ports.event_store import (
     check_origin,
     refused_batch,
 )
+from mussikon.tracing import traceparent
 from mussikon.wire import EventCodec
 
 T = TypeVar("T")
@@ -146,30 +147,35 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX inbox_by_time ON inbox (handled_at)
     """,
+    # 6: the trace context an event was appended in (a W3C traceparent; NULL with tracing
+    # off), which the relay publishes it in (`mussikon.tracing`).
+    """
+    ALTER TABLE events ADD COLUMN traceparent TEXT
+    """,
 )
 """Schema versions, applied in order; `PRAGMA user_version` records how many ran."""
 
 _INSERT = (
     "INSERT INTO events (event_id, stream_id, version, event_type, data, occurred_at,"
-    " correlation_id, causation_id, recorded_at) VALUES (?,?,?,?,?,?,?,?,?)"
+    " correlation_id, causation_id, recorded_at, traceparent) VALUES (?,?,?,?,?,?,?,?,?,?)"
 )
 _INSERT_IF_AT = (
     "INSERT INTO events (event_id, stream_id, version, event_type, data, occurred_at,"
-    " correlation_id, causation_id, recorded_at) SELECT ?,?,?,?,?,?,?,?,?"
+    " correlation_id, causation_id, recorded_at, traceparent) SELECT ?,?,?,?,?,?,?,?,?,?"
     " WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?) = ?"
 )
 """One event, written only if its stream is at the expected version: one statement, atomic."""
 _RECORD_FOREIGN = (
     "INSERT INTO events (event_id, stream_id, version, event_type, data, occurred_at,"
-    " correlation_id, causation_id, recorded_at, origin) SELECT ?, ?, coalesce(max(version), 0)"
-    " + 1, ?,?,?,?,?,?,? FROM events WHERE stream_id = ? ON CONFLICT (event_id) DO NOTHING"
-    " RETURNING position, version"
+    " correlation_id, causation_id, recorded_at, origin, traceparent) SELECT ?, ?,"
+    " coalesce(max(version), 0) + 1, ?,?,?,?,?,?,?,? FROM events WHERE stream_id = ?"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING position, version"
 )
 """A foreign event at the end of its stream, unless its id is stored: one statement, atomic;
 its position and version if it was recorded now (no row if it was stored already)."""
 _STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?"
 _COLUMNS = ("position, stream_id, version, event_type, data, correlation_id, causation_id,"
-            " recorded_at, origin")
+            " recorded_at, origin, traceparent")
 _READ_STREAM = (f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND version >= ?"
                 " ORDER BY version")
 _FIND_EVENT = f"SELECT {_COLUMNS} FROM events WHERE event_id = ?"
@@ -400,12 +406,13 @@ class SqliteEventStore(EventStore):
             return await self.stream_version(stream_id)
         encode = self.codec.encode
         now = _now_micros()
+        context = traceparent()
         if len(events) == 1 and expected_version != ANY_VERSION:
             e = events[0]
             row = (_text(e.id)[1:-1].decode(), stream_id, expected_version + 1, e.event_type,
                    encode(e).decode(), _micros(e.occurred_at),
                    None if e.correlation_id is None else str(e.correlation_id),
-                   None if e.causation_id is None else str(e.causation_id), now)
+                   None if e.causation_id is None else str(e.causation_id), now, context)
             return await self.db.write(
                 lambda c: self._append_one(c, stream_id, row, expected_version),
                 one_statement=True)
@@ -416,7 +423,7 @@ class SqliteEventStore(EventStore):
         rows = [
             (text(e.id)[1:-1].decode(), stream_id, version, e.event_type, encode(e).decode(),
              _micros(e.occurred_at), None if e.correlation_id is None else str(e.correlation_id),
-             None if e.causation_id is None else str(e.causation_id), now)
+             None if e.causation_id is None else str(e.causation_id), now, context)
             for version, e in enumerate(events, start=first)
         ]
         try:
@@ -431,11 +438,12 @@ class SqliteEventStore(EventStore):
         check_batch(batch)
         encode = self.codec.encode
         now = _now_micros()
+        context = traceparent()
         text = _text
         rows = [
             (text(e.id)[1:-1].decode(), stream_id, version, e.event_type, encode(e).decode(),
              _micros(e.occurred_at), None if e.correlation_id is None else str(e.correlation_id),
-             None if e.causation_id is None else str(e.causation_id), now)
+             None if e.causation_id is None else str(e.causation_id), now, context)
             for stream_id, events, expected in batch
             for version, e in enumerate(events, start=1 if expected == ANY_VERSION
                                         else expected + 1)
@@ -544,8 +552,8 @@ class SqliteEventStore(EventStore):
             out = []
         append = out.append
         make = RecordedEvent
-        for position, stream_id, version, event_type, data, correlation, causation, at, origin \
-                in rows:
+        for position, stream_id, version, event_type, data, correlation, causation, at, origin, \
+                context in rows:
             try:
                 event = decode(data, event_type,
                                correlation_id=UUID(correlation) if correlation else None,
@@ -555,7 +563,7 @@ class SqliteEventStore(EventStore):
                     when = recorded_at[at] = _from_micros(at)
             except Exception as exc:
                 raise undecodable(position, stream_id, version, exc) from None
-            append(make(position, stream_id, version, event, when, origin))
+            append(make(position, stream_id, version, event, when, origin, context))
         return out
 
     async def record_foreign(self, event: DomainEvent, origin: str) -> RecordedEvent:
@@ -565,14 +573,14 @@ class SqliteEventStore(EventStore):
                _micros(event.occurred_at),
                None if event.correlation_id is None else str(event.correlation_id),
                None if event.causation_id is None else str(event.causation_id),
-               _now_micros(), origin, stream_id)
-        now = row[7]
+               _now_micros(), origin, traceparent(), stream_id)
+        now, context = row[7], row[9]
         inserted = await self.db.write(lambda c: c.execute(_RECORD_FOREIGN, row).fetchall(),
                                        one_statement=True)
         if inserted:  # the event as given is the event as stored: no need to read it back
             [(position, version)] = inserted
             return RecordedEvent(position, stream_id, version, event, _from_micros(now),
-                                 origin)
+                                 origin, context)
         stored = await self.find_event(event.id)
         assert stored is not None  # recorded before
         return stored

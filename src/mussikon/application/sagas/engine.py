@@ -13,12 +13,14 @@ racing on one instance both decide; one commits, the other reloads and decides a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from mussikon import tracing
 from mussikon.application.repository import Cause
 from mussikon.application.sagas.journal import SagaJournal
 from mussikon.application.sagas.state import (
@@ -150,10 +152,12 @@ class SagaEngine:
             fired = state.timeouts.get(trigger.message_id)
             if fired is None:
                 return state  # the step it was for has ended: nobody waits for it
-            outcome = await step.on_timeout(context, fired.name)
+            with self._span(state, step, "timeout"):
+                outcome = await step.on_timeout(context, fired.name)
         else:
             assert trigger.event is not None
-            answer = await step.on_event(context, trigger.event)
+            with self._span(state, step, "event"):
+                answer = await step.on_event(context, trigger.event)
             if answer is None:
                 return state
             outcome = answer
@@ -165,7 +169,8 @@ class SagaEngine:
         while True:
             if state.status is SagaStatus.RUNNING:
                 step = self.steps[state.step]
-                outcome = await step.run(self._context(state, step))
+                with self._span(state, step, "run"):
+                    outcome = await step.run(self._context(state, step))
                 state = await self._record(state, trigger, step, outcome)
             elif state.status is SagaStatus.COMPENSATING:
                 undo = self._next_to_undo(state)
@@ -173,7 +178,8 @@ class SagaEngine:
                     state = await self._commit(state, trigger, [
                         SagaRecord(RecordKind.COMPENSATED, detail=state.reason)])
                     continue
-                detail = await undo.compensate(self._context(state, undo))
+                with self._span(state, undo, "compensate"):
+                    detail = await undo.compensate(self._context(state, undo))
                 state = await self._commit(state, trigger, [
                     SagaRecord(RecordKind.STEP_COMPENSATED, step=undo.name, detail=detail)])
             else:
@@ -229,6 +235,16 @@ class SagaEngine:
                        extra={"event_type": event_type, "event_id": trigger.message_id,
                               "handler": f"saga {self.kind}", "reaction": what})
         return after
+
+    def _span(self, state: SagaState, step: Step, operation: str
+              ) -> contextlib.AbstractContextManager[None]:
+        """The span of one step's `run`, `compensate` or reaction to an event or timeout."""
+        if not tracing.enabled():
+            return contextlib.nullcontext()
+        return tracing.span(f"saga {self.kind} {step.name} {operation}", attributes={
+            "mussikon.saga.kind": self.kind, "mussikon.saga.id": state.saga_id,
+            "mussikon.saga.step": step.name, "mussikon.saga.operation": operation,
+            tracing.CORRELATION: state.data.get(CORRELATION)})
 
     def _next_to_undo(self, state: SagaState) -> Step | None:
         for name in reversed(state.completed):

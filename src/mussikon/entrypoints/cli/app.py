@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -10,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from mussikon import logs
+from mussikon import logs, tracing
 from mussikon.config import LOG_FORMATS, LOG_LEVELS
 from mussikon.entrypoints.cli.analytics import analytics
 from mussikon.entrypoints.cli.asyncapi import asyncapi
@@ -27,6 +28,7 @@ from mussikon.entrypoints.cli.sagas import sagas_app
 from mussikon.entrypoints.cli.serve import serve
 from mussikon.entrypoints.cli.users import users_app
 from mussikon.entrypoints.cli.worker import worker
+from mussikon.entrypoints.telemetry import TracingUnavailable, configure_tracing
 
 app = typer.Typer(help="MussikOn: the event-driven backend of a marketplace for musicians.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -87,11 +89,30 @@ def main(args: list[str] | None = None) -> None:
     sys.exit(_run(args))
 
 
+LONG_RUNNING = frozenset({"worker", "serve"})
+"""Commands that run until stopped: no span of their own (each message, each request has
+its own trace)."""
+
+
+def _command_span(args: list[str]) -> contextlib.AbstractContextManager[None]:
+    """The span of a one-off command (`mussikon demo`, `mussikon dlq replay`), the root of
+    its trace, while tracing is on."""
+    words = [a for a in args if not a.startswith("-")][:2]
+    if not tracing.enabled() or not words or words[0] in LONG_RUNNING:
+        return contextlib.nullcontext()
+    return tracing.span(f"mussikon {' '.join(words)}")
+
+
 def _run(args: list[str] | None) -> int:
     try:
-        result = app(args, prog_name="mussikon", standalone_mode=False)
+        configure_tracing(os.environ)
+        with _command_span(sys.argv[1:] if args is None else args):
+            result = app(args, prog_name="mussikon", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
+    except TracingUnavailable as exc:
+        print_error(str(exc))
+        return 1
     except typer.Abort:
         print_error("aborted")
         return 1

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib.metadata import version
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
@@ -14,6 +16,14 @@ from mussikon.entrypoints.http import asyncapi, auth, commands, docs, errors, he
 from mussikon.entrypoints.http.accounts import Accounts, token_secret
 from mussikon.entrypoints.http.limits import BodySizeLimit
 from mussikon.entrypoints.http.state import ApiState
+from mussikon.entrypoints.http.traces import ServerSpans
+
+_NO_NATIVE_SPANS: dict[str, Any] = (
+    {"telemetry": {"tracing": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {})
+"""FastAPI (from 0.165) makes request spans of its own once a global tracer provider is set;
+the API's are `ServerSpans`' (one per request, the same with or without a global provider),
+so FastAPI's are switched off where it has them."""
 
 
 def create_api(settings: Settings | None = None, *, application: App | None = None,
@@ -39,11 +49,12 @@ def create_api(settings: Settings | None = None, *, application: App | None = No
             await opened.close()
 
     api = FastAPI(title="MussikOn", version=version("mussikon"), lifespan=lifespan,
-                  docs_url=None, redoc_url=None,
+                  docs_url=None, redoc_url=None, **_NO_NATIVE_SPANS,
                   description="The marketplace of musicians and gigs: commands, read models "
                               "and events. Authenticate with `Authorization: Bearer KEY` (an "
                               "API key from `mussikon users add`) or a token from `POST /token`.")
     api.add_middleware(BodySizeLimit, max_bytes=active.api_max_body)
+    api.add_middleware(ServerSpans)  # outermost: the span covers the whole request
     errors.install(api)
     docs.install(api)
     for router in (health.router, auth.router, commands.router, queries.router,

@@ -67,7 +67,7 @@ from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from aiormq.exceptions import PublishError
 from pamqp.commands import Basic
 
-from mussikon import metrics
+from mussikon import metrics, tracing
 from mussikon.adapters.messaging.foreign import as_stored, wait_delay_index, waited_enough
 from mussikon.adapters.messaging.rabbitmq.acknowledgements import Acknowledgements
 from mussikon.adapters.messaging.rabbitmq.connection import BROKER_ERRORS, BrokerConnection
@@ -99,6 +99,8 @@ from mussikon.wire import EventCodec, WireFormatError
 
 log = logging.getLogger("mussikon.rabbitmq.consumer")
 
+SYSTEM = "rabbitmq"
+"""The `messaging.system` of the trace spans."""
 FOREIGN_ORIGIN = "rabbitmq"
 """The origin of the events other services published that this consumer records."""
 
@@ -343,7 +345,8 @@ class EventConsumer:
             await self._dead_letter(message, state, Failure(MALFORMED, exc, attempts=0))
             return None
         if delivery.tries == 0:  # once, before the first attempt, in the stream's order
-            stored = await as_stored(self.store, envelope, FOREIGN_ORIGIN)
+            with tracing.continued(envelope.headers):  # a foreign event: stored in its trace
+                stored = await as_stored(self.store, envelope, FOREIGN_ORIGIN)
             if isinstance(stored, list):
                 await self._wait(delivery, envelope.event, stored)
                 return None  # gone round a delayed queue to wait, or dead-lettered
@@ -398,9 +401,13 @@ class EventConsumer:
         delivery.tries += 1
         attempt = self._earlier_attempts(delivery.state) + delivery.tries
         failed: list[Subscription] = []
+        event = envelope.event
         for subscription in delivery.subscriptions:
+            span = tracing.processing(
+                SYSTEM, delivery.queue, subscription.name, event, headers=envelope.headers,
+                attempt=attempt, routing_key=delivery.state.original_routing_key)
             error = await try_handler(subscription.name, subscription.handler, envelope,
-                                      attempt)
+                                      attempt, span)
             if error is not None:
                 failed.append(subscription)
                 delivery.error = error

@@ -32,11 +32,13 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from aiormq.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import PublishError
 
+from mussikon import tracing
 from mussikon.adapters.messaging.rabbitmq.connection import (
     BROKER_ERRORS,
     BrokerConnection,
@@ -55,6 +57,9 @@ from mussikon.ports.feed import Checkpoint, Feed
 from mussikon.wire import EventCodec
 
 log = logging.getLogger("mussikon.relay")
+
+SYSTEM = "rabbitmq"
+"""The `messaging.system` of the trace spans."""
 
 _RETRYABLE: tuple[type[BaseException], ...] = (*BROKER_ERRORS, StoreError)
 """What a lost connection or an unreachable store raises: the relay tries again later."""
@@ -248,8 +253,11 @@ class OutboxRelay:
                             exhausted = True  # the lease is lost or nearly over: send no more
                             break
                         connection = channel.connection
-                        sent = await self.broker.answer(publish_batch(channel, outgoing),
-                                                        "taking events to publish", connection)
+                        spans = self._traced(outgoing, records) if tracing.enabled() else []
+                        with tracing.sending(spans):
+                            sent = await self.broker.answer(
+                                publish_batch(channel, outgoing), "taking events to publish",
+                                connection)
                     confirms = asyncio.gather(*sent)
                     window.append((page.checkpoint, len(records) + len(page.undecodable),
                                    len(outgoing), confirms, connection))
@@ -299,6 +307,23 @@ class OutboxRelay:
                 log.warning("relay %s lost its lease while waiting for the broker's confirms;"
                             " the batches in flight are the new holder's to publish", self.name)
                 return False
+
+    def _traced(self, outgoing: list[Outgoing], records: Sequence[RecordedEvent]
+                ) -> list[tracing.Publication]:
+        """Start a PRODUCER span per message, each a child of the context its event was
+        appended in, and put its context in the message's headers (`traceparent`,
+        `tracestate`)."""
+        spans = []
+        ours = (r for r in records if not r.origin)
+        for message, record in zip(outgoing, ours, strict=True):
+            span = tracing.publication(SYSTEM, message.exchange, record.event,
+                                       parent=record.traceparent,
+                                       routing_key=message.routing_key)
+            if span is not None:
+                message.properties.headers = {**(message.properties.headers or {}),
+                                              **span.headers}
+                spans.append(span)
+        return spans
 
     def _outgoing(self, record: RecordedEvent) -> Outgoing:
         event = record.event

@@ -45,7 +45,7 @@ from azure.servicebus.aio import (
 )
 from azure.servicebus.exceptions import MessagingEntityNotFoundError, ServiceBusError
 
-from mussikon import metrics
+from mussikon import metrics, tracing
 from mussikon.adapters.messaging.foreign import as_stored, wait_delay_index, waited_enough
 from mussikon.adapters.messaging.message_contract import (
     HANDLER_FAILED,
@@ -81,6 +81,8 @@ from mussikon.wire import EventCodec, WireFormatError
 
 log = logging.getLogger("mussikon.servicebus.consumer")
 
+SYSTEM = "servicebus"
+"""The `messaging.system` of the trace spans."""
 FOREIGN_ORIGIN = "servicebus"
 """The origin of the events other services published that this consumer records."""
 
@@ -392,14 +394,18 @@ class ServiceBusConsumer:
             await self._dead_letter(delivery, MALFORMED, delivery.malformed, 0)
             return None
         if delivery.tries == 0:  # once, before the first attempt, in the stream's order
-            stored = await as_stored(self.store, envelope, FOREIGN_ORIGIN)
+            with tracing.continued(envelope.headers):  # a foreign event: stored in its trace
+                stored = await as_stored(self.store, envelope, FOREIGN_ORIGIN)
             if isinstance(stored, list):
                 await self._wait(delivery, envelope.event, stored)
                 return None  # scheduled to wait, or dead-lettered
             envelope = delivery.envelope = stored
         delivery.tries += 1
         attempt = delivery.state.attempts_made + delivery.tries
-        error = await try_handler(subscription.name, subscription.handler, envelope, attempt)
+        span = tracing.processing(SYSTEM, self.topic, subscription.name, envelope.event,
+                                  headers=envelope.headers, attempt=attempt)
+        error = await try_handler(subscription.name, subscription.handler, envelope, attempt,
+                                  span)
         if error is None:
             self._complete(delivery)
             return None

@@ -27,6 +27,7 @@ from azure.servicebus import ServiceBusMessage, ServiceBusMessageBatch
 from azure.servicebus.aio import ServiceBusClient, ServiceBusSender
 from azure.servicebus.exceptions import MessageSizeExceededError, ServiceBusError
 
+from mussikon import tracing
 from mussikon.adapters.messaging.servicebus.messages import event_message
 from mussikon.followers.feed import GlobalOrderFeed
 from mussikon.followers.leases import Lease
@@ -44,6 +45,9 @@ from mussikon.ports.feed import Checkpoint, Feed
 from mussikon.wire import EventCodec
 
 log = logging.getLogger("mussikon.servicebus.relay")
+
+SYSTEM = "servicebus"
+"""The `messaging.system` of the trace spans."""
 
 RELAY = "servicebus-relay"
 """The relay's name: its position and lease in the document store (the RabbitMQ relay's is
@@ -202,13 +206,33 @@ class ServiceBusRelay:
                 return done
             pending = [(r, event_message(self.codec, r.event, r.position))
                        for r in records if not r.origin]
-            if pending and not await self._send(pending, term):
+            spans = self._traced(pending) if tracing.enabled() else []
+            with tracing.sending(spans):
+                sent = not pending or await self._send(pending, term)
+            if not sent:
                 return done
             self._sent = page.checkpoint
             done += len(records) + len(page.undecodable)
             if time.monotonic() - self._saved_at >= self.checkpoint_interval:
                 await self._save_checkpoint()
         return done
+
+    def _traced(self, pending: list[tuple[RecordedEvent, ServiceBusMessage]]
+                ) -> list[tracing.Publication]:
+        """Start a PRODUCER span per message, each a child of the context its event was
+        appended in, and put its context in the message's application properties
+        (`traceparent`, `tracestate`, and `Diagnostic-Id` as .NET's SDK reads it)."""
+        spans = []
+        for record, message in pending:
+            span = tracing.publication(SYSTEM, self.topic, record.event,
+                                       parent=record.traceparent)
+            if span is not None:
+                properties = message.application_properties
+                assert properties is not None  # event_message sets them
+                properties.update(span.headers)
+                properties[tracing.DIAGNOSTIC_ID] = span.headers[tracing.TRACEPARENT]
+                spans.append(span)
+        return spans
 
     async def _send(self, pending: list[tuple[RecordedEvent, ServiceBusMessage]],
                     term: Fence) -> bool:

@@ -6,7 +6,8 @@ An item: `id` (ours: the event's id), `aggregateId` and `partitionKey` (the stre
 `eventType`, `eventData` (the event's JSON as .NET writes it, as a string), `version` (in the
 stream), `timestamp` (when it occurred, as .NET writes a time); beside them, ours only:
 `occurredAt` and `recordedAt` (microseconds since the epoch), `correlationId`,
-`causationId` and `origin`. An item written by the .NET services has only the
+`causationId`, `origin` and, when tracing is on, `traceparent` (the trace context of the
+append, see `mussikon.tracing`). An item written by the .NET services has only the
 specification's fields; it is read all the same (its recording time is its `_ts`).
 
 Concurrency: the events of one append are created in one transactional batch in their
@@ -43,6 +44,7 @@ from mussikon.ports.event_store import (
     check_origin,
     refused_batch,
 )
+from mussikon.tracing import traceparent
 from mussikon.wire import EventCodec
 
 _TRIES = 5
@@ -111,7 +113,7 @@ class CosmosEventStore(EventStore):
     def item(self, stream_id: str, version: int, event: DomainEvent,
              origin: str = "") -> dict[str, Any]:
         """The item that stores `event` at `version` of `stream_id`."""
-        return {
+        item: dict[str, Any] = {
             "id": str(event.id),
             "aggregateId": stream_id,
             "eventType": event.event_type,
@@ -125,6 +127,9 @@ class CosmosEventStore(EventStore):
             "causationId": str(event.causation_id) if event.causation_id else None,
             "origin": origin,
         }
+        if (context := traceparent()) is not None:
+            item["traceparent"] = context
+        return item
 
     async def _create(self, operation: str, stream_id: str, first_version: int,
                       events: Sequence[DomainEvent], origin: str = "") -> list[dict[str, Any]]:
@@ -247,7 +252,7 @@ class CosmosEventStore(EventStore):
             raise undecodable(0, stream_id, version if isinstance(version, int) else 0,
                               exc) from None
         return RecordedEvent(0, stream_id, int(version or 0), event, recorded_at,
-                             str(item.get("origin") or ""))
+                             str(item.get("origin") or ""), item.get("traceparent") or None)
 
     async def find_event(self, event_id: UUID) -> RecordedEvent | None:
         items = await self._query("find_event", "SELECT * FROM c WHERE c.id = @id",
