@@ -101,6 +101,7 @@ async def test_sqlite_migration_4(tmp_path: Path) -> None:
         conn.executemany("INSERT INTO documents VALUES (?, ?, ?)",
                          [(c, k, json.dumps(d)) for c, k, d in _old_documents()])
         conn.execute("DROP INDEX inbox_by_time")  # migration 5's, absent at version 3
+        conn.execute("ALTER TABLE events DROP COLUMN traceparent")  # migration 6's
         conn.execute("PRAGMA user_version = 3")
 
     await db.run(downgrade)
