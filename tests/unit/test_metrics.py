@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from mussikon import metrics
 from mussikon.adapters.messaging.memory import InProcessTransport
 from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
@@ -22,9 +24,9 @@ def musician(n: int) -> MusicianRegisteredEvent:
                                    genres=("jazz",), location="Santo Domingo")
 
 
-def value(counter: str, subscription: str) -> float:
-    return metrics.REGISTRY.get_sample_value(f"{counter}_total",
-                                             {"subscription": subscription}) or 0.0
+def value(counter: str, subscription: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(
+        f"{counter}_total", {"subscription": subscription, "broker": "memory", **labels}) or 0.0
 
 
 async def test_handled_failed_and_dead_lettered_are_counted_per_subscription() -> None:
@@ -51,9 +53,17 @@ async def test_handled_failed_and_dead_lettered_are_counted_per_subscription() -
     # m1 fails twice and is dead-lettered; m2 fails once, then is handled.
     assert value("mussikon_messages_handled", name) == 1
     assert value("mussikon_handler_failures", name) == 3
+    assert value("mussikon_messages_retried", name, kind="in_process") == 2
     assert value("mussikon_messages_dead_lettered", name) == 1
-    assert f'mussikon_messages_dead_lettered_total{{subscription="{name}"}} 1.0' in \
-        metrics.exposition().decode()
+    families = {f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())}
+    [dead] = [s for s in families["mussikon_messages_dead_lettered"].samples
+              if s.labels.get("subscription") == name]
+    assert (dead.name, dead.labels, dead.value) == (
+        "mussikon_messages_dead_lettered_total", {"subscription": name, "broker": "memory"}, 1)
+    durations = {s.labels["le"]: s.value
+                 for s in families["mussikon_handler_duration_seconds"].samples
+                 if s.name.endswith("_bucket") and s.labels["subscription"] == name}
+    assert durations["+Inf"] == 4  # every attempt, failed or not
 
 
 async def test_a_sample_reads_each_readers_lag_from_its_checkpoint() -> None:
