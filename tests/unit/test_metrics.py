@@ -10,6 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from mussikon import metrics
 from mussikon.adapters.messaging.memory import InProcessTransport
 from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
+from mussikon.application.marketplace import Marketplace
+from mussikon.application.repository import Repository
 from mussikon.bootstrap import open_app
 from mussikon.config import Settings
 from mussikon.domain.events import MusicianRegisteredEvent
@@ -92,3 +94,14 @@ def test_the_charts_get_rates_per_second_between_samples() -> None:
     # The oldest sample fell out of the ring (three kept): two intervals remain.
     assert [(p["t"], p["handled"], p["projection_lag"]) for p in points] == [
         (4.0, 10.0, 4), (6.0, 0.5, 6)]
+
+
+async def test_each_append_of_the_repository_is_timed() -> None:
+    def appends() -> float:
+        return metrics.REGISTRY.get_sample_value(
+            "mussikon_store_append_duration_seconds_count") or 0.0
+
+    before = appends()
+    market = Marketplace(Repository(InMemoryEventStore()))
+    await market.register_organizer(email="o@x.io", name="O", payment_source="tok_visa")
+    assert appends() == before + 1
