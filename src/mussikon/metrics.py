@@ -42,6 +42,10 @@ HANDLER_DURATION = Histogram("mussikon_handler_duration_seconds",
 APPEND_DURATION = Histogram("mussikon_store_append_duration_seconds",
                             "Seconds an append of a stream's new events to the store took.",
                             registry=REGISTRY)
+HTTP_DURATION = Histogram("mussikon_http_request_duration_seconds",
+                          "Seconds the HTTP API took to answer a request, by method, route "
+                          "template and status class (2xx, 4xx, ...).",
+                          ["method", "route", "status"], registry=REGISTRY)
 HEAD = Gauge("mussikon_store_head_position", "The newest position of the store's global order.",
              registry=REGISTRY)
 LAG = Gauge("mussikon_reader_lag_events",
