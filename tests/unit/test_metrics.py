@@ -4,6 +4,7 @@ the store's positions, and the charts' rates worked out from the samples."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -12,6 +13,7 @@ from mussikon.adapters.messaging.memory import InProcessTransport
 from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
 from mussikon.application.marketplace import Marketplace
 from mussikon.application.repository import Repository
+from mussikon.application.sagas.state import RecordKind, SagaRecord, SagaState, SagaStatus
 from mussikon.bootstrap import open_app
 from mussikon.config import Settings
 from mussikon.domain.events import MusicianRegisteredEvent
@@ -105,3 +107,27 @@ async def test_each_append_of_the_repository_is_timed() -> None:
     market = Marketplace(Repository(InMemoryEventStore()))
     await market.register_organizer(email="o@x.io", name="O", payment_source="tok_visa")
     assert appends() == before + 1
+
+
+async def test_the_saga_instances_are_counted_by_kind_and_status() -> None:
+    app = await open_app(Settings(store_url="memory://", broker_url="memory://"))
+    try:
+        assert app.sagas is not None
+        kind = sorted(app.sagas.engines)[0]
+        at = datetime(2030, 1, 1, tzinfo=UTC)
+        for n, finish in enumerate((False, False, True)):
+            state = SagaState(kind, f"i{n}", ["only"])
+            after = state.copy()
+            records = [SagaRecord(RecordKind.STARTED)]
+            records += [SagaRecord(RecordKind.COMPLETED)] if finish else []
+            for record in records:
+                after.apply(record, "", at)
+            assert await app.sagas.journal.commit(state, after, records, f"m{n}", at)
+        await Sampler().count_sagas(app)
+    finally:
+        await app.close()
+    families = text_string_to_metric_families(metrics.exposition().decode())
+    counted = {s.labels["status"]: s.value for family in families for s in family.samples
+               if s.name == "mussikon_saga_instances" and s.labels["kind"] == kind}
+    assert counted == {status.value: 0.0 for status in SagaStatus} | {
+        SagaStatus.RUNNING.value: 2.0, SagaStatus.COMPLETED.value: 1.0}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mussikon import metrics
+from mussikon.application.sagas.state import SagaStatus
 from mussikon.bootstrap import App
 
 log = logging.getLogger("mussikon.dashboard")
@@ -25,6 +26,13 @@ DEAD_LETTERS_COUNTED = 10_000
 
 DEAD_LETTERS_EVERY = 10.0
 """Seconds between two counts of the dead letters (a read of them all, up to the limit)."""
+
+SAGAS_COUNTED = 10_000
+"""Saga instances counted at most of one kind at one status, for the gauge."""
+
+SAGAS_EVERY = 10.0
+"""Seconds between two counts of the saga instances (a read of the listing, up to the
+limit per kind and status)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +100,13 @@ class Sampler:
             self._task = None
 
     async def _run(self, app: App) -> None:
-        counted, dead_lettered = 0.0, -1.0
+        counted, dead_lettered, sagas_counted = 0.0, -1.0, 0.0
         while True:
             try:
                 sample = await self.sample(app)
+                if time.time() - sagas_counted >= SAGAS_EVERY:
+                    sagas_counted = time.time()
+                    await self.count_sagas(app)
                 # Counted again when this process dead-lettered more, else now and then (a
                 # worker elsewhere, an operator's command).
                 if time.time() - counted >= DEAD_LETTERS_EVERY \
@@ -140,6 +151,15 @@ class Sampler:
                 "failed": metrics.total(metrics.FAILED),
                 "dead_lettered": metrics.total(metrics.DEAD_LETTERED),
                 "dead_letters": gauge("mussikon_dead_letters") or 0}
+
+    async def count_sagas(self, app: App) -> None:
+        """Count the saga instances of each kind at each status into the gauge."""
+        if app.sagas is None:
+            return
+        for kind in sorted(app.sagas.engines):
+            for status in SagaStatus:
+                count = await app.sagas.journal.count(status, kind, SAGAS_COUNTED)
+                metrics.SAGAS.labels(kind, status.value).set(count)
 
     async def count_dead_letters(self, app: App) -> int:
         """Count the dead letters kept (up to DEAD_LETTERS_COUNTED) into the gauge."""
