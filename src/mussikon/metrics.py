@@ -51,6 +51,9 @@ HEAD = Gauge("mussikon_store_head_position", "The newest position of the store's
 LAG = Gauge("mussikon_reader_lag_events",
             "Events of the global order a reader (projection, relay, subscription) has not "
             "passed yet.", ["reader", "kind"], registry=REGISTRY)
+OUTBOX_AGE = Gauge("mussikon_outbox_age_seconds",
+                   "Seconds since the oldest event an outbox relay has not passed yet was "
+                   "recorded (0: it is up to date).", ["relay"], registry=REGISTRY)
 SAGAS = Gauge("mussikon_saga_instances", "Saga instances of each kind at each status.",
               ["kind", "status"], registry=REGISTRY)
 DEAD_LETTERS = Gauge("mussikon_dead_letters", "Dead letters kept, waiting for an operator.",

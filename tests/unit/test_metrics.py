@@ -88,6 +88,26 @@ async def test_a_sample_reads_each_readers_lag_from_its_checkpoint() -> None:
         {"reader": "projection:directory", "kind": "projection"}) == 2
 
 
+async def test_the_outbox_age_is_that_of_the_first_event_the_relay_has_not_passed() -> None:
+    app = await open_app(Settings(store_url="memory://", broker_url="memory://"))
+    try:
+        for n in range(3):
+            event = musician(n)
+            await app.store.append(event.stream_id, [event], 0)
+        [second] = await app.store.read_all(2, limit=1)
+        await app.documents.commit(Changes(), checkpoint=("relay:outbox-age", 1))
+        await app.documents.commit(Changes(), checkpoint=("relay:up-to-date", 3))
+        await Sampler().sample(app)
+        seconds = (datetime.now(UTC) - second.recorded_at).total_seconds()
+    finally:
+        await app.close()
+    age = metrics.REGISTRY.get_sample_value("mussikon_outbox_age_seconds",
+                                            {"relay": "relay:outbox-age"})
+    assert age is not None and 0 < age <= seconds
+    assert metrics.REGISTRY.get_sample_value("mussikon_outbox_age_seconds",
+                                             {"relay": "relay:up-to-date"}) == 0
+
+
 def test_the_charts_get_rates_per_second_between_samples() -> None:
     ring = Ring(every=2.0, size=3)
     for at, handled in ((0.0, 0.0), (2.0, 10.0), (4.0, 30.0), (6.0, 31.0)):

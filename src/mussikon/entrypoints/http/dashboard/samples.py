@@ -10,6 +10,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from mussikon import metrics
@@ -132,6 +133,9 @@ class Sampler:
                 lag = await app.store.count_after(position, LAG_LIMIT) if position < head else 0
                 readers[name] = lag
                 metrics.LAG.labels(name, kind).set(lag)
+                if kind == "relay":
+                    metrics.OUTBOX_AGE.labels(name).set(
+                        await self.outbox_age(app, position) if lag else 0.0)
                 lags[kind] = max(lags[kind], lag)
             self.readers = readers
         sample = Sample(time.time(), metrics.total(metrics.HANDLED),
@@ -141,6 +145,14 @@ class Sampler:
             if ring.due(sample.at):
                 ring.samples.append(sample)
         return sample
+
+    @staticmethod
+    async def outbox_age(app: App, position: int) -> float:
+        """Seconds since the first event after a relay's checkpoint `position` was recorded."""
+        first = await app.store.read_all(position + 1, limit=1)
+        if not first:
+            return 0.0
+        return max(0.0, (datetime.now(UTC) - first[0].recorded_at).total_seconds())
 
     def totals(self) -> dict[str, float]:
         """The figures now: the store's head, what this process handled, failed and
