@@ -27,14 +27,18 @@ def free_port() -> int:
         return port
 
 
-def handled(port: int) -> float:
-    """Messages handled over the memory broker, as the worker's `/metrics` says."""
+def figures(port: int) -> tuple[float, float | None]:
+    """Messages handled over the memory broker, and the store's head, as the worker's
+    `/metrics` says."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
         text = answer.read().decode()
-    return sum(sample.value for family in text_string_to_metric_families(text)
-               for sample in family.samples
-               if sample.name == "mussikon_messages_handled_total"
-               and sample.labels["broker"] == "memory")
+    samples = [sample for family in text_string_to_metric_families(text)
+               for sample in family.samples]
+    handled = sum(sample.value for sample in samples
+                  if sample.name == "mussikon_messages_handled_total"
+                  and sample.labels["broker"] == "memory")
+    heads = [s.value for s in samples if s.name == "mussikon_store_head_position"]
+    return handled, heads[0] if heads else None
 
 
 async def test_the_worker_serves_its_counters_on_the_metrics_port(tmp_path: Path) -> None:
@@ -47,9 +51,10 @@ async def test_the_worker_serves_its_counters_on_the_metrics_port(tmp_path: Path
         assert f"metrics on http://127.0.0.1:{port}/metrics" in workers.output()
 
         async def counted() -> bool:
-            return await asyncio.to_thread(handled, port) > 0
+            handled, head = await asyncio.to_thread(figures, port)
+            return handled > 0 and head == 1  # the registration: handled, and sampled
 
-        await eventually(counted, 30, what="a handled message on /metrics")
+        await eventually(counted, 30, what="a handled message and the head on /metrics")
         await workers.terminate()
     finally:
         await workers.close()

@@ -13,6 +13,7 @@ from prometheus_client import start_http_server
 from mussikon import metrics
 from mussikon.config import Settings, describe_broker, load_settings, mask_url, split_brokers
 from mussikon.entrypoints.cli.common import CommandFailed, console, opened, run
+from mussikon.entrypoints.http.dashboard.samples import Sampler
 
 
 def worker() -> None:
@@ -36,13 +37,22 @@ def worker() -> None:
         try:
             async with opened(settings) as application:
                 await application.start()
-                brokers = [describe_broker(b) for b in split_brokers(settings.broker_url)]
-                console.print(f"worker running on {mask_url(settings.store_url)} and "
-                              f"{' and '.join(brokers)}", highlight=False)
-                await stop.wait()
-                console.print(f"stopping: finishing messages in flight, for up to "
-                              f"{settings.stop_grace:g} s (again to stop at once)",
-                              highlight=False)
+                # The gauges (lags, outbox age, sagas, dead letters) are sampled as the
+                # dashboard of `mussikon serve` samples them, for the metrics port alone.
+                sampler = Sampler() if settings.metrics_port else None
+                if sampler is not None:
+                    sampler.start(application)
+                try:
+                    brokers = [describe_broker(b) for b in split_brokers(settings.broker_url)]
+                    console.print(f"worker running on {mask_url(settings.store_url)} and "
+                                  f"{' and '.join(brokers)}", highlight=False)
+                    await stop.wait()
+                    console.print(f"stopping: finishing messages in flight, for up to "
+                                  f"{settings.stop_grace:g} s (again to stop at once)",
+                                  highlight=False)
+                finally:
+                    if sampler is not None:
+                        await sampler.stop()
         finally:
             await asyncio.to_thread(shutdown)
 
