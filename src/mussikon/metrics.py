@@ -1,9 +1,12 @@
 """The figures an operator watches, as Prometheus metrics in one registry: what the dashboard
-charts and `/metrics` exposes are the same counters and gauges.
+charts and `/metrics` exposes are the same counters, histograms and gauges. Names follow
+Prometheus' conventions (the client adds `_total` to counters; units in the names) and every
+label takes values from a small set (subscriptions, brokers, routes, never ids or paths).
 
-Counters move where the transports run handlers (`adapters/messaging/retries.py`) and where
-they give up on a message; gauges are set from the stores' positions by whoever samples them
-(the dashboard of `mussikon serve`).
+Counters move where the transports run handlers (`adapters/messaging/retries.py`), where they
+retry or give up on a message, and where the relays publish; the repository times its appends
+and the HTTP API its requests; gauges are set from the stores' positions by whoever samples
+them (the dashboard's sampling, in `mussikon serve` and in a worker with a metrics port).
 """
 
 from __future__ import annotations
