@@ -13,7 +13,6 @@ from prometheus_client import start_http_server
 from mussikon import metrics
 from mussikon.config import Settings, describe_broker, load_settings, mask_url, split_brokers
 from mussikon.entrypoints.cli.common import CommandFailed, console, opened, run
-from mussikon.entrypoints.http.dashboard.samples import Sampler
 
 
 def worker() -> None:
@@ -39,8 +38,12 @@ def worker() -> None:
                 await application.start()
                 # The gauges (lags, outbox age, sagas, dead letters) are sampled as the
                 # dashboard of `mussikon serve` samples them, for the metrics port alone.
-                sampler = Sampler() if settings.metrics_port else None
-                if sampler is not None:
+                sampler = None
+                if settings.metrics_port:
+                    # Imported here: the dashboard's package imports FastAPI, which a worker
+                    # without a metrics port does without.
+                    from mussikon.entrypoints.http.dashboard.samples import Sampler
+                    sampler = Sampler()
                     sampler.start(application)
                 try:
                     brokers = [describe_broker(b) for b in split_brokers(settings.broker_url)]
