@@ -156,6 +156,11 @@ class Settings(BaseSettings):
                                description="Seconds an HTTP API token is valid")
     api_max_body: int = Field(65536, ge=1024, le=64 * 1024 * 1024,
                               description="Largest HTTP API request body, in bytes (then 413)")
+    metrics_port: int = Field(0, ge=0, le=65535, description="`mussikon worker`: TCP port "
+                                                             "serving `/metrics` (0: none)")
+    metrics_host: str = Field("127.0.0.1", pattern=r"^[A-Za-z0-9.:-]+$",
+                              description="`mussikon worker`: address the metrics port is "
+                                          "bound to (0.0.0.0: every interface)")
 
     @field_validator("broker_url")
     @classmethod

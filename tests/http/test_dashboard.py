@@ -10,7 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from mussikon import metrics
 from mussikon.entrypoints.http.accounts import Role
 from mussikon.entrypoints.http.api import create_api
 from mussikon.entrypoints.http.dashboard import Dashboard, audit
@@ -80,9 +82,27 @@ async def test_an_operator_sees_every_page(board: Board) -> None:
         assert answer.status_code in (200, 404), path
         if answer.headers["content-type"].startswith("text/html"):
             assert "script-src 'self'" in answer.headers["content-security-policy"]
-    metrics = await board.api.client.get("/metrics", headers=board.operator.headers)
-    assert metrics.status_code == 200
-    assert "mussikon_messages_handled_total" in metrics.text
+    exposed = await board.api.client.get("/metrics", headers=board.operator.headers)
+    assert exposed.status_code == 200
+    assert "mussikon_messages_handled_total" in exposed.text
+
+
+async def test_api_requests_are_timed_by_route_template_and_status_class(board: Board) -> None:
+    def requests(route: str, status: str) -> float:
+        families = text_string_to_metric_families(metrics.exposition().decode())
+        return sum(s.value for family in families for s in family.samples
+                   if s.name == "mussikon_http_request_duration_seconds_count"
+                   and s.labels == {"method": "GET", "route": route, "status": status})
+
+    gig, unknown = requests("/gigs/{gig_id}", "4xx"), requests("unmatched", "4xx")
+    client, headers = board.api.client, board.operator.headers
+    for n in range(3):
+        assert (await client.get(f"/gigs/gig-{n}", headers=headers)).status_code == 404
+    assert (await client.get("/no/such/path", headers=headers)).status_code == 404
+    assert requests("/gigs/{gig_id}", "4xx") == gig + 3
+    assert requests("unmatched", "4xx") == unknown + 1
+    served = (await client.get("/metrics", headers=headers)).text
+    assert "/gigs/gig-1" not in served and "/no/such/path" not in served
 
 
 async def test_logging_in_sets_a_strict_http_only_cookie_for_operators_only(board: Board

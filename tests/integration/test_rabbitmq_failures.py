@@ -9,7 +9,9 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from mussikon import metrics
 from mussikon.adapters.store.memory import InMemoryDocumentStore, InMemoryEventStore
 from mussikon.domain.events import EventCreatedEvent, MusicianRegisteredEvent
 from tests.integration.rabbitmq_kit import (
@@ -44,6 +46,7 @@ async def test_a_poison_message_is_retried_a_bounded_number_of_times_then_dead_l
     # dead-letter queue: the listing below moves it.
     transport = broker.transport(store, documents, retry_delays=(0.01, 0.01),
                                  delayed_retry_delays=(0.2, 0.3), dead_letter_interval=3600)
+    counted_before = counted()
     await transport.start([recorder.subscription("welcome", MUSICIANS, documents)])
     await append(store, events)
     transport.wake()
@@ -95,6 +98,27 @@ async def test_a_poison_message_is_retried_a_bounded_number_of_times_then_dead_l
     await transport.wait_idle(10)
     assert recorder.calls[poison] == 9
     assert [d.message_id for d in await transport.dead_letters()] == [poison]
+    # The same story in `/metrics`: per subscription, on RabbitMQ.
+    moved_by = {name: value - counted_before[name] for name, value in counted().items()}
+    assert moved_by == {"handled": 3, "failures": 9, "in_process": 6, "delayed": 2,
+                        "dead_lettered": 1, "published": 4}
+
+
+def counted() -> dict[str, float]:
+    """The counters of `/metrics` for the subscription "welcome" on RabbitMQ."""
+    families = text_string_to_metric_families(metrics.exposition().decode())
+    found = {(s.name, s.labels.get("subscription"), s.labels.get("kind")): s.value
+             for family in families for s in family.samples
+             if s.labels.get("broker") == "rabbitmq"}
+    welcome = {"handled": found.get(("mussikon_messages_handled_total", "welcome", None)),
+               "failures": found.get(("mussikon_handler_failures_total", "welcome", None)),
+               "in_process": found.get(("mussikon_messages_retried_total", "welcome",
+                                        "in_process")),
+               "delayed": found.get(("mussikon_messages_retried_total", "welcome", "delayed")),
+               "dead_lettered": found.get(("mussikon_messages_dead_lettered_total", "welcome",
+                                           None)),
+               "published": found.get(("mussikon_messages_published_total", None, None))}
+    return {name: value or 0.0 for name, value in welcome.items()}
 
 
 async def test_only_the_failing_subscription_runs_again(broker: BrokerNamespace) -> None:

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient
+from prometheus_client.parser import text_string_to_metric_families
 
+from mussikon import metrics
 from mussikon.adapters.messaging.servicebus.entities import subscription_rules
 from mussikon.adapters.messaging.servicebus.relay import RELAY
 from mussikon.adapters.messaging.servicebus.transport import ServiceBusTransport
@@ -112,6 +114,7 @@ async def test_the_relay_publishes_and_each_subscription_gets_only_its_types(bus
 
 
 async def test_a_failing_handler_is_retried_then_scheduled_then_dead_lettered(bus: Bus) -> None:
+    counted_before = counted()
     recorder = Recorder()
     transport = await bus.start([recorder.subscription("musicians",
                                                        ["MusicianRegisteredEvent"])])
@@ -128,6 +131,25 @@ async def test_a_failing_handler_is_retried_then_scheduled_then_dead_lettered(bu
         "ValueError: cannot handle MusicianRegisteredEvent")
     assert letter.dead_letter_error_description.endswith("(4 attempts)")
     await transport.wait_idle(30)
+    # The same story in `/metrics`, on Service Bus.
+    moved_by = {name: value - counted_before[name] for name, value in counted().items()}
+    assert moved_by == {"handled": 1, "failures": 4, "in_process": 2, "delayed": 1,
+                        "dead_lettered": 1, "published": 2}
+
+
+def counted() -> dict[str, float]:
+    """The counters of `/metrics` for the subscription "musicians" on Service Bus."""
+    families = text_string_to_metric_families(metrics.exposition().decode())
+    found = {(s.name, s.labels.get("subscription"), s.labels.get("kind")): s.value
+             for family in families for s in family.samples
+             if s.labels.get("broker") == "servicebus"}
+    keys = {"handled": ("mussikon_messages_handled_total", "musicians", None),
+            "failures": ("mussikon_handler_failures_total", "musicians", None),
+            "in_process": ("mussikon_messages_retried_total", "musicians", "in_process"),
+            "delayed": ("mussikon_messages_retried_total", "musicians", "delayed"),
+            "dead_lettered": ("mussikon_messages_dead_lettered_total", "musicians", None),
+            "published": ("mussikon_messages_published_total", None, None)}
+    return {name: found.get(key, 0.0) for name, key in keys.items()}
 
 
 async def test_a_dotnet_message_is_recorded_once_and_handled(bus: Bus) -> None:

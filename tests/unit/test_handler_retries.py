@@ -35,9 +35,9 @@ class Handler:
 async def test_one_try_passes_the_attempt_number_and_returns_what_the_handler_raised() -> None:
     handler = Handler(failures=1)
     envelope = Envelope(str(EVENT.id), EVENT)
-    error = await try_handler("welcome", handler, envelope, 5)
+    error = await try_handler("welcome", handler, envelope, 5, "memory")
     assert isinstance(error, ValueError)
-    assert await try_handler("welcome", handler, envelope, 6) is None
+    assert await try_handler("welcome", handler, envelope, 6, "memory") is None
     assert handler.attempts == [5, 6]
 
 

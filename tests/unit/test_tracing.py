@@ -98,7 +98,7 @@ async def test_a_consumer_span_continues_the_context_its_message_carries(
         span = tracing.processing("servicebus", "topic", "musicians", event, headers=headers,
                                   attempt=2)
         assert await try_handler("musicians", handler, Envelope(str(event.id), event), 2,
-                                 span) is None
+                                 "servicebus", span) is None
     [consumer] = exporter.get_finished_spans()
     assert consumer.name == "process topic" and consumer.kind is SpanKind.CONSUMER
     assert consumer.attributes is not None
@@ -123,7 +123,8 @@ async def test_a_failing_handler_marks_its_span_with_the_error_type() -> None:
 
     with recording_spans() as exporter:
         span = tracing.processing("rabbitmq", "q", "gigs", event, headers=None, attempt=1)
-        error = await try_handler("gigs", handler, Envelope(str(event.id), event), 1, span)
+        error = await try_handler("gigs", handler, Envelope(str(event.id), event), 1, "memory",
+                                  span)
     assert isinstance(error, LookupError)
     [consumer] = exporter.get_finished_spans()
     assert consumer.attributes is not None

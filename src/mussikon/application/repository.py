@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from mussikon import tracing
+from mussikon import metrics, tracing
 from mussikon.application.snapshots import Snapshots
 from mussikon.domain.aggregate import Aggregate
 from mussikon.domain.events import DomainEvent
@@ -79,7 +79,8 @@ class Repository:
         with tracing.span(f"append {aggregate.stream_id.partition('-')[0]}", tracing.CLIENT, {
                 "db.operation.name": "append", "mussikon.stream_id": aggregate.stream_id,
                 "mussikon.event_types": [e.event_type for e in events],
-                tracing.CORRELATION: str(cause.correlation_id)} if tracing.enabled() else None):
+                tracing.CORRELATION: str(cause.correlation_id)} if tracing.enabled() else None), \
+                metrics.APPEND_DURATION.time():
             await self.store.append(aggregate.stream_id, events, before)
         aggregate.pending = events
         saved = aggregate.mark_saved()

@@ -53,6 +53,7 @@ from mussikon.wire import EventCodec
 log = logging.getLogger("mussikon.bus")
 
 SYSTEM, DESTINATION = "mussikon", "in-process"
+BROKER: metrics.Broker = "memory"
 """The `messaging.system` and `messaging.destination.name` of the trace spans."""
 
 
@@ -190,11 +191,14 @@ class _Reader:
             SYSTEM, DESTINATION, self.sub.name, event,
             headers={tracing.TRACEPARENT: record.traceparent} if record.traceparent else None,
             attempt=tries)
-        error = await try_handler(self.sub.name, self.sub.handler, envelope, tries, span)
+        error = await try_handler(self.sub.name, self.sub.handler, envelope, tries, BROKER,
+                                  span)
         if error is not None:
             delay = next_retry_delay(self.t.retry_delays, tries)
             if delay is None:
                 delay = await self._dead_letter(envelope, HandlerFailure(error, tries))
+            else:
+                metrics.retried(self.sub.name, BROKER, "in_process")
             if delay is not None:
                 self.failed_attempts[key] = tries
                 return delay
@@ -332,7 +336,7 @@ class InProcessTransport(Transport):
             message_id=message_id, event_type=event_type, position=position,
             attempts=attempts, exception=exception, reason=reason, body=body,
             failed_at=utc_now()))])
-        metrics.dead_lettered(subscription)
+        metrics.dead_lettered(subscription, BROKER)
 
     async def dead_letters(self, limit: int | None = None,
                            after: str | None = None) -> list[DeadLetter]:

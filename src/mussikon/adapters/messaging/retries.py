@@ -68,21 +68,23 @@ _NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 async def try_handler(subscription: str, handler: Handler, envelope: Envelope,
-                      attempt: int, span: contextlib.AbstractContextManager[None] = _NO_SPAN
+                      attempt: int, broker: metrics.Broker,
+                      span: contextlib.AbstractContextManager[None] = _NO_SPAN
                       ) -> Exception | None:
     """Run `handler` once on `envelope` as attempt number `attempt` (in `Envelope.attempt`),
     inside `span` (the attempt's trace span, `mussikon.tracing.processing`); None if it
     succeeded, else the exception it raised (logged as a warning). What is logged meanwhile
-    carries the event's ids; each outcome is counted (`metrics`)."""
+    carries the event's ids; each outcome is counted, and the attempt timed, per subscription
+    and `broker` (`metrics`)."""
     with log_context(**event_ids(envelope.event)):
         try:
-            with span:
+            with span, metrics.HANDLER_DURATION.labels(subscription).time():
                 await handler(envelope if envelope.attempt == attempt
                               else replace(envelope, attempt=attempt))
-            metrics.handled(subscription)
+            metrics.handled(subscription, broker)
             return None
         except Exception as exc:
-            metrics.failed(subscription)
+            metrics.failed(subscription, broker)
             log.warning("%s failed on %s %s (attempt %d): %r", subscription,
                         envelope.event.event_type, envelope.message_id, attempt, exc)
             return exc

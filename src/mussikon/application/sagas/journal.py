@@ -130,6 +130,13 @@ class SagaJournal:
         """The first `limit` instances (of one status, of one kind), latest started first."""
         return await self.page(status, kind, limit=limit)
 
+    async def count(self, status: SagaStatus, kind: str, limit: int) -> int:
+        """How many instances of `kind` are at `status`, counted up to `limit`: the keys of
+        one range of the listing."""
+        rows = await self.documents.scan_page(
+            LISTING, prefix=f"{listing_filter(status, kind)}/", limit=limit)
+        return len(rows)
+
     async def page(self, status: SagaStatus | None = None, kind: str | None = None, *,
                    limit: int, after: str | None = None) -> list[SagaState]:
         """Up to `limit` instances (of one status, of one kind), latest started first, ties

@@ -15,6 +15,7 @@ from mussikon.config import Settings, load_settings
 from mussikon.entrypoints.http import asyncapi, auth, commands, docs, errors, health, queries
 from mussikon.entrypoints.http.accounts import Accounts, token_secret
 from mussikon.entrypoints.http.limits import BodySizeLimit
+from mussikon.entrypoints.http.request_metrics import RequestMetrics
 from mussikon.entrypoints.http.state import ApiState
 from mussikon.entrypoints.http.traces import ServerSpans
 
@@ -54,6 +55,7 @@ def create_api(settings: Settings | None = None, *, application: App | None = No
                               "and events. Authenticate with `Authorization: Bearer KEY` (an "
                               "API key from `mussikon users add`) or a token from `POST /token`.")
     api.add_middleware(BodySizeLimit, max_bytes=active.api_max_body)
+    api.add_middleware(RequestMetrics)
     api.add_middleware(ServerSpans)  # outermost: the span covers the whole request
     errors.install(api)
     docs.install(api)

@@ -99,7 +99,7 @@ from mussikon.wire import EventCodec, WireFormatError
 
 log = logging.getLogger("mussikon.rabbitmq.consumer")
 
-SYSTEM = "rabbitmq"
+SYSTEM: metrics.Broker = "rabbitmq"
 """The `messaging.system` of the trace spans."""
 FOREIGN_ORIGIN = "rabbitmq"
 """The origin of the events other services published that this consumer records."""
@@ -360,10 +360,14 @@ class EventConsumer:
         assert error is not None
         delay = next_retry_delay(self.retry_delays, delivery.tries)
         if delay is not None and self._retry_waits < self.retry_wait_limit:
+            for subscription in failed:
+                metrics.retried(subscription.name, SYSTEM, "in_process")
             return delay
         tries = self._earlier_attempts(state) + delivery.tries
         if state.retries < len(self.topology.retry_stages):
             await self._retry_later(message, state, failed, error, tries)
+            for subscription in failed:
+                metrics.retried(subscription.name, SYSTEM, "delayed")
             return None
         log.error("giving up on %s %s after %d attempts (%s): %s", envelope.event.event_type,
                   envelope.message_id, tries, ", ".join(s.name for s in failed), error)
@@ -407,7 +411,7 @@ class EventConsumer:
                 SYSTEM, delivery.queue, subscription.name, event, headers=envelope.headers,
                 attempt=attempt, routing_key=delivery.state.original_routing_key)
             error = await try_handler(subscription.name, subscription.handler, envelope,
-                                      attempt, span)
+                                      attempt, SYSTEM, span)
             if error is not None:
                 failed.append(subscription)
                 delivery.error = error
@@ -432,7 +436,7 @@ class EventConsumer:
     async def _dead_letter(self, message: DeliveredMessage, state: DeliveryState,
                            failure: Failure) -> None:
         for subscription in failure.subscriptions or ("-",):  # "-": malformed, no handler ran
-            metrics.dead_lettered(subscription)
+            metrics.dead_lettered(subscription, SYSTEM)
         await self._publish(message.body, "", self.topology.dead_letter_queue,
                             dead_letter_properties(message, state, failure))
 

@@ -38,7 +38,7 @@ from typing import Any
 from aiormq.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import PublishError
 
-from mussikon import tracing
+from mussikon import metrics, tracing
 from mussikon.adapters.messaging.rabbitmq.connection import (
     BROKER_ERRORS,
     BrokerConnection,
@@ -58,7 +58,7 @@ from mussikon.wire import EventCodec
 
 log = logging.getLogger("mussikon.relay")
 
-SYSTEM = "rabbitmq"
+SYSTEM: metrics.Broker = "rabbitmq"
 """The `messaging.system` of the trace spans."""
 
 _RETRYABLE: tuple[type[BaseException], ...] = (*BROKER_ERRORS, StoreError)
@@ -269,6 +269,7 @@ class OutboxRelay:
                     return published  # lost the lease: the batches in flight are given up
                 window.popleft()
                 self.published += messages
+                metrics.published(SYSTEM, messages)
                 published += count
                 self._confirmed = checkpoint  # the batches are confirmed in the order read
                 due = self._checkpoint_due()

@@ -81,7 +81,7 @@ from mussikon.wire import EventCodec, WireFormatError
 
 log = logging.getLogger("mussikon.servicebus.consumer")
 
-SYSTEM = "servicebus"
+SYSTEM: metrics.Broker = "servicebus"
 """The `messaging.system` of the trace spans."""
 FOREIGN_ORIGIN = "servicebus"
 """The origin of the events other services published that this consumer records."""
@@ -405,18 +405,20 @@ class ServiceBusConsumer:
         span = tracing.processing(SYSTEM, self.topic, subscription.name, envelope.event,
                                   headers=envelope.headers, attempt=attempt)
         error = await try_handler(subscription.name, subscription.handler, envelope, attempt,
-                                  span)
+                                  SYSTEM, span)
         if error is None:
             self._complete(delivery)
             return None
         delay = next_retry_delay(self.retry_delays, delivery.tries)
         if delay is not None:
+            metrics.retried(subscription.name, SYSTEM, "in_process")
             return delay
         retries = delivery.state.retries
         if retries < len(self.delayed_retry_delays):
             await self._schedule(delivery, f"retry{retries + 1}",
                                  self.delayed_retry_delays[retries],
                                  {RETRIES: retries + 1, ATTEMPTS_MADE: attempt})
+            metrics.retried(subscription.name, SYSTEM, "delayed")
             return None
         log.error("giving up on %s %s in %s after %d attempts: %s", envelope.event.event_type,
                   envelope.message_id, subscription.name, attempt, error)
@@ -462,7 +464,7 @@ class ServiceBusConsumer:
 
     async def _dead_letter(self, delivery: _Delivery, reason: str, error: BaseException,
                            attempts: int) -> None:
-        metrics.dead_lettered(delivery.link.subscription.name)
+        metrics.dead_lettered(delivery.link.subscription.name, SYSTEM)
         description = f"{exception_name(error)}: {failure_message(error)}"
         if attempts:
             description += f" ({attempts} attempts)"

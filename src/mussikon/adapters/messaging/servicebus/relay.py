@@ -27,7 +27,7 @@ from azure.servicebus import ServiceBusMessage, ServiceBusMessageBatch
 from azure.servicebus.aio import ServiceBusClient, ServiceBusSender
 from azure.servicebus.exceptions import MessageSizeExceededError, ServiceBusError
 
-from mussikon import tracing
+from mussikon import metrics, tracing
 from mussikon.adapters.messaging.servicebus.messages import event_message
 from mussikon.followers.feed import GlobalOrderFeed
 from mussikon.followers.leases import Lease
@@ -46,7 +46,7 @@ from mussikon.wire import EventCodec
 
 log = logging.getLogger("mussikon.servicebus.relay")
 
-SYSTEM = "servicebus"
+SYSTEM: metrics.Broker = "servicebus"
 """The `messaging.system` of the trace spans."""
 
 RELAY = "servicebus-relay"
@@ -265,6 +265,7 @@ class ServiceBusRelay:
             return False
         await sender.send_messages(batch, timeout=self.timeout)
         self.published += len(batch)
+        metrics.published(SYSTEM, len(batch))
         return True
 
     async def _skip_too_large(self, record: RecordedEvent, message: ServiceBusMessage,

@@ -10,9 +10,11 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from mussikon import metrics
+from mussikon.application.sagas.state import SagaStatus
 from mussikon.bootstrap import App
 
 log = logging.getLogger("mussikon.dashboard")
@@ -25,6 +27,13 @@ DEAD_LETTERS_COUNTED = 10_000
 
 DEAD_LETTERS_EVERY = 10.0
 """Seconds between two counts of the dead letters (a read of them all, up to the limit)."""
+
+SAGAS_COUNTED = 10_000
+"""Saga instances counted at most of one kind at one status, for the gauge."""
+
+SAGAS_EVERY = 10.0
+"""Seconds between two counts of the saga instances (a read of the listing, up to the
+limit per kind and status)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +101,13 @@ class Sampler:
             self._task = None
 
     async def _run(self, app: App) -> None:
-        counted, dead_lettered = 0.0, -1.0
+        counted, dead_lettered, sagas_counted = 0.0, -1.0, 0.0
         while True:
             try:
                 sample = await self.sample(app)
+                if time.time() - sagas_counted >= SAGAS_EVERY:
+                    sagas_counted = time.time()
+                    await self.count_sagas(app)
                 # Counted again when this process dead-lettered more, else now and then (a
                 # worker elsewhere, an operator's command).
                 if time.time() - counted >= DEAD_LETTERS_EVERY \
@@ -121,6 +133,9 @@ class Sampler:
                 lag = await app.store.count_after(position, LAG_LIMIT) if position < head else 0
                 readers[name] = lag
                 metrics.LAG.labels(name, kind).set(lag)
+                if kind == "relay":
+                    metrics.OUTBOX_AGE.labels(name).set(
+                        await self.outbox_age(app, position) if lag else 0.0)
                 lags[kind] = max(lags[kind], lag)
             self.readers = readers
         sample = Sample(time.time(), metrics.total(metrics.HANDLED),
@@ -131,6 +146,14 @@ class Sampler:
                 ring.samples.append(sample)
         return sample
 
+    @staticmethod
+    async def outbox_age(app: App, position: int) -> float:
+        """Seconds since the first event after a relay's checkpoint `position` was recorded."""
+        first = await app.store.read_all(position + 1, limit=1)
+        if not first:
+            return 0.0
+        return max(0.0, (datetime.now(UTC) - first[0].recorded_at).total_seconds())
+
     def totals(self) -> dict[str, float]:
         """The figures now: the store's head, what this process handled, failed and
         dead-lettered since it started, and the dead letters kept."""
@@ -140,6 +163,15 @@ class Sampler:
                 "failed": metrics.total(metrics.FAILED),
                 "dead_lettered": metrics.total(metrics.DEAD_LETTERED),
                 "dead_letters": gauge("mussikon_dead_letters") or 0}
+
+    async def count_sagas(self, app: App) -> None:
+        """Count the saga instances of each kind at each status into the gauge."""
+        if app.sagas is None:
+            return
+        for kind in sorted(app.sagas.engines):
+            for status in SagaStatus:
+                count = await app.sagas.journal.count(status, kind, SAGAS_COUNTED)
+                metrics.SAGAS.labels(kind, status.value).set(count)
 
     async def count_dead_letters(self, app: App) -> int:
         """Count the dead letters kept (up to DEAD_LETTERS_COUNTED) into the gauge."""
