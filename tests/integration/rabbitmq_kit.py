@@ -147,6 +147,17 @@ class BrokerNamespace:
             await self._raw.close()
 
 
+async def delete_topology(transport: object, url: str) -> None:
+    """Delete every exchange and queue a RabbitMQ transport declared: the clean-up of a test
+    that ran a whole app on RabbitMQ under a prefix of its own."""
+    assert isinstance(transport, RabbitMqTransport)
+    connection = await aiormq.connect(url)
+    try:
+        await transport.topology.delete(await connection.channel())
+    finally:
+        await connection.close()
+
+
 def pika_channel(url: str) -> tuple[pika.BlockingConnection, Any]:
     """A blocking pika connection and channel: the independent client playing .NET."""
     connection = pika.BlockingConnection(pika.URLParameters(url))

@@ -23,6 +23,7 @@ from mussikon.domain.events import DomainEvent, MusicianRegisteredEvent
 from mussikon.ports.feed import START
 from mussikon.wire import EventCodec
 from tests.conftest import COSMOS_KEY
+from tests.integration.rabbitmq_kit import delete_topology
 
 pytestmark = pytest.mark.cosmos
 
@@ -120,6 +121,7 @@ async def test_a_worker_on_cosmos_relays_and_projects_what_was_written_before_it
         assert {part.name("relay") for part in parts} <= saved
     finally:
         await app.close()
+        await delete_topology(app.transport, rabbitmq_url)
         async with CosmosClient(cosmos_endpoint, credential=COSMOS_KEY,
                                 connection_verify=False) as client:
             await client.delete_database(unique_name)

@@ -27,6 +27,7 @@ from mussikon.config import CosmosConnectionString, Settings
 from mussikon.domain.events import DomainEvent, MusicianRegisteredEvent
 from mussikon.wire import EventCodec
 from tests.conftest import COSMOS_KEY
+from tests.integration.rabbitmq_kit import delete_topology
 from tests.polling import eventually
 
 COSMOS_URL = os.environ.get("MUSSIKON_TEST_COSMOS_URL", "")
@@ -108,6 +109,7 @@ async def test_a_worker_relays_and_projects_the_change_feed(
         assert {part.name("relay") for part in parts} <= saved
     finally:
         await app.close()
+        await delete_topology(app.transport, rabbitmq_url)
         connection = CosmosConnectionString.parse(target.url)
         async with CosmosClient(connection.endpoint, credential=connection.key,
                                 connection_verify=target.verify_tls) as client:

@@ -10,7 +10,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import aiormq
 import pytest
 from rich.console import Console
 
@@ -24,7 +23,7 @@ from mussikon.bootstrap import App, open_app
 from mussikon.config import Settings
 from mussikon.entrypoints.demo import run_demo
 from tests.conftest import MailBox
-from tests.integration.rabbitmq_kit import eventually
+from tests.integration.rabbitmq_kit import delete_topology, eventually
 from tests.servicebus_peer import ServiceBusPeer
 from tests.tcp_proxy import TcpProxy
 
@@ -63,11 +62,7 @@ def _parts(app: App) -> tuple[RabbitMqTransport, ServiceBusTransport]:
 
 async def _delete_topology(app: App, rabbitmq_url: str) -> None:
     rabbitmq, _ = _parts(app)
-    connection = await aiormq.connect(rabbitmq_url)
-    try:
-        await rabbitmq.topology.delete(await connection.channel())
-    finally:
-        await connection.close()
+    await delete_topology(rabbitmq, rabbitmq_url)
 
 
 async def _positions(app: App) -> tuple[int, int, int]:
