@@ -19,8 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -34,23 +33,30 @@ _TRACE_FIELDS = (("trace_id", ("trace_id", "otelTraceID")),
                  ("span_id", ("span_id", "otelSpanID")))
 """Each trace field of a JSON line, and the record attributes it is read from, in order."""
 
-_context: ContextVar[Mapping[str, str] | None] = ContextVar("mussikon_log_context",
-                                                           default=None)
+_context: ContextVar[Mapping[str, object] | None] = ContextVar("mussikon_log_context",
+                                                              default=None)
 
 
-@contextmanager
-def log_context(**ids: object) -> Iterator[None]:
+class log_context:
     """`with`: the records logged inside (in this task and those it starts) carry these ids
-    (`event_id=…, correlation_id=…`); a None is left out."""
-    token = _context.set({**(_context.get() or {}),
-                          **{key: str(value) for key, value in ids.items() if value is not None}})
-    try:
-        yield
-    finally:
-        _context.reset(token)
+    (`event_id=…, correlation_id=…`); a None is left out. The values are kept as given and
+    turned into text only when a JSON line is written: this runs around every message."""
+
+    __slots__ = ("_ids", "_token")
+
+    def __init__(self, **ids: object) -> None:
+        self._ids = ids
+
+    def __enter__(self) -> None:
+        ids = {key: value for key, value in self._ids.items() if value is not None}
+        outer = _context.get()
+        self._token = _context.set({**outer, **ids} if outer else ids)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _context.reset(self._token)
 
 
-def current_context() -> Mapping[str, str]:
+def current_context() -> Mapping[str, object]:
     """The ids `log_context` set for the code running now."""
     return _context.get() or {}
 

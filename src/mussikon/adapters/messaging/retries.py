@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -77,8 +78,9 @@ async def try_handler(subscription: str, handler: Handler, envelope: Envelope,
     carries the event's ids; each outcome is counted, and the attempt timed, per subscription
     and `broker` (`metrics`)."""
     with log_context(**event_ids(envelope.event)):
+        started = time.perf_counter()
         try:
-            with span, metrics.HANDLER_DURATION.labels(subscription).time():
+            with span:
                 await handler(envelope if envelope.attempt == attempt
                               else replace(envelope, attempt=attempt))
             metrics.handled(subscription, broker)
@@ -88,6 +90,8 @@ async def try_handler(subscription: str, handler: Handler, envelope: Envelope,
             log.warning("%s failed on %s %s (attempt %d): %r", subscription,
                         envelope.event.event_type, envelope.message_id, attempt, exc)
             return exc
+        finally:
+            metrics.handler_took(subscription, time.perf_counter() - started)
 
 
 def next_retry_delay(delays: Sequence[float], tries: int) -> float | None:
