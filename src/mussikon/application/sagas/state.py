@@ -162,6 +162,25 @@ class SagaState:
         """The step being run or waited on ("" once every step is done)."""
         return self.steps[self.step] if self.step < len(self.steps) else ""
 
+    def step_marks(self) -> list[tuple[str, str]]:
+        """Each step and where it stands: `compensated` (done, then undone), `completed`,
+        `failed`, the saga's status in lower case for the step it is at, or `to do`."""
+        marks = []
+        for n, name in enumerate(self.steps):
+            if name in self.compensated:
+                mark = "compensated"
+            elif name in self.completed:
+                mark = "completed"
+            elif name == self.failed_step:
+                mark = "failed"
+            elif n == self.step and not self.finished \
+                    and self.status is not SagaStatus.COMPENSATING:
+                mark = self.status.value.lower()
+            else:
+                mark = "to do"
+            marks.append((name, mark))
+        return marks
+
     def has_handled(self, message_id: str) -> bool:
         """True if a committed record was written while handling this message, in the current
         step or the one that led to it (see the module's docstring); False once finished."""

@@ -117,20 +117,8 @@ def show_instance(console: Console, state: SagaState, history: list[HistoryEntry
     console.print(plain(f"{state.saga_id}  {state.status.value}"))
     if state.reason:
         console.print(plain(f"reason: {state.reason} (step {state.failed_step})"))
-    marks = []
-    for n, name in enumerate(state.steps):
-        if name in state.compensated:
-            mark = "completed, compensated"
-        elif name in state.completed:
-            mark = "completed"
-        elif name == state.failed_step:
-            mark = "failed"
-        elif n == state.step and not state.finished and state.status is not \
-                SagaStatus.COMPENSATING:
-            mark = state.status.value.lower()
-        else:
-            mark = "-"
-        marks.append((name, mark))
+    shown = {"compensated": "completed, compensated", "to do": "-"}
+    marks = [(name, shown.get(mark, mark)) for name, mark in state.step_marks()]
     console.print(table("steps", ("step", "state"), marks))
     console.print(table("data", ("name", "value"), sorted(state.data.items())))
     if state.timeouts:

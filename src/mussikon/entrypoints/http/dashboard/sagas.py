@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import Response
 
 from mussikon.application.sagas.runtime import SagaNotStuck
-from mussikon.application.sagas.state import SagaState, SagaStatus
+from mussikon.application.sagas.state import SagaStatus
 from mussikon.entrypoints.http.dashboard import audit
 from mussikon.entrypoints.http.dashboard.access import DashboardRoute, Operator
 from mussikon.entrypoints.http.dashboard.pages import render
@@ -19,25 +19,6 @@ router = APIRouter(route_class=DashboardRoute)
 
 State = Annotated[ApiState, Depends(api_state)]
 PAGE = 50
-
-
-def marks(state: SagaState) -> list[tuple[str, str]]:
-    """Each step and where it stands."""
-    out = []
-    for n, name in enumerate(state.steps):
-        if name in state.compensated:
-            mark = "compensated"
-        elif name in state.completed:
-            mark = "completed"
-        elif name == state.failed_step:
-            mark = "failed"
-        elif n == state.step and not state.finished \
-                and state.status is not SagaStatus.COMPENSATING:
-            mark = state.status.value.lower()
-        else:
-            mark = "to do"
-        out.append((name, mark))
-    return out
 
 
 @router.get("/dashboard/sagas")
@@ -66,7 +47,7 @@ async def saga_page(request: Request, saga_id: str, who: Operator, state: State)
         return render(request, "message.html", 404, operator=who.name, title="No such saga",
                       message=f"no saga {saga_id}")
     history = await runtime.journal.history(saga_id)
-    return render(request, "saga.html", operator=who.name, saga=found, marks=marks(found),
+    return render(request, "saga.html", operator=who.name, saga=found, marks=found.step_marks(),
                   history=history, timeouts=sorted(found.timeouts.values(),
                                                    key=lambda t: t.due_at))
 
