@@ -95,15 +95,20 @@ async def group_page(request: Request, who: Operator, state: State,
                   group=await _group(state.app, exception, subscription))
 
 
+def _no_letter(request: Request, operator: str, id: str) -> Response:
+    """The page for a letter that is not there (any more)."""
+    return render(request, "message.html", 404, operator=operator,
+                  title="No such dead letter", message=f"no dead letter {id}",
+                  back="/dashboard/dead-letters")
+
+
 @router.get("/dashboard/dead-letters/letter")
 async def letter_page(request: Request, who: Operator, state: State,
                       id: Annotated[str, Query(max_length=500)]) -> Response:
     """One letter: its headers, reason and body."""
     letter = await state.app.transport.find_dead_letter(id)
     if letter is None:
-        return render(request, "message.html", 404, operator=who.name,
-                      title="No such dead letter", message=f"no dead letter {id}",
-                      back="/dashboard/dead-letters")
+        return _no_letter(request, who.name, id)
     headers = [("subscription", letter.subscription), ("message id", letter.message_id),
                ("event type", letter.event_type),
                ("position", "" if letter.position is None else letter.position),
@@ -135,9 +140,7 @@ async def retry_letter(request: Request, who: Operator, state: State,
     transport = state.app.transport
     letter = await transport.find_dead_letter(id)
     if letter is None:
-        return render(request, "message.html", 404, operator=who.name,
-                      title="No such dead letter", message=f"no dead letter {id}",
-                      back="/dashboard/dead-letters")
+        return _no_letter(request, who.name, id)
     if confirmed != "yes":
         return _confirm(request, who.name, f"Deliver dead letter {id} ({letter.event_type} "
                         f"for {letter.subscription}) again?", {"id": id},
@@ -155,9 +158,7 @@ async def delete_letter(request: Request, who: Operator, state: State,
     """Drop one letter for good."""
     letter = await state.app.transport.find_dead_letter(id)
     if letter is None:
-        return render(request, "message.html", 404, operator=who.name,
-                      title="No such dead letter", message=f"no dead letter {id}",
-                      back="/dashboard/dead-letters")
+        return _no_letter(request, who.name, id)
     if confirmed != "yes":
         return _confirm(request, who.name, f"Drop dead letter {id} ({letter.event_type} for "
                         f"{letter.subscription}) for good? It is not delivered.", {"id": id},
