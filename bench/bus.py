@@ -452,6 +452,15 @@ def _ours(options: Options, job: _Job) -> tuple[float, dict[str, Any]]:
 def _our_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None:
     """A worker process: consume until `job.messages` distinct messages were handled."""
     _log_warnings()
+    profile = os.environ.get("MUSSIKON_BENCH_PROFILE")
+    if profile:  # the worker's calls, for `python -m pstats` or snakeviz
+        import cProfile
+
+        with cProfile.Profile() as profiler:
+            asyncio.run((_run_app_worker if job.worker == "app" else _run_our_worker)(
+                job, ready, out))
+        profiler.dump_stats(f"{profile}.{os.getpid()}")
+        return
     asyncio.run((_run_app_worker if job.worker == "app" else _run_our_worker)(job, ready, out))
 
 

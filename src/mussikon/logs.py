@@ -5,8 +5,8 @@ written while a message is handled.
 A JSON line holds `timestamp` (UTC, ISO 8601 with milliseconds), `level`, `logger` and
 `message`, then, when known, `event_id`, `correlation_id` and `event_type`, and `exception`
 (the traceback) for a record logged with one. The ids come from the record itself (a call's
-`extra`) or else from the message being handled (`log_context`, set by the transports around
-each handler). `trace_id` and `span_id` are written when a record carries them (the
+`extra`) or else from the message being handled (`handling`, set by the transports around
+each delivery). `trace_id` and `span_id` are written when a record carries them (the
 attributes OpenTelemetry's logging instrumentation adds, `otelTraceID` and `otelSpanID`, left
 out when they are the invalid all-zero ids, or ones given as `trace_id` and `span_id`), or
 else when it is written inside a span (`trace_ids`, with tracing on).
@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 HUMAN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -33,32 +33,48 @@ _TRACE_FIELDS = (("trace_id", ("trace_id", "otelTraceID")),
                  ("span_id", ("span_id", "otelSpanID")))
 """Each trace field of a JSON line, and the record attributes it is read from, in order."""
 
-_context: ContextVar[Mapping[str, object] | None] = ContextVar("mussikon_log_context",
-                                                              default=None)
+_handling: ContextVar[Message | None] = ContextVar("mussikon_log_message", default=None)
 
 
-class log_context:
-    """`with`: the records logged inside (in this task and those it starts) carry these ids
-    (`event_id=…, correlation_id=…`); a None is left out. The values are kept as given and
-    turned into text only when a JSON line is written: this runs around every message."""
+class Message(Protocol):
+    """What a record written while a message is handled names: its event's ids."""
 
-    __slots__ = ("_ids", "_token")
+    @property
+    def id(self) -> object: ...
 
-    def __init__(self, **ids: object) -> None:
-        self._ids = ids
+    @property
+    def correlation_id(self) -> object: ...
+
+    @property
+    def event_type(self) -> str: ...
+
+
+class handling:
+    """`with`: the records logged inside (in this task and those it starts) carry the ids of
+    `message` (its event id, correlation id and event type), read only when a JSON line is
+    written: this runs around every message. None: no message (a body that did not decode).
+    """
+
+    __slots__ = ("_message", "_token")
+
+    def __init__(self, message: Message | None) -> None:
+        self._message = message
 
     def __enter__(self) -> None:
-        ids = {key: value for key, value in self._ids.items() if value is not None}
-        outer = _context.get()
-        self._token = _context.set({**outer, **ids} if outer else ids)
+        self._token = _handling.set(self._message)
 
     def __exit__(self, *exc_info: object) -> None:
-        _context.reset(self._token)
+        _handling.reset(self._token)
 
 
-def current_context() -> Mapping[str, object]:
-    """The ids `log_context` set for the code running now."""
-    return _context.get() or {}
+def current_context() -> dict[str, object]:
+    """The ids of the message `handling` set for the code running now (None left out)."""
+    message = _handling.get()
+    if message is None:
+        return {}
+    ids = {"event_id": message.id, "correlation_id": message.correlation_id,
+           "event_type": message.event_type}
+    return {name: value for name, value in ids.items() if value is not None}
 
 
 class JsonFormatter(logging.Formatter):

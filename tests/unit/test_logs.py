@@ -7,9 +7,17 @@ import asyncio
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from typing import Any
 
-from mussikon.logs import JsonFormatter, current_context, log_context
+from mussikon.logs import JsonFormatter, current_context, handling
+
+
+@dataclass(frozen=True)
+class Handled:
+    id: str
+    correlation_id: str | None
+    event_type: str = "MusicianRegisteredEvent"
 
 
 def line(message: str = "hello %s", *args: Any, exc: bool = False,
@@ -38,14 +46,17 @@ def test_a_line_holds_time_level_logger_and_message_and_no_empty_field() -> None
 
 
 async def test_the_ids_of_the_message_being_handled_reach_its_lines_and_tasks() -> None:
-    with log_context(event_id="e-1", correlation_id=None):
-        assert current_context() == {"event_id": "e-1"}
-        with log_context(correlation_id="c-1"):
+    with handling(Handled("e-1", None)):
+        assert current_context() == {"event_id": "e-1", "event_type": "MusicianRegisteredEvent"}
+        assert "correlation_id" not in line()
+        with handling(Handled("e-2", "c-1")):
             assert line()["correlation_id"] == "c-1"
             in_a_task = await asyncio.create_task(asyncio.to_thread(line))
-            assert (in_a_task["event_id"], in_a_task["correlation_id"]) == ("e-1", "c-1")
-        assert "correlation_id" not in line()
+            assert (in_a_task["event_id"], in_a_task["correlation_id"]) == ("e-2", "c-1")
+        assert line()["event_id"] == "e-1"
         assert line(event_id="from-the-record")["event_id"] == "from-the-record"
+        with handling(None):  # a body that did not decode: no ids
+            assert "event_id" not in line()
     assert "event_id" not in line()
 
 

@@ -26,7 +26,6 @@ from mussikon.adapters.messaging.dead_letter_store import (
 )
 from mussikon.adapters.messaging.retries import (
     HandlerFailure,
-    event_ids,
     exception_name,
     failure_message,
     next_retry_delay,
@@ -37,7 +36,7 @@ from mussikon.domain.instant import utc_now
 from mussikon.followers.feed import GlobalOrderFeed
 from mussikon.followers.polling import PollLoop, wait_until
 from mussikon.followers.undecodable import skip_undecodable
-from mussikon.logs import log_context
+from mussikon.logs import handling
 from mussikon.ports.documents import Document, DocumentStore
 from mussikon.ports.event_store import EventStore, RecordedEvent, UndecodableEventError
 from mussikon.ports.feed import START, Checkpoint, Feed
@@ -178,7 +177,7 @@ class _Reader:
     async def _attempt(self, record: RecordedEvent) -> float | None:
         """Run the handler once: None once it succeeded or was dead-lettered after its last
         retry, else the seconds before the next attempt."""
-        with log_context(**event_ids(record.event)):
+        with handling(record.event):
             return await self._attempt_record(record)
 
     async def _attempt_record(self, record: RecordedEvent) -> float | None:

@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from mussikon import metrics
-from mussikon.domain.events import DomainEvent
-from mussikon.logs import log_context
 from mussikon.ports.transport import Envelope, Handler
 
 log = logging.getLogger("mussikon.bus")
@@ -57,14 +55,6 @@ def failure_message(error: BaseException) -> str:
     return f"{text} (at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno})"
 
 
-def event_ids(event: DomainEvent | None) -> dict[str, object]:
-    """What the records logged while `event` is handled say about it (`log_context`)."""
-    if event is None:
-        return {}
-    return {"event_id": event.id, "correlation_id": event.correlation_id,
-            "event_type": event.event_type}
-
-
 _NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
@@ -74,24 +64,24 @@ async def try_handler(subscription: str, handler: Handler, envelope: Envelope,
                       ) -> Exception | None:
     """Run `handler` once on `envelope` as attempt number `attempt` (in `Envelope.attempt`),
     inside `span` (the attempt's trace span, `mussikon.tracing.processing`); None if it
-    succeeded, else the exception it raised (logged as a warning). What is logged meanwhile
-    carries the event's ids; each outcome is counted, and the attempt timed, per subscription
-    and `broker` (`metrics`)."""
-    with log_context(**event_ids(envelope.event)):
-        started = time.perf_counter()
-        try:
-            with span:
-                await handler(envelope if envelope.attempt == attempt
-                              else replace(envelope, attempt=attempt))
-            metrics.handled(subscription, broker)
-            return None
-        except Exception as exc:
-            metrics.failed(subscription, broker)
-            log.warning("%s failed on %s %s (attempt %d): %r", subscription,
-                        envelope.event.event_type, envelope.message_id, attempt, exc)
-            return exc
-        finally:
-            metrics.handler_took(subscription, time.perf_counter() - started)
+    succeeded, else the exception it raised (logged as a warning). Each outcome is counted,
+    and the attempt timed, per subscription and `broker` (`metrics`). The transports call it
+    inside `logs.handling(event)`, so that what is logged meanwhile carries the event's ids.
+    """
+    started = time.perf_counter()
+    try:
+        with span:
+            await handler(envelope if envelope.attempt == attempt
+                          else replace(envelope, attempt=attempt))
+        metrics.handled(subscription, broker)
+        return None
+    except Exception as exc:
+        metrics.failed(subscription, broker)
+        log.warning("%s failed on %s %s (attempt %d): %r", subscription,
+                    envelope.event.event_type, envelope.message_id, attempt, exc)
+        return exc
+    finally:
+        metrics.handler_took(subscription, time.perf_counter() - started)
 
 
 def next_retry_delay(delays: Sequence[float], tries: int) -> float | None:

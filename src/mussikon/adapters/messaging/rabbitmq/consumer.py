@@ -84,7 +84,6 @@ from mussikon.adapters.messaging.rabbitmq.properties import (
 )
 from mussikon.adapters.messaging.rabbitmq.topology import Topology
 from mussikon.adapters.messaging.retries import (
-    event_ids,
     next_retry_delay,
     store_wait_delay,
     try_handler,
@@ -92,7 +91,7 @@ from mussikon.adapters.messaging.retries import (
 from mussikon.adapters.messaging.stream_order import StreamOrderedWorkers
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.prerequisites import Prerequisite
-from mussikon.logs import log_context
+from mussikon.logs import handling
 from mussikon.ports.event_store import EventStore, StoreError
 from mussikon.ports.transport import Envelope, Subscription
 from mussikon.wire import EventCodec, WireFormatError
@@ -282,7 +281,9 @@ class EventConsumer:
         else the seconds before the next attempt."""
         if delivery.tries or delivery.store_waits:
             self._retry_waits -= 1  # it waited for this attempt
-        delay = await self._handle(delivery)
+        envelope = delivery.envelope
+        with handling(envelope.event if envelope is not None else None):
+            delay = await self._handle(delivery)
         if delay is None:
             self._unsettled -= 1
         else:
@@ -290,11 +291,6 @@ class EventConsumer:
         return delay
 
     async def _handle(self, delivery: _Delivery) -> float | None:
-        envelope = delivery.envelope
-        with log_context(**event_ids(envelope.event if envelope is not None else None)):
-            return await self._handle_delivery(delivery)
-
-    async def _handle_delivery(self, delivery: _Delivery) -> float | None:
         acks, queue, tag = delivery.acks, delivery.queue, delivery.tag
         if not acks.is_open:
             return None  # its channel is gone: the broker delivers it again on the new one

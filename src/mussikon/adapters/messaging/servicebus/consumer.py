@@ -54,7 +54,6 @@ from mussikon.adapters.messaging.message_contract import (
     clip,
 )
 from mussikon.adapters.messaging.retries import (
-    event_ids,
     exception_name,
     failure_message,
     next_retry_delay,
@@ -74,7 +73,7 @@ from mussikon.adapters.messaging.servicebus.messages import (
 from mussikon.adapters.messaging.stream_order import StreamOrderedWorkers
 from mussikon.domain.events import DomainEvent
 from mussikon.domain.prerequisites import Prerequisite
-from mussikon.logs import log_context
+from mussikon.logs import handling
 from mussikon.ports.event_store import EventStore, StoreError
 from mussikon.ports.transport import Envelope, Subscription, TransportNotReady
 from mussikon.wire import EventCodec, WireFormatError
@@ -334,7 +333,7 @@ class ServiceBusConsumer:
         """One attempt: None once the message is settled (or left to come again), else the
         seconds before the next attempt."""
         envelope = delivery.envelope
-        with log_context(**event_ids(envelope.event if envelope is not None else None)):
+        with handling(envelope.event if envelope is not None else None):
             return await self._attempt_delivery(delivery)
 
     async def _attempt_delivery(self, delivery: _Delivery) -> float | None:
