@@ -47,9 +47,7 @@ from mussikon.adapters.messaging.rabbitmq.connection import (
 from mussikon.adapters.messaging.rabbitmq.properties import event_properties
 from mussikon.adapters.messaging.rabbitmq.publisher import Outgoing, publish_batch
 from mussikon.adapters.messaging.rabbitmq.topology import Topology
-from mussikon.followers.feed import GlobalOrderFeed
-from mussikon.followers.leases import Lease
-from mussikon.followers.polling import PollLoop
+from mussikon.adapters.messaging.relays import LeasedRelay
 from mussikon.followers.undecodable import skip_undecodable
 from mussikon.ports.documents import DocumentStore, Fence
 from mussikon.ports.event_store import EventStore, RecordedEvent, StoreError, UndecodableEventError
@@ -65,7 +63,7 @@ _RETRYABLE: tuple[type[BaseException], ...] = (*BROKER_ERRORS, StoreError)
 """What a lost connection or an unreachable store raises: the relay tries again later."""
 
 
-class OutboxRelay:
+class OutboxRelay(LeasedRelay):
     """Moves events from the store to RabbitMQ, in order, each confirmed before it counts."""
 
     def __init__(self, store: EventStore, documents: DocumentStore, codec: EventCodec,
@@ -75,133 +73,28 @@ class OutboxRelay:
                  poll_interval: float = 0.05, poll_max_interval: float = 1.0,
                  checkpoint_interval: float = 0.25, owner: str | None = None,
                  feed: Feed | None = None) -> None:
-        self.store, self.documents, self.codec = store, documents, codec
-        self.feed = feed if feed is not None else GlobalOrderFeed(store, documents)
-        self.topology, self.broker = topology, broker
-        self.name = name
+        super().__init__(store, documents, name=name, lease_seconds=lease_seconds,
+                         poll_interval=poll_interval, poll_max_interval=poll_max_interval,
+                         checkpoint_interval=checkpoint_interval, owner=owner, feed=feed,
+                         expected_errors=_RETRYABLE)
+        self.codec, self.topology, self.broker = codec, topology, broker
         self.batch_size = batch_size
         self.batches_in_flight = batches_in_flight
-        self.checkpoint_interval = checkpoint_interval
-        self.published = 0
-        """Messages this relay had confirmed by the broker (repeats included)."""
-        self._lease = Lease(documents, name, seconds=lease_seconds, owner=owner)
-        self._poll = PollLoop(f"relay {name}", interval=poll_interval,
-                              max_interval=poll_max_interval, expected_errors=_RETRYABLE)
-        self._task: asyncio.Task[None] | None = None
         self._channel: AbstractChannel | None = None
-        self._confirmed: Checkpoint | None = None
-        """Up to where the broker confirmed everything, since this relay took the lease."""
-        self._saved: Checkpoint | None = None
-        self._saved_at = -checkpoint_interval
 
-    @property
-    def is_active(self) -> bool:
-        """True while this relay holds the lease (the others are standing by)."""
-        return self._lease.held
-
-    async def checkpoint(self) -> Checkpoint:
-        """The feed's checkpoint before which every event was published and confirmed: by
-        this relay while it holds the lease, else as saved in the store (by any)."""
-        if self._confirmed is not None:
-            return self._confirmed
-        return await self.feed.saved(self.name)
-
-    async def position(self) -> int:
-        """`checkpoint()` as a global position (0 on a store without a global order)."""
-        return self.feed.position(await self.checkpoint())
-
-    def start(self) -> None:
-        """Run in the background until `stop()`."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._poll.run(self._publish_step),
-                                             name=f"relay:{self.name}")
-
-    def wake(self) -> None:
-        """Look for new events now rather than at the next poll."""
-        self._poll.wake()
-
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Finish the batch in flight (or give it up after `timeout`) and release the lease."""
-        self._poll.stop()
-        if self._task is not None:
-            done, _ = await asyncio.wait({self._task}, timeout=timeout)
-            if not done:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-            self._task = None
-        with contextlib.suppress(StoreError, TimeoutError):
-            await asyncio.wait_for(self._save_checkpoint(), timeout)
-        await self._lease.release()
+    async def _close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:
             with contextlib.suppress(*BROKER_ERRORS):
                 await self.broker.answer(self._channel.close(), "closing a channel",
                                          self._channel.connection)
 
-    async def _hold(self, *, recheck: bool = False) -> bool:
-        """Keep the lease. If it was lost (even if taken back since, at a new generation),
-        forget what was confirmed and not saved: that was the next holder's to publish
-        again, and the checkpoint is the holders' since to move."""
-        before = self._lease.fence
-        held = await self._lease.hold(recheck=recheck)
-        if not held or self._lease.fence != before:
-            self._confirmed = self._saved = None
-        return held
-
-    async def _may_publish(self, term: Fence) -> bool:
-        """True if a batch may be sent now: not stopping, and the lease still held at the
-        generation `term` with a third of its term surely left (a holder that renewed lately
-        has two thirds)."""
-        return (not self._poll.stopping and await self._hold() and self._lease.fence == term
-                and self._lease.remaining() > self._lease.seconds / 3)
-
-    async def _publish_step(self) -> bool:
-        """Publish what is pending if this relay holds the lease; True if it published."""
-        if not await self._hold():
-            # Standing by: the active relay's lease is checked a few times per term.
-            self._poll.look_again_within(self._lease.seconds / 3)
-            return False
+    async def _publish(self) -> int:
         try:
-            published = await self.publish_pending()
+            return await self.publish_pending()
         except PublishError as exc:
             # Unroutable: a queue of the topology is gone. A new connection declares it again.
             self.broker.drop(f"an event could not be routed ({exc})")
             raise
-        if published:
-            return True
-        due = self._checkpoint_due()
-        if due is not None and due <= 0:
-            with contextlib.suppress(StoreError):
-                await self._save_checkpoint()
-            due = None
-        if due is not None:
-            self._poll.look_again_within(due)
-        return False
-
-    def _checkpoint_due(self) -> float | None:
-        """Seconds until the confirmed position should be saved (None: nothing to save)."""
-        if self._confirmed is None or self._confirmed == self._saved:
-            return None
-        return self._saved_at + self.checkpoint_interval - time.monotonic()
-
-    async def _save_checkpoint(self) -> None:
-        # Saved at most every `checkpoint_interval`, not per batch: under a trickle of events
-        # every batch is one event, and a write per event would double the store's commits.
-        # A crash re-publishes what was confirmed since; consumers recognise the repeats.
-        # Forward-only where the feed can tell, no compare-and-set: the checkpoint only says
-        # "published up to here", and this relay had everything before it confirmed. Fenced:
-        # a stale relay (its lease taken over) moves it no more.
-        checkpoint, fence = self._confirmed, self._lease.fence
-        if checkpoint is None or checkpoint == self._saved or fence is None:
-            return
-        if await self.feed.save(self.name, checkpoint, fence=fence):
-            self._saved, self._saved_at = checkpoint, time.monotonic()
-        elif await self._hold(recheck=True) and self._lease.fence == fence:
-            # Held all along, and the checkpoint is past this one already: nothing to save.
-            self._saved = checkpoint
-        else:
-            log.warning("relay %s lost its lease before saving position %d", self.name,
-                        self.feed.position(checkpoint))
 
     async def publish_pending(self) -> int:
         """Publish every event after the checkpoint, moving the checkpoint batch by batch,
@@ -271,10 +164,7 @@ class OutboxRelay:
                 self.published += messages
                 metrics.published(SYSTEM, messages)
                 published += count
-                self._confirmed = checkpoint  # the batches are confirmed in the order read
-                due = self._checkpoint_due()
-                if due is not None and due <= 0:
-                    await self._save_checkpoint()
+                await self._relayed_up_to(checkpoint)  # confirmed in the order read
                 if self._poll.stopping:
                     exhausted = True  # finish the batches in flight, start no more
         finally:
@@ -341,15 +231,3 @@ class OutboxRelay:
                 connection.channel(publisher_confirms=True, on_return_raises=True),
                 "opening a channel", connection)
         return self._channel
-
-    async def _skip_undecodable(self, error: UndecodableEventError, term: Fence) -> bool:
-        """Pass a row nobody can publish (no body): one bad row must not stop every event
-        after it. Forward-only, as `_save_checkpoint`: moving past it loses nothing. False
-        if the lease was lost (the row is left to the new holder)."""
-        if not await skip_undecodable(self.documents, self.name, error, feed=self.feed,
-                                      fence=term) and (
-                not await self._hold(recheck=True) or self._lease.fence != term):
-            return False  # refused by the fence, not because the checkpoint is past the row
-        # Skipped only with no batch in flight: everything before the row is confirmed.
-        self._confirmed = self._saved = error.checkpoint
-        return True

@@ -20,18 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import time
 
 from azure.servicebus import ServiceBusMessage, ServiceBusMessageBatch
 from azure.servicebus.aio import ServiceBusClient, ServiceBusSender
 from azure.servicebus.exceptions import MessageSizeExceededError, ServiceBusError
 
 from mussikon import metrics, tracing
+from mussikon.adapters.messaging.relays import LeasedRelay
 from mussikon.adapters.messaging.servicebus.messages import event_message
-from mussikon.followers.feed import GlobalOrderFeed
-from mussikon.followers.leases import Lease
-from mussikon.followers.polling import PollLoop
 from mussikon.followers.undecodable import skip_undecodable
 from mussikon.followers.unpublishable import TOO_LARGE, skip_unpublishable
 from mussikon.ports.documents import DocumentStore, Fence
@@ -41,10 +37,8 @@ from mussikon.ports.event_store import (
     StoreError,
     UndecodableEventError,
 )
-from mussikon.ports.feed import Checkpoint, Feed
+from mussikon.ports.feed import Feed
 from mussikon.wire import EventCodec
-
-log = logging.getLogger("mussikon.servicebus.relay")
 
 SYSTEM: metrics.Broker = "servicebus"
 """The `messaging.system` of the trace spans."""
@@ -56,7 +50,7 @@ RELAY = "servicebus-relay"
 _RETRYABLE: tuple[type[BaseException], ...] = (ServiceBusError, StoreError, TimeoutError)
 
 
-class ServiceBusRelay:
+class ServiceBusRelay(LeasedRelay):
     """Moves events from the store to a Service Bus topic, in order, each batch sent before
     its position counts."""
 
@@ -66,120 +60,31 @@ class ServiceBusRelay:
                  poll_interval: float = 0.05, poll_max_interval: float = 1.0,
                  checkpoint_interval: float = 0.25, timeout: float = 30.0,
                  owner: str | None = None, feed: Feed | None = None) -> None:
-        self.store, self.documents, self.codec = store, documents, codec
-        self.feed = feed if feed is not None else GlobalOrderFeed(store, documents)
-        self.client, self.topic, self.name = client, topic, name
+        super().__init__(store, documents, name=name, lease_seconds=lease_seconds,
+                         poll_interval=poll_interval, poll_max_interval=poll_max_interval,
+                         checkpoint_interval=checkpoint_interval, owner=owner, feed=feed,
+                         expected_errors=_RETRYABLE)
+        self.codec, self.client, self.topic = codec, client, topic
         self.batch_size, self.timeout = batch_size, timeout
-        self.checkpoint_interval = checkpoint_interval
-        self.published = 0
-        """Messages this relay sent (repeats included)."""
-        self._lease = Lease(documents, name, seconds=lease_seconds, owner=owner)
-        self._poll = PollLoop(f"relay {name}", interval=poll_interval,
-                              max_interval=poll_max_interval, expected_errors=_RETRYABLE)
-        self._task: asyncio.Task[None] | None = None
         self._sender: ServiceBusSender | None = None
-        self._sent: Checkpoint | None = None
-        """Up to where everything was sent, since this relay took the lease."""
-        self._saved: Checkpoint | None = None
-        self._saved_at = -checkpoint_interval
         self.failing: str | None = None
         """Why the last send failed, until one works."""
 
-    @property
-    def is_active(self) -> bool:
-        """True while this relay holds the lease."""
-        return self._lease.held
-
-    async def checkpoint(self) -> Checkpoint:
-        """The feed's checkpoint before which every event was sent: by this relay while it
-        holds the lease, else as saved in the store (by any)."""
-        if self._sent is not None:
-            return self._sent
-        return await self.feed.saved(self.name)
-
-    async def position(self) -> int:
-        """`checkpoint()` as a global position (0 on a store without a global order)."""
-        return self.feed.position(await self.checkpoint())
-
-    def start(self) -> None:
-        """Run in the background until `stop()`."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._poll.run(self._step),
-                                             name=f"relay:{self.name}")
-
-    def wake(self) -> None:
-        """Look for new events now rather than at the next poll."""
-        self._poll.wake()
-
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Finish the send in progress (or give it up after `timeout`), save the position,
-        release the lease, close the sender."""
-        self._poll.stop()
-        if self._task is not None:
-            done, _ = await asyncio.wait({self._task}, timeout=timeout)
-            if not done:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-            self._task = None
-        with contextlib.suppress(StoreError, TimeoutError):
-            await asyncio.wait_for(self._save_checkpoint(), timeout)
-        await self._lease.release()
-        await self._close_sender()
-
-    async def _close_sender(self) -> None:
+    async def _close(self) -> None:
         sender, self._sender = self._sender, None
         if sender is not None:
             with contextlib.suppress(ServiceBusError, TimeoutError):
                 await asyncio.wait_for(sender.close(), self.timeout)
 
-    async def _hold(self, *, recheck: bool = False) -> bool:
-        """Keep the lease; if it was lost meanwhile, forget what was sent and not saved (the
-        next holder sends it again)."""
-        before = self._lease.fence
-        held = await self._lease.hold(recheck=recheck)
-        if not held or self._lease.fence != before:
-            self._sent = self._saved = None
-        return held
-
-    async def _may_publish(self, term: Fence) -> bool:
-        """Not stopping, and the lease held at `term` with a third of its term left."""
-        return (not self._poll.stopping and await self._hold() and self._lease.fence == term
-                and self._lease.remaining() > self._lease.seconds / 3)
-
-    async def _step(self) -> bool:
-        if not await self._hold():
-            self._poll.look_again_within(self._lease.seconds / 3)
-            return False
+    async def _publish(self) -> int:
         try:
             sent = await self.publish_pending()
         except ServiceBusError as exc:
             self.failing = type(exc).__name__
-            await self._close_sender()  # a new link at the next try
+            await self._close()  # a new link at the next try
             raise
         self.failing = None
-        if sent:
-            return True
-        if self._sent is not None and self._sent != self._saved:
-            due = self._saved_at + self.checkpoint_interval - time.monotonic()
-            if due <= 0:
-                await self._save_checkpoint()
-            else:
-                self._poll.look_again_within(due)
-        return False
-
-    async def _save_checkpoint(self) -> None:
-        # Forward-only and fenced, as the RabbitMQ relay's: a stale relay moves it no more.
-        checkpoint, fence = self._sent, self._lease.fence
-        if checkpoint is None or checkpoint == self._saved or fence is None:
-            return
-        if await self.feed.save(self.name, checkpoint, fence=fence):
-            self._saved, self._saved_at = checkpoint, time.monotonic()
-        elif await self._hold(recheck=True) and self._lease.fence == fence:
-            self._saved = checkpoint  # already past it
-        else:
-            log.warning("relay %s lost its lease before saving position %d", self.name,
-                        self.feed.position(checkpoint))
+        return sent
 
     async def publish_pending(self) -> int:
         """Send every event after the position, a batch at a time, while this relay holds the
@@ -193,10 +98,8 @@ class ServiceBusRelay:
             try:
                 page = await self.feed.read(after, self.batch_size)
             except UndecodableEventError as exc:
-                if not await skip_undecodable(self.documents, self.name, exc, feed=self.feed,
-                                              fence=term):
+                if not await self._skip_undecodable(exc, term):
                     return done
-                self._sent = self._saved = exc.checkpoint
                 done += 1
                 continue
             records = page.events
@@ -211,10 +114,8 @@ class ServiceBusRelay:
                 sent = not pending or await self._send(pending, term)
             if not sent:
                 return done
-            self._sent = page.checkpoint
             done += len(records) + len(page.undecodable)
-            if time.monotonic() - self._saved_at >= self.checkpoint_interval:
-                await self._save_checkpoint()
+            await self._relayed_up_to(page.checkpoint)
         return done
 
     def _traced(self, pending: list[tuple[RecordedEvent, ServiceBusMessage]]
