@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import os
 import shutil
@@ -104,6 +105,44 @@ def servicebus_peer() -> Iterator[ServiceBusPeer]:
 
     with ServiceBusPeer(defaults=EntityOptions(lock_duration=2.0)) as peer:
         yield peer
+
+
+SERVICEBUS_CONNECTION = "MUSSIKON_TEST_SERVICEBUS_CONNECTION"
+
+
+@pytest.fixture(params=[pytest.param("peer", marks=pytest.mark.servicebus),
+                        pytest.param("live", marks=pytest.mark.servicebus_live)])
+def servicebus_connection(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The connection string of a namespace the Service Bus tests provision and use: the local
+    peer's (`servicebus_peer`; no settle of the test may fall back to `$management`), or the
+    real namespace's that MUSSIKON_TEST_SERVICEBUS_CONNECTION holds, its key with the Manage
+    right: skipped without it, whatever MUSSIKON_REQUIRE_SERVICES says (a cloud account is not
+    a local service)."""
+    if request.param == "peer":
+        peer: ServiceBusPeer = request.getfixturevalue("servicebus_peer")
+        yield peer.connection_string
+        assert peer.management_settlements == 0, "a settle fell back to $management"
+        return
+    connection = os.environ.get(SERVICEBUS_CONNECTION)
+    if not connection:
+        pytest.skip(f"{SERVICEBUS_CONNECTION} is not set: no real Service Bus namespace to "
+                    "test against")
+    yield connection
+
+
+@pytest.fixture
+async def servicebus_topic(servicebus_connection: str) -> AsyncIterator[str]:
+    """A topic name of this test's own on the namespace (`mussikon-test-<random>`); the topic,
+    if the test created it, is deleted afterwards with its subscriptions."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from tests.integration.servicebus_kit import administration
+
+    name = f"mussikon-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    async with administration(servicebus_connection) as admin:
+        with contextlib.suppress(ResourceNotFoundError):
+            await admin.delete_topic(name)
 
 
 COSMOS_SERVER_DIR = Path(__file__).parent / "cosmos_server"

@@ -2,7 +2,7 @@
 the handler of `rabbitmq_worker.effect_writer` (its effect and inbox entry in one
 transaction), hanging on one chosen event.
 
-    python -m tests.integration.servicebus_worker DB_PATH CONNECTION_STRING HANG_ON_EVENT_ID
+    python -m tests.integration.servicebus_worker DB_PATH CONNECTION_STRING HANG_ON_EVENT_ID TOPIC
 
 Prints `handling <id>` when it starts on the event it hangs on, so the test knows when to kill.
 """
@@ -23,15 +23,15 @@ OPTIONS: dict[str, Any] = {"retry_delays": (0.01,), "delayed_retry_delays": (0.3
                            "poll_max_interval": 0.2, "timeout": 10.0}
 
 
-async def main(db_path: str, connection: str, hang_on: str) -> None:
+async def main(db_path: str, connection: str, hang_on: str, topic: str) -> None:
     """Run the worker until killed."""
     db = await SqliteDatabase(db_path).open()
     documents = SqliteDocumentStore(db)
     transport = ServiceBusTransport(connection, SqliteEventStore(db), documents, EventCodec(),
-                                    **OPTIONS)
+                                    topic=topic, **OPTIONS)
     await transport.start([effect_writer(documents, hang_on)])
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    asyncio.run(main(*sys.argv[1:5]))

@@ -1,17 +1,14 @@
 """The Service Bus transport through the official SDK against the local peer: the relay
 publishes the store's global order to the topic in batches, each subscription receives
 only its event types, completes after its handler, retries, schedules a copy, dead-letters
-with the reason; a .NET service's message is recorded once and handled; a malformed body
-is dead-lettered at once. No ordinary settle goes through `$management`."""
+with the reason (a .NET service's message, recorded once and handled: test_servicebus_live); a
+malformed body is dead-lettered at once. No ordinary settle goes through `$management`."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterable
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,7 +32,6 @@ from tests.servicebus_peer import EntityOptions, ServiceBusPeer
 pytestmark = pytest.mark.servicebus
 
 TOPIC = "mussikon-events"
-GOLDEN = Path(__file__).parent.parent / "golden"
 FAST: dict[str, Any] = {"retry_delays": (0.01,), "delayed_retry_delays": (0.3,),
                         "lease_seconds": 1.5, "poll_interval": 0.02, "poll_max_interval": 0.2,
                         "timeout": 10.0, "stop_grace": 5.0}
@@ -150,30 +146,6 @@ def counted() -> dict[str, float]:
             "dead_lettered": ("mussikon_messages_dead_lettered_total", "musicians", None),
             "published": ("mussikon_messages_published_total", None, None)}
     return {name: found.get(key, 0.0) for name, key in keys.items()}
-
-
-async def test_a_dotnet_message_is_recorded_once_and_handled(bus: Bus) -> None:
-    recorder = Recorder()
-    transport = await bus.start([recorder.subscription("musicians",
-                                                       ["MusicianRegisteredEvent"],
-                                                       bus.documents)])
-    body = (GOLDEN / "MusicianRegisteredEvent.json").read_bytes()
-    async with (ServiceBusClient.from_connection_string(bus.peer.connection_string) as client,
-                client.get_topic_sender(TOPIC) as sender):
-        for _ in range(2):  # as PublishEventAsync sends it, twice: a new MessageId each
-            await sender.send_messages(ServiceBusMessage(
-                body, content_type="application/json", message_id=str(uuid.uuid4()),
-                subject="MusicianRegisteredEvent", time_to_live=timedelta(hours=24),
-                application_properties={"EventType": "MusicianRegisteredEvent",
-                                        "Version": "1.0",
-                                        "Timestamp": datetime.now(UTC)}))  # type: ignore[dict-item]
-    await eventually(lambda: len(recorder.handled) == 1, 30, what="the event handled")
-    await transport.wait_idle(30)
-    event_id = uuid.UUID("0b6f1d2e-8c3a-4f5b-a1d9-7e2c4b6a8f01")
-    stored = await bus.store.find_event(event_id)
-    assert stored is not None and stored.origin == "servicebus"
-    assert recorder.effects[str(event_id)] == 1
-    assert [r.event.id for r in await bus.store.read_all(1, 10)] == [event_id]
 
 
 async def test_a_malformed_body_is_dead_lettered_at_once(bus: Bus) -> None:

@@ -44,7 +44,8 @@ class Stored:
     envelope: Envelope
     failed_deliveries: int = 0
     """Deliveries that ended without settlement (abandon, lock expiry): the header's
-    delivery-count."""
+    delivery-count, as the service writes it (its DeliveryCount less one, which the .NET SDK
+    adds back and the Python SDK does not)."""
     state: State = State.ACTIVE
     dead_letter: dict[str, str] = field(default_factory=dict)
     """DeadLetterReason and DeadLetterErrorDescription once dead-lettered."""
