@@ -68,7 +68,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from multiprocessing.process import BaseProcess
@@ -452,16 +452,22 @@ def _ours(options: Options, job: _Job) -> tuple[float, dict[str, Any]]:
 def _our_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None:
     """A worker process: consume until `job.messages` distinct messages were handled."""
     _log_warnings()
-    profile = os.environ.get("MUSSIKON_BENCH_PROFILE")
-    if profile:  # the worker's calls, for `python -m pstats` or snakeviz
-        import cProfile
+    _run((_run_app_worker if job.worker == "app" else _run_our_worker)(job, ready, out),
+         "worker")
 
-        with cProfile.Profile() as profiler:
-            asyncio.run((_run_app_worker if job.worker == "app" else _run_our_worker)(
-                job, ready, out))
-        profiler.dump_stats(f"{profile}.{os.getpid()}")
+
+def _run(main: Coroutine[Any, Any, None], role: str) -> None:
+    """`asyncio.run(main)`; under cProfile with MUSSIKON_BENCH_PROFILE=PATH set, its calls
+    written to `PATH.<role>.<pid>` (for `python -m pstats`)."""
+    profile = os.environ.get("MUSSIKON_BENCH_PROFILE")
+    if not profile:
+        asyncio.run(main)
         return
-    asyncio.run((_run_app_worker if job.worker == "app" else _run_our_worker)(job, ready, out))
+    import cProfile
+
+    with cProfile.Profile() as profiler:
+        asyncio.run(main)
+    profiler.dump_stats(f"{profile}.{role}.{os.getpid()}")
 
 
 async def _run_our_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None:
@@ -624,7 +630,7 @@ def _our_source(job: _Job, out: Queue[Any]) -> None:
         _dotnet_publisher(job.options.url, _topology(job.options, job.prefix).events_exchange,
                           job.messages, out)
     else:
-        asyncio.run(_run_our_source(job, out))
+        _run(_run_our_source(job, out), "source")
 
 
 async def _run_our_source(job: _Job, out: Queue[Any]) -> None:
