@@ -12,8 +12,10 @@ SDK's plainest loop, both held back by the same peer.
   process receives them from its topic subscription (peek-lock), runs a handler that counts
   (no inbox) and completes each. Timed from the relay process's start (its connection
   included) to the worker's last completion.
-  Peer `raw-azure-servicebus`: a sender process sends the same bodies, made before the
-  clock starts, in `ServiceBusMessageBatch`es, one after the other; a receiver process
+  Peer `raw-azure-servicebus`: a sender process sends the messages our relay sends for the
+  same events (body and properties: the wire contract's, so that both carry the same
+  bytes), made before the clock starts, in `ServiceBusMessageBatch`es, one after the
+  other; a receiver process
   receives up to `prefetch` at a time (prefetch `prefetch`, peek-lock) and completes each
   batch at once (`asyncio.gather`). Timed from the sender's start (its connection
   included) to the last completion. Its receiver waits on the socket as long as ours at a
@@ -54,6 +56,7 @@ from bench.bus import (
     _log_warnings,
     _open_store,
     _reap,
+    _run,
     _store_label,
     _store_spec,
     _StoreSpec,
@@ -231,7 +234,7 @@ def _ours(options: Options, store: _StoreSpec) -> tuple[float, float]:
 def _our_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None:
     """A worker process: receive until `job.messages` messages were handled and completed."""
     _log_warnings()
-    asyncio.run(_run_our_worker(job, ready, out))
+    _run(_run_our_worker(job, ready, out), "worker")
 
 
 async def _run_our_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None:
@@ -266,7 +269,7 @@ async def _run_our_worker(job: _Job, ready: Queue[Any], out: Queue[Any]) -> None
 def _our_relay(job: _Job, out: Queue[Any]) -> None:
     """The relay process: send every stored event, then say when it started."""
     _log_warnings()
-    asyncio.run(_run_our_relay(job, out))
+    _run(_run_our_relay(job, out), "relay")
 
 
 async def _run_our_relay(job: _Job, out: Queue[Any]) -> None:
@@ -313,23 +316,19 @@ def _raw(options: Options) -> tuple[float, float]:
 
 
 def _raw_sender(connection: str, n: int, out: Queue[Any]) -> None:
-    """Send `n` messages (made before the clock starts: our relay's body, a message id, the
-    subject the subscription's rule admits) in `ServiceBusMessageBatch`es, one after the
-    other."""
+    """Send `n` messages in `ServiceBusMessageBatch`es, one after the other: the messages our
+    relay sends for the same events (body and properties, `messages.event_message`), made
+    before the clock starts."""
 
     async def main() -> None:
-        import uuid
-
-        from azure.servicebus import ServiceBusMessage
         from azure.servicebus.aio import ServiceBusClient
         from azure.servicebus.exceptions import MessageSizeExceededError
 
+        from mussikon.adapters.messaging.servicebus.messages import event_message
         from mussikon.wire import EventCodec
 
-        body = EventCodec().encode(_event(0))
-        messages = [ServiceBusMessage(body, content_type="application/json",
-                                      subject=EVENT_TYPE, message_id=str(uuid.uuid4()))
-                    for _ in range(n)]
+        codec = EventCodec()
+        messages = [event_message(codec, _event(i), position=i + 1) for i in range(n)]
         started, cpu = time.perf_counter(), time.process_time()
         async with (ServiceBusClient.from_connection_string(connection) as client,
                     client.get_topic_sender(TOPIC) as sender):
