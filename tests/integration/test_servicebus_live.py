@@ -5,7 +5,8 @@ entities (skipped with that reason otherwise, also under MUSSIKON_REQUIRE_SERVIC
 relay publishes and the consumer completes, a failure is dead-lettered with its reason and
 a repeat dropped by MessageId; a message abandoned at a stop, handled by the next worker; a
 retry scheduled through the namespace that then succeeds; a dead letter replayed; a .NET
-service's message handled once; a worker killed mid-handler; a lock that runs out.
+service's message handled once; a worker killed mid-handler; a lock that runs out; a
+handler that outlasts its lock, the lock renewed.
 
 Each test provisions a topic of its own (`mussikon broker provision`'s code, locks of 5 s:
 the service's minimum) and deletes it afterwards. Where the peer and the service differ, the
@@ -300,3 +301,27 @@ async def test_a_message_received_and_not_renewed_comes_back_after_its_lock(
             assert waited > LOCK.total_seconds() * 0.8, waited
             await receiver.complete_message(again[0])
     assert await peeked(deployment.connection, deployment.topic, "probe") == []
+
+
+async def test_a_handler_running_past_its_lock_keeps_its_message(
+        deployment: Deployment) -> None:
+    """A handler takes longer than the message's lock: the consumer has the lock renewed
+    (from a third of its term on), so the message is not delivered again meanwhile and is
+    completed once, by the one handler that ran."""
+    lock = LOCK.total_seconds()
+    calls: list[float] = []
+    done: list[float] = []
+
+    async def slow(envelope: Envelope) -> None:
+        calls.append(time.monotonic())
+        await asyncio.sleep(lock * 1.6)  # the handler's work, past the lock's term
+        done.append(time.monotonic())
+
+    transport = await deployment.start([Subscription("slow", frozenset(MUSICIANS), slow)])
+    await append(deployment.store, [sample_event(MusicianRegisteredEvent)])
+    transport.wake()
+    await eventually(lambda: len(done) == 1, 60, what="the slow handler to finish")
+    await transport.wait_idle(60)
+    assert len(calls) == 1 and done[0] - calls[0] >= lock * 1.6
+    assert await transport.dead_letters() == []
+    assert await peeked(deployment.connection, deployment.topic, "slow") == []
