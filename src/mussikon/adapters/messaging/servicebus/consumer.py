@@ -2,12 +2,13 @@
 `StreamOrderedWorkers` (each stream's messages in the order received, streams in parallel,
 `concurrency` handlers at once in this process).
 
-A message is received under a lock, which an `AutoLockRenewer` renews while it is held, from a
-third of the lock's term on, until it is settled (up to `lock_renewal` seconds after its
-receipt), and completed only after its subscription's handler succeeded; the completions go
-on apart from the handlers, in groups (the SDK waits for the service's echo of every
-settlement), so that a handler's slot is free as soon as its handler returns. At most `prefetch` messages per subscription are held (received and not settled,
-completions in progress included). Its event is first looked up in the store by its id: one
+A message is received under a lock, which an `AutoLockRenewer` renews while it is held,
+from a third of the lock's term on, until it is settled (up to `lock_renewal` seconds after
+its receipt), and completed only after its subscription's handler succeeded; the
+completions go on apart from the handlers, in groups (the SDK waits for the service's echo
+of every settlement), so that a handler's slot is free as soon as its handler returns. At
+most `prefetch` messages per subscription are held (received and not settled, completions
+in progress included). Its event is first looked up in the store by its id: one
 that another service published (a .NET `ServiceBusEventService` message, with a new GUID
 `MessageId`) is recorded once (`EventStore.record_foreign`, origin `servicebus`) before any
 handler runs, and only once what it presupposes is stored: until then a copy of it is
