@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email
-import email.policy
 import json
 import os
 import signal
@@ -15,13 +13,10 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from email.message import EmailMessage
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd.smtp import SMTP
 from pamqp.commands import Basic
 
 from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore
@@ -29,6 +24,12 @@ from mussikon.bootstrap import open_app
 from mussikon.config import Settings
 from mussikon.ports.transport import DeadLetter
 from tests.integration.rabbitmq_kit import BrokerNamespace, dotnet_publish, eventually
+from tests.integration.worker_kit import (
+    SlowMailServer,
+    read_line_with,
+    slow_mail_server,
+    terminate,
+)
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -38,45 +39,10 @@ RETRY_DELAYS = "0.2,0.4"
 deletes the retry queues they declare."""
 
 
-@dataclass
-class SlowMailServer:
-    """An SMTP server on loopback that holds every message at DATA until `release` is set."""
-
-    port: int = 0
-    held: asyncio.Event = field(default_factory=asyncio.Event)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-    refuse: bool = False
-    attempts: int = 0
-    received: list[EmailMessage] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}?timeout=30"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.attempts += 1
-        if self.refuse:
-            return "554 Transaction failed: mailbox unavailable"
-        self.held.set()
-        await self.release.wait()
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        self.received.append(message)
-        return "250 Message accepted for delivery"
-
-
 @pytest.fixture
 async def mail_server() -> AsyncIterator[SlowMailServer]:
-    box = SlowMailServer()
-    server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(box, hostname="localhost"), "127.0.0.1", 0)
-    box.port = server.sockets[0].getsockname()[1]
-    try:
+    async with slow_mail_server() as box:
         yield box
-    finally:
-        box.release.set()
-        server.close()
-        await server.wait_closed()
 
 
 @pytest.fixture
@@ -158,31 +124,6 @@ class Command:
 @pytest.fixture
 def mussikon(broker: BrokerNamespace, mail_server: SlowMailServer, tmp_path: Path) -> Command:
     return Command(tmp_path / "mussikon.db", broker, mail_server.url)
-
-
-async def read_line_with(stream: asyncio.StreamReader | None, text: str,
-                         timeout: float = 30) -> list[str]:
-    """Lines read from `stream` up to and including the first that contains `text`."""
-    assert stream is not None
-    lines: list[str] = []
-
-    async def until() -> None:
-        while line := (await stream.readline()).decode():
-            lines.append(line)
-            if text in line:
-                return
-        raise AssertionError(f"{text!r} never came; got {lines}")
-
-    await asyncio.wait_for(until(), timeout)
-    return lines
-
-
-async def terminate(process: asyncio.subprocess.Process) -> str:
-    """SIGTERM, then the process's stderr once it has exited (which must be cleanly)."""
-    process.send_signal(signal.SIGTERM)
-    _, err = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, err.decode()
-    return err.decode()
 
 
 async def queued(broker: BrokerNamespace, queue: str) -> int:
