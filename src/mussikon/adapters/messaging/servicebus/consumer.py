@@ -297,8 +297,8 @@ class ServiceBusConsumer:
             try:
                 messages = await link.receiver.receive_messages(limit - link.held, wait)
             except ServiceBusError as exc:
-                log.warning("receiving from %s: %s; trying again", link.subscription.name, exc)
-                self.failing[link.subscription.name] = type(exc).__name__
+                self._receiving_failed(link, type(exc).__name__,
+                                       f"receiving from %s: {exc}; trying again")
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
                 continue
@@ -311,14 +311,14 @@ class ServiceBusConsumer:
                 # Nothing, and at once rather than after the wait: the receiver's link is
                 # closed (its client closed under it). Asked again at once, it would answer
                 # at once again, without ever giving the event loop a turn.
-                log.warning("receiving from %s: the receiver is closed; trying again in"
-                            " %.2g s", link.subscription.name, pause)
-                self.failing[link.subscription.name] = "the receiver is closed"
+                self._receiving_failed(link, "the receiver is closed",
+                                       "receiving from %s: the receiver is closed; trying again")
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
                 continue
             pause, wait = 0.1, _RECEIVE_WAIT_BUSY if messages else _RECEIVE_WAIT
-            self.failing.pop(link.subscription.name, None)
+            if self.failing.pop(link.subscription.name, None) is not None:
+                log.info("receiving from %s again", link.subscription.name)
             for message in messages:
                 self.delivered += 1
                 self.unsettled += 1
@@ -327,6 +327,16 @@ class ServiceBusConsumer:
                 delivery = self._decode(link, message)
                 self._hold_lock(delivery)
                 self._workers.submit(delivery)
+
+    def _receiving_failed(self, link: _Link, reason: str, message: str) -> None:
+        """Note why `link` cannot receive; a warning when it starts failing or fails
+        otherwise than before, a debug line while it goes on failing the same way (a
+        namespace out of reach would otherwise fill the log, every subscription at every
+        try)."""
+        name = link.subscription.name
+        level = logging.DEBUG if self.failing.get(name) == reason else logging.WARNING
+        self.failing[name] = reason
+        log.log(level, message, name)
 
     def _hold_lock(self, delivery: _Delivery) -> None:
         """Have the message's lock renewed while it is held, from a third of its term on:
