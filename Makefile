@@ -43,7 +43,7 @@ $(COSMOS_SERVER)/node_modules/.installed: $(COSMOS_SERVER)/package.json $(COSMOS
 cosmos-server: $(COSMOS_SERVER)/node_modules/.installed
 
 unit: $(BIN)/.installed cosmos-server
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 test: lint imports typecheck unit
 
