@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -23,11 +22,12 @@ from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore
 from mussikon.bootstrap import open_app
 from mussikon.config import Settings
 from mussikon.ports.transport import DeadLetter
+from tests.command_line import line_with
 from tests.integration.rabbitmq_kit import BrokerNamespace, dotnet_publish, eventually
 from tests.integration.worker_kit import (
     SlowMailServer,
-    read_line_with,
     slow_mail_server,
+    stop_with_a_handler_in_flight,
     terminate,
 )
 
@@ -138,18 +138,10 @@ async def test_sigterm_lets_the_worker_finish_the_email_in_flight_then_exit_clea
         mussikon: Command, mail_server: SlowMailServer, broker: BrokerNamespace) -> None:
     await mussikon.register_musician("Ana Díaz", "ana@example.com")
     async with mussikon.running("worker") as worker:
-        await read_line_with(worker.stdout, "worker running")
-        await asyncio.wait_for(mail_server.held.wait(), 30)  # the welcome email is at DATA
-        worker.send_signal(signal.SIGTERM)
-        stopping = await read_line_with(worker.stdout, "stopping")
-        # It has stopped taking messages and waits for the handler in flight.
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(worker.wait()), 1.0)
-        mail_server.release.set()
-        out, err = await asyncio.wait_for(worker.communicate(), 30)
-    assert worker.returncode == 0, err.decode()
-    assert "stopping: finishing messages in flight" in "".join(stopping)
-    assert "Traceback" not in out.decode() + err.decode()
+        stopping, out, err = await stop_with_a_handler_in_flight(worker, mail_server)
+    assert worker.returncode == 0, err
+    assert "stopping: finishing messages in flight" in stopping
+    assert "Traceback" not in out + err
     assert [m["To"] for m in mail_server.received] == ["Ana Díaz <ana@example.com>"]
     assert mail_server.attempts == 1
 
@@ -184,7 +176,7 @@ async def test_dlq_commands_list_show_replay_and_purge_real_dead_letters(
     mail_server.release.set()
     await mussikon.register_musician("Ana Díaz", "ana@example.com")
     async with mussikon.running("worker") as worker:
-        await read_line_with(worker.stdout, "worker running")
+        await line_with(worker.stdout, "worker running")
         await asyncio.to_thread(dotnet_publish, broker.url, f"{broker.prefix}mussikon.events",
                                 "musician.registered", b"not json", "MusicianRegisteredEvent")
 
@@ -311,7 +303,7 @@ async def test_dlq_commands_page_resolve_delete_refuse_and_report_on_rabbitmq(
     for n in range(4):
         await mussikon.register_musician(f"Musician {n}", f"m{n}@example.com")
     async with mussikon.running("worker") as worker:
-        await read_line_with(worker.stdout, "worker running")
+        await line_with(worker.stdout, "worker running")
 
         async def dead_lettered() -> bool:
             return len(await mussikon.dead_letters()) == 4

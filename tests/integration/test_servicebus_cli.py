@@ -6,7 +6,6 @@ the next worker handles the next message and not that one again."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,14 +16,12 @@ import pytest
 from mussikon.adapters.store.sqlite import SqliteDatabase, SqliteDocumentStore
 from mussikon.bootstrap import open_app
 from mussikon.config import Settings
-from tests.command_line import environment, mussikon
-from tests.integration.rabbitmq_kit import eventually
+from tests.command_line import environment, mussikon, worker_until
 from tests.integration.servicebus_kit import peeked
 from tests.integration.worker_kit import (
     SlowMailServer,
-    read_line_with,
     slow_mail_server,
-    terminate,
+    stop_with_a_handler_in_flight,
 )
 from tests.servicebus_peer import ServiceBusPeer
 
@@ -59,30 +56,19 @@ async def test_sigterm_lets_the_worker_finish_the_email_in_flight_then_exit_clea
                                           env=env)
     assert provisioned.returncode == 0, provisioned.stderr
 
-    def worker() -> asyncio.Future[asyncio.subprocess.Process]:
-        return asyncio.ensure_future(asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mussikon", "worker", cwd=tmp_path, env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-
     await register_musician(store, "Ana Díaz", "ana@example.com")
-    first = await worker()
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mussikon", "worker", cwd=tmp_path, env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        await read_line_with(first.stdout, "worker running")
-        await asyncio.wait_for(mail_server.held.wait(), 30)  # the welcome email is at DATA
-        first.send_signal(signal.SIGTERM)
-        stopping = await read_line_with(first.stdout, "stopping")
-        # It has stopped taking messages and waits for the handler in flight.
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(first.wait()), 1.0)
-        mail_server.release.set()
-        out, err = await asyncio.wait_for(first.communicate(), 30)
+        stopping, out, err = await stop_with_a_handler_in_flight(worker, mail_server)
     finally:
-        if first.returncode is None:
-            first.kill()
-            await first.wait()
-    assert first.returncode == 0, err.decode()
-    assert "stopping: finishing messages in flight" in "".join(stopping)
-    assert "Traceback" not in out.decode() + err.decode()
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+    assert worker.returncode == 0, err
+    assert "stopping: finishing messages in flight" in stopping
+    assert "Traceback" not in out + err
     assert [m["To"] for m in mail_server.received] == ["Ana Díaz <ana@example.com>"]
     assert mail_server.attempts == 1
     # Completed: nothing waits in the welcome subscription, and the store has the email.
@@ -97,14 +83,11 @@ async def test_sigterm_lets_the_worker_finish_the_email_in_flight_then_exit_clea
 
     # A second worker sends the next welcome and not Ana's again.
     await register_musician(store, "Luis Pérez", "luis@example.com")
-    second = await worker()
-    try:
-        await eventually(lambda: len(mail_server.received) == 2, 30, what="two emails")
-        await terminate(second)
-    finally:
-        if second.returncode is None:
-            second.kill()
-            await second.wait()
+
+    async def two_sent() -> bool:
+        return len(mail_server.received) == 2
+
+    await worker_until(two_sent, cwd=tmp_path, env=env)
     assert [m["To"] for m in mail_server.received] == ["Ana Díaz <ana@example.com>",
                                                        "Luis Pérez <luis@example.com>"]
     assert mail_server.attempts == 2

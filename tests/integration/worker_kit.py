@@ -1,6 +1,6 @@
 """What the tests of `mussikon worker` run as a process share: an SMTP server that holds
-a message at DATA (a handler in flight for as long as a test wants), reading the worker's
-lines, and stopping it with SIGTERM."""
+a message at DATA (a handler in flight for as long as a test wants), and stopping the worker
+with SIGTERM, with such a handler in flight or not."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
+import pytest
 from aiosmtpd.smtp import SMTP
+
+from tests.command_line import line_with
 
 
 @dataclass
@@ -59,21 +62,20 @@ async def slow_mail_server() -> AsyncIterator[SlowMailServer]:
         await server.wait_closed()
 
 
-async def read_line_with(stream: asyncio.StreamReader | None, text: str,
-                         timeout: float = 30) -> list[str]:
-    """Lines read from `stream` up to and including the first that contains `text`."""
-    assert stream is not None
-    lines: list[str] = []
-
-    async def until() -> None:
-        while line := (await stream.readline()).decode():
-            lines.append(line)
-            if text in line:
-                return
-        raise AssertionError(f"{text!r} never came; got {lines}")
-
-    await asyncio.wait_for(until(), timeout)
-    return lines
+async def stop_with_a_handler_in_flight(worker: asyncio.subprocess.Process,
+                                        mail_server: SlowMailServer) -> tuple[str, str, str]:
+    """SIGTERM to `mussikon worker` once it holds an email at DATA: it must stop taking
+    messages and wait for that handler (still running a second later), then exit once the
+    email goes through. Its "stopping" line, then the rest of its stdout and its stderr."""
+    await line_with(worker.stdout, "worker running")
+    await asyncio.wait_for(mail_server.held.wait(), 30)
+    worker.send_signal(signal.SIGTERM)
+    stopping = await line_with(worker.stdout, "stopping")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(worker.wait()), 1.0)
+    mail_server.release.set()
+    out, err = await asyncio.wait_for(worker.communicate(), 30)
+    return stopping, out.decode(), err.decode()
 
 
 async def terminate(process: asyncio.subprocess.Process) -> str:
