@@ -1,17 +1,22 @@
-"""Running the real `mussikon` command in a subprocess with a controlled environment, and a
-server that accepts connections and never answers (a hanging SMTP server or broker)."""
+"""Running the real `mussikon` command in a subprocess with a controlled environment (and
+`mussikon serve` on a free port), and a server that accepts connections and never answers
+(a hanging SMTP server or broker)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 from tests.polling import eventually
 
@@ -24,6 +29,54 @@ def environment(**settings: str) -> dict[str, str]:
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("MUSSIKON_")}
     return {**inherited, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1",
             "COLUMNS": "250", **{f"MUSSIKON_{k.upper()}": v for k, v in settings.items()}}
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Served:
+    """A running `mussikon serve`: a client on its address; its output once it stopped."""
+
+    client: httpx.AsyncClient
+    out: str = ""
+    err: str = ""
+
+
+@contextlib.asynccontextmanager
+async def serving(*, cwd: Path, env: dict[str, str], ready: str = "/healthz"
+                  ) -> AsyncIterator[Served]:
+    """`mussikon serve` on a free port, once `ready` answers 200. At the end of the block it
+    gets SIGTERM and must exit 0 (its output is then in `out` and `err`); killed if the block
+    failed."""
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mussikon", "serve", "--port", str(port), cwd=cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            async def up() -> bool:
+                try:
+                    return (await client.get(ready)).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(up, 30)
+            served = Served(client)
+            yield served
+        server.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(server.communicate(), 30)
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.wait()
+    served.out, served.err = out.decode(), err.decode()
+    assert server.returncode == 0, served.err
 
 
 def mussikon(*args: str, cwd: Path, env: dict[str, str], prefix: tuple[str, ...] = (),

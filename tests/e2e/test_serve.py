@@ -3,23 +3,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
-import httpx
-from tests.command_line import environment, mussikon, one_error_line
-from tests.polling import eventually
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.command_line import environment, mussikon, one_error_line, serving
 
 
 async def test_serve_on_the_defaults_then_sigterm(tmp_path: Path) -> None:
@@ -28,35 +15,17 @@ async def test_serve_on_the_defaults_then_sigterm(tmp_path: Path) -> None:
     assert added.returncode == 0, added.stderr
     key = added.stdout.strip()
     assert key.startswith("mk_") and "organizer" in added.stderr
-    port = _free_port()
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mussikon", "serve", "--port", str(port), cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            async def up() -> bool:
-                try:
-                    return (await client.get("/readyz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await eventually(up, 30)
-            registered = await client.post(
-                "/organizers", headers={"Authorization": f"Bearer {key}"},
-                json={"email": "booking@casa.example", "name": "Casa", "payment_source": ""})
-            assert registered.status_code == 201, registered.text
-            refused = await client.post("/organizers", json={})
-            assert refused.status_code == 401
-            docs = await client.get("/docs")
-            assert "/docs-assets/swagger-ui-bundle.js" in docs.text
-        server.send_signal(signal.SIGTERM)
-        out, err = await asyncio.wait_for(server.communicate(), 30)
-    finally:
-        if server.returncode is None:
-            server.kill()
-            await server.wait()
-    assert server.returncode == 0, err.decode()
-    assert key not in out.decode() + err.decode()
+    async with serving(cwd=tmp_path, env=env, ready="/readyz") as served:
+        client = served.client
+        registered = await client.post(
+            "/organizers", headers={"Authorization": f"Bearer {key}"},
+            json={"email": "booking@casa.example", "name": "Casa", "payment_source": ""})
+        assert registered.status_code == 201, registered.text
+        refused = await client.post("/organizers", json={})
+        assert refused.status_code == 401
+        docs = await client.get("/docs")
+        assert "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert key not in served.out + served.err
     assert (tmp_path / "mussikon.db").is_file()  # the embedded default store
 
 

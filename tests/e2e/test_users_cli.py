@@ -4,24 +4,12 @@ user added again under that name is someone else."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import httpx
-from tests.command_line import environment, mussikon, one_error_line
-from tests.polling import eventually
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.command_line import environment, mussikon, one_error_line, serving
 
 
 async def test_a_removed_user_is_refused_at_once_and_the_list_shows_no_secret(
@@ -52,57 +40,39 @@ async def test_a_removed_user_is_refused_at_once_and_the_list_shows_no_secret(
         assert ops_key not in output and casa_key not in output
         assert "mk_" not in output and "argon2" not in output
 
-    port = _free_port()
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mussikon", "serve", "--port", str(port), cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            async def up() -> bool:
-                try:
-                    return (await client.get("/healthz")).status_code == 200
-                except httpx.TransportError:
-                    return False
+    async with serving(cwd=tmp_path, env=env) as served:
+        client = served.client
 
-            await eventually(up, 30)
+        async def status(credential: str) -> int:
+            answer = await client.get("/analytics",
+                                      headers={"Authorization": f"Bearer {credential}"})
+            return answer.status_code
 
-            async def status(credential: str) -> int:
-                answer = await client.get("/analytics",
-                                          headers={"Authorization": f"Bearer {credential}"})
-                return answer.status_code
-
-            async def token_status() -> int:
-                answer = await client.post("/token", data={"username": "ops",
-                                                           "password": "a long passphrase"})
-                return answer.status_code
-
-            issued = await client.post("/token", data={"username": "ops",
+        async def token_status() -> int:
+            answer = await client.post("/token", data={"username": "ops",
                                                        "password": "a long passphrase"})
-            token = issued.json()["access_token"]
-            assert await status(ops_key) == 200 and await status(token) == 200
+            return answer.status_code
 
-            refused = cli("users", "remove", "ops")  # no terminal, no --yes
-            assert "--yes" in one_error_line(refused)
-            assert await status(ops_key) == 200
+        issued = await client.post("/token", data={"username": "ops",
+                                                   "password": "a long passphrase"})
+        token = issued.json()["access_token"]
+        assert await status(ops_key) == 200 and await status(token) == 200
 
-            removed = cli("users", "remove", "ops", "--yes")
-            assert removed.returncode == 0, removed.stderr
-            assert await status(ops_key) == 401 and await status(token) == 401
-            assert await token_status() == 401
-            assert await status(casa_key) == 403  # the others are untouched (an organizer)
+        refused = cli("users", "remove", "ops")  # no terminal, no --yes
+        assert "--yes" in one_error_line(refused)
+        assert await status(ops_key) == 200
 
-            again = cli("users", "add", "ops", "--role", "operator", "--password",
-                        stdin="a long passphrase\n")
-            assert again.returncode == 0, again.stderr
-            assert await status(ops_key) == 401 and await status(token) == 401
-            assert await status(again.stdout.strip()) == 200 and await token_status() == 200
-        server.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(server.communicate(), 30)
-    finally:
-        if server.returncode is None:
-            server.kill()
-            await server.wait()
-    assert server.returncode == 0, err.decode()
+        removed = cli("users", "remove", "ops", "--yes")
+        assert removed.returncode == 0, removed.stderr
+        assert await status(ops_key) == 401 and await status(token) == 401
+        assert await token_status() == 401
+        assert await status(casa_key) == 403  # the others are untouched (an organizer)
+
+        again = cli("users", "add", "ops", "--role", "operator", "--password",
+                    stdin="a long passphrase\n")
+        assert again.returncode == 0, again.stderr
+        assert await status(ops_key) == 401 and await status(token) == 401
+        assert await status(again.stdout.strip()) == 200 and await token_status() == 200
 
     unknown = cli("users", "remove", "nobody", "--yes")
     assert "no user 'nobody'" in one_error_line(unknown)

@@ -13,18 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.command_line import (
     Workers,
     environment,
+    free_port,
     mussikon,
     one_error_line,
     store_with_one_registration,
 )
 from tests.polling import eventually
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def figures(port: int) -> tuple[float, float | None]:

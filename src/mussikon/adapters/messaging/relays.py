@@ -85,10 +85,10 @@ class LeasedRelay(abc.ABC):
     async def _close(self) -> None:
         """Close the link to the broker (at the stop)."""
 
+    @abc.abstractmethod
     async def _publish(self) -> int:
-        """`publish_pending`, in a step of the poll loop (a broker's relay adds what it does
-        about its own failures)."""
-        return await self.publish_pending()
+        """`publish_pending` in a step of the poll loop, with what the broker's relay does
+        about its own failures (a link to drop, a reason to show)."""
 
     @property
     def is_active(self) -> bool:
